@@ -1,0 +1,5 @@
+export * from "./errors.js";
+export { definePipeline, loadPipelineFile, resolvePipeline, buildPipelineSchema, type PipelineInput, type ResolvedPipeline } from "./pipeline/spec.js";
+export { defineStage, type StageDefinition, type StageContext, type ProgressEvent } from "./pipeline/stage.js";
+export { STAGES } from "./stages.js";
+export { readParquetFile, writeParquetFile, writeParquetBatches, tableToParquet, parquetToTable } from "./io/parquet.js";

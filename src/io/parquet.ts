@@ -1,0 +1,74 @@
+import { createWriteStream } from "node:fs";
+import { open, readFile } from "node:fs/promises";
+import { Writable } from "node:stream";
+import { Table, RecordBatch, tableFromIPC, tableToIPC, type Schema } from "apache-arrow";
+import * as parquet from "parquet-wasm/node";
+
+/**
+ * Parquet through parquet-wasm: SNAPPY (readable by DuckDB, pyarrow, polars and hyparquet),
+ * Arrow in and out, FixedSizeList columns kept. Files are written in bounded row groups so a
+ * stage never needs the whole table in memory.
+ */
+function writerProperties(rowGroupSize: number) {
+  return new parquet.WriterPropertiesBuilder()
+    .setCompression(parquet.Compression.SNAPPY)
+    .setMaxRowGroupSize(rowGroupSize)
+    .setCreatedBy("prolearn")
+    .build();
+}
+
+function toWasmBatches(table: Table): parquet.RecordBatch[] {
+  return parquet.Table.fromIPCStream(tableToIPC(table, "stream")).recordBatches();
+}
+
+/** Encodes a whole Arrow table as Parquet bytes. */
+export function tableToParquet(table: Table, options: { rowGroupSize?: number } = {}): Uint8Array {
+  const wasmTable = parquet.Table.fromIPCStream(tableToIPC(table, "stream"));
+  return parquet.writeParquet(wasmTable, writerProperties(options.rowGroupSize ?? 1024));
+}
+
+export function parquetToTable(bytes: Uint8Array, options: { columns?: string[] } = {}): Table {
+  const wasmTable = parquet.readParquet(bytes, options.columns ? { columns: options.columns } : undefined);
+  return tableFromIPC(wasmTable.intoIPCStream());
+}
+
+export async function readParquetFile(file: string, options: { columns?: string[] } = {}): Promise<Table> {
+  return parquetToTable(await readFile(file), options);
+}
+
+/**
+ * Streams record batches (each becomes at least one row group) into a Parquet file. The caller
+ * bounds memory by the size of the batches it yields. The file is fsynced before returning.
+ */
+export async function writeParquetBatches(file: string, batches: AsyncIterable<RecordBatch> | Iterable<RecordBatch>, options: { rowGroupSize?: number } = {}): Promise<{ rows: number }> {
+  let rows = 0;
+  const iterator = (Symbol.asyncIterator in batches ? (batches as AsyncIterable<RecordBatch>)[Symbol.asyncIterator]() : (batches as Iterable<RecordBatch>)[Symbol.iterator]()) as AsyncIterator<RecordBatch> | Iterator<RecordBatch>;
+  let schema: Schema | undefined;
+  const source = new ReadableStream({
+    async pull(controller) {
+      const next = await iterator.next();
+      if (next.done) {
+        controller.close();
+        return;
+      }
+      const batch = next.value;
+      schema ??= batch.schema;
+      rows += batch.numRows;
+      for (const wasmBatch of toWasmBatches(new Table([batch]))) controller.enqueue(wasmBatch);
+    },
+  });
+  const bytes = await parquet.transformParquetStream(source, writerProperties(options.rowGroupSize ?? 1024));
+  await bytes.pipeTo(Writable.toWeb(createWriteStream(file)));
+  const handle = await open(file, "r+");
+  await handle.sync();
+  await handle.close();
+  return { rows };
+}
+
+/** Writes a whole table (small outputs) with fsync. */
+export async function writeParquetFile(file: string, table: Table, options: { rowGroupSize?: number } = {}): Promise<void> {
+  const handle = await open(file, "w");
+  await handle.writeFile(tableToParquet(table, options));
+  await handle.sync();
+  await handle.close();
+}

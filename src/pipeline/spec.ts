@@ -1,0 +1,206 @@
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { z } from "zod";
+import { LineCounter, parseDocument, isMap, isScalar, type Node as YamlNode } from "yaml";
+import { PipelineSpecError, didYouMean, type SpecIssue } from "../errors.js";
+import type { StageDefinition } from "./stage.js";
+
+export const DATASET_KINDS = ["qata-cov19", "mosmeddata-plus", "kvasir-seg"] as const;
+export type DatasetKind = (typeof DATASET_KINDS)[number];
+
+/** On-disk layouts in the wild (METHOD.md §6); `auto` detects one and says which. */
+export const DATASET_LAYOUTS = ["auto", "kaggle", "lvit", "lvit-csv", "guideseg", "sgseg", "prolearn", "kvasir"] as const;
+export type DatasetLayout = (typeof DATASET_LAYOUTS)[number];
+
+export const datasetSchema = z
+  .strictObject({
+    kind: z.enum(DATASET_KINDS).describe("Which dataset this is."),
+    root: z.string().min(1).describe("Dataset folder; relative paths resolve from the pipeline file."),
+    layout: z.enum(DATASET_LAYOUTS).default("auto").describe("On-disk layout; `auto` detects it."),
+    reports: z.string().min(1).optional().describe("A file or folder of reports, for layouts that keep them apart (Kvasir MedVLSM JSON, a CSV)."),
+    reportKey: z.string().min(1).default("p6").describe("Kvasir MedVLSM prompt key used as the report."),
+    textAvailability: z.number().min(0).max(1).default(1).describe("Fraction of the training split that keeps its report (0..1)."),
+    seed: z.number().int().min(0).default(42).describe("Seed for splits, report subsets and training."),
+  })
+  .describe("The dataset to ingest.");
+
+export const scheduleSchema = z.union([
+  z.string().min(1).describe("A cron expression (5 or 6 fields), in UTC."),
+  z.strictObject({
+    cron: z.string().min(1).describe("A cron expression (5 or 6 fields)."),
+    timezone: z.string().default("UTC").describe("IANA time zone the cron expression is read in."),
+    overlap: z.enum(["skip", "queue"]).default("skip").describe("What to do when the previous run is still going."),
+  }),
+]);
+
+export type StageRegistry = ReadonlyMap<string, StageDefinition>;
+
+/** The one source of the pipeline schema: the TS types and schemas/pipeline.schema.json derive from it. */
+export function buildPipelineSchema(registry: StageRegistry) {
+  const stageShape: Record<string, z.ZodType> = {};
+  for (const [name, stage] of registry) stageShape[name] = (stage.params as z.ZodType).optional().describe(stage.description);
+  return z
+    .strictObject({
+      $schema: z.string().optional(),
+      name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, "use letters, digits, '.', '_' or '-'").describe("Pipeline name; versions of its artifacts are counted per name."),
+      workdir: z.string().optional().describe("Where caches, the catalog and outputs live (default: .prolearn next to the pipeline file)."),
+      dataset: datasetSchema,
+      stages: z.strictObject(stageShape).describe("Stage name -> its params. Only the stages listed run."),
+      schedule: scheduleSchema.optional().describe("Run this pipeline on a schedule (see `prolearn scheduler`)."),
+    })
+    .describe("A prolearn pipeline.");
+}
+
+export type PipelineInput = {
+  name: string;
+  workdir?: string;
+  dataset: z.input<typeof datasetSchema>;
+  stages: Record<string, unknown>;
+  schedule?: z.input<typeof scheduleSchema>;
+};
+
+export interface ResolvedSchedule {
+  cron: string;
+  timezone: string;
+  overlap: "skip" | "queue";
+}
+
+export interface ResolvedPipeline {
+  name: string;
+  /** Absolute path of the pipeline file, when it came from one. */
+  file?: string;
+  /** Folder relative paths were resolved from. */
+  baseDir: string;
+  workdir: string;
+  dataset: Omit<z.output<typeof datasetSchema>, "root" | "reports"> & { root: string; reports?: string };
+  /** Stage name -> resolved params, in the registry's (topological) order. */
+  stages: Record<string, unknown>;
+  schedule?: ResolvedSchedule;
+}
+
+/** Typed helper for pipelines written in TypeScript; validated the same way as YAML files. */
+export function definePipeline(input: PipelineInput): PipelineInput {
+  return input;
+}
+
+/** Validates a pipeline object and resolves paths and defaults. */
+export function resolvePipeline(
+  input: unknown,
+  registry: StageRegistry,
+  options: { file?: string; baseDir?: string; lineOf?: (keyPath: (string | number)[]) => number | undefined } = {},
+): ResolvedPipeline {
+  const schema = buildPipelineSchema(registry);
+  const parsed = schema.safeParse(input);
+  const file = options.file ? path.resolve(options.file) : undefined;
+  if (!parsed.success) {
+    throw new PipelineSpecError(file, parsed.error.issues.flatMap((issue) => toSpecIssues(issue, registry, options.lineOf)));
+  }
+  const value = parsed.data;
+  const baseDir = options.baseDir ?? (file ? path.dirname(file) : process.cwd());
+  const stages: Record<string, unknown> = {};
+  const issues: SpecIssue[] = [];
+  for (const [name, stage] of registry) {
+    const params = (value.stages as Record<string, unknown>)[name];
+    if (params === undefined) continue;
+    stages[name] = params;
+    for (const dep of stage.inputs) {
+      if (!(dep in (value.stages as Record<string, unknown>))) {
+        issues.push({ keyPath: `stages.${name}`, message: `stage ${name} needs stage ${dep}, which is not in the pipeline`, hint: `add \`${dep}: {}\` under stages`, line: options.lineOf?.(["stages", name]) });
+      }
+    }
+  }
+  if (issues.length) throw new PipelineSpecError(file, issues);
+  const dataset = value.dataset;
+  return {
+    name: value.name,
+    file,
+    baseDir,
+    workdir: path.resolve(baseDir, value.workdir ?? ".prolearn"),
+    dataset: { ...dataset, root: path.resolve(baseDir, dataset.root), reports: dataset.reports ? path.resolve(baseDir, dataset.reports) : undefined },
+    stages,
+    schedule: value.schedule === undefined ? undefined : typeof value.schedule === "string" ? { cron: value.schedule, timezone: "UTC", overlap: "skip" } : value.schedule,
+  };
+}
+
+/** Reads and validates a YAML (or JSON) pipeline file; problems name the line of the key. */
+export function loadPipelineFile(file: string, registry: StageRegistry, overrides: Record<string, unknown> = {}): ResolvedPipeline {
+  const absolute = path.resolve(file);
+  let text: string;
+  try {
+    text = readFileSync(absolute, "utf8");
+  } catch (error) {
+    throw new PipelineSpecError(absolute, [{ keyPath: "", message: `cannot read the file: ${(error as Error).message}` }]);
+  }
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
+  if (doc.errors.length) {
+    throw new PipelineSpecError(
+      absolute,
+      doc.errors.map((e) => ({ keyPath: "", line: e.linePos?.[0]?.line, message: `YAML syntax: ${e.message.split("\n")[0]}` })),
+    );
+  }
+  const data = doc.toJS() as unknown;
+  for (const [key, value] of Object.entries(overrides)) setPath(data, key.split("."), value);
+  const lineOf = (keyPath: (string | number)[]) => {
+    let node: YamlNode | null | undefined = doc.contents as YamlNode | null;
+    let line: number | undefined = undefined;
+    for (const key of keyPath) {
+      if (!isMap(node)) break;
+      const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(key));
+      if (!pair) break;
+      const keyNode = pair.key as YamlNode;
+      if (keyNode.range) line = lineCounter.linePos(keyNode.range[0]).line;
+      node = pair.value as YamlNode | null;
+    }
+    return line;
+  };
+  return resolvePipeline(data, registry, { file: absolute, lineOf });
+}
+
+/** Sets a dotted key (e.g. from `--set dataset.textAvailability=0.1`) on a plain object. */
+export function setPath(target: unknown, keys: string[], value: unknown): void {
+  if (typeof target !== "object" || target === null) return;
+  let node = target as Record<string, unknown>;
+  for (const key of keys.slice(0, -1)) {
+    if (typeof node[key] !== "object" || node[key] === null) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[keys[keys.length - 1]!] = value;
+}
+
+function toSpecIssues(
+  issue: z.core.$ZodIssue,
+  registry: StageRegistry,
+  lineOf: ((keyPath: (string | number)[]) => number | undefined) | undefined,
+): SpecIssue[] {
+  const basePath = issue.path.map((p) => (typeof p === "symbol" ? String(p) : p));
+  if (issue.code === "unrecognized_keys") {
+    return issue.keys.map((key) => {
+      const keyPath = [...basePath, key];
+      const candidates = knownKeysAt(basePath, registry);
+      const suggestion = didYouMean(key, candidates);
+      return {
+        keyPath: keyPath.join("."),
+        line: lineOf?.(keyPath),
+        message: `unknown key "${key}"`,
+        hint: suggestion ? `did you mean "${suggestion}"?` : candidates.length ? `known keys: ${candidates.join(", ")}` : undefined,
+      };
+    });
+  }
+  let message = issue.message;
+  if (issue.code === "invalid_type" && issue.message.includes("received undefined")) message = `missing required key (${issue.expected})`;
+  return [{ keyPath: basePath.join("."), line: lineOf?.(basePath) ?? lineOf?.(basePath.slice(0, -1)), message }];
+}
+
+function knownKeysAt(keyPath: (string | number)[], registry: StageRegistry): string[] {
+  const root = ["name", "workdir", "dataset", "stages", "schedule"];
+  if (keyPath.length === 0) return root;
+  if (keyPath.length === 1 && keyPath[0] === "dataset") return Object.keys(datasetSchema.shape);
+  if (keyPath.length === 1 && keyPath[0] === "stages") return [...registry.keys()];
+  if (keyPath.length === 2 && keyPath[0] === "stages") {
+    const stage = registry.get(String(keyPath[1]));
+    const shape = (stage?.params as unknown as { shape?: Record<string, unknown> } | undefined)?.shape;
+    return shape ? Object.keys(shape) : [];
+  }
+  return [];
+}

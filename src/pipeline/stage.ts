@@ -1,0 +1,94 @@
+import type { z } from "zod";
+import type { ResolvedPipeline } from "./spec.js";
+
+/**
+ * Progress is data: stages emit events, the CLI decides how to draw them (bars on a TTY,
+ * nothing in JSON mode). A stage never writes to the terminal itself.
+ */
+export type ProgressEvent =
+  | { kind: "progress"; stage: string; task: string; done: number; total?: number; unit?: string }
+  | { kind: "log"; stage: string; level: "info" | "warn"; message: string };
+
+/** An upstream stage's published output, as a downstream stage sees it. */
+export interface InputArtifact {
+  stage: string;
+  /** Content digest of the published output (hash of its manifest). */
+  digest: string;
+  /** Absolute folder holding the published files (read-only by convention). */
+  dir: string;
+  /** Output name -> absolute file path. */
+  files: Record<string, string>;
+  /** The JSON summary the upstream stage returned. */
+  summary: StageSummary;
+}
+
+/** JSON-serialisable result of a stage run: metrics, counts, anything a report or `--json` shows. */
+export type StageSummary = Record<string, unknown>;
+
+/** A small key/value store of per-row results (e.g. decoded image, embedding), keyed by content hash. */
+export interface RowCache {
+  get(key: string): Buffer | undefined;
+  put(key: string, value: Buffer): void;
+}
+
+export interface StageContext<Params> {
+  stage: string;
+  pipeline: ResolvedPipeline;
+  params: Params;
+  inputs: Record<string, InputArtifact>;
+  /** Empty folder the stage writes its declared outputs into; published atomically afterwards. */
+  outDir: string;
+  /** Folder for scratch files, removed after the stage. */
+  tmpDir: string;
+  /** Row-level cache namespaced by the given name; survives across runs in the workdir. */
+  rowCache(namespace: string): RowCache;
+  /** Digests this stage declared as external resources (see StageDefinition.resources). */
+  resources: Record<string, string>;
+  emit(event: ProgressEvent): void;
+  log(message: string, level?: "info" | "warn"): void;
+  signal: AbortSignal;
+}
+
+/** One unit of a sharded stage; the payload travels through job queues, so it stays small JSON. */
+export interface ShardSpec {
+  id: string;
+  payload: Record<string, unknown>;
+}
+
+export interface StageDefinition<Schema extends z.ZodType = z.ZodType> {
+  /** Registered name; also the key under `stages:` in a pipeline file. */
+  name: string;
+  /** Bump when the implementation changes its output for the same inputs: part of the cache key. */
+  version: string;
+  description: string;
+  params: Schema;
+  /** Upstream stage names whose outputs this stage reads (each must be in the pipeline). */
+  inputs: readonly string[];
+  /** Upstream stages that are used when present in the pipeline, and skipped otherwise. */
+  optionalInputs?: readonly string[];
+  /** File names this stage writes into outDir. */
+  outputs: readonly string[];
+  /**
+   * External things the result depends on that are not upstream outputs (a dataset folder, a
+   * model folder): name -> content digest. Computed before the cache lookup, so keep it cheap.
+   */
+  resources?(pipeline: ResolvedPipeline, params: z.output<Schema>): Promise<Record<string, string>>;
+  run?(ctx: StageContext<z.output<Schema>>): Promise<StageSummary>;
+  /**
+   * Sharded stages split rows into shards that an executor may run in parallel (in-process or on
+   * queue workers), then merge them deterministically into outDir.
+   */
+  sharding?: {
+    plan(ctx: StageContext<z.output<Schema>>): Promise<ShardSpec[]>;
+    runShard(ctx: StageContext<z.output<Schema>>, shard: ShardSpec, shardDir: string): Promise<void>;
+    merge(ctx: StageContext<z.output<Schema>>, shards: { shard: ShardSpec; dir: string }[]): Promise<StageSummary>;
+  };
+}
+
+/** Identity helper that keeps the params type attached to the definition. */
+export function defineStage<Schema extends z.ZodType>(definition: StageDefinition<Schema>): StageDefinition<Schema> {
+  if (!definition.run && !definition.sharding) {
+    throw new Error(`stage ${definition.name} defines neither run nor sharding`);
+  }
+  return definition;
+}

@@ -1,0 +1,256 @@
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import Database from "better-sqlite3";
+
+export type StageStatus = "ran" | "cached" | "failed" | "running" | "skipped";
+
+export interface RunRecord {
+  id: string;
+  pipeline: string;
+  pipelineFile: string | null;
+  startedAt: string;
+  finishedAt: string | null;
+  status: "running" | "ok" | "failed" | "abandoned";
+  trigger: string;
+  executor: string;
+  pid: number;
+  report: string | null;
+}
+
+export interface StageRunRecord {
+  runId: string;
+  stage: string;
+  status: StageStatus;
+  cacheKey: string | null;
+  reason: string;
+  startedAt: string;
+  seconds: number | null;
+  error: string | null;
+  outputDigest: string | null;
+  keyParts: string | null;
+}
+
+export interface OutputRecord {
+  cacheKey: string;
+  stage: string;
+  pipeline: string;
+  digest: string;
+  dir: string;
+  files: Record<string, string>;
+  summary: Record<string, unknown>;
+  createdAt: string;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS runs (
+  id TEXT PRIMARY KEY,
+  pipeline TEXT NOT NULL,
+  pipeline_file TEXT,
+  started_at TEXT NOT NULL,
+  finished_at TEXT,
+  status TEXT NOT NULL,
+  trigger TEXT NOT NULL DEFAULT 'cli',
+  executor TEXT NOT NULL DEFAULT 'in-process',
+  pid INTEGER NOT NULL,
+  report TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_pipeline ON runs (pipeline, started_at);
+CREATE TABLE IF NOT EXISTS stage_runs (
+  run_id TEXT NOT NULL REFERENCES runs(id),
+  stage TEXT NOT NULL,
+  status TEXT NOT NULL,
+  cache_key TEXT,
+  reason TEXT NOT NULL,
+  started_at TEXT NOT NULL,
+  seconds REAL,
+  error TEXT,
+  output_digest TEXT,
+  key_parts TEXT,
+  PRIMARY KEY (run_id, stage)
+);
+CREATE TABLE IF NOT EXISTS outputs (
+  cache_key TEXT PRIMARY KEY,
+  stage TEXT NOT NULL,
+  pipeline TEXT NOT NULL,
+  digest TEXT NOT NULL,
+  dir TEXT NOT NULL,
+  files TEXT NOT NULL,
+  summary TEXT NOT NULL,
+  created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS file_stats (
+  path TEXT PRIMARY KEY,
+  size INTEGER NOT NULL,
+  mtime_ms REAL NOT NULL,
+  sha256 TEXT NOT NULL
+);
+`;
+
+/**
+ * The workdir's catalog: runs, stage executions (with why each ran), published outputs and a
+ * stat cache for file hashing. SQLite in WAL mode with a busy timeout, so several processes
+ * (two CLI runs, queue workers) can share one workdir; every multi-row change is a transaction.
+ */
+export class Catalog {
+  readonly db: Database.Database;
+  readonly file: string;
+
+  constructor(workdir: string) {
+    mkdirSync(workdir, { recursive: true });
+    this.file = path.join(workdir, "catalog.sqlite");
+    this.db = new Database(this.file, { timeout: 30_000 });
+    this.db.pragma("journal_mode = WAL");
+    this.db.pragma("synchronous = NORMAL");
+    this.db.pragma("foreign_keys = ON");
+    this.db.exec(SCHEMA);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  startRun(run: { id: string; pipeline: string; pipelineFile?: string; trigger?: string; executor?: string }): void {
+    this.db
+      .prepare("INSERT INTO runs (id, pipeline, pipeline_file, started_at, status, trigger, executor, pid) VALUES (?, ?, ?, ?, 'running', ?, ?, ?)")
+      .run(run.id, run.pipeline, run.pipelineFile ?? null, new Date().toISOString(), run.trigger ?? "cli", run.executor ?? "in-process", process.pid);
+  }
+
+  finishRun(id: string, status: "ok" | "failed", report?: string): void {
+    this.db.prepare("UPDATE runs SET finished_at = ?, status = ?, report = COALESCE(?, report) WHERE id = ?").run(new Date().toISOString(), status, report ?? null, id);
+  }
+
+  setRunReport(id: string, report: string): void {
+    this.db.prepare("UPDATE runs SET report = ? WHERE id = ?").run(report, id);
+  }
+
+  recordStage(record: StageRunRecord): void {
+    this.db
+      .prepare(
+        `INSERT INTO stage_runs (run_id, stage, status, cache_key, reason, started_at, seconds, error, output_digest, key_parts)
+         VALUES (@runId, @stage, @status, @cacheKey, @reason, @startedAt, @seconds, @error, @outputDigest, @keyParts)
+         ON CONFLICT (run_id, stage) DO UPDATE SET status = excluded.status, cache_key = excluded.cache_key, reason = excluded.reason,
+           seconds = excluded.seconds, error = excluded.error, output_digest = excluded.output_digest, key_parts = excluded.key_parts`,
+      )
+      .run(record);
+  }
+
+  recordOutput(output: OutputRecord): void {
+    this.db
+      .prepare(
+        `INSERT INTO outputs (cache_key, stage, pipeline, digest, dir, files, summary, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (cache_key) DO UPDATE SET digest = excluded.digest, dir = excluded.dir, files = excluded.files, summary = excluded.summary`,
+      )
+      .run(output.cacheKey, output.stage, output.pipeline, output.digest, output.dir, JSON.stringify(output.files), JSON.stringify(output.summary), output.createdAt);
+  }
+
+  getOutput(cacheKey: string): OutputRecord | undefined {
+    const row = this.db.prepare("SELECT * FROM outputs WHERE cache_key = ?").get(cacheKey) as Record<string, string> | undefined;
+    return row ? rowToOutput(row) : undefined;
+  }
+
+  forgetOutput(cacheKey: string): void {
+    this.db.prepare("DELETE FROM outputs WHERE cache_key = ?").run(cacheKey);
+  }
+
+  /** The most recent successful or cached execution of a stage in a pipeline, for "why it runs". */
+  lastStageRun(pipeline: string, stage: string): StageRunRecord | undefined {
+    const row = this.db
+      .prepare(
+        `SELECT s.* FROM stage_runs s JOIN runs r ON r.id = s.run_id
+         WHERE r.pipeline = ? AND s.stage = ? AND s.status IN ('ran', 'cached') ORDER BY s.started_at DESC LIMIT 1`,
+      )
+      .get(pipeline, stage) as Record<string, unknown> | undefined;
+    return row ? rowToStageRun(row) : undefined;
+  }
+
+  /** Latest published output of a stage for a pipeline (used by `inspect`, `report`). */
+  latestOutput(pipeline: string, stage: string): OutputRecord | undefined {
+    const row = this.db
+      .prepare(
+        `SELECT o.* FROM stage_runs s JOIN runs r ON r.id = s.run_id JOIN outputs o ON o.cache_key = s.cache_key
+         WHERE r.pipeline = ? AND s.stage = ? AND s.status IN ('ran', 'cached') ORDER BY s.started_at DESC LIMIT 1`,
+      )
+      .get(pipeline, stage) as Record<string, string> | undefined;
+    return row ? rowToOutput(row) : undefined;
+  }
+
+  runs(options: { pipeline?: string; limit?: number } = {}): RunRecord[] {
+    const rows = (
+      options.pipeline
+        ? this.db.prepare("SELECT * FROM runs WHERE pipeline = ? ORDER BY started_at DESC LIMIT ?").all(options.pipeline, options.limit ?? 10)
+        : this.db.prepare("SELECT * FROM runs ORDER BY started_at DESC LIMIT ?").all(options.limit ?? 10)
+    ) as Record<string, unknown>[];
+    return rows.map((r) => ({
+      id: String(r.id),
+      pipeline: String(r.pipeline),
+      pipelineFile: (r.pipeline_file as string | null) ?? null,
+      startedAt: String(r.started_at),
+      finishedAt: (r.finished_at as string | null) ?? null,
+      status: (r.status === "running" && !processAlive(Number(r.pid)) ? "abandoned" : r.status) as RunRecord["status"],
+      trigger: String(r.trigger),
+      executor: String(r.executor),
+      pid: Number(r.pid),
+      report: (r.report as string | null) ?? null,
+    }));
+  }
+
+  getRun(id: string): RunRecord | undefined {
+    const all = this.db.prepare("SELECT id FROM runs WHERE id = ?").get(id) as { id: string } | undefined;
+    if (!all) return undefined;
+    return this.runs({ limit: 1_000_000 }).find((r) => r.id === id);
+  }
+
+  stageRuns(runId: string): StageRunRecord[] {
+    return (this.db.prepare("SELECT * FROM stage_runs WHERE run_id = ? ORDER BY started_at").all(runId) as Record<string, unknown>[]).map(rowToStageRun);
+  }
+
+  fileStat(file: string): { size: number; mtimeMs: number; sha256: string } | undefined {
+    const row = this.db.prepare("SELECT size, mtime_ms, sha256 FROM file_stats WHERE path = ?").get(file) as { size: number; mtime_ms: number; sha256: string } | undefined;
+    return row ? { size: row.size, mtimeMs: row.mtime_ms, sha256: row.sha256 } : undefined;
+  }
+
+  putFileStats(entries: { path: string; size: number; mtimeMs: number; sha256: string }[]): void {
+    const insert = this.db.prepare("INSERT INTO file_stats (path, size, mtime_ms, sha256) VALUES (?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET size = excluded.size, mtime_ms = excluded.mtime_ms, sha256 = excluded.sha256");
+    this.db.transaction(() => {
+      for (const e of entries) insert.run(e.path, e.size, e.mtimeMs, e.sha256);
+    })();
+  }
+}
+
+export function processAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+function rowToOutput(row: Record<string, string>): OutputRecord {
+  return {
+    cacheKey: row.cache_key!,
+    stage: row.stage!,
+    pipeline: row.pipeline!,
+    digest: row.digest!,
+    dir: row.dir!,
+    files: JSON.parse(row.files!) as Record<string, string>,
+    summary: JSON.parse(row.summary!) as Record<string, unknown>,
+    createdAt: row.created_at!,
+  };
+}
+
+function rowToStageRun(row: Record<string, unknown>): StageRunRecord {
+  return {
+    runId: String(row.run_id),
+    stage: String(row.stage),
+    status: row.status as StageStatus,
+    cacheKey: (row.cache_key as string | null) ?? null,
+    reason: String(row.reason),
+    startedAt: String(row.started_at),
+    seconds: (row.seconds as number | null) ?? null,
+    error: (row.error as string | null) ?? null,
+    outputDigest: (row.output_digest as string | null) ?? null,
+    keyParts: (row.key_parts as string | null) ?? null,
+  };
+}

@@ -5,4 +5,7 @@ import type { CommandSpec } from "../command.js";
  * words ("cluster hdbscan"); the summary is repeated here so the top-level help needs no import.
  */
 export const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandSpec> }> = {
+  run: { summary: "Run a pipeline; cached stages are reused, changed ones rerun", load: async () => (await import("./run.js")).default },
+  plan: { summary: "Show what `run` would execute and why, without running anything", load: async () => (await import("./plan.js")).default },
+  status: { summary: "Recent runs and their stages, from the workdir's catalog", load: async () => (await import("./status.js")).default },
 };

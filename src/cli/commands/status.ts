@@ -1,0 +1,49 @@
+import path from "node:path";
+import { existsSync } from "node:fs";
+import { defineCommand, stringOption } from "../command.js";
+import { loadPipelineArg } from "../pipeline-arg.js";
+import { Catalog } from "../../pipeline/catalog.js";
+import { UsageError } from "../../errors.js";
+import { nextFireTimes } from "../schedule-info.js";
+
+export default defineCommand({
+  name: "status",
+  summary: "Recent runs and their stages, from the workdir's catalog",
+  positionals: [{ name: "pipeline", description: "pipeline file (default: the catalog in --workdir)" }],
+  options: {
+    workdir: { type: "string", valueName: "DIR", description: "workdir to read when no pipeline is given", default: ".prolearn" },
+    limit: { type: "string", valueName: "N", description: "how many runs to show", default: "5" },
+    json: { type: "boolean", description: "print as JSON on stdout", default: false },
+  },
+  async run(args, io) {
+    const pipeline = args.positionals[0] ? await loadPipelineArg(args.positionals[0]) : undefined;
+    const workdir = pipeline?.workdir ?? path.resolve(stringOption(args, "workdir")!);
+    if (!existsSync(path.join(workdir, "catalog.sqlite"))) {
+      throw new UsageError(`no catalog in ${workdir}`, { hint: "run a pipeline first, or pass --workdir / a pipeline file" });
+    }
+    const catalog = new Catalog(workdir);
+    try {
+      const runs = catalog.runs({ pipeline: pipeline?.name, limit: Number(stringOption(args, "limit")) });
+      const schedule = pipeline?.schedule ? { ...pipeline.schedule, next: nextFireTimes(pipeline.schedule, 1).map((d) => d.toISOString())[0] ?? null } : null;
+      const detailed = runs.map((run) => ({ ...run, stages: catalog.stageRuns(run.id) }));
+      if (args.options.json) {
+        io.stdout.write(JSON.stringify({ workdir, schedule, runs: detailed }, null, 2) + "\n");
+        return 0;
+      }
+      const lines: string[] = [`workdir ${workdir}`];
+      if (schedule) lines.push(`schedule: ${schedule.cron} (${schedule.timezone}); next run at ${schedule.next ?? "never"}`);
+      if (!runs.length) lines.push("no runs yet");
+      for (const run of detailed) {
+        lines.push(`run ${run.id}  ${run.pipeline}  ${run.status}  started ${run.startedAt}${run.finishedAt ? `  finished ${run.finishedAt}` : ""}  (${run.trigger}, ${run.executor})`);
+        for (const s of run.stages) {
+          lines.push(`  ${s.stage.padEnd(12)} ${s.status.padEnd(8)} ${s.seconds !== null ? `${s.seconds.toFixed(2)} s`.padStart(10) : "".padStart(10)}  ${s.cacheKey ?? ""}  ${s.reason}${s.error ? `\n      ${s.error.split("\n")[0]}` : ""}`);
+        }
+        if (run.report) lines.push(`  report: ${run.report}`);
+      }
+      io.stdout.write(lines.join("\n") + "\n");
+      return 0;
+    } finally {
+      catalog.close();
+    }
+  },
+});

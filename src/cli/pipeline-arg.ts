@@ -1,0 +1,35 @@
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import { UsageError } from "../errors.js";
+import { loadPipelineFile, resolvePipeline, setPath, type ResolvedPipeline } from "../pipeline/spec.js";
+import { STAGES } from "../stages.js";
+
+/**
+ * Loads a pipeline named on the command line: YAML/JSON, or a JS/TS module whose default export
+ * is a definePipeline({...}) object. `--set key=value` overrides are applied before validation.
+ */
+export async function loadPipelineArg(file: string, sets: string[] = []): Promise<ResolvedPipeline> {
+  const overrides: Record<string, unknown> = {};
+  for (const assignment of sets) {
+    const eq = assignment.indexOf("=");
+    if (eq <= 0) throw new UsageError(`--set expects key=value, got "${assignment}"`, { hint: "e.g. --set dataset.textAvailability=0.1" });
+    overrides[assignment.slice(0, eq)] = parseValue(assignment.slice(eq + 1));
+  }
+  if (/\.(m?js|ts)$/.test(file)) {
+    const absolute = path.resolve(file);
+    const module = (await import(pathToFileURL(absolute).href)) as { default?: unknown };
+    if (!module.default) throw new UsageError(`${file} has no default export`, { hint: "export default definePipeline({...})" });
+    const data = structuredClone(module.default) as object;
+    for (const [key, value] of Object.entries(overrides)) setPath(data, key.split("."), value);
+    return resolvePipeline(data, STAGES, { file: absolute });
+  }
+  return loadPipelineFile(file, STAGES, overrides);
+}
+
+/** "0.5" -> 0.5, "true" -> true, anything else stays a string. */
+export function parseValue(raw: string): unknown {
+  if (raw === "true") return true;
+  if (raw === "false") return false;
+  if (raw !== "" && Number.isFinite(Number(raw))) return Number(raw);
+  return raw;
+}

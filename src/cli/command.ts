@@ -50,7 +50,9 @@ export function defineCommand(spec: CommandSpec): CommandSpec {
 
 export function parseCommandArgs(spec: CommandSpec, argv: string[]): ParsedArgs {
   const options: Record<string, { type: "string" | "boolean"; multiple?: boolean; short?: string }> = {};
-  for (const [name, o] of Object.entries(spec.options)) options[name] = { type: o.type, multiple: o.multiple, short: o.short };
+  for (const [name, o] of Object.entries(spec.options)) {
+    options[name] = { type: o.type, ...(o.multiple ? { multiple: true } : {}), ...(o.short ? { short: o.short } : {}) };
+  }
   let parsed;
   try {
     parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });

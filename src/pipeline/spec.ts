@@ -136,7 +136,7 @@ export function loadPipelineFile(file: string, registry: StageRegistry, override
   if (doc.errors.length) {
     throw new PipelineSpecError(
       absolute,
-      doc.errors.map((e) => ({ keyPath: "", line: e.linePos?.[0]?.line, message: `YAML syntax: ${e.message.split("\n")[0]}` })),
+      doc.errors.map((e) => ({ keyPath: "", line: e.linePos?.[0]?.line ?? lineCounter.linePos(e.pos[0]).line, message: `YAML syntax: ${e.message.split("\n")[0]}` })),
     );
   }
   const data = doc.toJS() as unknown;

@@ -1,0 +1,62 @@
+import { test, describe } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { PassThrough } from "node:stream";
+import { main } from "../../src/cli/main.js";
+
+export async function cli(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  let out = "";
+  let err = "";
+  stdout.on("data", (c: Buffer) => (out += c.toString()));
+  stderr.on("data", (c: Buffer) => (err += c.toString()));
+  const code = await main(argv, { stdout, stderr, interactive: false });
+  return { code, stdout: out, stderr: err };
+}
+
+describe("cli", () => {
+  test("--help lists commands and the exit codes", async () => {
+    const { code, stdout } = await cli(["--help"]);
+    assert.equal(code, 0);
+    assert.match(stdout, /Usage: prolearn <command>/);
+    for (const command of ["run", "plan", "status"]) assert.match(stdout, new RegExp(`\\n  ${command}\\s`));
+    assert.match(stdout, /2 {2}bad usage or an invalid pipeline file/);
+  });
+
+  test("command help shows each option's type and default", async () => {
+    const { code, stdout } = await cli(["run", "--help"]);
+    assert.equal(code, 0);
+    assert.match(stdout, /--until <STAGE>/);
+    assert.match(stdout, /--json .*\(boolean, default: false\)/);
+  });
+
+  test("unknown commands and options exit 2 with a suggestion", async () => {
+    const a = await cli(["rnu"]);
+    assert.equal(a.code, 2);
+    assert.match(a.stderr, /did you mean "run"/);
+    const b = await cli(["plan", "x.yaml", "--jsn"]);
+    assert.equal(b.code, 2);
+    assert.match(b.stderr, /did you mean --json/);
+  });
+
+  test("an invalid pipeline file exits 2 and names every problem with its line", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "prolearn-cli-"));
+    const file = path.join(dir, "bad.yaml");
+    writeFileSync(file, ["name: bad", "dataset:", "  kind: qata-cov19", "  layot: sgseg", "  textAvailability: lots", "stages: {}", ""].join("\n"));
+    const { code, stderr } = await cli(["run", file]);
+    assert.equal(code, 2);
+    assert.match(stderr, /bad\.yaml:4: dataset\.layot: unknown key "layot" \(did you mean "layout"\?\)/);
+    assert.match(stderr, /bad\.yaml:5: dataset\.textAvailability: .*number/);
+    assert.match(stderr, /bad\.yaml:2: dataset\.root: missing required key/);
+  });
+
+  test("status without a catalog exits 2 with a hint", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "prolearn-cli-"));
+    const { code, stderr } = await cli(["status", "--workdir", dir]);
+    assert.equal(code, 2);
+    assert.match(stderr, /no catalog/);
+  });
+});

@@ -27,12 +27,20 @@ export function tableToParquet(table: Table, options: { rowGroupSize?: number } 
   return parquet.writeParquet(wasmTable, writerProperties(options.rowGroupSize ?? 1024));
 }
 
-export function parquetToTable(bytes: Uint8Array, options: { columns?: string[] } = {}): Table {
-  const wasmTable = parquet.readParquet(bytes, options.columns ? { columns: options.columns } : undefined);
+/** `offset`/`limit` select a row range (row groups outside it are skipped). */
+export interface ParquetReadOptions {
+  columns?: string[];
+  offset?: number;
+  limit?: number;
+}
+
+export function parquetToTable(bytes: Uint8Array, options: ParquetReadOptions = {}): Table {
+  const { columns, offset, limit } = options;
+  const wasmTable = parquet.readParquet(bytes, columns || offset !== undefined || limit !== undefined ? { columns, offset, limit } : undefined);
   return tableFromIPC(wasmTable.intoIPCStream());
 }
 
-export async function readParquetFile(file: string, options: { columns?: string[] } = {}): Promise<Table> {
+export async function readParquetFile(file: string, options: ParquetReadOptions = {}): Promise<Table> {
   return parquetToTable(await readFile(file), options);
 }
 

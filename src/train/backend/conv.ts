@@ -1,0 +1,218 @@
+/**
+ * 2-D convolution (NHWC, dilation 1) and its two gradients as im2col + GEMM over typed arrays.
+ *
+ * Output rows (one per output pixel) are processed in tiles: a tile of im2col patches is built in
+ * WebAssembly memory, multiplied by the filter with the SIMD GEMM, and written out. Tiles keep the
+ * working set in L2 and the scratch memory bounded whatever the image size.
+ */
+import { gemmWorkspace, type GemmWorkspace } from "./gemm.js";
+
+export interface ConvGeometry {
+  batch: number;
+  inHeight: number;
+  inWidth: number;
+  inChannels: number;
+  outHeight: number;
+  outWidth: number;
+  outChannels: number;
+  filterHeight: number;
+  filterWidth: number;
+  strideHeight: number;
+  strideWidth: number;
+  padTop: number;
+  padLeft: number;
+}
+
+/** Floats of scratch per tile (patches + products): 256 KiB keeps a tile and its GEMM panels in L2. */
+const TILE_FLOATS = 1 << 16;
+
+function tileRows(patchLength: number, outChannels: number, totalRows: number): number {
+  const rows = Math.max(4, Math.floor(TILE_FLOATS / (patchLength + outChannels)) & ~3);
+  return Math.min(rows, totalRows);
+}
+
+/**
+ * Writes the im2col patches of output rows [m0, m0 + rows) into f[dst...], one row of
+ * filterHeight * filterWidth * inChannels floats per output pixel, zeros where the filter hangs
+ * over the padding. Column order (ky, kx, c) matches the HWIO filter layout.
+ */
+function im2colTile(x: Float32Array, g: ConvGeometry, m0: number, rows: number, f: Float32Array, dst: number): void {
+  const { inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW, filterHeight: FH, filterWidth: FW } = g;
+  const { strideHeight: SH, strideWidth: SW, padTop, padLeft } = g;
+  const rowLength = FW * C;
+  const patchLength = FH * rowLength;
+  const perImage = OH * OW;
+  let b = Math.floor(m0 / perImage);
+  let rest = m0 - b * perImage;
+  let oy = Math.floor(rest / OW);
+  let ox = rest - oy * OW;
+  for (let r = 0; r < rows; r++) {
+    let out = dst + r * patchLength;
+    const iy0 = oy * SH - padTop;
+    const ix0 = ox * SW - padLeft;
+    const imageBase = b * H;
+    const fullWidth = ix0 >= 0 && ix0 + FW <= W;
+    for (let ky = 0; ky < FH; ky++) {
+      const iy = iy0 + ky;
+      if (iy < 0 || iy >= H) {
+        f.fill(0, out, out + rowLength);
+        out += rowLength;
+        continue;
+      }
+      const rowBase = ((imageBase + iy) * W) * C;
+      if (fullWidth) {
+        // The FW pixels under the filter are adjacent in NHWC: one contiguous copy.
+        let src = rowBase + ix0 * C;
+        const end = out + rowLength;
+        while (out < end) f[out++] = x[src++]!;
+        continue;
+      }
+      for (let kx = 0; kx < FW; kx++) {
+        const ix = ix0 + kx;
+        if (ix < 0 || ix >= W) {
+          f.fill(0, out, out + C);
+          out += C;
+          continue;
+        }
+        let src = rowBase + ix * C;
+        const end = out + C;
+        while (out < end) f[out++] = x[src++]!;
+      }
+    }
+    if (++ox === OW) {
+      ox = 0;
+      if (++oy === OH) {
+        oy = 0;
+        b++;
+      }
+    }
+  }
+}
+
+/** The adjoint of im2colTile: adds patch rows f[src...] back into the image dx. */
+function col2imTile(f: Float32Array, src: number, g: ConvGeometry, m0: number, rows: number, dx: Float32Array): void {
+  const { inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW, filterHeight: FH, filterWidth: FW } = g;
+  const { strideHeight: SH, strideWidth: SW, padTop, padLeft } = g;
+  const rowLength = FW * C;
+  const patchLength = FH * rowLength;
+  const perImage = OH * OW;
+  let b = Math.floor(m0 / perImage);
+  const rest = m0 - b * perImage;
+  let oy = Math.floor(rest / OW);
+  let ox = rest - oy * OW;
+  for (let r = 0; r < rows; r++) {
+    let from = src + r * patchLength;
+    const iy0 = oy * SH - padTop;
+    const ix0 = ox * SW - padLeft;
+    const fullWidth = ix0 >= 0 && ix0 + FW <= W;
+    for (let ky = 0; ky < FH; ky++) {
+      const iy = iy0 + ky;
+      if (iy < 0 || iy >= H) {
+        from += rowLength;
+        continue;
+      }
+      const rowBase = ((b * H + iy) * W) * C;
+      if (fullWidth) {
+        let to = rowBase + ix0 * C;
+        const end = from + rowLength;
+        while (from < end) dx[to++] += f[from++]!;
+        continue;
+      }
+      for (let kx = 0; kx < FW; kx++) {
+        const ix = ix0 + kx;
+        if (ix < 0 || ix >= W) {
+          from += C;
+          continue;
+        }
+        let to = rowBase + ix * C;
+        const end = from + C;
+        while (from < end) dx[to++] += f[from++]!;
+      }
+    }
+    if (++ox === OW) {
+      ox = 0;
+      if (++oy === OH) {
+        oy = 0;
+        b++;
+      }
+    }
+  }
+}
+
+function outputRows(g: ConvGeometry): number {
+  return g.batch * g.outHeight * g.outWidth;
+}
+
+function patchLength(g: ConvGeometry): number {
+  return g.filterHeight * g.filterWidth * g.inChannels;
+}
+
+/** y[b, oy, ox, o] = sum over (ky, kx, c) of x[b, oy*s+ky-pad, ox*s+kx-pad, c] * w[ky, kx, c, o]. */
+export function conv2dForward(x: Float32Array, w: Float32Array, g: ConvGeometry, ws: GemmWorkspace = gemmWorkspace()): Float32Array {
+  const M = outputRows(g);
+  const K = patchLength(g);
+  const N = g.outChannels;
+  const y = new Float32Array(M * N);
+  if (M === 0 || N === 0) return y;
+  ws.reset();
+  const tile = tileRows(K, N, M);
+  const wOff = ws.reserve(K * N);
+  const colOff = ws.reserve(tile * K);
+  const yOff = ws.reserve(tile * N);
+  const f = ws.f32;
+  f.set(w.subarray(0, K * N), wOff);
+  for (let m0 = 0; m0 < M; m0 += tile) {
+    const rows = Math.min(tile, M - m0);
+    im2colTile(x, g, m0, rows, f, colOff);
+    f.fill(0, yOff, yOff + rows * N);
+    ws.gemm(false, rows, N, K, colOff, K, wOff, N, yOff, N);
+    y.set(f.subarray(yOff, yOff + rows * N), m0 * N);
+  }
+  return y;
+}
+
+/** dx = col2im(dy * w^T): the gradient of conv2dForward with respect to x. */
+export function conv2dBackpropInput(dy: Float32Array, w: Float32Array, g: ConvGeometry, ws: GemmWorkspace = gemmWorkspace()): Float32Array {
+  const M = outputRows(g);
+  const K = patchLength(g);
+  const N = g.outChannels;
+  const dx = new Float32Array(g.batch * g.inHeight * g.inWidth * g.inChannels);
+  if (M === 0 || K === 0) return dx;
+  ws.reset();
+  const tile = tileRows(K, N, M);
+  const wtOff = ws.reserve(N * K);
+  const dyOff = ws.reserve(tile * N);
+  const colOff = ws.reserve(tile * K);
+  const f = ws.f32;
+  for (let k = 0; k < K; k++) for (let n = 0; n < N; n++) f[wtOff + n * K + k] = w[k * N + n]!;
+  for (let m0 = 0; m0 < M; m0 += tile) {
+    const rows = Math.min(tile, M - m0);
+    f.set(dy.subarray(m0 * N, (m0 + rows) * N), dyOff);
+    f.fill(0, colOff, colOff + rows * K);
+    ws.gemm(false, rows, K, N, dyOff, N, wtOff, K, colOff, K);
+    col2imTile(f, colOff, g, m0, rows, dx);
+  }
+  return dx;
+}
+
+/** dw = im2col(x)^T * dy: the gradient of conv2dForward with respect to the HWIO filter. */
+export function conv2dBackpropFilter(x: Float32Array, dy: Float32Array, g: ConvGeometry, ws: GemmWorkspace = gemmWorkspace()): Float32Array {
+  const M = outputRows(g);
+  const K = patchLength(g);
+  const N = g.outChannels;
+  if (M === 0 || K === 0 || N === 0) return new Float32Array(K * N);
+  ws.reset();
+  const tile = tileRows(K, N, M);
+  const dwOff = ws.reserve(K * N);
+  const colOff = ws.reserve(tile * K);
+  const dyOff = ws.reserve(tile * N);
+  const f = ws.f32;
+  f.fill(0, dwOff, dwOff + K * N);
+  for (let m0 = 0; m0 < M; m0 += tile) {
+    const rows = Math.min(tile, M - m0);
+    im2colTile(x, g, m0, rows, f, colOff);
+    f.set(dy.subarray(m0 * N, (m0 + rows) * N), dyOff);
+    ws.gemm(true, K, N, rows, colOff, K, dyOff, N, dwOff, N);
+  }
+  return f.slice(dwOff, dwOff + K * N);
+}

@@ -1,0 +1,153 @@
+/**
+ * Registers the im2col + SIMD GEMM convolution kernels on tfjs's `cpu` backend in place of the
+ * stock loops (which need minutes per U-Net step). Configurations they do not cover (NCHW,
+ * dilation > 1, non-float32) go to the stock kernel, kept from `tf.getKernel` before replacing it.
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import type { KernelFunc, NamedAttrMap, TensorInfo } from "@tensorflow/tfjs-core";
+import "@tensorflow/tfjs-backend-cpu";
+import { conv2dBackpropFilter, conv2dBackpropInput, conv2dForward, type ConvGeometry } from "./conv.js";
+
+/** The kernels replaced on the cpu backend. tf.conv2dTranspose runs on these three as well. */
+export const FAST_CPU_KERNELS = ["Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter"] as const;
+export type FastCpuKernelName = (typeof FAST_CPU_KERNELS)[number];
+
+interface CpuBackendLike {
+  data: { get(dataId: object): { values: unknown } };
+  makeTensorInfo(shape: number[], dtype: "float32", values: Float32Array): TensorInfo;
+}
+
+interface KernelArgs {
+  inputs: Record<string, TensorInfo>;
+  backend: CpuBackendLike;
+  attrs: NamedAttrMap;
+}
+
+type ConvInfo = ReturnType<typeof tf.backend_util.computeConv2DInfo>;
+
+const stock = new Map<FastCpuKernelName, KernelFunc>();
+let installed = false;
+
+function geometry(info: ConvInfo): ConvGeometry | undefined {
+  if (info.dataFormat !== "channelsLast" || info.dilationHeight !== 1 || info.dilationWidth !== 1) return undefined;
+  return {
+    batch: info.batchSize,
+    inHeight: info.inHeight,
+    inWidth: info.inWidth,
+    inChannels: info.inChannels,
+    outHeight: info.outHeight,
+    outWidth: info.outWidth,
+    outChannels: info.outChannels,
+    filterHeight: info.filterHeight,
+    filterWidth: info.filterWidth,
+    strideHeight: info.strideHeight,
+    strideWidth: info.strideWidth,
+    padTop: info.padInfo.top,
+    padLeft: info.padInfo.left,
+  };
+}
+
+function float32Values(backend: CpuBackendLike, t: TensorInfo): Float32Array | undefined {
+  if (t.dtype !== "float32") return undefined;
+  const values = backend.data.get(t.dataId).values;
+  return values instanceof Float32Array ? values : undefined;
+}
+
+type Attrs = {
+  strides: number | [number, number];
+  pad: "valid" | "same" | number | tf.backend_util.ExplicitPadding;
+  dataFormat: "NHWC" | "NCHW";
+  dilations?: number | [number, number];
+  dimRoundingMode?: "floor" | "round" | "ceil";
+  inputShape?: [number, number, number, number];
+  filterShape?: [number, number, number, number];
+};
+
+function convInfo(xShape: number[], filterShape: number[], attrs: Attrs, dilations: number | [number, number]): ConvInfo {
+  return tf.backend_util.computeConv2DInfo(
+    xShape as [number, number, number, number],
+    filterShape as [number, number, number, number],
+    attrs.strides,
+    dilations,
+    attrs.pad,
+    attrs.dimRoundingMode,
+    false,
+    tf.backend_util.convertConv2DDataFormat(attrs.dataFormat),
+  );
+}
+
+function fastConv2D(args: KernelArgs): TensorInfo {
+  const { x, filter } = args.inputs as { x: TensorInfo; filter: TensorInfo };
+  const attrs = args.attrs as unknown as Attrs;
+  const g = geometry(convInfo(x.shape, filter.shape, attrs, attrs.dilations ?? 1));
+  const xv = float32Values(args.backend, x);
+  const wv = float32Values(args.backend, filter);
+  if (!g || !xv || !wv) return stock.get("Conv2D")!(args as never) as TensorInfo;
+  const y = conv2dForward(xv, wv, g);
+  return args.backend.makeTensorInfo([g.batch, g.outHeight, g.outWidth, g.outChannels], "float32", y);
+}
+
+function fastConv2DBackpropInput(args: KernelArgs): TensorInfo {
+  const { dy, filter } = args.inputs as { dy: TensorInfo; filter: TensorInfo };
+  const attrs = args.attrs as unknown as Attrs;
+  const g = geometry(convInfo(attrs.inputShape!, filter.shape, attrs, 1));
+  const dyv = float32Values(args.backend, dy);
+  const wv = float32Values(args.backend, filter);
+  if (!g || !dyv || !wv) return stock.get("Conv2DBackpropInput")!(args as never) as TensorInfo;
+  const dx = conv2dBackpropInput(dyv, wv, g);
+  return args.backend.makeTensorInfo([g.batch, g.inHeight, g.inWidth, g.inChannels], "float32", dx);
+}
+
+function fastConv2DBackpropFilter(args: KernelArgs): TensorInfo {
+  const { x, dy } = args.inputs as { x: TensorInfo; dy: TensorInfo };
+  const attrs = args.attrs as unknown as Attrs;
+  const g = geometry(convInfo(x.shape, attrs.filterShape!, attrs, 1));
+  const xv = float32Values(args.backend, x);
+  const dyv = float32Values(args.backend, dy);
+  if (!g || !xv || !dyv) return stock.get("Conv2DBackpropFilter")!(args as never) as TensorInfo;
+  const dw = conv2dBackpropFilter(xv, dyv, g);
+  return args.backend.makeTensorInfo([g.filterHeight, g.filterWidth, g.inChannels, g.outChannels], "float32", dw);
+}
+
+const FAST: Record<FastCpuKernelName, (args: KernelArgs) => TensorInfo> = {
+  Conv2D: fastConv2D,
+  Conv2DBackpropInput: fastConv2DBackpropInput,
+  Conv2DBackpropFilter: fastConv2DBackpropFilter,
+};
+
+function remember(name: FastCpuKernelName): KernelFunc {
+  let original = stock.get(name);
+  if (!original) {
+    const config = tf.getKernel(name, "cpu");
+    if (!config) throw new Error(`tfjs cpu backend has no ${name} kernel to replace (is @tensorflow/tfjs-backend-cpu loaded?)`);
+    original = config.kernelFunc;
+    stock.set(name, original);
+  }
+  return original;
+}
+
+function replace(name: FastCpuKernelName, kernelFunc: KernelFunc): void {
+  tf.unregisterKernel(name, "cpu");
+  tf.registerKernel({ kernelName: name, backendName: "cpu", kernelFunc });
+}
+
+/** Installs the fast kernels on the cpu backend. Idempotent and cheap after the first call. */
+export function installFastCpuKernels(): void {
+  if (installed) return;
+  for (const name of FAST_CPU_KERNELS) {
+    remember(name);
+    replace(name, FAST[name] as unknown as KernelFunc);
+  }
+  installed = true;
+}
+
+/** Puts the stock cpu kernels back (used to compare against them and to measure the speed-up). */
+export function uninstallFastCpuKernels(): void {
+  if (!installed) return;
+  for (const name of FAST_CPU_KERNELS) replace(name, stock.get(name)!);
+  installed = false;
+}
+
+export function fastCpuKernelsInstalled(): boolean {
+  return installed;
+}

@@ -1,0 +1,190 @@
+/**
+ * Chooses and starts the TensorFlow.js backend that training runs on.
+ *
+ * Order for `auto`: `tensorflow` (libtensorflow through @tensorflow/tfjs-node-gpu or
+ * @tensorflow/tfjs-node, when the user's machine could install one), then `webgpu` (Dawn through
+ * the `webgpu` npm package) when it finds a real GPU adapter, then `cpu` with this package's
+ * im2col + SIMD GEMM convolution kernels. All GPU packages are optional: their absence only
+ * removes a choice. Forcing a backend that cannot start throws EnvironmentError saying why.
+ */
+import os from "node:os";
+import * as tf from "@tensorflow/tfjs-core";
+import "@tensorflow/tfjs-backend-cpu";
+import { EnvironmentError } from "../../errors.js";
+import { installFastCpuKernels, uninstallFastCpuKernels, fastCpuKernelsInstalled } from "./cpu-kernels.js";
+import { registerConvNetGradients } from "./gradients.js";
+
+export { installFastCpuKernels, uninstallFastCpuKernels, fastCpuKernelsInstalled, FAST_CPU_KERNELS } from "./cpu-kernels.js";
+export { registerConvNetGradients } from "./gradients.js";
+export { conv2dForward, conv2dBackpropInput, conv2dBackpropFilter, type ConvGeometry } from "./conv.js";
+export { GemmWorkspace, gemmWorkspace } from "./gemm.js";
+
+export const TRAINING_BACKENDS = ["auto", "cpu", "webgpu", "tensorflow"] as const;
+export type TrainingBackendRequest = (typeof TRAINING_BACKENDS)[number];
+export type TrainingBackendName = Exclude<TrainingBackendRequest, "auto">;
+
+export interface TrainingBackendInfo {
+  backend: TrainingBackendName;
+  /** What computes: the GPU adapter, the libtensorflow package, or the CPU model. */
+  adapter: string;
+  /** True when the cpu backend runs this package's convolution kernels. */
+  fastKernels: boolean;
+}
+
+export interface TrainingBackendOptions {
+  backend?: TrainingBackendRequest;
+  /** Receives one line naming the backend that runs (and why others were skipped, for auto). */
+  log?: (line: string) => void;
+}
+
+/** Packages that provide the `tensorflow` backend, most capable first. */
+const TENSORFLOW_PACKAGES = ["@tensorflow/tfjs-node-gpu", "@tensorflow/tfjs-node"];
+const SOFTWARE_ADAPTER = /swiftshader|llvmpipe|lavapipe|softpipe|software|null/i;
+
+let active: TrainingBackendInfo | undefined;
+let pending: Promise<TrainingBackendInfo> | undefined;
+
+/**
+ * Starts the requested backend (default `auto`) once per process and returns what runs.
+ * Later calls with `auto` or the active backend's name return the same answer without work, so
+ * any module may call it before touching tensors.
+ */
+export async function initTrainingBackend(options: TrainingBackendOptions = {}): Promise<TrainingBackendInfo> {
+  const requested = options.backend ?? "auto";
+  if (!(TRAINING_BACKENDS as readonly string[]).includes(requested)) {
+    throw new EnvironmentError(`unknown training backend "${String(requested)}"`, { hint: `use one of ${TRAINING_BACKENDS.join(", ")}` });
+  }
+  registerConvNetGradients();
+  while (pending) await pending.catch(() => undefined);
+  if (active && (requested === "auto" || requested === active.backend) && tf.getBackend() === active.backend) return active;
+  const log = options.log ?? (() => {});
+  pending = (requested === "auto" ? startAuto(log) : startForced(requested, log)).finally(() => {
+    pending = undefined;
+  });
+  active = await pending;
+  log(`training backend: ${active.backend} (${active.adapter})${active.backend === "cpu" ? (active.fastKernels ? ", fast convolution kernels" : ", stock kernels") : ""}`);
+  return active;
+}
+
+/** The backend started by initTrainingBackend, if any. */
+export function activeTrainingBackend(): TrainingBackendInfo | undefined {
+  return active;
+}
+
+async function startAuto(log: (line: string) => void): Promise<TrainingBackendInfo> {
+  for (const start of [startTensorflow, startWebgpu]) {
+    try {
+      return await start();
+    } catch (error) {
+      log(`skipped: ${(error as Error).message}`);
+    }
+  }
+  return startCpu();
+}
+
+async function startForced(name: TrainingBackendName, _log: (line: string) => void): Promise<TrainingBackendInfo> {
+  try {
+    if (name === "tensorflow") return await startTensorflow();
+    if (name === "webgpu") return await startWebgpu();
+    return await startCpu();
+  } catch (error) {
+    if (error instanceof EnvironmentError) throw error;
+    throw new EnvironmentError(`training backend "${name}" failed to start: ${(error as Error).message}`, { cause: error, hint: "use --backend auto or cpu" });
+  }
+}
+
+async function startCpu(): Promise<TrainingBackendInfo> {
+  installFastCpuKernels();
+  if (!(await tf.setBackend("cpu"))) throw new EnvironmentError("the TensorFlow.js cpu backend failed to initialise");
+  await tf.ready();
+  return { backend: "cpu", adapter: cpuModel(), fastKernels: fastCpuKernelsInstalled() };
+}
+
+function cpuModel(): string {
+  const cpus = os.cpus();
+  return `${cpus[0]?.model?.trim() || "cpu"} x${cpus.length}`;
+}
+
+/** Dynamic import by a variable name, so bundlers and tsc do not require optional packages. */
+async function importOptional(name: string): Promise<unknown> {
+  const specifier = name;
+  return import(specifier);
+}
+
+function isMissingModule(error: unknown): boolean {
+  const code = (error as { code?: string }).code;
+  return code === "ERR_MODULE_NOT_FOUND" || code === "MODULE_NOT_FOUND";
+}
+
+async function startTensorflow(): Promise<TrainingBackendInfo> {
+  const failures: string[] = [];
+  for (const name of TENSORFLOW_PACKAGES) {
+    try {
+      await importOptional(name);
+    } catch (error) {
+      failures.push(isMissingModule(error) ? `${name} is not installed` : `${name} failed to load: ${(error as Error).message}`);
+      continue;
+    }
+    if (!(await tf.setBackend("tensorflow"))) {
+      failures.push(`${name} loaded but the "tensorflow" backend did not initialise`);
+      continue;
+    }
+    await tf.ready();
+    return { backend: "tensorflow", adapter: `libtensorflow via ${name}`, fastKernels: false };
+  }
+  throw new EnvironmentError(`tensorflow backend unavailable: ${failures.join("; ")}`, {
+    hint: "on a machine with internet: npm install @tensorflow/tfjs-node-gpu@4.22.0 (CUDA 11.2 + cuDNN 8) or @tensorflow/tfjs-node@4.22.0; see docs/backends.md",
+  });
+}
+
+interface GpuAdapterLike {
+  info?: { vendor?: string; architecture?: string; device?: string; description?: string };
+  isFallbackAdapter?: boolean;
+}
+interface GpuLike {
+  requestAdapter(options?: { powerPreference?: string }): Promise<GpuAdapterLike | null>;
+}
+
+function describeAdapter(adapter: GpuAdapterLike): string {
+  const info = adapter.info ?? {};
+  const parts = [info.vendor, info.architecture, info.device, info.description].filter((s): s is string => Boolean(s && s.trim()));
+  return parts.length ? [...new Set(parts)].join(" / ") : "unnamed adapter";
+}
+
+async function startWebgpu(): Promise<TrainingBackendInfo> {
+  let webgpu: { create: (flags: string[]) => GpuLike; globals: Record<string, unknown> };
+  try {
+    webgpu = (await importOptional("webgpu")) as typeof webgpu;
+  } catch (error) {
+    throw new EnvironmentError(isMissingModule(error) ? "webgpu backend unavailable: the optional package `webgpu` is not installed" : `webgpu backend unavailable: \`webgpu\` failed to load: ${(error as Error).message}`, {
+      hint: "npm install webgpu@0.6.2 @tensorflow/tfjs-backend-webgpu@4.22.0 (optional dependencies of prolearn)",
+    });
+  }
+  const g = globalThis as unknown as { navigator?: { gpu?: GpuLike } };
+  if (!g.navigator?.gpu) {
+    for (const [key, value] of Object.entries(webgpu.globals)) if (!(key in globalThis)) (globalThis as Record<string, unknown>)[key] = value;
+    const gpu = webgpu.create([]);
+    if (g.navigator) Object.defineProperty(g.navigator, "gpu", { value: gpu, configurable: true });
+    else Object.defineProperty(globalThis, "navigator", { value: { gpu }, configurable: true, writable: true });
+  }
+  const adapter = await g.navigator!.gpu!.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) {
+    throw new EnvironmentError("webgpu backend unavailable: Dawn found no GPU adapter", {
+      hint: "it needs a Vulkan driver for a real GPU (NVIDIA: the proprietary driver's Vulkan ICD); software Vulkan is rejected",
+    });
+  }
+  const name = describeAdapter(adapter);
+  if (adapter.isFallbackAdapter || SOFTWARE_ADAPTER.test(name)) {
+    throw new EnvironmentError(`webgpu backend unavailable: only a software adapter (${name}) was found`, { hint: "a software adapter is slower than the cpu backend; use --backend cpu" });
+  }
+  try {
+    await importOptional("@tensorflow/tfjs-backend-webgpu");
+  } catch (error) {
+    throw new EnvironmentError(`webgpu backend unavailable: @tensorflow/tfjs-backend-webgpu ${isMissingModule(error) ? "is not installed" : `failed to load: ${(error as Error).message}`}`, {
+      hint: "npm install @tensorflow/tfjs-backend-webgpu@4.22.0",
+    });
+  }
+  if (!(await tf.setBackend("webgpu"))) throw new EnvironmentError(`webgpu backend did not initialise on adapter ${name}`);
+  await tf.ready();
+  return { backend: "webgpu", adapter: name, fastKernels: false };
+}

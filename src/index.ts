@@ -3,3 +3,5 @@ export { definePipeline, loadPipelineFile, resolvePipeline, buildPipelineSchema,
 export { defineStage, type StageDefinition, type StageContext, type ProgressEvent } from "./pipeline/stage.js";
 export { STAGES } from "./stages.js";
 export { readParquetFile, writeParquetFile, writeParquetBatches, tableToParquet, parquetToTable } from "./io/parquet.js";
+export { createEncoder, type EncoderConfig, type EncoderKind } from "./embed/factory.js";
+export type { Encoder, TokenFeatures } from "./embed/encoder.js";

@@ -1,5 +1,6 @@
 import type { StageDefinition } from "./pipeline/stage.js";
 import type { StageRegistry } from "./pipeline/spec.js";
+import { embedStage } from "./embed/stage.js";
 
 /**
  * The one registry of stages, in topological order. The pipeline schema, the CLI help, the docs
@@ -7,6 +8,7 @@ import type { StageRegistry } from "./pipeline/spec.js";
  * Adding a stage = one module exporting a defineStage(...) definition, plus one line here.
  */
 const STAGE_LIST: StageDefinition[] = [
+  embedStage,
 ];
 
 export const STAGES: StageRegistry = new Map(STAGE_LIST.map((s) => [s.name, s]));

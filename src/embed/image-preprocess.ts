@@ -53,7 +53,7 @@ export async function preprocessImage(bytes: Uint8Array, config: ImagePreprocess
 /** Writes one preprocessed image into `target` at `offset` (so a batch tensor is filled without copies). */
 export async function preprocessImageInto(bytes: Uint8Array, config: ImagePreprocessing, target: Float32Array, offset: number, label?: string): Promise<void> {
   const size = config.size;
-  let decoded: { data: Buffer; info: sharp.OutputInfo };
+  let decoded: { data: Buffer; info: { channels: number } };
   try {
     const image = sharp(bytes, { failOn: "error" });
     const meta = await image.metadata();

@@ -7,5 +7,7 @@ import type { CommandSpec } from "../command.js";
 export const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandSpec> }> = {
   run: { summary: "Run a pipeline; cached stages are reused, changed ones rerun", load: async () => (await import("./run.js")).default },
   plan: { summary: "Show what `run` would execute and why, without running anything", load: async () => (await import("./plan.js")).default },
+  "embed texts": { summary: "Embed the texts of a CSV, JSON (annotation.json) or Parquet file into Parquet", load: async () => (await import("./embed-texts.js")).default },
+  "embed images": { summary: "Embed every PNG/JPEG image under folders into Parquet", load: async () => (await import("./embed-images.js")).default },
   status: { summary: "Recent runs and their stages, from the workdir's catalog", load: async () => (await import("./status.js")).default },
 };

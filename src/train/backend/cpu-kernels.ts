@@ -7,9 +7,13 @@ import * as tf from "@tensorflow/tfjs-core";
 import type { KernelFunc, NamedAttrMap, TensorInfo } from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-cpu";
 import { conv2dBackpropFilter, conv2dBackpropInput, conv2dForward, type ConvGeometry } from "./conv.js";
+import { binaryBroadcastSuffix, maxPoolGradTiled, splitAlongAxis, sumContiguousAxes, type BinaryOp } from "./fast-ops.js";
 
-/** The kernels replaced on the cpu backend. tf.conv2dTranspose runs on these three as well. */
-export const FAST_CPU_KERNELS = ["Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter"] as const;
+/**
+ * The kernels replaced on the cpu backend: the three convolution kernels (tf.conv2dTranspose runs
+ * on them too) and the ops that dominate a U-Net step once convolutions are fast.
+ */
+export const FAST_CPU_KERNELS = ["Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "Add", "Sub", "Multiply", "RealDiv", "Sum", "SplitV", "MaxPoolGrad"] as const;
 export type FastCpuKernelName = (typeof FAST_CPU_KERNELS)[number];
 
 interface CpuBackendLike {
@@ -109,10 +113,82 @@ function fastConv2DBackpropFilter(args: KernelArgs): TensorInfo {
   return args.backend.makeTensorInfo([g.filterHeight, g.filterWidth, g.inChannels, g.outChannels], "float32", dw);
 }
 
-const FAST: Record<FastCpuKernelName, (args: KernelArgs) => TensorInfo> = {
+function fastBinary(op: BinaryOp): (args: KernelArgs) => TensorInfo {
+  return (args) => {
+    const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
+    const av = float32Values(args.backend, a);
+    const bv = float32Values(args.backend, b);
+    const result = av && bv ? binaryBroadcastSuffix(op, a.shape, av, b.shape, bv) : undefined;
+    if (!result) return stock.get(op)!(args as never) as TensorInfo;
+    return args.backend.makeTensorInfo(result[1], "float32", result[0]);
+  };
+}
+
+function fastSum(args: KernelArgs): TensorInfo {
+  const { x } = args.inputs as { x: TensorInfo };
+  const { axis, keepDims } = args.attrs as { axis: number | number[]; keepDims: boolean };
+  const xv = float32Values(args.backend, x);
+  const axes = tf.util.parseAxisParam(axis, x.shape);
+  const out = xv ? sumContiguousAxes(x.shape, xv, axes) : undefined;
+  if (!out) return stock.get("Sum")!(args as never) as TensorInfo;
+  const shape = keepDims ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d)) : x.shape.filter((_, i) => !axes.includes(i));
+  return args.backend.makeTensorInfo(shape, "float32", out);
+}
+
+function fastSplitV(args: KernelArgs): TensorInfo[] {
+  const { x } = args.inputs as { x: TensorInfo };
+  const { numOrSizeSplits, axis } = args.attrs as { numOrSizeSplits: number | number[]; axis: number };
+  const xv = float32Values(args.backend, x);
+  if (!xv) return stock.get("SplitV")!(args as never) as TensorInfo[];
+  const $axis = tf.util.parseAxisParam(axis, x.shape)[0]!;
+  const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, numOrSizeSplits, $axis);
+  const parts = splitAlongAxis(x.shape, xv, $axis, sizes);
+  return parts.map((values, i) => args.backend.makeTensorInfo(x.shape.map((d, k) => (k === $axis ? sizes[i]! : d)), "float32", values));
+}
+
+function fastMaxPoolGrad(args: KernelArgs): TensorInfo {
+  const { dy, input } = args.inputs as { dy: TensorInfo; input: TensorInfo };
+  const { filterSize, strides, pad, dimRoundingMode } = args.attrs as {
+    filterSize: number | [number, number];
+    strides: number | [number, number];
+    pad: "valid" | "same" | number;
+    dimRoundingMode?: "floor" | "round" | "ceil";
+  };
+  const info = tf.backend_util.computePool2DInfo(input.shape as [number, number, number, number], filterSize, strides, 1, pad, dimRoundingMode);
+  const xv = float32Values(args.backend, input);
+  const dyv = float32Values(args.backend, dy);
+  const tiled =
+    info.filterHeight === info.filterWidth &&
+    info.strideHeight === info.filterHeight &&
+    info.strideWidth === info.filterWidth &&
+    info.padInfo.top === 0 &&
+    info.padInfo.left === 0 &&
+    info.dilationHeight === 1 &&
+    info.dilationWidth === 1;
+  if (!tiled || !xv || !dyv) return stock.get("MaxPoolGrad")!(args as never) as TensorInfo;
+  const dx = maxPoolGradTiled(xv, dyv, {
+    batch: info.batchSize,
+    inHeight: info.inHeight,
+    inWidth: info.inWidth,
+    channels: info.inChannels,
+    outHeight: info.outHeight,
+    outWidth: info.outWidth,
+    size: info.filterHeight,
+  });
+  return args.backend.makeTensorInfo(input.shape, "float32", dx);
+}
+
+const FAST: Record<FastCpuKernelName, (args: KernelArgs) => TensorInfo | TensorInfo[]> = {
   Conv2D: fastConv2D,
   Conv2DBackpropInput: fastConv2DBackpropInput,
   Conv2DBackpropFilter: fastConv2DBackpropFilter,
+  Add: fastBinary("Add"),
+  Sub: fastBinary("Sub"),
+  Multiply: fastBinary("Multiply"),
+  RealDiv: fastBinary("RealDiv"),
+  Sum: fastSum,
+  SplitV: fastSplitV,
+  MaxPoolGrad: fastMaxPoolGrad,
 };
 
 function remember(name: FastCpuKernelName): KernelFunc {

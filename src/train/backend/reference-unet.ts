@@ -1,0 +1,138 @@
+/**
+ * The reference U-Net that backends are measured on, layer for layer the network of
+ * ../shared/reference/unet_torch.py: 4 levels (3 down blocks + a middle block), base 16
+ * channels doubling per level, blocks of two 3x3 convs + ReLU, 2x2 max-pool, 2x2 stride-2
+ * transposed convs for up-sampling, skip concatenation, a 1x1 head, BCE with logits, Adam.
+ * 481,745 parameters, as PyTorch counts them.
+ */
+import * as tf from "@tensorflow/tfjs-core";
+
+export interface ReferenceUNetConfig {
+  base: number;
+  levels: number;
+  inChannels: number;
+  seed: number;
+}
+
+interface Conv {
+  w: tf.Variable;
+  b: tf.Variable;
+}
+
+export interface ReferenceUNet {
+  config: ReferenceUNetConfig;
+  variables: tf.Variable[];
+  paramCount: number;
+  /** Logits [batch, H, W, 1] for images [batch, H, W, inChannels]; H, W divisible by 2^(levels-1). */
+  forward(x: tf.Tensor4D): tf.Tensor4D;
+  dispose(): void;
+}
+
+export function buildReferenceUNet(options: Partial<ReferenceUNetConfig> = {}): ReferenceUNet {
+  const config: ReferenceUNetConfig = { base: 16, levels: 4, inChannels: 1, seed: 0, ...options };
+  let seed = config.seed * 1000;
+  const variables: tf.Variable[] = [];
+  // PyTorch's default conv init: uniform(+-1/sqrt(fan_in)) for weights and biases.
+  const conv = (kh: number, kw: number, inC: number, outC: number, fanIn: number, transposed = false): Conv => {
+    const bound = 1 / Math.sqrt(fanIn);
+    const shape: [number, number, number, number] = transposed ? [kh, kw, outC, inC] : [kh, kw, inC, outC];
+    const w = tf.variable(tf.randomUniform(shape, -bound, bound, "float32", seed++));
+    const b = tf.variable(tf.randomUniform([outC], -bound, bound, "float32", seed++));
+    variables.push(w, b);
+    return { w, b };
+  };
+  const block = (inC: number, outC: number): [Conv, Conv] => [conv(3, 3, inC, outC, 9 * inC), conv(3, 3, outC, outC, 9 * outC)];
+  const ch = Array.from({ length: config.levels }, (_, l) => config.base * 2 ** l);
+  const down = ch.slice(0, -1).map((c, l) => block(l === 0 ? config.inChannels : ch[l - 1]!, c));
+  const mid = block(ch[ch.length - 2]!, ch[ch.length - 1]!);
+  const ups: Conv[] = [];
+  const decs: Array<[Conv, Conv]> = [];
+  for (let l = config.levels - 2; l >= 0; l--) {
+    // ConvTranspose2d's fan-in, as PyTorch computes it, is out_channels * kernel area.
+    ups.push(conv(2, 2, ch[l + 1]!, ch[l]!, ch[l]! * 4, true));
+    decs.push(block(2 * ch[l]!, ch[l]!));
+  }
+  const head = conv(1, 1, ch[0]!, 1, ch[0]!);
+
+  const apply = (x: tf.Tensor4D, c: Conv): tf.Tensor4D => tf.add(tf.conv2d(x, c.w as tf.Tensor4D, 1, "same"), c.b);
+  const applyBlock = (x: tf.Tensor4D, [a, b]: [Conv, Conv]): tf.Tensor4D => tf.relu(apply(tf.relu(apply(x, a)), b));
+
+  const forward = (input: tf.Tensor4D): tf.Tensor4D => {
+    let x = input;
+    const skips: tf.Tensor4D[] = [];
+    for (const d of down) {
+      x = applyBlock(x, d);
+      skips.push(x);
+      x = tf.maxPool(x, 2, 2, "valid");
+    }
+    x = applyBlock(x, mid);
+    for (let i = 0; i < ups.length; i++) {
+      const skip = skips.pop()!;
+      const [n, h, w, c] = skip.shape;
+      const up = tf.add(tf.conv2dTranspose(x, ups[i]!.w as tf.Tensor4D, [n, h, w, c], 2, "valid"), ups[i]!.b) as tf.Tensor4D;
+      x = applyBlock(tf.concat([up, skip], 3), decs[i]!);
+    }
+    return apply(x, head);
+  };
+
+  return {
+    config,
+    variables,
+    paramCount: variables.reduce((n, v) => n + v.size, 0),
+    forward,
+    dispose: () => {
+      for (const v of variables) v.dispose();
+    },
+  };
+}
+
+/** Mean binary cross-entropy on logits, in the numerically stable form max(z,0) - z*y + log(1 + e^-|z|). */
+export function bceWithLogits(logits: tf.Tensor, targets: tf.Tensor): tf.Scalar {
+  return tf.mean(tf.add(tf.sub(tf.relu(logits), tf.mul(logits, targets)), tf.log1p(tf.exp(tf.neg(tf.abs(logits))))));
+}
+
+export interface TrainingStepTiming {
+  /** Median wall time of the measured steps, ms. */
+  msPerStep: number;
+  /** Every measured step, ms, in order. */
+  stepsMs: number[];
+  /** Loss after each measured step. */
+  losses: number[];
+  params: number;
+}
+
+/**
+ * Trains the reference U-Net with Adam (lr 1e-3) on one fixed random batch, as the PyTorch
+ * reference does, and times each step (forward, backward, update, and reading the loss back).
+ */
+export function timeReferenceTraining(options: { size: number; batch: number; steps: number; warmup?: number; seed?: number }): TrainingStepTiming {
+  const { size, batch, steps } = options;
+  const warmup = options.warmup ?? 1;
+  const seed = options.seed ?? 0;
+  const net = buildReferenceUNet({ seed });
+  const optimizer = tf.train.adam(1e-3);
+  const x = tf.randomNormal([batch, size, size, 1], 0, 1, "float32", seed + 1) as tf.Tensor4D;
+  const y = tf.cast(tf.greater(tf.randomUniform([batch, size, size, 1], 0, 1, "float32", seed + 2), 0.5), "float32");
+  const stepsMs: number[] = [];
+  const losses: number[] = [];
+  try {
+    for (let i = 0; i < warmup + steps; i++) {
+      const start = performance.now();
+      const cost = optimizer.minimize(() => bceWithLogits(net.forward(x), y), true, net.variables)!;
+      const loss = cost.dataSync()[0]!;
+      cost.dispose();
+      const ms = performance.now() - start;
+      if (i >= warmup) {
+        stepsMs.push(ms);
+        losses.push(loss);
+      }
+    }
+  } finally {
+    optimizer.dispose();
+    net.dispose();
+    x.dispose();
+    y.dispose();
+  }
+  const sorted = [...stepsMs].sort((a, b) => a - b);
+  return { msPerStep: sorted[Math.floor(sorted.length / 2)] ?? NaN, stepsMs, losses, params: net.paramCount };
+}

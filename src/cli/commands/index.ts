@@ -10,4 +10,5 @@ export const COMMANDS: Record<string, { summary: string; load: () => Promise<Com
   "embed texts": { summary: "Embed the texts of a CSV, JSON (annotation.json) or Parquet file into Parquet", load: async () => (await import("./embed-texts.js")).default },
   "embed images": { summary: "Embed every PNG/JPEG image under folders into Parquet", load: async () => (await import("./embed-images.js")).default },
   status: { summary: "Recent runs and their stages, from the workdir's catalog", load: async () => (await import("./status.js")).default },
+  "bench train": { summary: "Time training steps of the reference U-Net on a TensorFlow.js backend", load: async () => (await import("./bench-train.js")).default },
 };

@@ -30,7 +30,8 @@ export interface ReferenceUNet {
 
 export function buildReferenceUNet(options: Partial<ReferenceUNetConfig> = {}): ReferenceUNet {
   const config: ReferenceUNetConfig = { base: 16, levels: 4, inChannels: 1, seed: 0, ...options };
-  let seed = config.seed * 1000;
+  // tfjs treats seed 0 as "no seed", so seeds start at 1.
+  let seed = config.seed * 1000 + 1;
   const variables: tf.Variable[] = [];
   // PyTorch's default conv init: uniform(+-1/sqrt(fan_in)) for weights and biases.
   const conv = (kh: number, kw: number, inC: number, outC: number, fanIn: number, transposed = false): Conv => {

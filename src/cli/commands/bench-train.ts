@@ -1,0 +1,45 @@
+import { defineCommand, numberOption, stringOption } from "../command.js";
+import { UsageError } from "../../errors.js";
+
+const BACKENDS = ["auto", "cpu", "webgpu", "tensorflow"] as const;
+
+function positiveInteger(name: string, value: number | undefined): number {
+  if (value === undefined || !Number.isInteger(value) || value < 1) throw new UsageError(`--${name} expects a positive integer, got ${String(value)}`);
+  return value;
+}
+
+export default defineCommand({
+  name: "bench train",
+  summary: "Time training steps of the reference U-Net on a TensorFlow.js backend",
+  details:
+    "Trains the reference U-Net (4 levels, base 16, 3x3 convs, ReLU, transposed-conv up-sampling, 1x1 head, BCE, Adam;\n" +
+    "481,745 parameters, as ../shared/reference/unet_torch.py) on one random batch and prints the backend, its adapter,\n" +
+    "the parameter count and the median ms per step after the warm-up steps. Use it to size hardware before training.",
+  positionals: [],
+  options: {
+    backend: { type: "string", description: `Backend: ${BACKENDS.join(", ")}`, default: "auto", valueName: "B" },
+    size: { type: "string", description: "Image height and width (a multiple of 8)", default: "224", valueName: "N" },
+    batch: { type: "string", description: "Images per step", default: "4", valueName: "N" },
+    steps: { type: "string", description: "Measured steps", default: "5", valueName: "N" },
+    warmup: { type: "string", description: "Unmeasured steps first", default: "1", valueName: "N" },
+    json: { type: "boolean", description: "Print {backend, adapter, params, msPerStep} as JSON on stdout", default: false },
+  },
+  async run(args, io) {
+    const backend = stringOption(args, "backend") ?? "auto";
+    if (!(BACKENDS as readonly string[]).includes(backend)) throw new UsageError(`--backend must be one of ${BACKENDS.join(", ")}, got "${backend}"`);
+    const size = positiveInteger("size", numberOption(args, "size"));
+    if (size % 8 !== 0) throw new UsageError(`--size must be a multiple of 8 (three 2x2 poolings), got ${size}`);
+    const batch = positiveInteger("batch", numberOption(args, "batch"));
+    const steps = positiveInteger("steps", numberOption(args, "steps"));
+    const warmup = numberOption(args, "warmup") ?? 1;
+    if (!Number.isInteger(warmup) || warmup < 0) throw new UsageError(`--warmup expects a non-negative integer, got ${warmup}`);
+    const { initTrainingBackend } = await import("../../train/backend/index.js");
+    const { timeReferenceTraining } = await import("../../train/backend/reference-unet.js");
+    const info = await initTrainingBackend({ backend: backend as (typeof BACKENDS)[number], log: (line) => io.stderr.write(`${line}\n`) });
+    io.stderr.write(`reference U-Net, ${size}x${size}, batch ${batch}: ${warmup} warm-up + ${steps} measured steps\n`);
+    const timing = timeReferenceTraining({ size, batch, steps, warmup });
+    const result = { backend: info.backend, adapter: info.adapter, params: timing.params, msPerStep: Math.round(timing.msPerStep * 10) / 10 };
+    io.stderr.write(`backend ${result.backend} | adapter ${result.adapter} | params ${result.params.toLocaleString("en-US")} | ${result.msPerStep} ms/step (median)\n`);
+    if (args.options.json === true) io.stdout.write(`${JSON.stringify(result)}\n`);
+  },
+});

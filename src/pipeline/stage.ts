@@ -73,6 +73,11 @@ export interface StageDefinition<Schema extends z.ZodType = z.ZodType> {
    * model folder): name -> content digest. Computed before the cache lookup, so keep it cheap.
    */
   resources?(pipeline: ResolvedPipeline, params: z.output<Schema>): Promise<Record<string, string>>;
+  /**
+   * What a queue worker must offer to run this stage (e.g. "gpu"); such jobs go to their own
+   * queue that only `prolearn worker --capabilities gpu` serves. In-process runs ignore it.
+   */
+  capabilities?: readonly "gpu"[];
   run?(ctx: StageContext<z.output<Schema>>): Promise<StageSummary>;
   /**
    * Sharded stages split rows into shards that an executor may run in parallel (in-process or on

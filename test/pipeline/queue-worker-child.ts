@@ -1,0 +1,16 @@
+// A queue worker process serving the test registry, so tests can run several and SIGKILL one.
+// argv: <redis url> <root> <lock ms>
+import { startStageWorker } from "../../src/pipeline/worker.js";
+import { QUEUE_TEST_STAGES } from "./queue-stages.js";
+
+const [redisUrl, root, lockMs] = process.argv.slice(2);
+const worker = await startStageWorker({
+  redisUrl: redisUrl!,
+  registry: QUEUE_TEST_STAGES,
+  roots: [root!],
+  lockDurationMs: Number(lockMs ?? 30000),
+  log: (line) => process.stdout.write(`${line}\n`),
+});
+process.once("SIGTERM", () => {
+  void worker.close().then(() => process.exit(0));
+});

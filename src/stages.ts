@@ -1,6 +1,10 @@
 import type { StageDefinition } from "./pipeline/stage.js";
 import type { StageRegistry } from "./pipeline/spec.js";
 import { embedStage } from "./embed/stage.js";
+import { guideStage } from "./train/guide-stage.js";
+import { filterStage } from "./train/filter-stage.js";
+import { trainStage } from "./train/train-stage.js";
+import { evaluateStage } from "./train/evaluate-stage.js";
 
 /**
  * The one registry of stages, in topological order. The pipeline schema, the CLI help, the docs
@@ -8,7 +12,11 @@ import { embedStage } from "./embed/stage.js";
  * Adding a stage = one module exporting a defineStage(...) definition, plus one line here.
  */
 const STAGE_LIST: StageDefinition[] = [
+  guideStage,
+  filterStage,
   embedStage,
+  trainStage,
+  evaluateStage,
 ];
 
 export const STAGES: StageRegistry = new Map(STAGE_LIST.map((s) => [s.name, s]));

@@ -72,9 +72,13 @@ export function parameterShapes(config: ModelConfig): { name: string; shape: num
   const { net, guidance } = config;
   validateNetConfig(net);
   const shapes: { name: string; shape: number[]; init: "he" | "xavier" | "zeros" | "ones" | "external"; trainable: boolean }[] = [];
-  const conv = (name: string, k: number, cin: number, cout: number) => {
+  const conv = (name: string, k: number, cin: number, cout: number, norm = true) => {
     shapes.push({ name: `${name}.w`, shape: [k, k, cin, cout], init: "he", trainable: true });
     shapes.push({ name: `${name}.b`, shape: [cout], init: "zeros", trainable: true });
+    if (norm) {
+      shapes.push({ name: `${name}.ng`, shape: [cout], init: "ones", trainable: true });
+      shapes.push({ name: `${name}.nb`, shape: [cout], init: "zeros", trainable: true });
+    }
   };
   const dense = (name: string, cin: number, cout: number) => {
     shapes.push({ name: `${name}.w`, shape: [cin, cout], init: "xavier", trainable: true });
@@ -101,7 +105,7 @@ export function parameterShapes(config: ModelConfig): { name: string; shape: num
     conv(`dec${stage}.conv1`, 3, 2 * cOut, cOut);
     conv(`dec${stage}.conv2`, 3, cOut, cOut);
   }
-  conv("head", 1, channelsAt(net, 0), 1);
+  conv("head", 1, channelsAt(net, 0), 1, false);
   if (guidance.kind === "vocab") {
     shapes.push({ name: "text.embedding", shape: [guidance.vocab.length, guidance.tokenDim], init: "xavier", trainable: true });
   } else if (guidance.kind === "psa") {
@@ -169,9 +173,19 @@ function param(store: ParamStore, name: string): tf.Variable {
   return entry.variable;
 }
 
-function conv(store: ParamStore, name: string, x: tf.Tensor4D, relu = true): tf.Tensor4D {
-  const y = tf.add(tf.conv2d(x, param(store, `${name}.w`) as tf.Tensor4D, 1, "same"), param(store, `${name}.b`)) as tf.Tensor4D;
-  return relu ? tf.relu(y) : y;
+/**
+ * 3x3 (or 1x1) conv; hidden convs are followed by instance normalisation with a learned scale and
+ * shift, then ReLU. Normalisation per image (not per batch) keeps training and inference
+ * identical and makes small-batch CPU training converge in few steps.
+ */
+function conv(store: ParamStore, name: string, x: tf.Tensor4D, hidden = true): tf.Tensor4D {
+  let y = tf.add(tf.conv2d(x, param(store, `${name}.w`) as tf.Tensor4D, 1, "same"), param(store, `${name}.b`)) as tf.Tensor4D;
+  if (!hidden) return y;
+  const mean = tf.mean(y, [1, 2], true);
+  const centred = tf.sub(y, mean);
+  const variance = tf.mean(tf.square(centred), [1, 2], true);
+  y = tf.add(tf.mul(tf.div(centred, tf.sqrt(tf.add(variance, 1e-5))), param(store, `${name}.ng`)), param(store, `${name}.nb`)) as tf.Tensor4D;
+  return tf.relu(y);
 }
 
 function dense(store: ParamStore, name: string, x: tf.Tensor2D): tf.Tensor2D {
@@ -185,8 +199,8 @@ function crossAttention(store: ParamStore, stage: number, heads: number, x: tf.T
   const tokenDim = guidance.tokens.shape[2];
   const headDim = channels / heads;
   const flat = tf.reshape(x, [batch * positions, channels]) as tf.Tensor2D;
-  const { mean, variance } = tf.moments(flat, 1, true);
-  const normalised = tf.div(tf.sub(flat, mean), tf.sqrt(tf.add(variance, 1e-5))) as tf.Tensor2D;
+  const centred = tf.sub(flat, tf.mean(flat, 1, true));
+  const normalised = tf.div(centred, tf.sqrt(tf.add(tf.mean(tf.square(centred), 1, true), 1e-5))) as tf.Tensor2D;
   const splitHeads = (t: tf.Tensor2D, n: number) => tf.transpose(tf.reshape(t, [batch, n, heads, headDim]), [0, 2, 1, 3]);
   const q = splitHeads(dense(store, `dec${stage}.attn.q`, normalised), positions);
   const textFlat = tf.reshape(guidance.tokens, [batch * length, tokenDim]) as tf.Tensor2D;

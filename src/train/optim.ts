@@ -33,10 +33,10 @@ export class AdamW {
   step = 0;
   readonly m = new Map<string, tf.Variable>();
   readonly v = new Map<string, tf.Variable>();
-  /** Names whose weights are not decayed (biases by default: decaying them only hurts). */
+  /** Names whose weights are not decayed (biases and normalisation scales/shifts by default). */
   readonly noDecay: (name: string) => boolean;
 
-  constructor(options: AdamWOptions = {}, noDecay: (name: string) => boolean = (name) => name.endsWith(".b")) {
+  constructor(options: AdamWOptions = {}, noDecay: (name: string) => boolean = (name) => /\.(b|ng|nb)$/.test(name)) {
     this.beta1 = options.beta1 ?? 0.9;
     this.beta2 = options.beta2 ?? 0.999;
     this.epsilon = options.epsilon ?? 1e-8;

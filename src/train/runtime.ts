@@ -1,55 +1,19 @@
 import * as tf from "@tensorflow/tfjs-core";
-import { EnvironmentError } from "../errors.js";
+import { initTrainingBackend, TRAINING_BACKENDS, type TrainingBackendInfo, type TrainingBackendRequest } from "./backend/index.js";
 import { registerTrainingGradients } from "./gradients.js";
 
+export { tf, TRAINING_BACKENDS, type TrainingBackendRequest };
+
+// Attention, gather and softmax gradients (the backend registers the convolutional ones).
 registerTrainingGradients();
 
-export { tf };
-
-let active: Promise<string> | undefined;
-let activeRequest: string | undefined;
-
 /**
- * Selects the TensorFlow.js backend once per process. `auto` prefers the project's fast training
- * kernels (src/train/backend, when present) and falls back to the stock pure-JS `cpu` backend.
- * Returns the backend name in use.
+ * Starts the training backend (once per process; see src/train/backend) and makes sure every
+ * gradient the segmenter needs is registered. `auto` picks libtensorflow or a real GPU when the
+ * machine has one, else the cpu backend with the fast convolution kernels.
  */
-export function initBackend(requested = "auto"): Promise<string> {
-  if (active && activeRequest === requested) return active;
-  activeRequest = requested;
-  active = (async () => {
-    const fast = await loadFastBackend();
-    if (fast) return fast(requested);
-    if (requested !== "auto" && requested !== "cpu") {
-      throw new EnvironmentError(`training backend "${requested}" is not available in this build`, { hint: "use backend: cpu (or auto)" });
-    }
-    await import("@tensorflow/tfjs-backend-cpu");
-    if (!(await tf.setBackend("cpu"))) throw new EnvironmentError("the TensorFlow.js cpu backend failed to initialise");
-    await tf.ready();
-    return tf.getBackend();
-  })();
-  return active;
-}
-
-type FastInit = (requested: string) => Promise<string>;
-
-async function loadFastBackend(): Promise<FastInit | undefined> {
-  // The fast kernels live in ./backend (another module of this package); a variable specifier
-  // keeps this file compiling while that module is absent.
-  const specifier = "./backend/index.js";
-  let mod: { initTrainingBackend?: (options: { backend: string }) => Promise<unknown> | unknown };
-  try {
-    mod = (await import(specifier)) as typeof mod;
-  } catch (error) {
-    const code = (error as { code?: string }).code;
-    if (code === "ERR_MODULE_NOT_FOUND" || code === "MODULE_NOT_FOUND") return undefined;
-    throw error;
-  }
-  const init = mod.initTrainingBackend;
-  if (typeof init !== "function") return undefined;
-  return async (requested) => {
-    await init({ backend: requested });
-    await tf.ready();
-    return tf.getBackend();
-  };
+export async function initBackend(requested: TrainingBackendRequest = "auto", log?: (line: string) => void): Promise<TrainingBackendInfo> {
+  const info = await initTrainingBackend({ backend: requested, log });
+  registerTrainingGradients();
+  return info;
 }

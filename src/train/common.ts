@@ -1,0 +1,140 @@
+import path from "node:path";
+import { z } from "zod";
+import { ModelError } from "../errors.js";
+import type { ResolvedPipeline } from "../pipeline/spec.js";
+import type { StageContext } from "../pipeline/stage.js";
+import { hashJson } from "../util/hash.js";
+import type { EpochRecord, TrainResult, TrainSettings } from "./loop.js";
+import { disposeParams, initParams, parameterShapes, type ModelConfig, type ParamStore } from "./model.js";
+import { TRAINING_BACKENDS, tf } from "./runtime.js";
+import { packTensors, readFloat32File, readJson, unpackTensors, writeFloat32File, writeJsonAtomic, WEIGHTS_FORMAT, type TensorEntry } from "./weights.js";
+
+/** Network fields shared by the guide, train and evaluate stages. */
+export const networkFields = {
+  imageSize: z.number().int().min(16).max(1024).default(224).describe("Square input size the images and masks are resized to (the paper: 224)."),
+  channels: z.union([z.literal(1), z.literal(3), z.literal("auto")]).default("auto").describe("Input channels: 1 (grey) or 3 (RGB); `auto` = 3 for kvasir-seg, 1 for the X-ray/CT datasets."),
+  baseChannels: z.number().int().min(2).max(256).default(32).describe("Channels of the first encoder stage; stage i has baseChannels * 2^i."),
+  depth: z.number().int().min(2).max(6).default(4).describe("Encoder stages (the decoder has depth - 1 guided stages)."),
+  heads: z.number().int().min(1).max(16).default(4).describe("Cross-attention heads in each guided decoder stage."),
+};
+
+/** Optimisation fields shared by every stage that trains. */
+export const trainingFields = {
+  epochs: z.number().int().min(1).default(100).describe("Maximum training epochs (early stopping may end sooner)."),
+  batchSize: z.number().int().min(1).default(32).describe("Images per optimisation step (the reference code: 32)."),
+  learningRate: z.number().positive().default(1e-4).describe("AdamW peak learning rate, annealed by a cosine schedule."),
+  minLearningRate: z.number().min(0).default(1e-6).describe("Learning rate at the end of the cosine schedule (eta_min)."),
+  weightDecay: z.number().min(0).default(0.01).describe("AdamW decoupled weight decay (not applied to biases)."),
+  patience: z.number().int().min(0).default(10).describe("Stop after this many epochs without a better validation Dice (0 = train every epoch)."),
+  seed: z.number().int().min(0).optional().describe("Seed for initialisation and shuffling (default: dataset.seed)."),
+  backend: z.enum(TRAINING_BACKENDS).default("auto").describe("TensorFlow.js backend: `auto` picks libtensorflow or a real GPU when present, else the cpu backend with fast kernels."),
+};
+
+export interface TrainingParams {
+  epochs: number;
+  batchSize: number;
+  learningRate: number;
+  minLearningRate: number;
+  weightDecay: number;
+  patience: number;
+  seed?: number;
+}
+
+export function trainSettings(params: TrainingParams, pipeline: ResolvedPipeline): TrainSettings {
+  return {
+    epochs: params.epochs,
+    batchSize: params.batchSize,
+    learningRate: params.learningRate,
+    minLearningRate: params.minLearningRate,
+    weightDecay: params.weightDecay,
+    patience: params.patience,
+    seed: params.seed ?? pipeline.dataset.seed,
+  };
+}
+
+export function resolveChannels(channels: 1 | 3 | "auto", pipeline: ResolvedPipeline): 1 | 3 {
+  if (channels !== "auto") return channels;
+  return pipeline.dataset.kind === "kvasir-seg" ? 3 : 1;
+}
+
+/**
+ * A checkpoint folder outside the stage's output, stable across runs of the same work: the hash
+ * of the stage name, its params, the input digests and the dataset seed. A killed run finds its
+ * folder again on the next run and resumes.
+ */
+export function checkpointFolder(ctx: StageContext<unknown>, purpose: string): { dir: string; key: string } {
+  const inputs = Object.fromEntries(Object.entries(ctx.inputs).map(([name, input]) => [name, input.digest]));
+  const key = hashJson({ stage: ctx.stage, purpose, params: ctx.params, inputs, seed: ctx.pipeline.dataset.seed });
+  return { dir: path.join(ctx.pipeline.workdir, "checkpoints", `${ctx.stage}-${purpose}-${key.slice(0, 16)}`), key };
+}
+
+export function inputFile(ctx: StageContext<unknown>, stage: string, name: string): string {
+  const file = ctx.inputs[stage]?.files[name];
+  if (!file) throw new ModelError(`stage ${ctx.stage} needs ${name} from stage ${stage}`, { hint: `add \`${stage}: {}\` to the pipeline` });
+  return file;
+}
+
+/** What model.json / guide-model.json hold: the architecture, the weights index and how it was trained. */
+export interface ModelFile {
+  format: typeof WEIGHTS_FORMAT;
+  kind: "guide" | "prolearn" | "unet";
+  weights: string;
+  config: ModelConfig;
+  tensors: TensorEntry[];
+  training: TrainSettings & { backend: string; bestEpoch: number; bestValDice: number | null; epochsRun: number; stoppedEarly: boolean };
+  extra?: Record<string, unknown>;
+}
+
+export async function saveModel(dir: string, jsonName: string, binName: string, kind: ModelFile["kind"], config: ModelConfig, store: ParamStore, training: ModelFile["training"], extra?: Record<string, unknown>): Promise<void> {
+  const { entries, values } = packTensors([...store].map(([name, entry]) => [name, entry.variable]));
+  await writeFloat32File(path.join(dir, binName), values);
+  const file: ModelFile = { format: WEIGHTS_FORMAT, kind, weights: binName, config, tensors: entries, training: { ...training, bestValDice: Number.isFinite(training.bestValDice) ? training.bestValDice : null }, extra };
+  await writeJsonAtomic(path.join(dir, jsonName), file);
+}
+
+/** Loads a model file and its weights into fresh variables (checked against the architecture). */
+export async function loadModel(jsonFile: string): Promise<{ file: ModelFile; store: ParamStore }> {
+  const file = await readJson<ModelFile>(jsonFile);
+  if (file.format !== WEIGHTS_FORMAT) throw new ModelError(`unknown model format ${String(file.format)}`, { location: { file: jsonFile } });
+  const values = unpackTensors(file.tensors, await readFloat32File(path.join(path.dirname(jsonFile), file.weights)), jsonFile);
+  const external: Record<string, Float32Array> = {};
+  for (const spec of parameterShapes(file.config)) {
+    const v = values.get(spec.name);
+    if (!v) throw new ModelError(`weights lack tensor ${spec.name}`, { location: { file: jsonFile } });
+    const size = spec.shape.reduce((a, b) => a * b, 1);
+    if (v.length !== size) throw new ModelError(`tensor ${spec.name} has ${v.length} values, the architecture needs ${size}`, { location: { file: jsonFile } });
+    external[spec.name] = v;
+  }
+  const store = initParams(file.config, 0, external);
+  for (const [name, entry] of store) {
+    if (parameterShapes(file.config).find((s) => s.name === name)?.init !== "external") entry.variable.assign(tf.tensor(external[name]!, entry.variable.shape));
+  }
+  return { file, store };
+}
+
+export { disposeParams };
+
+export function historyJson(result: TrainResult, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  const clean = (r: EpochRecord) => ({ ...r, valDice: Number.isFinite(r.valDice) ? r.valDice : null, valIou: Number.isFinite(r.valIou) ? r.valIou : null });
+  return {
+    epochs: result.history.map(clean),
+    bestEpoch: result.bestEpoch,
+    bestValDice: Number.isFinite(result.bestValDice) ? result.bestValDice : null,
+    epochsRun: result.epochsRun,
+    stoppedEarly: result.stoppedEarly,
+    resumedEpochs: result.resumedEpochs,
+    ...extra,
+  };
+}
+
+/** Seconds-free view of a result for summaries (history timings differ between runs). */
+export function trainingSummary(result: TrainResult): Record<string, unknown> {
+  return {
+    epochsRun: result.epochsRun,
+    bestEpoch: result.bestEpoch,
+    bestValDice: Number.isFinite(result.bestValDice) ? result.bestValDice : null,
+    stoppedEarly: result.stoppedEarly,
+    resumedEpochs: result.resumedEpochs,
+    finalLoss: result.history.at(-1)?.loss ?? null,
+  };
+}

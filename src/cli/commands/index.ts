@@ -11,4 +11,6 @@ export const COMMANDS: Record<string, { summary: string; load: () => Promise<Com
   "embed images": { summary: "Embed every PNG/JPEG image under folders into Parquet", load: async () => (await import("./embed-images.js")).default },
   status: { summary: "Recent runs and their stages, from the workdir's catalog", load: async () => (await import("./status.js")).default },
   "bench train": { summary: "Time training steps of the reference U-Net on a TensorFlow.js backend", load: async () => (await import("./bench-train.js")).default },
+  "inspect filter": { summary: "Show a report's tokens with their filter relevance scores and which were kept", load: async () => (await import("./inspect-filter.js")).default },
+  sweep: { summary: "Run a pipeline per value of a key (e.g. text availability) and print a Table-1-like comparison", load: async () => (await import("./sweep.js")).default },
 };

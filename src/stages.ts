@@ -1,5 +1,6 @@
 import type { StageDefinition } from "./pipeline/stage.js";
 import type { StageRegistry } from "./pipeline/spec.js";
+import { ingestStage } from "./ingest/stage.js";
 import { embedStage } from "./embed/stage.js";
 import { guideStage } from "./train/guide-stage.js";
 import { filterStage } from "./train/filter-stage.js";
@@ -12,6 +13,7 @@ import { evaluateStage } from "./train/evaluate-stage.js";
  * Adding a stage = one module exporting a defineStage(...) definition, plus one line here.
  */
 const STAGE_LIST: StageDefinition[] = [
+  ingestStage,
   guideStage,
   filterStage,
   embedStage,

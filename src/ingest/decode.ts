@@ -1,0 +1,221 @@
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import sharp from "sharp";
+import type { RowCache } from "../pipeline/stage.js";
+import { hashJson, sha256 } from "../util/hash.js";
+import { quarantineEntry, type QuarantineEntry, type QuarantineReason } from "./reasons.js";
+import type { SampleDescriptor } from "./scan.js";
+
+export interface DecodeParams {
+  /** Mask pixels with a value above this are foreground (masks whose maximum is 1 use value 1). */
+  maskThreshold: number;
+  /** Largest fraction of mask pixels allowed within 64 grey levels of the threshold. */
+  maskAmbiguousFraction: number;
+}
+
+/** Bumped when decoding or binarisation changes, so cached rows from older code are not reused. */
+export const DECODE_VERSION = 1;
+
+const SUPPORTED_FORMATS = new Set(["png", "jpeg", "tiff", "webp"]);
+
+export interface DecodedSample {
+  width: number;
+  height: number;
+  format: string;
+  /** PNG, 8-bit grey, values 0/1. */
+  maskPng: Uint8Array;
+  maskEmpty: boolean;
+  maskCoverage: number;
+}
+
+export type DecodeOutcome = { ok: true; value: DecodedSample } | { ok: false; reason: QuarantineReason; detail: string; source: "image" | "mask" };
+
+/**
+ * Binarisation rule: foreground = value > threshold (127 by default), except masks whose maximum
+ * is 1, which are label masks already (1 = foreground). A mask is "not binary" when more than
+ * `maskAmbiguousFraction` of its pixels lie within 64 levels of the threshold: JPEG noise on a
+ * 0/255 mask stays near 0 and 255, a photograph or a soft probability map does not.
+ */
+export function binarizeMask(grey: Uint8Array, params: DecodeParams): { bits: Uint8Array; foreground: number; ambiguousFraction: number } {
+  let max = 0;
+  for (let i = 0; i < grey.length; i++) if (grey[i]! > max) max = grey[i]!;
+  const bits = new Uint8Array(grey.length);
+  let foreground = 0;
+  let ambiguous = 0;
+  if (max <= 1) {
+    for (let i = 0; i < grey.length; i++) {
+      bits[i] = grey[i]!;
+      foreground += grey[i]!;
+    }
+  } else {
+    const t = params.maskThreshold;
+    for (let i = 0; i < grey.length; i++) {
+      const v = grey[i]!;
+      if (v > t) {
+        bits[i] = 1;
+        foreground++;
+      }
+      if (v > t - 64 && v <= t + 64) ambiguous++;
+    }
+  }
+  return { bits, foreground, ambiguousFraction: ambiguous / grey.length };
+}
+
+async function classifyFailure(bytes: Uint8Array, error: unknown): Promise<{ reason: QuarantineReason; detail: string }> {
+  const message = (error as Error).message.split("\n")[0]!;
+  try {
+    const meta = await sharp(bytes).metadata();
+    if (meta.format && !SUPPORTED_FORMATS.has(meta.format)) return { reason: "unsupported-format", detail: `${meta.format} image; use PNG, JPEG, TIFF or WebP` };
+    return { reason: "truncated-image", detail: `header reads as ${meta.format} ${meta.width}x${meta.height} but decoding fails: ${message}` };
+  } catch {
+    return { reason: "unreadable-image", detail: message };
+  }
+}
+
+/** Decodes and validates one image/mask pair (pure over bytes). */
+export async function decodePair(imageBytes: Uint8Array, maskBytes: Uint8Array, params: DecodeParams): Promise<DecodeOutcome> {
+  let width: number;
+  let height: number;
+  let format: string;
+  try {
+    const image = sharp(imageBytes, { failOn: "truncated" });
+    const { info } = await image.raw().toBuffer({ resolveWithObject: true });
+    const meta = await sharp(imageBytes).metadata();
+    width = info.width;
+    height = info.height;
+    format = meta.format ?? "unknown";
+    if (!SUPPORTED_FORMATS.has(format)) return { ok: false, reason: "unsupported-format", detail: `${format} image; use PNG, JPEG, TIFF or WebP`, source: "image" };
+  } catch (error) {
+    return { ok: false, ...(await classifyFailure(imageBytes, error)), source: "image" };
+  }
+  let grey: Buffer;
+  let maskInfo: { width: number; height: number; channels: number };
+  try {
+    const decoded = await sharp(maskBytes, { failOn: "truncated" }).removeAlpha().greyscale().raw().toBuffer({ resolveWithObject: true });
+    grey = decoded.data;
+    maskInfo = decoded.info;
+  } catch (error) {
+    const failure = await classifyFailure(maskBytes, error);
+    return { ok: false, reason: failure.reason === "unsupported-format" ? "unsupported-format" : "unreadable-mask", detail: failure.detail, source: "mask" };
+  }
+  if (maskInfo.width !== width || maskInfo.height !== height) {
+    return { ok: false, reason: "mask-size-mismatch", detail: `image ${width}x${height}, mask ${maskInfo.width}x${maskInfo.height}`, source: "mask" };
+  }
+  if (maskInfo.channels !== 1) grey = grey.subarray(0, width * height);
+  const { bits, foreground, ambiguousFraction } = binarizeMask(grey, params);
+  if (ambiguousFraction > params.maskAmbiguousFraction) {
+    return {
+      ok: false,
+      reason: "mask-not-binary",
+      detail: `${(ambiguousFraction * 100).toFixed(1)}% of pixels lie within 64 levels of the threshold ${params.maskThreshold} (allowed ${(params.maskAmbiguousFraction * 100).toFixed(1)}%)`,
+      source: "mask",
+    };
+  }
+  const maskPng = await sharp(bits, { raw: { width, height, channels: 1 } }).png({ compressionLevel: 6, adaptiveFiltering: false }).toBuffer();
+  return { ok: true, value: { width, height, format, maskPng: new Uint8Array(maskPng), maskEmpty: foreground === 0, maskCoverage: foreground / (width * height) } };
+}
+
+function encodeCached(outcome: DecodeOutcome): Buffer {
+  if (!outcome.ok) return Buffer.concat([Buffer.from([0]), Buffer.from(JSON.stringify({ reason: outcome.reason, detail: outcome.detail, source: outcome.source }))]);
+  const { maskPng, ...meta } = outcome.value;
+  const header = Buffer.from(JSON.stringify(meta));
+  const length = Buffer.alloc(4);
+  length.writeUInt32LE(header.length);
+  return Buffer.concat([Buffer.from([1]), length, header, maskPng]);
+}
+
+function decodeCached(buffer: Buffer): DecodeOutcome | undefined {
+  try {
+    if (buffer[0] === 0) return { ok: false, ...(JSON.parse(buffer.subarray(1).toString("utf8")) as { reason: QuarantineReason; detail: string; source: "image" | "mask" }) };
+    if (buffer[0] !== 1) return undefined;
+    const length = buffer.readUInt32LE(1);
+    const meta = JSON.parse(buffer.subarray(5, 5 + length).toString("utf8")) as Omit<DecodedSample, "maskPng">;
+    return { ok: true, value: { ...meta, maskPng: new Uint8Array(buffer.subarray(5 + length)) } };
+  } catch {
+    // A damaged cache entry is a miss, never a failure.
+    return undefined;
+  }
+}
+
+export interface SampleRow {
+  id: string;
+  dataset: string;
+  split: string;
+  image: Uint8Array;
+  mask: Uint8Array;
+  width: number;
+  height: number;
+  image_format: string;
+  report: string | null;
+  report_normalized: string | null;
+  report_available: boolean;
+  image_sha256: string;
+  mask_sha256: string;
+  source_image: string;
+  source_mask: string;
+  mask_empty: boolean;
+  mask_coverage: number;
+}
+
+/**
+ * Reads, hashes and decodes one sample. The decode result is cached under (image sha256, mask
+ * sha256, decode params), so a rerun after adding files decodes only new or changed pairs.
+ */
+export async function ingestSample(
+  root: string,
+  sample: SampleDescriptor,
+  dataset: string,
+  params: DecodeParams,
+  cache: RowCache | undefined,
+  normalize: (text: string) => string,
+): Promise<{ row?: SampleRow; problem?: QuarantineEntry; cacheHit: boolean }> {
+  const imagePath = path.join(root, sample.image);
+  const maskPath = path.join(root, sample.mask);
+  let imageBytes: Buffer;
+  let maskBytes: Buffer;
+  try {
+    imageBytes = await readFile(imagePath);
+  } catch (error) {
+    return { problem: quarantineEntry({ source: sample.image, id: sample.id, reason: "unreadable-image", detail: (error as Error).message, scope: "image" }), cacheHit: false };
+  }
+  try {
+    maskBytes = await readFile(maskPath);
+  } catch (error) {
+    return { problem: quarantineEntry({ source: sample.mask, id: sample.id, reason: "unreadable-mask", detail: (error as Error).message, scope: "image" }), cacheHit: false };
+  }
+  const imageSha = sha256(imageBytes);
+  const maskSha = sha256(maskBytes);
+  const key = hashJson({ v: DECODE_VERSION, image: imageSha, mask: maskSha, params });
+  const cached = cache?.get(key);
+  let outcome = cached ? decodeCached(cached) : undefined;
+  const cacheHit = outcome !== undefined;
+  if (!outcome) {
+    outcome = await decodePair(imageBytes, maskBytes, params);
+    cache?.put(key, encodeCached(outcome));
+  }
+  if (!outcome.ok) {
+    return { problem: quarantineEntry({ source: outcome.source === "image" ? sample.image : sample.mask, id: sample.id, reason: outcome.reason, detail: outcome.detail, scope: "image" }), cacheHit };
+  }
+  const v = outcome.value;
+  const row: SampleRow = {
+    id: sample.id,
+    dataset,
+    split: sample.split,
+    image: imageBytes,
+    mask: v.maskPng,
+    width: v.width,
+    height: v.height,
+    image_format: v.format,
+    report: sample.report,
+    report_normalized: sample.report === null ? null : normalize(sample.report),
+    report_available: sample.available,
+    image_sha256: imageSha,
+    mask_sha256: maskSha,
+    source_image: sample.image,
+    source_mask: sample.mask,
+    mask_empty: v.maskEmpty,
+    mask_coverage: v.maskCoverage,
+  };
+  const problem = v.maskEmpty ? quarantineEntry({ source: sample.mask, id: sample.id, reason: "empty-mask", detail: "the mask has no foreground pixel; the sample is kept with mask_empty = true", scope: "image", kept: true }) : undefined;
+  return { row, problem, cacheHit };
+}

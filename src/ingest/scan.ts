@@ -1,0 +1,285 @@
+import { readFile, realpath } from "node:fs/promises";
+import path from "node:path";
+import type { ResolvedPipeline } from "../pipeline/spec.js";
+import { sha256File } from "../util/hash.js";
+import { listFiles, resolveLayout, type FoundFile, type LayoutPaths } from "./layouts.js";
+import { quarantineEntry, type QuarantineEntry } from "./reasons.js";
+import { readReportSources, readTextReports, type ReportEntry, type ReportSet, type Split } from "./reports.js";
+import { availableSubset, seededSplit, seededValidation } from "./split.js";
+
+export const SUPPORTED_IMAGE_EXTENSIONS = new Set([".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"]);
+export const SPLITS: readonly Split[] = ["train", "val", "test"];
+
+/** One image to decode: everything a shard worker needs, small enough to travel as JSON. */
+export interface SampleDescriptor {
+  id: string;
+  split: Split;
+  /** Paths relative to the dataset root. */
+  image: string;
+  mask: string;
+  report: string | null;
+  available: boolean;
+}
+
+export interface OrphanReport {
+  report_key: string;
+  report_file: string;
+  row: number;
+  split: string | null;
+  report: string;
+}
+
+export interface DatasetPlan {
+  layout: LayoutPaths;
+  /** Absolute dataset root as configured. */
+  root: string;
+  samples: SampleDescriptor[];
+  /** Problems found before decoding (missing masks, duplicates, bad report files...). */
+  quarantine: QuarantineEntry[];
+  orphans: OrphanReport[];
+  /** Image files found (distinct; byte-identical case-variant copies counted once). */
+  found: number;
+  /** Images that no report row names (ingested without a report). */
+  imageOnly: number;
+  /** Byte-identical copies of an image or mask under another letter case (SGSeg), kept once. */
+  identicalCopies: string[];
+  /** File-manager files (.DS_Store, Thumbs.db) skipped. */
+  ignoredFiles: string[];
+  /** Report rows naming an image that an earlier row already named. */
+  duplicateReports: { kept: string; dropped: string; sameText: boolean }[];
+  splitRule: string;
+  reportFiles: string[];
+  /** Absolute files the plan read, besides images and masks (report tables, split.json, bboxes). */
+  metaFiles: string[];
+}
+
+/** Matching key of an image or a report row: file name, lower case, no extension, no `mask_` prefix. */
+export function matchKey(name: string): string {
+  const base = path.basename(name.replace(/\\/g, "/")).toLowerCase();
+  const stem = base.replace(/\.[a-z0-9]+$/, "");
+  return stem.startsWith("mask_") ? stem.slice(5) : stem;
+}
+
+function sampleId(name: string, lowerCase: boolean): string {
+  const stem = name.replace(/\.[A-Za-z0-9]+$/, "");
+  return lowerCase ? stem.toLowerCase() : stem;
+}
+
+function relativeToRoot(root: string, file: string): string {
+  return path.relative(root, file).split(path.sep).join("/");
+}
+
+interface Candidate {
+  id: string;
+  key: string;
+  file: FoundFile;
+  mask?: FoundFile;
+  folderSplit?: Split;
+  folderIndex: number;
+}
+
+/** Scans the dataset: layout, images paired with masks, reports matched, splits and text availability assigned. */
+export async function planDataset(dataset: ResolvedPipeline["dataset"], log: (message: string, level?: "info" | "warn") => void = () => {}): Promise<DatasetPlan> {
+  const root = dataset.root;
+  const layout = await resolveLayout(root, dataset.layout, dataset.kind);
+  log(layout.reason);
+  const realRoot = await realpath(root);
+  const lowerCaseIds = dataset.kind === "qata-cov19";
+  const quarantine: QuarantineEntry[] = [];
+  const identicalCopies: string[] = [];
+  const ignoredFiles: string[] = [];
+  const metaFiles: string[] = [];
+  let found = 0;
+
+  const candidates: Candidate[] = [];
+  const seenIds = new Map<string, Candidate>();
+  for (const [folderIndex, folder] of layout.folders.entries()) {
+    const images = await listFiles(folder.images, root, realRoot);
+    const masks = await listFiles(folder.masks, root, realRoot);
+    ignoredFiles.push(...images.ignored, ...masks.ignored);
+    const masksByName = new Map<string, FoundFile[]>();
+    for (const m of masks.files) {
+      const k = m.name.toLowerCase();
+      masksByName.set(k, [...(masksByName.get(k) ?? []), m]);
+    }
+    const masksByStem = new Map<string, FoundFile[]>();
+    for (const m of masks.files) {
+      const k = matchKey(m.name);
+      masksByStem.set(k, [...(masksByStem.get(k) ?? []), m]);
+    }
+    const usedMaskNames = new Set<string>();
+    // Prefer the spelling that equals the id (lower case for QaTa) when case-variant copies exist.
+    const ordered = [...images.files].sort((a, b) => {
+      const ai = sampleId(a.name, lowerCaseIds) === sampleId(a.name, false) ? 0 : 1;
+      const bi = sampleId(b.name, lowerCaseIds) === sampleId(b.name, false) ? 0 : 1;
+      return ai - bi || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+    });
+    for (const file of ordered) {
+      const ext = path.extname(file.name).toLowerCase();
+      const id = sampleId(file.name, lowerCaseIds);
+      const previous = seenIds.get(id);
+      if (previous && previous.folderIndex === folderIndex && previous.file.name !== file.name && previous.file.name.toLowerCase() === file.name.toLowerCase()) {
+        if ((await sha256File(previous.file.abs)) === (await sha256File(file.abs))) {
+          identicalCopies.push(file.rel);
+          continue;
+        }
+      }
+      found++;
+      if (file.escapesTo) {
+        quarantine.push(quarantineEntry({ source: file.rel, id, reason: "path-escapes-root", detail: `symbolic link to ${file.escapesTo}, outside the dataset root`, scope: "image" }));
+        continue;
+      }
+      if (!SUPPORTED_IMAGE_EXTENSIONS.has(ext)) {
+        quarantine.push(quarantineEntry({ source: file.rel, id, reason: "unsupported-format", detail: `extension ${ext || "(none)"} is not one of ${[...SUPPORTED_IMAGE_EXTENSIONS].join(" ")}`, scope: "image" }));
+        continue;
+      }
+      if (previous) {
+        quarantine.push(quarantineEntry({ source: file.rel, id, reason: "duplicate-id", detail: `id ${id} is already taken by ${previous.file.rel}`, scope: "image" }));
+        continue;
+      }
+      const lower = file.name.toLowerCase();
+      const maskOptions = [...(masksByName.get(`mask_${lower}`) ?? []), ...(masksByName.get(lower) ?? []), ...(masksByStem.get(matchKey(file.name)) ?? [])];
+      const mask = maskOptions.find((m) => m.name === `mask_${file.name}` || m.name === file.name) ?? maskOptions[0];
+      const candidate: Candidate = { id, key: matchKey(file.name), file, mask, folderSplit: folder.split, folderIndex };
+      seenIds.set(id, candidate);
+      if (!mask) {
+        quarantine.push(quarantineEntry({ source: file.rel, id, reason: "missing-mask", detail: `no mask_${file.name} or ${file.name} in ${relativeToRoot(root, folder.masks)}`, scope: "image" }));
+        continue;
+      }
+      if (mask.escapesTo) {
+        quarantine.push(quarantineEntry({ source: mask.rel, id, reason: "path-escapes-root", detail: `mask is a symbolic link to ${mask.escapesTo}, outside the dataset root`, scope: "image" }));
+        continue;
+      }
+      usedMaskNames.add(mask.name.toLowerCase());
+      candidates.push(candidate);
+    }
+    const usedMasks = new Set(candidates.filter((c) => c.folderIndex === folderIndex).map((c) => c.mask!.abs));
+    for (const m of masks.files) {
+      if (usedMasks.has(m.abs)) continue;
+      if (usedMaskNames.has(m.name.toLowerCase())) {
+        const twin = candidates.find((c) => c.folderIndex === folderIndex && c.mask!.name.toLowerCase() === m.name.toLowerCase())!;
+        if ((await sha256File(twin.mask!.abs)) === (await sha256File(m.abs))) {
+          identicalCopies.push(m.rel);
+          continue;
+        }
+      }
+      // A mask of a quarantined image is accounted for by that image's entry.
+      if (quarantine.some((q) => q.scope === "image" && q.id !== null && matchKey(q.source) === matchKey(m.name))) continue;
+      quarantine.push(quarantineEntry({ source: m.rel, reason: "mask-without-image", detail: `no image in ${relativeToRoot(root, folder.images)} pairs with this mask`, scope: "mask" }));
+    }
+  }
+
+  // Reports: the user's source replaces the layout's own.
+  let reports: ReportSet;
+  if (dataset.reports) reports = await readReportSources([dataset.reports], dataset.reportKey);
+  else if (layout.textReportFolder) reports = await readTextReports(layout.textReportFolder);
+  else reports = await readReportSources(layout.reports, dataset.reportKey);
+  for (const p of reports.problems) p.source = relativeToRoot(root, p.source);
+  quarantine.push(...reports.problems);
+  metaFiles.push(...reports.files);
+  const reportSourceText = dataset.reports ? relativeToRoot(root, dataset.reports) : layout.textReportFolder ? relativeToRoot(root, layout.textReportFolder) : layout.reports.map((r) => relativeToRoot(root, r)).join(", ");
+  log(`reports: ${reports.entries.length} rows from ${reports.files.length} file${reports.files.length === 1 ? "" : "s"}${reportSourceText ? ` (${reportSourceText})` : " (none found: every image is image-only)"}`);
+
+  const byKey = new Map<string, ReportEntry>();
+  const duplicateReports: DatasetPlan["duplicateReports"] = [];
+  const escaped: ReportEntry[] = [];
+  for (const entry of reports.entries) {
+    if (/[\\/]/.test(entry.key)) {
+      const resolved = path.resolve(root, entry.key);
+      if (resolved !== root && !resolved.startsWith(root + path.sep)) {
+        escaped.push(entry);
+        quarantine.push(quarantineEntry({ source: relativeToRoot(root, entry.file), row: entry.row, reason: "path-escapes-root", detail: `report names ${entry.key}, outside the dataset root`, scope: "report" }));
+        continue;
+      }
+    }
+    const key = matchKey(entry.key);
+    const first = byKey.get(key);
+    if (first) {
+      duplicateReports.push({ kept: `${relativeToRoot(root, first.file)}:${first.row}`, dropped: `${relativeToRoot(root, entry.file)}:${entry.row}`, sameText: first.text === entry.text });
+      continue;
+    }
+    byKey.set(key, entry);
+  }
+  const conflicting = duplicateReports.filter((d) => !d.sameText);
+  if (conflicting.length) log(`${conflicting.length} report rows name an image an earlier row already named, with different text; the first row is used (e.g. ${conflicting[0]!.dropped} vs ${conflicting[0]!.kept})`, "warn");
+
+  const candidateKeys = new Set(candidates.map((c) => c.key));
+  for (const q of quarantine) if (q.scope === "image") candidateKeys.add(matchKey(q.source));
+  const orphans: OrphanReport[] = [];
+  for (const [key, entry] of byKey) {
+    if (candidateKeys.has(key)) continue;
+    orphans.push({ report_key: entry.key, report_file: relativeToRoot(root, entry.file), row: entry.row, split: entry.split ?? null, report: entry.text });
+  }
+
+  // Splits.
+  const splitOf = new Map<string, Split>();
+  let splitRule: string;
+  if (layout.layout === "prolearn" && layout.splitFile) {
+    metaFiles.push(layout.splitFile);
+    const parsed = await readSplitFile(layout.splitFile);
+    if (parsed.problem) quarantine.push(quarantineEntry({ source: relativeToRoot(root, layout.splitFile), reason: "malformed-report-file", detail: parsed.problem, scope: "report" }));
+    for (const [id, split] of parsed.splits) splitOf.set(lowerCaseIds ? id.toLowerCase() : id, split);
+    const missing = candidates.filter((c) => !splitOf.has(c.id)).map((c) => c.id);
+    for (const [id, split] of seededSplit(missing, dataset.seed, { train: 0.8, val: 0.1 })) splitOf.set(id, split);
+    splitRule = `split.json${missing.length ? `; ${missing.length} ids it does not list: seeded 8:1:1` : ""}`;
+  } else if (layout.layout === "kvasir") {
+    const fromReports = candidates.filter((c) => byKey.get(c.key)?.split);
+    for (const c of fromReports) splitOf.set(c.id, byKey.get(c.key)!.split!);
+    const rest = candidates.filter((c) => !splitOf.has(c.id)).map((c) => c.id);
+    for (const [id, split] of seededSplit(rest, dataset.seed, { train: 0.8, val: 0.1 })) splitOf.set(id, split);
+    splitRule = fromReports.length ? `the report files' own split (train/val/test.json) for ${fromReports.length} images${rest.length ? `, seeded 8:1:1 for ${rest.length}` : ""}` : "seeded 8:1:1";
+  } else {
+    for (const c of candidates) if (c.folderSplit) splitOf.set(c.id, c.folderSplit);
+    if (layout.layout === "kaggle") {
+      const val = seededValidation(candidates.filter((c) => c.folderSplit === "train").map((c) => c.id), dataset.seed, 0.2);
+      for (const id of val) splitOf.set(id, "val");
+      splitRule = "Train Set / Test Set folders; val = seeded 20% of Train Set";
+    } else if (layout.layout === "guideseg") {
+      const trainRows = reports.entries.filter((e) => e.split === "train");
+      const nVal = Math.round(0.2 * trainRows.length);
+      const valKeys = new Set(trainRows.slice(trainRows.length - nVal).map((e) => matchKey(e.key)));
+      for (const c of candidates) if (c.folderSplit === "train" && valKeys.has(c.key)) splitOf.set(c.id, "val");
+      splitRule = "Train / Test folders; val = images of the last 20% of train.csv rows";
+    } else splitRule = `folders (${layout.folders.map((f) => `${path.basename(path.dirname(f.images))}=${f.split}`).join(", ")})`;
+  }
+
+  // Text availability: nested seeded subsets of the training samples that have a report.
+  const withReport = (c: Candidate) => byKey.has(c.key);
+  const trainWithReport = candidates.filter((c) => splitOf.get(c.id) === "train" && withReport(c)).map((c) => c.id);
+  const available = availableSubset(trainWithReport, dataset.seed, dataset.textAvailability);
+
+  const samples: SampleDescriptor[] = candidates.map((c) => {
+    const split = splitOf.get(c.id)!;
+    const entry = byKey.get(c.key);
+    return {
+      id: c.id,
+      split,
+      image: c.file.rel.split(path.sep).join("/"),
+      mask: c.mask!.rel.split(path.sep).join("/"),
+      report: entry ? entry.text : null,
+      available: entry ? (split === "train" ? available.has(c.id) : true) : false,
+    };
+  });
+  samples.sort((a, b) => SPLITS.indexOf(a.split) - SPLITS.indexOf(b.split) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const imageOnly = samples.filter((s) => s.report === null).length;
+  if (layout.bboxFile) metaFiles.push(layout.bboxFile);
+  for (const q of quarantine) q.source = q.source.split(path.sep).join("/");
+  return { layout, root, samples, quarantine, orphans, found, imageOnly, identicalCopies, ignoredFiles, duplicateReports, splitRule, reportFiles: reports.files, metaFiles };
+}
+
+async function readSplitFile(file: string): Promise<{ splits: Map<string, Split>; problem?: string }> {
+  const splits = new Map<string, Split>();
+  let data: unknown;
+  try {
+    data = JSON.parse(await readFile(file, "utf8"));
+  } catch (error) {
+    return { splits, problem: `invalid JSON: ${(error as Error).message}` };
+  }
+  if (!data || typeof data !== "object" || Array.isArray(data)) return { splits, problem: "expected {train: [...], val: [...], test: [...]}" };
+  for (const [name, ids] of Object.entries(data as Record<string, unknown>)) {
+    const split: Split | undefined = name === "train" ? "train" : name === "val" || name === "valid" ? "val" : name === "test" ? "test" : undefined;
+    if (!split || !Array.isArray(ids)) return { splits, problem: `unexpected key ${name}: expected train, val and test id lists` };
+    for (const id of ids) if (typeof id === "string") splits.set(id.replace(/\.[A-Za-z0-9]+$/, ""), split);
+  }
+  return { splits };
+}

@@ -1,0 +1,266 @@
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import path from "node:path";
+import PQueue from "p-queue";
+import { z } from "zod";
+import { DataError, StageError } from "../errors.js";
+import { writeParquetBatches, writeParquetFile } from "../io/parquet.js";
+import { digestFiles } from "../pipeline/file-digest.js";
+import type { ResolvedPipeline } from "../pipeline/spec.js";
+import { defineStage, type ShardSpec, type StageContext } from "../pipeline/stage.js";
+import { hashJson } from "../util/hash.js";
+import { ingestSample, type DecodeParams, type SampleRow } from "./decode.js";
+import { FingerprintBuilder, formatFingerprint, type Fingerprint } from "./fingerprint.js";
+import { listFiles, resolveLayout } from "./layouts.js";
+import type { QuarantineEntry } from "./reasons.js";
+import { listReportFiles, normalizeReport } from "./reports.js";
+import { planDataset, type DatasetPlan, type SampleDescriptor } from "./scan.js";
+import { orphansBatch, quarantineBatch, samplesBatch } from "./schema.js";
+import { Table, tableFromIPC, tableToIPC, type RecordBatch } from "apache-arrow";
+import { realpath, stat } from "node:fs/promises";
+
+export const ingestParamsSchema = z
+  .strictObject({
+    strict: z.boolean().default(false).describe("Fail (exit 1) listing every quarantined input instead of setting it aside."),
+    concurrency: z.number().int().min(1).max(64).default(4).describe("Images decoded at once within a shard."),
+    shardSize: z.number().int().min(1).max(10000).default(256).describe("Images per shard (unit of parallel work and of a Parquet row group)."),
+    maskThreshold: z.number().int().min(0).max(254).default(127).describe("Mask pixels above this grey level are foreground (masks whose maximum is 1 are taken as 0/1 labels)."),
+    maskAmbiguousFraction: z
+      .number()
+      .min(0)
+      .max(1)
+      .default(0.01)
+      .describe("Quarantine a mask as not binary when more than this fraction of its pixels lie within 64 grey levels of the threshold."),
+  })
+  .describe("Read a dataset as it lies on disk into samples.parquet, with quarantine, orphan reports and a fingerprint.");
+
+export type IngestParams = z.output<typeof ingestParamsSchema>;
+
+interface ShardPayload {
+  index: number;
+  planDigest: string;
+  samples: SampleDescriptor[];
+}
+
+interface ShardReport {
+  problems: QuarantineEntry[];
+  cacheHits: number;
+  decoded: number;
+}
+
+function planDigest(plan: DatasetPlan): string {
+  return hashJson({ samples: plan.samples, quarantine: plan.quarantine, orphans: plan.orphans.length, layout: plan.layout.layout });
+}
+
+function decodeParams(params: IngestParams): DecodeParams {
+  return { maskThreshold: params.maskThreshold, maskAmbiguousFraction: params.maskAmbiguousFraction };
+}
+
+function strictFailure(problems: readonly QuarantineEntry[], root: string): DataError {
+  const listed = problems.slice(0, 25).map((q) => `  ${q.source}${q.row !== null ? ` row ${q.row}` : ""}: ${q.reason}: ${q.detail}`);
+  const more = problems.length > listed.length ? [`  ... and ${problems.length - listed.length} more`] : [];
+  return new DataError(`strict ingest: ${problems.length} input${problems.length === 1 ? "" : "s"} would be quarantined:\n${[...listed, ...more].join("\n")}`, {
+    location: { file: root },
+    hint: "fix or remove these files, or set stages.ingest.strict: false to quarantine them and go on",
+  });
+}
+
+/** The absolute files the ingest stage reads for this pipeline: images, masks, report tables, split/bbox files. */
+export async function datasetFiles(pipeline: ResolvedPipeline): Promise<string[]> {
+  const dataset = pipeline.dataset;
+  const layout = await resolveLayout(dataset.root, dataset.layout, dataset.kind);
+  const realRoot = await realpath(dataset.root);
+  const files: string[] = [];
+  for (const folder of layout.folders) {
+    for (const dir of [folder.images, folder.masks]) files.push(...(await listFiles(dir, dataset.root, realRoot)).files.filter((f) => !f.escapesTo).map((f) => f.abs));
+  }
+  const reportSources = dataset.reports ? [dataset.reports] : layout.textReportFolder ? [] : layout.reports;
+  for (const source of reportSources) {
+    const info = await stat(source).catch(() => undefined);
+    if (info?.isDirectory()) files.push(...(await listReportFiles(source)));
+    else if (info) files.push(source);
+  }
+  if (!dataset.reports && layout.textReportFolder) {
+    files.push(...(await listFiles(layout.textReportFolder, dataset.root, realRoot)).files.filter((f) => f.name.toLowerCase().endsWith(".txt") && !f.escapesTo).map((f) => f.abs));
+  }
+  if (layout.splitFile) files.push(layout.splitFile);
+  if (layout.bboxFile) files.push(layout.bboxFile);
+  return files.sort();
+}
+
+async function* tableBatches(file: string): AsyncGenerator<RecordBatch> {
+  const table = tableFromIPC(await readFile(file));
+  for (const batch of table.batches) yield batch;
+}
+
+export const ingestStage = defineStage({
+  name: "ingest",
+  version: "1",
+  description: "Read a dataset (QaTa-COV19, MosMedData+, Kvasir-SEG) in any public layout into samples.parquet with partial reports.",
+  params: ingestParamsSchema,
+  inputs: [],
+  outputs: ["samples.parquet", "quarantine.parquet", "orphans.parquet", "fingerprint.json"],
+  async resources(pipeline) {
+    return { dataset: await digestFiles(await datasetFiles(pipeline), pipeline.dataset.root) };
+  },
+  sharding: {
+    async plan(ctx): Promise<ShardSpec[]> {
+      const plan = await planDataset(ctx.pipeline.dataset, (m, level) => ctx.log(m, level));
+      const counts = { train: 0, val: 0, test: 0 };
+      for (const s of plan.samples) counts[s.split]++;
+      ctx.log(`split (${plan.splitRule}): train ${counts.train}, val ${counts.val}, test ${counts.test}`);
+      if (plan.found === 0) {
+        throw new DataError(`no images found under ${plan.root}`, { location: { file: plan.root }, hint: `the ${plan.layout.layout} layout keeps images in ${plan.layout.folders.map((f) => path.relative(plan.root, f.images)).join(", ")}` });
+      }
+      const problems = plan.quarantine.filter((q) => !q.kept);
+      if (ctx.params.strict && problems.length) throw strictFailure(problems, plan.root);
+      const digest = planDigest(plan);
+      const shards: ShardSpec[] = [];
+      for (let i = 0; i * ctx.params.shardSize < plan.samples.length; i++) {
+        const payload: ShardPayload = { index: i, planDigest: digest, samples: plan.samples.slice(i * ctx.params.shardSize, (i + 1) * ctx.params.shardSize) };
+        shards.push({ id: `ingest-${String(i).padStart(5, "0")}`, payload: payload as unknown as Record<string, unknown> });
+      }
+      return shards;
+    },
+
+    async runShard(ctx, shard, shardDir) {
+      const payload = shard.payload as unknown as ShardPayload;
+      const root = ctx.pipeline.dataset.root;
+      const cache = ctx.rowCache("ingest-decode");
+      const params = decodeParams(ctx.params);
+      const queue = new PQueue({ concurrency: ctx.params.concurrency });
+      const results = new Array<Awaited<ReturnType<typeof ingestSample>>>(payload.samples.length);
+      let done = 0;
+      payload.samples.forEach((sample, i) => {
+        void queue.add(async () => {
+          if (ctx.signal.aborted) throw ctx.signal.reason ?? new Error("aborted");
+          results[i] = await ingestSample(root, sample, ctx.pipeline.dataset.kind, params, cache, normalizeReport);
+          done++;
+          if (done % 32 === 0 || done === payload.samples.length) ctx.emit({ kind: "progress", stage: ctx.stage, task: `decode shard ${payload.index}`, done, total: payload.samples.length, unit: "images" });
+        });
+      });
+      await queue.onIdle();
+      const rows: SampleRow[] = [];
+      const problems: QuarantineEntry[] = [];
+      let cacheHits = 0;
+      for (const r of results) {
+        if (r.row) rows.push(r.row);
+        if (r.problem) problems.push(r.problem);
+        if (r.cacheHit) cacheHits++;
+      }
+      await mkdir(shardDir, { recursive: true });
+      // Shard rows travel to merge as Arrow IPC: parquet-wasm fails ("Dyn casting error") when a
+      // Parquet file is read while another is being streamed out, which merge would do.
+      await writeFile(path.join(shardDir, "rows.arrow"), tableToIPC(new Table([samplesBatch(rows)]), "file"));
+      const report: ShardReport = { problems, cacheHits, decoded: results.length - cacheHits };
+      await writeFile(path.join(shardDir, "quarantine.json"), JSON.stringify(report));
+    },
+
+    async merge(ctx, shards) {
+      const plan = await planDataset(ctx.pipeline.dataset);
+      const digest = planDigest(plan);
+      const ordered = [...shards].sort((a, b) => (a.shard.payload as unknown as ShardPayload).index - (b.shard.payload as unknown as ShardPayload).index);
+      for (const { shard } of ordered) {
+        if ((shard.payload as unknown as ShardPayload).planDigest !== digest) {
+          throw new StageError(ctx.stage, "the dataset changed while it was being ingested", { location: { file: plan.root }, hint: "run the pipeline again" });
+        }
+      }
+      const expected = Math.ceil(plan.samples.length / ctx.params.shardSize);
+      if (ordered.length !== expected) throw new StageError(ctx.stage, `merge received ${ordered.length} shards, the plan has ${expected}`);
+
+      const fingerprint = new FingerprintBuilder();
+      const shardProblems: QuarantineEntry[] = [];
+      let cacheHits = 0;
+      let decoded = 0;
+      for (const { dir } of ordered) {
+        const report = JSON.parse(await readFile(path.join(dir, "quarantine.json"), "utf8")) as ShardReport;
+        shardProblems.push(...report.problems);
+        cacheHits += report.cacheHits;
+        decoded += report.decoded;
+      }
+      const problems = [...plan.quarantine, ...shardProblems];
+      const blocking = problems.filter((q) => !q.kept);
+      if (ctx.params.strict && blocking.length) throw strictFailure(blocking, plan.root);
+
+      // parquet-wasm reports an error thrown by the batch source as "Dyn casting error"; keep the real one.
+      let generatorError: unknown;
+      async function* surfaceErrors(source: AsyncGenerator<RecordBatch>): AsyncGenerator<RecordBatch> {
+        try {
+          yield* source;
+        } catch (error) {
+          generatorError = error;
+          throw error;
+        }
+      }
+      async function* allBatches(): AsyncGenerator<RecordBatch> {
+        let any = false;
+        for (const { dir } of ordered) {
+          for await (const batch of tableBatches(path.join(dir, "rows.arrow"))) {
+            const column = (name: string) => batch.getChild(name)!;
+            const [split, width, height, report, available, empty, coverage, format] = ["split", "width", "height", "report", "report_available", "mask_empty", "mask_coverage", "image_format"].map(column);
+            for (let i = 0; i < batch.numRows; i++) {
+              fingerprint.add({
+                split: split!.get(i),
+                width: width!.get(i),
+                height: height!.get(i),
+                report: report!.get(i),
+                report_available: available!.get(i),
+                mask_empty: empty!.get(i),
+                mask_coverage: coverage!.get(i),
+                image_format: format!.get(i),
+              });
+            }
+            if (batch.numRows === 0) continue;
+            any = true;
+            yield batch;
+          }
+        }
+        if (!any) yield samplesBatch([]);
+      }
+      const written = await writeParquetBatches(path.join(ctx.outDir, "samples.parquet"), surfaceErrors(allBatches()), { rowGroupSize: ctx.params.shardSize }).catch((error: unknown) => {
+        throw generatorError ?? error;
+      });
+      await writeParquetFile(path.join(ctx.outDir, "quarantine.parquet"), new Table([quarantineBatch(problems)]));
+      await writeParquetFile(path.join(ctx.outDir, "orphans.parquet"), new Table([orphansBatch(plan.orphans)]));
+
+      const quarantinedImages = problems.filter((q) => q.scope === "image" && !q.kept).length;
+      if (written.rows + quarantinedImages !== plan.found) {
+        throw new StageError(ctx.stage, `reconciliation failed: found ${plan.found} images, ingested ${written.rows}, quarantined ${quarantinedImages}`);
+      }
+      const fp: Fingerprint = fingerprint.build(
+        {
+          dataset: ctx.pipeline.dataset.kind,
+          layout: plan.layout.layout,
+          layoutReason: plan.layout.reason,
+          splitRule: plan.splitRule,
+          textAvailability: ctx.pipeline.dataset.textAvailability,
+          seed: ctx.pipeline.dataset.seed,
+          found: plan.found,
+          imageOnly: plan.imageOnly,
+          orphanReports: plan.orphans.length,
+          identicalCopies: plan.identicalCopies.length,
+        },
+        problems,
+      );
+      await writeFile(path.join(ctx.outDir, "fingerprint.json"), JSON.stringify(fp, null, 2) + "\n");
+      for (const line of formatFingerprint(fp).split("\n")) ctx.log(line);
+      if (blocking.length) ctx.log(`${blocking.length} inputs quarantined (see quarantine.parquet)`, "warn");
+      return {
+        found: plan.found,
+        ingested: written.rows,
+        quarantined: quarantinedImages,
+        problems: blocking.length,
+        flagged: problems.length - blocking.length,
+        imageOnly: plan.imageOnly,
+        orphanReports: plan.orphans.length,
+        identicalCopies: plan.identicalCopies.length,
+        ignoredFiles: plan.ignoredFiles.length,
+        duplicateReports: plan.duplicateReports.length,
+        decoded,
+        cacheHits,
+        layout: plan.layout.layout,
+        splits: fp.splits,
+        quarantineByReason: fp.quarantineByReason,
+      };
+    },
+  },
+});

@@ -1,6 +1,7 @@
 import type { RunOptions } from "../pipeline/engine.js";
+import { writeRunReport } from "../report/write.js";
 
-/** The run report writer, once the report module exists; runs without one write no report. */
+/** The run report writer the `run` command passes to the engine: `<workdir>/reports/<runId>.html`. */
 export function reportWriter(): RunOptions["writeReport"] {
-  return undefined;
+  return (context) => writeRunReport(context);
 }

@@ -1,0 +1,37 @@
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { runPipeline, type RunResult } from "../../src/pipeline/engine.js";
+import { loadPipelineFile, type ResolvedPipeline, type StageRegistry } from "../../src/pipeline/spec.js";
+import { PassThrough } from "node:stream";
+import { main } from "../../src/cli/main.js";
+import { writeRunReport } from "../../src/report/write.js";
+import { demoPipelineYaml, demoRegistry } from "./fixtures.js";
+
+/** A scratch project with the demo pipeline file; `stages` picks which demo stages it lists. */
+export function demoProject(stages?: string[]): { dir: string; file: string; workdir: string } {
+  const dir = mkdtempSync(path.join(tmpdir(), "prolearn-report-"));
+  mkdirSync(path.join(dir, "data"));
+  const file = path.join(dir, "pipeline.yaml");
+  writeFileSync(file, demoPipelineYaml(stages));
+  return { dir, file, workdir: path.join(dir, ".prolearn") };
+}
+
+/** Runs the demo pipeline through the real engine with the report writer the CLI uses. */
+export async function runDemo(file: string, registry: StageRegistry = demoRegistry()): Promise<{ pipeline: ResolvedPipeline; result: RunResult }> {
+  const pipeline = loadPipelineFile(file, registry);
+  const result = await runPipeline(pipeline, { registry, writeReport: (context) => writeRunReport(context) });
+  return { pipeline, result };
+}
+
+/** Runs the CLI in-process and captures what it writes. */
+export async function cli(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  let out = "";
+  let err = "";
+  stdout.on("data", (c: Buffer) => (out += c.toString()));
+  stderr.on("data", (c: Buffer) => (err += c.toString()));
+  const code = await main(argv, { stdout, stderr, interactive: false });
+  return { code, stdout: out, stderr: err };
+}

@@ -12,6 +12,7 @@ export const COMMANDS: Record<string, { summary: string; load: () => Promise<Com
   worker: { summary: "Run stage jobs from a BullMQ queue (for `run --executor bullmq`) until SIGTERM", load: async () => (await import("./worker.js")).default },
   scheduler: { summary: "Run pipelines on their `schedule` (cron, time zone) until SIGTERM", load: async () => (await import("./scheduler.js")).default },
   status: { summary: "Recent runs and their stages, from the workdir's catalog", load: async () => (await import("./status.js")).default },
+  report: { summary: "Print the path of a run's HTML report (the latest run by default); --open opens it", load: async () => (await import("./report.js")).default },
   "bench train": { summary: "Time training steps of the reference U-Net on a TensorFlow.js backend", load: async () => (await import("./bench-train.js")).default },
   "inspect filter": { summary: "Show a report's tokens with their filter relevance scores and which were kept", load: async () => (await import("./inspect-filter.js")).default },
   sweep: { summary: "Run a pipeline per value of a key (e.g. text availability) and print a Table-1-like comparison", load: async () => (await import("./sweep.js")).default },

@@ -16,9 +16,12 @@ import { OutputStore } from "../../src/pipeline/store.js";
 import { startRedis, type RedisServer } from "../helpers/redis.js";
 import { QUEUE_TEST_STAGES, shardLog } from "./queue-stages.js";
 import { executions } from "./test-stages.js";
+import { STAGES } from "../../src/stages.js";
+import { writeSyntheticDataset } from "../helpers/synthetic-dataset.js";
 
 const ROOT = realpathSync(tmpdir());
 const LOCK_MS = 1500;
+const CLI = path.resolve(import.meta.dirname, "../../src/cli/main.ts");
 
 function project(stagesYaml: string, values: number[] = [1, 2, 3]): { dir: string; file: string; workdir: string } {
   const dir = mkdtempSync(path.join(ROOT, "prolearn-queue-"));
@@ -38,12 +41,18 @@ interface WorkerProcess {
   waitFor(pattern: RegExp, options?: { fresh?: boolean; timeoutMs?: number }): Promise<string>;
 }
 
-function spawnWorker(redisUrl: string): Promise<WorkerProcess> {
-  const child = spawn(process.execPath, ["--import", "tsx", path.join(import.meta.dirname, "queue-worker-child.ts"), redisUrl, ROOT, String(LOCK_MS)], { stdio: ["ignore", "pipe", "inherit"] });
+/** A worker process over the test registry (logs on stdout), or `prolearn worker` itself (logs on stderr). */
+function spawnWorker(redisUrl: string, kind: "test" | "cli" = "test"): Promise<WorkerProcess> {
+  const args =
+    kind === "test"
+      ? [path.join(import.meta.dirname, "queue-worker-child.ts"), redisUrl, ROOT, String(LOCK_MS)]
+      : [CLI, "worker", "--redis", redisUrl, "--root", ROOT, "--lock-ms", "5000"];
+  const child = spawn(process.execPath, ["--import", "tsx", ...args], { stdio: ["ignore", kind === "test" ? "pipe" : "inherit", kind === "test" ? "inherit" : "pipe"] });
+  const output = (kind === "test" ? child.stdout : child.stderr)!;
   const lines: string[] = [];
   const waiters: { pattern: RegExp; resolve: (line: string) => void }[] = [];
   let buffer = "";
-  child.stdout!.on("data", (chunk: Buffer) => {
+  output.on("data", (chunk: Buffer) => {
     buffer += chunk.toString();
     let at: number;
     while ((at = buffer.indexOf("\n")) >= 0) {
@@ -231,5 +240,42 @@ describe("redis checks", () => {
 
   test("an unreachable Redis is an environment error naming the URL", async () => {
     await assert.rejects(checkRedis("redis://127.0.0.1:1", 1000), /cannot reach Redis at redis:\/\/127\.0\.0\.1:1/);
+  });
+});
+
+describe("bullmq executor with the package's stages", () => {
+  let redis: RedisServer;
+  const workers: WorkerProcess[] = [];
+  before(async () => {
+    redis = await startRedis();
+    workers.push(...(await Promise.all([spawnWorker(redis.url, "cli"), spawnWorker(redis.url, "cli")])));
+  });
+  after(async () => {
+    await Promise.all(workers.map(stopWorker));
+    await redis?.stop();
+  });
+
+  test("ingest + embed: `prolearn run --executor bullmq` with 2 `prolearn worker` processes matches the in-process digests", async () => {
+    const dir = mkdtempSync(path.join(ROOT, "prolearn-queue-real-"));
+    await writeSyntheticDataset(path.join(dir, "data"), { count: 40 });
+    const pipelineText = "name: scale-real\ndataset: { kind: qata-cov19, root: ../data }\nstages:\n  ingest: { shardSize: 8 }\n  embed: { shardRows: 10 }\n";
+    for (const sub of ["local", "queued"]) {
+      mkdirSync(path.join(dir, sub));
+      writeFileSync(path.join(dir, sub, "pipeline.yaml"), pipelineText);
+    }
+    const inProcess = await runPipeline(loadPipelineFile(path.join(dir, "local", "pipeline.yaml"), STAGES), { registry: STAGES });
+    assert.equal(inProcess.status, "ok");
+    const child = spawn(process.execPath, ["--import", "tsx", CLI, "run", path.join(dir, "queued", "pipeline.yaml"), "--executor", "bullmq", "--redis", redis.url, "--json"], { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+    const code = await new Promise((resolve) => child.on("exit", resolve));
+    assert.equal(code, 0, stderr);
+    const queued = JSON.parse(stdout) as { executor?: string; stages: { name: string; status: string; digest: string }[] };
+    assert.deepEqual(queued.stages.map((s) => [s.name, s.status]), [["ingest", "ran"], ["embed", "ran"]]);
+    assert.deepEqual(Object.fromEntries(queued.stages.map((s) => [s.name, s.digest])), digests(inProcess));
+    // Both worker processes took shard jobs.
+    for (const worker of workers) assert.ok(worker.lines.some((l) => /shard .*done/.test(l)), `worker ${worker.child.pid} ran no shard:\n${worker.lines.join("\n")}`);
   });
 });

@@ -39,7 +39,8 @@ export default defineCommand({
     io.stderr.write(`reference U-Net, ${size}x${size}, batch ${batch}: ${warmup} warm-up + ${steps} measured steps\n`);
     const timing = timeReferenceTraining({ size, batch, steps, warmup });
     const result = { backend: info.backend, adapter: info.adapter, params: timing.params, msPerStep: Math.round(timing.msPerStep * 10) / 10 };
-    io.stderr.write(`backend ${result.backend} | adapter ${result.adapter} | params ${result.params.toLocaleString("en-US")} | ${result.msPerStep} ms/step (median)\n`);
+    const cpuNote = info.backend === "cpu" ? ` (process CPU ${Math.round(timing.cpuMsPerStep)} ms/step)` : "";
+    io.stderr.write(`backend ${result.backend} | adapter ${result.adapter} | params ${result.params.toLocaleString("en-US")} | ${result.msPerStep} ms/step (median)${cpuNote}\n`);
     if (args.options.json === true) io.stdout.write(`${JSON.stringify(result)}\n`);
   },
 });

@@ -147,8 +147,82 @@ function patchLength(g: ConvGeometry): number {
   return g.filterHeight * g.filterWidth * g.inChannels;
 }
 
+/**
+ * Stride-1 convolutions skip im2col: x is copied once into WebAssembly memory with its zero
+ * border, after which the patch row of filter row ky for output pixels (oy, 0..OW-1) is a strided
+ * view of that copy (rows C floats apart, FW * C long, overlapping). One GEMM per (image, output
+ * row, filter row) then reads the image in place. Returns the padded copy's offset and row pitch.
+ */
+function padIntoWorkspace(x: Float32Array, g: ConvGeometry, ws: GemmWorkspace): { offset: number; paddedHeight: number; paddedWidth: number } {
+  const { batch, inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW, filterHeight: FH, filterWidth: FW, padTop, padLeft } = g;
+  const paddedHeight = OH + FH - 1;
+  const paddedWidth = OW + FW - 1;
+  const offset = ws.reserve(batch * paddedHeight * paddedWidth * C);
+  const f = ws.f32;
+  f.fill(0, offset, offset + batch * paddedHeight * paddedWidth * C);
+  const firstColumn = Math.max(0, -padLeft);
+  const columns = Math.min(W, paddedWidth - padLeft) - firstColumn;
+  if (columns <= 0) return { offset, paddedHeight, paddedWidth };
+  for (let b = 0; b < batch; b++) {
+    for (let iy = 0; iy < H; iy++) {
+      const row = iy + padTop;
+      if (row < 0 || row >= paddedHeight) continue;
+      const src = ((b * H + iy) * W + firstColumn) * C;
+      f.set(x.subarray(src, src + columns * C), offset + ((b * paddedHeight + row) * paddedWidth + firstColumn + padLeft) * C);
+    }
+  }
+  return { offset, paddedHeight, paddedWidth };
+}
+
+function isStride1(g: ConvGeometry): boolean {
+  return g.strideHeight === 1 && g.strideWidth === 1 && g.padTop >= 0 && g.padLeft >= 0 && g.padTop < g.filterHeight && g.padLeft < g.filterWidth;
+}
+
+function conv2dForwardStride1(x: Float32Array, w: Float32Array, g: ConvGeometry, ws: GemmWorkspace): Float32Array {
+  const { batch, inChannels: C, outHeight: OH, outWidth: OW, outChannels: N, filterHeight: FH, filterWidth: FW } = g;
+  ws.reset();
+  const rowK = FW * C;
+  const wOff = ws.reserve(FH * rowK * N);
+  const yOff = ws.reserve(batch * OH * OW * N);
+  const { offset: xp, paddedHeight, paddedWidth } = padIntoWorkspace(x, g, ws);
+  const f = ws.f32;
+  f.set(w.subarray(0, FH * rowK * N), wOff);
+  f.fill(0, yOff, yOff + batch * OH * OW * N);
+  for (let b = 0; b < batch; b++) {
+    for (let oy = 0; oy < OH; oy++) {
+      const c = yOff + (b * OH + oy) * OW * N;
+      for (let ky = 0; ky < FH; ky++) {
+        ws.gemm(false, OW, N, rowK, xp + (b * paddedHeight + oy + ky) * paddedWidth * C, C, wOff + ky * rowK * N, N, c, N);
+      }
+    }
+  }
+  return f.slice(yOff, yOff + batch * OH * OW * N);
+}
+
+function conv2dBackpropFilterStride1(x: Float32Array, dy: Float32Array, g: ConvGeometry, ws: GemmWorkspace): Float32Array {
+  const { batch, inChannels: C, outHeight: OH, outWidth: OW, outChannels: N, filterHeight: FH, filterWidth: FW } = g;
+  ws.reset();
+  const rowK = FW * C;
+  const dwOff = ws.reserve(FH * rowK * N);
+  const dyOff = ws.reserve(batch * OH * OW * N);
+  const { offset: xp, paddedHeight, paddedWidth } = padIntoWorkspace(x, g, ws);
+  const f = ws.f32;
+  f.fill(0, dwOff, dwOff + FH * rowK * N);
+  f.set(dy.subarray(0, batch * OH * OW * N), dyOff);
+  for (let b = 0; b < batch; b++) {
+    for (let oy = 0; oy < OH; oy++) {
+      const dyRow = dyOff + (b * OH + oy) * OW * N;
+      for (let ky = 0; ky < FH; ky++) {
+        ws.gemm(true, rowK, N, OW, xp + (b * paddedHeight + oy + ky) * paddedWidth * C, C, dyRow, N, dwOff + ky * rowK * N, N);
+      }
+    }
+  }
+  return f.slice(dwOff, dwOff + FH * rowK * N);
+}
+
 /** y[b, oy, ox, o] = sum over (ky, kx, c) of x[b, oy*s+ky-pad, ox*s+kx-pad, c] * w[ky, kx, c, o]. */
 export function conv2dForward(x: Float32Array, w: Float32Array, g: ConvGeometry, ws: GemmWorkspace = gemmWorkspace()): Float32Array {
+  if (outputRows(g) > 0 && g.outChannels > 0 && isStride1(g)) return conv2dForwardStride1(x, w, g, ws);
   const M = outputRows(g);
   const K = patchLength(g);
   const N = g.outChannels;
@@ -171,8 +245,43 @@ export function conv2dForward(x: Float32Array, w: Float32Array, g: ConvGeometry,
   return y;
 }
 
+/**
+ * dx for stride 1 as a forward convolution of dy with the filter flipped in space and transposed
+ * in channels ("full" padding). Same FLOPs as col2im, but the GEMM's inner dimension becomes
+ * filterHeight * filterWidth * outChannels instead of outChannels, and patches are copied rather
+ * than scatter-added: about 1.5x faster for the 3x3 convs of a U-Net.
+ */
+function conv2dBackpropInputStride1(dy: Float32Array, w: Float32Array, g: ConvGeometry, ws: GemmWorkspace): Float32Array {
+  const { filterHeight: FH, filterWidth: FW, inChannels: C, outChannels: O } = g;
+  const flipped = new Float32Array(FH * FW * O * C);
+  for (let ky = 0; ky < FH; ky++) {
+    for (let kx = 0; kx < FW; kx++) {
+      const src = ((FH - 1 - ky) * FW + (FW - 1 - kx)) * C * O;
+      const dst = (ky * FW + kx) * O * C;
+      for (let c = 0; c < C; c++) for (let o = 0; o < O; o++) flipped[dst + o * C + c] = w[src + c * O + o]!;
+    }
+  }
+  const full: ConvGeometry = {
+    batch: g.batch,
+    inHeight: g.outHeight,
+    inWidth: g.outWidth,
+    inChannels: O,
+    outHeight: g.inHeight,
+    outWidth: g.inWidth,
+    outChannels: C,
+    filterHeight: FH,
+    filterWidth: FW,
+    strideHeight: 1,
+    strideWidth: 1,
+    padTop: FH - 1 - g.padTop,
+    padLeft: FW - 1 - g.padLeft,
+  };
+  return conv2dForward(dy, flipped, full, ws);
+}
+
 /** dx = col2im(dy * w^T): the gradient of conv2dForward with respect to x. */
 export function conv2dBackpropInput(dy: Float32Array, w: Float32Array, g: ConvGeometry, ws: GemmWorkspace = gemmWorkspace()): Float32Array {
+  if (isStride1(g)) return conv2dBackpropInputStride1(dy, w, g, ws);
   const M = outputRows(g);
   const K = patchLength(g);
   const N = g.outChannels;
@@ -197,6 +306,7 @@ export function conv2dBackpropInput(dy: Float32Array, w: Float32Array, g: ConvGe
 
 /** dw = im2col(x)^T * dy: the gradient of conv2dForward with respect to the HWIO filter. */
 export function conv2dBackpropFilter(x: Float32Array, dy: Float32Array, g: ConvGeometry, ws: GemmWorkspace = gemmWorkspace()): Float32Array {
+  if (outputRows(g) > 0 && patchLength(g) > 0 && g.outChannels > 0 && isStride1(g)) return conv2dBackpropFilterStride1(x, dy, g, ws);
   const M = outputRows(g);
   const K = patchLength(g);
   const N = g.outChannels;

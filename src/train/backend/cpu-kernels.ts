@@ -7,13 +7,13 @@ import * as tf from "@tensorflow/tfjs-core";
 import type { KernelFunc, NamedAttrMap, TensorInfo } from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-cpu";
 import { conv2dBackpropFilter, conv2dBackpropInput, conv2dForward, type ConvGeometry } from "./conv.js";
-import { binaryBroadcastSuffix, maxPoolGradTiled, splitAlongAxis, sumContiguousAxes, type BinaryOp } from "./fast-ops.js";
+import { binaryBroadcastSuffix, concatAlongAxis, maxPoolGradTiled, relu, splitAlongAxis, step, sumContiguousAxes, type BinaryOp } from "./fast-ops.js";
 
 /**
  * The kernels replaced on the cpu backend: the three convolution kernels (tf.conv2dTranspose runs
  * on them too) and the ops that dominate a U-Net step once convolutions are fast.
  */
-export const FAST_CPU_KERNELS = ["Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "Add", "Sub", "Multiply", "RealDiv", "Sum", "SplitV", "MaxPoolGrad"] as const;
+export const FAST_CPU_KERNELS = ["Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "Add", "Sub", "Multiply", "RealDiv", "Sum", "SplitV", "Concat", "MaxPoolGrad", "Relu", "Step"] as const;
 export type FastCpuKernelName = (typeof FAST_CPU_KERNELS)[number];
 
 interface CpuBackendLike {
@@ -178,6 +178,33 @@ function fastMaxPoolGrad(args: KernelArgs): TensorInfo {
   return args.backend.makeTensorInfo(input.shape, "float32", dx);
 }
 
+function fastRelu(args: KernelArgs): TensorInfo {
+  const { x } = args.inputs as { x: TensorInfo };
+  const xv = float32Values(args.backend, x);
+  if (!xv) return stock.get("Relu")!(args as never) as TensorInfo;
+  return args.backend.makeTensorInfo(x.shape, "float32", relu(xv));
+}
+
+function fastStep(args: KernelArgs): TensorInfo {
+  const { x } = args.inputs as { x: TensorInfo };
+  const xv = float32Values(args.backend, x);
+  if (!xv) return stock.get("Step")!(args as never) as TensorInfo;
+  return args.backend.makeTensorInfo(x.shape, "float32", step(xv, (args.attrs as { alpha?: number }).alpha ?? 0));
+}
+
+function fastConcat(args: KernelArgs): TensorInfo {
+  const inputs = args.inputs as unknown as TensorInfo[];
+  const { axis } = args.attrs as { axis: number | number[] };
+  const values = inputs.map((t) => float32Values(args.backend, t));
+  const usable = inputs.length > 1 && values.every((v) => v !== undefined && v.length > 0);
+  if (!usable) return stock.get("Concat")!(args as never) as TensorInfo;
+  const $axis = tf.util.parseAxisParam(axis, inputs[0]!.shape)[0]!;
+  const shapes = inputs.map((t) => t.shape);
+  tf.backend_util.assertParamsConsistent(shapes, $axis);
+  const outShape = tf.backend_util.computeOutShape(shapes, $axis);
+  return args.backend.makeTensorInfo(outShape, "float32", concatAlongAxis(shapes, values as Float32Array[], $axis));
+}
+
 const FAST: Record<FastCpuKernelName, (args: KernelArgs) => TensorInfo | TensorInfo[]> = {
   Conv2D: fastConv2D,
   Conv2DBackpropInput: fastConv2DBackpropInput,
@@ -188,6 +215,9 @@ const FAST: Record<FastCpuKernelName, (args: KernelArgs) => TensorInfo | TensorI
   RealDiv: fastBinary("RealDiv"),
   Sum: fastSum,
   SplitV: fastSplitV,
+  Concat: fastConcat,
+  Relu: fastRelu,
+  Step: fastStep,
   MaxPoolGrad: fastMaxPoolGrad,
 };
 

@@ -164,3 +164,38 @@ export function maxPoolGradTiled(
   }
   return dx;
 }
+
+/** max(x, 0), NaN kept (the stock kernel's Math.max(0, x)). */
+export function relu(x: Float32Array): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i]!;
+    out[i] = v < 0 ? 0 : v;
+  }
+  return out;
+}
+
+/** 1 where x > 0, else alpha; NaN kept, as the stock kernel. */
+export function step(x: Float32Array, alpha: number): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i]!;
+    out[i] = v > 0 ? 1 : v !== v ? NaN : alpha;
+  }
+  return out;
+}
+
+/** Concatenates along `axis`: one block copy per input per outer index (the inverse of splitAlongAxis). */
+export function concatAlongAxis(shapes: number[][], values: Float32Array[], axis: number): Float32Array {
+  const outer = sizeOf(shapes[0]!.slice(0, axis));
+  const blocks = shapes.map((s) => sizeOf(s.slice(axis)));
+  const rowLength = blocks.reduce((a, b) => a + b, 0);
+  const out = new Float32Array(outer * rowLength);
+  let offset = 0;
+  values.forEach((v, k) => {
+    const block = blocks[k]!;
+    for (let o = 0; o < outer; o++) out.set(v.subarray(o * block, (o + 1) * block), o * rowLength + offset);
+    offset += block;
+  });
+  return out;
+}

@@ -519,10 +519,10 @@ async function gatherExamples(file: string, opts: ReportOptions): Promise<Part<E
       }
       items.push({
         id: idColumn ? String(column(table, idColumn).get(0)) : `row ${row + 1}`,
-        image: await thumbnailDataUri(image, [], opts.thumbnailSize * 1.5),
-        truth: await thumbnailDataUri(image, [{ mask: truth, color: TRUTH_COLOR }], opts.thumbnailSize * 1.5),
-        prediction: await thumbnailDataUri(image, [{ mask: prediction, color: PREDICTION_COLOR }], opts.thumbnailSize * 1.5),
-        baseline: baseline ? await thumbnailDataUri(image, [{ mask: baseline, color: PREDICTION_COLOR }], opts.thumbnailSize * 1.5) : null,
+        image: await thumbnailDataUri(image, [], Math.round(opts.thumbnailSize * 4 / 3)),
+        truth: await thumbnailDataUri(image, [{ mask: truth, color: TRUTH_COLOR }], Math.round(opts.thumbnailSize * 4 / 3)),
+        prediction: await thumbnailDataUri(image, [{ mask: prediction, color: PREDICTION_COLOR }], Math.round(opts.thumbnailSize * 4 / 3)),
+        baseline: baseline ? await thumbnailDataUri(image, [{ mask: baseline, color: PREDICTION_COLOR }], Math.round(opts.thumbnailSize * 4 / 3)) : null,
         scores,
       });
     }

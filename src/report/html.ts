@@ -345,9 +345,9 @@ details summary { cursor: pointer; color: var(--accent); margin-top: 10px; }
 .card figcaption { color: var(--fg); margin-top: 6px; }
 .card .report { margin: 4px 0; font-size: 12px; display: -webkit-box; -webkit-line-clamp: 4; -webkit-box-orient: vertical; overflow: hidden; }
 .no-image { height: 96px; display: flex; align-items: center; justify-content: center; background: var(--bg); color: var(--muted); font-size: 12px; border-radius: 4px; text-align: center; }
-.examples { display: grid; grid-template-columns: repeat(auto-fill, minmax(470px, 1fr)); gap: 14px; }
+.examples { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 540px), 1fr)); gap: 14px; }
 .example { border: 1px solid var(--line); border-radius: 6px; padding: 8px; }
-.triplet { display: flex; gap: 8px; justify-content: space-around; }
+.triplet { display: flex; flex-wrap: wrap; gap: 10px; }
 .triplet figcaption { text-align: center; }
 .delta { font-size: 11px; margin-left: 4px; }
 .delta.up { color: #1a7f37; } .delta.down { color: #cf222e; }

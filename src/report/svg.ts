@@ -36,7 +36,7 @@ export function formatNumber(value: number, digits = 3): string {
   if (!Number.isFinite(value)) return String(value);
   if (Number.isInteger(value) && Math.abs(value) < 1e9) return value.toLocaleString("en-US");
   const abs = Math.abs(value);
-  if (abs !== 0 && (abs < 10 ** -digits || abs >= 1e6)) return value.toExponential(2);
+  if (abs !== 0 && (abs < 10 ** -digits || abs >= 1e6)) return value.toExponential(2).replace(/\.?0+e/, "e");
   return Number(value.toFixed(digits)).toString();
 }
 

@@ -175,12 +175,13 @@ async function kvasir(root: string): Promise<LayoutPaths | undefined> {
   };
 }
 
-async function tryLayout(layout: ConcreteLayout, root: string): Promise<LayoutPaths | undefined> {
+async function tryLayout(layout: ConcreteLayout, root: string, detecting: boolean): Promise<LayoutPaths | undefined> {
   switch (layout) {
     case "kaggle":
       return kaggle(root);
     case "lvit":
-      return lvit(root, false);
+      // Detection picks xlsx or CSV text by what is there; a named `lvit` layout means xlsx.
+      return lvit(root, detecting ? undefined : false);
     case "lvit-csv":
       return lvit(root, true);
     case "guideseg":
@@ -210,7 +211,7 @@ export async function resolveLayout(root: string, layout: DatasetLayout, kind: D
   const order = layout === "auto" ? (kind === "kvasir-seg" ? (["prolearn", "kvasir", ...DETECTION_ORDER.filter((l) => l !== "kvasir" && l !== "prolearn")] as ConcreteLayout[]) : DETECTION_ORDER) : [layout];
   for (const dir of candidates) {
     for (const candidate of order) {
-      const found = await tryLayout(candidate, dir);
+      const found = await tryLayout(candidate, dir, layout === "auto");
       if (found) {
         if (dir !== root) found.reason += ` in ${path.basename(dir)}/`;
         if (layout === "auto") found.reason = `auto-detected ${found.layout}: ${found.reason}`;

@@ -163,11 +163,6 @@ const GRADIENTS: { kernelName: string; inputsToSave?: string[]; outputsToSave?: 
     }),
   },
   {
-    kernelName: "ResizeNearestNeighbor",
-    inputsToSave: ["images"],
-    gradFunc: (dy, [images], attrs) => ({ images: () => tf.engine().runKernel("ResizeNearestNeighborGrad", { dy, images: images! }, attrs as never) as Tensor }),
-  },
-  {
     kernelName: "GatherV2",
     inputsToSave: ["x", "indices"],
     gradFunc: (dy, [x, indices], attrs) => {

@@ -139,7 +139,7 @@ export function initParams(config: ModelConfig, seed: number, external: Record<s
       const std = spec.init === "he" ? Math.sqrt(2 / fanIn) : Math.sqrt(2 / (fanIn + fanOut));
       values = normalArray(mulberry32(deriveSeed(seed, "init", spec.name)), size, std);
     }
-    store.set(spec.name, { variable: tf.variable(tf.tensor(values, spec.shape, "float32"), spec.trainable, `p.${spec.name}`), trainable: spec.trainable });
+    store.set(spec.name, { variable: tf.variable(tf.tensor(values, spec.shape, "float32"), spec.trainable), trainable: spec.trainable });
   }
   return store;
 }
@@ -214,6 +214,18 @@ function crossAttention(store: ParamStore, stage: number, heads: number, x: tf.T
   return { out: tf.add(x, projected) as tf.Tensor4D, attention: keepAttention ? (tf.mean(weights, [1, 2]) as tf.Tensor2D) : undefined };
 }
 
+/**
+ * Nearest-neighbour x2 up-sampling as a broadcast multiply. Not tf.image.resizeNearestNeighbor:
+ * the cpu backend's ResizeNearestNeighborGrad (tfjs 4.22) returns wrong gradients (checked
+ * against finite differences in test/train/model.test.ts), and this form needs only reshape and
+ * multiply, whose gradients are exact.
+ */
+export function upsample2x(x: tf.Tensor4D): tf.Tensor4D {
+  const [b, h, w, c] = x.shape;
+  const spread = tf.mul(tf.reshape(x, [b, h, 1, w, 1, c]), tf.ones([1, 1, 2, 1, 2, 1]));
+  return tf.reshape(spread, [b, h * 2, w * 2, c]) as tf.Tensor4D;
+}
+
 /** Runs the U-Net on images [B, H, W, C] in 0..1; returns logits [B, H, W, 1]. */
 export function netForward(store: ParamStore, net: NetConfig, images: tf.Tensor4D, guidance: GuidanceTokens | null, options: { attention?: boolean } = {}): ForwardResult {
   if (net.tokenDim !== null && !guidance) throw new ModelError("this network is language-guided and needs guidance tokens");
@@ -232,8 +244,7 @@ export function netForward(store: ParamStore, net: NetConfig, images: tf.Tensor4
       x = result.out;
       if (result.attention) attention.push(result.attention);
     }
-    const [, h, w] = x.shape;
-    x = conv(store, `dec${stage}.up`, tf.image.resizeNearestNeighbor(x, [h * 2, w * 2]));
+        x = conv(store, `dec${stage}.up`, upsample2x(x));
     x = tf.concat([x, skips[level - 1]!], 3);
     x = conv(store, `dec${stage}.conv2`, conv(store, `dec${stage}.conv1`, x));
   }

@@ -181,10 +181,10 @@ async function gatherDataset(outputs: StageOutputs, opts: ReportOptions): Promis
       }
     }
     const splitNames = [...stats.keys()].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
-    const perSplit = Math.max(1, Math.floor(opts.maxThumbnails / Math.max(1, splitNames.length)));
+    const quota = shareOut(splitNames.map((split) => rowsBySplit.get(split)!.length), opts.maxThumbnails);
     const thumbnails: DatasetPart["thumbnails"] = [];
-    for (const split of splitNames) {
-      for (const row of spread(rowsBySplit.get(split)!, perSplit)) {
+    for (const [index, split] of splitNames.entries()) {
+      for (const row of spread(rowsBySplit.get(split)!, quota[index]!)) {
         const table = await samples.read(["id", "image", "mask", ...(hasEmpty ? ["mask_empty"] : [])], { offset: row, limit: 1 });
         const image = column(table, "image").get(0) as Uint8Array;
         const mask = column(table, "mask").get(0) as Uint8Array;
@@ -208,6 +208,22 @@ async function gatherDataset(outputs: StageOutputs, opts: ReportOptions): Promis
       },
     };
   });
+}
+
+/** Splits `total` as evenly as the sizes allow: a small split gives its unused share to the others. */
+export function shareOut(sizes: readonly number[], total: number): number[] {
+  const quota = sizes.map(() => 0);
+  let left = total;
+  for (;;) {
+    const open = sizes.map((size, i) => i).filter((i) => quota[i]! < sizes[i]!);
+    if (!open.length || left <= 0) return quota;
+    const each = Math.max(1, Math.floor(left / open.length));
+    for (const i of open) {
+      const take = Math.min(each, sizes[i]! - quota[i]!, left);
+      quota[i]! += take;
+      left -= take;
+    }
+  }
 }
 
 function rank(split: string): number {

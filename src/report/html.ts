@@ -126,7 +126,7 @@ function datasetSection(d: DatasetPart): string {
     ? `<details><summary>Dataset fingerprint</summary><dl class="kv">${d.fingerprint.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("")}</dl></details>`
     : "";
   const grid = d.thumbnails.length
-    ? `<div class="thumbs">${d.thumbnails.map((t) => `<figure class="thumb" data-thumb="${esc(t.id)}">${img(t, `${t.id} (${t.split})`)}<figcaption><span class="split split-${esc(t.split)}">${esc(t.split)}</span> ${esc(t.id)}${t.maskEmpty ? ' <span class="muted">empty mask</span>' : ""}</figcaption></figure>`).join("")}</div>`
+    ? `<div class="thumbs">${d.thumbnails.map((t) => `<figure class="thumb" data-thumb="${esc(t.id)}" title="${esc(`${t.id} (${t.split})`)}">${img(t, `${t.id} (${t.split})`)}<figcaption><span class="split split-${esc(t.split)}">${esc(t.split)}</span> ${esc(t.id)}${t.maskEmpty ? ' <span class="muted">empty mask</span>' : ""}</figcaption></figure>`).join("")}</div>`
     : `<p class="muted">No samples to show.</p>`;
   return `<div class="cols"><div><h3>Splits and reports</h3>${splitTable}</div><div><h3>Report availability</h3>${availability}</div></div>
   <h3>Quarantine</h3>${quarantine}${fingerprint}

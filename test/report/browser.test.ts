@@ -2,10 +2,10 @@ import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync } from "node:fs";
 import path from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { pathToFileURL } from "node:url";
 import { chromium, type Browser } from "playwright-core";
 import { demoFacts } from "./fixtures.js";
-import { demoProject, runDemo } from "./helpers.js";
+import { CHROMIUM, CHROMIUM_ARGS, SCREENSHOT_DIR, demoProject, runDemo } from "./helpers.js";
 
 /**
  * Opens the report of a demo run in a real headless Chromium (Debian's `chromium`; CI installs
@@ -13,10 +13,6 @@ import { demoProject, runDemo } from "./helpers.js";
  * decoded, every chart drawn, no console error and no network request. The full-page
  * screenshot lands in test-output/report/ for CI to keep as an artifact.
  */
-const CHROMIUM = process.env.PROLEARN_CHROMIUM ?? "/usr/bin/chromium";
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-export const SCREENSHOT_DIR = path.join(REPO, "test-output", "report");
-export const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
 const skip = existsSync(CHROMIUM) ? false : `no Chromium at ${CHROMIUM} (apt-get install chromium, or set PROLEARN_CHROMIUM)`;
 

@@ -8,6 +8,12 @@ import { main } from "../../src/cli/main.js";
 import { writeRunReport } from "../../src/report/write.js";
 import { demoPipelineYaml, demoRegistry } from "./fixtures.js";
 
+/** Debian's chromium (CI installs it), or $PROLEARN_CHROMIUM. */
+export const CHROMIUM = process.env.PROLEARN_CHROMIUM ?? "/usr/bin/chromium";
+export const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+/** Screenshots for CI to keep as artifacts (git-ignored). */
+export const SCREENSHOT_DIR = path.resolve(import.meta.dirname, "../../test-output/report");
+
 /** A scratch project with the demo pipeline file; `stages` picks which demo stages it lists. */
 export function demoProject(stages?: string[]): { dir: string; file: string; workdir: string } {
   const dir = mkdtempSync(path.join(tmpdir(), "prolearn-report-"));

@@ -6,7 +6,7 @@ import sharp from "sharp";
 import { z } from "zod";
 import { Catalog } from "../../src/pipeline/catalog.js";
 import { defineStage, type StageDefinition } from "../../src/pipeline/stage.js";
-import { gatherReport, parseHistory, spread } from "../../src/report/gather.js";
+import { gatherReport, parseHistory, shareOut, spread } from "../../src/report/gather.js";
 import { renderReportHtml } from "../../src/report/html.js";
 import { fitPca2, project } from "../../src/report/pca.js";
 import { barChart, escapeXml, lineChart, niceTicks, scatterPlot } from "../../src/report/svg.js";
@@ -113,6 +113,13 @@ describe("report history", () => {
     const c = parseHistory({ epoch: [1, 2, 3], loss: [3, 2, 1] });
     assert.deepEqual(c.series.map((s) => s.name), ["loss"]);
     assert.throws(() => parseHistory({ note: "nothing" }), /no per-epoch records/);
+  });
+
+  test("thumbnail quotas: even over the splits, a small split's unused share goes to the others", () => {
+    assert.deepEqual(shareOut([40, 10, 10], 24), [8, 8, 8]);
+    assert.deepEqual(shareOut([24, 6, 6], 24), [12, 6, 6]);
+    assert.deepEqual(shareOut([2, 1], 24), [2, 1]);
+    assert.deepEqual(shareOut([5, 5, 5], 2), [1, 1, 0]);
   });
 
   test("spread picks evenly spaced rows", () => {

@@ -10,7 +10,7 @@ import { runPipeline } from "../../src/pipeline/engine.js";
 import { STAGES } from "../../src/stages.js";
 import { reportWriter } from "../../src/cli/report-hook.js";
 import { gatherReport } from "../../src/report/gather.js";
-import { CHROMIUM, CHROMIUM_ARGS, SCREENSHOT_DIR } from "./helpers.js";
+import { CHROMIUM, CHROMIUM_ARGS, SCREENSHOT_DIR, cli } from "./helpers.js";
 
 /**
  * The report of a run of the project's own registered stages on real QaTa-COV19 X-rays: a
@@ -68,6 +68,17 @@ describe(`report of a real QaTa run${missing ? ` (skipped: ${missing})` : ""}`, 
     assert.equal(model.sections.filtering.state, "absent");
     assert.equal(model.sections.prototypes.state, "absent");
     assert.equal(model.sections.training.state, "absent");
+
+    // The CLI's run ends with the report's path, and --json carries it; an all-cached rerun gets its own report.
+    const rerun = await cli(["run", file, "--json"]);
+    assert.equal(rerun.code, 0, rerun.stderr);
+    const json = JSON.parse(rerun.stdout) as { runId: string; report: string; stages: { status: string }[] };
+    assert.deepEqual(json.stages.map((s) => s.status), ["cached", "cached"]);
+    assert.equal(json.report, path.join(pipeline.workdir, "reports", `${json.runId}.html`));
+    assert.ok(existsSync(json.report));
+    assert.ok(rerun.stderr.trimEnd().endsWith(`report: ${json.report}`), rerun.stderr);
+    const latest = await cli(["report", file]);
+    assert.equal(latest.stdout.trim(), json.report);
 
     if (!existsSync(CHROMIUM)) return;
     const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 60_000 });

@@ -7,6 +7,7 @@ import type { CommandSpec } from "../command.js";
 export const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandSpec> }> = {
   fixtures: { summary: "Write a synthetic dataset in a real on-disk layout (images, masks, reports from the masks)", load: async () => (await import("./fixtures.js")).default },
   run: { summary: "Run a pipeline; cached stages are reused, changed ones rerun", load: async () => (await import("./run.js")).default },
+  demo: { summary: "Generate a synthetic dataset (if absent) and run the demo pipeline end to end", load: async () => (await import("./demo.js")).default },
   plan: { summary: "Show what `run` would execute and why, without running anything", load: async () => (await import("./plan.js")).default },
   "embed texts": { summary: "Embed the texts of a CSV, JSON (annotation.json) or Parquet file into Parquet", load: async () => (await import("./embed-texts.js")).default },
   "embed images": { summary: "Embed every PNG/JPEG image under folders into Parquet", load: async () => (await import("./embed-images.js")).default },

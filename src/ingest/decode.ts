@@ -14,7 +14,7 @@ export interface DecodeParams {
 }
 
 /** Bumped when decoding or binarisation changes, so cached rows from older code are not reused. */
-export const DECODE_VERSION = 1;
+export const DECODE_VERSION = 2;
 
 const SUPPORTED_FORMATS = new Set(["png", "jpeg", "tiff", "webp"]);
 
@@ -111,7 +111,8 @@ export async function decodePair(imageBytes: Uint8Array, maskBytes: Uint8Array, 
       source: "mask",
     };
   }
-  const maskPng = await sharp(bits, { raw: { width, height, channels: 1 } }).png({ compressionLevel: 6, adaptiveFiltering: false }).toBuffer();
+  // Without b-w, sharp writes a one-channel raw buffer as an RGB PNG.
+  const maskPng = await sharp(bits, { raw: { width, height, channels: 1 } }).toColourspace("b-w").png({ compressionLevel: 6, adaptiveFiltering: false }).toBuffer();
   return { ok: true, value: { width, height, format, maskPng: new Uint8Array(maskPng), maskEmpty: foreground === 0, maskCoverage: foreground / (width * height) } };
 }
 

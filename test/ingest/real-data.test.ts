@@ -26,8 +26,11 @@ async function assertMasksBinary(file: string, sample: number): Promise<void> {
   const table = await readParquetFile(file, { columns: ["mask", "width", "height"] });
   const step = Math.max(1, Math.floor(table.numRows / sample));
   for (let i = 0; i < table.numRows; i += step) {
-    const { data, info } = await sharp(table.getChild("mask")!.get(i) as Uint8Array).raw().toBuffer({ resolveWithObject: true });
-    assert.equal(info.channels, 1);
+    const png = table.getChild("mask")!.get(i) as Uint8Array;
+    const meta = await sharp(png).metadata();
+    assert.equal(meta.format, "png");
+    assert.equal(meta.channels, 1, "grey PNG");
+    const { data, info } = await sharp(png).extractChannel(0).raw().toBuffer({ resolveWithObject: true });
     assert.equal(info.width, table.getChild("width")!.get(i));
     assert.equal(info.height, table.getChild("height")!.get(i));
     for (const v of data) assert.ok(v === 0 || v === 1, `mask value ${v}`);

@@ -6,3 +6,6 @@ export { readParquetFile, writeParquetFile, writeParquetBatches, tableToParquet,
 export { createEncoder, type EncoderConfig, type EncoderKind } from "./embed/factory.js";
 export type { Encoder, TokenFeatures } from "./embed/encoder.js";
 export { writeRunReport, ensureRunReport, gatherReport, renderReportHtml, type ReportModel, type ReportOptions } from "./report/index.js";
+export { hdbscan, hdbscanFromDistances, type HdbscanOptions, type HdbscanResult } from "./prototypes/hdbscan.js";
+export { PrototypeSpace, type QueryOptions, type QueryResult } from "./prototypes/psa.js";
+export { ArtifactRegistry, type ArtifactVersion } from "./prototypes/registry.js";

@@ -2,6 +2,7 @@ import type { StageDefinition } from "./pipeline/stage.js";
 import type { StageRegistry } from "./pipeline/spec.js";
 import { ingestStage } from "./ingest/stage.js";
 import { embedStage } from "./embed/stage.js";
+import { prototypesStage } from "./prototypes/stage.js";
 import { guideStage } from "./train/guide-stage.js";
 import { filterStage } from "./train/filter-stage.js";
 import { trainStage } from "./train/train-stage.js";
@@ -17,6 +18,7 @@ const STAGE_LIST: StageDefinition[] = [
   guideStage,
   filterStage,
   embedStage,
+  prototypesStage,
   trainStage,
   evaluateStage,
 ];

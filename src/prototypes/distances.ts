@@ -139,7 +139,50 @@ export async function pairwiseDistances(points: Float32Array, n: number, dim: nu
     options.onProgress?.(start + m, n);
   }
   symmetrizeFromUpper(matrix, n);
+  zeroDuplicatePairs(matrix, points, n, dim);
   return matrix;
+}
+
+/**
+ * Identical rows (the same report embedded twice: QaTa has ~55 distinct captions per 1,000)
+ * must be at distance exactly 0, as a double-precision reference computes them; the float32
+ * expansion leaves ~1e-7 (cosine) or ~3e-4 (euclidean, a sqrt of rounding noise) there, and
+ * those tiny non-zero distances turn infinite lambdas into huge finite ones, which changes which
+ * clusters look stable.
+ */
+export function duplicateGroups(points: Float32Array, n: number, dim: number): number[][] {
+  const words = new Uint32Array(points.buffer, points.byteOffset, n * dim);
+  const buckets = new Map<number, number[][]>();
+  const groups: number[][] = [];
+  for (let i = 0; i < n; i++) {
+    let h = 0x811c9dc5;
+    for (let k = 0; k < dim; k++) h = Math.imul(h ^ words[i * dim + k]!, 0x01000193);
+    let bucket = buckets.get(h);
+    if (!bucket) buckets.set(h, (bucket = []));
+    let placed = false;
+    for (const group of bucket) {
+      const j = group[0]!;
+      let same = true;
+      for (let k = 0; k < dim && same; k++) same = words[i * dim + k] === words[j * dim + k];
+      if (same) {
+        group.push(i);
+        placed = true;
+        break;
+      }
+    }
+    if (!placed) {
+      const group = [i];
+      bucket.push(group);
+      groups.push(group);
+    }
+  }
+  return groups.filter((g) => g.length > 1);
+}
+
+function zeroDuplicatePairs(matrix: Float32Array, points: Float32Array, n: number, dim: number): void {
+  for (const group of duplicateGroups(points, n, dim)) {
+    for (const i of group) for (const j of group) matrix[i * n + j] = 0;
+  }
 }
 
 /** Copies the upper triangle onto the lower one in cache-sized tiles and zeroes the diagonal. */
@@ -178,4 +221,36 @@ export function pairwiseDistancesJs(points: Float32Array, n: number, dim: number
     }
   }
   return matrix;
+}
+
+/**
+ * Distances from each row of `a` (na x dim) to each row of `b` (nb x dim), na x nb row-major,
+ * through the same ORT graph (used to find each noise point's nearest clustered neighbour).
+ */
+export async function crossDistances(a: Float32Array, na: number, b: Float32Array, nb: number, dim: number, metric: Metric): Promise<Float32Array> {
+  const result = new Float32Array(na * nb);
+  if (na === 0 || nb === 0) return result;
+  const s = await session(metric);
+  const left = metric === "cosine" ? l2NormalizeRows(a, na, dim) : a;
+  const right = metric === "cosine" ? l2NormalizeRows(b, nb, dim) : b;
+  const blockRows = Math.max(1, Math.floor((16 * 1024 * 1024) / nb) || 1);
+  const rightNorms = metric === "euclidean" ? squaredNorms(right, nb, dim) : undefined;
+  const leftNorms = metric === "euclidean" ? squaredNorms(left, na, dim) : undefined;
+  for (let start = 0; start < na; start += blockRows) {
+    const m = Math.min(blockRows, na - start);
+    const feeds: Record<string, ort.Tensor> = {
+      A: new ort.Tensor("float32", left.subarray(start * dim, (start + m) * dim), [m, dim]),
+      B: new ort.Tensor("float32", right, [nb, dim]),
+    };
+    if (metric === "cosine") feeds.one = new ort.Tensor("float32", Float32Array.of(1), [1]);
+    else {
+      feeds.an = new ort.Tensor("float32", leftNorms!.subarray(start, start + m), [m, 1]);
+      feeds.bn = new ort.Tensor("float32", rightNorms!, [1, nb]);
+      feeds.minus_two = new ort.Tensor("float32", Float32Array.of(-2), [1]);
+    }
+    const out = (await s.run(feeds)).D!;
+    result.set(out.data as Float32Array, start * nb);
+    out.dispose();
+  }
+  return result;
 }

@@ -18,6 +18,14 @@ export interface HdbscanOptions {
   metric?: Metric;
   /** `eom` (excess of mass, the default) or `leaf` (the finest clusters of the condensed tree). */
   clusterSelection?: "eom" | "leaf";
+  /**
+   * The lambda at which a point leaves its cluster, for stability: `detach` (Campello et al. 2013,
+   * the scikit-learn-contrib library): where the point's branch drops below minClusterSize;
+   * `singleton` (R's dbscan::hdbscan): where the point itself becomes a singleton, capped at the
+   * cluster's death. They differ only where points sit at (near) zero distance, e.g. duplicated
+   * reports; default `detach`.
+   */
+  pointLambda?: "detach" | "singleton";
   /** Called while the distance matrix is computed and the MST grows. */
   onProgress?: (task: "distances" | "mst", done: number, total: number) => void;
 }
@@ -76,6 +84,7 @@ function checkOptions(options: HdbscanOptions): { minClusterSize: number; minSam
   if (!Number.isInteger(minSamples) || minSamples < 1) throw new UsageError(`minSamples must be an integer >= 1, got ${minSamples}`);
   const selection = options.clusterSelection ?? "eom";
   if (selection !== "eom" && selection !== "leaf") throw new UsageError(`clusterSelection must be eom or leaf, got ${String(selection)}`);
+  if (options.pointLambda !== undefined && options.pointLambda !== "detach" && options.pointLambda !== "singleton") throw new UsageError(`pointLambda must be detach or singleton, got ${String(options.pointLambda)}`);
   return { minClusterSize, minSamples, selection };
 }
 
@@ -100,8 +109,8 @@ export function hdbscanFromDistances(distances: Float32Array | Float64Array, n: 
   if (n < 2) return emptyResult(n, coreDistances);
   const mst = primMutualReachabilityMst(distances, coreDistances, n, options.onProgress);
   const hierarchy = singleLinkage(mst, n);
-  const condensedTree = condenseTree(hierarchy, n, minClusterSize);
-  return extractClusters(condensedTree, n, selection, coreDistances);
+  const condensedTree = condenseTree(hierarchy, n, minClusterSize, options.pointLambda ?? "detach");
+  return extractClusters(condensedTree, n, selection, coreDistances, options.pointLambda ?? "detach");
 }
 
 function emptyResult(n: number, coreDistances: Float32Array): HdbscanResult {
@@ -229,7 +238,16 @@ function singleLinkage(mst: Mst, n: number): Hierarchy {
   return h;
 }
 
-function condenseTree(h: Hierarchy, n: number, minClusterSize: number): CondensedTree {
+function condenseTree(h: Hierarchy, n: number, minClusterSize: number, pointLambda: "detach" | "singleton"): CondensedTree {
+  // Height of the first merge each point takes part in (where it stops being a singleton).
+  const singletonLambda = new Float64Array(n);
+  if (pointLambda === "singleton") {
+    for (let row = 0; row < h.left.length; row++) {
+      const lambda = h.distance[row]! > 0 ? 1 / h.distance[row]! : Infinity;
+      if (h.left[row]! < n) singletonLambda[h.left[row]!] = lambda;
+      if (h.right[row]! < n) singletonLambda[h.right[row]!] = lambda;
+    }
+  }
   const parents: number[] = [];
   const children: number[] = [];
   const lambdas: number[] = [];
@@ -246,48 +264,56 @@ function condenseTree(h: Hierarchy, n: number, minClusterSize: number): Condense
       if (node < n) {
         parents.push(clusterLabel);
         children.push(node);
-        lambdas.push(lambda);
+        lambdas.push(pointLambda === "singleton" ? singletonLambda[node]! : lambda);
         sizes.push(1);
       } else {
         stack.push(h.right[node - n]!, h.left[node - n]!);
       }
     }
   };
+  // Merges at distance 0 (duplicated reports) happen at once: points at the same place cannot be
+  // split, so zero-distance children are expanded into one level instead of binary splits whose
+  // shape depends on the order the ties were processed. Positive ties stay binary, as in the
+  // reference implementations.
+  const levelChildren = (node: number, distance: number, out: number[]) => {
+    const stack = [h.right[node - n]!, h.left[node - n]!];
+    while (stack.length) {
+      const child = stack.pop()!;
+      if (child >= n && distance === 0 && h.distance[child - n] === 0) stack.push(h.right[child - n]!, h.left[child - n]!);
+      else out.push(child);
+    }
+  };
   const queue = [root];
+  const level: number[] = [];
   for (let head = 0; head < queue.length; head++) {
     const node = queue[head]!;
-    const row = node - n;
-    const left = h.left[row]!;
-    const right = h.right[row]!;
-    const distance = h.distance[row]!;
+    const distance = h.distance[node - n]!;
     const lambda = distance > 0 ? 1 / distance : Infinity;
-    const leftCount = nodeSize(left);
-    const rightCount = nodeSize(right);
     const label = relabel[node]!;
-    const bigLeft = leftCount >= minClusterSize;
-    const bigRight = rightCount >= minClusterSize;
-    if (bigLeft && bigRight) {
-      for (const [childNode, count] of [[left, leftCount], [right, rightCount]] as const) {
-        relabel[childNode] = nextLabel++;
+    level.length = 0;
+    levelChildren(node, distance, level);
+    let big = 0;
+    for (const child of level) if (nodeSize(child) >= minClusterSize) big++;
+    for (const child of level) {
+      const count = nodeSize(child);
+      if (count < minClusterSize) fallOut(child, label, lambda);
+      else if (big >= 2) {
+        relabel[child] = nextLabel++;
         parents.push(label);
-        children.push(relabel[childNode]!);
+        children.push(relabel[child]!);
         lambdas.push(lambda);
         sizes.push(count);
-        queue.push(childNode);
-      }
-    } else {
-      for (const [childNode, big] of [[left, bigLeft], [right, bigRight]] as const) {
-        if (big) {
-          relabel[childNode] = label;
-          queue.push(childNode);
-        } else fallOut(childNode, label, lambda);
+        queue.push(child);
+      } else {
+        relabel[child] = label;
+        queue.push(child);
       }
     }
   }
   return { parent: Int32Array.from(parents), child: Int32Array.from(children), lambda: Float64Array.from(lambdas), size: Int32Array.from(sizes) };
 }
 
-function extractClusters(tree: CondensedTree, n: number, selection: "eom" | "leaf", coreDistances: Float32Array): HdbscanResult {
+function extractClusters(tree: CondensedTree, n: number, selection: "eom" | "leaf", coreDistances: Float32Array, pointLambda: "detach" | "singleton"): HdbscanResult {
   const rows = tree.parent.length;
   let maxCluster = n;
   for (let r = 0; r < rows; r++) if (tree.child[r]! > maxCluster) maxCluster = tree.child[r]!;
@@ -295,7 +321,7 @@ function extractClusters(tree: CondensedTree, n: number, selection: "eom" | "lea
   const birth = new Float64Array(clusters);
   const clusterParent = new Int32Array(clusters).fill(-1);
   const death = new Float64Array(clusters);
-  const pointLambda = new Float64Array(n);
+  const pointLambdaOf = new Float64Array(n);
   const pointCluster = new Int32Array(n).fill(-1);
   for (let r = 0; r < rows; r++) {
     const child = tree.child[r]!;
@@ -304,10 +330,25 @@ function extractClusters(tree: CondensedTree, n: number, selection: "eom" | "lea
       birth[child - n] = tree.lambda[r]!;
       clusterParent[child - n] = p;
     } else {
-      pointLambda[child] = tree.lambda[r]!;
+      pointLambdaOf[child] = tree.lambda[r]!;
       pointCluster[child] = p;
     }
     if (tree.lambda[r]! > death[p]!) death[p] = tree.lambda[r]!;
+  }
+  if (pointLambda === "singleton") {
+    // R caps a point's lambda at the death (split) of the cluster it left; leaves never split.
+    const splitLambda = new Float64Array(clusters).fill(Infinity);
+    for (let r = 0; r < rows; r++) if (tree.child[r]! >= n) splitLambda[tree.parent[r]! - n] = tree.lambda[r]!;
+    for (let r = 0; r < rows; r++) {
+      const child = tree.child[r]!;
+      if (child < n) {
+        const capped = Math.min(tree.lambda[r]!, splitLambda[tree.parent[r]! - n]!);
+        tree.lambda[r] = capped;
+        pointLambdaOf[child] = capped;
+      }
+    }
+    death.fill(0);
+    for (let r = 0; r < rows; r++) if (tree.lambda[r]! > death[tree.parent[r]! - n]!) death[tree.parent[r]! - n] = tree.lambda[r]!;
   }
   const stability = new Float64Array(clusters);
   for (let r = 0; r < rows; r++) {
@@ -357,7 +398,7 @@ function extractClusters(tree: CondensedTree, n: number, selection: "eom" | "lea
     if (s < 0) continue;
     labels[i] = labelOf[s]!;
     const maxLambda = death[s]!;
-    const lambda = pointLambda[i]!;
+    const lambda = pointLambdaOf[i]!;
     probabilities[i] = maxLambda === 0 || !Number.isFinite(lambda) ? 1 : Math.min(lambda, maxLambda) / maxLambda;
   }
   const stabilities = new Float64Array(numClusters);

@@ -1,0 +1,167 @@
+import { existsSync, readFileSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
+import path from "node:path";
+import { Field, FixedSizeList, Float32, Int32, Utf8, makeData, Table, vectorFromArray, makeVector, type Vector } from "apache-arrow";
+import { ArtifactError } from "../errors.js";
+import { readParquetFile } from "../io/parquet.js";
+import { canonicalJson, hashJson, sha256File } from "../util/hash.js";
+import type { Assignment, Prototypes } from "./build.js";
+
+/**
+ * The prototype-space artifact: a folder of `prototypes.parquet`, `assignments.parquet` and
+ * `manifest.json`. The manifest lists each data file's SHA-256 and the lineage; the artifact's
+ * digest is the hash of the canonical JSON of {format, files, lineage} (the creation time is
+ * left out, so publishing the same content twice gives the same digest).
+ */
+export const ARTIFACT_FORMAT = "prolearn.prototypes/1";
+export const ARTIFACT_DATA_FILES = ["prototypes.parquet", "assignments.parquet"] as const;
+
+export interface Lineage {
+  pipeline: string;
+  datasetFingerprint: string | null;
+  upstream: Record<string, string>;
+  encoder: { id: string | null; dim: number; digest: string | null };
+  params: Record<string, unknown>;
+  seed: number;
+  packageVersion: string;
+  counts: Record<string, number>;
+}
+
+export interface ArtifactManifest {
+  format: string;
+  digest: string;
+  files: Record<string, string>;
+  lineage: Lineage;
+  created: string;
+}
+
+export function manifestDigest(manifest: Pick<ArtifactManifest, "format" | "files" | "lineage">): string {
+  return hashJson({ format: manifest.format, files: manifest.files, lineage: manifest.lineage });
+}
+
+export async function writeArtifactManifest(dir: string, lineage: Lineage, created = new Date()): Promise<ArtifactManifest> {
+  const files: Record<string, string> = {};
+  for (const name of ARTIFACT_DATA_FILES) files[name] = await sha256File(path.join(dir, name));
+  const body = { format: ARTIFACT_FORMAT, files, lineage };
+  const manifest: ArtifactManifest = { ...body, digest: manifestDigest(body), created: created.toISOString() };
+  await writeFile(path.join(dir, "manifest.json"), JSON.stringify(JSON.parse(canonicalJson(manifest)), null, 2) + "\n");
+  return manifest;
+}
+
+export function readArtifactManifest(dir: string): ArtifactManifest {
+  const file = path.join(dir, "manifest.json");
+  if (!existsSync(file)) throw new ArtifactError(`no manifest.json in ${dir}`, { location: { file }, hint: "point at a prototype-space artifact folder (prolearn artifacts list)" });
+  let manifest: ArtifactManifest;
+  try {
+    manifest = JSON.parse(readFileSync(file, "utf8")) as ArtifactManifest;
+  } catch (error) {
+    throw new ArtifactError(`manifest.json is not valid JSON: ${(error as Error).message}`, { location: { file } });
+  }
+  if (manifest.format !== ARTIFACT_FORMAT || typeof manifest.digest !== "string" || typeof manifest.files !== "object") {
+    throw new ArtifactError(`manifest.json is not a ${ARTIFACT_FORMAT} manifest`, { location: { file } });
+  }
+  return manifest;
+}
+
+export interface VerifyReport {
+  dir: string;
+  ok: boolean;
+  digest: string | null;
+  problems: string[];
+}
+
+/** Recomputes every file digest and the manifest digest; lists each mismatch instead of stopping at the first. */
+export async function verifyArtifactDir(dir: string, expectedDigest?: string): Promise<VerifyReport> {
+  const problems: string[] = [];
+  let manifest: ArtifactManifest;
+  try {
+    manifest = readArtifactManifest(dir);
+  } catch (error) {
+    return { dir, ok: false, digest: null, problems: [(error as Error).message] };
+  }
+  for (const name of ARTIFACT_DATA_FILES) {
+    const file = path.join(dir, name);
+    const recorded = manifest.files[name];
+    if (!recorded) problems.push(`${name}: not listed in manifest.json`);
+    else if (!existsSync(file)) problems.push(`${name}: missing`);
+    else {
+      const actual = await sha256File(file);
+      if (actual !== recorded) problems.push(`${name}: sha256 ${actual.slice(0, 12)}... does not match the recorded ${recorded.slice(0, 12)}...`);
+    }
+  }
+  const recomputed = manifestDigest(manifest);
+  if (recomputed !== manifest.digest) problems.push(`manifest.json: content digest ${recomputed.slice(0, 12)}... does not match its recorded digest ${manifest.digest.slice(0, 12)}... (manifest edited)`);
+  if (expectedDigest && manifest.digest !== expectedDigest) problems.push(`manifest.json: digest ${manifest.digest.slice(0, 12)}... is not the registered ${expectedDigest.slice(0, 12)}...`);
+  return { dir, ok: problems.length === 0, digest: manifest.digest, problems };
+}
+
+export async function assertArtifactIntact(dir: string, expectedDigest?: string): Promise<ArtifactManifest> {
+  const report = await verifyArtifactDir(dir, expectedDigest);
+  if (!report.ok) {
+    throw new ArtifactError(`artifact ${dir} failed verification: ${report.problems.join("; ")}`, {
+      location: { file: dir },
+      hint: "the published files were changed after publishing; rerun the prototypes stage (artifacts are never repaired in place)",
+    });
+  }
+  return readArtifactManifest(dir);
+}
+
+export function fixedSizeListVector(values: Float32Array, dim: number): Vector {
+  const child = new Field("item", new Float32(), false);
+  const type = new FixedSizeList(dim, child);
+  const rows = dim === 0 ? 0 : values.length / dim;
+  const data = makeData({ type, length: rows, nullCount: 0, child: makeData({ type: new Float32(), length: values.length, data: values }) });
+  return makeVector(data);
+}
+
+export function prototypesTable(p: Prototypes, sampleIds: (string | null)[]): Table {
+  return new Table({
+    prototype_id: makeVector(Int32Array.from({ length: p.cluster.length }, (_, i) => i)),
+    cluster: makeVector(p.cluster),
+    subcluster: makeVector(p.subcluster),
+    sample_id: vectorFromArray(Array.from(p.sampleIndex, (i) => (i >= 0 ? sampleIds[i]! : null)), new Utf8()),
+    size: makeVector(p.size),
+    query: fixedSizeListVector(p.queries, p.dim),
+    response: fixedSizeListVector(p.responses, p.dim),
+  });
+}
+
+export function assignmentsTable(assignments: Assignment[], sampleIds: string[]): Table {
+  return new Table({
+    id: vectorFromArray(assignments.map((a) => sampleIds[a.sample]!), new Utf8()),
+    cluster: makeVector(Int32Array.from(assignments, (a) => a.cluster)),
+    probability: makeVector(Float32Array.from(assignments, (a) => a.probability)),
+    subcluster: makeVector(Int32Array.from(assignments, (a) => a.subcluster)),
+  });
+}
+
+/** Reads a FixedSizeList<float32> column into one flat row-major array. */
+export function readEmbeddingColumn(table: Table, column: string, file?: string): { values: Float32Array; dim: number; valid: Uint8Array } {
+  const vector = table.getChild(column);
+  if (!vector) throw new ArtifactError(`column ${column} is missing`, { location: { file }, hint: `columns: ${table.schema.fields.map((f) => f.name).join(", ")}` });
+  const type = vector.type as unknown;
+  if (!(type instanceof FixedSizeList)) throw new ArtifactError(`column ${column} is not a FixedSizeList<float32>`, { location: { file } });
+  const dim = type.listSize;
+  const values = new Float32Array(table.numRows * dim);
+  const valid = new Uint8Array(table.numRows);
+  let row = 0;
+  for (const data of vector.data) {
+    const child = data.children[0]!;
+    const flat = child.values as Float32Array;
+    for (let r = 0; r < data.length; r++, row++) {
+      if (!data.getValid(r)) continue;
+      valid[row] = 1;
+      const start = (data.offset + r) * dim + child.offset;
+      values.set(flat.subarray(start, start + dim), row * dim);
+    }
+  }
+  return { values, dim, valid };
+}
+
+export async function readPrototypesFile(file: string): Promise<{ queries: Float32Array; responses: Float32Array; dim: number; count: number; cluster: Int32Array }> {
+  const table = await readParquetFile(file);
+  const q = readEmbeddingColumn(table, "query", file);
+  const r = readEmbeddingColumn(table, "response", file);
+  const cluster = Int32Array.from(table.getChild("cluster")!.toArray() as ArrayLike<number>);
+  return { queries: q.values, responses: r.values, dim: q.dim, count: table.numRows, cluster };
+}

@@ -1,0 +1,335 @@
+import { kmeans } from "ml-kmeans";
+import { DataError } from "../errors.js";
+import { crossDistances, type Metric } from "./distances.js";
+import { hdbscan } from "./hdbscan.js";
+
+/**
+ * Prototype construction (METHOD.md §2, steps 4-7), a pure core over typed arrays:
+ * surrogate labels (HDBSCAN over text embeddings, or rule-based lung zones), K-means inside each
+ * label on [image ; text] with each half L2-normalised, and one prototype per sub-cluster.
+ */
+export interface PairedSamples {
+  ids: string[];
+  dim: number;
+  /** n x dim, row-major. */
+  images: Float32Array;
+  /** n x dim, row-major (embeddings of the filtered report when a filter stage ran). */
+  texts: Float32Array;
+  /** Report text per sample; needed by `zones-mean` only. */
+  reports?: (string | null)[];
+}
+
+export type NoiseHandling = "nearest" | "drop";
+export type PrototypeMode = "hdbscan-kmeans" | "zones-mean";
+
+export interface BuildOptions {
+  mode: PrototypeMode;
+  minClusterSize: number;
+  minSamples?: number;
+  metric: Metric;
+  clusterSelection?: "eom" | "leaf";
+  /** Sub-clusters per surrogate label (capped by the label's size). */
+  k: number;
+  noise: NoiseHandling;
+  seed: number;
+  /** K-means runs per label (different k-means++ seeds); the lowest inertia wins. */
+  restarts: number;
+  maxIterations?: number;
+  log?: (message: string) => void;
+}
+
+export interface Prototypes {
+  dim: number;
+  /** Surrogate label per prototype. */
+  cluster: Int32Array;
+  subcluster: Int32Array;
+  /** Index of the sample the prototype was taken from, or -1 for a mean prototype. */
+  sampleIndex: Int32Array;
+  size: Int32Array;
+  /** P x dim image-side prototypes. */
+  queries: Float32Array;
+  /** P x dim text-side prototypes. */
+  responses: Float32Array;
+}
+
+export interface Assignment {
+  sample: number;
+  cluster: number;
+  probability: number;
+  subcluster: number;
+}
+
+export interface BuildResult {
+  prototypes: Prototypes;
+  assignments: Assignment[];
+  numClusters: number;
+  noisePoints: number;
+  droppedPoints: number;
+}
+
+export const LUNG_ZONES = ["upper-left", "middle-left", "lower-left", "upper-right", "middle-right", "lower-right"] as const;
+
+const ZONE_WORDS: Record<string, number[]> = {
+  upper: [0],
+  uppper: [0],
+  upp: [0],
+  top: [0],
+  middle: [1],
+  midlle: [1],
+  mid: [1],
+  lower: [2],
+  lowe: [2],
+  bottom: [2],
+  all: [0, 1, 2],
+  entire: [0, 1, 2],
+  whole: [0, 1, 2],
+};
+
+/**
+ * The official code's rule-based surrogate label: a 6-zone multi-hot vector [upper L, middle L,
+ * lower L, upper R, middle R, lower R] read from the report. Zone words ("upper", "middle",
+ * "lower", "all", common typos) apply to the next side word ("left", "right", "both",
+ * "bilateral" when followed by "lung"); a side with no zone words before it means the whole side.
+ */
+export function parseLungZones(report: string): Uint8Array {
+  const zones = new Uint8Array(6);
+  const words = report.toLowerCase().replace(/[^a-z]+/g, " ").trim().split(" ");
+  let pending: number[] = [];
+  for (let i = 0; i < words.length; i++) {
+    const word = words[i]!;
+    const zoneList = ZONE_WORDS[word];
+    if (zoneList) {
+      pending.push(...zoneList);
+      continue;
+    }
+    let sides: number[] | undefined;
+    if (word === "left") sides = [0];
+    else if (word === "right") sides = [3];
+    else if ((word === "both" || word === "bilateral") && /^lungs?$/.test(words[i + 1] ?? "")) sides = [0, 3];
+    if (sides) {
+      const levels = pending.length ? pending : [0, 1, 2];
+      for (const side of sides) for (const level of levels) zones[side + level] = 1;
+      pending = [];
+    } else if (word === "lung" || word === "lungs" || word === "and" || word === "the" || word === "of" || word === "in" || word === "part" || word === "parts" || word === "zone" || word === "zones" || word === "lobe" || word === "lobes") {
+      continue;
+    } else {
+      pending = [];
+    }
+  }
+  return zones;
+}
+
+function normalizedHalves(samples: PairedSamples, members: ArrayLike<number>): number[][] {
+  const { dim } = samples;
+  const rows: number[][] = [];
+  for (let m = 0; m < members.length; m++) {
+    const i = members[m]!;
+    const row = new Array<number>(2 * dim);
+    for (const [offset, source] of [[0, samples.images], [dim, samples.texts]] as const) {
+      let sum = 0;
+      for (let k = 0; k < dim; k++) sum += source[i * dim + k]! ** 2;
+      const inv = sum > 0 ? 1 / Math.sqrt(sum) : 0;
+      for (let k = 0; k < dim; k++) row[offset + k] = source[i * dim + k]! * inv;
+    }
+    rows.push(row);
+  }
+  return rows;
+}
+
+/** Best-of-`restarts` seeded k-means++ (ml-kmeans has no restarts, and one seed can land badly). */
+export function bestKmeans(rows: number[][], k: number, seed: number, restarts: number, maxIterations = 100): { clusters: number[]; centroids: number[][]; inertia: number } {
+  let best: { clusters: number[]; centroids: number[][]; inertia: number } | undefined;
+  for (let r = 0; r < Math.max(1, restarts); r++) {
+    const result = kmeans(rows, k, { initialization: "kmeans++", seed: seed * 1000 + r + 1, maxIterations });
+    let inertia = 0;
+    for (let i = 0; i < rows.length; i++) {
+      const c = result.centroids[result.clusters[i]!]!;
+      const row = rows[i]!;
+      for (let d = 0; d < row.length; d++) inertia += (row[d]! - c[d]!) ** 2;
+    }
+    if (!best || inertia < best.inertia) best = { clusters: result.clusters, centroids: result.centroids, inertia };
+  }
+  return best!;
+}
+
+interface PrototypeRow {
+  cluster: number;
+  subcluster: number;
+  sampleIndex: number;
+  size: number;
+  query: Float32Array;
+  response: Float32Array;
+}
+
+function packPrototypes(rows: PrototypeRow[], dim: number): Prototypes {
+  const out: Prototypes = {
+    dim,
+    cluster: new Int32Array(rows.length),
+    subcluster: new Int32Array(rows.length),
+    sampleIndex: new Int32Array(rows.length),
+    size: new Int32Array(rows.length),
+    queries: new Float32Array(rows.length * dim),
+    responses: new Float32Array(rows.length * dim),
+  };
+  rows.forEach((r, p) => {
+    out.cluster[p] = r.cluster;
+    out.subcluster[p] = r.subcluster;
+    out.sampleIndex[p] = r.sampleIndex;
+    out.size[p] = r.size;
+    out.queries.set(r.query, p * dim);
+    out.responses.set(r.response, p * dim);
+  });
+  return out;
+}
+
+function checkSamples(samples: PairedSamples): number {
+  const n = samples.ids.length;
+  if (samples.images.length !== n * samples.dim || samples.texts.length !== n * samples.dim) {
+    throw new DataError(`expected ${n} x ${samples.dim} image and text embeddings, got ${samples.images.length} and ${samples.texts.length} values`);
+  }
+  if (n === 0) throw new DataError("no paired samples (training rows with an available report and a text embedding)", { hint: "raise dataset.textAvailability or check the embed stage output" });
+  return n;
+}
+
+export async function buildPrototypes(samples: PairedSamples, options: BuildOptions): Promise<BuildResult> {
+  checkSamples(samples);
+  return options.mode === "zones-mean" ? buildZonesMean(samples, options) : buildHdbscanKmeans(samples, options);
+}
+
+async function buildHdbscanKmeans(samples: PairedSamples, options: BuildOptions): Promise<BuildResult> {
+  const n = samples.ids.length;
+  const { dim } = samples;
+  const clustering =
+    n >= 2
+      ? await hdbscan(samples.texts, { dim, minClusterSize: options.minClusterSize, minSamples: options.minSamples, metric: options.metric, clusterSelection: options.clusterSelection })
+      : { labels: new Int32Array(n).fill(-1), probabilities: new Float32Array(n), numClusters: 0 };
+  const labels = Int32Array.from(clustering.labels);
+  const probabilities = Float32Array.from(clustering.probabilities);
+  let numClusters = clustering.numClusters;
+  const noiseIndices: number[] = [];
+  for (let i = 0; i < n; i++) if (labels[i]! < 0) noiseIndices.push(i);
+  let dropped = 0;
+  if (numClusters === 0) {
+    if (options.noise === "drop") {
+      throw new DataError(`HDBSCAN found no cluster among ${n} reports (all noise) and noise is "drop"`, { hint: "lower minClusterSize / minSamples, or use noise: nearest (all reports then form one label)" });
+    }
+    options.log?.(`HDBSCAN found no cluster among ${n} reports; all of them form one surrogate label`);
+    labels.fill(0);
+    numClusters = 1;
+  } else if (noiseIndices.length > 0) {
+    if (options.noise === "drop") {
+      dropped = noiseIndices.length;
+    } else {
+      const clustered: number[] = [];
+      for (let i = 0; i < n; i++) if (labels[i]! >= 0) clustered.push(i);
+      const gather = (indices: number[]) => {
+        const out = new Float32Array(indices.length * dim);
+        indices.forEach((i, r) => out.set(samples.texts.subarray(i * dim, (i + 1) * dim), r * dim));
+        return out;
+      };
+      const d = await crossDistances(gather(noiseIndices), noiseIndices.length, gather(clustered), clustered.length, dim, options.metric);
+      noiseIndices.forEach((i, r) => {
+        let best = 0;
+        for (let c = 1; c < clustered.length; c++) if (d[r * clustered.length + c]! < d[r * clustered.length + best]!) best = c;
+        labels[i] = labels[clustered[best]!]!;
+      });
+    }
+  }
+  const rows: PrototypeRow[] = [];
+  const subclusterOf = new Int32Array(n).fill(-1);
+  for (let c = 0; c < numClusters; c++) {
+    const members: number[] = [];
+    for (let i = 0; i < n; i++) if (labels[i] === c) members.push(i);
+    if (members.length === 0) continue;
+    const features = normalizedHalves(samples, members);
+    const k = Math.min(options.k, members.length);
+    const result = bestKmeans(features, k, options.seed + c * 7919, options.restarts, options.maxIterations);
+    for (let j = 0; j < k; j++) {
+      let nearest = -1;
+      let nearestDistance = Infinity;
+      let size = 0;
+      const centroid = result.centroids[j]!;
+      for (let m = 0; m < members.length; m++) {
+        if (result.clusters[m] !== j) continue;
+        size++;
+        let d = 0;
+        const f = features[m]!;
+        for (let x = 0; x < f.length; x++) d += (f[x]! - centroid[x]!) ** 2;
+        if (d < nearestDistance) {
+          nearestDistance = d;
+          nearest = members[m]!;
+        }
+      }
+      if (nearest < 0) continue; // k-means left this centroid without members: no sample to take
+      const subcluster = rows.filter((r) => r.cluster === c).length;
+      for (let m = 0; m < members.length; m++) if (result.clusters[m] === j) subclusterOf[members[m]!] = subcluster;
+      rows.push({
+        cluster: c,
+        subcluster,
+        sampleIndex: nearest,
+        size,
+        query: samples.images.slice(nearest * dim, (nearest + 1) * dim),
+        response: samples.texts.slice(nearest * dim, (nearest + 1) * dim),
+      });
+    }
+  }
+  const assignments: Assignment[] = [];
+  for (let i = 0; i < n; i++) {
+    const wasNoise = clustering.labels[i]! < 0;
+    const isDropped = wasNoise && options.noise === "drop" && clustering.numClusters > 0;
+    assignments.push({ sample: i, cluster: isDropped ? -1 : labels[i]!, probability: probabilities[i]!, subcluster: isDropped ? -1 : subclusterOf[i]! });
+  }
+  return { prototypes: packPrototypes(rows, dim), assignments, numClusters, noisePoints: noiseIndices.length, droppedPoints: dropped };
+}
+
+/** Official-code variant: lung-zone labels (a sample may join several), K-means per label, prototype = member mean. */
+function buildZonesMean(samples: PairedSamples, options: BuildOptions): BuildResult {
+  const n = samples.ids.length;
+  const { dim } = samples;
+  if (!samples.reports) {
+    throw new DataError("mode zones-mean needs the report texts", { hint: "add the ingest stage to the pipeline (prototypes reads report_normalized from it)" });
+  }
+  const zonesOf = samples.reports.map((r) => (r ? parseLungZones(r) : new Uint8Array(6)));
+  const rows: PrototypeRow[] = [];
+  const assignments: Assignment[] = [];
+  let unzoned = 0;
+  for (let i = 0; i < n; i++) if (!zonesOf[i]!.some((z) => z === 1)) unzoned++;
+  // Reports naming no zone ("no pulmonary infection") form a 7th label so every sample is represented.
+  for (let label = 0; label < 7; label++) {
+    const members: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const z = zonesOf[i]!;
+      if (label < 6 ? z[label] === 1 : !z.some((v) => v === 1)) members.push(i);
+    }
+    if (members.length === 0) continue;
+    const features = normalizedHalves(samples, members);
+    const k = Math.min(options.k, members.length);
+    const result = bestKmeans(features, k, options.seed + label * 7919, options.restarts, options.maxIterations);
+    let subcluster = 0;
+    for (let j = 0; j < k; j++) {
+      const query = new Float32Array(dim);
+      const response = new Float32Array(dim);
+      let size = 0;
+      for (let m = 0; m < members.length; m++) {
+        if (result.clusters[m] !== j) continue;
+        const i = members[m]!;
+        size++;
+        for (let x = 0; x < dim; x++) {
+          query[x] += samples.images[i * dim + x]!;
+          response[x] += samples.texts[i * dim + x]!;
+        }
+      }
+      if (size === 0) continue;
+      for (let x = 0; x < dim; x++) {
+        query[x] /= size;
+        response[x] /= size;
+      }
+      for (let m = 0; m < members.length; m++) if (result.clusters[m] === j) assignments.push({ sample: members[m]!, cluster: label, probability: 1, subcluster });
+      rows.push({ cluster: label, subcluster, sampleIndex: -1, size, query, response });
+      subcluster++;
+    }
+  }
+  assignments.sort((a, b) => a.sample - b.sample || a.cluster - b.cluster);
+  const labelsUsed = new Set(rows.map((r) => r.cluster)).size;
+  return { prototypes: packPrototypes(rows, dim), assignments, numClusters: labelsUsed, noisePoints: unzoned, droppedPoints: 0 };
+}

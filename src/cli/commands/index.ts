@@ -18,4 +18,11 @@ export const COMMANDS: Record<string, { summary: string; load: () => Promise<Com
   "bench train": { summary: "Time training steps of the reference U-Net on a TensorFlow.js backend", load: async () => (await import("./bench-train.js")).default },
   "inspect filter": { summary: "Show a report's tokens with their filter relevance scores and which were kept", load: async () => (await import("./inspect-filter.js")).default },
   sweep: { summary: "Run a pipeline per value of a key (e.g. text availability) and print a Table-1-like comparison", load: async () => (await import("./sweep.js")).default },
+  "cluster hdbscan": { summary: "Cluster points (CSV or Parquet) with HDBSCAN; writes one label per input row (-1 = noise)", load: async () => (await import("./cluster-hdbscan.js")).default },
+  "prototypes query": { summary: "Approximate text embeddings for image embeddings with a prototype space (PSA)", load: async () => (await import("./prototypes-query.js")).default },
+  "artifacts list": { summary: "List published prototype spaces: name, version, digest, aliases", load: async () => (await import("./artifacts.js")).list },
+  "artifacts show": { summary: "Show one artifact's lineage manifest, path and alias history", load: async () => (await import("./artifacts.js")).show },
+  "artifacts promote": { summary: "Point an alias (e.g. production) at NAME@VERSION; moves are recorded", load: async () => (await import("./artifacts.js")).promote },
+  "artifacts verify": { summary: "Recompute the digests of published artifacts and report any tampering", load: async () => (await import("./artifacts.js")).verify },
+  "artifacts export": { summary: "Write Q.npy, R.npy, prototypes.parquet and manifest.json to a folder", load: async () => (await import("./artifacts.js")).exportCommand },
 };

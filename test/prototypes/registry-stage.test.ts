@@ -1,0 +1,199 @@
+import assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { Table, vectorFromArray, Utf8, Bool } from "apache-arrow";
+import { ArtifactError } from "../../src/errors.js";
+import { writeParquetFile, readParquetFile } from "../../src/io/parquet.js";
+import { embeddingVector } from "../../src/embed/arrow-columns.js";
+import type { StageContext } from "../../src/pipeline/stage.js";
+import type { ResolvedPipeline } from "../../src/pipeline/spec.js";
+import { prototypesParams, prototypesStage, type PrototypesParams } from "../../src/prototypes/stage.js";
+import { ArtifactRegistry, decodeNpy } from "../../src/prototypes/registry.js";
+import { PrototypeSpace } from "../../src/prototypes/psa.js";
+import { readPrototypesFile } from "../../src/prototypes/artifact.js";
+import { syntheticPairs } from "./synthetic.js";
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const DIM = 32;
+
+async function embedFixture(dir: string, seed: number, textAvailability = 1): Promise<string> {
+  const data = syntheticPairs({ groups: 4, perGroup: 40, dim: DIM, seed, splits: ["train", "train", "train", "val", "test"] });
+  const n = data.ids.length;
+  const available = data.split.map((s, i) => s !== "train" || i % Math.round(1 / textAvailability) === 0);
+  const valid = Uint8Array.from(available, (a) => (a ? 1 : 0));
+  const table = new Table({
+    id: vectorFromArray(data.ids, new Utf8()),
+    split: vectorFromArray(data.split, new Utf8()),
+    report_available: vectorFromArray(available, new Bool()),
+    image_embedding: embeddingVector(data.images, DIM),
+    text_embedding: embeddingVector(data.texts, DIM, valid),
+  });
+  mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, "embeddings.parquet");
+  await writeParquetFile(file, table);
+  writeFileSync(path.join(dir, "encoder.json"), JSON.stringify({ id: "test-encoder", dim: DIM, digest: "e".repeat(64), preprocessing: {} }));
+  void n;
+  return dir;
+}
+
+function context(workdir: string, embedDir: string, outDir: string, params: Partial<PrototypesParams> = {}): StageContext<PrototypesParams> & { logs: string[] } {
+  const logs: string[] = [];
+  const pipeline = { name: "unit", baseDir: workdir, workdir, dataset: { kind: "qata-cov19", root: workdir, layout: "auto", reportKey: "p6", textAvailability: 1, seed: 42 }, stages: {} } as unknown as ResolvedPipeline;
+  mkdirSync(outDir, { recursive: true });
+  return {
+    stage: "prototypes",
+    pipeline,
+    params: prototypesParams.parse({ k: 4, ...params }),
+    inputs: { embed: { stage: "embed", digest: `embed-${embedDir.length}`, dir: embedDir, files: { "embeddings.parquet": path.join(embedDir, "embeddings.parquet"), "encoder.json": path.join(embedDir, "encoder.json") }, summary: {} } },
+    outDir,
+    tmpDir: os.tmpdir(),
+    rowCache: () => ({ get: () => undefined, put: () => undefined }),
+    resources: {},
+    emit: () => undefined,
+    log: (message) => void logs.push(message),
+    signal: new AbortController().signal,
+    logs,
+  };
+}
+
+test("prototypes stage: outputs per the data contract, lineage manifest, usefulness margins, published as version 1", async () => {
+  const root = mkdtempSync(path.join(os.tmpdir(), "prolearn-proto-stage-"));
+  const embedDir = await embedFixture(path.join(root, "embed"), 21);
+  const ctx = context(path.join(root, "work"), embedDir, path.join(root, "out1"));
+  const summary = (await prototypesStage.run!(ctx)) as Record<string, any>;
+  for (const f of prototypesStage.outputs) assert.ok(existsSync(path.join(ctx.outDir, f)), f);
+  const table = await readParquetFile(path.join(ctx.outDir, "prototypes.parquet"));
+  assert.deepEqual(table.schema.fields.map((f) => f.name), ["prototype_id", "cluster", "subcluster", "sample_id", "size", "query", "response"]);
+  const assignments = await readParquetFile(path.join(ctx.outDir, "assignments.parquet"));
+  assert.deepEqual(assignments.schema.fields.map((f) => f.name), ["id", "cluster", "probability", "subcluster"]);
+  assert.equal(assignments.numRows, summary.pairedSamples);
+  const manifest = JSON.parse(readFileSync(path.join(ctx.outDir, "manifest.json"), "utf8"));
+  assert.equal(manifest.lineage.encoder.digest, "e".repeat(64));
+  assert.equal(manifest.lineage.seed, 42);
+  assert.equal(manifest.lineage.params.minClusterSize, 5);
+  assert.equal(manifest.lineage.upstream.embed, ctx.inputs.embed!.digest);
+  assert.match(manifest.lineage.packageVersion, /^\d+\.\d+\.\d+/);
+  assert.ok(summary.usefulness.passed, JSON.stringify(summary.usefulness));
+  assert.ok(summary.usefulness.marginOverMean > 0 && summary.usefulness.marginOverRandom > 0);
+  assert.ok(ctx.logs.some((l) => l.includes("margin over the mean training report")), "the stage prints both margins");
+  assert.equal(summary.artifact.version, 1);
+  assert.equal(summary.artifact.isNew, true);
+
+  // Same inputs again (a fresh outDir, a later created time): same digest, no new version.
+  const again = (await prototypesStage.run!(context(path.join(root, "work"), embedDir, path.join(root, "out2")))) as Record<string, any>;
+  assert.equal(again.artifact.digest, summary.artifact.digest);
+  assert.equal(again.artifact.version, 1);
+  assert.equal(again.artifact.isNew, false);
+
+  // Different params: new content, version 2.
+  const changed = (await prototypesStage.run!(context(path.join(root, "work"), embedDir, path.join(root, "out3"), { k: 2 }))) as Record<string, any>;
+  assert.notEqual(changed.artifact.digest, summary.artifact.digest);
+  assert.equal(changed.artifact.version, 2);
+
+  const registry = ArtifactRegistry.open(path.join(root, "work"));
+  try {
+    assert.deepEqual(registry.list("unit").map((v) => v.version), [1, 2]);
+    const v1 = registry.resolve("unit@1");
+    assert.ok(v1.path.startsWith(path.join(root, "work", "artifacts", "prototypes")));
+    assert.equal(path.basename(v1.path), v1.digest);
+    assert.equal(statSync(path.join(v1.path, "prototypes.parquet")).mode & 0o222, 0, "published files are read-only");
+    assert.equal(registry.resolve("unit").version, 2);
+    assert.equal(registry.resolve(v1.digest.slice(0, 10)).version, 1);
+    assert.throws(() => registry.resolve("unit@9"), ArtifactError);
+  } finally {
+    registry.close();
+  }
+});
+
+test("registry: aliases move with history; verify and load detect tampering; export round-trips through .npy", async () => {
+  const root = mkdtempSync(path.join(os.tmpdir(), "prolearn-proto-reg-"));
+  const embedDir = await embedFixture(path.join(root, "embed"), 31);
+  const workdir = path.join(root, "work");
+  await prototypesStage.run!(context(workdir, embedDir, path.join(root, "a")));
+  await prototypesStage.run!(context(workdir, embedDir, path.join(root, "b"), { k: 3 }));
+  const registry = ArtifactRegistry.open(workdir);
+  try {
+    const first = registry.promote("unit@1", "production");
+    assert.equal(first.previousVersion, null);
+    const moved = registry.promote("unit@2", "production");
+    assert.equal(moved.previousVersion, 1);
+    registry.promote("unit@1", "staging");
+    assert.equal(registry.resolve("unit@production").version, 2);
+    assert.deepEqual(registry.aliasHistory("unit", "production").map((e) => [e.previousVersion, e.version]), [[null, 1], [1, 2]]);
+    assert.deepEqual(registry.resolve("unit@2").aliases, ["production"]);
+    assert.throws(() => registry.promote("unit@1", "latest"), /not allowed/);
+
+    // Export, then read Q.npy / R.npy back and compare with the Parquet prototypes.
+    const exportDir = path.join(root, "export");
+    const exported = await registry.export("unit@production", exportDir);
+    assert.deepEqual(exported.files.sort(), ["Q.npy", "R.npy", "manifest.json", "prototypes.parquet"]);
+    const protos = await readPrototypesFile(path.join(exportDir, "prototypes.parquet"));
+    const q = decodeNpy(readFileSync(path.join(exportDir, "Q.npy")));
+    const r = decodeNpy(readFileSync(path.join(exportDir, "R.npy")));
+    assert.deepEqual(q.shape, [protos.count, protos.dim]);
+    assert.deepEqual(Array.from(q.values), Array.from(protos.queries));
+    assert.deepEqual(Array.from(r.values), Array.from(protos.responses));
+    const npyHeader = readFileSync(path.join(exportDir, "Q.npy")).subarray(0, 128).toString("latin1");
+    assert.ok(npyHeader.startsWith("\x93NUMPY\x01\x00") && npyHeader.includes("'descr': '<f4'"));
+    assert.equal((10 + readFileSync(path.join(exportDir, "Q.npy")).readUInt16LE(8)) % 64, 0, "header padded to 64 bytes");
+    await assert.rejects(registry.export("unit@1", exportDir), /not empty/);
+
+    // Tamper with version 1's Parquet file: verify names it, loading fails.
+    const v1 = registry.resolve("unit@1");
+    assert.ok((await registry.verify()).every((r) => r.ok));
+    const file = path.join(v1.path, "prototypes.parquet");
+    chmodSync(v1.path, 0o755);
+    chmodSync(file, 0o644);
+    const bytes = readFileSync(file);
+    bytes[bytes.length - 100] ^= 0xff;
+    writeFileSync(file, bytes);
+    const [report] = await registry.verify("unit@1");
+    assert.equal(report!.ok, false);
+    assert.ok(report!.problems.some((p) => p.startsWith("prototypes.parquet: sha256")), report!.problems.join("; "));
+    await assert.rejects(PrototypeSpace.load(v1.path), ArtifactError);
+    await assert.rejects(registry.export("unit@1", path.join(root, "export2")), ArtifactError);
+    // Untouched version 2 still loads.
+    const space = await PrototypeSpace.load(registry.resolve("unit@2").path);
+    assert.equal(space.dim, DIM);
+
+    // Manifest edits are caught too.
+    const v2 = registry.resolve("unit@2");
+    chmodSync(v2.path, 0o755);
+    chmodSync(path.join(v2.path, "manifest.json"), 0o644);
+    const manifest = JSON.parse(readFileSync(path.join(v2.path, "manifest.json"), "utf8"));
+    manifest.lineage.seed = 1;
+    writeFileSync(path.join(v2.path, "manifest.json"), JSON.stringify(manifest, null, 2) + "\n");
+    const [report2] = await registry.verify("unit@2");
+    assert.ok(report2!.problems.some((p) => p.includes("manifest edited")), report2!.problems.join("; "));
+  } finally {
+    registry.close();
+  }
+
+  // The CLI: verify exits 1 and names the tampered version; list shows aliases.
+  const cli = (args: string[]) => spawnSync(process.execPath, ["--import", "tsx", path.join(repoRoot, "src/cli/main.ts"), ...args], { cwd: repoRoot, encoding: "utf8" });
+  const verify = cli(["artifacts", "verify", "--workdir", workdir]);
+  assert.equal(verify.status, 1, verify.stderr);
+  assert.match(verify.stdout, /TAMPERED unit@1/);
+  const list = cli(["artifacts", "list", "--workdir", workdir]);
+  assert.equal(list.status, 0, list.stderr);
+  assert.match(list.stdout, /unit@2 .*\[production\]/);
+});
+
+test("prolearn prototypes query answers from a registered artifact", async () => {
+  const root = mkdtempSync(path.join(os.tmpdir(), "prolearn-proto-q-"));
+  const embedDir = await embedFixture(path.join(root, "embed"), 41);
+  const workdir = path.join(root, "work");
+  await prototypesStage.run!(context(workdir, embedDir, path.join(root, "a")));
+  const out = path.join(root, "approx.parquet");
+  const stdout = execFileSync(process.execPath, ["--import", "tsx", path.join(repoRoot, "src/cli/main.ts"), "prototypes", "query", "unit@1", path.join(embedDir, "embeddings.parquet"), "--workdir", workdir, "--out", out, "--json"], { cwd: repoRoot, encoding: "utf8" });
+  const summary = JSON.parse(stdout);
+  assert.equal(summary.rows, 160);
+  const table = await readParquetFile(out);
+  assert.deepEqual(table.schema.fields.map((f) => f.name), ["id", "text_embedding", "prototype_ids", "weights"]);
+  const weights = table.getChild("weights")!.get(0)!.toArray() as Float32Array;
+  assert.ok(Math.abs(weights.reduce((a, b) => a + b, 0) - 1) < 1e-5);
+});

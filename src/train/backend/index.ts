@@ -31,17 +31,26 @@ export interface TrainingBackendInfo {
   fastKernels: boolean;
 }
 
+/** The optional packages a GPU backend needs; none is a dependency of the core library. */
+export type OptionalBackendPackage = "webgpu" | "@tensorflow/tfjs-backend-webgpu" | "@tensorflow/tfjs-node-gpu" | "@tensorflow/tfjs-node";
+
 export interface TrainingBackendOptions {
   backend?: TrainingBackendRequest;
   /** Receives one line naming the backend that runs (and why others were skipped, for auto). */
   log?: (line: string) => void;
+  /**
+   * How to load an optional package, for bundles (bench/train-gpu.sh) whose bundler must see a
+   * literal import. By default each is imported by name from node_modules at run time.
+   */
+  loaders?: Partial<Record<OptionalBackendPackage, () => Promise<unknown>>>;
 }
 
 /** Packages that provide the `tensorflow` backend, most capable first. */
-const TENSORFLOW_PACKAGES = ["@tensorflow/tfjs-node-gpu", "@tensorflow/tfjs-node"];
+const TENSORFLOW_PACKAGES = ["@tensorflow/tfjs-node-gpu", "@tensorflow/tfjs-node"] as const;
 const SOFTWARE_ADAPTER = /swiftshader|llvmpipe|lavapipe|softpipe|software|null/i;
 
 let active: TrainingBackendInfo | undefined;
+let loaders: TrainingBackendOptions["loaders"] = {};
 let pending: Promise<TrainingBackendInfo> | undefined;
 
 /**
@@ -58,6 +67,7 @@ export async function initTrainingBackend(options: TrainingBackendOptions = {}):
   while (pending) await pending.catch(() => undefined);
   if (active && (requested === "auto" || requested === active.backend) && tf.getBackend() === active.backend) return active;
   const log = options.log ?? (() => {});
+  loaders = options.loaders ?? loaders;
   pending = (requested === "auto" ? startAuto(log) : startForced(requested, log)).finally(() => {
     pending = undefined;
   });
@@ -106,8 +116,10 @@ function cpuModel(): string {
 }
 
 /** Dynamic import by a variable name, so bundlers and tsc do not require optional packages. */
-async function importOptional(name: string): Promise<unknown> {
-  const specifier = name;
+async function importOptional(name: OptionalBackendPackage): Promise<unknown> {
+  const load = loaders?.[name];
+  if (load) return load();
+  const specifier: string = name;
   return import(specifier);
 }
 

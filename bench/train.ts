@@ -1,0 +1,82 @@
+/**
+ * Training-step speed of the reference U-Net (batch 4) on TensorFlow.js backends, next to the same
+ * network in PyTorch on this CPU, measured in the same run.
+ *
+ *   node --import tsx bench/train.ts [--sizes 64,128,224] [--steps 3] [--stock-steps 1] [--skip-torch]
+ *
+ * Rows: `cpu+fast` (our kernels) at every size; `cpu stock` (tfjs's own kernels) at 64 only, a
+ * single step without warm-up by default, as a sanity ratio (it needs minutes per step at 64
+ * and most of an hour at 224); PyTorch via
+ * `/usr/bin/python3 <shared>/reference/unet_torch.py SIZE 4 STEPS` (Debian python3-torch), the
+ * reference found at $PROLEARN_SHARED/reference or ../shared/reference from the repo root.
+ * The cpu backend is single-threaded and PyTorch here uses 1 thread (it prints its count).
+ */
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { initTrainingBackend, installFastCpuKernels, uninstallFastCpuKernels } from "../src/train/backend/index.js";
+import { timeReferenceTraining } from "../src/train/backend/reference-unet.js";
+
+const { values } = parseArgs({
+  options: {
+    sizes: { type: "string", default: "64,128,224" },
+    steps: { type: "string", default: "3" },
+    "stock-steps": { type: "string", default: "1" },
+    "skip-torch": { type: "boolean", default: false },
+  },
+});
+const sizes = values.sizes!.split(",").map(Number);
+const steps = Number(values.steps);
+const stockSteps = Number(values["stock-steps"]);
+const batch = 4;
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+function torchReference(): string | undefined {
+  const candidates = [process.env.PROLEARN_SHARED && path.join(process.env.PROLEARN_SHARED, "reference", "unet_torch.py"), path.join(repoRoot, "..", "shared", "reference", "unet_torch.py")];
+  return candidates.find((c): c is string => Boolean(c && existsSync(c)));
+}
+
+function torchStep(script: string, size: number): { ms: number; threads: string; params: string } | { error: string } {
+  const run = spawnSync("/usr/bin/python3", [script, String(size), String(batch), String(steps)], { encoding: "utf8", timeout: 30 * 60_000 });
+  if (run.error) return { error: run.error.message };
+  if (run.status !== 0) return { error: `exit ${run.status}: ${run.stderr.trim().split("\n").slice(-3).join(" | ")}` };
+  const ms = /ms\/step median ([\d.]+)/.exec(run.stdout)?.[1];
+  const head = /params (\d+) threads (\d+)/.exec(run.stdout);
+  if (!ms) return { error: `unexpected output: ${run.stdout.trim()}` };
+  return { ms: Number(ms), params: head?.[1] ?? "?", threads: head?.[2] ?? "?" };
+}
+
+const info = await initTrainingBackend({ backend: "cpu" });
+const script = values["skip-torch"] ? undefined : torchReference();
+const load = os.loadavg().map((l) => l.toFixed(1)).join(" ");
+console.log(`machine: ${info.adapter}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, load average ${load}`);
+console.log(`batch ${batch}, ${steps} measured steps after 1 warm-up; ms = median wall time per step, cpu = median process CPU time per step`);
+if (!script) console.log(values["skip-torch"] ? "PyTorch skipped (--skip-torch)" : "PyTorch reference not found (set PROLEARN_SHARED or check ../shared/reference)");
+
+const rows: string[] = [];
+const header = `${"size".padEnd(5)} ${"backend".padEnd(10)} ${"ms/step".padStart(9)} ${"cpu ms".padStart(8)} ${"torch ms".padStart(9)} ${"ratio".padStart(7)}`;
+console.log(header);
+for (const size of sizes) {
+  const torch = script ? torchStep(script, size) : undefined;
+  const torchMs = torch && "ms" in torch ? torch.ms : undefined;
+  if (torch && "error" in torch) console.log(`  PyTorch at ${size} failed: ${torch.error}`);
+  if (torch && "ms" in torch && torch.params !== "481745") console.log(`  note: PyTorch reports ${torch.params} params`);
+  const variants: Array<["cpu+fast" | "cpu stock", number]> = [["cpu+fast", steps]];
+  if (size === 64 && stockSteps > 0) variants.push(["cpu stock", stockSteps]);
+  for (const [name, n] of variants) {
+    if (name === "cpu stock") uninstallFastCpuKernels();
+    else installFastCpuKernels();
+    // The stock kernels need minutes per step even at 64: no warm-up step for them.
+    const t = timeReferenceTraining({ size, batch, steps: n, warmup: name === "cpu stock" ? 0 : 1 });
+    const ratio = torchMs ? (t.msPerStep / torchMs).toFixed(2) + "x" : "-";
+    const line = `${String(size).padEnd(5)} ${name.padEnd(10)} ${t.msPerStep.toFixed(0).padStart(9)} ${t.cpuMsPerStep.toFixed(0).padStart(8)} ${(torchMs?.toFixed(0) ?? "-").padStart(9)} ${ratio.padStart(7)}`;
+    console.log(line);
+    rows.push(line);
+  }
+  installFastCpuKernels();
+  if (torch && "threads" in torch) console.log(`  (PyTorch ${torch.threads} thread(s))`);
+}
+console.log(`load average after: ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`);

@@ -1,0 +1,107 @@
+import { test, describe } from "node:test";
+import assert from "node:assert/strict";
+import { PassThrough } from "node:stream";
+import * as tf from "@tensorflow/tfjs-core";
+import { EnvironmentError, UsageError } from "../../src/errors.js";
+import { initTrainingBackend, activeTrainingBackend, fastCpuKernelsInstalled, type TrainingBackendRequest } from "../../src/train/backend/index.js";
+import { buildReferenceUNet } from "../../src/train/backend/reference-unet.js";
+import { main } from "../../src/cli/main.js";
+
+async function cli(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  let out = "";
+  let err = "";
+  stdout.on("data", (c: Buffer) => (out += c.toString()));
+  stderr.on("data", (c: Buffer) => (err += c.toString()));
+  const code = await main(argv, { stdout, stderr, interactive: false });
+  return { code, stdout: out, stderr: err };
+}
+
+async function importable(name: string): Promise<boolean> {
+  try {
+    const specifier: string = name;
+    await import(specifier);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const tensorflowInstalled = (await importable("@tensorflow/tfjs-node-gpu")) || (await importable("@tensorflow/tfjs-node"));
+
+describe("initTrainingBackend", () => {
+  test("cpu starts with the fast kernels, and repeated calls return the same answer without work", async () => {
+    const lines: string[] = [];
+    const first = await initTrainingBackend({ backend: "cpu", log: (l) => lines.push(l) });
+    assert.equal(first.backend, "cpu");
+    assert.equal(first.fastKernels, true);
+    assert.equal(fastCpuKernelsInstalled(), true);
+    assert.equal(tf.getBackend(), "cpu");
+    assert.match(lines.join("\n"), /training backend: cpu .*fast convolution kernels/);
+    const again = await initTrainingBackend({ backend: "cpu" });
+    assert.equal(again, first, "the cached info object is returned");
+    assert.equal(await initTrainingBackend(), first, "auto keeps the backend already running");
+    assert.equal(activeTrainingBackend(), first);
+  });
+
+  test("concurrent first calls share one start", async () => {
+    const results = await Promise.all([initTrainingBackend({ backend: "cpu" }), initTrainingBackend(), initTrainingBackend({ backend: "cpu" })]);
+    assert.ok(results.every((r) => r === results[0]));
+  });
+
+  test(tensorflowInstalled ? "forcing tensorflow (skipped: @tensorflow/tfjs-node is installed here)" : "forcing tensorflow without @tensorflow/tfjs-node throws EnvironmentError naming the packages", { skip: tensorflowInstalled }, async () => {
+    await assert.rejects(initTrainingBackend({ backend: "tensorflow" }), (error: unknown) => {
+      assert.ok(error instanceof EnvironmentError);
+      assert.match(error.message, /@tensorflow\/tfjs-node-gpu is not installed; @tensorflow\/tfjs-node is not installed/);
+      assert.match(error.hint ?? "", /docs\/backends\.md/);
+      return true;
+    });
+    assert.equal(tf.getBackend(), "cpu", "a failed switch leaves the running backend alone");
+  });
+
+  test("forcing webgpu either runs on a real adapter or throws EnvironmentError saying why", async () => {
+    try {
+      const info = await initTrainingBackend({ backend: "webgpu" });
+      assert.equal(info.backend, "webgpu");
+      assert.doesNotMatch(info.adapter, /swiftshader|llvmpipe|lavapipe/i);
+      await initTrainingBackend({ backend: "cpu" });
+    } catch (error) {
+      assert.ok(error instanceof EnvironmentError, `expected EnvironmentError, got ${String(error)}`);
+      assert.match(error.message, /^webgpu backend unavailable: /);
+    }
+    assert.equal((await initTrainingBackend({ backend: "cpu" })).backend, "cpu");
+  });
+
+  test("an unknown backend name is refused", async () => {
+    await assert.rejects(initTrainingBackend({ backend: "cuda" as TrainingBackendRequest }), EnvironmentError);
+  });
+});
+
+describe("reference U-Net and prolearn bench train", () => {
+  test("the reference U-Net has PyTorch's 481,745 parameters", () => {
+    const net = buildReferenceUNet();
+    assert.equal(net.paramCount, 481_745);
+    const logits = tf.tidy(() => net.forward(tf.zeros([1, 16, 16, 1]) as tf.Tensor4D).shape);
+    assert.deepEqual(logits, [1, 16, 16, 1]);
+    net.dispose();
+  });
+
+  test("--json prints {backend, adapter, params, msPerStep}", async () => {
+    const { code, stdout, stderr } = await cli(["bench", "train", "--backend", "cpu", "--size", "16", "--batch", "1", "--steps", "2", "--json"]);
+    assert.equal(code, 0, stderr);
+    const result = JSON.parse(stdout) as Record<string, unknown>;
+    assert.deepEqual(Object.keys(result).sort(), ["adapter", "backend", "msPerStep", "params"]);
+    assert.equal(result.backend, "cpu");
+    assert.equal(result.params, 481_745);
+    assert.ok(typeof result.msPerStep === "number" && result.msPerStep > 0);
+    assert.match(stderr, /params 481,745 \| [\d.]+ ms\/step \(median\)/);
+  });
+
+  test("bad options are usage errors", async () => {
+    for (const argv of [["--size", "30"], ["--backend", "tpu"], ["--steps", "0"]]) {
+      const { code, stderr } = await cli(["bench", "train", ...argv]);
+      assert.equal(code, new UsageError("x").exitCode, `${argv.join(" ")}: ${stderr}`);
+    }
+  });
+});

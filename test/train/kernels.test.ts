@@ -186,6 +186,42 @@ describe("element-wise, reduction, split and pooling kernels equal the stock cpu
   });
 });
 
+describe("matrix multiply and fused convolution equal the stock cpu kernels", () => {
+  test("BatchMatMul on 30 random shapes with transposes and broadcast batches within 1e-4", () => {
+    const r = rng(99);
+    for (let index = 0; index < 30; index++) {
+      const [m, n, k] = [pick(r, 1, 40), pick(r, 1, 40), pick(r, 1, 70)];
+      const transposeA = r() < 0.5;
+      const transposeB = r() < 0.5;
+      const batch = [pick(r, 1, 3), pick(r, 1, 2)];
+      const broadcast = pick(r, 0, 2); // 0: same batch dims, 1: A has batch 1, 2: B has batch 1
+      const aBatch = broadcast === 1 ? [1] : batch;
+      const bBatch = broadcast === 2 ? [] : batch;
+      const results = stockAndFast(() => {
+        const a = tf.randomNormal([...aBatch, ...(transposeA ? [k, m] : [m, k])], 0, 1, "float32", 300 + index);
+        const b = tf.randomNormal([...bBatch, ...(transposeB ? [n, k] : [k, n])], 0, 1, "float32", 400 + index);
+        return tf.matMul(a, b, transposeA, transposeB);
+      });
+      const [[fast, stock]] = results;
+      const error = relativeError(fast!, stock!);
+      assert.ok(error <= 1e-4, `config ${index}: m=${m} n=${n} k=${k} tA=${transposeA} tB=${transposeB} broadcast=${broadcast}: ${error.toExponential(2)}`);
+    }
+  });
+
+  test("tf.fused.conv2d with bias and linear, relu, relu6, sigmoid, leakyrelu activations", () => {
+    for (const activation of ["linear", "relu", "relu6", "sigmoid", "leakyrelu"] as const) {
+      const results = stockAndFast(() => {
+        const x = tf.mul(tf.randomNormal([2, 7, 6, 5], 0, 1, "float32", 21), 3) as tf.Tensor4D;
+        const filter = tf.randomNormal([3, 3, 5, 9], 0, 1, "float32", 22) as tf.Tensor4D;
+        const bias = tf.randomNormal([9], 0, 1, "float32", 23);
+        return tf.fused.conv2d({ x, filter, strides: 1, pad: "same", bias, activation, leakyreluAlpha: 0.1 });
+      });
+      const [[fast, stock]] = results;
+      assert.ok(relativeError(fast!, stock!) <= 1e-4, activation);
+    }
+  });
+});
+
 describe("training with the fast kernels", () => {
   test("a small U-Net follows the stock kernels' loss curve (same seed, 6 Adam steps)", () => {
     const curve = (): number[] => {

@@ -7,13 +7,14 @@ import * as tf from "@tensorflow/tfjs-core";
 import type { KernelFunc, NamedAttrMap, TensorInfo } from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-cpu";
 import { conv2dBackpropFilter, conv2dBackpropInput, conv2dForward, type ConvGeometry } from "./conv.js";
+import { batchMatMul } from "./matmul.js";
 import { binaryBroadcastSuffix, concatAlongAxis, maxPoolGradTiled, relu, splitAlongAxis, step, sumContiguousAxes, type BinaryOp } from "./fast-ops.js";
 
 /**
  * The kernels replaced on the cpu backend: the three convolution kernels (tf.conv2dTranspose runs
  * on them too) and the ops that dominate a U-Net step once convolutions are fast.
  */
-export const FAST_CPU_KERNELS = ["Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "Add", "Sub", "Multiply", "RealDiv", "Sum", "SplitV", "Concat", "MaxPoolGrad", "Relu", "Step"] as const;
+export const FAST_CPU_KERNELS = ["Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "Add", "Sub", "Multiply", "RealDiv", "Sum", "SplitV", "Concat", "MaxPoolGrad", "Relu", "Step", "BatchMatMul", "FusedConv2D"] as const;
 export type FastCpuKernelName = (typeof FAST_CPU_KERNELS)[number];
 
 interface CpuBackendLike {
@@ -205,6 +206,66 @@ function fastConcat(args: KernelArgs): TensorInfo {
   return args.backend.makeTensorInfo(outShape, "float32", concatAlongAxis(shapes, values as Float32Array[], $axis));
 }
 
+function fastBatchMatMul(args: KernelArgs): TensorInfo {
+  const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
+  const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
+  const av = float32Values(args.backend, a);
+  const bv = float32Values(args.backend, b);
+  const fallback = () => stock.get("BatchMatMul")!(args as never) as TensorInfo;
+  if (!av || !bv || a.shape.length < 2 || b.shape.length < 2) return fallback();
+  const ar = a.shape.length;
+  const br = b.shape.length;
+  const m = transposeA ? a.shape[ar - 1]! : a.shape[ar - 2]!;
+  const k = transposeA ? a.shape[ar - 2]! : a.shape[ar - 1]!;
+  const kb = transposeB ? b.shape[br - 1]! : b.shape[br - 2]!;
+  const n = transposeB ? b.shape[br - 2]! : b.shape[br - 1]!;
+  if (k !== kb) return fallback(); // the stock kernel raises tfjs's own shape error
+  const outerA = a.shape.slice(0, -2);
+  const outerB = b.shape.slice(0, -2);
+  const batchA = outerA.reduce((p, d) => p * d, 1);
+  const batchB = outerB.reduce((p, d) => p * d, 1);
+  let outer: number[];
+  if (outerA.length === outerB.length && outerA.every((d, i) => d === outerB[i])) outer = outerA;
+  else if (batchA === 1 && outerA.length <= outerB.length) outer = outerB;
+  else if (batchB === 1 && outerB.length <= outerA.length) outer = outerA;
+  else return fallback();
+  const batch = outer.reduce((p, d) => p * d, 1);
+  const out = batchMatMul(av, bv, { batch, batchA, batchB, m, n, k, transposeA: Boolean(transposeA), transposeB: Boolean(transposeB) });
+  return args.backend.makeTensorInfo([...outer, m, n], "float32", out);
+}
+
+/**
+ * tf.fused.conv2d: the stock kernel calls the stock conv2D function directly (not through the
+ * registry), so without this it would bypass the fast convolution. Bias per output channel (or a
+ * scalar) and linear/relu/relu6/sigmoid/leakyrelu activations are applied in place.
+ */
+function fastFusedConv2D(args: KernelArgs): TensorInfo {
+  const { x, filter, bias } = args.inputs as { x: TensorInfo; filter: TensorInfo; bias?: TensorInfo };
+  const attrs = args.attrs as unknown as Attrs & { activation?: string; leakyreluAlpha?: number };
+  const activation = attrs.activation ?? "linear";
+  const g = geometry(convInfo(x.shape, filter.shape, attrs, attrs.dilations ?? 1));
+  const xv = float32Values(args.backend, x);
+  const wv = float32Values(args.backend, filter);
+  const bv = bias ? float32Values(args.backend, bias) : undefined;
+  const supported = ["linear", "relu", "relu6", "sigmoid", "leakyrelu"].includes(activation);
+  if (!g || !xv || !wv || !supported || (bias && (!bv || (bv.length !== g.outChannels && bv.length !== 1)))) {
+    return stock.get("FusedConv2D")!(args as never) as TensorInfo;
+  }
+  const y = conv2dForward(xv, wv, g);
+  const C = g.outChannels;
+  const alpha = attrs.leakyreluAlpha ?? 0.2;
+  for (let i = 0, c = 0; i < y.length; i++) {
+    let v = y[i]! + (bv ? bv[bv.length === 1 ? 0 : c]! : 0);
+    if (activation === "relu") v = v < 0 ? 0 : v;
+    else if (activation === "relu6") v = v < 0 ? 0 : v > 6 ? 6 : v;
+    else if (activation === "sigmoid") v = 1 / (1 + Math.exp(-v));
+    else if (activation === "leakyrelu") v = v < 0 ? alpha * v : v;
+    y[i] = v;
+    if (++c === C) c = 0;
+  }
+  return args.backend.makeTensorInfo([g.batch, g.outHeight, g.outWidth, C], "float32", y);
+}
+
 const FAST: Record<FastCpuKernelName, (args: KernelArgs) => TensorInfo | TensorInfo[]> = {
   Conv2D: fastConv2D,
   Conv2DBackpropInput: fastConv2DBackpropInput,
@@ -218,6 +279,8 @@ const FAST: Record<FastCpuKernelName, (args: KernelArgs) => TensorInfo | TensorI
   Concat: fastConcat,
   Relu: fastRelu,
   Step: fastStep,
+  BatchMatMul: fastBatchMatMul,
+  FusedConv2D: fastFusedConv2D,
   MaxPoolGrad: fastMaxPoolGrad,
 };
 

@@ -64,10 +64,15 @@ async function ingest(root: string): Promise<number> {
 }
 
 if (values.phase) {
+  // Sampled, not getrusage: Linux keeps ru_maxrss across exec, so a child would report its parent's peak.
+  let peak = process.memoryUsage().rss;
+  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
   const start = performance.now();
   const count = values.phase === "decode" ? await decodeOnly(values.root!) : await ingest(values.root!);
   const seconds = (performance.now() - start) / 1000;
-  process.stdout.write(JSON.stringify({ count, seconds, maxRssMiB: process.resourceUsage().maxRSS / 1024 }) + "\n");
+  clearInterval(sampler);
+  peak = Math.max(peak, process.memoryUsage().rss);
+  process.stdout.write(JSON.stringify({ count, seconds, maxRssMiB: peak / 2 ** 20 }) + "\n");
 } else {
   const root = path.join(os.tmpdir(), `prolearn-bench-ingest-qata-${n}-224`);
   if (!existsSync(path.join(root, "split.json"))) {

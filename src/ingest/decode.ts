@@ -3,6 +3,7 @@ import path from "node:path";
 import sharp from "sharp";
 import type { RowCache } from "../pipeline/stage.js";
 import { hashJson, sha256 } from "../util/hash.js";
+import { encodeGreyPng, sniffFormat } from "./png.js";
 import { quarantineEntry, type QuarantineEntry, type QuarantineReason } from "./reasons.js";
 import type { SampleDescriptor } from "./scan.js";
 
@@ -14,7 +15,7 @@ export interface DecodeParams {
 }
 
 /** Bumped when decoding or binarisation changes, so cached rows from older code are not reused. */
-export const DECODE_VERSION = 2;
+export const DECODE_VERSION = 3;
 
 const SUPPORTED_FORMATS = new Set(["png", "jpeg", "tiff", "webp"]);
 
@@ -37,26 +38,30 @@ export type DecodeOutcome = { ok: true; value: DecodedSample } | { ok: false; re
  * 0/255 mask stays near 0 and 255, a photograph or a soft probability map does not.
  */
 export function binarizeMask(grey: Uint8Array, params: DecodeParams): { bits: Uint8Array; foreground: number; ambiguousFraction: number } {
-  let max = 0;
-  for (let i = 0; i < grey.length; i++) if (grey[i]! > max) max = grey[i]!;
   const bits = new Uint8Array(grey.length);
+  const t = params.maskThreshold;
+  const low = t - 64;
+  const high = t + 64;
+  let max = 0;
   let foreground = 0;
   let ambiguous = 0;
+  // One pass for the usual 0/255 mask; a second only for 0/1 label masks.
+  for (let i = 0; i < grey.length; i++) {
+    const v = grey[i]!;
+    if (v > max) max = v;
+    if (v > t) {
+      bits[i] = 1;
+      foreground++;
+    }
+    if (v > low && v <= high) ambiguous++;
+  }
   if (max <= 1) {
+    foreground = 0;
     for (let i = 0; i < grey.length; i++) {
       bits[i] = grey[i]!;
       foreground += grey[i]!;
     }
-  } else {
-    const t = params.maskThreshold;
-    for (let i = 0; i < grey.length; i++) {
-      const v = grey[i]!;
-      if (v > t) {
-        bits[i] = 1;
-        foreground++;
-      }
-      if (v > t - 64 && v <= t + 64) ambiguous++;
-    }
+    ambiguous = 0;
   }
   return { bits, foreground, ambiguousFraction: ambiguous / grey.length };
 }
@@ -78,13 +83,12 @@ export async function decodePair(imageBytes: Uint8Array, maskBytes: Uint8Array, 
   let height: number;
   let format: string;
   try {
-    const image = sharp(imageBytes, { failOn: "truncated" });
-    const { info } = await image.raw().toBuffer({ resolveWithObject: true });
-    const meta = await sharp(imageBytes).metadata();
+    const sniffed = sniffFormat(imageBytes);
+    if (!sniffed) return { ok: false, ...(await classifyFailure(imageBytes, new Error("Input buffer contains unsupported image format"))), source: "image" };
+    const { info } = await sharp(imageBytes, { failOn: "truncated" }).raw().toBuffer({ resolveWithObject: true });
     width = info.width;
     height = info.height;
-    format = meta.format ?? "unknown";
-    if (!SUPPORTED_FORMATS.has(format)) return { ok: false, reason: "unsupported-format", detail: `${format} image; use PNG, JPEG, TIFF or WebP`, source: "image" };
+    format = sniffed;
   } catch (error) {
     return { ok: false, ...(await classifyFailure(imageBytes, error)), source: "image" };
   }
@@ -111,9 +115,8 @@ export async function decodePair(imageBytes: Uint8Array, maskBytes: Uint8Array, 
       source: "mask",
     };
   }
-  // Without b-w, sharp writes a one-channel raw buffer as an RGB PNG.
-  const maskPng = await sharp(bits, { raw: { width, height, channels: 1 } }).toColourspace("b-w").png({ compressionLevel: 6, adaptiveFiltering: false }).toBuffer();
-  return { ok: true, value: { width, height, format, maskPng: new Uint8Array(maskPng), maskEmpty: foreground === 0, maskCoverage: foreground / (width * height) } };
+  const maskPng = encodeGreyPng(bits, width, height);
+  return { ok: true, value: { width, height, format, maskPng, maskEmpty: foreground === 0, maskCoverage: foreground / (width * height) } };
 }
 
 function encodeCached(outcome: DecodeOutcome): Buffer {

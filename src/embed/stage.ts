@@ -326,6 +326,7 @@ export const embedStage = defineStage({
   inputs: ["ingest"],
   optionalInputs: ["filter"],
   outputs: ["embeddings.parquet", "encoder.json"],
+  nonKeyParams: ["concurrency", "shardRows"],
   async resources(pipeline, params): Promise<Record<string, string>> {
     if (params.encoder === "biomedclip") return { model: await biomedclipFolderDigest(modelDir(pipeline, params)) };
     return {};

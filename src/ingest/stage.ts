@@ -99,6 +99,7 @@ export const ingestStage = defineStage({
   params: ingestParamsSchema,
   inputs: [],
   outputs: ["samples.parquet", "quarantine.parquet", "orphans.parquet", "fingerprint.json"],
+  nonKeyParams: ["concurrency"],
   async resources(pipeline) {
     return { dataset: await digestFiles(await datasetFiles(pipeline), pipeline.dataset.root) };
   },

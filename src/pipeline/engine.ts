@@ -218,7 +218,14 @@ async function keyParts(pipeline: ResolvedPipeline, registry: StageRegistry, nam
     inputs[dep] = digest;
   }
   const resources = stage.resources ? await stage.resources(pipeline, params as never) : {};
-  return { stage: name, version: stage.version, params, dataset: datasetKeyPart(pipeline), inputs, resources };
+  return { stage: name, version: stage.version, params: keyedParams(params, stage.nonKeyParams), dataset: datasetKeyPart(pipeline), inputs, resources };
+}
+
+function keyedParams(params: unknown, excluded: readonly string[] | undefined): unknown {
+  if (!excluded?.length || !params || typeof params !== "object") return params;
+  const kept: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(params)) if (!excluded.includes(key)) kept[key] = value;
+  return kept;
 }
 
 function lastKeyParts(catalog: Catalog, pipeline: string, stage: string): KeyParts | undefined {

@@ -69,6 +69,11 @@ export interface StageDefinition<Schema extends z.ZodType = z.ZodType> {
   /** File names this stage writes into outDir. */
   outputs: readonly string[];
   /**
+   * Params that change how the work is scheduled but never the bytes of the output
+   * (concurrency, shard size): left out of the cache key, so tuning them reuses the cache.
+   */
+  nonKeyParams?: readonly string[];
+  /**
    * External things the result depends on that are not upstream outputs (a dataset folder, a
    * model folder): name -> content digest. Computed before the cache lookup, so keep it cheap.
    */

@@ -156,3 +156,14 @@ describe("engine", () => {
     assert.deepEqual(counts, { numbers: 1, scale: 1, total: 1 });
   });
 });
+
+test("params a stage declares as non-key (scheduling only) do not change its cache key", async () => {
+  const { file } = project();
+  const registry = new Map(TEST_STAGES);
+  registry.set("scale", { ...TEST_STAGES.get("scale")!, nonKeyParams: ["slowMs"] });
+  const first = await runPipeline(load(file), { registry });
+  writeFileSync(file, readFileSync(file, "utf8").replace("factor: 2", "factor: 2, slowMs: 5"));
+  const second = await runPipeline(loadPipelineFile(file, registry), { registry });
+  assert.deepEqual(second.stages.map((s) => s.status), ["cached", "cached", "cached"]);
+  assert.equal(second.stages[1]!.cacheKey, first.stages[1]!.cacheKey);
+});

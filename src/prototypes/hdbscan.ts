@@ -156,42 +156,50 @@ interface Mst {
  */
 function primMutualReachabilityMst(distances: Float32Array | Float64Array, core: Float32Array, n: number, onProgress?: HdbscanOptions["onProgress"]): Mst {
   const edges: Mst = { a: new Int32Array(n - 1), b: new Int32Array(n - 1), weight: new Float64Array(n - 1) };
-  const remaining = new Int32Array(n - 1);
-  for (let i = 0; i < n - 1; i++) remaining[i] = i + 1;
+  // Vertices not yet in the tree, with their best known edge, kept compact (swap-remove) and in
+  // parallel arrays, so the O(n^2) loop reads one gathered distance and three sequential values.
+  const vertex = new Int32Array(n - 1);
+  const vertexCore = new Float64Array(n - 1);
+  const best = new Float64Array(n - 1).fill(Infinity);
+  const from = new Int32Array(n - 1);
+  for (let i = 0; i < n - 1; i++) {
+    vertex[i] = i + 1;
+    vertexCore[i] = core[i + 1]!;
+  }
   let count = n - 1;
-  const best = new Float64Array(n).fill(Infinity);
-  const from = new Int32Array(n);
   let current = 0;
   const progressEvery = Math.max(1, Math.floor(n / 100));
   for (let e = 0; e < n - 1; e++) {
     const base = current * n;
     const coreCurrent = core[current]!;
     let bestValue = Infinity;
-    let bestVertex = -1;
     let bestPosition = -1;
     for (let p = 0; p < count; p++) {
-      const j = remaining[p]!;
-      let d: number = distances[base + j]!;
+      let d: number = distances[base + vertex[p]!]!;
       if (coreCurrent > d) d = coreCurrent;
-      const coreJ = core[j]!;
+      const coreJ = vertexCore[p]!;
       if (coreJ > d) d = coreJ;
-      let bj = best[j]!;
+      let bj = best[p]!;
       if (d < bj) {
-        best[j] = d;
-        from[j] = current;
+        best[p] = d;
+        from[p] = current;
         bj = d;
       }
       if (bj < bestValue) {
         bestValue = bj;
-        bestVertex = j;
         bestPosition = p;
       }
     }
-    edges.a[e] = from[bestVertex]!;
-    edges.b[e] = bestVertex;
+    const next = vertex[bestPosition]!;
+    edges.a[e] = from[bestPosition]!;
+    edges.b[e] = next;
     edges.weight[e] = bestValue;
-    remaining[bestPosition] = remaining[--count]!;
-    current = bestVertex;
+    count--;
+    vertex[bestPosition] = vertex[count]!;
+    vertexCore[bestPosition] = vertexCore[count]!;
+    best[bestPosition] = best[count]!;
+    from[bestPosition] = from[count]!;
+    current = next;
     if (onProgress && (e + 1) % progressEvery === 0) onProgress("mst", e + 1, n - 1);
   }
   return edges;

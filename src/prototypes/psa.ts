@@ -190,15 +190,27 @@ export class PrototypeSpace {
   }
 
   private respond(v: Float32Array, row: number, scores: Float32Array, base: number, topK: number, temperature: number, out: QueryResult): void {
-    const { dim, size, topIds, topScores } = this;
+    const dim = this.dim;
+    const size = this.size;
+    const topIds = this.topIds;
+    const topScores = this.topScores;
+    const responses = this.responses;
+    const embeddings = out.embeddings;
+    const vBase = row * dim;
     let norm = 0;
-    for (let k = 0; k < dim; k++) norm += v[row * dim + k]! ** 2;
+    for (let k = 0; k < dim; k++) {
+      const x = v[vBase + k]!;
+      norm += x * x;
+    }
     const inv = norm > 0 ? 1 / Math.sqrt(norm) : 0;
-    topScores.fill(-Infinity, 0, topK);
-    topIds.fill(-1, 0, topK);
+    for (let j = 0; j < topK; j++) {
+      topScores[j] = -Infinity;
+      topIds[j] = -1;
+    }
+    let floor = -Infinity;
     for (let p = 0; p < size; p++) {
       const s = scores[base + p]!;
-      if (s <= topScores[topK - 1]!) continue;
+      if (s <= floor) continue;
       let i = topK - 1;
       while (i > 0 && topScores[i - 1]! < s) {
         topScores[i] = topScores[i - 1]!;
@@ -207,6 +219,7 @@ export class PrototypeSpace {
       }
       topScores[i] = s;
       topIds[i] = p;
+      floor = topScores[topK - 1]!;
     }
     // Softmax of cosines (scores scaled by 1/|v|), shifted by the maximum for stability.
     const first = topScores[0]! * inv;
@@ -217,14 +230,16 @@ export class PrototypeSpace {
       total += w;
     }
     const e = row * dim;
-    out.embeddings.fill(0, e, e + dim);
+    const idOut = out.ids;
+    const weightOut = out.weights;
     for (let j = 0; j < topK; j++) {
       const w = topScores[j]! / total;
       const id = topIds[j]!;
-      out.ids[row * topK + j] = id;
-      out.weights[row * topK + j] = w;
+      idOut[row * topK + j] = id;
+      weightOut[row * topK + j] = w;
       const r = id * dim;
-      for (let k = 0; k < dim; k++) out.embeddings[e + k] += w * this.responses[r + k]!;
+      if (j === 0) for (let k = 0; k < dim; k++) embeddings[e + k] = w * responses[r + k]!;
+      else for (let k = 0; k < dim; k++) embeddings[e + k] += w * responses[r + k]!;
     }
   }
 }

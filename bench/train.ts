@@ -39,8 +39,17 @@ function torchReference(): string | undefined {
   return candidates.find((c): c is string => Boolean(c && existsSync(c)));
 }
 
-function torchStep(script: string, size: number): { ms: number; threads: string; params: string } | { error: string } {
-  const run = spawnSync("/usr/bin/python3", [script, String(size), String(batch), String(steps)], { encoding: "utf8", timeout: 30 * 60_000 });
+/**
+ * Runs the PyTorch reference. With `cpuTime`, its step timer (time.perf_counter) is swapped for
+ * time.process_time, so the median is CPU time per step: comparable with ours when other
+ * processes share the cores (PyTorch runs 1 thread here, so process time = step time when idle).
+ */
+function torchStep(script: string, size: number, cpuTime: boolean): { ms: number; threads: string; params: string } | { error: string } {
+  const argv = [String(size), String(batch), String(steps)];
+  const args = cpuTime
+    ? ["-c", "import sys, time, runpy; time.perf_counter = time.process_time; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')", script, ...argv]
+    : [script, ...argv];
+  const run = spawnSync("/usr/bin/python3", args, { encoding: "utf8", timeout: 30 * 60_000 });
   if (run.error) return { error: run.error.message };
   if (run.status !== 0) return { error: `exit ${run.status}: ${run.stderr.trim().split("\n").slice(-3).join(" | ")}` };
   const ms = /ms\/step median ([\d.]+)/.exec(run.stdout)?.[1];
@@ -53,16 +62,19 @@ const info = await initTrainingBackend({ backend: "cpu" });
 const script = values["skip-torch"] ? undefined : torchReference();
 const load = os.loadavg().map((l) => l.toFixed(1)).join(" ");
 console.log(`machine: ${info.adapter}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, load average ${load}`);
-console.log(`batch ${batch}, ${steps} measured steps after 1 warm-up; ms = median wall time per step, cpu = median process CPU time per step`);
+console.log(`batch ${batch}, ${steps} measured steps after 1 warm-up; ms = median wall time per step, cpu = median process CPU time per step (both sides)`);
 if (!script) console.log(values["skip-torch"] ? "PyTorch skipped (--skip-torch)" : "PyTorch reference not found (set PROLEARN_SHARED or check ../shared/reference)");
 
 const rows: string[] = [];
-const header = `${"size".padEnd(5)} ${"backend".padEnd(10)} ${"ms/step".padStart(9)} ${"cpu ms".padStart(8)} ${"torch ms".padStart(9)} ${"ratio".padStart(7)}`;
+const header = `${"size".padEnd(5)} ${"backend".padEnd(10)} ${"ms/step".padStart(9)} ${"torch ms".padStart(9)} ${"ratio".padStart(8)} | ${"cpu ms".padStart(8)} ${"torch cpu".padStart(9)} ${"cpu ratio".padStart(9)}`;
 console.log(header);
 for (const size of sizes) {
-  const torch = script ? torchStep(script, size) : undefined;
+  const torch = script ? torchStep(script, size, false) : undefined;
+  const torchCpu = script ? torchStep(script, size, true) : undefined;
   const torchMs = torch && "ms" in torch ? torch.ms : undefined;
+  const torchCpuMs = torchCpu && "ms" in torchCpu ? torchCpu.ms : undefined;
   if (torch && "error" in torch) console.log(`  PyTorch at ${size} failed: ${torch.error}`);
+  if (torchCpu && "error" in torchCpu) console.log(`  PyTorch (CPU time) at ${size} failed: ${torchCpu.error}`);
   if (torch && "ms" in torch && torch.params !== "481745") console.log(`  note: PyTorch reports ${torch.params} params`);
   const variants: Array<["cpu+fast" | "cpu stock", number]> = [["cpu+fast", steps]];
   if (size === 64 && stockSteps > 0) variants.push(["cpu stock", stockSteps]);
@@ -72,7 +84,10 @@ for (const size of sizes) {
     // The stock kernels need minutes per step even at 64: no warm-up step for them.
     const t = timeReferenceTraining({ size, batch, steps: n, warmup: name === "cpu stock" ? 0 : 1 });
     const ratio = torchMs ? (t.msPerStep / torchMs).toFixed(2) + "x" : "-";
-    const line = `${String(size).padEnd(5)} ${name.padEnd(10)} ${t.msPerStep.toFixed(0).padStart(9)} ${t.cpuMsPerStep.toFixed(0).padStart(8)} ${(torchMs?.toFixed(0) ?? "-").padStart(9)} ${ratio.padStart(7)}`;
+    const cpuRatio = torchCpuMs ? (t.cpuMsPerStep / torchCpuMs).toFixed(2) + "x" : "-";
+    const line =
+      `${String(size).padEnd(5)} ${name.padEnd(10)} ${t.msPerStep.toFixed(0).padStart(9)} ${(torchMs?.toFixed(0) ?? "-").padStart(9)} ${ratio.padStart(8)} | ` +
+      `${t.cpuMsPerStep.toFixed(0).padStart(8)} ${(torchCpuMs?.toFixed(0) ?? "-").padStart(9)} ${cpuRatio.padStart(9)}`;
     console.log(line);
     rows.push(line);
   }

@@ -174,8 +174,17 @@ function padIntoWorkspace(x: Float32Array, g: ConvGeometry, ws: GemmWorkspace): 
   return { offset, paddedHeight, paddedWidth };
 }
 
+/**
+ * The in-place path holds the padded input and the whole output in WebAssembly memory; beyond
+ * ~1 GiB of floats the tiled im2col path, whose scratch is bounded, takes over.
+ */
+const IN_PLACE_MAX_FLOATS = 1 << 28;
+
 function isStride1(g: ConvGeometry): boolean {
-  return g.strideHeight === 1 && g.strideWidth === 1 && g.padTop >= 0 && g.padLeft >= 0 && g.padTop < g.filterHeight && g.padLeft < g.filterWidth;
+  if (g.strideHeight !== 1 || g.strideWidth !== 1 || g.padTop < 0 || g.padLeft < 0 || g.padTop >= g.filterHeight || g.padLeft >= g.filterWidth) return false;
+  const padded = g.batch * (g.outHeight + g.filterHeight - 1) * (g.outWidth + g.filterWidth - 1) * g.inChannels;
+  const output = g.batch * g.outHeight * g.outWidth * Math.max(g.outChannels, g.inChannels);
+  return padded + output + g.filterHeight * g.filterWidth * g.inChannels * g.outChannels <= IN_PLACE_MAX_FLOATS;
 }
 
 function conv2dForwardStride1(x: Float32Array, w: Float32Array, g: ConvGeometry, ws: GemmWorkspace): Float32Array {

@@ -81,9 +81,17 @@ export function l2NormalizeRows(points: Float32Array, n: number, dim: number, wh
   return out;
 }
 
-function transpose(points: Float32Array, n: number, dim: number): Float32Array {
+/**
+ * Euclidean distances do not change under translation, but the float32 expansion
+ * |a|^2 + |b|^2 - 2ab loses precision with the size of the norms: centring first keeps the
+ * cancellation error small for close points.
+ */
+function centerColumns(points: Float32Array, n: number, dim: number): Float32Array {
+  const mean = new Float64Array(dim);
+  for (let i = 0; i < n; i++) for (let k = 0; k < dim; k++) mean[k] += points[i * dim + k]!;
+  for (let k = 0; k < dim; k++) mean[k] /= Math.max(1, n);
   const out = new Float32Array(n * dim);
-  for (let i = 0; i < n; i++) for (let k = 0; k < dim; k++) out[k * n + i] = points[i * dim + k]!;
+  for (let i = 0; i < n; i++) for (let k = 0; k < dim; k++) out[i * dim + k] = points[i * dim + k]! - mean[k]!;
   return out;
 }
 
@@ -113,7 +121,7 @@ export async function pairwiseDistances(points: Float32Array, n: number, dim: nu
   const matrix = new Float32Array(n * n);
   if (n === 0) return matrix;
   const s = await session(metric);
-  const source = metric === "cosine" ? l2NormalizeRows(points, n, dim) : points;
+  const source = metric === "cosine" ? l2NormalizeRows(points, n, dim) : centerColumns(points, n, dim);
   const norms = metric === "euclidean" ? squaredNorms(source, n, dim) : undefined;
   // ORT's intermediates are a few blocks of m x n floats; ~64 MB of them per call keeps the peak low.
   const blockRows = Math.max(1, Math.min(n, options.blockRows ?? (Math.floor((16 * 1024 * 1024) / n) || 1)));

@@ -197,3 +197,25 @@ test("prolearn prototypes query answers from a registered artifact", async () =>
   const weights = table.getChild("weights")!.get(0)!.toArray() as Float32Array;
   assert.ok(Math.abs(weights.reduce((a, b) => a + b, 0) - 1) < 1e-5);
 });
+
+const hasNumpy = spawnSync("python3", ["-c", "import numpy"], { stdio: "ignore" }).status === 0;
+test(`exported Q.npy / R.npy load in NumPy${hasNumpy ? "" : " [skipped: python3 with numpy is not installed]"}`, { skip: hasNumpy ? false : "python3 with numpy is not installed" }, async () => {
+  const root = mkdtempSync(path.join(os.tmpdir(), "prolearn-proto-npy-"));
+  const embedDir = await embedFixture(path.join(root, "embed"), 51);
+  const workdir = path.join(root, "work");
+  await prototypesStage.run!(context(workdir, embedDir, path.join(root, "a")));
+  const registry = ArtifactRegistry.open(workdir);
+  let protos;
+  try {
+    await registry.export("unit@1", path.join(root, "export"));
+    protos = await readPrototypesFile(path.join(root, "export", "prototypes.parquet"));
+  } finally {
+    registry.close();
+  }
+  const script = "import json,sys,numpy as np; q=np.load(sys.argv[1]); r=np.load(sys.argv[2]); print(json.dumps({'shape': list(q.shape), 'dtype': str(q.dtype), 'q0': float(q[0,0]), 'rLast': float(r[-1,-1])}))";
+  const out = JSON.parse(execFileSync("python3", ["-c", script, path.join(root, "export", "Q.npy"), path.join(root, "export", "R.npy")], { encoding: "utf8" }));
+  assert.deepEqual(out.shape, [protos.count, protos.dim]);
+  assert.equal(out.dtype, "float32");
+  assert.equal(out.q0, protos.queries[0]);
+  assert.equal(out.rLast, protos.responses[protos.responses.length - 1]);
+});

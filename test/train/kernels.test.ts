@@ -163,6 +163,19 @@ describe("element-wise, reduction, split and pooling kernels equal the stock cpu
     }
   });
 
+  test("the ReLU gradient (one fused pass when installed) equals dy * step(x), zeros and NaN included", () => {
+    const results = stockAndFast(() => {
+      const x = tf.concat([tf.randomNormal([3, 50], 0, 1, "float32", 31), tf.tile(tf.tensor2d([[0, -0, NaN, 1, -1]], [1, 5]), [3, 10])], 1);
+      const dy = tf.randomNormal(x.shape, 0, 1, "float32", 32);
+      const [grad] = tf.grads((t: tf.Tensor) => tf.sum(tf.mul(tf.relu(t), dy)))([x]);
+      return [tf.relu(x), grad!];
+    });
+    for (const [fast, stock] of results) {
+      assert.equal(fast.length, stock.length);
+      for (let i = 0; i < fast.length; i++) assert.ok(Object.is(fast[i], stock[i]) || fast[i] === stock[i], `element ${i}: ${fast[i]} vs ${stock[i]}`);
+    }
+  });
+
   test("SplitV on every axis (the concat gradient)", () => {
     for (let axis = 0; axis < 4; axis++) {
       const results = stockAndFast(() => {

@@ -8,7 +8,7 @@ import type { KernelFunc, NamedAttrMap, TensorInfo } from "@tensorflow/tfjs-core
 import "@tensorflow/tfjs-backend-cpu";
 import { conv2dBackpropFilter, conv2dBackpropInput, conv2dForward, type ConvGeometry } from "./conv.js";
 import { batchMatMul } from "./matmul.js";
-import { binaryBroadcastSuffix, concatAlongAxis, maxPoolGradTiled, relu, splitAlongAxis, step, sumContiguousAxes, type BinaryOp } from "./fast-ops.js";
+import { binaryBroadcastSuffix, concatAlongAxis, maxPoolGradTiled, relu, reluGrad, splitAlongAxis, step, sumContiguousAxes, type BinaryOp } from "./fast-ops.js";
 
 /**
  * The kernels replaced on the cpu backend: the three convolution kernels (tf.conv2dTranspose runs
@@ -32,6 +32,21 @@ type ConvInfo = ReturnType<typeof tf.backend_util.computeConv2DInfo>;
 
 const stock = new Map<FastCpuKernelName, KernelFunc>();
 let installed = false;
+
+/**
+ * A kernel tfjs does not have: the ReLU gradient dy * step(x) in one pass instead of a Step and
+ * a Multiply over the whole activation. Registered on `cpu` only while the fast kernels are
+ * installed; the Relu gradient (gradients.ts) uses it when the running backend has it.
+ */
+export const RELU_GRAD_KERNEL = "ProlearnReluGrad";
+
+function reluGradKernel(args: KernelArgs): TensorInfo {
+  const { dy, x } = args.inputs as { dy: TensorInfo; x: TensorInfo };
+  const dyv = float32Values(args.backend, dy);
+  const xv = float32Values(args.backend, x);
+  if (!dyv || !xv || dyv.length !== xv.length) throw new Error(`${RELU_GRAD_KERNEL} needs float32 dy and x of one shape`);
+  return args.backend.makeTensorInfo(x.shape, "float32", reluGrad(dyv, xv));
+}
 
 function geometry(info: ConvInfo): ConvGeometry | undefined {
   if (info.dataFormat !== "channelsLast" || info.dilationHeight !== 1 || info.dilationWidth !== 1) return undefined;
@@ -307,6 +322,7 @@ export function installFastCpuKernels(): void {
     remember(name);
     replace(name, FAST[name] as unknown as KernelFunc);
   }
+  if (!tf.getKernel(RELU_GRAD_KERNEL, "cpu")) tf.registerKernel({ kernelName: RELU_GRAD_KERNEL, backendName: "cpu", kernelFunc: reluGradKernel as unknown as KernelFunc });
   installed = true;
 }
 
@@ -314,6 +330,7 @@ export function installFastCpuKernels(): void {
 export function uninstallFastCpuKernels(): void {
   if (!installed) return;
   for (const name of FAST_CPU_KERNELS) replace(name, stock.get(name)!);
+  if (tf.getKernel(RELU_GRAD_KERNEL, "cpu")) tf.unregisterKernel(RELU_GRAD_KERNEL, "cpu");
   installed = false;
 }
 

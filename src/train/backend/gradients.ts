@@ -1,4 +1,5 @@
 import * as tf from "@tensorflow/tfjs-core";
+import { RELU_GRAD_KERNEL } from "./cpu-kernels.js";
 
 /**
  * Gradients for the kernels a convolutional segmenter trains through (convolution, transposed
@@ -72,7 +73,17 @@ const GRADIENTS: GradientDefinition[] = [
   { kernelName: "Abs", inputsToSave: ["x"], gradFunc: (dy, [x]) => ({ x: () => tf.mul(dy, tf.sign(tf.cast(x!, "float32"))) }) },
   { kernelName: "Exp", outputsToSave: [true], gradFunc: (dy, [y]) => ({ x: () => tf.mul(dy, y!) }) },
   { kernelName: "Log1p", inputsToSave: ["x"], gradFunc: (dy, [x]) => ({ x: () => tf.div(dy, tf.add(x!, 1)) }) },
-  { kernelName: "Relu", inputsToSave: ["x"], gradFunc: (dy, [x]) => ({ x: () => tf.mul(dy, tf.step(tf.cast(x!, "float32"))) }) },
+  {
+    kernelName: "Relu",
+    inputsToSave: ["x"],
+    gradFunc: (dy, [x]) => ({
+      x: () =>
+        // One fused pass on the cpu backend when the fast kernels are installed (cpu-kernels.ts).
+        dy.dtype === "float32" && x!.dtype === "float32" && tf.getKernel(RELU_GRAD_KERNEL, tf.getBackend())
+          ? runKernel(RELU_GRAD_KERNEL, { dy, x: x! }, {})
+          : tf.mul(dy, tf.step(tf.cast(x!, "float32"))),
+    }),
+  },
   { kernelName: "Sigmoid", outputsToSave: [true], gradFunc: (dy, [y]) => ({ x: () => tf.mul(dy, tf.mul(y!, tf.sub(1, y!))) }) },
   { kernelName: "Reshape", inputsToSave: ["x"], gradFunc: (dy, [x]) => ({ x: () => tf.reshape(dy, x!.shape) }) },
   { kernelName: "Sum", inputsToSave: ["x"], gradFunc: (dy, [x], attrs) => ({ x: () => tf.mul(keepDims(dy, x!, attrs.axis), tf.onesLike(x!)) }) },

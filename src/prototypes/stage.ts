@@ -156,11 +156,20 @@ async function runPrototypes(ctx: StageContext<PrototypesParams>) {
   const rows = await readEmbeddings(embeddingsFile);
   const train: number[] = [];
   const validation: number[] = [];
+  let emptyTexts = 0;
   for (let i = 0; i < rows.ids.length; i++) {
     if (!rows.available[i] || !rows.textValid[i]) continue;
+    // An all-zero text embedding (a report with no known token) carries no text to cluster or compare.
+    let norm = 0;
+    for (let k = 0; k < rows.dim; k++) norm += rows.texts[i * rows.dim + k]! ** 2;
+    if (!(norm > 0)) {
+      emptyTexts++;
+      continue;
+    }
     if (rows.split[i] === "train") train.push(i);
     else if (rows.split[i] === "val") validation.push(i);
   }
+  if (emptyTexts > 0) ctx.log(`${emptyTexts} report(s) have an all-zero text embedding and are left out`, "warn");
   if (train.length === 0) {
     throw new StageError("prototypes", "no training row has an available report with a text embedding", { location: { file: embeddingsFile }, hint: "raise dataset.textAvailability, or check that the embed stage embedded the reports" });
   }
@@ -233,6 +242,7 @@ async function runPrototypes(ctx: StageContext<PrototypesParams>) {
   return {
     mode: params.mode,
     pairedSamples: train.length,
+    emptyTexts,
     surrogateLabels: built.numClusters,
     noise: built.noisePoints,
     dropped: built.droppedPoints,

@@ -20,8 +20,9 @@ import { syntheticPairs } from "./synthetic.js";
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const DIM = 32;
 
-async function embedFixture(dir: string, seed: number, textAvailability = 1): Promise<string> {
+async function embedFixture(dir: string, seed: number, textAvailability = 1, zeroTextRows: number[] = []): Promise<string> {
   const data = syntheticPairs({ groups: 4, perGroup: 40, dim: DIM, seed, splits: ["train", "train", "train", "val", "test"] });
+  for (const row of zeroTextRows) data.texts.fill(0, row * DIM, (row + 1) * DIM);
   const n = data.ids.length;
   const available = data.split.map((s, i) => s !== "train" || i % Math.round(1 / textAvailability) === 0);
   const valid = Uint8Array.from(available, (a) => (a ? 1 : 0));
@@ -62,9 +63,11 @@ function context(workdir: string, embedDir: string, outDir: string, params: Part
 
 test("prototypes stage: outputs per the data contract, lineage manifest, usefulness margins, published as version 1", async () => {
   const root = mkdtempSync(path.join(os.tmpdir(), "prolearn-proto-stage-"));
-  const embedDir = await embedFixture(path.join(root, "embed"), 21);
+  const embedDir = await embedFixture(path.join(root, "embed"), 21, 1, [0]);
   const ctx = context(path.join(root, "work"), embedDir, path.join(root, "out1"));
   const summary = (await prototypesStage.run!(ctx)) as Record<string, any>;
+  assert.equal(summary.emptyTexts, 1, "an all-zero text embedding is left out, not fed to cosine HDBSCAN");
+  assert.equal(summary.pairedSamples, 96 - 1);
   for (const f of prototypesStage.outputs) assert.ok(existsSync(path.join(ctx.outDir, f)), f);
   const table = await readParquetFile(path.join(ctx.outDir, "prototypes.parquet"));
   assert.deepEqual(table.schema.fields.map((f) => f.name), ["prototype_id", "cluster", "subcluster", "sample_id", "size", "query", "response"]);

@@ -187,13 +187,14 @@ describe("element-wise, reduction, split and pooling kernels equal the stock cpu
     }
   });
 
-  test("MaxPoolGrad for 2x2 stride-2 pooling, ties included, and a fallback for overlapping windows", () => {
+  test("MaxPool and MaxPoolGrad for tiling windows (ties, NaN included) and a fallback for overlapping windows", () => {
     const results = stockAndFast(() => {
       // Rounded values make ties common, which exercises the first-maximum rule.
       const x = tf.round(tf.mul(tf.randomNormal([2, 8, 9, 5], 0, 1, "float32", 4), 2)) as tf.Tensor4D;
       const f = (a: tf.Tensor) => tf.sum(tf.mul(tf.maxPool(a as tf.Tensor4D, 2, 2, "valid"), tf.randomNormal([2, 4, 4, 5], 0, 1, "float32", 8)));
       const g = (a: tf.Tensor) => tf.sum(tf.maxPool(a as tf.Tensor4D, 3, 1, "same"));
-      return [tf.grad(f)(x), tf.grad(g)(x)];
+      const withNaN = tf.concat([x, tf.fill([2, 8, 1, 5], NaN)], 2) as tf.Tensor4D;
+      return [tf.grad(f)(x), tf.grad(g)(x), tf.maxPool(x, 2, 2, "valid"), tf.maxPool(withNaN, 2, 2, "valid"), tf.maxPool(x, 3, 3, "valid")];
     });
     for (const [fast, stock] of results) assert.deepEqual([...fast], [...stock]);
   });

@@ -8,13 +8,13 @@ import type { KernelFunc, NamedAttrMap, TensorInfo } from "@tensorflow/tfjs-core
 import "@tensorflow/tfjs-backend-cpu";
 import { conv2dBackpropFilter, conv2dBackpropInput, conv2dForward, type ConvGeometry } from "./conv.js";
 import { batchMatMul } from "./matmul.js";
-import { binaryBroadcastSuffix, concatAlongAxis, maxPoolGradTiled, relu, reluGrad, splitAlongAxis, step, sumContiguousAxes, type BinaryOp } from "./fast-ops.js";
+import { binaryBroadcastSuffix, concatAlongAxis, maxPoolGradTiled, maxPoolTiled, relu, reluGrad, splitAlongAxis, step, sumContiguousAxes, type BinaryOp } from "./fast-ops.js";
 
 /**
  * The kernels replaced on the cpu backend: the three convolution kernels (tf.conv2dTranspose runs
  * on them too) and the ops that dominate a U-Net step once convolutions are fast.
  */
-export const FAST_CPU_KERNELS = ["Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "Add", "Sub", "Multiply", "RealDiv", "Sum", "SplitV", "Concat", "MaxPoolGrad", "Relu", "Step", "BatchMatMul", "FusedConv2D"] as const;
+export const FAST_CPU_KERNELS = ["Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "Add", "Sub", "Multiply", "RealDiv", "Sum", "SplitV", "Concat", "MaxPoolGrad", "Relu", "Step", "BatchMatMul", "FusedConv2D", "MaxPool"] as const;
 export type FastCpuKernelName = (typeof FAST_CPU_KERNELS)[number];
 
 interface CpuBackendLike {
@@ -162,27 +162,31 @@ function fastSplitV(args: KernelArgs): TensorInfo[] {
   return parts.map((values, i) => args.backend.makeTensorInfo(x.shape.map((d, k) => (k === $axis ? sizes[i]! : d)), "float32", values));
 }
 
-function fastMaxPoolGrad(args: KernelArgs): TensorInfo {
-  const { dy, input } = args.inputs as { dy: TensorInfo; input: TensorInfo };
-  const { filterSize, strides, pad, dimRoundingMode } = args.attrs as {
-    filterSize: number | [number, number];
-    strides: number | [number, number];
-    pad: "valid" | "same" | number;
-    dimRoundingMode?: "floor" | "round" | "ceil";
-  };
-  const info = tf.backend_util.computePool2DInfo(input.shape as [number, number, number, number], filterSize, strides, 1, pad, dimRoundingMode);
-  const xv = float32Values(args.backend, input);
-  const dyv = float32Values(args.backend, dy);
-  const tiled =
+type PoolAttrs = {
+  filterSize: number | [number, number];
+  strides: number | [number, number];
+  pad: "valid" | "same" | number;
+  dimRoundingMode?: "floor" | "round" | "ceil";
+};
+
+type PoolInfo = ReturnType<typeof tf.backend_util.computePool2DInfo>;
+
+/** Square windows that tile the input: the only pooling the fast paths take. */
+function tiledPool(info: PoolInfo): boolean {
+  return (
     info.filterHeight === info.filterWidth &&
     info.strideHeight === info.filterHeight &&
     info.strideWidth === info.filterWidth &&
     info.padInfo.top === 0 &&
     info.padInfo.left === 0 &&
     info.dilationHeight === 1 &&
-    info.dilationWidth === 1;
-  if (!tiled || !xv || !dyv) return stock.get("MaxPoolGrad")!(args as never) as TensorInfo;
-  const dx = maxPoolGradTiled(xv, dyv, {
+    info.dilationWidth === 1 &&
+    info.dataFormat === "channelsLast"
+  );
+}
+
+function poolGeometry(info: PoolInfo) {
+  return {
     batch: info.batchSize,
     inHeight: info.inHeight,
     inWidth: info.inWidth,
@@ -190,8 +194,26 @@ function fastMaxPoolGrad(args: KernelArgs): TensorInfo {
     outHeight: info.outHeight,
     outWidth: info.outWidth,
     size: info.filterHeight,
-  });
-  return args.backend.makeTensorInfo(input.shape, "float32", dx);
+  };
+}
+
+function fastMaxPool(args: KernelArgs): TensorInfo {
+  const { x } = args.inputs as { x: TensorInfo };
+  const { filterSize, strides, pad, dimRoundingMode } = args.attrs as PoolAttrs;
+  const info = tf.backend_util.computePool2DInfo(x.shape as [number, number, number, number], filterSize, strides, 1, pad, dimRoundingMode);
+  const xv = float32Values(args.backend, x);
+  if (!xv || !tiledPool(info) || info.filterHeight === 1) return stock.get("MaxPool")!(args as never) as TensorInfo;
+  return args.backend.makeTensorInfo(info.outShape, "float32", maxPoolTiled(xv, poolGeometry(info)));
+}
+
+function fastMaxPoolGrad(args: KernelArgs): TensorInfo {
+  const { dy, input } = args.inputs as { dy: TensorInfo; input: TensorInfo };
+  const { filterSize, strides, pad, dimRoundingMode } = args.attrs as PoolAttrs;
+  const info = tf.backend_util.computePool2DInfo(input.shape as [number, number, number, number], filterSize, strides, 1, pad, dimRoundingMode);
+  const xv = float32Values(args.backend, input);
+  const dyv = float32Values(args.backend, dy);
+  if (!tiledPool(info) || !xv || !dyv) return stock.get("MaxPoolGrad")!(args as never) as TensorInfo;
+  return args.backend.makeTensorInfo(input.shape, "float32", maxPoolGradTiled(xv, dyv, poolGeometry(info)));
 }
 
 function fastRelu(args: KernelArgs): TensorInfo {
@@ -297,6 +319,7 @@ const FAST: Record<FastCpuKernelName, (args: KernelArgs) => TensorInfo | TensorI
   BatchMatMul: fastBatchMatMul,
   FusedConv2D: fastFusedConv2D,
   MaxPoolGrad: fastMaxPoolGrad,
+  MaxPool: fastMaxPool,
 };
 
 function remember(name: FastCpuKernelName): KernelFunc {

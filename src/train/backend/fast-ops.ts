@@ -230,3 +230,35 @@ export function concatAlongAxis(shapes: number[][], values: Float32Array[], axis
   });
   return out;
 }
+
+/**
+ * Max-pool forward for NHWC windows that tile the input (no overlap, no padding). NaN is skipped
+ * and an all-NaN window gives -Infinity, as the stock kernel (it only takes strictly larger values).
+ */
+export function maxPoolTiled(
+  x: Float32Array,
+  g: { batch: number; inHeight: number; inWidth: number; channels: number; outHeight: number; outWidth: number; size: number },
+): Float32Array {
+  const { batch, inHeight: H, inWidth: W, channels: C, outHeight: OH, outWidth: OW, size: S } = g;
+  const out = new Float32Array(batch * OH * OW * C);
+  const best = new Float64Array(C);
+  for (let b = 0; b < batch; b++) {
+    for (let oy = 0; oy < OH; oy++) {
+      for (let ox = 0; ox < OW; ox++) {
+        best.fill(-Infinity);
+        for (let wy = 0; wy < S; wy++) {
+          for (let wx = 0; wx < S; wx++) {
+            const base = ((b * H + oy * S + wy) * W + ox * S + wx) * C;
+            for (let c = 0; c < C; c++) {
+              const v = x[base + c]!;
+              const m = best[c]!;
+              best[c] = v > m ? v : m;
+            }
+          }
+        }
+        out.set(best, ((b * OH + oy) * OW + ox) * C);
+      }
+    }
+  }
+  return out;
+}

@@ -176,12 +176,14 @@ describe("element-wise, reduction, split and pooling kernels equal the stock cpu
     }
   });
 
-  test("SplitV on every axis (the concat gradient)", () => {
+  test("SplitV and Concat on every axis, short and long blocks", () => {
     for (let axis = 0; axis < 4; axis++) {
       const results = stockAndFast(() => {
-        const x = tf.randomNormal([4, 6, 5, 8], 0, 1, "float32", axis + 1);
-        const sizes = [[1, 3], [2, 4], [5, 0], [3, 5]][axis]!;
-        return tf.split(x, sizes, axis);
+        const x = tf.randomNormal([4, 6, 5, 80], 0, 1, "float32", axis + 1);
+        const sizes = [[1, 3], [2, 4], [5, 0], [30, 50]][axis]!;
+        const parts = tf.split(x, sizes, axis);
+        const y = tf.randomNormal([4, 6, 5, 80].map((d, i) => (i === axis ? 3 : d)), 0, 1, "float32", axis + 10);
+        return [...parts, tf.concat([x, y, x], axis)];
       });
       for (const [fast, stock] of results) assert.deepEqual([...fast], [...stock]);
     }

@@ -107,6 +107,27 @@ export function sumContiguousAxes(shape: number[], x: Float32Array, axes: number
   return out;
 }
 
+/**
+ * Copies `count` blocks of `length` floats from src (block i at srcOffset + i * srcPitch) to dst
+ * (at dstOffset + i * dstPitch). Short blocks (the channels of one pixel) are copied in a loop:
+ * a subarray per block would allocate two objects per pixel.
+ */
+function copyBlocks(src: Float32Array, srcOffset: number, srcPitch: number, dst: Float32Array, dstOffset: number, dstPitch: number, count: number, length: number): void {
+  if (length >= 256) {
+    for (let i = 0; i < count; i++) {
+      const from = srcOffset + i * srcPitch;
+      dst.set(src.subarray(from, from + length), dstOffset + i * dstPitch);
+    }
+    return;
+  }
+  for (let i = 0; i < count; i++) {
+    let from = srcOffset + i * srcPitch;
+    let to = dstOffset + i * dstPitch;
+    const end = from + length;
+    while (from < end) dst[to++] = src[from++]!;
+  }
+}
+
 /** Splits x along `axis` into pieces of the given sizes: one block copy per outer index. */
 export function splitAlongAxis(shape: number[], x: Float32Array, axis: number, sizes: number[]): Float32Array[] {
   const outer = sizeOf(shape.slice(0, axis));
@@ -117,10 +138,7 @@ export function splitAlongAxis(shape: number[], x: Float32Array, axis: number, s
   for (const size of sizes) {
     const block = size * inner;
     const out = new Float32Array(outer * block);
-    for (let o = 0; o < outer; o++) {
-      const src = o * rowLength + offset;
-      out.set(x.subarray(src, src + block), o * block);
-    }
+    copyBlocks(x, offset, rowLength, out, 0, block, outer, block);
     outputs.push(out);
     offset += block;
   }
@@ -225,7 +243,7 @@ export function concatAlongAxis(shapes: number[][], values: Float32Array[], axis
   let offset = 0;
   values.forEach((v, k) => {
     const block = blocks[k]!;
-    for (let o = 0; o < outer; o++) out.set(v.subarray(o * block, (o + 1) * block), o * rowLength + offset);
+    copyBlocks(v, 0, block, out, offset, rowLength, outer, block);
     offset += block;
   });
   return out;

@@ -1,5 +1,6 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { ModelError } from "../errors.js";
+import { gatherRows } from "./fused-ops.js";
 import { netForward, type ForwardResult, type GuidanceTokens, type ModelConfig, type ParamStore } from "./model.js";
 
 /** The per-image text side of a batch, in the form its guidance kind needs. */
@@ -37,22 +38,33 @@ export function buildGuidance(store: ParamStore, config: ModelConfig, batch: Bat
   if (g.kind === "none") return null;
   if (g.kind === "vocab") {
     if (batch.guidance.kind !== "vocab") throw new ModelError(`a vocab-guided model needs word ids, got ${batch.guidance.kind}`);
-    const ids = tf.tensor2d(batch.guidance.ids, [b, g.maxTokens], "int32");
-    const tokens = tf.gather(param(store, "text.embedding"), ids) as tf.Tensor3D;
-    const mask = tf.cast(tf.notEqual(ids, 0), "float32") as tf.Tensor2D;
+    const ids = batch.guidance.ids;
+    // Padding gets exactly zero attention, so the batch's padding columns beyond its longest
+    // report change nothing but the cost: attention runs over the used length only.
+    const length = usedLength(b, g.maxTokens, (i) => ids[i] !== 0);
+    const used = new Int32Array(b * length);
+    for (let i = 0; i < b; i++) used.set(ids.subarray(i * g.maxTokens, i * g.maxTokens + length), i * length);
+    const idTensor = tf.tensor2d(used, [b, length], "int32");
+    const tokens = gatherRows(param(store, "text.embedding") as tf.Tensor2D, idTensor) as tf.Tensor3D;
+    const mask = tf.cast(tf.notEqual(idTensor, 0), "float32") as tf.Tensor2D;
     return { tokens, mask };
   }
   if (g.kind === "features") {
     if (batch.guidance.kind !== "features") throw new ModelError(`a feature-guided model needs token features, got ${batch.guidance.kind}`);
-    return {
-      tokens: tf.tensor3d(batch.guidance.values, [b, g.maxTokens, g.featureDim]),
-      mask: tf.tensor2d(batch.guidance.mask, [b, g.maxTokens]),
-    };
+    const { values, mask } = batch.guidance;
+    const length = usedLength(b, g.maxTokens, (i) => mask[i]! > 0);
+    const usedValues = new Float32Array(b * length * g.featureDim);
+    const usedMask = new Float32Array(b * length);
+    for (let i = 0; i < b; i++) {
+      usedValues.set(values.subarray(i * g.maxTokens * g.featureDim, (i * g.maxTokens + length) * g.featureDim), i * length * g.featureDim);
+      usedMask.set(mask.subarray(i * g.maxTokens, i * g.maxTokens + length), i * length);
+    }
+    return { tokens: tf.tensor3d(usedValues, [b, length, g.featureDim]), mask: tf.tensor2d(usedMask, [b, length]) };
   }
   if (batch.guidance.kind !== "psa") throw new ModelError(`a PSA model needs prototype lookups, got ${batch.guidance.kind}`);
   const indices = tf.tensor2d(batch.guidance.indices, [b, g.topK], "int32");
   const weights = tf.tensor3d(batch.guidance.weights, [b, g.topK, 1]);
-  let approximated = tf.sum(tf.mul(tf.gather(param(store, "psa.response"), indices), weights), 1) as tf.Tensor2D; // [B, E]
+  let approximated = tf.sum(tf.mul(gatherRows(param(store, "psa.response") as tf.Tensor2D, indices), weights), 1) as tf.Tensor2D; // [B, E]
   if (batch.guidance.own && batch.guidance.useOwn) {
     const own = tf.tensor2d(batch.guidance.own, [b, g.embeddingDim]);
     const use = tf.tensor2d(batch.guidance.useOwn, [b, 1]);
@@ -63,10 +75,30 @@ export function buildGuidance(store: ParamStore, config: ModelConfig, batch: Bat
   return { tokens, mask: tf.ones([b, g.guidanceTokens]) as tf.Tensor2D };
 }
 
+/** One past the last real token over the batch's rows (at least 1), for rows of `maxTokens` slots. */
+function usedLength(rows: number, maxTokens: number, isToken: (index: number) => boolean): number {
+  let length = 1;
+  for (let r = 0; r < rows; r++) {
+    for (let t = maxTokens - 1; t >= length; t--) {
+      if (isToken(r * maxTokens + t)) {
+        length = t + 1;
+        break;
+      }
+    }
+  }
+  return length;
+}
+
 export function segmenterForward(store: ParamStore, config: ModelConfig, batch: Batch, options: { attention?: boolean } = {}): ForwardResult {
   const n = config.net;
   const images = tf.tensor4d(batch.images, [batch.size, n.imageSize, n.imageSize, n.inChannels]);
-  return netForward(store, n, images, buildGuidance(store, config, batch), options);
+  const result = netForward(store, n, images, buildGuidance(store, config, batch), options);
+  const g = config.guidance;
+  if (result.attention && (g.kind === "vocab" || g.kind === "features")) {
+    // Attention ran over the batch's used length; callers index it by the model's token slots.
+    result.attention = result.attention.map((a) => (a.shape[1] < g.maxTokens ? (tf.pad(a, [[0, 0], [0, g.maxTokens - a.shape[1]]]) as tf.Tensor2D) : a));
+  }
+  return result;
 }
 
 /**

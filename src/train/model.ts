@@ -1,6 +1,9 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { ModelError } from "../errors.js";
+import { instanceNorm, multiHeadAttention, normalizeRows, upsample2x } from "./fused-ops.js";
 import { deriveSeed, mulberry32, normalArray } from "./prng.js";
+
+export { upsample2x };
 
 /**
  * The language-guided U-Net of METHOD.md §4, written as explicit variables and tfjs-core ops.
@@ -179,13 +182,9 @@ function param(store: ParamStore, name: string): tf.Variable {
  * identical and makes small-batch CPU training converge in few steps.
  */
 function conv(store: ParamStore, name: string, x: tf.Tensor4D, hidden = true): tf.Tensor4D {
-  let y = tf.add(tf.conv2d(x, param(store, `${name}.w`) as tf.Tensor4D, 1, "same"), param(store, `${name}.b`)) as tf.Tensor4D;
+  const y = tf.add(tf.conv2d(x, param(store, `${name}.w`) as tf.Tensor4D, 1, "same"), param(store, `${name}.b`)) as tf.Tensor4D;
   if (!hidden) return y;
-  const mean = tf.mean(y, [1, 2], true);
-  const centred = tf.sub(y, mean);
-  const variance = tf.mean(tf.square(centred), [1, 2], true);
-  y = tf.add(tf.mul(tf.div(centred, tf.sqrt(tf.add(variance, 1e-5))), param(store, `${name}.ng`)), param(store, `${name}.nb`)) as tf.Tensor4D;
-  return tf.relu(y);
+  return instanceNorm(y, param(store, `${name}.ng`), param(store, `${name}.nb`), true);
 }
 
 function dense(store: ParamStore, name: string, x: tf.Tensor2D): tf.Tensor2D {
@@ -197,33 +196,14 @@ function crossAttention(store: ParamStore, stage: number, heads: number, x: tf.T
   const positions = height * width;
   const length = guidance.tokens.shape[1];
   const tokenDim = guidance.tokens.shape[2];
-  const headDim = channels / heads;
-  const flat = tf.reshape(x, [batch * positions, channels]) as tf.Tensor2D;
-  const centred = tf.sub(flat, tf.mean(flat, 1, true));
-  const normalised = tf.div(centred, tf.sqrt(tf.add(tf.mean(tf.square(centred), 1, true), 1e-5))) as tf.Tensor2D;
-  const splitHeads = (t: tf.Tensor2D, n: number) => tf.transpose(tf.reshape(t, [batch, n, heads, headDim]), [0, 2, 1, 3]);
-  const q = splitHeads(dense(store, `dec${stage}.attn.q`, normalised), positions);
+  const normalised = normalizeRows(tf.reshape(x, [batch * positions, channels]) as tf.Tensor2D);
+  const q = tf.reshape(dense(store, `dec${stage}.attn.q`, normalised), [batch, positions, channels]) as tf.Tensor3D;
   const textFlat = tf.reshape(guidance.tokens, [batch * length, tokenDim]) as tf.Tensor2D;
-  const k = splitHeads(dense(store, `dec${stage}.attn.k`, textFlat), length);
-  const v = splitHeads(dense(store, `dec${stage}.attn.v`, textFlat), length);
-  const maskBias = tf.reshape(tf.mul(tf.sub(1, guidance.mask), -1e9), [batch, 1, 1, length]);
-  const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(headDim)), maskBias);
-  const weights = tf.softmax(scores, -1); // [B, heads, N, L]
-  const attended = tf.reshape(tf.transpose(tf.matMul(weights, v), [0, 2, 1, 3]), [batch * positions, channels]) as tf.Tensor2D;
-  const projected = tf.reshape(dense(store, `dec${stage}.attn.o`, attended), [batch, height, width, channels]);
-  return { out: tf.add(x, projected) as tf.Tensor4D, attention: keepAttention ? (tf.mean(weights, [1, 2]) as tf.Tensor2D) : undefined };
-}
-
-/**
- * Nearest-neighbour x2 up-sampling as a broadcast multiply. Not tf.image.resizeNearestNeighbor:
- * the cpu backend's ResizeNearestNeighborGrad (tfjs 4.22) returns wrong gradients (checked
- * against finite differences in test/train/model.test.ts), and this form needs only reshape and
- * multiply, whose gradients are exact.
- */
-export function upsample2x(x: tf.Tensor4D): tf.Tensor4D {
-  const [b, h, w, c] = x.shape;
-  const spread = tf.mul(tf.reshape(x, [b, h, 1, w, 1, c]), tf.ones([1, 1, 2, 1, 2, 1]));
-  return tf.reshape(spread, [b, h * 2, w * 2, c]) as tf.Tensor4D;
+  const k = tf.reshape(dense(store, `dec${stage}.attn.k`, textFlat), [batch, length, channels]) as tf.Tensor3D;
+  const v = tf.reshape(dense(store, `dec${stage}.attn.v`, textFlat), [batch, length, channels]) as tf.Tensor3D;
+  const { out, weights } = multiHeadAttention(q, k, v, guidance.mask, heads, keepAttention); // weights [B, heads, N, L]
+  const projected = tf.reshape(dense(store, `dec${stage}.attn.o`, tf.reshape(out, [batch * positions, channels]) as tf.Tensor2D), [batch, height, width, channels]);
+  return { out: tf.add(x, projected) as tf.Tensor4D, attention: weights ? (tf.mean(weights, [1, 2]) as tf.Tensor2D) : undefined };
 }
 
 /** Runs the U-Net on images [B, H, W, C] in 0..1; returns logits [B, H, W, 1]. */
@@ -244,7 +224,7 @@ export function netForward(store: ParamStore, net: NetConfig, images: tf.Tensor4
       x = result.out;
       if (result.attention) attention.push(result.attention);
     }
-        x = conv(store, `dec${stage}.up`, upsample2x(x));
+    x = conv(store, `dec${stage}.up`, upsample2x(x));
     x = tf.concat([x, skips[level - 1]!], 3);
     x = conv(store, `dec${stage}.conv2`, conv(store, `dec${stage}.conv1`, x));
   }

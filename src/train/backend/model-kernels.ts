@@ -1,0 +1,328 @@
+/**
+ * Typed-array cpu kernels for the pieces of the language-guided U-Net that the stock tfjs cpu
+ * backend runs as long chains of broadcasting ops (each allocating index arrays per element):
+ * instance/layer normalisation, multi-head cross-attention, x2 nearest up-sampling and the
+ * embedding-gather gradient (stock: UnsortedSegmentSum, which compares every row with every id).
+ * Profiled on a guided step at 64 x 64, base 8, batch 8, these chains took over 95% of the
+ * step; see bench/RESULTS.md (training section).
+ *
+ * Each is registered on the `cpu` backend under its own kernel name (nothing stock is replaced);
+ * src/train/fused-ops.ts calls them through tf.customGrad when the active backend is cpu and
+ * falls back to the equivalent composite tfjs ops on any other backend.
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import type { KernelFunc, NamedAttrMap, TensorInfo } from "@tensorflow/tfjs-core";
+import "@tensorflow/tfjs-backend-cpu";
+
+export const MODEL_KERNELS = {
+  groupNorm: "ProlearnGroupNorm",
+  groupNormGrad: "ProlearnGroupNormGrad",
+  attention: "ProlearnAttention",
+  attentionGrad: "ProlearnAttentionGrad",
+  upsample: "ProlearnUpsample2x",
+  upsampleGrad: "ProlearnUpsample2xGrad",
+  scatterRows: "ProlearnScatterAddRows",
+} as const;
+
+interface CpuBackendLike {
+  data: { get(dataId: object): { values: unknown } };
+  makeTensorInfo(shape: number[], dtype: "float32", values: Float32Array): TensorInfo;
+}
+
+interface KernelArgs {
+  inputs: Record<string, TensorInfo>;
+  backend: CpuBackendLike;
+  attrs: NamedAttrMap;
+}
+
+function floats(backend: CpuBackendLike, t: TensorInfo): Float32Array {
+  const values = backend.data.get(t.dataId).values;
+  if (values instanceof Float32Array) return values;
+  if (values instanceof Int32Array || values instanceof Uint8Array) return Float32Array.from(values);
+  throw new Error(`model kernel: expected numeric values, got ${t.dtype}`);
+}
+
+function ints(backend: CpuBackendLike, t: TensorInfo): Int32Array {
+  const values = backend.data.get(t.dataId).values;
+  if (values instanceof Int32Array) return values;
+  if (values instanceof Float32Array) return Int32Array.from(values);
+  throw new Error(`model kernel: expected integer ids, got ${t.dtype}`);
+}
+
+/**
+ * Normalisation of x viewed as [groups, span, channels]: each (group, channel) is normalised over
+ * its `span` values, then scaled and shifted per channel, optionally followed by ReLU.
+ * Instance norm of NHWC = [B, H*W, C]; layer norm of rows [R, C] = [R, C, 1].
+ * Outputs: y, xhat (the normalised values, for the gradient), invStd [groups * channels].
+ */
+export function groupNormForward(x: Float32Array, gamma: Float32Array, beta: Float32Array, groups: number, span: number, channels: number, epsilon: number, relu: boolean): { y: Float32Array; xhat: Float32Array; invStd: Float32Array } {
+  const y = new Float32Array(x.length);
+  const xhat = new Float32Array(x.length);
+  const invStd = new Float32Array(groups * channels);
+  const mean = new Float64Array(channels);
+  const variance = new Float64Array(channels);
+  for (let g = 0; g < groups; g++) {
+    const base = g * span * channels;
+    mean.fill(0);
+    variance.fill(0);
+    for (let s = 0, i = base; s < span; s++) for (let c = 0; c < channels; c++, i++) mean[c] += x[i]!;
+    for (let c = 0; c < channels; c++) mean[c] /= span;
+    for (let s = 0, i = base; s < span; s++) {
+      for (let c = 0; c < channels; c++, i++) {
+        const d = x[i]! - mean[c]!;
+        variance[c] += d * d;
+      }
+    }
+    for (let c = 0; c < channels; c++) invStd[g * channels + c] = 1 / Math.sqrt(variance[c]! / span + epsilon);
+    const inv = invStd.subarray(g * channels, (g + 1) * channels);
+    for (let s = 0, i = base; s < span; s++) {
+      for (let c = 0; c < channels; c++, i++) {
+        const h = (x[i]! - mean[c]!) * inv[c]!;
+        xhat[i] = h;
+        const v = h * gamma[c]! + beta[c]!;
+        y[i] = relu && v < 0 ? 0 : v;
+      }
+    }
+  }
+  return { y, xhat, invStd };
+}
+
+export function groupNormBackward(dy: Float32Array, xhat: Float32Array, invStd: Float32Array, gamma: Float32Array, y: Float32Array | null, groups: number, span: number, channels: number): { dx: Float32Array; dgamma: Float32Array; dbeta: Float32Array } {
+  const dx = new Float32Array(dy.length);
+  const dgamma = new Float64Array(channels);
+  const dbeta = new Float64Array(channels);
+  const sumDz = new Float64Array(channels);
+  const sumDzXhat = new Float64Array(channels);
+  for (let g = 0; g < groups; g++) {
+    const base = g * span * channels;
+    sumDz.fill(0);
+    sumDzXhat.fill(0);
+    for (let s = 0, i = base; s < span; s++) {
+      for (let c = 0; c < channels; c++, i++) {
+        const dz = y && y[i]! <= 0 ? 0 : dy[i]!;
+        sumDz[c] += dz;
+        sumDzXhat[c] += dz * xhat[i]!;
+      }
+    }
+    for (let c = 0; c < channels; c++) {
+      dbeta[c] += sumDz[c]!;
+      dgamma[c] += sumDzXhat[c]!;
+    }
+    for (let s = 0, i = base; s < span; s++) {
+      for (let c = 0; c < channels; c++, i++) {
+        const dz = y && y[i]! <= 0 ? 0 : dy[i]!;
+        // d/dx of gamma * (x - mean) * inv: inv * gamma * (dz - mean(dz) - xhat * mean(dz * xhat)).
+        dx[i] = invStd[g * channels + c]! * gamma[c]! * (dz - sumDz[c]! / span - (xhat[i]! * sumDzXhat[c]!) / span);
+      }
+    }
+  }
+  return { dx, dgamma: Float32Array.from(dgamma), dbeta: Float32Array.from(dbeta) };
+}
+
+export interface AttentionShape {
+  batch: number;
+  queries: number;
+  tokens: number;
+  channels: number;
+  heads: number;
+}
+
+/**
+ * softmax(q k^T / sqrt(headDim) over the unmasked tokens) v, per head; q [B, N, C], k and v
+ * [B, L, C], mask [B, L] (> 0 = real token). Head h owns channels h*headDim .. (h+1)*headDim.
+ * A row whose tokens are all masked attends uniformly (as softmax of equal -1e9 biases does).
+ * Returns out [B, N, C] and the weights [B, heads, N, L].
+ */
+export function attentionForward(q: Float32Array, k: Float32Array, v: Float32Array, mask: Float32Array, shape: AttentionShape): { out: Float32Array; weights: Float32Array } {
+  const { batch: B, queries: N, tokens: L, channels: C, heads: H } = shape;
+  const hd = C / H;
+  const scale = 1 / Math.sqrt(hd);
+  const out = new Float32Array(B * N * C);
+  const weights = new Float32Array(B * H * N * L);
+  const row = new Float64Array(L);
+  for (let b = 0; b < B; b++) {
+    let valid = 0;
+    for (let l = 0; l < L; l++) if (mask[b * L + l]! > 0) valid++;
+    for (let h = 0; h < H; h++) {
+      for (let n = 0; n < N; n++) {
+        const qo = (b * N + n) * C + h * hd;
+        let max = -Infinity;
+        for (let l = 0; l < L; l++) {
+          if (valid > 0 && !(mask[b * L + l]! > 0)) {
+            row[l] = -Infinity;
+            continue;
+          }
+          const ko = (b * L + l) * C + h * hd;
+          let dot = 0;
+          for (let d = 0; d < hd; d++) dot += q[qo + d]! * k[ko + d]!;
+          row[l] = valid > 0 ? dot * scale : 0;
+          if (row[l]! > max) max = row[l]!;
+        }
+        let total = 0;
+        for (let l = 0; l < L; l++) {
+          const e = row[l] === -Infinity ? 0 : Math.exp(row[l]! - max);
+          row[l] = e;
+          total += e;
+        }
+        const wo = ((b * H + h) * N + n) * L;
+        const oo = (b * N + n) * C + h * hd;
+        for (let l = 0; l < L; l++) {
+          const w = row[l]! / total;
+          weights[wo + l] = w;
+          if (w === 0) continue;
+          const vo = (b * L + l) * C + h * hd;
+          for (let d = 0; d < hd; d++) out[oo + d] += w * v[vo + d]!;
+        }
+      }
+    }
+  }
+  return { out, weights };
+}
+
+export function attentionBackward(dOut: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, weights: Float32Array, shape: AttentionShape): { dq: Float32Array; dk: Float32Array; dv: Float32Array } {
+  const { batch: B, queries: N, tokens: L, channels: C, heads: H } = shape;
+  const hd = C / H;
+  const scale = 1 / Math.sqrt(hd);
+  const dq = new Float32Array(q.length);
+  const dk = new Float32Array(k.length);
+  const dv = new Float32Array(v.length);
+  const dw = new Float64Array(L);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      for (let n = 0; n < N; n++) {
+        const wo = ((b * H + h) * N + n) * L;
+        const oo = (b * N + n) * C + h * hd;
+        let weighted = 0;
+        for (let l = 0; l < L; l++) {
+          const vo = (b * L + l) * C + h * hd;
+          let dot = 0;
+          for (let d = 0; d < hd; d++) dot += dOut[oo + d]! * v[vo + d]!;
+          dw[l] = dot;
+          weighted += weights[wo + l]! * dot;
+        }
+        for (let l = 0; l < L; l++) {
+          const w = weights[wo + l]!;
+          if (w === 0) continue;
+          const ko = (b * L + l) * C + h * hd;
+          const ds = w * (dw[l]! - weighted) * scale;
+          for (let d = 0; d < hd; d++) {
+            dq[oo + d] += ds * k[ko + d]!;
+            dk[ko + d] += ds * q[oo + d]!;
+            dv[ko + d] += w * dOut[oo + d]!;
+          }
+        }
+      }
+    }
+  }
+  return { dq, dk, dv };
+}
+
+/** Nearest-neighbour x2 up-sampling of NHWC, and its gradient (the sum over each 2x2 block). */
+export function upsample2xForward(x: Float32Array, batch: number, height: number, width: number, channels: number): Float32Array {
+  const y = new Float32Array(x.length * 4);
+  const rowOut = 2 * width * channels;
+  for (let b = 0; b < batch; b++) {
+    for (let i = 0; i < height; i++) {
+      const src = (b * height + i) * width * channels;
+      const dst = (b * 2 * height + 2 * i) * rowOut;
+      for (let j = 0; j < width; j++) {
+        for (let c = 0; c < channels; c++) {
+          const value = x[src + j * channels + c]!;
+          const o = dst + 2 * j * channels + c;
+          y[o] = value;
+          y[o + channels] = value;
+        }
+      }
+      y.copyWithin(dst + rowOut, dst, dst + rowOut);
+    }
+  }
+  return y;
+}
+
+export function upsample2xBackward(dy: Float32Array, batch: number, height: number, width: number, channels: number): Float32Array {
+  const dx = new Float32Array(dy.length / 4);
+  const rowOut = 2 * width * channels;
+  for (let b = 0; b < batch; b++) {
+    for (let i = 0; i < height; i++) {
+      const dst = (b * height + i) * width * channels;
+      const src = (b * 2 * height + 2 * i) * rowOut;
+      for (let j = 0; j < width; j++) {
+        for (let c = 0; c < channels; c++) {
+          const o = src + 2 * j * channels + c;
+          dx[dst + j * channels + c] = dy[o]! + dy[o + channels]! + dy[o + rowOut]! + dy[o + rowOut + channels]!;
+        }
+      }
+    }
+  }
+  return dx;
+}
+
+/** out[ids[i]] += rows[i] for rows [N, D]: the gradient of gathering rows of a [count, D] table. */
+export function scatterAddRows(rows: Float32Array, ids: Int32Array, count: number, width: number): Float32Array {
+  const out = new Float32Array(count * width);
+  for (let i = 0; i < ids.length; i++) {
+    const id = ids[i]!;
+    if (id < 0 || id >= count) throw new Error(`scatterAddRows: id ${id} outside 0..${count - 1}`);
+    const o = id * width;
+    const r = i * width;
+    for (let d = 0; d < width; d++) out[o + d] += rows[r + d]!;
+  }
+  return out;
+}
+
+const KERNELS: Record<string, (args: KernelArgs) => TensorInfo | TensorInfo[]> = {
+  [MODEL_KERNELS.groupNorm]: ({ inputs, backend, attrs }) => {
+    const { x, gamma, beta } = inputs as { x: TensorInfo; gamma: TensorInfo; beta: TensorInfo };
+    const { groups, span, channels, epsilon, relu } = attrs as { groups: number; span: number; channels: number; epsilon: number; relu: boolean };
+    const r = groupNormForward(floats(backend, x), floats(backend, gamma), floats(backend, beta), groups, span, channels, epsilon, relu);
+    return [backend.makeTensorInfo(x.shape, "float32", r.y), backend.makeTensorInfo(x.shape, "float32", r.xhat), backend.makeTensorInfo([groups * channels], "float32", r.invStd)];
+  },
+  [MODEL_KERNELS.groupNormGrad]: ({ inputs, backend, attrs }) => {
+    const { dy, xhat, invStd, gamma, y } = inputs as { dy: TensorInfo; xhat: TensorInfo; invStd: TensorInfo; gamma: TensorInfo; y: TensorInfo };
+    const { groups, span, channels, relu } = attrs as { groups: number; span: number; channels: number; relu: boolean };
+    const r = groupNormBackward(floats(backend, dy), floats(backend, xhat), floats(backend, invStd), floats(backend, gamma), relu ? floats(backend, y) : null, groups, span, channels);
+    return [backend.makeTensorInfo(dy.shape, "float32", r.dx), backend.makeTensorInfo([channels], "float32", r.dgamma), backend.makeTensorInfo([channels], "float32", r.dbeta)];
+  },
+  [MODEL_KERNELS.attention]: ({ inputs, backend, attrs }) => {
+    const { q, k, v, mask } = inputs as { q: TensorInfo; k: TensorInfo; v: TensorInfo; mask: TensorInfo };
+    const [B, N, C] = q.shape as [number, number, number];
+    const shape: AttentionShape = { batch: B, queries: N, tokens: k.shape[1]!, channels: C, heads: attrs.heads as number };
+    const r = attentionForward(floats(backend, q), floats(backend, k), floats(backend, v), floats(backend, mask), shape);
+    return [backend.makeTensorInfo([B, N, C], "float32", r.out), backend.makeTensorInfo([B, shape.heads, N, shape.tokens], "float32", r.weights)];
+  },
+  [MODEL_KERNELS.attentionGrad]: ({ inputs, backend, attrs }) => {
+    const { dy, q, k, v, weights } = inputs as { dy: TensorInfo; q: TensorInfo; k: TensorInfo; v: TensorInfo; weights: TensorInfo };
+    const [B, N, C] = q.shape as [number, number, number];
+    const shape: AttentionShape = { batch: B, queries: N, tokens: k.shape[1]!, channels: C, heads: attrs.heads as number };
+    const r = attentionBackward(floats(backend, dy), floats(backend, q), floats(backend, k), floats(backend, v), floats(backend, weights), shape);
+    return [backend.makeTensorInfo(q.shape, "float32", r.dq), backend.makeTensorInfo(k.shape, "float32", r.dk), backend.makeTensorInfo(v.shape, "float32", r.dv)];
+  },
+  [MODEL_KERNELS.upsample]: ({ inputs, backend }) => {
+    const { x } = inputs as { x: TensorInfo };
+    const [B, H, W, C] = x.shape as [number, number, number, number];
+    return backend.makeTensorInfo([B, 2 * H, 2 * W, C], "float32", upsample2xForward(floats(backend, x), B, H, W, C));
+  },
+  [MODEL_KERNELS.upsampleGrad]: ({ inputs, backend }) => {
+    const { dy } = inputs as { dy: TensorInfo };
+    const [B, H2, W2, C] = dy.shape as [number, number, number, number];
+    return backend.makeTensorInfo([B, H2 / 2, W2 / 2, C], "float32", upsample2xBackward(floats(backend, dy), B, H2 / 2, W2 / 2, C));
+  },
+  [MODEL_KERNELS.scatterRows]: ({ inputs, backend, attrs }) => {
+    const { rows, ids } = inputs as { rows: TensorInfo; ids: TensorInfo };
+    const count = attrs.count as number;
+    const width = rows.shape[rows.shape.length - 1]!;
+    return backend.makeTensorInfo([count, width], "float32", scatterAddRows(floats(backend, rows), ints(backend, ids), count, width));
+  },
+};
+
+let registered = false;
+
+/** Registers the model kernels on the cpu backend (idempotent; nothing stock is replaced). */
+export function registerModelKernels(): void {
+  if (registered) return;
+  registered = true;
+  for (const [kernelName, kernelFunc] of Object.entries(KERNELS)) {
+    if (tf.getKernel(kernelName, "cpu")) continue;
+    tf.registerKernel({ kernelName, backendName: "cpu", kernelFunc: kernelFunc as unknown as KernelFunc });
+  }
+}

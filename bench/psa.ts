@@ -73,6 +73,6 @@ for (const batch of [1, 1024]) {
   console.log(`batch ${batch}`);
   const naive = await timeIt("baseline (naive JS)", batch, () => naiveQuery(images));
   const sync = await timeIt("query (JS, preallocated)", batch, () => space.queryInto(images, out));
-  const viaOrt = await timeIt("queryAsync (ORT scores from 32)", batch, () => space.queryIntoAsync(images, out));
+  const viaOrt = await timeIt("queryAsync (ORT Gemm from 32)", batch, () => space.queryIntoAsync(images, out));
   console.log(`  speed-up over baseline: query x${(naive / sync).toFixed(1)}, queryAsync x${(naive / viaOrt).toFixed(1)}`);
 }

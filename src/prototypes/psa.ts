@@ -22,7 +22,7 @@ export interface QueryResult {
 
 /** Queries are scored in blocks of this many rows so each prototype row is loaded once per block. */
 const QUERY_BLOCK = 4;
-/** From this batch size on, queryAsync scores through ONNX Runtime's SIMD, multi-threaded MatMul. */
+/** From this batch size on, queryAsync scores through ONNX Runtime's SIMD Gemm. */
 const ORT_MIN_BATCH = 32;
 
 let scoreSession: Promise<ort.InferenceSession> | undefined;
@@ -37,7 +37,10 @@ function scoringSession(): Promise<ort.InferenceSession> {
       outputs: [{ name: "S", shape: ["n", "p"] }],
       nodes: [{ op: "Gemm", inputs: ["V", "Q"], output: "S", intAttributes: { transB: 1 } }],
     }),
-    { executionProviders: ["cpu"] },
+    // One thread: a 1,024 x 96 x 512 Gemm is ~3 ms of work, and ORT's spinning worker threads
+    // cost more than they give when the caller (a training loop) keeps the other cores busy;
+    // measured on 2 cores: 13.6 us/query with 1 thread vs 30 us with 2 (bench/RESULTS.md).
+    { executionProviders: ["cpu"], intraOpNumThreads: 1 },
   );
   return scoreSession;
 }

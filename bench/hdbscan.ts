@@ -56,7 +56,24 @@ interface ChildResult {
   noise: number;
 }
 
+/** Distance matrix only: ONNX Runtime Gemm blocks vs plain JS loops, same points, same process. */
+async function distanceChild(n: number): Promise<void> {
+  const { pairwiseDistances, pairwiseDistancesJs } = await import("../src/prototypes/distances.js");
+  const points = benchPoints(n);
+  await pairwiseDistances(benchPoints(64), 64, DIM, "euclidean");
+  let start = performance.now();
+  const fast = await pairwiseDistances(points, n, DIM, "euclidean");
+  const ortSeconds = (performance.now() - start) / 1000;
+  start = performance.now();
+  const slow = pairwiseDistancesJs(points, n, DIM, "euclidean");
+  const jsSeconds = (performance.now() - start) / 1000;
+  let maxDiff = 0;
+  for (let i = 0; i < fast.length; i++) maxDiff = Math.max(maxDiff, Math.abs(fast[i]! - slow[i]!));
+  process.stdout.write(JSON.stringify({ ortSeconds, jsSeconds, maxDiff }) + "\n");
+}
+
 async function child(kind: string, n: number): Promise<void> {
+  if (kind === "distances") return distanceChild(n);
   const points = benchPoints(n);
   let clusters = 0;
   let noise = 0;
@@ -109,6 +126,11 @@ async function main(): Promise<void> {
   const sizes = sizesArg >= 0 ? args[sizesArg + 1]!.split(",").map(Number) : [500, 1000, 2000, 5716, 20000];
   console.log(`HDBSCAN bench: ${DIM}-d blobs + 10% noise, minClusterSize = minSamples = ${MIN_CLUSTER_SIZE}, euclidean`);
   console.log(`machine: ${os.cpus().length} x ${os.cpus()[0]?.model ?? "cpu"}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}, load ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`);
+  for (const n of [1000, 2000]) {
+    const out = execFileSync(process.execPath, ["--import", "tsx", self, "--child", "distances", String(n)], { cwd: repoRoot, encoding: "utf8" });
+    const d = JSON.parse(out.trim().split("\n").pop()!) as { ortSeconds: number; jsSeconds: number; maxDiff: number };
+    console.log(`distance matrix n=${n}: ORT Gemm blocks ${d.ortSeconds.toFixed(3)} s, plain JS ${d.jsSeconds.toFixed(3)} s -> x${(d.jsSeconds / d.ortSeconds).toFixed(1)} (max |diff| ${d.maxDiff.toExponential(1)})`);
+  }
   const theirs = new Map<number, number>();
   for (const n of sizes) {
     const ours = runChild("ours", n);

@@ -113,7 +113,13 @@ export class ArtifactRegistry {
     const digest = manifest.digest;
     const target = path.join(this.artifactsRoot, digest);
     if (existsSync(target)) {
-      await assertArtifactIntact(target, digest);
+      const report = await verifyArtifactDir(target, digest);
+      if (!report.ok) {
+        throw new ArtifactError(`the published copy of ${digest.slice(0, 12)} was tampered with: ${report.problems.join("; ")}`, {
+          location: { file: target },
+          hint: `it is never overwritten in place: move ${target} away (keep it for inspection) and run again to republish`,
+        });
+      }
     } else {
       mkdirSync(this.artifactsRoot, { recursive: true });
       const staging = path.join(this.artifactsRoot, `.staging-${digest}-${process.pid}-${Date.now()}`);

@@ -159,6 +159,8 @@ test("registry: aliases move with history; verify and load detect tampering; exp
     assert.ok(report!.problems.some((p) => p.startsWith("prototypes.parquet: sha256")), report!.problems.join("; "));
     await assert.rejects(PrototypeSpace.load(v1.path), ArtifactError);
     await assert.rejects(registry.export("unit@1", path.join(root, "export2")), ArtifactError);
+    // Republishing the same content refuses to reuse (or overwrite) the tampered copy.
+    await assert.rejects(prototypesStage.run!(context(workdir, embedDir, path.join(root, "again"))), /was tampered with/);
     // Untouched version 2 still loads.
     const space = await PrototypeSpace.load(registry.resolve("unit@2").path);
     assert.equal(space.dim, DIM);

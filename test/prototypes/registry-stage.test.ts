@@ -23,7 +23,6 @@ const DIM = 32;
 async function embedFixture(dir: string, seed: number, textAvailability = 1, zeroTextRows: number[] = []): Promise<string> {
   const data = syntheticPairs({ groups: 4, perGroup: 40, dim: DIM, seed, splits: ["train", "train", "train", "val", "test"] });
   for (const row of zeroTextRows) data.texts.fill(0, row * DIM, (row + 1) * DIM);
-  const n = data.ids.length;
   const available = data.split.map((s, i) => s !== "train" || i % Math.round(1 / textAvailability) === 0);
   const valid = Uint8Array.from(available, (a) => (a ? 1 : 0));
   const table = new Table({
@@ -37,7 +36,6 @@ async function embedFixture(dir: string, seed: number, textAvailability = 1, zer
   const file = path.join(dir, "embeddings.parquet");
   await writeParquetFile(file, table);
   writeFileSync(path.join(dir, "encoder.json"), JSON.stringify({ id: "test-encoder", dim: DIM, digest: "e".repeat(64), preprocessing: {} }));
-  void n;
   return dir;
 }
 

@@ -18,14 +18,6 @@ export interface HdbscanOptions {
   metric?: Metric;
   /** `eom` (excess of mass, the default) or `leaf` (the finest clusters of the condensed tree). */
   clusterSelection?: "eom" | "leaf";
-  /**
-   * The lambda at which a point leaves its cluster, for stability: `detach` (Campello et al. 2013,
-   * the scikit-learn-contrib library): where the point's branch drops below minClusterSize;
-   * `singleton` (R's dbscan::hdbscan): where the point itself becomes a singleton, capped at the
-   * cluster's death. They differ only where points sit at (near) zero distance, e.g. duplicated
-   * reports; default `detach`.
-   */
-  pointLambda?: "detach" | "singleton";
   /** Called while the distance matrix is computed and the MST grows. */
   onProgress?: (task: "distances" | "mst", done: number, total: number) => void;
 }
@@ -84,7 +76,6 @@ function checkOptions(options: HdbscanOptions): { minClusterSize: number; minSam
   if (!Number.isInteger(minSamples) || minSamples < 1) throw new UsageError(`minSamples must be an integer >= 1, got ${minSamples}`);
   const selection = options.clusterSelection ?? "eom";
   if (selection !== "eom" && selection !== "leaf") throw new UsageError(`clusterSelection must be eom or leaf, got ${String(selection)}`);
-  if (options.pointLambda !== undefined && options.pointLambda !== "detach" && options.pointLambda !== "singleton") throw new UsageError(`pointLambda must be detach or singleton, got ${String(options.pointLambda)}`);
   return { minClusterSize, minSamples, selection };
 }
 
@@ -109,8 +100,8 @@ export function hdbscanFromDistances(distances: Float32Array | Float64Array, n: 
   if (n < 2) return emptyResult(n, coreDistances);
   const mst = primMutualReachabilityMst(distances, coreDistances, n, options.onProgress);
   const hierarchy = singleLinkage(mst, n);
-  const condensedTree = condenseTree(hierarchy, n, minClusterSize, options.pointLambda ?? "detach");
-  return extractClusters(condensedTree, n, selection, coreDistances, options.pointLambda ?? "detach");
+  const condensedTree = condenseTree(hierarchy, n, minClusterSize);
+  return extractClusters(condensedTree, n, selection, coreDistances);
 }
 
 function emptyResult(n: number, coreDistances: Float32Array): HdbscanResult {
@@ -246,16 +237,7 @@ function singleLinkage(mst: Mst, n: number): Hierarchy {
   return h;
 }
 
-function condenseTree(h: Hierarchy, n: number, minClusterSize: number, pointLambda: "detach" | "singleton"): CondensedTree {
-  // Height of the first merge each point takes part in (where it stops being a singleton).
-  const singletonLambda = new Float64Array(n);
-  if (pointLambda === "singleton") {
-    for (let row = 0; row < h.left.length; row++) {
-      const lambda = h.distance[row]! > 0 ? 1 / h.distance[row]! : Infinity;
-      if (h.left[row]! < n) singletonLambda[h.left[row]!] = lambda;
-      if (h.right[row]! < n) singletonLambda[h.right[row]!] = lambda;
-    }
-  }
+function condenseTree(h: Hierarchy, n: number, minClusterSize: number): CondensedTree {
   const parents: number[] = [];
   const children: number[] = [];
   const lambdas: number[] = [];
@@ -272,7 +254,7 @@ function condenseTree(h: Hierarchy, n: number, minClusterSize: number, pointLamb
       if (node < n) {
         parents.push(clusterLabel);
         children.push(node);
-        lambdas.push(pointLambda === "singleton" ? singletonLambda[node]! : lambda);
+        lambdas.push(lambda);
         sizes.push(1);
       } else {
         stack.push(h.right[node - n]!, h.left[node - n]!);
@@ -321,7 +303,7 @@ function condenseTree(h: Hierarchy, n: number, minClusterSize: number, pointLamb
   return { parent: Int32Array.from(parents), child: Int32Array.from(children), lambda: Float64Array.from(lambdas), size: Int32Array.from(sizes) };
 }
 
-function extractClusters(tree: CondensedTree, n: number, selection: "eom" | "leaf", coreDistances: Float32Array, pointLambda: "detach" | "singleton"): HdbscanResult {
+function extractClusters(tree: CondensedTree, n: number, selection: "eom" | "leaf", coreDistances: Float32Array): HdbscanResult {
   const rows = tree.parent.length;
   let maxCluster = n;
   for (let r = 0; r < rows; r++) if (tree.child[r]! > maxCluster) maxCluster = tree.child[r]!;
@@ -342,21 +324,6 @@ function extractClusters(tree: CondensedTree, n: number, selection: "eom" | "lea
       pointCluster[child] = p;
     }
     if (tree.lambda[r]! > death[p]!) death[p] = tree.lambda[r]!;
-  }
-  if (pointLambda === "singleton") {
-    // R caps a point's lambda at the death (split) of the cluster it left; leaves never split.
-    const splitLambda = new Float64Array(clusters).fill(Infinity);
-    for (let r = 0; r < rows; r++) if (tree.child[r]! >= n) splitLambda[tree.parent[r]! - n] = tree.lambda[r]!;
-    for (let r = 0; r < rows; r++) {
-      const child = tree.child[r]!;
-      if (child < n) {
-        const capped = Math.min(tree.lambda[r]!, splitLambda[tree.parent[r]! - n]!);
-        tree.lambda[r] = capped;
-        pointLambdaOf[child] = capped;
-      }
-    }
-    death.fill(0);
-    for (let r = 0; r < rows; r++) if (tree.lambda[r]! > death[tree.parent[r]! - n]!) death[tree.parent[r]! - n] = tree.lambda[r]!;
   }
   const stability = new Float64Array(clusters);
   for (let r = 0; r < rows; r++) {

@@ -3,7 +3,7 @@ import path from "node:path";
 import sharp from "sharp";
 import type { RowCache } from "../pipeline/stage.js";
 import { hashJson, sha256 } from "../util/hash.js";
-import { encodeGreyPng, sniffFormat } from "./png.js";
+import { encodeGreyPngScanlines, scanlineLength, sniffFormat } from "./png.js";
 import { quarantineEntry, type QuarantineEntry, type QuarantineReason } from "./reasons.js";
 import type { SampleDescriptor } from "./scan.js";
 
@@ -31,39 +31,100 @@ export interface DecodedSample {
 
 export type DecodeOutcome = { ok: true; value: DecodedSample } | { ok: false; reason: QuarantineReason; detail: string; source: "image" | "mask" };
 
+/** Grey-level counts of the mask being binarised (binarisation is synchronous, so one scratch serves all). */
+const histogram = new Float64Array(256);
+
 /**
  * Binarisation rule: foreground = value > threshold (127 by default), except masks whose maximum
  * is 1, which are label masks already (1 = foreground). A mask is "not binary" when more than
  * `maskAmbiguousFraction` of its pixels lie within 64 levels of the threshold: JPEG noise on a
  * 0/255 mask stays near 0 and 255, a photograph or a soft probability map does not.
+ *
+ * Writes the 0/1 result straight into PNG scanlines (`out`: zero-filled, (width + 1) * height
+ * bytes, filter byte 0 per row), so no intermediate bit plane is built. The mask is read four
+ * pixels at a time: a 0/255 mask is mostly whole words of 0 or 255, which cost one compare.
  */
-export function binarizeMask(grey: Uint8Array, params: DecodeParams): { bits: Uint8Array; foreground: number; ambiguousFraction: number } {
-  const bits = new Uint8Array(grey.length);
+export function binarizeIntoScanlines(grey: Uint8Array, width: number, height: number, params: DecodeParams, out: Uint8Array): { foreground: number; ambiguousFraction: number } {
+  const n = width * height;
   const t = params.maskThreshold;
-  const low = t - 64;
-  const high = t + 64;
-  let max = 0;
-  let foreground = 0;
-  let ambiguous = 0;
-  // One pass for the usual 0/255 mask; a second only for 0/1 label masks.
-  for (let i = 0; i < grey.length; i++) {
-    const v = grey[i]!;
-    if (v > max) max = v;
-    if (v > t) {
-      bits[i] = 1;
-      foreground++;
+  const hist = histogram;
+  hist.fill(0);
+  const wordCount = (grey.byteOffset & 3) === 0 ? n >>> 2 : 0;
+  const words = new Uint32Array(grey.buffer, grey.byteOffset, wordCount);
+  let zeroWords = 0;
+  let fullWords = 0;
+  for (let k = 0; k < wordCount; k++) {
+    const word = words[k]!;
+    if (word === 0) {
+      zeroWords++;
+      continue;
     }
-    if (v > low && v <= high) ambiguous++;
+    // Pixel p sits at out[p + row + 1]: each earlier row adds one filter byte.
+    let p = k << 2;
+    let row = (p / width) | 0;
+    let x = p - row * width;
+    if (word === 0xffffffff && 255 > t) {
+      fullWords++;
+      for (let j = 0; j < 4; j++) {
+        out[p + row + 1] = 1;
+        p++;
+        if (++x === width) {
+          x = 0;
+          row++;
+        }
+      }
+      continue;
+    }
+    for (let j = 0; j < 4; j++) {
+      const v = grey[p]!;
+      hist[v]!++;
+      if (v > t) out[p + row + 1] = 1;
+      p++;
+      if (++x === width) {
+        x = 0;
+        row++;
+      }
+    }
   }
+  for (let p = wordCount << 2; p < n; p++) {
+    const v = grey[p]!;
+    hist[v]!++;
+    if (v > t) out[p + ((p / width) | 0) + 1] = 1;
+  }
+  hist[0]! += 4 * zeroWords;
+  hist[255]! += 4 * fullWords;
+  let max = 255;
+  while (max > 0 && hist[max] === 0) max--;
   if (max <= 1) {
-    foreground = 0;
-    for (let i = 0; i < grey.length; i++) {
-      bits[i] = grey[i]!;
-      foreground += grey[i]!;
+    // A 0/1 label mask: its ones are the foreground whatever the threshold.
+    for (let y = 0, p = 0; y < height; y++) {
+      const o = y * (width + 1) + 1;
+      for (let x = 0; x < width; x++, p++) out[o + x] = grey[p]!;
     }
-    ambiguous = 0;
+    return { foreground: hist[1]!, ambiguousFraction: 0 };
   }
-  return { bits, foreground, ambiguousFraction: ambiguous / grey.length };
+  let foreground = 0;
+  for (let v = t + 1; v < 256; v++) foreground += hist[v]!;
+  let ambiguous = 0;
+  for (let v = Math.max(0, t - 63); v <= Math.min(255, t + 64); v++) ambiguous += hist[v]!;
+  return { foreground, ambiguousFraction: ambiguous / n };
+}
+
+/** The binarisation rule of `binarizeIntoScanlines` as a plain 0/1 bit plane. */
+export function binarizeMask(grey: Uint8Array, params: DecodeParams): { bits: Uint8Array; foreground: number; ambiguousFraction: number } {
+  const out = new Uint8Array(grey.length + 1);
+  const stats = binarizeIntoScanlines(grey, grey.length, 1, params, out);
+  return { bits: out.subarray(1), ...stats };
+}
+
+/** Scanline scratch for the mask PNG, reused: binarise and encode run synchronously back to back. */
+let scanlines = Buffer.alloc(0);
+
+function zeroedScanlines(width: number, height: number): Buffer {
+  const length = scanlineLength(width, height);
+  if (scanlines.length < length) scanlines = Buffer.alloc(length);
+  else scanlines.fill(0, 0, length);
+  return scanlines;
 }
 
 async function classifyFailure(bytes: Uint8Array, error: unknown): Promise<{ reason: QuarantineReason; detail: string }> {
@@ -106,7 +167,8 @@ export async function decodePair(imageBytes: Uint8Array, maskBytes: Uint8Array, 
     return { ok: false, reason: "mask-size-mismatch", detail: `image ${width}x${height}, mask ${maskInfo.width}x${maskInfo.height}`, source: "mask" };
   }
   if (maskInfo.channels !== 1) grey = grey.subarray(0, width * height);
-  const { bits, foreground, ambiguousFraction } = binarizeMask(grey, params);
+  const out = zeroedScanlines(width, height);
+  const { foreground, ambiguousFraction } = binarizeIntoScanlines(grey, width, height, params, out);
   if (ambiguousFraction > params.maskAmbiguousFraction) {
     return {
       ok: false,
@@ -115,7 +177,7 @@ export async function decodePair(imageBytes: Uint8Array, maskBytes: Uint8Array, 
       source: "mask",
     };
   }
-  const maskPng = encodeGreyPng(bits, width, height);
+  const maskPng = encodeGreyPngScanlines(out, width, height);
   return { ok: true, value: { width, height, format, maskPng, maskEmpty: foreground === 0, maskCoverage: foreground / (width * height) } };
 }
 

@@ -31,14 +31,15 @@ export interface LayoutPaths {
   reason: string;
 }
 
-async function childrenOf(dir: string): Promise<{ name: string; isDir: boolean }[]> {
+async function childrenOf(dir: string): Promise<{ name: string; isDir: boolean; isLink: boolean }[]> {
   try {
     const entries = await readdir(dir, { withFileTypes: true });
-    const out: { name: string; isDir: boolean }[] = [];
+    const out: { name: string; isDir: boolean; isLink: boolean }[] = [];
     for (const e of entries) {
       let isDir = e.isDirectory();
-      if (e.isSymbolicLink()) isDir = (await stat(path.join(dir, e.name)).catch(() => undefined))?.isDirectory() ?? false;
-      out.push({ name: e.name, isDir });
+      const isLink = e.isSymbolicLink();
+      if (isLink) isDir = (await stat(path.join(dir, e.name)).catch(() => undefined))?.isDirectory() ?? false;
+      out.push({ name: e.name, isDir, isLink });
     }
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   } catch {
@@ -243,6 +244,8 @@ export const SYSTEM_FILES = new Set([".ds_store", "thumbs.db", "desktop.ini"]);
 export async function listFiles(dir: string, datasetRoot: string, realRoot: string): Promise<{ files: FoundFile[]; ignored: string[] }> {
   const files: FoundFile[] = [];
   const ignored: string[] = [];
+  // Only links need resolving one by one: any other entry lies where its folder really is.
+  const realDir = await realpath(dir).catch(() => undefined);
   for (const child of await childrenOf(dir)) {
     if (child.isDir) continue;
     const abs = path.join(dir, child.name);
@@ -251,7 +254,7 @@ export async function listFiles(dir: string, datasetRoot: string, realRoot: stri
       ignored.push(rel);
       continue;
     }
-    const real = await realpath(abs).catch(() => abs);
+    const real = child.isLink || !realDir ? await realpath(abs).catch(() => abs) : path.join(realDir, child.name);
     const inside = real === realRoot || real.startsWith(realRoot + path.sep);
     files.push({ abs, rel, name: child.name, escapesTo: inside ? undefined : real });
   }

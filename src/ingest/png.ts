@@ -25,19 +25,33 @@ function chunk(type: string, data: Uint8Array): Buffer {
   return Buffer.concat([head, data, crc]);
 }
 
+/** PNG scanlines (a filter byte, then the row) for a width x height 8-bit grey image. */
+export function scanlineLength(width: number, height: number): number {
+  return (width + 1) * height;
+}
+
 /**
- * Encodes an 8-bit one-channel image as PNG in-process (a 0/1 mask is runs of equal bytes, so
- * run-length deflate is both fast and small), sparing a native round trip per sample.
+ * PNG from scanlines already laid out as `scanlineLength` bytes (filter type 0 on every row).
+ * Deflated with Z_RLE, which suits 0/1 masks (runs of equal bytes): fast and small.
  */
-export function encodeGreyPng(pixels: Uint8Array, width: number, height: number): Uint8Array {
-  const raw = Buffer.alloc((width + 1) * height);
-  for (let y = 0; y < height; y++) raw.set(pixels.subarray(y * width, (y + 1) * width), y * (width + 1) + 1);
+export function encodeGreyPngScanlines(scanlines: Uint8Array, width: number, height: number): Uint8Array {
   const header = Buffer.alloc(13);
   header.writeUInt32BE(width, 0);
   header.writeUInt32BE(height, 4);
   header[8] = 8; // bit depth
   header[9] = 0; // grey
-  return new Uint8Array(Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk("IHDR", header), chunk("IDAT", deflateSync(raw, { level: 6, strategy: constants.Z_RLE })), chunk("IEND", new Uint8Array(0))]));
+  const idat = deflateSync(scanlines.subarray(0, scanlineLength(width, height)), { level: 6, strategy: constants.Z_RLE });
+  return new Uint8Array(Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk("IHDR", header), chunk("IDAT", idat), chunk("IEND", new Uint8Array(0))]));
+}
+
+/**
+ * Encodes an 8-bit one-channel image as PNG in-process, sparing a native round trip per
+ * sample (the samples table stores masks this way).
+ */
+export function encodeGreyPng(pixels: Uint8Array, width: number, height: number): Uint8Array {
+  const raw = Buffer.alloc(scanlineLength(width, height));
+  for (let y = 0; y < height; y++) raw.set(pixels.subarray(y * width, (y + 1) * width), y * (width + 1) + 1);
+  return encodeGreyPngScanlines(raw, width, height);
 }
 
 /** Image format from the first bytes, as sharp names it. */

@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { readFile, readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { readSheet } from "read-excel-file/node";
@@ -255,7 +256,9 @@ export async function readTextReports(folder: string): Promise<ReportSet> {
   for (const name of names) {
     const file = path.join(folder, name);
     out.files.push(file);
-    const text = await readFile(file, "utf8");
+    // One small file per image (10,000s of them): a plain read costs a tenth of fs/promises'
+    // open/stat/read/close round trips, and planning has nothing else to overlap with.
+    const text = readFileSync(file, "utf8");
     if (!text.trim()) {
       out.problems.push(quarantineEntry({ source: file, reason: "empty-report-file", detail: "the report file is empty", scope: "report" }));
       continue;

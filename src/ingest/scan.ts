@@ -109,11 +109,8 @@ export async function planDataset(dataset: ResolvedPipeline["dataset"], log: (me
     }
     const usedMaskNames = new Set<string>();
     // Prefer the spelling that equals the id (lower case for QaTa) when case-variant copies exist.
-    const ordered = [...images.files].sort((a, b) => {
-      const ai = sampleId(a.name, lowerCaseIds) === sampleId(a.name, false) ? 0 : 1;
-      const bi = sampleId(b.name, lowerCaseIds) === sampleId(b.name, false) ? 0 : 1;
-      return ai - bi || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
-    });
+    const rank = new Map(images.files.map((f) => [f, sampleId(f.name, lowerCaseIds) === sampleId(f.name, false) ? 0 : 1]));
+    const ordered = [...images.files].sort((a, b) => rank.get(a)! - rank.get(b)! || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     for (const file of ordered) {
       const ext = path.extname(file.name).toLowerCase();
       const id = sampleId(file.name, lowerCaseIds);

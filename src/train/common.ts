@@ -68,6 +68,16 @@ export function checkpointFolder(ctx: StageContext<unknown>, purpose: string): {
   return { dir: path.join(ctx.pipeline.workdir, "checkpoints", `${ctx.stage}-${purpose}-${key.slice(0, 16)}`), key };
 }
 
+/**
+ * A checkpoint folder keyed only on what the training it holds depends on (`work`: e.g. the
+ * network, the training settings and the input digests that feed it), so params that do not
+ * change the training (how many examples evaluate writes, its batch size) reuse it.
+ */
+export function checkpointFolderFor(ctx: StageContext<unknown>, purpose: string, work: Record<string, unknown>): { dir: string; key: string } {
+  const key = hashJson({ stage: ctx.stage, purpose, work, seed: ctx.pipeline.dataset.seed });
+  return { dir: path.join(ctx.pipeline.workdir, "checkpoints", `${ctx.stage}-${purpose}-${key.slice(0, 16)}`), key };
+}
+
 export function inputFile(ctx: StageContext<unknown>, stage: string, name: string): string {
   const file = ctx.inputs[stage]?.files[name];
   if (!file) throw new ModelError(`stage ${ctx.stage} needs ${name} from stage ${stage}`, { hint: `add \`${stage}: {}\` to the pipeline` });

@@ -4,7 +4,7 @@ import { z } from "zod";
 import { DataError, ModelError } from "../errors.js";
 import { writeParquetFile } from "../io/parquet.js";
 import { defineStage, type StageContext } from "../pipeline/stage.js";
-import { checkpointFolder, disposeParams, inputFile, loadModel, trainingSummary } from "./common.js";
+import { checkpointFolderFor, disposeParams, inputFile, loadModel, trainingSummary } from "./common.js";
 import { greyPng, loadSamples, pixelsPng, type DecodedSample } from "./data.js";
 import { psaBatch, psaLookups, readEmbeddings } from "./embeddings.js";
 import { makeBatch } from "./guide-stage.js";
@@ -96,7 +96,9 @@ async function runEvaluate(ctx: StageContext<EvaluateParams>) {
     const train = samples.filter((s) => s.split === "train");
     const val = samples.filter((s) => s.split === "val");
     const none = () => ({ kind: "none" as const });
-    const checkpoint = checkpointFolder(ctx, "baseline-unet");
+    // The baseline's training depends on the training images, the network and the budget, not
+    // on evaluate's own params (examples, batch size) nor on the ProLearn weights.
+    const checkpoint = checkpointFolderFor(ctx, "baseline-unet", { ingest: ctx.inputs.ingest?.digest ?? null, net: baselineConfig.net, settings });
     try {
       const trained = await trainSegmenter({
         config: baselineConfig,

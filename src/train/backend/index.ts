@@ -107,6 +107,10 @@ async function startCpu(): Promise<TrainingBackendInfo> {
   installFastCpuKernels();
   if (!(await tf.setBackend("cpu"))) throw new EnvironmentError("the TensorFlow.js cpu backend failed to initialise");
   await tf.ready();
+  // The cpu backend prints an "install tfjs-node" banner on first use; the choice was made here
+  // on purpose (docs/backends.md says when tfjs-node helps), so the banner is only noise.
+  const cpu = tf.backend() as unknown as { firstUse?: boolean };
+  if (typeof cpu.firstUse === "boolean") cpu.firstUse = false;
   return { backend: "cpu", adapter: cpuModel(), fastKernels: fastCpuKernelsInstalled() };
 }
 

@@ -24,6 +24,7 @@ describe("report charts", () => {
   test("ticks fall on 1/2/5 steps and cover the range", () => {
     assert.deepEqual(niceTicks(0, 1, 5), [0, 0.2, 0.4, 0.6, 0.8, 1]);
     assert.deepEqual(niceTicks(1, 12, 6), [2, 4, 6, 8, 10, 12]);
+    assert.deepEqual(niceTicks(-0.6, 0.6, 6), [-0.6, -0.4, -0.2, 0, 0.2, 0.4, 0.6], "zero prints as 0, not float drift");
     assert.ok(niceTicks(5, 5).length >= 2);
   });
 

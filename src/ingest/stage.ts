@@ -3,7 +3,7 @@ import path from "node:path";
 import PQueue from "p-queue";
 import { z } from "zod";
 import { DataError, StageError } from "../errors.js";
-import { writeParquetBatches, writeParquetFile } from "../io/parquet.js";
+import { writeParquetFile, writeParquetIpcStreams } from "../io/parquet.js";
 import { digestFiles } from "../pipeline/file-digest.js";
 import type { ResolvedPipeline } from "../pipeline/spec.js";
 import { defineStage, type ShardSpec, type StageContext } from "../pipeline/stage.js";
@@ -15,7 +15,7 @@ import type { QuarantineEntry } from "./reasons.js";
 import { listReportFiles, normalizeReport } from "./reports.js";
 import { planDataset, type DatasetPlan, type SampleDescriptor } from "./scan.js";
 import { orphansBatch, quarantineBatch, samplesBatch } from "./schema.js";
-import { Table, tableFromIPC, tableToIPC, type RecordBatch } from "apache-arrow";
+import { Table, tableToIPC } from "apache-arrow";
 import { realpath, stat } from "node:fs/promises";
 
 export const ingestParamsSchema = z
@@ -41,11 +41,28 @@ interface ShardPayload {
   samples: SampleDescriptor[];
 }
 
+/** What the fingerprint needs of one ingested row (merge never decodes the rows themselves). */
+interface FingerprintEntry {
+  split: string;
+  width: number;
+  height: number;
+  withReport: boolean;
+  available: boolean;
+  empty: boolean;
+  coverage: number;
+  format: string;
+}
+
 interface ShardReport {
   problems: QuarantineEntry[];
   cacheHits: number;
   decoded: number;
+  /** Rows in rows.arrows, in plan order, with what the fingerprint reads of each. */
+  rows: FingerprintEntry[];
 }
+
+/** Ingested rows of a shard: one Arrow IPC stream, which merge hands to the Parquet writer as it is. */
+const SHARD_ROWS = "rows.arrows";
 
 function planDigest(plan: DatasetPlan): string {
   return hashJson({ samples: plan.samples, quarantine: plan.quarantine, orphans: plan.orphans.length, layout: plan.layout.layout });
@@ -85,11 +102,6 @@ export async function datasetFiles(pipeline: ResolvedPipeline): Promise<string[]
   if (layout.splitFile) files.push(layout.splitFile);
   if (layout.bboxFile) files.push(layout.bboxFile);
   return files.sort();
-}
-
-async function* tableBatches(file: string): AsyncGenerator<RecordBatch> {
-  const table = tableFromIPC(await readFile(file));
-  for (const batch of table.batches) yield batch;
 }
 
 export const ingestStage = defineStage({
@@ -150,9 +162,20 @@ export const ingestStage = defineStage({
       }
       await mkdir(shardDir, { recursive: true });
       // Shard rows travel to merge as Arrow IPC: parquet-wasm fails ("Dyn casting error") when a
-      // Parquet file is read while another is being streamed out, which merge would do.
-      await writeFile(path.join(shardDir, "rows.arrow"), tableToIPC(new Table([samplesBatch(rows)]), "file"));
-      const report: ShardReport = { problems, cacheHits, decoded: results.length - cacheHits };
+      // Parquet file is read while another is being streamed out, which merge would do. A stream
+      // (not the file format) is what parquet-wasm reads, so merge passes it on untouched.
+      await writeFile(path.join(shardDir, SHARD_ROWS), tableToIPC(new Table([samplesBatch(rows)]), "stream"));
+      const fingerprintRows = rows.map((r): FingerprintEntry => ({
+        split: r.split,
+        width: r.width,
+        height: r.height,
+        withReport: r.report !== null,
+        available: r.report_available,
+        empty: r.mask_empty,
+        coverage: r.mask_coverage,
+        format: r.image_format,
+      }));
+      const report: ShardReport = { problems, cacheHits, decoded: results.length - cacheHits, rows: fingerprintRows };
       await writeFile(path.join(shardDir, "quarantine.json"), JSON.stringify(report));
     },
 
@@ -170,6 +193,7 @@ export const ingestStage = defineStage({
 
       const fingerprint = new FingerprintBuilder();
       const shardProblems: QuarantineEntry[] = [];
+      const rowCounts: number[] = [];
       let cacheHits = 0;
       let decoded = 0;
       for (const { dir } of ordered) {
@@ -177,48 +201,34 @@ export const ingestStage = defineStage({
         shardProblems.push(...report.problems);
         cacheHits += report.cacheHits;
         decoded += report.decoded;
+        rowCounts.push(report.rows.length);
+        for (const r of report.rows) {
+          fingerprint.add({ split: r.split, width: r.width, height: r.height, report: r.withReport ? "" : null, report_available: r.available, mask_empty: r.empty, mask_coverage: r.coverage, image_format: r.format });
+        }
       }
       const problems = [...plan.quarantine, ...shardProblems];
       const blocking = problems.filter((q) => !q.kept);
       if (ctx.params.strict && blocking.length) throw strictFailure(blocking, plan.root);
 
-      // parquet-wasm reports an error thrown by the batch source as "Dyn casting error"; keep the real one.
-      let generatorError: unknown;
-      async function* surfaceErrors(source: AsyncGenerator<RecordBatch>): AsyncGenerator<RecordBatch> {
+      // parquet-wasm reports an error thrown by the stream source as "Dyn casting error"; keep the real one.
+      let sourceError: unknown;
+      async function* shardStreams(): AsyncGenerator<Uint8Array> {
         try {
-          yield* source;
+          let any = false;
+          for (const [i, { dir }] of ordered.entries()) {
+            if (rowCounts[i] === 0) continue;
+            any = true;
+            // One shard in memory at a time: merge stays bounded whatever the dataset size.
+            yield await readFile(path.join(dir, SHARD_ROWS));
+          }
+          if (!any) yield tableToIPC(new Table([samplesBatch([])]), "stream");
         } catch (error) {
-          generatorError = error;
+          sourceError = error;
           throw error;
         }
       }
-      async function* allBatches(): AsyncGenerator<RecordBatch> {
-        let any = false;
-        for (const { dir } of ordered) {
-          for await (const batch of tableBatches(path.join(dir, "rows.arrow"))) {
-            const column = (name: string) => batch.getChild(name)!;
-            const [split, width, height, report, available, empty, coverage, format] = ["split", "width", "height", "report", "report_available", "mask_empty", "mask_coverage", "image_format"].map(column);
-            for (let i = 0; i < batch.numRows; i++) {
-              fingerprint.add({
-                split: split!.get(i),
-                width: width!.get(i),
-                height: height!.get(i),
-                report: report!.get(i),
-                report_available: available!.get(i),
-                mask_empty: empty!.get(i),
-                mask_coverage: coverage!.get(i),
-                image_format: format!.get(i),
-              });
-            }
-            if (batch.numRows === 0) continue;
-            any = true;
-            yield batch;
-          }
-        }
-        if (!any) yield samplesBatch([]);
-      }
-      const written = await writeParquetBatches(path.join(ctx.outDir, "samples.parquet"), surfaceErrors(allBatches()), { rowGroupSize: ctx.params.shardSize }).catch((error: unknown) => {
-        throw generatorError ?? error;
+      const written = await writeParquetIpcStreams(path.join(ctx.outDir, "samples.parquet"), shardStreams(), { rowGroupSize: ctx.params.shardSize }).catch((error: unknown) => {
+        throw sourceError ?? error;
       });
       await writeParquetFile(path.join(ctx.outDir, "quarantine.parquet"), new Table([quarantineBatch(problems)]));
       await writeParquetFile(path.join(ctx.outDir, "orphans.parquet"), new Table([orphansBatch(plan.orphans)]));

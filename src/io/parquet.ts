@@ -80,3 +80,32 @@ export async function writeParquetFile(file: string, table: Table, options: { ro
   await handle.sync();
   await handle.close();
 }
+
+/**
+ * Like writeParquetBatches, for record batches that are already Arrow IPC streams (e.g. files
+ * that shard workers wrote): parquet-wasm reads each stream directly, sparing a decode and
+ * re-encode in JS. Each stream's batches become at least one row group, in order.
+ */
+export async function writeParquetIpcStreams(file: string, streams: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options: { rowGroupSize?: number } = {}): Promise<{ rows: number }> {
+  let rows = 0;
+  const iterator = (Symbol.asyncIterator in streams ? (streams as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]() : (streams as Iterable<Uint8Array>)[Symbol.iterator]()) as AsyncIterator<Uint8Array> | Iterator<Uint8Array>;
+  const source = new ReadableStream({
+    async pull(controller) {
+      const next = await iterator.next();
+      if (next.done) {
+        controller.close();
+        return;
+      }
+      for (const wasmBatch of parquet.Table.fromIPCStream(next.value).recordBatches()) {
+        rows += wasmBatch.numRows;
+        controller.enqueue(wasmBatch);
+      }
+    },
+  });
+  const bytes = await parquet.transformParquetStream(source, writerProperties(options.rowGroupSize ?? 1024));
+  await bytes.pipeTo(Writable.toWeb(createWriteStream(file)));
+  const handle = await open(file, "r+");
+  await handle.sync();
+  await handle.close();
+  return { rows };
+}

@@ -1,4 +1,4 @@
-import { Binary, Bool, Field, Float64, Int32, Schema, Utf8, vectorFromArray, makeData, RecordBatch, Struct, type DataType, type Vector } from "apache-arrow";
+import { Binary, Bool, Field, Float64, Int32, Schema, Utf8, makeBuilder, makeData, RecordBatch, Struct, type Builder, type DataType } from "apache-arrow";
 import type { SampleRow } from "./decode.js";
 import type { QuarantineEntry } from "./reasons.js";
 import { QUARANTINE_REASONS } from "./reasons.js";
@@ -76,16 +76,39 @@ export const SAMPLES_SCHEMA = arrowSchema(SAMPLE_COLUMNS);
 export const QUARANTINE_SCHEMA = arrowSchema(QUARANTINE_COLUMNS);
 export const ORPHANS_SCHEMA = arrowSchema(ORPHAN_COLUMNS);
 
+/**
+ * Builds one record batch row by row, so rows can be added as they arrive (a shard appends each
+ * decoded sample in plan order while later ones are still decoding). Same builders and null
+ * handling as `vectorFromArray`, which `rowsToBatch` used before, so the bytes are the same.
+ */
+export class RowBatchBuilder<T extends object> {
+  private readonly schema: Schema;
+  private readonly builders: Builder[];
+  private rows = 0;
+
+  constructor(private readonly columns: readonly ColumnSpec[]) {
+    this.schema = arrowSchema(columns);
+    this.builders = this.schema.fields.map((f) => makeBuilder({ type: f.type, nullValues: [null] }));
+  }
+
+  append(row: T): void {
+    const record = row as Record<string, unknown>;
+    for (let i = 0; i < this.columns.length; i++) this.builders[i]!.append(record[this.columns[i]!.name] ?? null);
+    this.rows++;
+  }
+
+  finish(): RecordBatch {
+    const children = this.builders.map((b) => b.finish().toVector().data[0]!);
+    const data = makeData({ type: new Struct(this.schema.fields), length: this.rows, nullCount: 0, children });
+    return new RecordBatch(this.schema, data);
+  }
+}
+
 /** Builds one record batch from plain row objects, column types taken from the spec. */
 export function rowsToBatch<T extends object>(columns: readonly ColumnSpec[], rows: readonly T[]): RecordBatch {
-  const schema = arrowSchema(columns);
-  const children = columns.map((c, i) => {
-    const values = rows.map((r) => (r as Record<string, unknown>)[c.name] ?? null);
-    const vector: Vector = vectorFromArray(values as never[], schema.fields[i]!.type);
-    return vector.data[0]!;
-  });
-  const data = makeData({ type: new Struct(schema.fields), length: rows.length, nullCount: 0, children });
-  return new RecordBatch(schema, data);
+  const builder = new RowBatchBuilder<T>(columns);
+  for (const row of rows) builder.append(row);
+  return builder.finish();
 }
 
 export function samplesBatch(rows: readonly SampleRow[]): RecordBatch {

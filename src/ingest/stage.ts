@@ -14,7 +14,7 @@ import { listFiles, resolveLayout } from "./layouts.js";
 import type { QuarantineEntry } from "./reasons.js";
 import { listReportFiles, normalizeReport } from "./reports.js";
 import { planDataset, type DatasetPlan, type SampleDescriptor } from "./scan.js";
-import { orphansBatch, quarantineBatch, samplesBatch } from "./schema.js";
+import { orphansBatch, quarantineBatch, RowBatchBuilder, SAMPLE_COLUMNS, samplesBatch } from "./schema.js";
 import { Table, tableToIPC } from "apache-arrow";
 import { realpath, stat } from "node:fs/promises";
 
@@ -141,41 +141,56 @@ export const ingestStage = defineStage({
       const cache = ctx.rowCache("ingest-decode");
       const params = decodeParams(ctx.params);
       const queue = new PQueue({ concurrency: ctx.params.concurrency });
-      const results = new Array<Awaited<ReturnType<typeof ingestSample>>>(payload.samples.length);
-      let done = 0;
-      payload.samples.forEach((sample, i) => {
-        void queue.add(async () => {
-          if (ctx.signal.aborted) throw ctx.signal.reason ?? new Error("aborted");
-          results[i] = await ingestSample(root, sample, ctx.pipeline.dataset.kind, params, cache, normalizeReport);
-          done++;
-          if (done % 32 === 0 || done === payload.samples.length) ctx.emit({ kind: "progress", stage: ctx.stage, task: `decode shard ${payload.index}`, done, total: payload.samples.length, unit: "images" });
-        });
-      });
-      await queue.onIdle();
-      const rows: SampleRow[] = [];
+      const total = payload.samples.length;
+      const results = new Array<Awaited<ReturnType<typeof ingestSample>> | undefined>(total);
+      // Rows join the Arrow batch in plan order as soon as every earlier sample is done, so
+      // building it overlaps the decoding of later samples instead of following it.
+      const batch = new RowBatchBuilder<SampleRow>(SAMPLE_COLUMNS);
+      const fingerprintRows: FingerprintEntry[] = [];
       const problems: QuarantineEntry[] = [];
       let cacheHits = 0;
-      for (const r of results) {
-        if (r.row) rows.push(r.row);
-        if (r.problem) problems.push(r.problem);
-        if (r.cacheHit) cacheHits++;
-      }
+      let appended = 0;
+      const appendReady = () => {
+        while (appended < total && results[appended] !== undefined) {
+          const r = results[appended]!;
+          if (r.row) {
+            batch.append(r.row);
+            fingerprintRows.push({
+              split: r.row.split,
+              width: r.row.width,
+              height: r.row.height,
+              withReport: r.row.report !== null,
+              available: r.row.report_available,
+              empty: r.row.mask_empty,
+              coverage: r.row.mask_coverage,
+              format: r.row.image_format,
+            });
+          }
+          if (r.problem) problems.push(r.problem);
+          if (r.cacheHit) cacheHits++;
+          // The batch holds a copy of the bytes now; let the sample go.
+          results[appended++] = undefined;
+        }
+      };
+      let done = 0;
+      await Promise.all(
+        payload.samples.map((sample, i) =>
+          queue.add(async () => {
+            ctx.signal.throwIfAborted();
+            results[i] = await ingestSample(root, sample, ctx.pipeline.dataset.kind, params, cache, normalizeReport);
+            appendReady();
+            done++;
+            if (done % 32 === 0 || done === total) ctx.emit({ kind: "progress", stage: ctx.stage, task: `decode shard ${payload.index}`, done, total, unit: "images" });
+          }),
+        ),
+      );
+      if (appended !== total) throw new StageError(ctx.stage, `shard ${payload.index}: ${total - appended} of ${total} samples were not decoded`);
       await mkdir(shardDir, { recursive: true });
       // Shard rows travel to merge as Arrow IPC: parquet-wasm fails ("Dyn casting error") when a
       // Parquet file is read while another is being streamed out, which merge would do. A stream
       // (not the file format) is what parquet-wasm reads, so merge passes it on untouched.
-      await writeFile(path.join(shardDir, SHARD_ROWS), tableToIPC(new Table([samplesBatch(rows)]), "stream"));
-      const fingerprintRows = rows.map((r): FingerprintEntry => ({
-        split: r.split,
-        width: r.width,
-        height: r.height,
-        withReport: r.report !== null,
-        available: r.report_available,
-        empty: r.mask_empty,
-        coverage: r.mask_coverage,
-        format: r.image_format,
-      }));
-      const report: ShardReport = { problems, cacheHits, decoded: results.length - cacheHits, rows: fingerprintRows };
+      await writeFile(path.join(shardDir, SHARD_ROWS), tableToIPC(new Table([batch.finish()]), "stream"));
+      const report: ShardReport = { problems, cacheHits, decoded: total - cacheHits, rows: fingerprintRows };
       await writeFile(path.join(shardDir, "quarantine.json"), JSON.stringify(report));
     },
 

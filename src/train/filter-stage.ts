@@ -15,6 +15,10 @@ export const filterParams = z.strictObject({
     .union([z.number().min(0).max(1), z.literal("auto")])
     .default("auto")
     .describe("Keep tokens whose relevance (attention averaged over heads, image positions and decoder stages) exceeds this; `auto` = the report's mean relevance, i.e. 1 / (number of tokens): a token is kept when it draws more than a uniform share of attention."),
+  positions: z
+    .enum(["lesion", "all"])
+    .default("all")
+    .describe("Which image positions the attention is averaged over: `all` (default, METHOD.md §2) = every position alike; `lesion` = positions weighted by the sample's ground-truth mask, pooled to each decoder stage's grid (an empty mask counts every position alike): the words the lesion itself reads."),
   batchSize: z.number().int().min(1).default(16).describe("Images per forward pass."),
   backend: z.enum(TRAINING_BACKENDS).default("auto").describe("TensorFlow.js backend (see the guide stage)."),
 });
@@ -32,17 +36,20 @@ export interface FilteredRow {
 
 /**
  * Per-token relevance for each sample: the guide model's cross-attention weights averaged over
- * heads and image positions in each guided decoder stage, then over the stages. Scores of a
- * report's tokens sum to 1 (attention is a softmax over its tokens).
+ * heads and image positions (all alike, or weighted by the lesion mask) in each guided decoder
+ * stage, then over the stages. Scores of a report's tokens sum to 1 (attention is a softmax
+ * over its tokens).
  */
-export function scoreTokens(store: ParamStore, config: ModelConfig, samples: readonly DecodedSample[], guidance: (indices: number[]) => BatchGuidance, tokenCounts: readonly number[], batchSize: number): number[][] {
+export function scoreTokens(store: ParamStore, config: ModelConfig, samples: readonly DecodedSample[], guidance: (indices: number[]) => BatchGuidance, tokenCounts: readonly number[], batchSize: number, positions: "lesion" | "all" = "all"): number[][] {
   const out: number[][] = [];
   const length = config.guidance.kind === "vocab" || config.guidance.kind === "features" ? config.guidance.maxTokens : 0;
+  const size = config.net.imageSize;
   for (let start = 0; start < samples.length; start += batchSize) {
     const indices = Array.from({ length: Math.min(batchSize, samples.length - start) }, (_, i) => start + i);
     const batch = makeBatch(samples, indices, guidance);
     const averaged = tf.tidy(() => {
-      const { attention } = segmenterForward(store, config, batch, { attention: true });
+      const attentionFocus = positions === "lesion" ? tf.tensor4d(batch.masks!, [batch.size, size, size, 1]) : undefined;
+      const { attention } = segmenterForward(store, config, batch, { attention: true, attentionFocus });
       return (tf.mean(tf.stack(attention!), 0).dataSync() as Float32Array).slice();
     });
     indices.forEach((i, b) => out.push(Array.from(averaged.subarray(b * length, b * length + tokenCounts[i]!))));
@@ -96,7 +103,7 @@ async function runFilter(ctx: StageContext<FilterParams>) {
     const encoderKind = config.guidance.kind === "features" ? "biomedclip" : "builtin";
     const text = await guideTextSide({ ...guideParamsUsed, encoder: encoderKind } as GuideParams, ctx.pipeline.baseDir, [], config.guidance);
     const encoded = await text.encode(paired);
-    const scores = scoreTokens(store, config, paired, encoded.batch, encoded.tokens.map((t) => t.length), ctx.params.batchSize);
+    const scores = scoreTokens(store, config, paired, encoded.batch, encoded.tokens.map((t) => t.length), ctx.params.batchSize, ctx.params.positions);
     const rows: FilteredRow[] = paired.map((sample, i) => {
       const tokens = encoded.tokens[i]!;
       const decision = applyThreshold(tokens, scores[i]!, ctx.params.threshold);
@@ -105,7 +112,7 @@ async function runFilter(ctx: StageContext<FilterParams>) {
     await writeParquetFile(path.join(ctx.outDir, "filtered.parquet"), filteredTable(rows));
     const totalTokens = rows.reduce((n, r) => n + r.tokens.length, 0);
     const keptTokens = rows.reduce((n, r) => n + r.kept.filter(Boolean).length, 0);
-    return { reports: rows.length, tokens: totalTokens, keptTokens, keptFraction: totalTokens ? keptTokens / totalTokens : 0, threshold: ctx.params.threshold };
+    return { reports: rows.length, tokens: totalTokens, keptTokens, keptFraction: totalTokens ? keptTokens / totalTokens : 0, threshold: ctx.params.threshold, positions: ctx.params.positions };
   } finally {
     disposeParams(store);
   }
@@ -113,7 +120,7 @@ async function runFilter(ctx: StageContext<FilterParams>) {
 
 export const filterStage = defineStage({
   name: "filter",
-  version: "1",
+  version: "2",
   description: "Scores each report token by the guide model's cross-attention and keeps the relevant ones (METHOD.md §2 step 2); writes the filtered sentences with per-token scores.",
   params: filterParams,
   inputs: ["ingest", "guide"],

@@ -1,7 +1,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { ModelError } from "../errors.js";
 import { gatherRows } from "./fused-ops.js";
-import { netForward, type ForwardResult, type GuidanceTokens, type ModelConfig, type ParamStore } from "./model.js";
+import { netForward, type ForwardOptions, type ForwardResult, type GuidanceTokens, type ModelConfig, type ParamStore } from "./model.js";
 
 /** The per-image text side of a batch, in the form its guidance kind needs. */
 export type BatchGuidance =
@@ -89,7 +89,7 @@ function usedLength(rows: number, maxTokens: number, isToken: (index: number) =>
   return length;
 }
 
-export function segmenterForward(store: ParamStore, config: ModelConfig, batch: Batch, options: { attention?: boolean } = {}): ForwardResult {
+export function segmenterForward(store: ParamStore, config: ModelConfig, batch: Batch, options: ForwardOptions = {}): ForwardResult {
   const n = config.net;
   const images = tf.tensor4d(batch.images, [batch.size, n.imageSize, n.imageSize, n.inChannels]);
   const result = netForward(store, n, images, buildGuidance(store, config, batch), options);

@@ -6,6 +6,7 @@ import { checkpointFolder, historyJson, inputFile, networkFields, resolveChannel
 import { loadSamples, stackBatch, type DecodedSample } from "./data.js";
 import type { Batch, BatchGuidance } from "./guidance.js";
 import { trainSegmenter } from "./loop.js";
+import { deriveSeed, mulberry32 } from "./prng.js";
 import { initParams, type ModelConfig } from "./model.js";
 import { initBackend } from "./runtime.js";
 import { buildVocabulary, encodeReport, vocabularyIndex } from "./text.js";
@@ -19,6 +20,7 @@ export const guideParams = z.strictObject({
   tokenDim: z.number().int().min(4).max(1024).default(64).describe("Width of the learned word embeddings (encoder: builtin)."),
   maxTokens: z.number().int().min(4).max(512).default(256).describe("Report tokens the guide model reads (BiomedCLIP's context is 256); longer reports are cut."),
   minWordCount: z.number().int().min(1).default(1).describe("Words seen fewer times in the paired training reports map to <unk> (encoder: builtin)."),
+  imageDropout: z.number().min(0).max(0.9).default(0).describe("Share of training images blanked (seeded per epoch and sample) so the guide must segment them from the report alone, pushing its cross-attention onto the words that say where the lesion is. Experimental: it helped on one generated dataset and not on another (docs/training.md). Validation images are never blanked."),
 });
 export type GuideParams = z.output<typeof guideParams>;
 
@@ -77,6 +79,23 @@ export async function guideTextSide(params: GuideParams, baseDir: string, paired
   };
 }
 
+/**
+ * Training batches of the guide with a seeded share of images blanked (all zeros). Which images
+ * are blanked depends on (seed, epoch, sample), so a resumed run blanks the same ones as an
+ * uninterrupted run.
+ */
+export function blankedBatches(samples: readonly DecodedSample[], guidance: (indices: number[]) => BatchGuidance, share: number, seed: number): (indices: number[], epoch: number) => Batch {
+  return (indices, epoch) => {
+    const batch = makeBatch(samples, indices, guidance);
+    if (share <= 0) return batch;
+    const pixels = batch.images.length / batch.size;
+    indices.forEach((sample, b) => {
+      if (mulberry32(deriveSeed(seed, "image-dropout", epoch, sample))() < share) batch.images.fill(0, b * pixels, (b + 1) * pixels);
+    });
+    return batch;
+  };
+}
+
 export function makeBatch(samples: readonly DecodedSample[], indices: number[], guidance: (indices: number[]) => BatchGuidance): Batch {
   const { images, masks } = stackBatch(indices.map((i) => samples[i]!));
   return { size: indices.length, images, masks, guidance: guidance(indices) };
@@ -111,7 +130,7 @@ async function runGuide(ctx: StageContext<GuideParams>) {
       settings,
       trainCount: paired.length,
       valCount: val.length,
-      trainBatch: (indices) => makeBatch(paired, indices, trainText.batch),
+      trainBatch: blankedBatches(paired, trainText.batch, params.imageDropout, settings.seed),
       valBatch: (indices) => makeBatch(val, indices, valText.batch),
       checkpointDir: checkpoint.dir,
       checkpointKey: checkpoint.key,
@@ -135,7 +154,7 @@ async function runGuide(ctx: StageContext<GuideParams>) {
 
 export const guideStage = defineStage({
   name: "guide",
-  version: "1",
+  version: "2",
   description: "Trains the language-guided U-Net with token-level report features on the paired training samples (the model whose cross-attention scores report tokens for filtering).",
   params: guideParams,
   inputs: ["ingest"],

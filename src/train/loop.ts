@@ -47,8 +47,8 @@ export interface TrainJob {
   settings: TrainSettings;
   trainCount: number;
   valCount: number;
-  /** Builds a training batch from training-sample indices (masks required). */
-  trainBatch(indices: number[]): Batch;
+  /** Builds a training batch from training-sample indices (masks required) for 0-based `epoch`. */
+  trainBatch(indices: number[], epoch: number): Batch;
   /** Builds a validation batch (masks required). */
   valBatch(indices: number[]): Batch;
   /** Folder for the resumable checkpoint; absent = no checkpoints. */
@@ -198,7 +198,7 @@ export async function trainSegmenter(job: TrainJob): Promise<TrainResult> {
       for (let s = 0; s < stepsPerEpoch; s++) {
         if (job.signal?.aborted) throw new StageError("train", "interrupted; the next run resumes from the last checkpoint");
         const indices = order.slice(s * settings.batchSize, (s + 1) * settings.batchSize);
-        const batch = job.trainBatch(indices);
+        const batch = job.trainBatch(indices, epoch);
         if (!batch.masks) throw new Error("training batches need masks");
         lr = cosineLearningRate(optimizer.step, totalSteps, settings.learningRate, settings.minLearningRate);
         const { value, grads } = tf.variableGrads(() => {

@@ -166,7 +166,11 @@ export interface GuidanceTokens {
 
 export interface ForwardResult {
   logits: tf.Tensor4D;
-  /** Per guided decoder stage: attention averaged over heads and image positions, [B, L]. */
+  /**
+   * Per guided decoder stage: attention averaged over heads and image positions, [B, L]; with
+   * `attentionFocus`, a weighted average over positions (weights = the focus map pooled to the
+   * stage's resolution).
+   */
   attention?: tf.Tensor2D[];
 }
 
@@ -191,7 +195,28 @@ function dense(store: ParamStore, name: string, x: tf.Tensor2D): tf.Tensor2D {
   return tf.add(tf.matMul(x, param(store, `${name}.w`) as tf.Tensor2D), param(store, `${name}.b`)) as tf.Tensor2D;
 }
 
-function crossAttention(store: ParamStore, stage: number, heads: number, x: tf.Tensor4D, guidance: GuidanceTokens, keepAttention: boolean): { out: tf.Tensor4D; attention?: tf.Tensor2D } {
+export interface ForwardOptions {
+  /** Return the per-stage token attention (inference only). */
+  attention?: boolean;
+  /**
+   * [B, H, W, 1] non-negative weights of image positions for the attention average (e.g. the
+   * lesion mask); absent = every position counts the same. An all-zero map counts every
+   * position the same too.
+   */
+  attentionFocus?: tf.Tensor4D;
+}
+
+/** The focus map average-pooled to a decoder stage's grid, as per-image position weights summing to 1: [B, N]. */
+function focusWeights(focus: tf.Tensor4D, height: number, width: number): tf.Tensor2D {
+  const [batch, fullHeight] = focus.shape;
+  const factor = fullHeight / height;
+  const pooled = factor > 1 ? tf.avgPool(focus, factor, factor, "valid") : focus;
+  // The small floor turns an empty map into uniform weights.
+  const floored = tf.add(tf.reshape(pooled, [batch, height * width]), 1e-6);
+  return tf.div(floored, tf.sum(floored, 1, true)) as tf.Tensor2D;
+}
+
+function crossAttention(store: ParamStore, stage: number, heads: number, x: tf.Tensor4D, guidance: GuidanceTokens, keepAttention: boolean, focus?: tf.Tensor4D): { out: tf.Tensor4D; attention?: tf.Tensor2D } {
   const [batch, height, width, channels] = x.shape;
   const positions = height * width;
   const length = guidance.tokens.shape[1];
@@ -203,11 +228,17 @@ function crossAttention(store: ParamStore, stage: number, heads: number, x: tf.T
   const v = tf.reshape(dense(store, `dec${stage}.attn.v`, textFlat), [batch, length, channels]) as tf.Tensor3D;
   const { out, weights } = multiHeadAttention(q, k, v, guidance.mask, heads, keepAttention); // weights [B, heads, N, L]
   const projected = tf.reshape(dense(store, `dec${stage}.attn.o`, tf.reshape(out, [batch * positions, channels]) as tf.Tensor2D), [batch, height, width, channels]);
-  return { out: tf.add(x, projected) as tf.Tensor4D, attention: weights ? (tf.mean(weights, [1, 2]) as tf.Tensor2D) : undefined };
+  let attention: tf.Tensor2D | undefined;
+  if (weights) {
+    attention = focus
+      ? (tf.div(tf.sum(tf.mul(weights, tf.reshape(focusWeights(focus, height, width), [batch, 1, positions, 1])), [1, 2]), heads) as tf.Tensor2D)
+      : (tf.mean(weights, [1, 2]) as tf.Tensor2D);
+  }
+  return { out: tf.add(x, projected) as tf.Tensor4D, attention };
 }
 
 /** Runs the U-Net on images [B, H, W, C] in 0..1; returns logits [B, H, W, 1]. */
-export function netForward(store: ParamStore, net: NetConfig, images: tf.Tensor4D, guidance: GuidanceTokens | null, options: { attention?: boolean } = {}): ForwardResult {
+export function netForward(store: ParamStore, net: NetConfig, images: tf.Tensor4D, guidance: GuidanceTokens | null, options: ForwardOptions = {}): ForwardResult {
   if (net.tokenDim !== null && !guidance) throw new ModelError("this network is language-guided and needs guidance tokens");
   const skips: tf.Tensor4D[] = [];
   let x = images;
@@ -220,7 +251,7 @@ export function netForward(store: ParamStore, net: NetConfig, images: tf.Tensor4
   for (let stage = 0; stage < net.depth - 1; stage++) {
     const level = net.depth - 1 - stage;
     if (net.tokenDim !== null && guidance) {
-      const result = crossAttention(store, stage, net.heads, x, guidance, options.attention === true);
+      const result = crossAttention(store, stage, net.heads, x, guidance, options.attention === true, options.attentionFocus);
       x = result.out;
       if (result.attention) attention.push(result.attention);
     }

@@ -49,8 +49,10 @@ export function binarizeIntoScanlines(grey: Uint8Array, width: number, height: n
   const t = params.maskThreshold;
   const hist = histogram;
   hist.fill(0);
+  // Word reads need a 4-byte-aligned view; an unaligned buffer (rare: sharp allocates its own)
+  // goes byte by byte through the tail loop below.
   const wordCount = (grey.byteOffset & 3) === 0 ? n >>> 2 : 0;
-  const words = new Uint32Array(grey.buffer, grey.byteOffset, wordCount);
+  const words = wordCount > 0 ? new Uint32Array(grey.buffer, grey.byteOffset, wordCount) : new Uint32Array(0);
   let zeroWords = 0;
   let fullWords = 0;
   for (let k = 0; k < wordCount; k++) {

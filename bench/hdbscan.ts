@@ -14,22 +14,13 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { mulberry32 } from "../src/util/random.js";
 
 const DIM = 512;
 const MIN_CLUSTER_SIZE = 10;
 const self = fileURLToPath(import.meta.url);
 const repoRoot = path.resolve(path.dirname(self), "..");
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** n points: 40 blobs of different spreads (0.15..0.35 per axis around N(0,1) centres) + 10% uniform noise. */
 export function benchPoints(n: number): Float32Array {

@@ -11,6 +11,7 @@ import { buildPrototypes, type BuildResult, type PairedSamples } from "./build.j
 import { METRICS } from "./distances.js";
 import { PrototypeSpace } from "./psa.js";
 import { ArtifactRegistry } from "./registry.js";
+import { mulberry32 } from "../util/random.js";
 
 export const prototypesParams = z.strictObject({
   mode: z.enum(["hdbscan-kmeans", "zones-mean"]).default("hdbscan-kmeans").describe("`hdbscan-kmeans` (paper: HDBSCAN surrogate labels, K-means, nearest-sample prototypes) or `zones-mean` (official code: lung-zone labels parsed from the report, K-means, cluster means)."),
@@ -79,16 +80,6 @@ async function readReports(file: string, ids: string[]): Promise<(string | null)
   return ids.map((id) => byId.get(id) ?? null);
 }
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function cosine(a: Float32Array, aOffset: number, b: Float32Array, bOffset: number, dim: number): number {
   let dot = 0;

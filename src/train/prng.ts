@@ -3,19 +3,10 @@
  * from here, keyed by (seed, purpose, counter), so a resumed run can rebuild the exact stream of
  * a given epoch without storing generator state.
  */
-export type Random = () => number;
+import { mulberry32, type Random } from "../util/random.js";
 
-/** mulberry32: small, fast, good enough for init and shuffling; returns floats in [0, 1). */
-export function mulberry32(seed: number): Random {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32, type Random };
+
 
 /** Derives an independent 32-bit seed from a base seed and a list of labels (FNV-1a over the text). */
 export function deriveSeed(seed: number, ...labels: (string | number)[]): number {

@@ -4,17 +4,10 @@
  * tied to the points through `pointsDigest`.
  */
 import { sha256 } from "../../src/util/hash.js";
+import { mulberry32 } from "../../src/util/random.js";
 
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 };
+
 
 export function gaussian(random: () => number): () => number {
   return () => {

@@ -6,6 +6,9 @@ import { z } from "zod";
 import { writeParquetFile } from "../../src/io/parquet.js";
 import { defineStage, type StageDefinition } from "../../src/pipeline/stage.js";
 import type { StageRegistry } from "../../src/pipeline/spec.js";
+import { mulberry32 as rng } from "../../src/util/random.js";
+
+export { rng };
 
 /**
  * Synthetic stage outputs that follow docs/data-contracts.md, for report tests: generated chest
@@ -13,17 +16,6 @@ import type { StageRegistry } from "../../src/pipeline/spec.js";
  * history, test metrics and predictions. Every number a test asserts is computed here.
  */
 
-/** Deterministic pseudo-random numbers (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function table(columns: Record<string, { values: unknown[]; type: DataType }>): Table {
   return new Table(Object.fromEntries(Object.entries(columns).map(([name, c]) => [name, vectorFromArray(c.values as never[], c.type)])));

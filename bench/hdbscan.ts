@@ -21,7 +21,6 @@ const MIN_CLUSTER_SIZE = 10;
 const self = fileURLToPath(import.meta.url);
 const repoRoot = path.resolve(path.dirname(self), "..");
 
-
 /** n points: 40 blobs of different spreads (0.15..0.35 per axis around N(0,1) centres) + 10% uniform noise. */
 export function benchPoints(n: number): Float32Array {
   const random = mulberry32(2024);

@@ -80,7 +80,6 @@ async function readReports(file: string, ids: string[]): Promise<(string | null)
   return ids.map((id) => byId.get(id) ?? null);
 }
 
-
 function cosine(a: Float32Array, aOffset: number, b: Float32Array, bOffset: number, dim: number): number {
   let dot = 0;
   let na = 0;

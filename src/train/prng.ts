@@ -7,7 +7,6 @@ import { mulberry32, type Random } from "../util/random.js";
 
 export { mulberry32, type Random };
 
-
 /** Derives an independent 32-bit seed from a base seed and a list of labels (FNV-1a over the text). */
 export function deriveSeed(seed: number, ...labels: (string | number)[]): number {
   let h = 0x811c9dc5 ^ (seed >>> 0);

@@ -8,7 +8,6 @@ import { mulberry32 } from "../../src/util/random.js";
 
 export { mulberry32 };
 
-
 export function gaussian(random: () => number): () => number {
   return () => {
     const u = 1 - random();

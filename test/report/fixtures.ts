@@ -16,7 +16,6 @@ export { rng };
  * history, test metrics and predictions. Every number a test asserts is computed here.
  */
 
-
 function table(columns: Record<string, { values: unknown[]; type: DataType }>): Table {
   return new Table(Object.fromEntries(Object.entries(columns).map(([name, c]) => [name, vectorFromArray(c.values as never[], c.type)])));
 }

@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { DataError, UsageError } from "../errors.js";
 import { readParquetFile } from "../io/parquet.js";
+import { parseCsv } from "../io/csv.js";
 
 /**
  * Reads the texts `prolearn embed texts` embeds, one row per input row in input order:
@@ -33,43 +34,6 @@ function pickColumn(file: string, available: string[], requested: string | undef
     if (found) return found;
   }
   throw new UsageError(`cannot tell which column of ${path.basename(file)} holds the text`, { hint: `pass --column; columns: ${available.join(", ")}` });
-}
-
-/** RFC 4180 CSV: quoted fields may hold delimiters, doubled quotes and newlines. */
-export function parseCsv(text: string, delimiter?: string): string[][] {
-  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
-  const firstLine = text.slice(0, text.search(/\r?\n|$/));
-  const sep = delimiter ?? ([";", "\t", ","] as const).map((d) => ({ d, n: firstLine.split(d).length })).sort((a, b) => b.n - a.n)[0]!.d;
-  const rows: string[][] = [];
-  let row: string[] = [];
-  let field = "";
-  let quoted = false;
-  for (let i = 0; i < text.length; i++) {
-    const ch = text[i]!;
-    if (quoted) {
-      if (ch === '"') {
-        if (text[i + 1] === '"') {
-          field += '"';
-          i++;
-        } else quoted = false;
-      } else field += ch;
-    } else if (ch === '"' && field === "") quoted = true;
-    else if (ch === sep) {
-      row.push(field);
-      field = "";
-    } else if (ch === "\n" || ch === "\r") {
-      if (ch === "\r" && text[i + 1] === "\n") i++;
-      row.push(field);
-      rows.push(row);
-      row = [];
-      field = "";
-    } else field += ch;
-  }
-  if (field !== "" || row.length) {
-    row.push(field);
-    rows.push(row);
-  }
-  return rows.filter((r) => !(r.length === 1 && r[0] === ""));
 }
 
 function valueAt(record: unknown, keyPath: string): unknown {
@@ -136,7 +100,12 @@ export async function readTextRows(file: string, options: { column?: string } = 
     throw new DataError("JSON must be an array of records or strings, or an object of split -> records (SGSeg annotation.json)", { location: { file } });
   }
   if (ext === ".csv" || ext === ".tsv" || ext === ".txt") {
-    const rows = parseCsv(raw, ext === ".tsv" ? "\t" : undefined);
+    let rows: string[][];
+    try {
+      rows = parseCsv(raw, ext === ".tsv" ? "\t" : undefined);
+    } catch (error) {
+      throw new DataError(`malformed CSV: ${(error as Error).message}`, { location: { file }, hint: "check the quoting of the last rows" });
+    }
     if (rows.length === 0) throw new DataError("the file is empty", { location: { file } });
     const header = rows[0]!.map((h) => h.trim());
     const column = pickColumn(file, header, options.column);

@@ -3,6 +3,7 @@ import { readFile, readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { readSheet } from "read-excel-file/node";
 import { quarantineEntry, type QuarantineEntry } from "./reasons.js";
+import { parseDelimited } from "../io/csv.js";
 
 export type Split = "train" | "val" | "test";
 
@@ -56,42 +57,6 @@ export function splitFromFileName(file: string): Split | undefined {
 
 const IMAGE_COLUMNS = ["image", "image_path", "img_name", "name", "filename", "file"];
 const TEXT_COLUMNS = ["description", "text", "caption", "report", "prompt"];
-
-/** RFC 4180 CSV with a given delimiter; quotes may hold delimiters and newlines. */
-export function parseDelimited(text: string, delimiter: string): string[][] {
-  const rows: string[][] = [];
-  let row: string[] = [];
-  let field = "";
-  let quoted = false;
-  let i = text.charCodeAt(0) === 0xfeff ? 1 : 0;
-  for (; i < text.length; i++) {
-    const ch = text[i]!;
-    if (quoted) {
-      if (ch === '"') {
-        if (text[i + 1] === '"') {
-          field += '"';
-          i++;
-        } else quoted = false;
-      } else field += ch;
-    } else if (ch === '"' && field === "") quoted = true;
-    else if (ch === delimiter) {
-      row.push(field);
-      field = "";
-    } else if (ch === "\n" || ch === "\r") {
-      if (ch === "\r" && text[i + 1] === "\n") i++;
-      row.push(field);
-      rows.push(row);
-      row = [];
-      field = "";
-    } else field += ch;
-  }
-  if (quoted) throw new Error("a quoted field is not closed before the end of the file");
-  if (field !== "" || row.length) {
-    row.push(field);
-    rows.push(row);
-  }
-  return rows.filter((r) => !(r.length === 1 && r[0] === ""));
-}
 
 function tableToEntries(file: string, rows: string[][], split: Split | undefined, out: ReportSet): void {
   const display = file;

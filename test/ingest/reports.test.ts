@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { matchKey } from "../../src/ingest/scan.js";
-import { normalizeReport, parseDelimited, splitFromFileName } from "../../src/ingest/reports.js";
+import { normalizeReport, splitFromFileName } from "../../src/ingest/reports.js";
+import { parseDelimited } from "../../src/io/csv.js";
 import { binarizeMask } from "../../src/ingest/decode.js";
 import { availableSubset, seededSplit } from "../../src/ingest/split.js";
 

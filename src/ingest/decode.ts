@@ -1,9 +1,9 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import sharp from "sharp";
+import sharp, { type OutputInfo } from "sharp";
 import type { RowCache } from "../pipeline/stage.js";
 import { hashJson, sha256 } from "../util/hash.js";
-import { encodeGreyPngScanlines, scanlineLength, sniffFormat } from "./png.js";
+import { encodeGreyPngScanlines, readPngHeader, scanlineLength, sniffFormat } from "./png.js";
 import { quarantineEntry, type QuarantineEntry, type QuarantineReason } from "./reasons.js";
 import type { SampleDescriptor } from "./scan.js";
 
@@ -140,8 +140,64 @@ async function classifyFailure(bytes: Uint8Array, error: unknown): Promise<{ rea
   }
 }
 
+/** Mask pixels pulled out of a joined decode (binarisation reads them right after, synchronously). */
+let joinedMask = new Uint8Array(0);
+
+/**
+ * The common case, an 8-bit PNG image with an 8-bit grey PNG mask of the same size (QaTa-COV19,
+ * MosMedData+), decodes both files fully in ONE libvips pipeline, the mask joined as the last
+ * band: a pipeline costs about as much to set up as a 224x224 decode, so this saves a third of
+ * the decode time. Anything else (JPEG, 16-bit, a mask with alpha or another size) or any error
+ * returns undefined, and the pair goes through `decodePair`'s general path, which also names
+ * what is wrong. Pixels are the same either way: the mask band is the mask's own grey values.
+ */
+export async function decodeJoined(imageBytes: Uint8Array, maskBytes: Uint8Array): Promise<{ width: number; height: number; grey: Uint8Array } | undefined> {
+  const image = readPngHeader(imageBytes);
+  const mask = readPngHeader(maskBytes);
+  if (!image || !mask || image.bitDepth !== 8 || mask.bitDepth !== 8 || mask.colourType !== 0 || mask.hasTransparency) return undefined;
+  if (image.width !== mask.width || image.height !== mask.height) return undefined;
+  let decoded: { data: Buffer; info: OutputInfo };
+  try {
+    decoded = await sharp(imageBytes, { failOn: "truncated" }).joinChannel(Buffer.from(maskBytes.buffer, maskBytes.byteOffset, maskBytes.byteLength), { failOn: "truncated" }).raw().toBuffer({ resolveWithObject: true });
+  } catch {
+    return undefined;
+  }
+  const { data, info } = decoded;
+  const n = info.width * info.height;
+  // One byte per sample (8-bit), the mask as one band after the image's.
+  if (info.width !== image.width || info.height !== image.height || info.channels < 2 || data.length !== n * info.channels) return undefined;
+  if (joinedMask.length < n) joinedMask = new Uint8Array(n);
+  const grey = joinedMask.subarray(0, n);
+  const stride = info.channels;
+  for (let p = 0, q = stride - 1; p < n; p++, q += stride) grey[p] = data[q]!;
+  return { width: info.width, height: info.height, grey };
+}
+
+/** Binarises a decoded mask and encodes it, or says why it is not a usable mask. */
+function finishMask(grey: Uint8Array, width: number, height: number, format: string, params: DecodeParams): DecodeOutcome {
+  const out = zeroedScanlines(width, height);
+  const { foreground, ambiguousFraction } = binarizeIntoScanlines(grey, width, height, params, out);
+  if (ambiguousFraction > params.maskAmbiguousFraction) {
+    return {
+      ok: false,
+      reason: "mask-not-binary",
+      detail: `${(ambiguousFraction * 100).toFixed(1)}% of pixels lie within 64 levels of the threshold ${params.maskThreshold} (allowed ${(params.maskAmbiguousFraction * 100).toFixed(1)}%)`,
+      source: "mask",
+    };
+  }
+  const maskPng = encodeGreyPngScanlines(out, width, height);
+  return { ok: true, value: { width, height, format, maskPng, maskEmpty: foreground === 0, maskCoverage: foreground / (width * height) } };
+}
+
 /** Decodes and validates one image/mask pair (pure over bytes). */
 export async function decodePair(imageBytes: Uint8Array, maskBytes: Uint8Array, params: DecodeParams): Promise<DecodeOutcome> {
+  const joined = await decodeJoined(imageBytes, maskBytes);
+  if (joined) return finishMask(joined.grey, joined.width, joined.height, "png", params);
+  return decodePairSeparately(imageBytes, maskBytes, params);
+}
+
+/** The general path: image and mask decoded one after the other, each failure named. */
+export async function decodePairSeparately(imageBytes: Uint8Array, maskBytes: Uint8Array, params: DecodeParams): Promise<DecodeOutcome> {
   let width: number;
   let height: number;
   let format: string;
@@ -169,18 +225,7 @@ export async function decodePair(imageBytes: Uint8Array, maskBytes: Uint8Array, 
     return { ok: false, reason: "mask-size-mismatch", detail: `image ${width}x${height}, mask ${maskInfo.width}x${maskInfo.height}`, source: "mask" };
   }
   if (maskInfo.channels !== 1) grey = grey.subarray(0, width * height);
-  const out = zeroedScanlines(width, height);
-  const { foreground, ambiguousFraction } = binarizeIntoScanlines(grey, width, height, params, out);
-  if (ambiguousFraction > params.maskAmbiguousFraction) {
-    return {
-      ok: false,
-      reason: "mask-not-binary",
-      detail: `${(ambiguousFraction * 100).toFixed(1)}% of pixels lie within 64 levels of the threshold ${params.maskThreshold} (allowed ${(params.maskAmbiguousFraction * 100).toFixed(1)}%)`,
-      source: "mask",
-    };
-  }
-  const maskPng = encodeGreyPngScanlines(out, width, height);
-  return { ok: true, value: { width, height, format, maskPng, maskEmpty: foreground === 0, maskCoverage: foreground / (width * height) } };
+  return finishMask(grey, width, height, format, params);
 }
 
 function encodeCached(outcome: DecodeOutcome): Buffer {

@@ -62,3 +62,30 @@ export function sniffFormat(bytes: Uint8Array): string | undefined {
   if (bytes[0] === 0x52 && bytes[1] === 0x49 && bytes[8] === 0x57 && bytes[9] === 0x45 && bytes[10] === 0x42 && bytes[11] === 0x50) return "webp";
   return undefined;
 }
+
+export interface PngHeader {
+  width: number;
+  height: number;
+  bitDepth: number;
+  /** 0 grey, 2 RGB, 3 palette, 4 grey + alpha, 6 RGBA. */
+  colourType: number;
+  /** A tRNS chunk: libvips then loads an alpha band too. */
+  hasTransparency: boolean;
+}
+
+/** IHDR fields and whether a tRNS chunk precedes the image data; undefined when the bytes are not a well-formed PNG start. */
+export function readPngHeader(bytes: Uint8Array): PngHeader | undefined {
+  if (bytes.length < 33 || sniffFormat(bytes) !== "png") return undefined;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const type = (at: number) => String.fromCharCode(bytes[at]!, bytes[at + 1]!, bytes[at + 2]!, bytes[at + 3]!);
+  if (view.getUint32(8) !== 13 || type(12) !== "IHDR") return undefined;
+  const header: PngHeader = { width: view.getUint32(16), height: view.getUint32(20), bitDepth: bytes[24]!, colourType: bytes[25]!, hasTransparency: false };
+  // Chunks before the first IDAT: length (4), type (4), data, CRC (4).
+  for (let at = 33; at + 8 <= bytes.length; ) {
+    const chunkType = type(at + 4);
+    if (chunkType === "IDAT" || chunkType === "IEND") return header;
+    if (chunkType === "tRNS") header.hasTransparency = true;
+    at += 12 + view.getUint32(at);
+  }
+  return undefined;
+}

@@ -1,10 +1,13 @@
 import assert from "node:assert/strict";
+import { readFileSync, readdirSync } from "node:fs";
+import path from "node:path";
 import test from "node:test";
 import { makeData, RecordBatch, Struct, Table, tableToIPC, vectorFromArray } from "apache-arrow";
 import sharp from "sharp";
-import { binarizeIntoScanlines, type DecodeParams } from "../../src/ingest/decode.js";
+import { binarizeIntoScanlines, decodeJoined, decodePair, decodePairSeparately, type DecodeOutcome, type DecodeParams } from "../../src/ingest/decode.js";
 import { encodeGreyPngScanlines, scanlineLength } from "../../src/ingest/png.js";
 import { arrowSchema, RowBatchBuilder, SAMPLE_COLUMNS } from "../../src/ingest/schema.js";
+import { realDataPath } from "./helpers.js";
 
 /** The binarisation rule written pixel by pixel, as the stage documents it. */
 function reference(grey: Uint8Array, params: DecodeParams): { bits: Uint8Array; foreground: number; ambiguousFraction: number } {
@@ -112,3 +115,65 @@ test("RowBatchBuilder, fed row by row, writes the same Arrow IPC bytes as vector
   const expected = new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: rows.length, nullCount: 0, children }));
   assert.deepEqual(tableToIPC(new Table([builder.finish()]), "stream"), tableToIPC(new Table([expected]), "stream"));
 });
+
+async function png(pixels: Uint8Array, width: number, height: number, channels: 1 | 2 | 3 | 4): Promise<Buffer> {
+  // Raw input counts as sRGB: say b-w for 1 and 2 bands, or sharp writes an RGB PNG.
+  const image = sharp(Buffer.from(pixels), { raw: { width, height, channels } });
+  return (channels <= 2 ? image.toColourspace("b-w") : image).png().toBuffer();
+}
+
+function texture(width: number, height: number, channels: number, seed: number): Uint8Array {
+  const random = rng(seed);
+  return Uint8Array.from({ length: width * height * channels }, () => Math.floor(random() * 256));
+}
+
+function sameOutcome(a: DecodeOutcome, b: DecodeOutcome, what: string): void {
+  if (a.ok && b.ok) {
+    assert.deepEqual(a.value, b.value, what);
+    return;
+  }
+  // A failure's detail quotes libvips, whose message for the same fault varies between runs.
+  assert.deepEqual(a.ok ? "ok" : [a.reason, a.source], b.ok ? "ok" : [b.reason, b.source], what);
+}
+
+test("one joined decode of image and mask gives exactly what decoding them one by one gives", async () => {
+  const params = { maskThreshold: 127, maskAmbiguousFraction: 0.01 };
+  const [w, h] = [45, 31];
+  const mask = await png(syntheticMask(w, h, 9, "mask255"), w, h, 1);
+  // [what, image, mask, decoded in one pipeline?]
+  const pairs: [string, Buffer, Buffer, boolean][] = [];
+  for (const channels of [1, 2, 3, 4] as const) pairs.push([`${channels}-band PNG image, grey mask`, await png(texture(w, h, channels, channels), w, h, channels), mask, true]);
+  const grey = await png(texture(w, h, 1, 7), w, h, 1);
+  pairs.push(["label mask (0/1)", grey, await png(syntheticMask(w, h, 3, "labels"), w, h, 1), true]);
+  pairs.push(["soft mask (not binary)", grey, await png(syntheticMask(w, h, 4, "soft"), w, h, 1), true]);
+  pairs.push(["empty mask", grey, await png(new Uint8Array(w * h), w, h, 1), true]);
+  pairs.push(["mask with alpha", grey, await png(new Uint8Array(w * h * 2).map((_, i) => (i % 2 ? 255 : (i >> 5) % 2 ? 255 : 0)), w, h, 2), false]);
+  pairs.push(["mask of another size", grey, await png(syntheticMask(w + 1, h, 9, "mask255"), w + 1, h, 1), false]);
+  pairs.push(["truncated mask", grey, mask.subarray(0, mask.length - 30), false]);
+  pairs.push(["truncated image", grey.subarray(0, grey.length - 40), mask, false]);
+  pairs.push(["JPEG image", await sharp(Buffer.from(texture(w, h, 3, 2)), { raw: { width: w, height: h, channels: 3 } }).jpeg().toBuffer(), mask, false]);
+  for (const [what, image, maskBytes, oneDecode] of pairs) {
+    assert.equal((await decodeJoined(image, maskBytes)) !== undefined, oneDecode, `${what}: ${oneDecode ? "one joined decode" : "general path"}`);
+    sameOutcome(await decodePair(image, maskBytes, params), await decodePairSeparately(image, maskBytes, params), what);
+  }
+  const joined = await decodePair(pairs[0]![1], mask, params);
+  assert.ok(joined.ok && joined.value.maskCoverage > 0, "the grey pair decodes and has foreground");
+});
+
+test("joined decode matches the general path on real QaTa-COV19 pairs", { skip: realQataPairs() ? false : "real QaTa subset not found under ../shared/data or $PROLEARN_REAL_DATA" }, async () => {
+  const { images, masks, names } = realQataPairs()!;
+  const params = { maskThreshold: 127, maskAmbiguousFraction: 0.01 };
+  for (const name of names) {
+    const image = readFileSync(path.join(images, name));
+    const mask = readFileSync(path.join(masks, `mask_${name}`));
+    assert.ok(await decodeJoined(image, mask), `${name}: real QaTa pairs take the one-pipeline path`);
+    sameOutcome(await decodePair(image, mask, params), await decodePairSeparately(image, mask, params), name);
+  }
+});
+
+function realQataPairs(): { images: string; masks: string; names: string[] } | undefined {
+  const images = realDataPath("qata-cov19", "QaTa", "images", "train", "images");
+  const masks = realDataPath("qata-cov19", "QaTa", "images", "train", "masks");
+  if (!images || !masks) return undefined;
+  return { images, masks, names: readdirSync(images).sort().slice(0, 40) };
+}

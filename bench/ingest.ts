@@ -3,7 +3,7 @@
  * run), and peak RSS, on a generated QaTa-like set of N 224x224 pairs (default 10,000).
  * Two baselines: "decode-only" reads and decodes each file with sharp on its own (the issue's
  * baseline); "joined decode-only" reads the same files and makes exactly the one-pipeline decode
- * that ingest makes for a PNG pair (src/ingest/decode.ts decodeJoined), so ingest / joined is
+ * that ingest makes for a PNG pair (decodeJoined in src/ingest/decode.ts), so ingest / joined is
  * everything ingest adds beyond its own decoding.
  * Each measurement runs in its own child process so its peak RSS is its own; decode-only and
  * ingest alternate `--repeat` times (the machine is shared, so one pair of runs is noisy) and the
@@ -44,7 +44,7 @@ async function decodeOnly(root: string): Promise<number> {
   return images.length;
 }
 
-/** The decode ingest makes for an 8-bit PNG pair: one pipeline, the mask joined as a band. */
+/** The decode ingest makes for an 8-bit PNG pair: one pipeline, image joined to the mask, mask band kept. */
 async function decodeJoinedOnly(root: string): Promise<number> {
   const images = readdirSync(path.join(root, "images")).sort();
   const queue = new PQueue({ concurrency });
@@ -52,7 +52,7 @@ async function decodeJoinedOnly(root: string): Promise<number> {
     void queue.add(async () => {
       const image = await readFile(path.join(root, "images", name));
       const mask = await readFile(path.join(root, "masks", `mask_${name}`));
-      await sharp(image, { failOn: "truncated" }).joinChannel(mask, { failOn: "truncated" }).raw().toBuffer();
+      await sharp(mask, { failOn: "truncated" }).joinChannel(image, { failOn: "truncated" }).extractChannel(0).raw().toBuffer();
     });
   }
   await queue.onIdle();

@@ -2,7 +2,7 @@
  * PSA query speed: 96 prototypes x 512-d (N = 6 labels x K = 16), batch 1 and 1,024.
  * Baseline in the same run: a straightforward implementation (cosine per pair with both norms,
  * sort all prototypes, allocate per query). Ours: `query` (plain JS, 4-row blocking, no
- * allocation in the loop) and `queryAsync` (ONNX Runtime Gemm for the scores from batch 32 on).
+ * allocation in the loop; scores by the WebAssembly SIMD GEMM of the training kernels) and `queryAsync` (ONNX Runtime Gemm for the scores from batch 32 on).
  *   node --import tsx bench/psa.ts
  */
 import os from "node:os";
@@ -72,7 +72,7 @@ for (const batch of [1, 1024]) {
   const out = { embeddings: new Float32Array(batch * DIM), ids: new Int32Array(batch * TOP_K), weights: new Float32Array(batch * TOP_K) };
   console.log(`batch ${batch}`);
   const naive = await timeIt("baseline (naive JS)", batch, () => naiveQuery(images));
-  const sync = await timeIt("query (JS, preallocated)", batch, () => space.queryInto(images, out));
+  const sync = await timeIt("query (sync, WASM SIMD GEMM)", batch, () => space.queryInto(images, out));
   const viaOrt = await timeIt("queryAsync (ORT Gemm from 32)", batch, () => space.queryIntoAsync(images, out));
   console.log(`  speed-up over baseline: query x${(naive / sync).toFixed(1)}, queryAsync x${(naive / viaOrt).toFixed(1)}`);
 }

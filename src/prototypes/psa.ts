@@ -3,6 +3,7 @@ import * as ort from "onnxruntime-node";
 import { DataError } from "../errors.js";
 import { encodeOnnxModel } from "./onnx-graph.js";
 import { assertArtifactIntact, readPrototypesFile, type ArtifactManifest } from "./artifact.js";
+import { GemmWorkspace } from "../train/backend/gemm.js";
 
 export interface QueryOptions {
   /** Prototypes mixed per query (default 3). */
@@ -20,8 +21,8 @@ export interface QueryResult {
   weights: Float32Array;
 }
 
-/** Queries are scored in blocks of this many rows so each prototype row is loaded once per block. */
-const QUERY_BLOCK = 4;
+/** Queries are scored in blocks of this many rows: one SIMD GEMM per block, scores stay in cache. */
+const QUERY_BLOCK = 64;
 /** From this batch size on, queryAsync scores through ONNX Runtime's SIMD Gemm. */
 const ORT_MIN_BATCH = 32;
 
@@ -134,62 +135,50 @@ export class PrototypeSpace {
     return { topK, temperature };
   }
 
-  /** Writes into caller-owned outputs (sized n*dim, n*topK, n*topK); plain JS, synchronous. */
+  /**
+   * Writes into caller-owned outputs (sized n*dim, n*topK, n*topK); synchronous. Cosine scores
+   * come from the WebAssembly SIMD GEMM of the training kernels, over a private workspace that
+   * holds the unit query prototypes transposed once, so a block costs one GEMM call.
+   */
   queryInto(imageEmbeddings: Float32Array, out: QueryResult, options: QueryOptions = {}): void {
     const { dim, size } = this;
     const n = this.rowsOf(imageEmbeddings);
     const { topK, temperature } = this.prepare(n, out, options);
-    const q = this.unitQueries;
+    const ws = this.workspace();
     const scores = this.scores;
     for (let start = 0; start < n; start += QUERY_BLOCK) {
       const rows = Math.min(QUERY_BLOCK, n - start);
-      if (rows === QUERY_BLOCK) this.scoreBlock4(imageEmbeddings, start);
-      else {
-        for (let r = 0; r < rows; r++) {
-          const v = (start + r) * dim;
-          for (let p = 0; p < size; p++) {
-            const b = p * dim;
-            let dot = 0;
-            for (let k = 0; k < dim; k++) dot += imageEmbeddings[v + k]! * q[b + k]!;
-            scores[r * size + p] = dot;
-          }
-        }
-      }
+      const f32 = ws.f32;
+      f32.set(imageEmbeddings.subarray(start * dim, (start + rows) * dim), this.blockOffset);
+      f32.fill(0, this.scoresOffset, this.scoresOffset + rows * size);
+      ws.gemm(false, rows, size, dim, this.blockOffset, dim, this.queriesOffset, size, this.scoresOffset, size);
+      scores.set(f32.subarray(this.scoresOffset, this.scoresOffset + rows * size));
       for (let r = 0; r < rows; r++) this.respond(imageEmbeddings, start + r, scores, r * size, topK, temperature, out);
     }
+  }
+
+  private gemm?: GemmWorkspace;
+  private queriesOffset = 0;
+  private blockOffset = 0;
+  private scoresOffset = 0;
+
+  private workspace(): GemmWorkspace {
+    if (this.gemm) return this.gemm;
+    const { dim, size } = this;
+    const ws = new GemmWorkspace();
+    this.queriesOffset = ws.reserve(dim * size);
+    this.blockOffset = ws.reserve(QUERY_BLOCK * dim);
+    this.scoresOffset = ws.reserve(QUERY_BLOCK * size);
+    const f32 = ws.f32;
+    // Q^T, [dim, size]: the GEMM's B operand, so C[rows, size] = V[rows, dim] * Q^T.
+    for (let p = 0; p < size; p++) for (let k = 0; k < dim; k++) f32[this.queriesOffset + k * size + p] = this.unitQueries[p * dim + k]!;
+    this.gemm = ws;
+    return ws;
   }
 
   private rowsOf(imageEmbeddings: Float32Array): number {
     if (imageEmbeddings.length % this.dim !== 0) throw new DataError(`${imageEmbeddings.length} values are not a whole number of ${this.dim}-d image embeddings`);
     return imageEmbeddings.length / this.dim;
-  }
-
-  /** Dot products of 4 consecutive image rows with every unit query prototype. */
-  private scoreBlock4(v: Float32Array, start: number): void {
-    const { dim, size, scores } = this;
-    const q = this.unitQueries;
-    const v0 = start * dim;
-    const v1 = v0 + dim;
-    const v2 = v1 + dim;
-    const v3 = v2 + dim;
-    for (let p = 0; p < size; p++) {
-      const b = p * dim;
-      let s0 = 0;
-      let s1 = 0;
-      let s2 = 0;
-      let s3 = 0;
-      for (let k = 0; k < dim; k++) {
-        const w = q[b + k]!;
-        s0 += v[v0 + k]! * w;
-        s1 += v[v1 + k]! * w;
-        s2 += v[v2 + k]! * w;
-        s3 += v[v3 + k]! * w;
-      }
-      scores[p] = s0;
-      scores[size + p] = s1;
-      scores[2 * size + p] = s2;
-      scores[3 * size + p] = s3;
-    }
   }
 
   private respond(v: Float32Array, row: number, scores: Float32Array, base: number, topK: number, temperature: number, out: QueryResult): void {

@@ -3,19 +3,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { PassThrough } from "node:stream";
-import { main } from "../../src/cli/main.js";
-
-export async function cli(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = "";
-  let err = "";
-  stdout.on("data", (c: Buffer) => (out += c.toString()));
-  stderr.on("data", (c: Buffer) => (err += c.toString()));
-  const code = await main(argv, { stdout, stderr, interactive: false });
-  return { code, stdout: out, stderr: err };
-}
+import { cli } from "./helpers.js";
 
 describe("cli", () => {
   test("--help lists commands and the exit codes", async () => {

@@ -4,6 +4,7 @@ import path from "node:path";
 import { test } from "node:test";
 import { DataError } from "../../src/errors.js";
 import { writeFixtureDataset, type FixtureLayout } from "../../src/ingest/fixtures/index.js";
+import { synthesizeSample } from "../../src/ingest/fixtures/generate.js";
 import { readParquetFile } from "../../src/io/parquet.js";
 import type { DatasetKind } from "../../src/pipeline/spec.js";
 import { SAMPLE_COLUMNS } from "../../src/ingest/schema.js";
@@ -155,4 +156,30 @@ test(mosmedText ? "MosMedData+ real ';' CSV text with images in the LViT folders
   assert.equal(summary.orphanReports, 2183 + 273 - 10);
   const t = await readParquetFile(path.join(outDir, "samples.parquet"), { columns: ["split", "report"] });
   assert.deepEqual([...new Set(t.getChild("split")!.toArray() as string[])].sort(), ["train", "val"]);
+});
+
+test("decoys: an extra lesion outside the mask and the report; masks, reports and the default bytes are unchanged", async () => {
+  let withDecoy = 0;
+  for (const kind of ["qata-cov19", "mosmeddata-plus"] as const) {
+    for (let index = 0; index < 20; index++) {
+      const plain = synthesizeSample(kind, 3, index, 64);
+      const decoy = synthesizeSample(kind, 3, index, 64, { decoys: true });
+      assert.deepEqual(decoy.mask, plain.mask, "the decoy is not in the mask");
+      assert.equal(decoy.report, plain.report, "nor in the report");
+      let changed = 0;
+      for (let p = 0; p < plain.pixels.length; p++) {
+        if (decoy.pixels[p] === plain.pixels[p]) continue;
+        changed++;
+        assert.equal(plain.mask[p], 0, "only pixels outside the real lesion change");
+        assert.ok(decoy.pixels[p]! > plain.pixels[p]!, "the decoy is an opacity like the real lesions");
+      }
+      if (changed > 0) withDecoy++;
+    }
+  }
+  assert.ok(withDecoy >= 36, `most samples get a decoy (${withDecoy}/40)`);
+  const dir = scratchDir("decoys");
+  const fx = await writeFixtureDataset({ kind: "qata-cov19", layout: "sgseg", out: path.join(dir, "data"), n: 8, seed: 3, size: 32, decoys: true });
+  const { summary } = await runIngest({ kind: "qata-cov19", root: fx.root });
+  assert.equal(summary.ingested, 8);
+  await assert.rejects(() => writeFixtureDataset({ kind: "kvasir-seg", layout: "kvasir", out: path.join(dir, "polyps"), decoys: true }), /chest kinds/);
 });

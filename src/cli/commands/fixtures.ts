@@ -18,6 +18,7 @@ export default defineCommand({
     seed: { type: "string", description: "random seed", default: "42", valueName: "S" },
     size: { type: "string", description: "image side in pixels", default: "64", valueName: "PX" },
     bad: { type: "boolean", description: "add one input per quarantine problem (layouts lvit, lvit-csv, guideseg, kvasir)", default: false },
+    decoys: { type: "boolean", description: "chest kinds: also draw a decoy lesion in a lung zone the report does not name (not in the mask), so only the report tells which lesion to segment", default: false },
   },
   async run(args, io) {
     const kind = args.positionals[0] as DatasetKind;
@@ -25,7 +26,7 @@ export default defineCommand({
     const layout = (stringOption(args, "layout") ?? DEFAULT_LAYOUT[kind]) as FixtureLayout;
     if (!DATASET_LAYOUTS.includes(layout) || (layout as string) === "auto") throw new UsageError(`unknown layout "${layout}"`, { hint: `use one of ${DATASET_LAYOUTS.filter((l) => l !== "auto").join(", ")}` });
     const out = stringOption(args, "out", true);
-    const result = await writeFixtureDataset({ kind, layout, out, n: numberOption(args, "n"), seed: numberOption(args, "seed"), size: numberOption(args, "size"), bad: args.options.bad === true });
+    const result = await writeFixtureDataset({ kind, layout, out, n: numberOption(args, "n"), seed: numberOption(args, "seed"), size: numberOption(args, "size"), bad: args.options.bad === true, decoys: args.options.decoys === true });
     io.stderr.write(`wrote ${result.samples} ${kind} samples in the ${layout} layout to ${result.root} (train ${result.splits.train}, val ${result.splits.val}, test ${result.splits.test})\n`);
     if (result.reports) io.stderr.write(`reports: ${result.reports} (set dataset.reports)\n`);
     io.stdout.write(JSON.stringify(result) + "\n");

@@ -201,7 +201,7 @@ export class Catalog {
   }
 
   stageRuns(runId: string): StageRunRecord[] {
-    return (this.db.prepare("SELECT * FROM stage_runs WHERE run_id = ? ORDER BY started_at").all(runId) as Record<string, unknown>[]).map(rowToStageRun);
+    return (this.db.prepare("SELECT * FROM stage_runs WHERE run_id = ? ORDER BY rowid").all(runId) as Record<string, unknown>[]).map(rowToStageRun);
   }
 
   fileStat(file: string): { size: number; mtimeMs: number; sha256: string } | undefined {

@@ -1,10 +1,11 @@
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ProlearnError, StageError, UsageError } from "../errors.js";
 import { canonicalJson, hashJson } from "../util/hash.js";
-import { Catalog, processAlive } from "./catalog.js";
+import { Catalog } from "./catalog.js";
+import { tryLockFile, unlockFile } from "./file-lock.js";
 import { InProcessExecutor, type Executor, type StageTask } from "./executor.js";
 import { setFileStatCache } from "./file-digest.js";
 import type { ResolvedPipeline, StageRegistry } from "./spec.js";
@@ -369,34 +370,12 @@ export async function runPipeline(pipeline: ResolvedPipeline, options: RunOption
  * stage output at once. A lock whose holder died (kill -9) is taken over.
  */
 export async function withKeyLock<T>(workdir: string, cacheKey: string, fn: () => Promise<T>): Promise<T> {
-  const dir = path.join(workdir, "locks");
-  mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, `${cacheKey}.lock`);
-  for (;;) {
-    try {
-      const fd = openSync(file, "wx");
-      writeSync(fd, String(process.pid));
-      closeSync(fd);
-      break;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-      let holder = NaN;
-      try {
-        holder = Number(readFileSync(file, "utf8"));
-      } catch {
-        continue;
-      }
-      if (!processAlive(holder)) {
-        rmSync(file, { force: true });
-        continue;
-      }
-      await sleep(200);
-    }
-  }
+  const file = path.join(workdir, "locks", `${cacheKey}.lock`);
+  while (!tryLockFile(file)) await sleep(200);
   try {
     return await fn();
   } finally {
-    if (existsSync(file)) rmSync(file, { force: true });
+    unlockFile(file);
   }
 }
 

@@ -1,4 +1,3 @@
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -6,7 +5,7 @@ import { Cron } from "croner";
 import { Queue, UnrecoverableError, Worker, type Job } from "bullmq";
 import { Redis } from "ioredis";
 import { UsageError } from "../errors.js";
-import { processAlive } from "./catalog.js";
+import { tryLockFile, unlockFile } from "./file-lock.js";
 import { runPipeline, type RunOptions, type RunResult } from "./engine.js";
 import type { Executor } from "./executor.js";
 import { QUEUE_PREFIX } from "./executors/bullmq.js";
@@ -42,35 +41,16 @@ export interface PipelineLock {
  * one machine; the Redis mode uses a Redis lock instead.
  */
 export function tryPipelineFileLock(workdir: string, pipeline: string): PipelineLock | undefined {
-  const dir = path.join(workdir, "locks");
-  mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, `pipeline-${pipeline}.lock`);
-  for (let tries = 0; tries < 3; tries++) {
-    try {
-      const fd = openSync(file, "wx");
-      writeSync(fd, String(process.pid));
-      closeSync(fd);
-      let released = false;
-      return {
-        async release() {
-          if (released) return;
-          released = true;
-          rmSync(file, { force: true });
-        },
-      };
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-      let holder = NaN;
-      try {
-        holder = Number(readFileSync(file, "utf8"));
-      } catch {
-        continue;
-      }
-      if (holder && processAlive(holder)) return undefined;
-      rmSync(file, { force: true });
-    }
-  }
-  return undefined;
+  const file = path.join(workdir, "locks", `pipeline-${pipeline}.lock`);
+  if (!tryLockFile(file)) return undefined;
+  let released = false;
+  return {
+    async release() {
+      if (released) return;
+      released = true;
+      unlockFile(file);
+    },
+  };
 }
 
 const RELEASE_SCRIPT = `if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end`;

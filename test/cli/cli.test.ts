@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { cli } from "./helpers.js";
+import { cli } from "../helpers/cli.js";
 
 describe("cli", () => {
   test("--help lists commands and the exit codes", async () => {

@@ -4,7 +4,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { writeFixtureDataset } from "../../src/ingest/fixtures/index.js";
-import { cli } from "./helpers.js";
+import { cli } from "../helpers/cli.js";
 
 test("prolearn run with the package's stages: --json, a fully cached rerun under 2 s, plan says why after a param change", async () => {
   const dir = mkdtempSync(path.join(tmpdir(), "prolearn-cli-run-"));

@@ -3,10 +3,9 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { runPipeline, type RunResult } from "../../src/pipeline/engine.js";
 import { loadPipelineFile, type ResolvedPipeline, type StageRegistry } from "../../src/pipeline/spec.js";
-import { PassThrough } from "node:stream";
-import { main } from "../../src/cli/main.js";
 import { writeRunReport } from "../../src/report/write.js";
 import { demoPipelineYaml, demoRegistry } from "./fixtures.js";
+export { cli } from "../helpers/cli.js";
 
 /** Debian's chromium (CI installs it), or $PROLEARN_CHROMIUM. */
 export const CHROMIUM = process.env.PROLEARN_CHROMIUM ?? "/usr/bin/chromium";
@@ -30,14 +29,3 @@ export async function runDemo(file: string, registry: StageRegistry = demoRegist
   return { pipeline, result };
 }
 
-/** Runs the CLI in-process and captures what it writes. */
-export async function cli(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = "";
-  let err = "";
-  stdout.on("data", (c: Buffer) => (out += c.toString()));
-  stderr.on("data", (c: Buffer) => (err += c.toString()));
-  const code = await main(argv, { stdout, stderr, interactive: false });
-  return { code, stdout: out, stderr: err };
-}

@@ -1,22 +1,11 @@
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
-import { PassThrough } from "node:stream";
 import * as tf from "@tensorflow/tfjs-core";
 import { EnvironmentError, UsageError } from "../../src/errors.js";
 import { initTrainingBackend, activeTrainingBackend, fastCpuKernelsInstalled, type TrainingBackendRequest } from "../../src/train/backend/index.js";
 import { buildReferenceUNet } from "../../src/train/backend/reference-unet.js";
-import { main } from "../../src/cli/main.js";
+import { cli } from "../helpers/cli.js";
 
-async function cli(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = "";
-  let err = "";
-  stdout.on("data", (c: Buffer) => (out += c.toString()));
-  stderr.on("data", (c: Buffer) => (err += c.toString()));
-  const code = await main(argv, { stdout, stderr, interactive: false });
-  return { code, stdout: out, stderr: err };
-}
 
 async function importable(name: string): Promise<boolean> {
   try {

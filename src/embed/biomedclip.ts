@@ -8,6 +8,7 @@ import { BertTokenizer } from "./bert-tokenizer.js";
 import { l2NormalizeRows, type Encoder, type EncoderPreprocessing, type TokenFeatures } from "./encoder.js";
 import { BIOMEDCLIP_IMAGE_PREPROCESSING, preprocessImageInto, type ImagePreprocessing } from "./image-preprocess.js";
 import { loadOnnxModel, type LoadedOnnxModel } from "./onnx-model.js";
+import { digestFile } from "../pipeline/file-digest.js";
 
 /**
  * The export contract shared with tools/export_biomedclip.py: file names, tensor names, opset.
@@ -87,31 +88,22 @@ function manifestFiles(manifest: BiomedclipManifest): string[] {
   return [manifest.image.file, manifest.text.file, ...(manifest.textHidden ? [manifest.textHidden.file] : []), manifest.tokenizer.file];
 }
 
-const folderDigestMemo = new Map<string, { stamp: string; digest: string }>();
 
 /**
  * Content digest of a model folder (manifest + every file it names), for the stage's cache key.
- * Hashing 400 MB of weights takes seconds, so it is memoised per process on (size, mtime).
+ * Hashing 400 MB of weights takes seconds, so file digests go through the engine's stat cache
+ * (re-hashed only when a file's size or mtime changed, across runs and processes).
  */
 export async function biomedclipFolderDigest(dir: string): Promise<string> {
   const manifest = await readBiomedclipManifest(dir);
-  const files = manifestFiles(manifest).map((f) => path.join(dir, f));
   const digests: Record<string, string> = {};
-  for (const file of files) {
-    let info;
+  for (const file of manifestFiles(manifest).map((f) => path.join(dir, f))) {
     try {
-      info = await stat(file);
+      await stat(file);
     } catch {
       throw new ModelError("model file is missing", { location: { file }, hint: `the manifest in ${dir} names it` });
     }
-    const stamp = `${info.size}:${info.mtimeMs}`;
-    const memo = folderDigestMemo.get(file);
-    if (memo && memo.stamp === stamp) digests[path.basename(file)] = memo.digest;
-    else {
-      const digest = await sha256File(file);
-      folderDigestMemo.set(file, { stamp, digest });
-      digests[path.basename(file)] = digest;
-    }
+    digests[path.basename(file)] = await digestFile(file);
   }
   return hashJson({ manifest, files: digests });
 }

@@ -102,7 +102,7 @@ async function runFilter(ctx: StageContext<FilterParams>) {
     const guideParamsUsed = (ctx.pipeline.stages.guide ?? {}) as GuideParams;
     const encoderKind = config.guidance.kind === "features" ? "biomedclip" : "builtin";
     const text = await guideTextSide({ ...guideParamsUsed, encoder: encoderKind } as GuideParams, ctx.pipeline.baseDir, [], config.guidance);
-    const encoded = await text.encode(paired);
+    const encoded = await text.encode(paired).finally(() => text.close());
     const scores = scoreTokens(store, config, paired, encoded.batch, encoded.tokens.map((t) => t.length), ctx.params.batchSize, ctx.params.positions);
     const rows: FilteredRow[] = paired.map((sample, i) => {
       const tokens = encoded.tokens[i]!;

@@ -28,6 +28,8 @@ export interface GuideTextSide {
   guidance: ModelConfig["guidance"];
   /** Guidance of the given samples (same order as `samples`). */
   encode(samples: readonly DecodedSample[]): Promise<{ batch: (indices: number[]) => BatchGuidance; tokens: string[][] }>;
+  /** Releases the encoder (ONNX sessions) once every encode call is done. */
+  close(): Promise<void>;
 }
 
 /** The text side of the guide model: word vocabulary (builtin) or encoder hidden states (biomedclip). */
@@ -38,6 +40,7 @@ export async function guideTextSide(params: GuideParams, baseDir: string, paired
     const index = vocabularyIndex(guidance.vocab);
     return {
       guidance,
+      close: async () => {},
       async encode(samples) {
         const encoded = samples.map((s) => encodeReport(s.report ?? "", index, guidance.maxTokens));
         const batch = (indices: number[]): BatchGuidance => {
@@ -60,9 +63,9 @@ export async function guideTextSide(params: GuideParams, baseDir: string, paired
   const guidance = { kind: "features" as const, featureDim: probe.width, maxTokens: Math.min(params.maxTokens, probe.length), encoder: encoder.id };
   return {
     guidance,
+    close: () => encoder.close(),
     async encode(samples) {
       const features = await encoder.tokenFeatures!(samples.map((s) => s.report ?? ""));
-      await encoder.close();
       const { length, width } = features;
       const L = guidance.maxTokens;
       const batch = (indices: number[]): BatchGuidance => {
@@ -112,8 +115,13 @@ async function runGuide(ctx: StageContext<GuideParams>) {
     throw new ModelError("no training sample has an available report: the guide model has nothing to learn from", { hint: "raise dataset.textAvailability above 0" });
   }
   const text = await guideTextSide(params, ctx.pipeline.baseDir, paired.map((s) => s.report!));
-  const trainText = await text.encode(paired);
-  const valText = await text.encode(val);
+  let trainText, valText;
+  try {
+    trainText = await text.encode(paired);
+    valText = await text.encode(val);
+  } finally {
+    await text.close();
+  }
   const tokenDim = text.guidance.kind === "vocab" ? text.guidance.tokenDim : text.guidance.kind === "features" ? text.guidance.featureDim : 0;
   const config: ModelConfig = {
     net: { imageSize: params.imageSize, inChannels: channels, baseChannels: params.baseChannels, depth: params.depth, heads: params.heads, tokenDim },
@@ -159,5 +167,10 @@ export const guideStage = defineStage({
   params: guideParams,
   inputs: ["ingest"],
   outputs: ["guide-model.json", "guide-weights.bin", "guide-history.json"],
+  async resources(pipeline, params): Promise<Record<string, string>> {
+    if (params.encoder !== "biomedclip" || !params.model) return {};
+    const { biomedclipFolderDigest } = await import("../embed/biomedclip.js");
+    return { model: await biomedclipFolderDigest(path.resolve(pipeline.baseDir, params.model)) };
+  },
   run: runGuide,
 });

@@ -47,4 +47,17 @@ describe("cli", () => {
     assert.equal(code, 2);
     assert.match(stderr, /no catalog/);
   });
+  test("status of a scheduled pipeline shows its next fire time", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "prolearn-cli-"));
+    const file = path.join(dir, "scheduled.yaml");
+    writeFileSync(file, ["name: nightly", "dataset: { kind: kvasir-seg, root: data }", "stages: {}", 'schedule: { cron: "30 2 * * *", timezone: "Europe/Paris" }', ""].join("\n"));
+    await cli(["plan", file]);
+    const { code, stdout } = await cli(["status", file, "--json"]);
+    assert.equal(code, 0);
+    const doc = JSON.parse(stdout);
+    assert.equal(doc.schedule.cron, "30 2 * * *");
+    const next = new Date(doc.schedule.next);
+    assert.ok(next.getTime() > Date.now() && next.getTime() <= Date.now() + 25 * 3600_000);
+    assert.equal(new Intl.DateTimeFormat("en-GB", { timeZone: "Europe/Paris", hour: "2-digit", minute: "2-digit" }).format(next), "02:30");
+  });
 });

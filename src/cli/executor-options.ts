@@ -2,8 +2,6 @@ import type { CliIO, OptionSpec, ParsedArgs } from "./command.js";
 import { stringOption } from "./command.js";
 import { UsageError } from "../errors.js";
 import { InProcessExecutor, type Executor } from "../pipeline/executor.js";
-import { BullMqExecutor } from "../pipeline/executors/bullmq.js";
-import { checkRedis } from "../pipeline/redis.js";
 import { STAGES } from "../stages.js";
 
 /** Options shared by commands that execute stages (run, sweep, scheduler). */
@@ -26,6 +24,8 @@ export async function createExecutor(args: ParsedArgs, _io: CliIO): Promise<Exec
   if (name === "bullmq") {
     const redisUrl = redisUrlOption(args);
     if (!redisUrl) throw new UsageError("--executor bullmq needs --redis URL", { hint: "e.g. --redis redis://127.0.0.1:6379, with workers started by `prolearn worker --redis URL`" });
+    // Loaded only here: BullMQ and ioredis cost ~0.3 s of start-up that in-process runs never need.
+    const [{ checkRedis }, { BullMqExecutor }] = await Promise.all([import("../pipeline/redis.js"), import("../pipeline/executors/bullmq.js")]);
     // Fail before the run starts, not inside its first stage.
     await checkRedis(redisUrl);
     return new BullMqExecutor({ redisUrl, registry: STAGES, skipRedisCheck: true });

@@ -1,7 +1,6 @@
 import { readFileSync } from "node:fs";
 import { readFile, readdir, stat } from "node:fs/promises";
 import path from "node:path";
-import { readSheet } from "read-excel-file/node";
 import { quarantineEntry, type QuarantineEntry } from "./reasons.js";
 import { parseDelimited } from "../io/csv.js";
 
@@ -113,6 +112,8 @@ async function readCsv(file: string, out: ReportSet): Promise<void> {
 async function readXlsx(file: string, out: ReportSet): Promise<void> {
   let data: unknown[][];
   try {
+    // Loaded on first use: only LViT-style layouts keep reports in workbooks.
+    const { readSheet } = await import("read-excel-file/node");
     data = (await readSheet(file)) as unknown[][];
   } catch (error) {
     out.problems.push(quarantineEntry({ source: file, reason: "malformed-report-file", detail: `not a readable xlsx workbook: ${(error as Error).message}`, scope: "report" }));

@@ -7,6 +7,7 @@
  * im2col + SIMD GEMM convolution kernels. All GPU packages are optional: their absence only
  * removes a choice. Forcing a backend that cannot start throws EnvironmentError saying why.
  */
+import { existsSync, readdirSync } from "node:fs";
 import os from "node:os";
 import * as tf from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-cpu";
@@ -81,8 +82,27 @@ export function activeTrainingBackend(): TrainingBackendInfo | undefined {
   return active;
 }
 
+/**
+ * Whether this machine shows a GPU at all. On Linux a GPU has a device node; without one, probing
+ * Dawn only prints Vulkan and XDG errors of its own to stderr before finding nothing, so `auto`
+ * skips it. Other platforms are probed (Metal, D3D), and `--backend webgpu` always probes.
+ */
+function gpuDeviceVisible(): boolean {
+  if (process.platform !== "linux") return true;
+  if (existsSync("/dev/nvidia0") || existsSync("/dev/kfd")) return true;
+  try {
+    return readdirSync("/dev/dri").some((name) => name.startsWith("renderD"));
+  } catch {
+    return false;
+  }
+}
+
 async function startAuto(log: (line: string) => void): Promise<TrainingBackendInfo> {
-  for (const start of [startTensorflow, startWebgpu]) {
+  const probeWebgpu = async () => {
+    if (!gpuDeviceVisible()) throw new EnvironmentError("webgpu backend not probed: no GPU device (/dev/nvidia*, /dev/kfd, /dev/dri/renderD*) on this machine");
+    return startWebgpu();
+  };
+  for (const start of [startTensorflow, probeWebgpu]) {
     try {
       return await start();
     } catch (error) {

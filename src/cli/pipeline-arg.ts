@@ -1,6 +1,8 @@
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { UsageError } from "../errors.js";
+import { stringOption, type OptionSpec, type ParsedArgs } from "./command.js";
+import type { SelectionOptions } from "../pipeline/engine.js";
 import { loadPipelineFile, resolvePipeline, setPath, type ResolvedPipeline } from "../pipeline/spec.js";
 import { STAGES } from "../stages.js";
 
@@ -32,4 +34,20 @@ export function parseValue(raw: string): unknown {
   if (raw === "false") return false;
   if (raw !== "" && Number.isFinite(Number(raw))) return Number(raw);
   return raw;
+}
+
+/** Options that pick stages, shared by `run` and `plan` (verb: "run" or "plan"). */
+export function selectionOptionSpecs(verb: "run" | "plan"): Record<string, OptionSpec> {
+  return {
+    until: { type: "string", valueName: "STAGE", description: `${verb} this stage and what it depends on` },
+    only: { type: "string", valueName: "STAGE", description: `${verb} only this stage (its inputs must be cached)` },
+    force: { type: "string", valueName: "STAGE|all", multiple: true, description: verb === "run" ? "rerun this stage even if cached" : "treat this stage as forced" },
+    set: { type: "string", valueName: "KEY=VALUE", multiple: true, description: "override a pipeline key, e.g. dataset.textAvailability=0.1" },
+  };
+}
+
+/** The --until / --only / --force values as the engine takes them. */
+export function selectionFromArgs(args: ParsedArgs): SelectionOptions {
+  const force = (args.options.force as string[] | undefined) ?? [];
+  return { until: stringOption(args, "until"), only: stringOption(args, "only"), force: force.includes("all") ? "all" : force };
 }

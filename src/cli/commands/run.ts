@@ -1,5 +1,5 @@
-import { defineCommand, stringOption } from "../command.js";
-import { loadPipelineArg } from "../pipeline-arg.js";
+import { defineCommand } from "../command.js";
+import { loadPipelineArg, selectionFromArgs, selectionOptionSpecs } from "../pipeline-arg.js";
 import { runPipeline } from "../../pipeline/engine.js";
 import { STAGES } from "../../stages.js";
 import { ProgressRenderer, formatRunSummary, runToJson } from "../render.js";
@@ -12,24 +12,18 @@ export default defineCommand({
   details: "Each stage runs only if its code version, params, input digests or declared resources changed since its output was published.\nHuman output (progress, summary) goes to stderr; --json prints one JSON document on stdout.",
   positionals: [{ name: "pipeline", description: "pipeline file (YAML, JSON, or a JS/TS module exporting definePipeline(...))", required: true }],
   options: {
-    until: { type: "string", valueName: "STAGE", description: "run this stage and what it depends on" },
-    only: { type: "string", valueName: "STAGE", description: "run only this stage (its inputs must be cached)" },
-    force: { type: "string", valueName: "STAGE|all", multiple: true, description: "rerun this stage even if cached" },
-    set: { type: "string", valueName: "KEY=VALUE", multiple: true, description: "override a pipeline key, e.g. dataset.textAvailability=0.1" },
+    ...selectionOptionSpecs("run"),
     json: { type: "boolean", description: "print the run as JSON on stdout", default: false },
     ...executorOptions,
   },
   async run(args, io) {
     const pipeline = await loadPipelineArg(args.positionals[0]!, (args.options.set as string[] | undefined) ?? []);
-    const force = (args.options.force as string[] | undefined) ?? [];
     const renderer = new ProgressRenderer(io);
     const executor = await createExecutor(args, io);
     try {
       const result = await runPipeline(pipeline, {
         registry: STAGES,
-        until: stringOption(args, "until"),
-        only: stringOption(args, "only"),
-        force: force.includes("all") ? "all" : force,
+        ...selectionFromArgs(args),
         executor,
         onEvent: renderer.handle,
         writeReport: reportWriter(),

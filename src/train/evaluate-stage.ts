@@ -2,7 +2,8 @@ import { Binary, Float32, Int32, Table, Utf8, vectorFromArray } from "apache-arr
 import path from "node:path";
 import { z } from "zod";
 import { DataError, ModelError } from "../errors.js";
-import { writeParquetFile } from "../io/parquet.js";
+import { readParquetFile, writeParquetFile } from "../io/parquet.js";
+import { hashJson } from "../util/hash.js";
 import { defineStage, type StageContext } from "../pipeline/stage.js";
 import { checkpointFolderFor, disposeParams, inputFile, loadModel, trainingSummary } from "./common.js";
 import { greyPng, loadSamples, pixelsPng, type DecodedSample } from "./data.js";
@@ -96,9 +97,11 @@ async function runEvaluate(ctx: StageContext<EvaluateParams>) {
     const train = samples.filter((s) => s.split === "train");
     const val = samples.filter((s) => s.split === "val");
     const none = () => ({ kind: "none" as const });
-    // The baseline's training depends on the training images, the network and the budget, not
-    // on evaluate's own params (examples, batch size) nor on the ProLearn weights.
-    const checkpoint = checkpointFolderFor(ctx, "baseline-unet", { ingest: ctx.inputs.ingest?.digest ?? null, net: baselineConfig.net, settings });
+    // The baseline's training depends on the training and validation images and masks, the
+    // network and the budget: not on evaluate's own params, the ProLearn weights, nor on which
+    // reports are available, so a text-availability sweep trains it once and resumes it after.
+    const images = await imageSetDigest(samplesFile);
+    const checkpoint = checkpointFolderFor(ctx, "baseline-unet", { images, net: baselineConfig.net, settings });
     try {
       const trained = await trainSegmenter({
         config: baselineConfig,
@@ -187,3 +190,15 @@ export const evaluateStage = defineStage({
   outputs: ["metrics.parquet", "per_image.parquet", "examples.parquet"],
   run: runEvaluate,
 });
+
+/** Digest of the images and masks of the train and val splits, in table order (what an image-only model learns from). */
+async function imageSetDigest(samplesFile: string): Promise<string> {
+  const table = await readParquetFile(samplesFile, { columns: ["id", "split", "image_sha256", "mask_sha256"] });
+  const rows: string[] = [];
+  const [id, split, image, mask] = ["id", "split", "image_sha256", "mask_sha256"].map((name) => table.getChild(name)!);
+  for (let i = 0; i < table.numRows; i++) {
+    const s = split!.get(i) as string;
+    if (s === "train" || s === "val") rows.push(`${id!.get(i)}\t${s}\t${image!.get(i)}\t${mask!.get(i)}`);
+  }
+  return hashJson(rows);
+}

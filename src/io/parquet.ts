@@ -1,7 +1,5 @@
-import { createWriteStream } from "node:fs";
 import { open, readFile } from "node:fs/promises";
-import { Writable } from "node:stream";
-import { Table, RecordBatch, tableFromIPC, tableToIPC, type Schema } from "apache-arrow";
+import { Table, type RecordBatch, tableFromIPC, tableToIPC } from "apache-arrow";
 import * as parquet from "parquet-wasm/node";
 
 /**
@@ -15,10 +13,6 @@ function writerProperties(rowGroupSize: number) {
     .setMaxRowGroupSize(rowGroupSize)
     .setCreatedBy("prolearn")
     .build();
-}
-
-function toWasmBatches(table: Table): parquet.RecordBatch[] {
-  return parquet.Table.fromIPCStream(tableToIPC(table, "stream")).recordBatches();
 }
 
 /** Encodes a whole Arrow table as Parquet bytes. */
@@ -49,28 +43,10 @@ export async function readParquetFile(file: string, options: ParquetReadOptions 
  * bounds memory by the size of the batches it yields. The file is fsynced before returning.
  */
 export async function writeParquetBatches(file: string, batches: AsyncIterable<RecordBatch> | Iterable<RecordBatch>, options: { rowGroupSize?: number } = {}): Promise<{ rows: number }> {
-  let rows = 0;
-  const iterator = (Symbol.asyncIterator in batches ? (batches as AsyncIterable<RecordBatch>)[Symbol.asyncIterator]() : (batches as Iterable<RecordBatch>)[Symbol.iterator]()) as AsyncIterator<RecordBatch> | Iterator<RecordBatch>;
-  let schema: Schema | undefined;
-  const source = new ReadableStream({
-    async pull(controller) {
-      const next = await iterator.next();
-      if (next.done) {
-        controller.close();
-        return;
-      }
-      const batch = next.value;
-      schema ??= batch.schema;
-      rows += batch.numRows;
-      for (const wasmBatch of toWasmBatches(new Table([batch]))) controller.enqueue(wasmBatch);
-    },
-  });
-  const bytes = await parquet.transformParquetStream(source, writerProperties(options.rowGroupSize ?? 1024));
-  await bytes.pipeTo(Writable.toWeb(createWriteStream(file)));
-  const handle = await open(file, "r+");
-  await handle.sync();
-  await handle.close();
-  return { rows };
+  async function* asIpcStreams() {
+    for await (const batch of batches) yield tableToIPC(new Table([batch]), "stream");
+  }
+  return writeParquetIpcStreams(file, asIpcStreams(), options);
 }
 
 /** Writes a whole table (small outputs) with fsync. */

@@ -17,12 +17,13 @@ import { binaryBroadcastSuffix, concatAlongAxis, maxPoolGradTiled, maxPoolTiled,
 export const FAST_CPU_KERNELS = ["Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "Add", "Sub", "Multiply", "RealDiv", "Sum", "SplitV", "Concat", "MaxPoolGrad", "Relu", "Step", "BatchMatMul", "FusedConv2D", "MaxPool"] as const;
 export type FastCpuKernelName = (typeof FAST_CPU_KERNELS)[number];
 
-interface CpuBackendLike {
+/** The part of tfjs's cpu backend our kernels use (tfjs does not export its class type). */
+export interface CpuBackendLike {
   data: { get(dataId: object): { values: unknown } };
   makeTensorInfo(shape: number[], dtype: "float32", values: Float32Array): TensorInfo;
 }
 
-interface KernelArgs {
+export interface KernelArgs {
   inputs: Record<string, TensorInfo>;
   backend: CpuBackendLike;
   attrs: NamedAttrMap;

@@ -11,8 +11,9 @@
  * falls back to the equivalent composite tfjs ops on any other backend.
  */
 import * as tf from "@tensorflow/tfjs-core";
-import type { KernelFunc, NamedAttrMap, TensorInfo } from "@tensorflow/tfjs-core";
+import type { KernelFunc, TensorInfo } from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-cpu";
+import type { CpuBackendLike, KernelArgs } from "./cpu-kernels.js";
 
 export const MODEL_KERNELS = {
   groupNorm: "ProlearnGroupNorm",
@@ -23,17 +24,6 @@ export const MODEL_KERNELS = {
   upsampleGrad: "ProlearnUpsample2xGrad",
   scatterRows: "ProlearnScatterAddRows",
 } as const;
-
-interface CpuBackendLike {
-  data: { get(dataId: object): { values: unknown } };
-  makeTensorInfo(shape: number[], dtype: "float32", values: Float32Array): TensorInfo;
-}
-
-interface KernelArgs {
-  inputs: Record<string, TensorInfo>;
-  backend: CpuBackendLike;
-  attrs: NamedAttrMap;
-}
 
 function floats(backend: CpuBackendLike, t: TensorInfo): Float32Array {
   const values = backend.data.get(t.dataId).values;

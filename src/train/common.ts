@@ -30,15 +30,8 @@ export const trainingFields = {
   backend: z.enum(TRAINING_BACKENDS).default("auto").describe("TensorFlow.js backend: `auto` picks libtensorflow or a real GPU when present, else the cpu backend with fast kernels."),
 };
 
-export interface TrainingParams {
-  epochs: number;
-  batchSize: number;
-  learningRate: number;
-  minLearningRate: number;
-  weightDecay: number;
-  patience: number;
-  seed?: number;
-}
+/** The training fields of a stage's params: TrainSettings whose seed defaults to the dataset's. */
+export type TrainingParams = Omit<TrainSettings, "seed"> & { seed?: number };
 
 export function trainSettings(params: TrainingParams, pipeline: ResolvedPipeline): TrainSettings {
   return {

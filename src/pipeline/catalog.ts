@@ -180,24 +180,12 @@ export class Catalog {
         ? this.db.prepare("SELECT * FROM runs WHERE pipeline = ? ORDER BY started_at DESC LIMIT ?").all(options.pipeline, options.limit ?? 10)
         : this.db.prepare("SELECT * FROM runs ORDER BY started_at DESC LIMIT ?").all(options.limit ?? 10)
     ) as Record<string, unknown>[];
-    return rows.map((r) => ({
-      id: String(r.id),
-      pipeline: String(r.pipeline),
-      pipelineFile: (r.pipeline_file as string | null) ?? null,
-      startedAt: String(r.started_at),
-      finishedAt: (r.finished_at as string | null) ?? null,
-      status: (r.status === "running" && !processAlive(Number(r.pid)) ? "abandoned" : r.status) as RunRecord["status"],
-      trigger: String(r.trigger),
-      executor: String(r.executor),
-      pid: Number(r.pid),
-      report: (r.report as string | null) ?? null,
-    }));
+    return rows.map(rowToRun);
   }
 
   getRun(id: string): RunRecord | undefined {
-    const all = this.db.prepare("SELECT id FROM runs WHERE id = ?").get(id) as { id: string } | undefined;
-    if (!all) return undefined;
-    return this.runs({ limit: 1_000_000 }).find((r) => r.id === id);
+    const row = this.db.prepare("SELECT * FROM runs WHERE id = ?").get(id) as Record<string, unknown> | undefined;
+    return row ? rowToRun(row) : undefined;
   }
 
   stageRuns(runId: string): StageRunRecord[] {
@@ -225,6 +213,22 @@ export function processAlive(pid: number): boolean {
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === "EPERM";
   }
+}
+
+function rowToRun(r: Record<string, unknown>): RunRecord {
+  return {
+    id: String(r.id),
+    pipeline: String(r.pipeline),
+    pipelineFile: (r.pipeline_file as string | null) ?? null,
+    startedAt: String(r.started_at),
+    finishedAt: (r.finished_at as string | null) ?? null,
+    // A run still marked running whose process is gone was killed: say so.
+    status: (r.status === "running" && !processAlive(Number(r.pid)) ? "abandoned" : r.status) as RunRecord["status"],
+    trigger: String(r.trigger),
+    executor: String(r.executor),
+    pid: Number(r.pid),
+    report: (r.report as string | null) ?? null,
+  };
 }
 
 function rowToOutput(row: Record<string, string>): OutputRecord {

@@ -22,7 +22,7 @@ const loaders = {
 try {
   const info = await initTrainingBackend({ backend, loaders, log: (line) => console.error(line) });
   const steps = Number(values.steps);
-  const timing = timeReferenceTraining({ size: Number(values.size), batch: Number(values.batch), steps, warmup: 2 });
+  const timing = await timeReferenceTraining({ size: Number(values.size), batch: Number(values.batch), steps, warmup: 2 });
   console.log(
     JSON.stringify({
       backend: info.backend,

@@ -82,7 +82,7 @@ for (const size of sizes) {
     if (name === "cpu stock") uninstallFastCpuKernels();
     else installFastCpuKernels();
     // The stock kernels need minutes per step even at 64: no warm-up step for them.
-    const t = timeReferenceTraining({ size, batch, steps: n, warmup: name === "cpu stock" ? 0 : 1 });
+    const t = await timeReferenceTraining({ size, batch, steps: n, warmup: name === "cpu stock" ? 0 : 1 });
     const ratio = torchMs ? (t.msPerStep / torchMs).toFixed(2) + "x" : "-";
     const cpuRatio = torchCpuMs ? (t.cpuMsPerStep / torchCpuMs).toFixed(2) + "x" : "-";
     const line =

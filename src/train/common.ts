@@ -89,7 +89,7 @@ export interface ModelFile {
 }
 
 export async function saveModel(dir: string, jsonName: string, binName: string, kind: ModelFile["kind"], config: ModelConfig, store: ParamStore, training: ModelFile["training"], extra?: Record<string, unknown>): Promise<void> {
-  const { entries, values } = packTensors([...store].map(([name, entry]) => [name, entry.variable]));
+  const { entries, values } = await packTensors([...store].map(([name, entry]) => [name, entry.variable]));
   await writeFloat32File(path.join(dir, binName), values);
   const file: ModelFile = { format: WEIGHTS_FORMAT, kind, weights: binName, config, tensors: entries, training: { ...training, bestValDice: Number.isFinite(training.bestValDice) ? training.bestValDice : null }, extra };
   await writeJsonAtomic(path.join(dir, jsonName), file);

@@ -45,9 +45,9 @@ function headline(scores: SegmentationScores): Headline {
 }
 
 /** Scores one model on the test samples; keeps per-image rows and the first predictions. */
-function scoreModel(name: string, config: ModelConfig, store: ParamStore, test: readonly DecodedSample[], batchSize: number, guidance: Parameters<typeof makeBatch>[2], keep: number, perImage: ImageScore[]): { scores: SegmentationScores; predictions: Map<number, Float32Array> } {
+async function scoreModel(name: string, config: ModelConfig, store: ParamStore, test: readonly DecodedSample[], batchSize: number, guidance: Parameters<typeof makeBatch>[2], keep: number, perImage: ImageScore[]): Promise<{ scores: SegmentationScores; predictions: Map<number, Float32Array> }> {
   const predictions = new Map<number, Float32Array>();
-  const scores = evaluateBatches(config, store, test.length, batchSize, (indices) => makeBatch(test, indices, guidance), (i, p) => {
+  const scores = await evaluateBatches(config, store, test.length, batchSize, (indices) => makeBatch(test, indices, guidance), (i, p) => {
     const counts = overlapCounts(p, test[i]!.mask);
     perImage.push({ id: test[i]!.id, model: name, dice: diceFromCounts(counts), iou: iouFromCounts(counts), intersection: counts.intersection, predicted: counts.predicted, truth: counts.truth });
     if (i < keep) predictions.set(i, Float32Array.from(p));
@@ -73,7 +73,7 @@ async function runEvaluate(ctx: StageContext<EvaluateParams>) {
   if (test.length === 0) throw new DataError("the test split is empty", { location: { file: samplesFile } });
   // Inference is image-only: the PSA query uses the model's own (frozen) query prototypes and
   // its learned responses, never the test reports.
-  const queries = store.get("psa.query")!.variable.dataSync() as Float32Array;
+  const queries = (await store.get("psa.query")!.variable.data()) as Float32Array;
   const index = new PrototypeIndex(Float32Array.from(queries), psa.embeddingDim);
   const testLookups = psaLookups(test, embeddings, index, psa.topK, psa.temperature, false, embeddingsFile);
   const perImage: ImageScore[] = [];
@@ -81,7 +81,7 @@ async function runEvaluate(ctx: StageContext<EvaluateParams>) {
   const metrics: { model: string; scores: SegmentationScores }[] = [];
   let prolearnPredictions: Map<number, Float32Array>;
   try {
-    const result = scoreModel("prolearn", config, store, test, params.batchSize, (ix) => psaBatch(testLookups, psa.topK, psa.embeddingDim, ix), keep, perImage);
+    const result = await scoreModel("prolearn", config, store, test, params.batchSize, (ix) => psaBatch(testLookups, psa.topK, psa.embeddingDim, ix), keep, perImage);
     metrics.push({ model: "prolearn", scores: result.scores });
     prolearnPredictions = result.predictions;
   } finally {
@@ -118,7 +118,7 @@ async function runEvaluate(ctx: StageContext<EvaluateParams>) {
         onStep: (done, total) => ctx.emit({ kind: "progress", stage: ctx.stage, task: "baseline U-Net training", done, total, unit: "steps" }),
       });
       baselineTraining = trainingSummary(trained);
-      const result = scoreModel("baseline", baselineConfig, baselineStore, test, params.batchSize, none, keep, perImage);
+      const result = await scoreModel("baseline", baselineConfig, baselineStore, test, params.batchSize, none, keep, perImage);
       metrics.push({ model: "baseline", scores: result.scores });
       baselinePredictions = result.predictions;
     } finally {

@@ -40,18 +40,20 @@ export interface FilteredRow {
  * stage, then over the stages. Scores of a report's tokens sum to 1 (attention is a softmax
  * over its tokens).
  */
-export function scoreTokens(store: ParamStore, config: ModelConfig, samples: readonly DecodedSample[], guidance: (indices: number[]) => BatchGuidance, tokenCounts: readonly number[], batchSize: number, positions: "lesion" | "all" = "all"): number[][] {
+export async function scoreTokens(store: ParamStore, config: ModelConfig, samples: readonly DecodedSample[], guidance: (indices: number[]) => BatchGuidance, tokenCounts: readonly number[], batchSize: number, positions: "lesion" | "all" = "all"): Promise<number[][]> {
   const out: number[][] = [];
   const length = config.guidance.kind === "vocab" || config.guidance.kind === "features" ? config.guidance.maxTokens : 0;
   const size = config.net.imageSize;
   for (let start = 0; start < samples.length; start += batchSize) {
     const indices = Array.from({ length: Math.min(batchSize, samples.length - start) }, (_, i) => start + i);
     const batch = makeBatch(samples, indices, guidance);
-    const averaged = tf.tidy(() => {
+    const averagedTensor = tf.tidy(() => {
       const attentionFocus = positions === "lesion" ? tf.tensor4d(batch.masks!, [batch.size, size, size, 1]) : undefined;
       const { attention } = segmenterForward(store, config, batch, { attention: true, attentionFocus });
-      return (tf.mean(tf.stack(attention!), 0).dataSync() as Float32Array).slice();
+      return tf.mean(tf.stack(attention!), 0);
     });
+    const averaged = (await averagedTensor.data()) as Float32Array;
+    averagedTensor.dispose();
     indices.forEach((i, b) => out.push(Array.from(averaged.subarray(b * length, b * length + tokenCounts[i]!))));
   }
   return out;
@@ -103,7 +105,7 @@ async function runFilter(ctx: StageContext<FilterParams>) {
     const encoderKind = config.guidance.kind === "features" ? "biomedclip" : "builtin";
     const text = await guideTextSide({ ...guideParamsUsed, encoder: encoderKind } as GuideParams, ctx.pipeline.baseDir, [], config.guidance);
     const encoded = await text.encode(paired).finally(() => text.close());
-    const scores = scoreTokens(store, config, paired, encoded.batch, encoded.tokens.map((t) => t.length), ctx.params.batchSize, ctx.params.positions);
+    const scores = await scoreTokens(store, config, paired, encoded.batch, encoded.tokens.map((t) => t.length), ctx.params.batchSize, ctx.params.positions);
     const rows: FilteredRow[] = paired.map((sample, i) => {
       const tokens = encoded.tokens[i]!;
       const decision = applyThreshold(tokens, scores[i]!, ctx.params.threshold);

@@ -75,13 +75,15 @@ interface CheckpointState {
 }
 
 /** Validation (or test) scores of a model over batches of samples. */
-export function evaluateBatches(config: ModelConfig, store: ParamStore, count: number, batchSize: number, makeBatch: (indices: number[]) => Batch, onImage?: (index: number, probabilities: Float32Array) => void): SegmentationScores {
+export async function evaluateBatches(config: ModelConfig, store: ParamStore, count: number, batchSize: number, makeBatch: (indices: number[]) => Batch, onImage?: (index: number, probabilities: Float32Array) => void): Promise<SegmentationScores> {
   const meter = new SegmentationMeter();
   const pixels = config.net.imageSize * config.net.imageSize;
   for (let start = 0; start < count; start += batchSize) {
     const indices = Array.from({ length: Math.min(batchSize, count - start) }, (_, i) => start + i);
     const batch = makeBatch(indices);
-    const probabilities = tf.tidy(() => tf.sigmoid(segmenterForward(store, config, batch).logits).dataSync() as Float32Array);
+    const probabilityTensor = tf.tidy(() => tf.sigmoid(segmenterForward(store, config, batch).logits));
+    const probabilities = (await probabilityTensor.data()) as Float32Array;
+    probabilityTensor.dispose();
     if (!batch.masks) throw new Error("evaluation batches need masks");
     indices.forEach((index, b) => {
       const p = probabilities.subarray(b * pixels, (b + 1) * pixels);
@@ -92,9 +94,9 @@ export function evaluateBatches(config: ModelConfig, store: ParamStore, count: n
   return meter.result();
 }
 
-function snapshot(store: ParamStore): Map<string, Float32Array> {
+async function snapshot(store: ParamStore): Promise<Map<string, Float32Array>> {
   const out = new Map<string, Float32Array>();
-  for (const [name, entry] of store) out.set(name, Float32Array.from(entry.variable.dataSync() as Float32Array));
+  for (const [name, entry] of store) out.set(name, Float32Array.from((await entry.variable.data()) as Float32Array));
   return out;
 }
 
@@ -126,7 +128,7 @@ async function saveCheckpoint(dir: string, state: Omit<CheckpointState, "tensors
     temporaries.push(t);
     tensors.push([`best/${name}`, t]);
   }
-  const { entries, values } = packTensors(tensors);
+  const { entries, values } = await packTensors(tensors);
   temporaries.forEach((t) => t.dispose());
   // Weights first under a fresh name, then the state that points at them: a kill between the
   // two leaves the previous state with its own, still complete, weights file.
@@ -161,7 +163,7 @@ export async function trainSegmenter(job: TrainJob): Promise<TrainResult> {
     finished: false,
     stoppedEarly: false,
   };
-  let best = snapshot(store);
+  let best = await snapshot(store);
   let resumedEpochs = 0;
   if (job.checkpointDir) {
     await mkdir(job.checkpointDir, { recursive: true });
@@ -209,13 +211,13 @@ export async function trainSegmenter(job: TrainJob): Promise<TrainResult> {
         const named: Record<string, tf.Tensor> = {};
         for (const [name, variable] of variables) if (grads[variable.name]) named[name] = grads[variable.name]!;
         optimizer.apply(variables, named, lr);
-        lossSum += (value.dataSync() as Float32Array)[0]! * indices.length;
+        lossSum += ((await value.data()) as Float32Array)[0]! * indices.length;
         value.dispose();
         for (const g of Object.values(grads)) g.dispose();
         job.onStep?.(epoch * stepsPerEpoch + s + 1, totalSteps);
         await new Promise((resolve) => setImmediate(resolve));
       }
-      const val = job.valCount > 0 ? evaluateBatches(config, store, job.valCount, settings.batchSize, job.valBatch) : undefined;
+      const val = job.valCount > 0 ? await evaluateBatches(config, store, job.valCount, settings.batchSize, job.valBatch) : undefined;
       const record: EpochRecord = {
         epoch: epoch + 1,
         loss: lossSum / job.trainCount,
@@ -233,7 +235,7 @@ export async function trainSegmenter(job: TrainJob): Promise<TrainResult> {
         state.bestValDice = score;
         state.bestEpoch = epoch + 1;
         state.sinceBest = 0;
-        best = snapshot(store);
+        best = await snapshot(store);
       } else {
         state.sinceBest++;
       }

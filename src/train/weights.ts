@@ -23,8 +23,11 @@ export interface WeightsHeader {
   tensors: TensorEntry[];
 }
 
-/** Packs tensors (in the given order) into one Float32Array and its index. */
-export function packTensors(tensors: [string, tf.Tensor][]): { entries: TensorEntry[]; values: Float32Array } {
+/**
+ * Packs tensors (in the given order) into one Float32Array and its index. Reads asynchronously:
+ * tfjs-backend-webgpu's synchronous read needs OffscreenCanvas, which Node lacks.
+ */
+export async function packTensors(tensors: [string, tf.Tensor][]): Promise<{ entries: TensorEntry[]; values: Float32Array }> {
   const entries: TensorEntry[] = [];
   let total = 0;
   for (const [name, t] of tensors) {
@@ -32,7 +35,8 @@ export function packTensors(tensors: [string, tf.Tensor][]): { entries: TensorEn
     total += t.size;
   }
   const values = new Float32Array(total);
-  tensors.forEach(([, t], i) => values.set(t.dataSync() as Float32Array, entries[i]!.offset));
+  const read = await Promise.all(tensors.map(([, t]) => t.data() as Promise<Float32Array>));
+  read.forEach((data, i) => values.set(data, entries[i]!.offset));
   return { entries, values };
 }
 

@@ -86,7 +86,7 @@ test(`ingest -> guide -> filter -> embed -> prototypes -> train -> evaluate thro
   const psa = file.config.guidance as { topK: number; temperature: number; embeddingDim: number };
   const lookups = psaLookups(test, embeddings, new PrototypeIndex(space.queries, space.dim), psa.topK, psa.temperature, false, "embeddings");
   const untrained = initParams(file.config, 123, { "psa.query": space.queries, "psa.response": space.responses });
-  const before = evaluateBatches(file.config, untrained, test.length, 8, (ix) => makeBatch(test, ix, (j) => psaBatch(lookups, psa.topK, psa.embeddingDim, j)));
+  const before = await evaluateBatches(file.config, untrained, test.length, 8, (ix) => makeBatch(test, ix, (j) => psaBatch(lookups, psa.topK, psa.embeddingDim, j)));
   disposeParams(untrained);
   console.log(`test Dice: trained ${summary.prolearn.dice.toFixed(3)} (baseline ${summary.baseline.dice.toFixed(3)}), untrained ${before.dice.toFixed(3)}; ${result.seconds.toFixed(1)} s`);
   assert.ok(summary.prolearn.dice > before.dice + 0.3, `trained Dice ${summary.prolearn.dice} should beat untrained ${before.dice} by a wide margin`);

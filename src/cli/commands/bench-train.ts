@@ -37,7 +37,7 @@ export default defineCommand({
     const { timeReferenceTraining } = await import("../../train/backend/reference-unet.js");
     const info = await initTrainingBackend({ backend: backend as (typeof BACKENDS)[number], log: (line) => io.stderr.write(`${line}\n`) });
     io.stderr.write(`reference U-Net, ${size}x${size}, batch ${batch}: ${warmup} warm-up + ${steps} measured steps\n`);
-    const timing = timeReferenceTraining({ size, batch, steps, warmup });
+    const timing = await timeReferenceTraining({ size, batch, steps, warmup });
     const result = { backend: info.backend, adapter: info.adapter, params: timing.params, msPerStep: Math.round(timing.msPerStep * 10) / 10 };
     const cpuNote = info.backend === "cpu" ? ` (process CPU ${Math.round(timing.cpuMsPerStep)} ms/step)` : "";
     io.stderr.write(`backend ${result.backend} | adapter ${result.adapter} | params ${result.params.toLocaleString("en-US")} | ${result.msPerStep} ms/step (median)${cpuNote}\n`);

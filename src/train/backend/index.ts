@@ -44,6 +44,14 @@ export interface TrainingBackendOptions {
    * literal import. By default each is imported by name from node_modules at run time.
    */
   loaders?: Partial<Record<OptionalBackendPackage, () => Promise<unknown>>>;
+  /**
+   * Dawn toggles for the `webgpu` backend (`webgpu.create`), default: the comma-separated
+   * `PROLEARN_DAWN_TOGGLES`. `backend=null` selects Dawn's null adapter, which runs the whole
+   * WebGPU API but computes nothing (results are garbage): it checks the webgpu code path on a
+   * machine without a GPU (test/train/webgpu-null.test.ts). Any other adapter named
+   * "null" or software is still refused.
+   */
+  dawnToggles?: string[];
 }
 
 /** Packages that provide the `tensorflow` backend, most capable first. */
@@ -53,6 +61,7 @@ const SOFTWARE_ADAPTER = /swiftshader|llvmpipe|lavapipe|softpipe|software|null/i
 let active: TrainingBackendInfo | undefined;
 let loaders: TrainingBackendOptions["loaders"] = {};
 let pending: Promise<TrainingBackendInfo> | undefined;
+let dawnToggles: string[] = [];
 
 /**
  * Starts the requested backend (default `auto`) once per process and returns what runs.
@@ -69,6 +78,7 @@ export async function initTrainingBackend(options: TrainingBackendOptions = {}):
   if (active && (requested === "auto" || requested === active.backend) && tf.getBackend() === active.backend) return active;
   const log = options.log ?? (() => {});
   loaders = options.loaders ?? loaders;
+  dawnToggles = options.dawnToggles ?? (process.env.PROLEARN_DAWN_TOGGLES ?? "").split(",").map((t) => t.trim()).filter(Boolean);
   pending = (requested === "auto" ? startAuto(log) : startForced(requested, log)).finally(() => {
     pending = undefined;
   });
@@ -199,7 +209,7 @@ async function startWebgpu(): Promise<TrainingBackendInfo> {
   const g = globalThis as unknown as { navigator?: { gpu?: GpuLike } };
   if (!g.navigator?.gpu) {
     for (const [key, value] of Object.entries(webgpu.globals)) if (!(key in globalThis)) (globalThis as Record<string, unknown>)[key] = value;
-    const gpu = webgpu.create([]);
+    const gpu = webgpu.create(dawnToggles);
     if (g.navigator) Object.defineProperty(g.navigator, "gpu", { value: gpu, configurable: true });
     else Object.defineProperty(globalThis, "navigator", { value: { gpu }, configurable: true, writable: true });
   }
@@ -209,8 +219,9 @@ async function startWebgpu(): Promise<TrainingBackendInfo> {
       hint: "it needs a Vulkan driver for a real GPU (NVIDIA: the proprietary driver's Vulkan ICD); software Vulkan is rejected",
     });
   }
-  const name = describeAdapter(adapter);
-  if (adapter.isFallbackAdapter || SOFTWARE_ADAPTER.test(name)) {
+  const nullAdapterRequested = dawnToggles.includes("backend=null");
+  const name = nullAdapterRequested ? "Dawn null adapter (computes nothing: an API check, not results)" : describeAdapter(adapter);
+  if (!nullAdapterRequested && (adapter.isFallbackAdapter || SOFTWARE_ADAPTER.test(name))) {
     throw new EnvironmentError(`webgpu backend unavailable: only a software adapter (${name}) was found`, { hint: "a software adapter is slower than the cpu backend; use --backend cpu" });
   }
   try {

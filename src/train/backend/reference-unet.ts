@@ -111,7 +111,7 @@ export interface TrainingStepTiming {
  * Trains the reference U-Net with Adam (lr 1e-3) on one fixed random batch, as the PyTorch
  * reference does, and times each step (forward, backward, update, and reading the loss back).
  */
-export function timeReferenceTraining(options: { size: number; batch: number; steps: number; warmup?: number; seed?: number }): TrainingStepTiming {
+export async function timeReferenceTraining(options: { size: number; batch: number; steps: number; warmup?: number; seed?: number }): Promise<TrainingStepTiming> {
   const { size, batch, steps } = options;
   const warmup = options.warmup ?? 1;
   const seed = options.seed ?? 0;
@@ -127,7 +127,9 @@ export function timeReferenceTraining(options: { size: number; batch: number; st
       const start = performance.now();
       const cpuStart = process.cpuUsage();
       const cost = optimizer.minimize(() => bceWithLogits(net.forward(x), y), true, net.variables)!;
-      const loss = cost.dataSync()[0]!;
+      // Asynchronous read: it waits for the GPU like dataSync, and tfjs-backend-webgpu's
+      // synchronous read needs OffscreenCanvas, which Node lacks.
+      const loss = (await cost.data())[0]!;
       cost.dispose();
       const ms = performance.now() - start;
       const cpu = process.cpuUsage(cpuStart);

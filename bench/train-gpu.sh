@@ -9,7 +9,11 @@
 #         bench/train-gpu-entry.mjs with tfjs-core, tfjs-backend-webgpu and our kernels; the
 #         `webgpu` package's Linux x64 Dawn binary; this Node binary (xz) in case the device has none;
 #         the Vulkan/EGL loader .debs when apt can fetch them.
-#   2. on the device (device tool):  run(command="bash bench/train-gpu.sh run", carry=[".gpu-pack"], timeout_s=480)
+#      plus the PyTorch reference U-Net (../shared/reference/unet_torch.py), timed on the GPU too.
+#   2. here, no GPU needed:          bash bench/train-gpu.sh rehearse
+#      runs the packed check at 64 x 64 on Dawn's null adapter (the whole WebGPU API, no results),
+#      so a broken bundle or a missing kernel shows up before device time is spent.
+#   3. on the device (device tool):  run(command="bash bench/train-gpu.sh run", carry=[".gpu-pack"], timeout_s=480)
 # Environment for `run`: STEPS (default 10), SIZE (224), BATCH (4).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +31,8 @@ pack() {
     --log-level=warning --outfile="$PACK/train-gpu.mjs"
   cp node_modules/webgpu/package.json node_modules/webgpu/index.js "$PACK/node_modules/webgpu/"
   cp node_modules/webgpu/dist/linux-x64/dawn.node "$PACK/node_modules/webgpu/dist/linux-x64/"
+  local reference="${PROLEARN_SHARED:-../shared}/reference/unet_torch.py"
+  if [ -f "$reference" ]; then cp "$reference" "$PACK/"; else echo "note: $reference not found; the check will run without the PyTorch GPU row"; fi
   xz -T0 -6 -c "$(readlink -f "$(command -v node)")" > "$PACK/node.xz"
   # Vulkan/EGL loaders in case the device image lacks them (see the device tool's README).
   if command -v apt-get >/dev/null; then
@@ -62,11 +68,44 @@ run() {
     echo "   ($(( $(date +%s) - start )) s wall)"
     [ -n "${OUT:-}" ] && cp /tmp/gpu-check-$backend.log "$OUT/" 2>/dev/null
   done
+  torch_reference "$steps" "$size" "$batch"
   return $status
+}
+
+# The same network in PyTorch on this machine's GPU (the device image has CUDA PyTorch), as the
+# yardstick for the tfjs rows. The reference times with perf_counter and no synchronisation, which
+# on CUDA would time kernel launches only; the wrapper makes each clock read wait for the GPU.
+torch_reference() {
+  local steps="$1" size="$2" batch="$3"
+  echo "== pytorch (cuda): $steps steps at ${size}x${size}, batch $batch"
+  [ -f "$PACK/unet_torch.py" ] || { echo "   skipped: $PACK/unet_torch.py was not packed"; return 0; }
+  command -v python3 >/dev/null || { echo "   skipped: no python3 on this machine"; return 0; }
+  timeout 240 python3 - "$PACK/unet_torch.py" "$size" "$batch" "$steps" <<'PY' 2>&1 | tee /tmp/gpu-check-pytorch.log
+import runpy, sys, time
+try:
+    import torch
+except ImportError:
+    print("   skipped: python3 has no torch"); sys.exit(0)
+if not torch.cuda.is_available():
+    print("   skipped: torch sees no CUDA device"); sys.exit(0)
+print("device", torch.cuda.get_device_name(0), "torch", torch.__version__)
+torch.set_default_device("cuda")
+clock = time.perf_counter
+def synchronised_clock():
+    torch.cuda.synchronize()
+    return clock()
+time.perf_counter = synchronised_clock
+script = sys.argv[1]
+sys.argv = [script] + sys.argv[2:]
+runpy.run_path(script, run_name="__main__")
+PY
+  [ -n "${OUT:-}" ] && cp /tmp/gpu-check-pytorch.log "$OUT/" 2>/dev/null
+  return 0
 }
 
 case "$mode" in
   pack) pack ;;
   run) run ;;
-  *) echo "usage: bash bench/train-gpu.sh pack|run (see the comment at the top)"; exit 2 ;;
+  rehearse) PROLEARN_DAWN_TOGGLES=backend=null SIZE="${SIZE:-64}" STEPS="${STEPS:-2}" run ;;
+  *) echo "usage: bash bench/train-gpu.sh pack|rehearse|run (see the comment at the top)"; exit 2 ;;
 esac

@@ -1,20 +1,9 @@
 import { createHash } from "node:crypto";
-
-/** mulberry32: a tiny seeded PRNG; the same seed gives the same stream on every platform. */
-export function seededUniform(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from "../util/random.js";
 
 /** Standard normal draws (Box-Muller) from a seeded uniform stream. */
 export function seededGaussian(seed: number): () => number {
-  const uniform = seededUniform(seed);
+  const uniform = mulberry32(seed);
   let spare: number | undefined;
   return () => {
     if (spare !== undefined) {

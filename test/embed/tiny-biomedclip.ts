@@ -8,6 +8,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import onnxProto from "onnx-proto";
 import { BIOMEDCLIP_EXPORT } from "../../src/embed/biomedclip.js";
+import { mulberry32 } from "../../src/util/random.js";
 
 const { onnx } = onnxProto;
 const FLOAT = onnx.TensorProto.DataType.FLOAT;
@@ -61,15 +62,10 @@ export function buildTokenizerJson(words: readonly string[] = fixtureVocabulary(
   return { json, vocabSize: Object.keys(vocab).length };
 }
 
+/** Uniform draws in [-0.5, 0.5) from the project's seeded generator. */
 function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296 - 0.5;
-  };
+  const uniform = mulberry32(seed);
+  return () => uniform() - 0.5;
 }
 
 function floatTensor(name: string, dims: number[], seed: number, zeroFirstRow = false): onnxProto.onnx.ITensorProto {

@@ -3,18 +3,10 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { installFastCpuKernels, uninstallFastCpuKernels, registerConvNetGradients, GemmWorkspace } from "../../src/train/backend/index.js";
 import { buildReferenceUNet, bceWithLogits } from "../../src/train/backend/reference-unet.js";
+import { mulberry32 } from "../../src/util/random.js";
 
 /** Deterministic PRNG so a failing configuration can be reproduced from its index. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 const pick = (r: () => number, lo: number, hi: number) => lo + Math.floor(r() * (hi - lo + 1));
 
 /** max |a - b| / max |b|: the error relative to the reference's scale. */

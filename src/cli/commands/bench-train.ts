@@ -14,7 +14,9 @@ export default defineCommand({
   details:
     "Trains the reference U-Net (4 levels, base 16, 3x3 convs, ReLU, transposed-conv up-sampling, 1x1 head, BCE, Adam;\n" +
     "481,745 parameters, as ../shared/reference/unet_torch.py) on one random batch and prints the backend, its adapter,\n" +
-    "the parameter count and the median ms per step after the warm-up steps. Use it to size hardware before training.",
+    "the parameter count and the median ms per step after the warm-up steps. Use it to size hardware before training.\n" +
+    "PROLEARN_DAWN_TOGGLES=backend=null with --backend webgpu runs the WebGPU path on Dawn's null adapter, which computes\n" +
+    "nothing: a check that the path works on a machine without a GPU, not a timing (docs/backends.md).",
   positionals: [],
   options: {
     backend: { type: "string", description: `Backend: ${BACKENDS.join(", ")}`, default: "auto", valueName: "B" },

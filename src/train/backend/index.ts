@@ -110,7 +110,7 @@ function gpuDeviceVisible(): boolean {
 async function startAuto(log: (line: string) => void): Promise<TrainingBackendInfo> {
   const probeWebgpu = async () => {
     if (!gpuDeviceVisible()) throw new EnvironmentError("webgpu backend not probed: no GPU device (/dev/nvidia*, /dev/kfd, /dev/dri/renderD*) on this machine");
-    return startWebgpu();
+    return startWebgpu({ acceptSoftware: false });
   };
   for (const start of [startTensorflow, probeWebgpu]) {
     try {
@@ -122,10 +122,10 @@ async function startAuto(log: (line: string) => void): Promise<TrainingBackendIn
   return startCpu();
 }
 
-async function startForced(name: TrainingBackendName, _log: (line: string) => void): Promise<TrainingBackendInfo> {
+async function startForced(name: TrainingBackendName, log: (line: string) => void): Promise<TrainingBackendInfo> {
   try {
     if (name === "tensorflow") return await startTensorflow();
-    if (name === "webgpu") return await startWebgpu();
+    if (name === "webgpu") return await startWebgpu({ acceptSoftware: true, log });
     return await startCpu();
   } catch (error) {
     if (error instanceof EnvironmentError) throw error;
@@ -197,7 +197,12 @@ function describeAdapter(adapter: GpuAdapterLike): string {
   return parts.length ? [...new Set(parts)].join(" / ") : "unnamed adapter";
 }
 
-async function startWebgpu(): Promise<TrainingBackendInfo> {
+/**
+ * `auto` refuses software adapters (slower than the cpu path); a forced `webgpu` takes whatever
+ * Dawn offers and says so, since the user asked for this backend: a software Vulkan such as
+ * lavapipe is how the webgpu path is checked on machines without a GPU.
+ */
+async function startWebgpu(options: { acceptSoftware: boolean; log?: (line: string) => void }): Promise<TrainingBackendInfo> {
   let webgpu: { create: (flags: string[]) => GpuLike; globals: Record<string, unknown> };
   try {
     webgpu = (await importOptional("webgpu")) as typeof webgpu;
@@ -221,8 +226,11 @@ async function startWebgpu(): Promise<TrainingBackendInfo> {
   }
   const nullAdapterRequested = dawnToggles.includes("backend=null");
   const name = nullAdapterRequested ? "Dawn null adapter (computes nothing: an API check, not results)" : describeAdapter(adapter);
-  if (!nullAdapterRequested && (adapter.isFallbackAdapter || SOFTWARE_ADAPTER.test(name))) {
-    throw new EnvironmentError(`webgpu backend unavailable: only a software adapter (${name}) was found`, { hint: "a software adapter is slower than the cpu backend; use --backend cpu" });
+  if (nullAdapterRequested || adapter.isFallbackAdapter || SOFTWARE_ADAPTER.test(name)) {
+    if (!options.acceptSoftware) {
+      throw new EnvironmentError(`webgpu backend unavailable: only a software adapter (${name}) was found`, { hint: "a software adapter is slower than the cpu backend; use --backend cpu, or force --backend webgpu" });
+    }
+    options.log?.(`warning: webgpu runs on a software adapter (${name}): expect it to be slower than --backend cpu`);
   }
   try {
     await importOptional("@tensorflow/tfjs-backend-webgpu");

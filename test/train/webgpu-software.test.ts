@@ -1,0 +1,124 @@
+// The webgpu training path computing real numbers without a GPU: Dawn on Mesa's software Vulkan
+// (lavapipe, fetched by scripts/software-vulkan.sh; .ci/run does). tfjs-backend-webgpu's WGSL
+// kernels and the composite ops our model uses there (the cpu backend runs fused kernels
+// instead) must agree with the cpu backend: the reference U-Net's loss curve, and the guided
+// segmenter's loss and every parameter gradient. Speed on a GPU is bench/train-gpu.sh's job.
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { initTrainingBackend } from "../../src/train/backend/index.js";
+import { timeReferenceTraining } from "../../src/train/backend/reference-unet.js";
+import { segmenterForward, type Batch } from "../../src/train/guidance.js";
+import { diceBceLoss, disposeParams, initParams, trainableVariables, type ModelConfig } from "../../src/train/model.js";
+import { deriveSeed, mulberry32, normalArray } from "../../src/train/prng.js";
+import { tf } from "../../src/train/runtime.js";
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const manifest = process.env.PROLEARN_SOFTWARE_VULKAN ?? path.join(repoRoot, ".cache/vulkan/lvp_icd.json");
+const dawnInstalled = await import("webgpu").then(
+  () => true,
+  () => false,
+);
+const skip = !dawnInstalled
+  ? "the optional package `webgpu` (Dawn) is not installed on this platform"
+  : !existsSync(manifest)
+    ? `no software Vulkan driver at ${manifest}: run bash scripts/software-vulkan.sh (or set PROLEARN_SOFTWARE_VULKAN to a lavapipe ICD manifest)`
+    : false;
+
+if (!skip) {
+  // Read by the Vulkan loader when Dawn creates its instance, i.e. at the first webgpu start.
+  process.env.VK_DRIVER_FILES = manifest;
+  process.env.XDG_RUNTIME_DIR ??= "/tmp";
+}
+
+async function useWebgpu(): Promise<string> {
+  const info = await initTrainingBackend({ backend: "webgpu" });
+  assert.equal(info.backend, "webgpu");
+  return info.adapter;
+}
+
+/** max |a - b| relative to max(|b|, floor). */
+function relativeError(actual: ArrayLike<number>, expected: ArrayLike<number>, floor = 1e-12): number {
+  assert.equal(actual.length, expected.length, "sizes differ");
+  let scale = floor;
+  let worst = 0;
+  for (let i = 0; i < expected.length; i++) {
+    scale = Math.max(scale, Math.abs(expected[i]!));
+    worst = Math.max(worst, Math.abs(actual[i]! - expected[i]!));
+  }
+  return worst / scale;
+}
+
+test("webgpu starts on the software adapter when forced, and says it is software", { skip }, async () => {
+  const adapter = await useWebgpu();
+  assert.match(adapter, /llvmpipe|lavapipe|software/i);
+});
+
+test("webgpu (lavapipe): the reference U-Net's loss curve equals the cpu backend's", { skip, timeout: 300_000 }, async () => {
+  const options = { size: 32, batch: 2, steps: 3, warmup: 0 };
+  await useWebgpu();
+  const gpu = await timeReferenceTraining(options);
+  await initTrainingBackend({ backend: "cpu" });
+  const cpu = await timeReferenceTraining(options);
+  assert.equal(gpu.params, cpu.params);
+  assert.ok(cpu.losses[2]! < cpu.losses[0]!, "Adam lowers the loss");
+  assert.ok(relativeError(gpu.losses, cpu.losses) < 1e-4, `webgpu ${gpu.losses} vs cpu ${cpu.losses}`);
+});
+
+/** Loss and gradients of one training step, read back asynchronously (webgpu cannot read synchronously in Node). */
+async function trainingStep(config: ModelConfig, batch: Batch, external: Record<string, Float32Array>): Promise<Map<string, Float32Array>> {
+  const store = initParams(config, 3, external);
+  const variables = trainableVariables(store);
+  const size = config.net.imageSize;
+  const { value, grads } = tf.variableGrads(() => diceBceLoss(segmenterForward(store, config, batch).logits, tf.tensor4d(batch.masks!, [batch.size, size, size, 1])), [...variables.values()]);
+  const out = new Map<string, Float32Array>([["loss", Float32Array.from(await value.data())]]);
+  for (const [name, v] of variables) out.set(name, Float32Array.from((await grads[v.name]!.data()) as Float32Array));
+  value.dispose();
+  Object.values(grads).forEach((g) => g.dispose());
+  disposeParams(store);
+  return out;
+}
+
+function images(count: number, size: number): Pick<Batch, "size" | "images" | "masks"> {
+  const pixels = count * size * size;
+  return {
+    size: count,
+    images: Float32Array.from({ length: pixels }, (_, i) => ((i * 7919) % 97) / 97),
+    masks: Float32Array.from({ length: pixels }, (_, i) => ((i * 31) % 11 < 3 ? 1 : 0)),
+  };
+}
+
+const VOCAB_MODEL: ModelConfig = {
+  net: { imageSize: 16, inChannels: 1, baseChannels: 4, depth: 3, heads: 2, tokenDim: 8 },
+  guidance: { kind: "vocab", vocab: ["<pad>", "<unk>", "upper", "left", "lung", "lower"], tokenDim: 8, maxTokens: 7 },
+};
+const PSA_MODEL: ModelConfig = {
+  net: { imageSize: 16, inChannels: 1, baseChannels: 4, depth: 3, heads: 2, tokenDim: 8 },
+  guidance: { kind: "psa", embeddingDim: 12, prototypes: 5, topK: 2, temperature: 0.1, guidanceTokens: 2, tokenDim: 8 },
+};
+
+for (const [label, config, batch, external] of [
+  ["word-vocabulary guidance (guide stage)", VOCAB_MODEL, { ...images(3, 16), guidance: { kind: "vocab", ids: Int32Array.from([2, 3, 4, 0, 0, 0, 0, 5, 4, 0, 0, 0, 0, 0, 2, 2, 3, 4, 5, 0, 0]) } }, {}],
+  [
+    "PSA guidance (train stage)",
+    PSA_MODEL,
+    { ...images(2, 16), guidance: { kind: "psa", indices: Int32Array.from([0, 3, 4, 1]), weights: Float32Array.from([0.7, 0.3, 0.55, 0.45]) } },
+    { "psa.query": normalArray(mulberry32(deriveSeed(1, "q")), 60, 1), "psa.response": normalArray(mulberry32(deriveSeed(1, "r")), 60, 1) },
+  ],
+] as const) {
+  test(`webgpu (lavapipe): one training step with ${label}: loss and every parameter gradient equal the cpu backend's`, { skip, timeout: 300_000 }, async () => {
+    await useWebgpu();
+    const gpu = await trainingStep(config, batch as Batch, external as Record<string, Float32Array>);
+    await initTrainingBackend({ backend: "cpu" });
+    const cpu = await trainingStep(config, batch as Batch, external as Record<string, Float32Array>);
+    assert.ok(cpu.size > 10, "a gradient per trainable tensor");
+    for (const [name, expected] of cpu) {
+      // Gradients that are zero in exact arithmetic (biases before instance norm, the key bias
+      // under softmax) are rounding noise on both sides: errors are relative to a floor of 1e-3.
+      const error = relativeError(gpu.get(name)!, expected, 1e-3);
+      assert.ok(error < 2e-3, `${name}: webgpu vs cpu relative error ${error}`);
+    }
+  });
+}

@@ -1,10 +1,13 @@
 // Entry of the self-contained GPU check bundle (built by `bench/train-gpu.sh pack`, run by
 // `bench/train-gpu.sh run`). Plain JS on purpose: the literal imports below must be visible to
 // esbuild so it bundles tfjs-backend-webgpu, and the optional packages must not be type-checked.
-// Prints one JSON line: {backend, adapter, params, msPerStep, stepsPerSecond, steps} or {backend, error}.
+// Prints one JSON line: {backend, adapter, model, params, msPerStep, stepsPerSecond, steps} or {backend, model, error}.
+// --model reference (default): the reference U-Net, as PyTorch's unet_torch.py; --model segmenter:
+// the ProLearn segmenter at the train stage's defaults (src/train/segmenter-timing.ts).
 import { parseArgs } from "node:util";
 import { initTrainingBackend } from "../src/train/backend/index.js";
 import { timeReferenceTraining } from "../src/train/backend/reference-unet.js";
+import { timeSegmenterTraining } from "../src/train/segmenter-timing.js";
 
 const { values } = parseArgs({
   options: {
@@ -12,9 +15,12 @@ const { values } = parseArgs({
     size: { type: "string", default: "224" },
     batch: { type: "string", default: "4" },
     steps: { type: "string", default: "10" },
+    warmup: { type: "string", default: "2" },
+    model: { type: "string", default: "reference" },
   },
 });
 const backend = values.backend;
+const model = values.model;
 const loaders = {
   webgpu: () => import("webgpu"),
   "@tensorflow/tfjs-backend-webgpu": () => import("@tensorflow/tfjs-backend-webgpu"),
@@ -22,11 +28,13 @@ const loaders = {
 try {
   const info = await initTrainingBackend({ backend, loaders, log: (line) => console.error(line) });
   const steps = Number(values.steps);
-  const timing = await timeReferenceTraining({ size: Number(values.size), batch: Number(values.batch), steps, warmup: 2 });
+  const options = { size: Number(values.size), batch: Number(values.batch), steps, warmup: Number(values.warmup) };
+  const timing = model === "segmenter" ? await timeSegmenterTraining(options) : await timeReferenceTraining(options);
   console.log(
     JSON.stringify({
       backend: info.backend,
       adapter: info.adapter,
+      model,
       params: timing.params,
       steps,
       msPerStep: Math.round(timing.msPerStep * 10) / 10,
@@ -36,6 +44,6 @@ try {
     }),
   );
 } catch (error) {
-  console.log(JSON.stringify({ backend, error: String(error && error.stack ? error.stack : error), hint: error && error.hint }));
+  console.log(JSON.stringify({ backend, model, error: String(error && error.stack ? error.stack : error), hint: error && error.hint }));
   process.exitCode = 1;
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# GPU check for training: runs a fixed number of reference U-Net training steps (224 x 224,
-# batch 4) on every GPU-capable TensorFlow.js backend it can start and prints steps/s, the
-# backend and the adapter name, or the exact error.
+# GPU check for training: runs a fixed number of training steps (224 x 224, batch 4) of the
+# reference U-Net and of the ProLearn segmenter (train stage defaults) on every GPU-capable
+# TensorFlow.js backend it can start and prints steps/s, the backend and the adapter name, or the
+# exact error.
 #
 # The device machines have no internet and may have no Node, so the check travels as one folder:
 #   1. here (needs node_modules):   bash bench/train-gpu.sh pack
@@ -61,12 +62,17 @@ run() {
   export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
   local status=0
   for backend in webgpu tensorflow cpu; do
-    local n="$steps"; [ "$backend" = cpu ] && n=2   # the cpu row is a same-machine baseline
-    echo "== $backend: $n steps at ${size}x${size}, batch $batch"
-    local start; start=$(date +%s)
-    if (cd "$PACK" && timeout 240 "$node" train-gpu.mjs --backend "$backend" --size "$size" --batch "$batch" --steps "$n") 2>&1 | tee /tmp/gpu-check-$backend.log | grep -v '^\s*$'; then :; else status=1; fi
-    echo "   ($(( $(date +%s) - start )) s wall)"
-    [ -n "${OUT:-}" ] && cp /tmp/gpu-check-$backend.log "$OUT/" 2>/dev/null
+    for model in reference segmenter; do
+      # The cpu rows are a same-machine baseline: few steps (a segmenter step is ~16 s there at 224).
+      local n="$steps" warmup=2; [ "$backend" = cpu ] && { n=2; warmup=1; [ "$model" = segmenter ] && n=1; }
+      echo "== $backend, $model: $n steps at ${size}x${size}, batch $batch"
+      local start; start=$(date +%s)
+      if (cd "$PACK" && timeout 240 "$node" train-gpu.mjs --backend "$backend" --model "$model" --size "$size" --batch "$batch" --steps "$n" --warmup "$warmup") 2>&1 | tee /tmp/gpu-check-$backend-$model.log | grep -v '^\s*$'; then :; else status=1; fi
+      echo "   ($(( $(date +%s) - start )) s wall)"
+      [ -n "${OUT:-}" ] && cp /tmp/gpu-check-$backend-$model.log "$OUT/" 2>/dev/null
+      # A backend that cannot start fails the same way for every model.
+      grep -q '"error"' /tmp/gpu-check-$backend-$model.log && grep -q 'unavailable' /tmp/gpu-check-$backend-$model.log && break
+    done
   done
   torch_reference "$steps" "$size" "$batch"
   return $status

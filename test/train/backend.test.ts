@@ -88,8 +88,18 @@ describe("reference U-Net and prolearn bench train", () => {
     assert.match(stderr, /params 481,745 \| [\d.]+ ms\/step \(median\)/);
   });
 
+  test("--model segmenter times the train stage's network (PSA guidance) and says so", async () => {
+    const { code, stdout, stderr } = await cli(["bench", "train", "--backend", "cpu", "--model", "segmenter", "--size", "16", "--batch", "1", "--steps", "1", "--base-channels", "4", "--depth", "3", "--json"]);
+    assert.equal(code, 0, stderr);
+    const result = JSON.parse(stdout) as Record<string, unknown>;
+    assert.deepEqual(Object.keys(result).sort(), ["adapter", "backend", "model", "msPerStep", "params"]);
+    assert.equal(result.model, "segmenter");
+    assert.ok(typeof result.params === "number" && result.params > 100_000 && result.params !== 481_745, `params ${result.params}`);
+    assert.match(stderr, /ProLearn segmenter \(PSA\), 16x16, batch 1/);
+  });
+
   test("bad options are usage errors", async () => {
-    for (const argv of [["--size", "30"], ["--backend", "tpu"], ["--steps", "0"]]) {
+    for (const argv of [["--size", "30"], ["--backend", "tpu"], ["--steps", "0"], ["--model", "vit"], ["--depth", "3"], ["--model", "segmenter", "--size", "20", "--depth", "4"]]) {
       const { code, stderr } = await cli(["bench", "train", ...argv]);
       assert.equal(code, new UsageError("x").exitCode, `${argv.join(" ")}: ${stderr}`);
     }

@@ -108,44 +108,58 @@ export interface TrainingStepTiming {
 }
 
 /**
+ * Times `warmup + steps` calls of one training step (which returns the loss it read back) and
+ * keeps the measured ones: wall time, this process's CPU time (user + system) and the loss.
+ */
+export async function timeTrainingSteps(step: () => Promise<number>, options: { steps: number; warmup: number }): Promise<Omit<TrainingStepTiming, "params">> {
+  const stepsMs: number[] = [];
+  const cpuMs: number[] = [];
+  const losses: number[] = [];
+  for (let i = 0; i < options.warmup + options.steps; i++) {
+    const start = performance.now();
+    const cpuStart = process.cpuUsage();
+    const loss = await step();
+    const ms = performance.now() - start;
+    const cpu = process.cpuUsage(cpuStart);
+    if (i >= options.warmup) {
+      stepsMs.push(ms);
+      cpuMs.push((cpu.user + cpu.system) / 1000);
+      losses.push(loss);
+    }
+  }
+  return { msPerStep: median(stepsMs), cpuMsPerStep: median(cpuMs), stepsMs, losses };
+}
+
+/**
  * Trains the reference U-Net with Adam (lr 1e-3) on one fixed random batch, as the PyTorch
  * reference does, and times each step (forward, backward, update, and reading the loss back).
  */
 export async function timeReferenceTraining(options: { size: number; batch: number; steps: number; warmup?: number; seed?: number }): Promise<TrainingStepTiming> {
   const { size, batch, steps } = options;
-  const warmup = options.warmup ?? 1;
   const seed = options.seed ?? 0;
   const net = buildReferenceUNet({ seed });
   const optimizer = tf.train.adam(1e-3);
   const x = tf.randomNormal([batch, size, size, 1], 0, 1, "float32", seed + 1) as tf.Tensor4D;
   const y = tf.cast(tf.greater(tf.randomUniform([batch, size, size, 1], 0, 1, "float32", seed + 2), 0.5), "float32");
-  const stepsMs: number[] = [];
-  const cpuMs: number[] = [];
-  const losses: number[] = [];
   try {
-    for (let i = 0; i < warmup + steps; i++) {
-      const start = performance.now();
-      const cpuStart = process.cpuUsage();
-      const cost = optimizer.minimize(() => bceWithLogits(net.forward(x), y), true, net.variables)!;
-      // Asynchronous read: it waits for the GPU like dataSync, and tfjs-backend-webgpu's
-      // synchronous read needs OffscreenCanvas, which Node lacks.
-      const loss = (await cost.data())[0]!;
-      cost.dispose();
-      const ms = performance.now() - start;
-      const cpu = process.cpuUsage(cpuStart);
-      if (i >= warmup) {
-        stepsMs.push(ms);
-        cpuMs.push((cpu.user + cpu.system) / 1000);
-        losses.push(loss);
-      }
-    }
+    const timing = await timeTrainingSteps(
+      async () => {
+        const cost = optimizer.minimize(() => bceWithLogits(net.forward(x), y), true, net.variables)!;
+        // Asynchronous read: it waits for the GPU like dataSync, and tfjs-backend-webgpu's
+        // synchronous read needs OffscreenCanvas, which Node lacks.
+        const loss = (await cost.data())[0]!;
+        cost.dispose();
+        return loss;
+      },
+      { steps, warmup: options.warmup ?? 1 },
+    );
+    return { ...timing, params: net.paramCount };
   } finally {
     optimizer.dispose();
     net.dispose();
     x.dispose();
     y.dispose();
   }
-  return { msPerStep: median(stepsMs), cpuMsPerStep: median(cpuMs), stepsMs, losses, params: net.paramCount };
 }
 
 function median(values: number[]): number {

@@ -1,6 +1,6 @@
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { cli } from "../helpers/cli.js";
@@ -60,4 +60,14 @@ describe("cli", () => {
     assert.ok(next.getTime() > Date.now() && next.getTime() <= Date.now() + 25 * 3600_000);
     assert.equal(new Intl.DateTimeFormat("en-GB", { timeZone: "Europe/Paris", hour: "2-digit", minute: "2-digit" }).format(next), "02:30");
   });
+});
+
+// On a machine with a GPU the worker would start and wait for jobs; the refusal needs one without.
+const gpuDevice = existsSync("/dev/nvidia0") || existsSync("/dev/kfd") || (existsSync("/dev/dri") && readdirSync("/dev/dri").some((n) => n.startsWith("renderD")));
+
+test("worker --capabilities gpu refuses to serve GPU jobs where only the cpu backend starts, and says why", { skip: gpuDevice ? "this machine shows a GPU device node" : false }, async () => {
+  const { code, stderr } = await cli(["worker", "--redis", "redis://127.0.0.1:1", "--capabilities", "gpu"]);
+  assert.equal(code, 1, stderr);
+  assert.match(stderr, /--capabilities gpu, but no GPU training backend starts on this machine/);
+  assert.match(stderr, /hint: .*docs\/backends\.md.*without --capabilities gpu/);
 });

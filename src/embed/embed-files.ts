@@ -6,7 +6,8 @@ import { sha256 } from "../util/hash.js";
 import { embeddingVector } from "./arrow-columns.js";
 import { embedInBatches } from "./batches.js";
 import type { Encoder } from "./encoder.js";
-import { createEncoder, type EncoderKind } from "./factory.js";
+import type { EncoderKind } from "./encoder-kinds.js";
+import { createEncoder } from "./factory.js";
 import { fittingTexts, readTextRows, type TextRows } from "./text-sources.js";
 
 /** The programmatic core of `prolearn embed texts|images`: files in, an Arrow table out. */

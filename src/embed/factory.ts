@@ -2,8 +2,7 @@ import { BiomedclipEncoder } from "./biomedclip.js";
 import { BuiltinEncoder } from "./builtin.js";
 import type { Encoder } from "./encoder.js";
 
-export const ENCODER_KINDS = ["builtin", "biomedclip"] as const;
-export type EncoderKind = (typeof ENCODER_KINDS)[number];
+export { ENCODER_KINDS, type EncoderKind } from "./encoder-kinds.js";
 
 export type EncoderConfig =
   | { encoder: "builtin"; dim?: number; /** training reports the text side is fitted on */ fitTexts: readonly string[] }

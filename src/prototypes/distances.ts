@@ -1,9 +1,9 @@
 import * as ort from "onnxruntime-node";
 import { DataError } from "../errors.js";
+import type { Metric } from "./metric-names.js";
 import { encodeOnnxModel } from "./onnx-graph.js";
 
-export type Metric = "euclidean" | "cosine";
-export const METRICS = ["euclidean", "cosine"] as const;
+export { METRICS, type Metric } from "./metric-names.js";
 
 /**
  * Dense pairwise distances through ONNX Runtime's MatMul (multi-threaded, ~50x a plain JS loop

@@ -3,7 +3,7 @@ import path from "node:path";
 import { PassThrough } from "node:stream";
 import { test } from "node:test";
 import { writeParquetFile } from "../../src/io/parquet.js";
-import { applyThreshold, filteredTable, joinTokens } from "../../src/train/filter-stage.js";
+import { applyThreshold, filteredTable, joinTokens } from "../../src/train/filter-run.js";
 import { formatSweepTable, parseSweepAssignment, type SweepRow } from "../../src/train/sweep.js";
 import { main } from "../../src/cli/main.js";
 import { scratchDir } from "./fixture.js";

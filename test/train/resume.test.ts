@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
-import { makeBatch } from "../../src/train/guide-stage.js";
+import { makeBatch } from "../../src/train/guide-run.js";
 import { loadSamples } from "../../src/train/data.js";
 import { trainSegmenter, type TrainSettings } from "../../src/train/loop.js";
 import { disposeParams, initParams, type ModelConfig } from "../../src/train/model.js";

@@ -10,7 +10,7 @@ import { STAGES } from "../../src/stages.js";
 import { loadModel } from "../../src/train/common.js";
 import { loadSamples } from "../../src/train/data.js";
 import { psaBatch, psaLookups, readEmbeddings, readPrototypes } from "../../src/train/embeddings.js";
-import { makeBatch } from "../../src/train/guide-stage.js";
+import { makeBatch } from "../../src/train/guide-run.js";
 import { PrototypeIndex, type BatchGuidance } from "../../src/train/guidance.js";
 import { evaluateBatches, trainSegmenter } from "../../src/train/loop.js";
 import { disposeParams, initParams, type ModelConfig } from "../../src/train/model.js";

@@ -3,7 +3,7 @@ import { defineCommand, numberOption, stringOption, type ParsedArgs } from "../c
 import { UsageError } from "../../errors.js";
 import { writeParquetFile } from "../../io/parquet.js";
 import { embedTextFile, type EmbedFilesOptions } from "../../embed/embed-files.js";
-import { ENCODER_KINDS, type EncoderKind } from "../../embed/factory.js";
+import { ENCODER_KINDS, type EncoderKind } from "../../embed/encoder-kinds.js";
 import { ProgressRenderer } from "../render.js";
 
 export const encoderOptions = {

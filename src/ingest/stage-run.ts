@@ -1,0 +1,235 @@
+// The ingest stage's implementation; its definition (./stage.ts) imports this module when the stage runs.
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import path from "node:path";
+import PQueue from "p-queue";
+import { Table, tableToIPC } from "apache-arrow";
+import { DataError, StageError } from "../errors.js";
+import { writeParquetFile, writeParquetIpcStreams } from "../io/parquet.js";
+import type { ShardSpec, StageContext, StageSummary } from "../pipeline/stage.js";
+import { hashJson } from "../util/hash.js";
+import { ingestSample, type DecodeParams, type SampleRow } from "./decode.js";
+import { FingerprintBuilder, formatFingerprint, type Fingerprint } from "./fingerprint.js";
+import type { QuarantineEntry } from "./reasons.js";
+import { normalizeReport } from "./reports.js";
+import { planDataset, type DatasetPlan, type SampleDescriptor } from "./scan.js";
+import { orphansBatch, quarantineBatch, RowBatchBuilder, SAMPLE_COLUMNS, samplesBatch } from "./schema.js";
+import type { IngestParams } from "./stage.js";
+
+interface ShardPayload {
+  index: number;
+  planDigest: string;
+  samples: SampleDescriptor[];
+}
+
+/** What the fingerprint needs of one ingested row (merge never decodes the rows themselves). */
+interface FingerprintEntry {
+  split: string;
+  width: number;
+  height: number;
+  withReport: boolean;
+  available: boolean;
+  empty: boolean;
+  coverage: number;
+  format: string;
+}
+
+interface ShardReport {
+  problems: QuarantineEntry[];
+  cacheHits: number;
+  decoded: number;
+  /** Rows in rows.arrows, in plan order, with what the fingerprint reads of each. */
+  rows: FingerprintEntry[];
+}
+
+/** Ingested rows of a shard: one Arrow IPC stream, which merge hands to the Parquet writer as it is. */
+const SHARD_ROWS = "rows.arrows";
+
+function planDigest(plan: DatasetPlan): string {
+  return hashJson({ samples: plan.samples, quarantine: plan.quarantine, orphans: plan.orphans.length, layout: plan.layout.layout });
+}
+
+function decodeParams(params: IngestParams): DecodeParams {
+  return { maskThreshold: params.maskThreshold, maskAmbiguousFraction: params.maskAmbiguousFraction };
+}
+
+function strictFailure(problems: readonly QuarantineEntry[], root: string): DataError {
+  const listed = problems.slice(0, 25).map((q) => `  ${q.source}${q.row !== null ? ` row ${q.row}` : ""}: ${q.reason}: ${q.detail}`);
+  const more = problems.length > listed.length ? [`  ... and ${problems.length - listed.length} more`] : [];
+  return new DataError(`strict ingest: ${problems.length} input${problems.length === 1 ? "" : "s"} would be quarantined:\n${[...listed, ...more].join("\n")}`, {
+    location: { file: root },
+    hint: "fix or remove these files, or set stages.ingest.strict: false to quarantine them and go on",
+  });
+}
+
+export async function planIngestShards(ctx: StageContext<IngestParams>): Promise<ShardSpec[]> {
+  const plan = await planDataset(ctx.pipeline.dataset, (m, level) => ctx.log(m, level));
+  const counts = { train: 0, val: 0, test: 0 };
+  for (const s of plan.samples) counts[s.split]++;
+  ctx.log(`split (${plan.splitRule}): train ${counts.train}, val ${counts.val}, test ${counts.test}`);
+  if (plan.found === 0) {
+    throw new DataError(`no images found under ${plan.root}`, { location: { file: plan.root }, hint: `the ${plan.layout.layout} layout keeps images in ${plan.layout.folders.map((f) => path.relative(plan.root, f.images)).join(", ")}` });
+  }
+  const problems = plan.quarantine.filter((q) => !q.kept);
+  if (ctx.params.strict && problems.length) throw strictFailure(problems, plan.root);
+  const digest = planDigest(plan);
+  const shards: ShardSpec[] = [];
+  for (let i = 0; i * ctx.params.shardSize < plan.samples.length; i++) {
+    const payload: ShardPayload = { index: i, planDigest: digest, samples: plan.samples.slice(i * ctx.params.shardSize, (i + 1) * ctx.params.shardSize) };
+    shards.push({ id: `ingest-${String(i).padStart(5, "0")}`, payload: payload as unknown as Record<string, unknown> });
+  }
+  return shards;
+}
+
+export async function runIngestShard(ctx: StageContext<IngestParams>, shard: ShardSpec, shardDir: string): Promise<void> {
+  const payload = shard.payload as unknown as ShardPayload;
+  const root = ctx.pipeline.dataset.root;
+  const cache = ctx.rowCache("ingest-decode");
+  const params = decodeParams(ctx.params);
+  const queue = new PQueue({ concurrency: ctx.params.concurrency });
+  const total = payload.samples.length;
+  const results = new Array<Awaited<ReturnType<typeof ingestSample>> | undefined>(total);
+  // Rows join the Arrow batch in plan order as soon as every earlier sample is done, so
+  // building it overlaps the decoding of later samples instead of following it.
+  const batch = new RowBatchBuilder<SampleRow>(SAMPLE_COLUMNS);
+  const fingerprintRows: FingerprintEntry[] = [];
+  const problems: QuarantineEntry[] = [];
+  let cacheHits = 0;
+  let appended = 0;
+  const appendReady = () => {
+    while (appended < total && results[appended] !== undefined) {
+      const r = results[appended]!;
+      if (r.row) {
+        batch.append(r.row);
+        fingerprintRows.push({
+          split: r.row.split,
+          width: r.row.width,
+          height: r.row.height,
+          withReport: r.row.report !== null,
+          available: r.row.report_available,
+          empty: r.row.mask_empty,
+          coverage: r.row.mask_coverage,
+          format: r.row.image_format,
+        });
+      }
+      if (r.problem) problems.push(r.problem);
+      if (r.cacheHit) cacheHits++;
+      // The batch holds a copy of the bytes now; let the sample go.
+      results[appended++] = undefined;
+    }
+  };
+  let done = 0;
+  await Promise.all(
+    payload.samples.map((sample, i) =>
+      queue.add(async () => {
+        ctx.signal.throwIfAborted();
+        results[i] = await ingestSample(root, sample, ctx.pipeline.dataset.kind, params, cache, normalizeReport);
+        appendReady();
+        done++;
+        if (done % 32 === 0 || done === total) ctx.emit({ kind: "progress", stage: ctx.stage, task: `decode shard ${payload.index}`, done, total, unit: "images" });
+      }),
+    ),
+  );
+  if (appended !== total) throw new StageError(ctx.stage, `shard ${payload.index}: ${total - appended} of ${total} samples were not decoded`);
+  await mkdir(shardDir, { recursive: true });
+  // Shard rows travel to merge as Arrow IPC: parquet-wasm fails ("Dyn casting error") when a
+  // Parquet file is read while another is being streamed out, which merge would do. A stream
+  // (not the file format) is what parquet-wasm reads, so merge passes it on untouched.
+  await writeFile(path.join(shardDir, SHARD_ROWS), tableToIPC(new Table([batch.finish()]), "stream"));
+  const report: ShardReport = { problems, cacheHits, decoded: total - cacheHits, rows: fingerprintRows };
+  await writeFile(path.join(shardDir, "quarantine.json"), JSON.stringify(report));
+}
+
+export async function mergeIngestShards(ctx: StageContext<IngestParams>, shards: { shard: ShardSpec; dir: string }[]): Promise<StageSummary> {
+  const plan = await planDataset(ctx.pipeline.dataset);
+  const digest = planDigest(plan);
+  const ordered = [...shards].sort((a, b) => (a.shard.payload as unknown as ShardPayload).index - (b.shard.payload as unknown as ShardPayload).index);
+  for (const { shard } of ordered) {
+    if ((shard.payload as unknown as ShardPayload).planDigest !== digest) {
+      throw new StageError(ctx.stage, "the dataset changed while it was being ingested", { location: { file: plan.root }, hint: "run the pipeline again" });
+    }
+  }
+  const expected = Math.ceil(plan.samples.length / ctx.params.shardSize);
+  if (ordered.length !== expected) throw new StageError(ctx.stage, `merge received ${ordered.length} shards, the plan has ${expected}`);
+
+  const fingerprint = new FingerprintBuilder();
+  const shardProblems: QuarantineEntry[] = [];
+  const rowCounts: number[] = [];
+  let cacheHits = 0;
+  let decoded = 0;
+  for (const { dir } of ordered) {
+    const report = JSON.parse(await readFile(path.join(dir, "quarantine.json"), "utf8")) as ShardReport;
+    shardProblems.push(...report.problems);
+    cacheHits += report.cacheHits;
+    decoded += report.decoded;
+    rowCounts.push(report.rows.length);
+    for (const r of report.rows) {
+      fingerprint.add({ split: r.split, width: r.width, height: r.height, report: r.withReport ? "" : null, report_available: r.available, mask_empty: r.empty, mask_coverage: r.coverage, image_format: r.format });
+    }
+  }
+  const problems = [...plan.quarantine, ...shardProblems];
+  const blocking = problems.filter((q) => !q.kept);
+  if (ctx.params.strict && blocking.length) throw strictFailure(blocking, plan.root);
+
+  // parquet-wasm reports an error thrown by the stream source as "Dyn casting error"; keep the real one.
+  let sourceError: unknown;
+  async function* shardStreams(): AsyncGenerator<Uint8Array> {
+    try {
+      let any = false;
+      for (const [i, { dir }] of ordered.entries()) {
+        if (rowCounts[i] === 0) continue;
+        any = true;
+        // One shard in memory at a time: merge stays bounded whatever the dataset size.
+        yield await readFile(path.join(dir, SHARD_ROWS));
+      }
+      if (!any) yield tableToIPC(new Table([samplesBatch([])]), "stream");
+    } catch (error) {
+      sourceError = error;
+      throw error;
+    }
+  }
+  const written = await writeParquetIpcStreams(path.join(ctx.outDir, "samples.parquet"), shardStreams(), { rowGroupSize: ctx.params.shardSize }).catch((error: unknown) => {
+    throw sourceError ?? error;
+  });
+  await writeParquetFile(path.join(ctx.outDir, "quarantine.parquet"), new Table([quarantineBatch(problems)]));
+  await writeParquetFile(path.join(ctx.outDir, "orphans.parquet"), new Table([orphansBatch(plan.orphans)]));
+
+  const quarantinedImages = problems.filter((q) => q.scope === "image" && !q.kept).length;
+  if (written.rows + quarantinedImages !== plan.found) {
+    throw new StageError(ctx.stage, `reconciliation failed: found ${plan.found} images, ingested ${written.rows}, quarantined ${quarantinedImages}`);
+  }
+  const fp: Fingerprint = fingerprint.build(
+    {
+      dataset: ctx.pipeline.dataset.kind,
+      layout: plan.layout.layout,
+      layoutReason: plan.layout.reason,
+      splitRule: plan.splitRule,
+      textAvailability: ctx.pipeline.dataset.textAvailability,
+      seed: ctx.pipeline.dataset.seed,
+      found: plan.found,
+      imageOnly: plan.imageOnly,
+      orphanReports: plan.orphans.length,
+      identicalCopies: plan.identicalCopies.length,
+    },
+    problems,
+  );
+  await writeFile(path.join(ctx.outDir, "fingerprint.json"), JSON.stringify(fp, null, 2) + "\n");
+  for (const line of formatFingerprint(fp).split("\n")) ctx.log(line);
+  if (blocking.length) ctx.log(`${blocking.length} inputs quarantined (see quarantine.parquet)`, "warn");
+  return {
+    found: plan.found,
+    ingested: written.rows,
+    quarantined: quarantinedImages,
+    problems: blocking.length,
+    flagged: problems.length - blocking.length,
+    imageOnly: plan.imageOnly,
+    orphanReports: plan.orphans.length,
+    identicalCopies: plan.identicalCopies.length,
+    ignoredFiles: plan.ignoredFiles.length,
+    duplicateReports: plan.duplicateReports.length,
+    decoded,
+    cacheHits,
+    layout: plan.layout.layout,
+    splits: fp.splits,
+    quarantineByReason: fp.quarantineByReason,
+  };
+}

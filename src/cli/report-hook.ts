@@ -1,7 +1,10 @@
 import type { RunOptions } from "../pipeline/engine.js";
-import { writeRunReport } from "../report/write.js";
 
-/** The run report writer the `run` command passes to the engine: `<workdir>/reports/<runId>.html`. */
+/**
+ * The run report writer the `run` command passes to the engine: `<workdir>/reports/<runId>.html`.
+ * The report module (Parquet, thumbnails through sharp) is imported when a report is written,
+ * after the stages, not when the command loads.
+ */
 export function reportWriter(): RunOptions["writeReport"] {
-  return (context) => writeRunReport(context);
+  return async (context) => (await import("../report/write.js")).writeRunReport(context);
 }

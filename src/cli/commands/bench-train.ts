@@ -1,7 +1,7 @@
 import { defineCommand, numberOption, stringOption } from "../command.js";
 import { UsageError } from "../../errors.js";
+import { TRAINING_BACKENDS as BACKENDS } from "../../train/backend/names.js";
 
-const BACKENDS = ["auto", "cpu", "webgpu", "tensorflow"] as const;
 const MODELS = ["reference", "segmenter"] as const;
 
 function positiveInteger(name: string, value: number | undefined): number {

@@ -14,15 +14,14 @@ import "@tensorflow/tfjs-backend-cpu";
 import { EnvironmentError } from "../../errors.js";
 import { installFastCpuKernels, uninstallFastCpuKernels, fastCpuKernelsInstalled } from "./cpu-kernels.js";
 import { registerConvNetGradients } from "./gradients.js";
+import { TRAINING_BACKENDS, type TrainingBackendName, type TrainingBackendRequest } from "./names.js";
 
 export { installFastCpuKernels, uninstallFastCpuKernels, fastCpuKernelsInstalled, FAST_CPU_KERNELS } from "./cpu-kernels.js";
 export { registerConvNetGradients } from "./gradients.js";
 export { conv2dForward, conv2dBackpropInput, conv2dBackpropFilter, type ConvGeometry } from "./conv.js";
 export { GemmWorkspace, gemmWorkspace } from "./gemm.js";
 
-export const TRAINING_BACKENDS = ["auto", "cpu", "webgpu", "tensorflow"] as const;
-export type TrainingBackendRequest = (typeof TRAINING_BACKENDS)[number];
-export type TrainingBackendName = Exclude<TrainingBackendRequest, "auto">;
+export { TRAINING_BACKENDS, type TrainingBackendRequest, type TrainingBackendName } from "./names.js";
 
 export interface TrainingBackendInfo {
   backend: TrainingBackendName;

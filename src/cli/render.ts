@@ -98,9 +98,11 @@ export function runToJson(result: RunResult) {
   };
 }
 
+/** The run's outcome; first, the one-line `headline` any ran or cached stage gave in its summary (evaluate's test scores). */
 export function formatRunSummary(result: RunResult): string {
   const t = result.totals;
-  const lines = [`run ${result.runId}: ${result.status} in ${result.seconds.toFixed(2)} s (${t.ran} ran, ${t.cached} cached, ${t.failed} failed${t.skipped ? `, ${t.skipped} skipped` : ""})`];
+  const headlines = result.stages.filter((s) => (s.status === "ran" || s.status === "cached") && typeof s.summary?.headline === "string").map((s) => `${s.name}: ${String(s.summary!.headline)}`);
+  const lines = [...headlines, `run ${result.runId}: ${result.status} in ${result.seconds.toFixed(2)} s (${t.ran} ran, ${t.cached} cached, ${t.failed} failed${t.skipped ? `, ${t.skipped} skipped` : ""})`];
   if (result.report) lines.push(`report: ${result.report}`);
   return lines.join("\n");
 }

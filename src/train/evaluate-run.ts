@@ -158,13 +158,25 @@ export async function runEvaluate(ctx: StageContext<EvaluateParams>) {
     }),
   );
   const byModel = new Map(metrics.map((m) => [m.model, m.scores]));
+  const prolearn = headline(byModel.get("prolearn")!);
+  const baseline = byModel.has("baseline") ? headline(byModel.get("baseline")!) : null;
   return {
     testImages: test.length,
     textAvailability: availability,
-    prolearn: headline(byModel.get("prolearn")!),
-    baseline: byModel.has("baseline") ? headline(byModel.get("baseline")!) : null,
+    prolearn,
+    baseline,
     baselineTraining,
+    // One line for `prolearn run` / `demo` to print under the run (render.ts: formatRunSummary).
+    headline: headlineText(test.length, prolearn, baseline),
   };
+}
+
+/** "test Dice / IoU on 23 images, per-image mean: ProLearn 0.834 / 0.725 (pooled ...); image-only U-Net ..." */
+function headlineText(images: number, prolearn: Headline, baseline: Headline | null): string {
+  const f = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : "n/a");
+  const part = (label: string, s: Headline) => `${label} ${f(s.dice)} / ${f(s.iou)} (pooled ${f(s.dicePooled)} / ${f(s.iouPooled)})`;
+  const parts = [part("ProLearn", prolearn), ...(baseline ? [part("image-only U-Net", baseline)] : [])];
+  return `test Dice / IoU on ${images} images, per-image mean: ${parts.join("; ")}`;
 }
 
 /** Digest of the images and masks of the train and val splits, in table order (what an image-only model learns from). */

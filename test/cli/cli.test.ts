@@ -4,6 +4,8 @@ import { existsSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { cli } from "../helpers/cli.js";
+import { formatRunSummary } from "../../src/cli/render.js";
+import type { StageResult } from "../../src/pipeline/engine.js";
 
 describe("cli", () => {
   test("--help lists commands and the exit codes", async () => {
@@ -70,4 +72,18 @@ test("worker --capabilities gpu refuses to serve GPU jobs where only the cpu bac
   assert.equal(code, 1, stderr);
   assert.match(stderr, /--capabilities gpu, but no GPU training backend starts on this machine/);
   assert.match(stderr, /hint: .*docs\/backends\.md.*without --capabilities gpu/);
+});
+
+test("the run summary leads with the headline of every ran or cached stage that gives one", () => {
+  const stage = (name: string, status: StageResult["status"], summary: Record<string, unknown>): StageResult => ({ name, status, reason: "", seconds: 1, cacheKey: null, digest: null, outputs: {}, summary });
+  const text = formatRunSummary({
+    runId: "r1",
+    pipeline: "p",
+    status: "ok",
+    seconds: 2,
+    stages: [stage("ingest", "ran", { rows: 3 }), stage("evaluate", "cached", { headline: "test Dice / IoU on 3 images" }), stage("other", "failed", { headline: "not shown" })],
+    totals: { ran: 1, cached: 1, failed: 1, skipped: 0 },
+    report: "/tmp/r.html",
+  });
+  assert.deepEqual(text.split("\n"), ["evaluate: test Dice / IoU on 3 images", "run r1: ok in 2.00 s (1 ran, 1 cached, 1 failed)", "report: /tmp/r.html"]);
 });

@@ -65,6 +65,7 @@ test(`ingest -> guide -> filter -> embed -> prototypes -> train -> evaluate thro
 
   const evaluate = result.stages.find((s) => s.name === "evaluate")!;
   const summary = evaluate.summary as { testImages: number; prolearn: Record<string, number>; baseline: Record<string, number> };
+  assert.match(String(evaluate.summary.headline), /^test Dice \/ IoU on \d+ images, per-image mean: ProLearn \d\.\d{3} \/ \d\.\d{3} \(pooled .*\); image-only U-Net \d\.\d{3} /);
   for (const key of ["dice", "iou", "dicePooled", "iouPooled"]) {
     assert.ok(Number.isFinite(summary.prolearn[key]) && Number.isFinite(summary.baseline[key]), `headline ${key}`);
   }

@@ -39,20 +39,8 @@ export default defineCommand({
     }
     const renderer = new ProgressRenderer(io);
     const result = await runPipeline(pipeline, { registry: STAGES, onEvent: renderer.handle, writeReport: reportWriter() });
-    const evaluate = result.stages.find((s) => s.name === "evaluate");
-    if (evaluate?.status === "ran" || evaluate?.status === "cached") io.stderr.write(formatHeadline(evaluate.summary) + "\n");
     io.stderr.write(formatRunSummary(result) + "\n");
     if (args.options.json) io.stdout.write(JSON.stringify(runToJson(result), null, 2) + "\n");
     return result.status === "ok" ? 0 : 1;
   },
 });
-
-type Scores = { dice?: number; iou?: number; dicePooled?: number; iouPooled?: number };
-
-/** "test Dice / IoU: ProLearn 0.834 / 0.725, image-only U-Net 0.852 / 0.749 (per-image means; pooled ...)" */
-function formatHeadline(summary: Record<string, unknown>): string {
-  const f = (x: number | undefined) => (typeof x === "number" ? x.toFixed(3) : "n/a");
-  const part = (label: string, s: Scores | undefined) => (s ? `${label} ${f(s.dice)} / ${f(s.iou)} (pooled ${f(s.dicePooled)} / ${f(s.iouPooled)})` : undefined);
-  const parts = [part("ProLearn", summary.prolearn as Scores | undefined), part("image-only U-Net", summary.baseline as Scores | undefined)].filter(Boolean);
-  return `test Dice / IoU on ${String(summary.testImages ?? "?")} images, per-image mean: ${parts.join("; ")}`;
-}

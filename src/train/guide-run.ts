@@ -142,6 +142,9 @@ export async function runGuide(ctx: StageContext<GuideParams>) {
       valSamples: val.length,
       guidance: text.guidance.kind === "vocab" ? { kind: "vocab", words: text.guidance.vocab.length } : { kind: text.guidance.kind },
       backend: backend.backend,
+      // What computed (GPU adapter or CPU model): in the catalog and the report, not in the model
+      // files, whose bytes stay the same on any machine that runs the same backend.
+      adapter: backend.adapter,
       ...trainingSummary(result),
     };
   } finally {

@@ -327,6 +327,6 @@ export async function ingestSample(
     mask_empty: v.maskEmpty,
     mask_coverage: v.maskCoverage,
   };
-  const problem = v.maskEmpty ? quarantineEntry({ source: sample.mask, id: sample.id, reason: "empty-mask", detail: "the mask has no foreground pixel; the sample is kept with mask_empty = true", scope: "image", kept: true }) : undefined;
+  const problem = v.maskEmpty ? quarantineEntry({ source: sample.mask, id: sample.id, reason: "empty-mask", detail: "the mask has no foreground pixel; the sample is kept with mask_empty = true", scope: "image" }) : undefined;
   return { row, problem, cacheHit };
 }

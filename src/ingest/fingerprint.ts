@@ -1,4 +1,4 @@
-import type { QuarantineEntry } from "./reasons.js";
+import { KEPT_REASONS, type QuarantineEntry, type QuarantineReason } from "./reasons.js";
 import type { Split } from "./reports.js";
 
 export interface SplitCounts {
@@ -121,7 +121,7 @@ export function formatFingerprint(f: Fingerprint): string {
   const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
   const lines = [
     `${f.dataset} (${f.layout}); split: ${f.splitRule}`,
-    `found ${f.found} = ingested ${f.ingested} + quarantined ${f.quarantined}; image-only ${f.imageOnly}; orphan reports ${f.orphanReports}${f.identicalCopies ? `; identical case copies ${f.identicalCopies}` : ""}`,
+    `found ${f.found} images = ingested ${f.ingested} + set aside ${f.quarantined}; image-only ${f.imageOnly}; orphan reports ${f.orphanReports}${f.identicalCopies ? `; identical case copies ${f.identicalCopies}` : ""}`,
     "split   samples  with report  available  empty masks",
   ];
   for (const split of ["train", "val", "test"] as const) {
@@ -133,7 +133,17 @@ export function formatFingerprint(f: Fingerprint): string {
     `mask coverage mean ${pct(f.maskCoverage.mean)}, quartiles ${pct(f.maskCoverage.p25)} / ${pct(f.maskCoverage.median)} / ${pct(f.maskCoverage.p75)}, max ${pct(f.maskCoverage.max)}`,
     `train reports available: ${pct(f.reportCoverage.trainAvailable)} (textAvailability ${f.textAvailability}, seed ${f.seed})`,
   );
+  // Three counts meet here: images set aside (the "found" line), every input set aside (images,
+  // report files, stray masks) and the flagged-but-kept samples; name each so none reads as a typo.
   const reasons = Object.entries(f.quarantineByReason);
-  lines.push(reasons.length ? `quarantine: ${reasons.map(([r, n]) => `${r} ${n}`).join(", ")}` : "quarantine: none");
+  const list = (entries: [string, number][]) => entries.map(([r, n]) => `${r} ${n}`).join(", ");
+  const setAside = reasons.filter(([r]) => !KEPT_REASONS.has(r as QuarantineReason));
+  const kept = reasons.filter(([r]) => KEPT_REASONS.has(r as QuarantineReason));
+  const total = (entries: [string, number][]) => entries.reduce((n, [, c]) => n + c, 0);
+  if (!reasons.length) lines.push("quarantine: none");
+  else {
+    if (setAside.length) lines.push(`quarantine, set aside: ${total(setAside)} input${total(setAside) === 1 ? "" : "s"} (${f.quarantined} image${f.quarantined === 1 ? "" : "s"}, ${total(setAside) - f.quarantined} other): ${list(setAside)}`);
+    if (kept.length) lines.push(`quarantine, kept and flagged: ${total(kept)} sample${total(kept) === 1 ? "" : "s"}: ${list(kept)}`);
+  }
   return lines.join("\n");
 }

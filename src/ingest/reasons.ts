@@ -21,6 +21,9 @@ export const QUARANTINE_REASONS = {
 
 export type QuarantineReason = keyof typeof QUARANTINE_REASONS;
 
+/** Reasons whose sample stays in samples.parquet, flagged (every other reason sets its input aside). */
+export const KEPT_REASONS: ReadonlySet<QuarantineReason> = new Set(["empty-mask"]);
+
 /** What a quarantine entry is about: an image sample, or a report file/row, or a stray file. */
 export type QuarantineScope = "image" | "mask" | "report";
 
@@ -39,5 +42,5 @@ export interface QuarantineEntry {
 }
 
 export function quarantineEntry(partial: Omit<QuarantineEntry, "id" | "row" | "kept"> & Partial<Pick<QuarantineEntry, "id" | "row" | "kept">>): QuarantineEntry {
-  return { id: null, row: null, kept: false, ...partial };
+  return { id: null, row: null, kept: KEPT_REASONS.has(partial.reason), ...partial };
 }

@@ -214,7 +214,7 @@ export async function mergeIngestShards(ctx: StageContext<IngestParams>, shards:
   );
   await writeFile(path.join(ctx.outDir, "fingerprint.json"), JSON.stringify(fp, null, 2) + "\n");
   for (const line of formatFingerprint(fp).split("\n")) ctx.log(line);
-  if (blocking.length) ctx.log(`${blocking.length} inputs quarantined (see quarantine.parquet)`, "warn");
+  if (blocking.length) ctx.log(`${blocking.length} input${blocking.length === 1 ? "" : "s"} set aside (quarantine.parquet lists each with its reason)`, "warn");
   return {
     found: plan.found,
     ingested: written.rows,

@@ -184,6 +184,20 @@ test("registry: aliases move with history; verify and load detect tampering; exp
   const list = cli(["artifacts", "list", "--workdir", workdir]);
   assert.equal(list.status, 0, list.stderr);
   assert.match(list.stdout, /unit@2 .*\[production\]/);
+  // Like every other command, it takes a pipeline file: that pipeline's name, in its workdir.
+  const pipelineFile = path.join(root, "unit.yaml");
+  writeFileSync(pipelineFile, `name: unit\nworkdir: ${JSON.stringify(workdir)}\ndataset: { kind: qata-cov19, root: . }\nstages: { ingest: {} }\n`);
+  const byFile = cli(["artifacts", "list", pipelineFile]);
+  assert.equal(byFile.status, 0, byFile.stderr);
+  assert.match(byFile.stdout, /unit@2 .*\[production\]/);
+  const unknown = cli(["artifacts", "list", "nope", "--workdir", workdir]);
+  assert.equal(unknown.status, 0, unknown.stderr);
+  assert.match(unknown.stderr, /no artifacts named "nope" registered in .* \(registered: unit\)/);
+  const mistyped = path.join(workdir, "no-such-workdir");
+  const missing = cli(["artifacts", "list", "--workdir", mistyped]);
+  assert.equal(missing.status, 2, missing.stderr);
+  assert.match(missing.stderr, /no catalog in .*no-such-workdir/);
+  assert.equal(existsSync(mistyped), false, "a read-only command creates no workdir");
 });
 
 test("prolearn prototypes query answers from a registered artifact", async () => {

@@ -1,7 +1,8 @@
+import { existsSync } from "node:fs";
 import path from "node:path";
 import { defineCommand, stringOption, type ParsedArgs } from "../command.js";
 import { UsageError } from "../../errors.js";
-import { ArtifactRegistry } from "../../prototypes/registry.js";
+import { ArtifactRegistry, CATALOG_FILE } from "../../prototypes/registry.js";
 import { loadPipelineArg } from "../pipeline-arg.js";
 
 /**
@@ -15,9 +16,24 @@ const workdirOptions = {
 };
 
 async function openRegistry(args: ParsedArgs): Promise<ArtifactRegistry> {
-  const pipelineFile = stringOption(args, "pipeline");
-  const workdir = stringOption(args, "workdir") ?? (pipelineFile ? (await loadPipelineArg(pipelineFile)).workdir : ".prolearn");
-  return ArtifactRegistry.open(path.resolve(workdir));
+  return openExisting(await registryWorkdir(args));
+}
+
+/** Only runs create a catalog: a mistyped --workdir must not leave an empty one behind. */
+function openExisting(workdir: string): ArtifactRegistry {
+  if (!existsSync(path.join(workdir, CATALOG_FILE))) {
+    throw new UsageError(`no catalog in ${workdir} (${CATALOG_FILE} is missing)`, { hint: "pass the workdir a pipeline ran in (--workdir DIR), or the pipeline file (--pipeline FILE)" });
+  }
+  return ArtifactRegistry.open(workdir);
+}
+
+async function registryWorkdir(args: ParsedArgs, pipelineFile = stringOption(args, "pipeline")): Promise<string> {
+  return path.resolve(stringOption(args, "workdir") ?? (pipelineFile ? (await loadPipelineArg(pipelineFile)).workdir : ".prolearn"));
+}
+
+/** Every other command takes a pipeline file where this one takes a name: accept the file too. */
+function looksLikePipelineFile(value: string | undefined): value is string {
+  return value !== undefined && /\.(ya?ml|json)$/i.test(value) && existsSync(value);
 }
 
 function write(io: { stdout: NodeJS.WritableStream }, value: unknown) {
@@ -27,15 +43,25 @@ function write(io: { stdout: NodeJS.WritableStream }, value: unknown) {
 export const list = defineCommand({
   name: "artifacts list",
   summary: "List published prototype spaces: name, version, digest, aliases",
-  positionals: [{ name: "name", description: "only this pipeline name" }],
+  positionals: [{ name: "name", description: "only this pipeline name (or a pipeline file: its name, in its workdir)" }],
   options: workdirOptions,
   async run(args, io) {
-    const registry = await openRegistry(args);
+    let name = args.positionals[0];
+    let workdir: string;
+    if (looksLikePipelineFile(name)) {
+      const pipeline = await loadPipelineArg(name);
+      workdir = stringOption(args, "workdir") ? await registryWorkdir(args) : pipeline.workdir;
+      name = pipeline.name;
+    } else workdir = await registryWorkdir(args);
+    const registry = openExisting(workdir);
     try {
-      const versions = registry.list(args.positionals[0]);
+      const versions = registry.list(name);
       if (args.options.json) write(io, versions.map(({ manifest, ...v }) => ({ ...v, prototypes: manifest.lineage.counts.prototypes })));
       else {
-        if (!versions.length) io.stderr.write("no artifacts registered\n");
+        if (!versions.length) {
+          const names = [...new Set(registry.list().map((v) => v.name))];
+          io.stderr.write(`no artifacts${name ? ` named "${name}"` : ""} registered in ${workdir}${names.length ? ` (registered: ${names.join(", ")})` : ""}\n`);
+        }
         for (const v of versions) io.stdout.write(`${v.name}@${v.version}  ${v.digest.slice(0, 12)}  ${v.created}  ${v.manifest.lineage.counts.prototypes ?? "?"} prototypes${v.aliases.length ? `  [${v.aliases.join(", ")}]` : ""}\n`);
       }
       return 0;

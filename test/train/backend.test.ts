@@ -98,6 +98,22 @@ describe("reference U-Net and prolearn bench train", () => {
     assert.match(stderr, /ProLearn segmenter \(PSA\), 16x16, batch 1/);
   });
 
+  test("prolearn backends lists every backend in auto's order, what each runs on or why not, and auto's pick", async () => {
+    const { code, stdout, stderr } = await cli(["backends", "--json"]);
+    assert.equal(code, 0, stderr);
+    const result = JSON.parse(stdout) as { probes: { backend: string; status: string; adapter?: string; reason?: string; hint?: string }[]; auto: string };
+    assert.deepEqual(result.probes.map((p) => p.backend), ["tensorflow", "webgpu", "cpu"]);
+    const [tensorflow, webgpu, cpu] = result.probes;
+    assert.equal(cpu!.status, "ok");
+    assert.match(cpu!.adapter!, /fast convolution kernels/);
+    for (const p of [tensorflow!, webgpu!]) if (p.status === "unavailable") assert.ok(p.reason && p.hint, `${p.backend} says why and what to do`);
+    if (!tensorflowInstalled) assert.match(tensorflow!.reason!, /@tensorflow\/tfjs-node-gpu is not installed/);
+    assert.equal(result.auto, tensorflow!.status === "ok" ? "tensorflow" : webgpu!.status === "ok" ? "webgpu" : "cpu");
+    const text = await cli(["backends"]);
+    assert.match(text.stdout, /^cpu +ok +.*fast convolution kernels$/m);
+    assert.match(text.stdout, new RegExp(`^auto picks: ${result.auto}$`, "m"));
+  });
+
   test("bad options are usage errors", async () => {
     for (const argv of [["--size", "30"], ["--backend", "tpu"], ["--steps", "0"], ["--model", "vit"], ["--depth", "3"], ["--model", "segmenter", "--size", "20", "--depth", "4"]]) {
       const { code, stderr } = await cli(["bench", "train", ...argv]);

@@ -8,7 +8,7 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { initTrainingBackend } from "../../src/train/backend/index.js";
+import { initTrainingBackend, probeTrainingBackends } from "../../src/train/backend/index.js";
 import { timeReferenceTraining } from "../../src/train/backend/reference-unet.js";
 import { segmenterForward, type Batch } from "../../src/train/guidance.js";
 import { diceBceLoss, disposeParams, initParams, trainableVariables, type ModelConfig } from "../../src/train/model.js";
@@ -122,3 +122,12 @@ for (const [label, config, batch, external] of [
     }
   });
 }
+
+test("probeTrainingBackends reports lavapipe as a software webgpu adapter that auto skips", { skip }, async () => {
+  // The toggle makes the probe try Dawn although this machine shows no GPU device node.
+  const { probes, auto } = await probeTrainingBackends({ dawnToggles: ["backend=vulkan"] });
+  const webgpu = probes.find((p) => p.backend === "webgpu")!;
+  assert.equal(webgpu.status, "software");
+  assert.match(webgpu.adapter ?? "", /llvmpipe|lavapipe/i);
+  assert.notEqual(auto, "webgpu");
+});

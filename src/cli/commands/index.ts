@@ -24,5 +24,6 @@ export const COMMANDS: Record<string, { summary: string; load: () => Promise<Com
   "artifacts export": { summary: "Write Q.npy, R.npy, prototypes.parquet and manifest.json to a folder", load: async () => (await import("./artifacts.js")).exportCommand },
   worker: { summary: "Run stage jobs from a BullMQ queue (for `run --executor bullmq`) until SIGTERM", load: async () => (await import("./worker.js")).default },
   scheduler: { summary: "Run pipelines on their `schedule` (cron, time zone) until SIGTERM", load: async () => (await import("./scheduler.js")).default },
-  "bench train": { summary: "Time training steps of the reference U-Net on a TensorFlow.js backend", load: async () => (await import("./bench-train.js")).default },
+  backends: { summary: "Which TensorFlow.js training backends start on this machine, on what, and why the others do not", load: async () => (await import("./backends.js")).default },
+  "bench train": { summary: "Time training steps of the reference U-Net (or the ProLearn segmenter) on a TensorFlow.js backend", load: async () => (await import("./bench-train.js")).default },
 };

@@ -86,6 +86,47 @@ export async function initTrainingBackend(options: TrainingBackendOptions = {}):
   return active;
 }
 
+export interface BackendProbe {
+  backend: TrainingBackendName;
+  /** `software`: webgpu started, but on a software adapter (auto skips it; forcing it works). */
+  status: "ok" | "software" | "unavailable";
+  adapter?: string;
+  reason?: string;
+  hint?: string;
+}
+
+/**
+ * Tries every backend in `auto`'s order and says which start, on what, and why the others do
+ * not; `auto` is what initTrainingBackend would pick. For `prolearn backends`, a one-shot
+ * command: it leaves the cpu backend running and initTrainingBackend's memo untouched.
+ */
+export async function probeTrainingBackends(options: Pick<TrainingBackendOptions, "loaders" | "dawnToggles"> = {}): Promise<{ probes: BackendProbe[]; auto: TrainingBackendName }> {
+  registerConvNetGradients();
+  loaders = options.loaders ?? loaders;
+  dawnToggles = options.dawnToggles ?? (process.env.PROLEARN_DAWN_TOGGLES ?? "").split(",").map((t) => t.trim()).filter(Boolean);
+  const probe = async (backend: TrainingBackendName, start: () => Promise<TrainingBackendInfo>): Promise<BackendProbe> => {
+    try {
+      const info = await start();
+      return { backend, status: "ok", adapter: info.adapter };
+    } catch (error) {
+      const e = error as EnvironmentError;
+      return { backend, status: "unavailable", reason: e.message.replace(/^\w+ backend (unavailable|not probed): /, ""), ...(e.hint ? { hint: e.hint } : {}) };
+    }
+  };
+  const tensorflow = await probe("tensorflow", startTensorflow);
+  let webgpu: BackendProbe;
+  if (!gpuDeviceVisible() && !dawnToggles.length) {
+    webgpu = { backend: "webgpu", status: "unavailable", reason: "no GPU device (/dev/nvidia*, /dev/kfd, /dev/dri/renderD*) on this machine, so Dawn was not probed", hint: "--backend webgpu probes Dawn anyway (a software Vulkan driver works, slowly: docs/backends.md)" };
+  } else {
+    const softwareLines: string[] = [];
+    webgpu = await probe("webgpu", () => startWebgpu({ acceptSoftware: true, log: (line) => softwareLines.push(line) }));
+    if (webgpu.status === "ok" && softwareLines.length) webgpu = { ...webgpu, status: "software", reason: "a software adapter: slower than the cpu backend, so auto skips it" };
+  }
+  const cpu = await probe("cpu", startCpu);
+  const auto = tensorflow.status === "ok" ? "tensorflow" : webgpu.status === "ok" ? "webgpu" : "cpu";
+  return { probes: [tensorflow, webgpu, { ...cpu, adapter: `${cpu.adapter}${fastCpuKernelsInstalled() ? ", fast convolution kernels" : ""}` }], auto };
+}
+
 /** The backend started by initTrainingBackend, if any. */
 export function activeTrainingBackend(): TrainingBackendInfo | undefined {
   return active;

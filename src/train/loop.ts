@@ -118,18 +118,12 @@ async function exists(file: string): Promise<boolean> {
 }
 
 async function saveCheckpoint(dir: string, state: Omit<CheckpointState, "tensors">, store: ParamStore, optimizer: AdamW, best: Map<string, Float32Array>): Promise<void> {
-  const tensors: [string, tf.Tensor][] = [];
-  const temporaries: tf.Tensor[] = [];
+  const tensors: [string, tf.Tensor | Float32Array][] = [];
   for (const [name, entry] of store) tensors.push([`param/${name}`, entry.variable]);
   for (const [name, m] of optimizer.m) tensors.push([`adam.m/${name}`, m]);
   for (const [name, v] of optimizer.v) tensors.push([`adam.v/${name}`, v]);
-  for (const [name, values] of best) {
-    const t = tf.tensor(values);
-    temporaries.push(t);
-    tensors.push([`best/${name}`, t]);
-  }
+  for (const [name, values] of best) tensors.push([`best/${name}`, values]);
   const { entries, values } = await packTensors(tensors);
-  temporaries.forEach((t) => t.dispose());
   // Weights first under a fresh name, then the state that points at them: a kill between the
   // two leaves the previous state with its own, still complete, weights file.
   const weightsName = `weights-${state.epochsDone}.bin`;

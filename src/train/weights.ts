@@ -24,18 +24,20 @@ export interface WeightsHeader {
 }
 
 /**
- * Packs tensors (in the given order) into one Float32Array and its index. Reads asynchronously:
- * tfjs-backend-webgpu's synchronous read needs OffscreenCanvas, which Node lacks.
+ * Packs tensors (in the given order) into one Float32Array and its index; a Float32Array already
+ * on the CPU is packed as it is (shape [length]). Reads asynchronously: tfjs-backend-webgpu's
+ * synchronous read needs OffscreenCanvas, which Node lacks.
  */
-export async function packTensors(tensors: [string, tf.Tensor][]): Promise<{ entries: TensorEntry[]; values: Float32Array }> {
+export async function packTensors(tensors: [string, tf.Tensor | Float32Array][]): Promise<{ entries: TensorEntry[]; values: Float32Array }> {
   const entries: TensorEntry[] = [];
   let total = 0;
   for (const [name, t] of tensors) {
-    entries.push({ name, shape: t.shape.slice(), offset: total });
-    total += t.size;
+    const isArray = t instanceof Float32Array;
+    entries.push({ name, shape: isArray ? [t.length] : t.shape.slice(), offset: total });
+    total += isArray ? t.length : t.size;
   }
   const values = new Float32Array(total);
-  const read = await Promise.all(tensors.map(([, t]) => t.data() as Promise<Float32Array>));
+  const read = await Promise.all(tensors.map(([, t]) => (t instanceof Float32Array ? t : (t.data() as Promise<Float32Array>))));
   read.forEach((data, i) => values.set(data, entries[i]!.offset));
   return { entries, values };
 }

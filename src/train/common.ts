@@ -88,7 +88,7 @@ export async function loadModel(jsonFile: string): Promise<{ file: ModelFile; st
   }
   const store = initParams(file.config, 0, external);
   for (const [name, entry] of store) {
-    if (parameterShapes(file.config).find((s) => s.name === name)?.init !== "external") entry.variable.assign(tf.tensor(external[name]!, entry.variable.shape));
+    if (parameterShapes(file.config).find((s) => s.name === name)?.init !== "external") tf.tidy(() => entry.variable.assign(tf.tensor(external[name]!, entry.variable.shape)));
   }
   return { file, store };
 }

@@ -104,7 +104,7 @@ function restore(store: ParamStore, values: Map<string, Float32Array>, prefix = 
   for (const [name, entry] of store) {
     const v = values.get(prefix + name);
     if (!v) throw new StageError("train", `checkpoint lacks tensor ${prefix + name}`);
-    entry.variable.assign(tf.tensor(v, entry.variable.shape));
+    tf.tidy(() => entry.variable.assign(tf.tensor(v, entry.variable.shape)));
   }
 }
 
@@ -171,8 +171,8 @@ export async function trainSegmenter(job: TrainJob): Promise<TrainResult> {
           const m = values.get(`adam.m/${name}`);
           const v = values.get(`adam.v/${name}`);
           if (m && v) {
-            optimizer.m.set(name, tf.variable(tf.tensor(m, variable.shape), false));
-            optimizer.v.set(name, tf.variable(tf.tensor(v, variable.shape), false));
+            optimizer.m.set(name, tf.tidy(() => tf.variable(tf.tensor(m, variable.shape), false)));
+            optimizer.v.set(name, tf.tidy(() => tf.variable(tf.tensor(v, variable.shape), false)));
           }
         }
         optimizer.step = saved.optimizerStep;

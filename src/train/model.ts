@@ -142,7 +142,9 @@ export function initParams(config: ModelConfig, seed: number, external: Record<s
       const std = spec.init === "he" ? Math.sqrt(2 / fanIn) : Math.sqrt(2 / (fanIn + fanOut));
       values = normalArray(mulberry32(deriveSeed(seed, "init", spec.name)), size, std);
     }
-    store.set(spec.name, { variable: tf.variable(tf.tensor(values, spec.shape, "float32"), spec.trainable), trainable: spec.trainable });
+    // tidy disposes the initial tensor; the variable keeps its data (tf.variable alone would leave
+    // that handle, and so its memory, alive after the variable is disposed).
+    store.set(spec.name, { variable: tf.tidy(() => tf.variable(tf.tensor(values, spec.shape, "float32"), spec.trainable)), trainable: spec.trainable });
   }
   return store;
 }

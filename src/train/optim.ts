@@ -48,8 +48,8 @@ export class AdamW {
     let m = this.m.get(name);
     let v = this.v.get(name);
     if (!m || !v) {
-      m = tf.variable(tf.zerosLike(variable), false);
-      v = tf.variable(tf.zerosLike(variable), false);
+      m = tf.tidy(() => tf.variable(tf.zerosLike(variable), false));
+      v = tf.tidy(() => tf.variable(tf.zerosLike(variable), false));
       this.m.set(name, m);
       this.v.set(name, v);
     }

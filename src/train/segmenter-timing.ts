@@ -73,7 +73,7 @@ export async function timeSegmenterTraining(options: SegmenterTimingOptions): Pr
     const params = [...store.values()].reduce((n, entry) => n + entry.variable.size, 0);
     return { ...timing, params, config };
   } finally {
-    for (const moment of [...optimizer.m.values(), ...optimizer.v.values()]) moment.dispose();
+    optimizer.dispose();
     disposeParams(store);
   }
 }

@@ -14,6 +14,7 @@ import { makeBatch } from "../../src/train/guide-run.js";
 import { PrototypeIndex, type BatchGuidance } from "../../src/train/guidance.js";
 import { evaluateBatches, trainSegmenter } from "../../src/train/loop.js";
 import { disposeParams, initParams, type ModelConfig } from "../../src/train/model.js";
+import { tf } from "../../src/train/runtime.js";
 import { scratchDir } from "./fixture.js";
 
 const NET = { imageSize: 32, baseChannels: 8, depth: 3, heads: 4, backend: "cpu" as const };
@@ -43,9 +44,13 @@ test(`ingest -> guide -> filter -> embed -> prototypes -> train -> evaluate thro
   const spec = { name: "e2e", workdir: path.join(dir, "work"), dataset: { kind: "qata-cov19", root: fixture.root, layout: "sgseg", textAvailability: 0.5, seed: 11 }, stages };
   const pipeline = resolvePipeline(spec, STAGES, { baseDir: dir });
   assert.deepEqual(Object.keys(pipeline.stages), ORDER, "the registry orders prototypes before train");
+  const tensorsBefore = tf.memory().numTensors;
   const result = await runPipeline(pipeline, { registry: STAGES });
   assert.equal(result.status, "ok", JSON.stringify(result.stages.map((s) => [s.name, s.status, s.error])));
   assert.deepEqual(result.stages.map((s) => [s.name, s.status]), ORDER.map((name) => [name, "ran"]));
+  // A long-lived worker runs stage after stage: a tensor left behind is memory (GPU memory on
+  // webgpu) never given back.
+  assert.equal(tf.memory().numTensors - tensorsBefore, 0, "the stages dispose every tensor they create");
 
   const guideModel = JSON.parse(await readFile(outputsOf(result, "guide")["guide-model.json"]!, "utf8"));
   assert.equal(guideModel.config.guidance.kind, "vocab");

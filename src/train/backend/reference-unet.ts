@@ -37,8 +37,8 @@ export function buildReferenceUNet(options: Partial<ReferenceUNetConfig> = {}): 
   const conv = (kh: number, kw: number, inC: number, outC: number, fanIn: number, transposed = false): Conv => {
     const bound = 1 / Math.sqrt(fanIn);
     const shape: [number, number, number, number] = transposed ? [kh, kw, outC, inC] : [kh, kw, inC, outC];
-    const w = tf.variable(tf.randomUniform(shape, -bound, bound, "float32", seed++));
-    const b = tf.variable(tf.randomUniform([outC], -bound, bound, "float32", seed++));
+    const w = tf.tidy(() => tf.variable(tf.randomUniform(shape, -bound, bound, "float32", seed++)));
+    const b = tf.tidy(() => tf.variable(tf.randomUniform([outC], -bound, bound, "float32", seed++)));
     variables.push(w, b);
     return { w, b };
   };

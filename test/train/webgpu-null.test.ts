@@ -13,6 +13,7 @@ import { resolvePipeline } from "../../src/pipeline/spec.js";
 import { STAGES } from "../../src/stages.js";
 import { initTrainingBackend } from "../../src/train/backend/index.js";
 import { timeReferenceTraining } from "../../src/train/backend/reference-unet.js";
+import { tf } from "../../src/train/runtime.js";
 import { scratchDir } from "./fixture.js";
 
 process.env.XDG_RUNTIME_DIR ??= "/tmp";
@@ -56,8 +57,10 @@ test("webgpu: guide -> filter -> train -> evaluate run through the engine on the
       evaluate: { backend: "webgpu", examples: 1 },
     },
   };
+  const tensorsBefore = tf.memory().numTensors;
   const result = await runPipeline(resolvePipeline(spec, STAGES, { baseDir: dir }), { registry: STAGES });
   assert.equal(result.status, "ok", JSON.stringify(result.stages.map((s) => [s.name, s.status, s.error])));
+  assert.equal(tf.memory().numTensors - tensorsBefore, 0, "no GPU buffers left behind");
   for (const [stage, file] of [["guide", "guide-model.json"], ["train", "model.json"]] as const) {
     const outputs = result.stages.find((s) => s.name === stage)!.outputs;
     const model = JSON.parse(await readFile(outputs[file]!, "utf8"));

@@ -28,6 +28,7 @@ test("webgpu on Dawn's null adapter: forced by toggle, named as such", { skip },
   assert.equal(info.backend, "webgpu");
   assert.match(info.adapter, /null adapter/);
   assert.equal(info.fastKernels, false);
+  assert.equal(info.softwareAdapter, true, "the null adapter counts as software: auto never picks it");
 });
 
 test("webgpu: the reference U-Net trains (forward, every gradient, Adam, async loss read) on the null adapter", { skip, timeout: 120_000 }, async () => {

@@ -36,6 +36,7 @@ if (!skip) {
 async function useWebgpu(): Promise<string> {
   const info = await initTrainingBackend({ backend: "webgpu" });
   assert.equal(info.backend, "webgpu");
+  assert.equal(info.softwareAdapter, true);
   return info.adapter;
 }
 

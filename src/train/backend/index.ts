@@ -29,6 +29,8 @@ export interface TrainingBackendInfo {
   adapter: string;
   /** True when the cpu backend runs this package's convolution kernels. */
   fastKernels: boolean;
+  /** webgpu on a software (or Dawn's null) adapter: only a forced `webgpu` starts on one. */
+  softwareAdapter?: true;
 }
 
 /** The optional packages a GPU backend needs; none is a dependency of the core library. */
@@ -47,8 +49,8 @@ export interface TrainingBackendOptions {
    * Dawn toggles for the `webgpu` backend (`webgpu.create`), default: the comma-separated
    * `PROLEARN_DAWN_TOGGLES`. `backend=null` selects Dawn's null adapter, which runs the whole
    * WebGPU API but computes nothing (results are garbage): it checks the webgpu code path on a
-   * machine without a GPU (test/train/webgpu-null.test.ts). Any other adapter named
-   * "null" or software is still refused.
+   * machine without a GPU (test/train/webgpu-null.test.ts). Like any software adapter, only a
+   * forced `webgpu` starts on it.
    */
   dawnToggles?: string[];
 }
@@ -76,8 +78,7 @@ export async function initTrainingBackend(options: TrainingBackendOptions = {}):
   while (pending) await pending.catch(() => undefined);
   if (active && (requested === "auto" || requested === active.backend) && tf.getBackend() === active.backend) return active;
   const log = options.log ?? (() => {});
-  loaders = options.loaders ?? loaders;
-  dawnToggles = options.dawnToggles ?? (process.env.PROLEARN_DAWN_TOGGLES ?? "").split(",").map((t) => t.trim()).filter(Boolean);
+  applyOptions(options);
   pending = (requested === "auto" ? startAuto(log) : startForced(requested, log)).finally(() => {
     pending = undefined;
   });
@@ -102,11 +103,11 @@ export interface BackendProbe {
  */
 export async function probeTrainingBackends(options: Pick<TrainingBackendOptions, "loaders" | "dawnToggles"> = {}): Promise<{ probes: BackendProbe[]; auto: TrainingBackendName }> {
   registerConvNetGradients();
-  loaders = options.loaders ?? loaders;
-  dawnToggles = options.dawnToggles ?? (process.env.PROLEARN_DAWN_TOGGLES ?? "").split(",").map((t) => t.trim()).filter(Boolean);
+  applyOptions(options);
   const probe = async (backend: TrainingBackendName, start: () => Promise<TrainingBackendInfo>): Promise<BackendProbe> => {
     try {
       const info = await start();
+      if (info.softwareAdapter) return { backend, status: "software", adapter: info.adapter, reason: "a software adapter: slower than the cpu backend, so auto skips it" };
       return { backend, status: "ok", adapter: info.adapter };
     } catch (error) {
       const e = error as EnvironmentError;
@@ -118,13 +119,16 @@ export async function probeTrainingBackends(options: Pick<TrainingBackendOptions
   if (!gpuDeviceVisible() && !dawnToggles.length) {
     webgpu = { backend: "webgpu", status: "unavailable", reason: "no GPU device (/dev/nvidia*, /dev/kfd, /dev/dri/renderD*) on this machine, so Dawn was not probed", hint: "--backend webgpu probes Dawn anyway (a software Vulkan driver works, slowly: docs/backends.md)" };
   } else {
-    const softwareLines: string[] = [];
-    webgpu = await probe("webgpu", () => startWebgpu({ acceptSoftware: true, log: (line) => softwareLines.push(line) }));
-    if (webgpu.status === "ok" && softwareLines.length) webgpu = { ...webgpu, status: "software", reason: "a software adapter: slower than the cpu backend, so auto skips it" };
+    webgpu = await probe("webgpu", () => startWebgpu({ acceptSoftware: true }));
   }
   const cpu = await probe("cpu", startCpu);
   const auto = tensorflow.status === "ok" ? "tensorflow" : webgpu.status === "ok" ? "webgpu" : "cpu";
   return { probes: [tensorflow, webgpu, { ...cpu, adapter: `${cpu.adapter}${fastCpuKernelsInstalled() ? ", fast convolution kernels" : ""}` }], auto };
+}
+
+function applyOptions(options: Pick<TrainingBackendOptions, "loaders" | "dawnToggles">): void {
+  loaders = options.loaders ?? loaders;
+  dawnToggles = options.dawnToggles ?? (process.env.PROLEARN_DAWN_TOGGLES ?? "").split(",").map((t) => t.trim()).filter(Boolean);
 }
 
 /** The backend started by initTrainingBackend, if any. */
@@ -261,12 +265,13 @@ async function startWebgpu(options: { acceptSoftware: boolean; log?: (line: stri
   const adapter = await g.navigator!.gpu!.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) {
     throw new EnvironmentError("webgpu backend unavailable: Dawn found no GPU adapter", {
-      hint: "it needs a Vulkan driver for a real GPU (NVIDIA: the proprietary driver's Vulkan ICD); software Vulkan is rejected",
+      hint: "Dawn needs a Vulkan driver: for a GPU, the vendor's (NVIDIA: the proprietary driver's Vulkan ICD); for a slow software check, Mesa >= 23 lavapipe (scripts/software-vulkan.sh); see docs/backends.md",
     });
   }
   const nullAdapterRequested = dawnToggles.includes("backend=null");
   const name = nullAdapterRequested ? "Dawn null adapter (computes nothing: an API check, not results)" : describeAdapter(adapter);
-  if (nullAdapterRequested || adapter.isFallbackAdapter || SOFTWARE_ADAPTER.test(name)) {
+  const software = nullAdapterRequested || adapter.isFallbackAdapter === true || SOFTWARE_ADAPTER.test(name);
+  if (software) {
     if (!options.acceptSoftware) {
       throw new EnvironmentError(`webgpu backend unavailable: only a software adapter (${name}) was found`, { hint: "a software adapter is slower than the cpu backend; use --backend cpu, or force --backend webgpu" });
     }
@@ -281,5 +286,5 @@ async function startWebgpu(options: { acceptSoftware: boolean; log?: (line: stri
   }
   if (!(await tf.setBackend("webgpu"))) throw new EnvironmentError(`webgpu backend did not initialise on adapter ${name}`);
   await tf.ready();
-  return { backend: "webgpu", adapter: name, fastKernels: false };
+  return { backend: "webgpu", adapter: name, fastKernels: false, ...(software ? { softwareAdapter: true as const } : {}) };
 }

@@ -79,10 +79,11 @@ export interface StageDefinition<Schema extends z.ZodType = z.ZodType> {
    */
   resources?(pipeline: ResolvedPipeline, params: z.output<Schema>): Promise<Record<string, string>>;
   /**
-   * What a queue worker must offer to run this stage (e.g. "gpu"); such jobs go to their own
-   * queue that only `prolearn worker --capabilities gpu` serves. In-process runs ignore it.
+   * What a queue worker must offer to run this stage (e.g. "gpu"), fixed or from the params (a
+   * training stage forced onto a GPU backend needs a GPU; on `auto` it does not). Such jobs go to
+   * their own queue that only `prolearn worker --capabilities gpu` serves. In-process runs ignore it.
    */
-  capabilities?: readonly "gpu"[];
+  capabilities?: readonly Capability[] | ((params: z.output<Schema>) => readonly Capability[]);
   run?(ctx: StageContext<z.output<Schema>>): Promise<StageSummary>;
   /**
    * Sharded stages split rows into shards that an executor may run in parallel (in-process or on
@@ -93,6 +94,16 @@ export interface StageDefinition<Schema extends z.ZodType = z.ZodType> {
     runShard(ctx: StageContext<z.output<Schema>>, shard: ShardSpec, shardDir: string): Promise<void>;
     merge(ctx: StageContext<z.output<Schema>>, shards: { shard: ShardSpec; dir: string }[]): Promise<StageSummary>;
   };
+}
+
+/** What a queue worker can offer besides running stages at all. */
+export const CAPABILITIES = ["gpu"] as const;
+export type Capability = (typeof CAPABILITIES)[number];
+
+/** The capabilities a job of this stage needs with these (resolved) params. */
+export function stageCapabilities(stage: StageDefinition, params: unknown): readonly Capability[] {
+  const declared = stage.capabilities;
+  return typeof declared === "function" ? declared(params) : (declared ?? []);
 }
 
 /** Identity helper that keeps the params type attached to the definition. */

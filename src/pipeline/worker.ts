@@ -7,6 +7,7 @@ import { ProlearnError, UsageError } from "../errors.js";
 import { makeStageContext, type StageTask } from "./executor.js";
 import { jobDir, queueNameFor, QUEUE_PREFIX, type JobPayload, type JobResult } from "./executors/bullmq.js";
 import { checkRedis, redisOptionsFromUrl } from "./redis.js";
+import { CAPABILITIES, stageCapabilities } from "./stage.js";
 import type { StageRegistry } from "./spec.js";
 import type { ProgressEvent, ShardSpec } from "./stage.js";
 
@@ -211,14 +212,16 @@ export async function startStageWorker(options: StageWorkerOptions): Promise<Sta
   const roots = (options.roots?.length ? options.roots : [process.cwd()]).map((r) => path.resolve(r));
   const lockDuration = options.lockDurationMs ?? 30_000;
   const capabilities = [...new Set(options.capabilities ?? [])];
-  for (const capability of capabilities) if (capability !== "gpu") throw new UsageError(`unknown capability "${capability}"`, { hint: "known: gpu" });
-  const queues = [queueNameFor([]), ...capabilities.map((c) => queueNameFor([c as "gpu"]))];
+  for (const capability of capabilities) if (!(CAPABILITIES as readonly string[]).includes(capability)) throw new UsageError(`unknown capability "${capability}"`, { hint: `known: ${CAPABILITIES.join(", ")}` });
+  const queues = [queueNameFor([]), ...capabilities.map((c) => queueNameFor([c]))];
   const connection = redisOptionsFromUrl(options.redisUrl);
 
   const processor = async (job: Job, _token?: string, signal?: AbortSignal): Promise<JobResult> => {
     let payload: JobPayload;
     try {
       payload = validateJobPayload(job.data, job.id!, options.registry, roots);
+      const expected = queueNameFor(stageCapabilities(options.registry.get(payload.task.stage)!, payload.task.params));
+      if (job.queueName !== expected) throw new RejectedJobError(`job ${job.id}: stage ${payload.task.stage} with these params belongs on queue ${expected}, not ${job.queueName}`);
     } catch (error) {
       const message = error instanceof ProlearnError ? error.format() : (error as Error).message;
       log(`job ${job.id} rejected: ${message}`);

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { defineStage } from "../pipeline/stage.js";
-import { TRAINING_BACKENDS } from "./backend/names.js";
+import { TRAINING_BACKENDS, backendCapabilities } from "./backend/names.js";
 
 // The definition only: scoring and the baseline's training (TensorFlow.js, sharp, Parquet) live
 // in ./evaluate-run.ts and are imported when the stage runs.
@@ -27,5 +27,7 @@ export const evaluateStage = defineStage({
   params: evaluateParams,
   inputs: ["ingest", "embed", "prototypes", "train"],
   outputs: ["metrics.parquet", "per_image.parquet", "examples.parquet"],
+  // Forced onto a GPU backend, the stage needs a GPU worker on a queue; on auto, any worker.
+  capabilities: (params) => backendCapabilities(params.backend),
   run: async (ctx) => (await import("./evaluate-run.js")).runEvaluate(ctx),
 });

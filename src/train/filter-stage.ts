@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { defineStage } from "../pipeline/stage.js";
-import { TRAINING_BACKENDS } from "./backend/names.js";
+import { TRAINING_BACKENDS, backendCapabilities } from "./backend/names.js";
 
 // The definition only: the scoring (TensorFlow.js, Parquet) lives in ./filter-run.ts and is
 // imported when the stage runs.
@@ -26,5 +26,7 @@ export const filterStage = defineStage({
   params: filterParams,
   inputs: ["ingest", "guide"],
   outputs: ["filtered.parquet"],
+  // Forced onto a GPU backend, the stage needs a GPU worker on a queue; on auto, any worker.
+  capabilities: (params) => backendCapabilities(params.backend),
   run: async (ctx) => (await import("./filter-run.js")).runFilter(ctx),
 });

@@ -1,6 +1,7 @@
 import path from "node:path";
 import { z } from "zod";
 import { biomedclipFolderDigest } from "../embed/biomedclip-manifest.js";
+import { backendCapabilities } from "./backend/names.js";
 import { defineStage } from "../pipeline/stage.js";
 import { networkFields, trainingFields } from "./params.js";
 
@@ -26,6 +27,8 @@ export const guideStage = defineStage({
   params: guideParams,
   inputs: ["ingest"],
   outputs: ["guide-model.json", "guide-weights.bin", "guide-history.json"],
+  // Forced onto a GPU backend, the stage needs a GPU worker on a queue; on auto, any worker.
+  capabilities: (params) => backendCapabilities(params.backend),
   async resources(pipeline, params): Promise<Record<string, string>> {
     if (params.encoder !== "biomedclip" || !params.model) return {};
     return { model: await biomedclipFolderDigest(path.resolve(pipeline.baseDir, params.model)) };

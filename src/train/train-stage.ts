@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { backendCapabilities } from "./backend/names.js";
 import { defineStage } from "../pipeline/stage.js";
 import { networkFields, trainingFields } from "./params.js";
 
@@ -23,5 +24,7 @@ export const trainStage = defineStage({
   params: trainParams,
   inputs: ["ingest", "embed", "prototypes"],
   outputs: ["model.json", "weights.bin", "history.json"],
+  // Forced onto a GPU backend, the stage needs a GPU worker on a queue; on auto, any worker.
+  capabilities: (params) => backendCapabilities(params.backend),
   run: async (ctx) => (await import("./train-run.js")).runTrain(ctx),
 });

@@ -152,6 +152,44 @@ describe("bullmq executor", () => {
     assert.deepEqual(executions(workdir), ["numbers", "scale"]);
   });
 
+  test("a stage whose params need a GPU waits (and says so) for a --capabilities gpu worker; without them any worker runs it", async () => {
+    const { file } = project("  numbers: {}\n  accelerated: { device: gpu }\n", [1]);
+    const warnings: string[] = [];
+    let warned: () => void = () => {};
+    const warnedOnce = new Promise<void>((resolve) => (warned = resolve));
+    const run = runPipeline(load(file), {
+      registry: QUEUE_TEST_STAGES,
+      executor: executor(),
+      onEvent: (event) => {
+        if (event.kind === "log" && event.level === "warn") (warnings.push(event.message), warned());
+      },
+    });
+    await warnedOnce;
+    assert.match(warnings[0]!, /no worker serves queue stages-gpu yet; the job waits for one \(start: prolearn worker --redis URL --capabilities gpu\)/);
+    // The two plain worker processes serve only `stages`: the job is still waiting a while later.
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    const gpuQueue = new Queue("stages-gpu", { connection: redisOptionsFromUrl(redis.url), prefix: QUEUE_PREFIX });
+    try {
+      assert.equal(await gpuQueue.getWaitingCount(), 1);
+    } finally {
+      await gpuQueue.close();
+    }
+    const gpuWorker = await startStageWorker({ redisUrl: redis.url, registry: QUEUE_TEST_STAGES, capabilities: ["gpu"], roots: [ROOT], lockDurationMs: LOCK_MS });
+    try {
+      const result = await run;
+      assert.equal(result.status, "ok", JSON.stringify(result.stages.map((s) => s.error)));
+      const ranBy = JSON.parse(readFileSync(result.stages[1]!.outputs["ran-by.json"]!, "utf8")) as { pid: number };
+      assert.equal(ranBy.pid, process.pid, "the GPU worker (in this process) ran it, not a plain worker process");
+    } finally {
+      await gpuWorker.close();
+    }
+    const anywhere = project("  numbers: {}\n  accelerated: {}\n", [1]);
+    const result = await runPipeline(load(anywhere.file), { registry: QUEUE_TEST_STAGES, executor: executor() });
+    assert.equal(result.status, "ok");
+    const ranBy = JSON.parse(readFileSync(result.stages[1]!.outputs["ran-by.json"]!, "utf8")) as { pid: number };
+    assert.ok(workers.some((w) => w.child.pid === ranBy.pid), "a plain worker process ran it");
+  });
+
   test("a stage that fails for good fails the run with the worker's message and the job id", async () => {
     const { file } = project("  numbers: {}\n  slowsquares: { failShard: rows-1 }\n");
     const result = await runPipeline(load(file), { registry: QUEUE_TEST_STAGES, executor: executor({ attempts: 2 }) });
@@ -198,6 +236,7 @@ describe("bullmq executor", () => {
         ["input outside the store", { ...base, inputs: { numbers: { stage: "numbers", digest: "x", dir: "/etc", files: { "numbers.json": "/etc/passwd" }, summary: {} } } }, /not an output in the workdir's store/],
         ["dataset outside the roots", { ...base, pipeline: { ...pipeline, dataset: { ...pipeline.dataset, root: "/etc" } } }, /outside the folders this worker serves/],
         ["param escaping with ..", { ...base, params: { factor: 2, slowMs: 0, model: "../../../../../etc/shadow" } }, /params\.model names .*outside the workdir/],
+        ["GPU params on the plain queue", { ...base, stage: "accelerated", params: { device: "gpu" }, pipeline: { ...pipeline, stages: { ...pipeline.stages, accelerated: { device: "gpu" } } } }, /stage accelerated with these params belongs on queue stages-gpu, not stages/],
       ];
       for (const [i, [name, task, reason]] of cases.entries()) {
         const id = `badc0ffe${i}.0123456789abcdef0123456789abcdef`;

@@ -50,4 +50,19 @@ const slowSquares = defineStage({
   },
 });
 
-export const QUEUE_TEST_STAGES: StageRegistry = new Map<string, StageDefinition>([...TEST_STAGES, [slowSquares.name, slowSquares as StageDefinition]]);
+/** Records which process ran it; with `device: gpu` only a `--capabilities gpu` worker may take it. */
+const accelerated = defineStage({
+  name: "accelerated",
+  version: "1",
+  description: "writes the pid of the process that ran it",
+  params: z.strictObject({ device: z.enum(["any", "gpu"]).default("any").describe("gpu: the job needs a worker with the gpu capability") }),
+  inputs: ["numbers"],
+  outputs: ["ran-by.json"],
+  capabilities: (params) => (params.device === "gpu" ? ["gpu"] : []),
+  async run(ctx) {
+    writeFileSync(path.join(ctx.outDir, "ran-by.json"), JSON.stringify({ pid: process.pid }));
+    return { pid: process.pid };
+  },
+});
+
+export const QUEUE_TEST_STAGES: StageRegistry = new Map<string, StageDefinition>([...TEST_STAGES, [slowSquares.name, slowSquares as StageDefinition], [accelerated.name, accelerated as StageDefinition]]);

@@ -5,6 +5,8 @@ import { EnvironmentError, UsageError } from "../../src/errors.js";
 import { initTrainingBackend, activeTrainingBackend, fastCpuKernelsInstalled, type TrainingBackendRequest } from "../../src/train/backend/index.js";
 import { buildReferenceUNet } from "../../src/train/backend/reference-unet.js";
 import { cli } from "../helpers/cli.js";
+import { stageCapabilities } from "../../src/pipeline/stage.js";
+import { STAGES } from "../../src/stages.js";
 
 
 async function importable(name: string): Promise<boolean> {
@@ -66,6 +68,18 @@ describe("initTrainingBackend", () => {
   test("an unknown backend name is refused", async () => {
     await assert.rejects(initTrainingBackend({ backend: "cuda" as TrainingBackendRequest }), EnvironmentError);
   });
+});
+
+test("training stages forced onto a GPU backend need a GPU queue worker; on auto or cpu any worker", () => {
+  for (const name of ["guide", "filter", "train", "evaluate"]) {
+    const stage = STAGES.get(name)!;
+    const params = (backend: string) => stage.params.parse({ backend });
+    assert.deepEqual(stageCapabilities(stage, params("webgpu")), ["gpu"], name);
+    assert.deepEqual(stageCapabilities(stage, params("tensorflow")), ["gpu"], name);
+    assert.deepEqual(stageCapabilities(stage, params("auto")), [], name);
+    assert.deepEqual(stageCapabilities(stage, params("cpu")), [], name);
+  }
+  assert.deepEqual(stageCapabilities(STAGES.get("ingest")!, {}), [], "other stages run anywhere");
 });
 
 describe("reference U-Net and prolearn bench train", () => {

@@ -5,7 +5,7 @@ import { StageError } from "../../errors.js";
 import { sha256 } from "../../util/hash.js";
 import type { Executor, StageTask } from "../executor.js";
 import type { StageRegistry } from "../spec.js";
-import type { ProgressEvent, ShardSpec, StageSummary } from "../stage.js";
+import { CAPABILITIES, stageCapabilities, type ProgressEvent, type ShardSpec, type StageSummary } from "../stage.js";
 import { checkRedis, redisOptionsFromUrl } from "../redis.js";
 
 /** BullMQ key prefix: every queue of this package lives under `prolearn:` in Redis. */
@@ -135,7 +135,7 @@ export class BullMqExecutor implements Executor {
   async execute(task: StageTask, emit: (event: ProgressEvent) => void, signal: AbortSignal): Promise<StageSummary> {
     const stage = this.options.registry.get(task.stage);
     if (!stage) throw new StageError(task.stage, `no stage named ${task.stage} is registered`);
-    const queueName = queueNameFor(stage.capabilities);
+    const queueName = queueNameFor(stageCapabilities(stage, task.params));
     const { queue, events } = await this.queueFor(queueName);
     const workdir = task.pipeline.workdir;
     await this.sweepJobFolders(workdir);
@@ -202,7 +202,16 @@ export class BullMqExecutor implements Executor {
       if (state === "completed" || state === "failed") await this.discard(existing, payload.task.pipeline.workdir);
     }
     await queue.add(`${payload.task.stage}:${payload.kind}`, payload, this.jobOptions(jobId));
+    await this.warnIfUnserved(queue, payload.task.stage, emit);
     return this.waitFor(queue, events, jobId, emit, signal, []);
+  }
+
+  /** A job on a queue no worker serves waits silently forever; say so once per run of a stage. */
+  private async warnIfUnserved(queue: Queue, stage: string, emit: (event: ProgressEvent) => void): Promise<void> {
+    const workers = await queue.getWorkers().catch(() => undefined);
+    if (!workers || workers.length > 0) return;
+    const capabilities = queue.name.slice(STAGE_QUEUE.length + 1);
+    emit({ kind: "log", stage, level: "warn", message: `no worker serves queue ${queue.name} yet; the job waits for one (start: prolearn worker --redis URL${capabilities ? ` --capabilities ${capabilities.split("-").join(",")}` : ""})` });
   }
 
   private async waitFor(queue: Queue, events: QueueEvents, jobId: string, emit: (event: ProgressEvent) => void, signal: AbortSignal, childIds: string[]): Promise<JobResult> {
@@ -271,7 +280,7 @@ export class BullMqExecutor implements Executor {
     this.swept.add(workdir);
     const root = path.join(workdir, "jobs");
     if (!existsSync(root)) return;
-    const names = new Set([...this.options.registry.values()].map((s) => queueNameFor(s.capabilities)));
+    const names = new Set([queueNameFor([]), ...CAPABILITIES.map((c) => queueNameFor([c]))]);
     const queues = await Promise.all([...names].map(async (name) => (await this.queueFor(name)).queue));
     for (const entry of readdirSync(root)) {
       const jobs = await Promise.all(queues.map((q) => q.getJob(entry)));

@@ -202,6 +202,12 @@ export async function runPrototypes(ctx: StageContext<PrototypesParams>) {
         `over a random prototype ${usefulness.marginOverRandom >= 0 ? "+" : ""}${usefulness.marginOverRandom.toFixed(4)}${usefulness.passed ? "" : " (PSA does NOT beat both baselines)"}`,
       usefulness.passed ? "info" : "warn",
     );
+    if (!usefulness.passed && params.onUseless === "fail") {
+      throw new DataError(
+        `the prototype space is not useful: on ${usefulness.samples} validation samples PSA's approximated text is no closer to an image's own report than ${usefulness.marginOverMean < 0 ? "the mean training report" : "a random prototype"} (margins ${usefulness.marginOverMean.toFixed(4)} / ${usefulness.marginOverRandom.toFixed(4)}); nothing was published`,
+        { hint: "image embeddings that cannot find their reports make PSA noise: use encoder: biomedclip (docs/embed.md), or onUseless: warn to train anyway" },
+      );
+    }
   }
 
   const registry = ArtifactRegistry.open(ctx.pipeline.workdir);

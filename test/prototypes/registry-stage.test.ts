@@ -6,7 +6,7 @@ import path from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Table, vectorFromArray, Utf8, Bool } from "apache-arrow";
-import { ArtifactError } from "../../src/errors.js";
+import { ArtifactError, DataError } from "../../src/errors.js";
 import { writeParquetFile, readParquetFile } from "../../src/io/parquet.js";
 import { embeddingVector } from "../../src/embed/arrow-columns.js";
 import type { StageContext } from "../../src/pipeline/stage.js";
@@ -20,9 +20,11 @@ import { syntheticPairs } from "./synthetic.js";
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const DIM = 32;
 
-async function embedFixture(dir: string, seed: number, textAvailability = 1, zeroTextRows: number[] = []): Promise<string> {
+async function embedFixture(dir: string, seed: number, textAvailability = 1, zeroTextRows: number[] = [], options: { uninformativeImages?: boolean } = {}): Promise<string> {
   const data = syntheticPairs({ groups: 4, perGroup: 40, dim: DIM, seed, splits: ["train", "train", "train", "val", "test"] });
   for (const row of zeroTextRows) data.texts.fill(0, row * DIM, (row + 1) * DIM);
+  // Image embeddings that say nothing about their report: PSA can only retrieve noise.
+  if (options.uninformativeImages) data.images.set(syntheticPairs({ groups: 1, perGroup: 160, dim: DIM, seed: seed + 1000, noise: 1 }).images);
   const available = data.split.map((s, i) => s !== "train" || i % Math.round(1 / textAvailability) === 0);
   const valid = Uint8Array.from(available, (a) => (a ? 1 : 0));
   const table = new Table({
@@ -198,6 +200,29 @@ test("registry: aliases move with history; verify and load detect tampering; exp
   assert.equal(missing.status, 2, missing.stderr);
   assert.match(missing.stderr, /no catalog in .*no-such-workdir/);
   assert.equal(existsSync(mistyped), false, "a read-only command creates no workdir");
+});
+
+test("onUseless: fail stops before publishing when PSA cannot find the reports; warn publishes and says so", async () => {
+  const root = mkdtempSync(path.join(os.tmpdir(), "prolearn-proto-useless-"));
+  const embedDir = await embedFixture(path.join(root, "embed"), 33, 1, [], { uninformativeImages: true });
+  const gated = context(path.join(root, "work"), embedDir, path.join(root, "out-fail"), { onUseless: "fail" });
+  await assert.rejects(prototypesStage.run!(gated), (error: unknown) => {
+    assert.ok(error instanceof DataError, String(error));
+    assert.match(error.message, /the prototype space is not useful: on \d+ validation samples .*nothing was published/);
+    assert.match(error.hint ?? "", /encoder: biomedclip/);
+    return true;
+  });
+  const registry = ArtifactRegistry.open(path.join(root, "work"));
+  try {
+    assert.deepEqual(registry.list(), [], "a failed gate publishes nothing");
+  } finally {
+    registry.close();
+  }
+  const warned = context(path.join(root, "work"), embedDir, path.join(root, "out-warn"));
+  const summary = (await prototypesStage.run!(warned)) as { usefulness: { passed: boolean }; artifact: { version: number } };
+  assert.equal(summary.usefulness.passed, false);
+  assert.equal(summary.artifact.version, 1);
+  assert.ok(warned.logs.some((l) => /PSA does NOT beat both baselines/.test(l)), warned.logs.join("\n"));
 });
 
 test("prolearn prototypes query answers from a registered artifact", async () => {

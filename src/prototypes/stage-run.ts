@@ -181,7 +181,7 @@ export async function runPrototypes(ctx: StageContext<PrototypesParams>) {
     datasetFingerprint: fingerprintFile && existsSync(fingerprintFile) ? sha256(readFileSync(fingerprintFile)) : null,
     upstream,
     encoder: { id: encoder.id ?? null, dim: encoder.dim ?? rows.dim, digest: encoder.digest ?? null },
-    params: { ...params, seed },
+    params: { ...withoutGate(params), seed },
     seed,
     packageVersion: PACKAGE_VERSION,
     counts: { pairedSamples: train.length, prototypes: p.cluster.length, surrogateLabels: built.numClusters, noise: built.noisePoints, dropped: built.droppedPoints },
@@ -231,4 +231,10 @@ export async function runPrototypes(ctx: StageContext<PrototypesParams>) {
     usefulness,
     artifact: { name: artifact.name, version: artifact.version, digest: manifest.digest, isNew: artifact.isNew, path: artifact.path },
   };
+}
+
+/** The params that shape the artifact (the usefulness gate does not), for its lineage. */
+function withoutGate(params: PrototypesParams): Omit<PrototypesParams, "onUseless"> {
+  const { onUseless: _gate, ...rest } = params;
+  return rest;
 }

@@ -30,5 +30,8 @@ export const prototypesStage = defineStage({
   inputs: ["embed"],
   optionalInputs: ["ingest"],
   outputs: ["prototypes.parquet", "assignments.parquet", "manifest.json"],
+  // The gate never changes the artifact's bytes: adding it must not re-run (and so re-train
+  // downstream of) every cached prototype space.
+  nonKeyParams: ["onUseless"],
   run: async (ctx) => (await import("./stage-run.js")).runPrototypes(ctx),
 });

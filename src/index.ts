@@ -1,6 +1,7 @@
 export * from "./errors.js";
 export { definePipeline, loadPipelineFile, resolvePipeline, buildPipelineSchema, type PipelineInput, type ResolvedPipeline } from "./pipeline/spec.js";
 export { defineStage, type StageDefinition, type StageContext, type ProgressEvent } from "./pipeline/stage.js";
+export { runPipeline, planPipeline, type RunResult, type RunOptions, type StageResult, type EngineEvent } from "./pipeline/engine.js";
 export { STAGES } from "./stages.js";
 export { readParquetFile, writeParquetFile, writeParquetBatches, tableToParquet, parquetToTable } from "./io/parquet.js";
 export { createEncoder, type EncoderConfig, type EncoderKind } from "./embed/factory.js";
@@ -9,3 +10,4 @@ export { writeRunReport, ensureRunReport, gatherReport, renderReportHtml, type R
 export { hdbscan, hdbscanFromDistances, type HdbscanOptions, type HdbscanResult } from "./prototypes/hdbscan.js";
 export { PrototypeSpace, type QueryOptions, type QueryResult } from "./prototypes/psa.js";
 export { ArtifactRegistry, type ArtifactVersion } from "./prototypes/registry.js";
+export { initTrainingBackend, probeTrainingBackends, type TrainingBackendInfo, type TrainingBackendOptions, type BackendProbe } from "./train/backend/index.js";

@@ -1,11 +1,10 @@
 import assert from "node:assert/strict";
 import path from "node:path";
-import { PassThrough } from "node:stream";
 import { test } from "node:test";
 import { writeParquetFile } from "../../src/io/parquet.js";
 import { applyThreshold, filteredTable, joinTokens } from "../../src/train/filter-run.js";
 import { formatSweepTable, parseSweepAssignment, type SweepRow } from "../../src/train/sweep.js";
-import { main } from "../../src/cli/main.js";
+import { cli } from "../helpers/cli.js";
 import { scratchDir } from "./fixture.js";
 
 test("auto threshold keeps tokens above the report's mean score, in order", () => {
@@ -42,18 +41,12 @@ test("prolearn inspect filter prints a report's tokens and scores", async () => 
   const dir = await scratchDir("inspect");
   const file = path.join(dir, "filtered.parquet");
   await writeParquetFile(file, filteredTable([{ id: "covid_1", report: "Upper left lung.", filteredReport: "upper left", tokens: ["upper", "left", "lung"], scores: [0.5, 0.3, 0.2], kept: [true, true, false], threshold: 1 / 3 }]));
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = "";
-  let err = "";
-  stdout.on("data", (d) => (out += d));
-  stderr.on("data", (d) => (err += d));
-  const code = await main(["inspect", "filter", "covid_1", "--file", file, "--json"], { stdout, stderr, interactive: false });
+  const { code, stdout: out, stderr: err } = await cli(["inspect", "filter", "covid_1", "--file", file, "--json"]);
   assert.equal(code, 0, err);
   assert.match(err, /covid_1: 2\/3 tokens kept/);
   assert.match(err, /upper\s+0\.5000\s+yes/);
   assert.match(err, /lung\s+0\.2000\s+no/);
   assert.deepEqual(JSON.parse(out).tokens, ["upper", "left", "lung"]);
-  const missing = await main(["inspect", "filter", "nope", "--file", file], { stdout, stderr, interactive: false });
-  assert.equal(missing, 2);
+  const missing = await cli(["inspect", "filter", "nope", "--file", file]);
+  assert.equal(missing.code, 2);
 });

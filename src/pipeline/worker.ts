@@ -102,7 +102,7 @@ function* strings(value: unknown, at: string): Generator<[string, string]> {
  * folder, all of which must lie in the worker's roots. Strings that look like paths (absolute,
  * or with a separator) are resolved against the pipeline folder, so `../../etc` is caught too.
  */
-export function validateJobPayload(data: unknown, jobId: string, registry: StageRegistry, roots: readonly string[]): JobPayload {
+export function validateJobPayload(data: unknown, jobId: string, registry: StageRegistry, roots: readonly string[], queueName?: string): JobPayload {
   const parsed = payloadSchema.safeParse(data);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
@@ -116,6 +116,8 @@ export function validateJobPayload(data: unknown, jobId: string, registry: Stage
   }
   if (!(task.stage in task.pipeline.stages)) throw new RejectedJobError(`job ${jobId}: stage ${task.stage} is not part of pipeline ${task.pipeline.name}`);
   if ((payload.kind === "run") !== !stage.sharding) throw new RejectedJobError(`job ${jobId}: a ${payload.kind} job does not fit stage ${task.stage}`);
+  const expectedQueue = queueNameFor(stageCapabilities(stage, task.params));
+  if (queueName !== undefined && queueName !== expectedQueue) throw new RejectedJobError(`job ${jobId}: stage ${task.stage} with these params belongs on queue ${expectedQueue}, not ${queueName}`);
 
   const realRoots = roots.map((r) => realpathNearest(r));
   const anchors: Record<string, string> = { "pipeline.workdir": task.pipeline.workdir, "pipeline.dataset.root": task.pipeline.dataset.root, "pipeline.baseDir": task.pipeline.baseDir };
@@ -219,9 +221,7 @@ export async function startStageWorker(options: StageWorkerOptions): Promise<Sta
   const processor = async (job: Job, _token?: string, signal?: AbortSignal): Promise<JobResult> => {
     let payload: JobPayload;
     try {
-      payload = validateJobPayload(job.data, job.id!, options.registry, roots);
-      const expected = queueNameFor(stageCapabilities(options.registry.get(payload.task.stage)!, payload.task.params));
-      if (job.queueName !== expected) throw new RejectedJobError(`job ${job.id}: stage ${payload.task.stage} with these params belongs on queue ${expected}, not ${job.queueName}`);
+      payload = validateJobPayload(job.data, job.id!, options.registry, roots, job.queueName);
     } catch (error) {
       const message = error instanceof ProlearnError ? error.format() : (error as Error).message;
       log(`job ${job.id} rejected: ${message}`);

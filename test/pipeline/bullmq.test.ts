@@ -42,10 +42,10 @@ interface WorkerProcess {
 }
 
 /** A worker process over the test registry (logs on stdout), or `prolearn worker` itself (logs on stderr). */
-function spawnWorker(redisUrl: string, kind: "test" | "cli" = "test"): Promise<WorkerProcess> {
+function spawnWorker(redisUrl: string, kind: "test" | "cli" = "test", capabilities: string[] = []): Promise<WorkerProcess> {
   const args =
     kind === "test"
-      ? [path.join(import.meta.dirname, "queue-worker-child.ts"), redisUrl, ROOT, String(LOCK_MS)]
+      ? [path.join(import.meta.dirname, "queue-worker-child.ts"), redisUrl, ROOT, String(LOCK_MS), capabilities.join(",")]
       : [CLI, "worker", "--redis", redisUrl, "--root", ROOT, "--lock-ms", "5000"];
   const child = spawn(process.execPath, ["--import", "tsx", ...args], { stdio: ["ignore", kind === "test" ? "pipe" : "inherit", kind === "test" ? "inherit" : "pipe"] });
   const output = (kind === "test" ? child.stdout : child.stderr)!;
@@ -174,14 +174,14 @@ describe("bullmq executor", () => {
     } finally {
       await gpuQueue.close();
     }
-    const gpuWorker = await startStageWorker({ redisUrl: redis.url, registry: QUEUE_TEST_STAGES, capabilities: ["gpu"], roots: [ROOT], lockDurationMs: LOCK_MS });
+    const gpuWorker = await spawnWorker(redis.url, "test", ["gpu"]);
     try {
       const result = await run;
       assert.equal(result.status, "ok", JSON.stringify(result.stages.map((s) => s.error)));
       const ranBy = JSON.parse(readFileSync(result.stages[1]!.outputs["ran-by.json"]!, "utf8")) as { pid: number };
-      assert.equal(ranBy.pid, process.pid, "the GPU worker (in this process) ran it, not a plain worker process");
+      assert.equal(ranBy.pid, gpuWorker.child.pid, "the --capabilities gpu worker ran it, not a plain one");
     } finally {
-      await gpuWorker.close();
+      await stopWorker(gpuWorker);
     }
     const anywhere = project("  numbers: {}\n  accelerated: {}\n", [1]);
     const result = await runPipeline(load(anywhere.file), { registry: QUEUE_TEST_STAGES, executor: executor() });
@@ -236,7 +236,6 @@ describe("bullmq executor", () => {
         ["input outside the store", { ...base, inputs: { numbers: { stage: "numbers", digest: "x", dir: "/etc", files: { "numbers.json": "/etc/passwd" }, summary: {} } } }, /not an output in the workdir's store/],
         ["dataset outside the roots", { ...base, pipeline: { ...pipeline, dataset: { ...pipeline.dataset, root: "/etc" } } }, /outside the folders this worker serves/],
         ["param escaping with ..", { ...base, params: { factor: 2, slowMs: 0, model: "../../../../../etc/shadow" } }, /params\.model names .*outside the workdir/],
-        ["GPU params on the plain queue", { ...base, stage: "accelerated", params: { device: "gpu" }, pipeline: { ...pipeline, stages: { ...pipeline.stages, accelerated: { device: "gpu" } } } }, /stage accelerated with these params belongs on queue stages-gpu, not stages/],
       ];
       for (const [i, [name, task, reason]] of cases.entries()) {
         const id = `badc0ffe${i}.0123456789abcdef0123456789abcdef`;
@@ -256,6 +255,10 @@ describe("bullmq executor", () => {
     assert.throws(() => validateJobPayload({ kind: "plan", task: base }, jobId, QUEUE_TEST_STAGES, [ROOT]), /does not fit stage scale/);
     assert.throws(() => validateJobPayload({ kind: "run", task: base }, jobId, QUEUE_TEST_STAGES, [path.join(ROOT, "nowhere")]), /outside the folders this worker serves/);
     assert.equal(validateJobPayload({ kind: "run", task: base }, jobId, QUEUE_TEST_STAGES, [ROOT]).kind, "run");
+    // A job whose stage and params need a GPU is refused on the plain queue (and taken on its own).
+    const gpuTask: StageTask = { ...base, stage: "accelerated", params: { device: "gpu" }, pipeline: { ...pipeline, stages: { ...pipeline.stages, accelerated: { device: "gpu" } } } };
+    assert.throws(() => validateJobPayload({ kind: "run", task: gpuTask }, jobId, QUEUE_TEST_STAGES, [ROOT], STAGE_QUEUE), /stage accelerated with these params belongs on queue stages-gpu, not stages/);
+    assert.equal(validateJobPayload({ kind: "run", task: gpuTask }, jobId, QUEUE_TEST_STAGES, [ROOT], "stages-gpu").kind, "run");
   });
 });
 

@@ -9,7 +9,9 @@
  * and most of an hour at 224); PyTorch via
  * `/usr/bin/python3 <shared>/reference/unet_torch.py SIZE 4 STEPS` (Debian python3-torch), the
  * reference found at $PROLEARN_SHARED/reference or ../shared/reference from the repo root.
- * The cpu backend is single-threaded and PyTorch here uses 1 thread (it prints its count).
+ * `cpu+fast` runs the GEMMs on PROLEARN_CPU_THREADS threads (default: every core, up to 16);
+ * when that is more than one, a `cpu+fast 1t` row runs the same kernels on one thread, so the
+ * threading gain is measured in the same run. PyTorch prints the threads it used.
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -17,7 +19,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { initTrainingBackend, installFastCpuKernels, uninstallFastCpuKernels } from "../src/train/backend/index.js";
+import { gemmWorkspace, initTrainingBackend, installFastCpuKernels, uninstallFastCpuKernels } from "../src/train/backend/index.js";
 import { timeReferenceTraining } from "../src/train/backend/reference-unet.js";
 
 const { values } = parseArgs({
@@ -59,14 +61,15 @@ function torchStep(script: string, size: number, cpuTime: boolean): { ms: number
 }
 
 const info = await initTrainingBackend({ backend: "cpu" });
+const threads = info.threads ?? 1;
 const script = values["skip-torch"] ? undefined : torchReference();
 const load = os.loadavg().map((l) => l.toFixed(1)).join(" ");
-console.log(`machine: ${info.adapter}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, load average ${load}`);
+console.log(`machine: ${info.adapter}, cpu+fast on ${threads} thread(s), ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, load average ${load}`);
 console.log(`batch ${batch}, ${steps} measured steps after 1 warm-up; ms = median wall time per step, cpu = median process CPU time per step (both sides)`);
 if (!script) console.log(values["skip-torch"] ? "PyTorch skipped (--skip-torch)" : "PyTorch reference not found (set PROLEARN_SHARED or check ../shared/reference)");
 
 const rows: string[] = [];
-const header = `${"size".padEnd(5)} ${"backend".padEnd(10)} ${"ms/step".padStart(9)} ${"torch ms".padStart(9)} ${"ratio".padStart(8)} | ${"cpu ms".padStart(8)} ${"torch cpu".padStart(9)} ${"cpu ratio".padStart(9)}`;
+const header = `${"size".padEnd(5)} ${"backend".padEnd(12)} ${"ms/step".padStart(9)} ${"torch ms".padStart(9)} ${"ratio".padStart(8)} | ${"cpu ms".padStart(8)} ${"torch cpu".padStart(9)} ${"cpu ratio".padStart(9)}`;
 console.log(header);
 for (const size of sizes) {
   const torch = script ? torchStep(script, size, false) : undefined;
@@ -76,22 +79,25 @@ for (const size of sizes) {
   if (torch && "error" in torch) console.log(`  PyTorch at ${size} failed: ${torch.error}`);
   if (torchCpu && "error" in torchCpu) console.log(`  PyTorch (CPU time) at ${size} failed: ${torchCpu.error}`);
   if (torch && "ms" in torch && torch.params !== "481745") console.log(`  note: PyTorch reports ${torch.params} params`);
-  const variants: Array<["cpu+fast" | "cpu stock", number]> = [["cpu+fast", steps]];
+  const variants: Array<["cpu+fast" | "cpu+fast 1t" | "cpu stock", number]> = [["cpu+fast", steps]];
+  if (threads > 1) variants.push(["cpu+fast 1t", steps]);
   if (size === 64 && stockSteps > 0) variants.push(["cpu stock", stockSteps]);
   for (const [name, n] of variants) {
     if (name === "cpu stock") uninstallFastCpuKernels();
     else installFastCpuKernels();
+    gemmWorkspace().setThreads(name === "cpu+fast 1t" ? 1 : threads);
     // The stock kernels need minutes per step even at 64: no warm-up step for them.
     const t = await timeReferenceTraining({ size, batch, steps: n, warmup: name === "cpu stock" ? 0 : 1 });
     const ratio = torchMs ? (t.msPerStep / torchMs).toFixed(2) + "x" : "-";
     const cpuRatio = torchCpuMs ? (t.cpuMsPerStep / torchCpuMs).toFixed(2) + "x" : "-";
     const line =
-      `${String(size).padEnd(5)} ${name.padEnd(10)} ${t.msPerStep.toFixed(0).padStart(9)} ${(torchMs?.toFixed(0) ?? "-").padStart(9)} ${ratio.padStart(8)} | ` +
+      `${String(size).padEnd(5)} ${name.padEnd(12)} ${t.msPerStep.toFixed(0).padStart(9)} ${(torchMs?.toFixed(0) ?? "-").padStart(9)} ${ratio.padStart(8)} | ` +
       `${t.cpuMsPerStep.toFixed(0).padStart(8)} ${(torchCpuMs?.toFixed(0) ?? "-").padStart(9)} ${cpuRatio.padStart(9)}`;
     console.log(line);
     rows.push(line);
   }
   installFastCpuKernels();
+  gemmWorkspace().setThreads(threads);
   if (torch && "threads" in torch) console.log(`  (PyTorch ${torch.threads} thread(s))`);
 }
 console.log(`load average after: ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`);

@@ -2,7 +2,7 @@ import { test, describe } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { EnvironmentError, UsageError } from "../../src/errors.js";
-import { initTrainingBackend, activeTrainingBackend, fastCpuKernelsInstalled, type TrainingBackendRequest } from "../../src/train/backend/index.js";
+import { initTrainingBackend, activeTrainingBackend, fastCpuKernelsInstalled, configuredGemmThreads, type TrainingBackendRequest } from "../../src/train/backend/index.js";
 import { buildReferenceUNet } from "../../src/train/backend/reference-unet.js";
 import { cli } from "../helpers/cli.js";
 import { stageCapabilities } from "../../src/pipeline/stage.js";
@@ -29,7 +29,8 @@ describe("initTrainingBackend", () => {
     assert.equal(first.fastKernels, true);
     assert.equal(fastCpuKernelsInstalled(), true);
     assert.equal(tf.getBackend(), "cpu");
-    assert.match(lines.join("\n"), /training backend: cpu .*fast convolution kernels/);
+    assert.equal(first.threads, configuredGemmThreads());
+    assert.match(lines.join("\n"), new RegExp(`training backend: cpu .*fast convolution kernels on ${first.threads} threads?`));
     const again = await initTrainingBackend({ backend: "cpu" });
     assert.equal(again, first, "the cached info object is returned");
     assert.equal(await initTrainingBackend(), first, "auto keeps the backend already running");
@@ -119,12 +120,12 @@ describe("reference U-Net and prolearn bench train", () => {
     assert.deepEqual(result.probes.map((p) => p.backend), ["tensorflow", "webgpu", "cpu"]);
     const [tensorflow, webgpu, cpu] = result.probes;
     assert.equal(cpu!.status, "ok");
-    assert.match(cpu!.adapter!, /fast convolution kernels/);
+    assert.match(cpu!.adapter!, new RegExp(`fast convolution kernels on ${configuredGemmThreads()} threads?$`));
     for (const p of [tensorflow!, webgpu!]) if (p.status === "unavailable") assert.ok(p.reason && p.hint, `${p.backend} says why and what to do`);
     if (!tensorflowInstalled) assert.match(tensorflow!.reason!, /@tensorflow\/tfjs-node-gpu is not installed/);
     assert.equal(result.auto, tensorflow!.status === "ok" ? "tensorflow" : webgpu!.status === "ok" ? "webgpu" : "cpu");
     const text = await cli(["backends"]);
-    assert.match(text.stdout, /^cpu +ok +.*fast convolution kernels$/m);
+    assert.match(text.stdout, /^cpu +ok +.*fast convolution kernels on \d+ threads?$/m);
     assert.match(text.stdout, new RegExp(`^auto picks: ${result.auto}$`, "m"));
   });
 

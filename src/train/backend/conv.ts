@@ -4,8 +4,12 @@
  * Output rows (one per output pixel) are processed in tiles: a tile of im2col patches is built in
  * WebAssembly memory, multiplied by the filter with the SIMD GEMM, and written out. Tiles keep the
  * working set in L2 and the scratch memory bounded whatever the image size.
+ *
+ * The stride-1 paths (every 3x3 convolution of a U-Net and its gradients) queue their GEMMs as a
+ * batch that the workspace spreads over its threads: output rows for the forward pass, and for
+ * the filter gradient one slice of rows per thread, each into its own accumulator.
  */
-import { gemmWorkspace, type GemmWorkspace } from "./gemm.js";
+import { GemmBatch, gemmWorkspace, type GemmWorkspace } from "./gemm.js";
 
 export interface ConvGeometry {
   batch: number;
@@ -187,6 +191,9 @@ function isStride1(g: ConvGeometry): boolean {
   return padded + output + g.filterHeight * g.filterWidth * g.inChannels * g.outChannels <= IN_PLACE_MAX_FLOATS;
 }
 
+/** Reused by every call: a batch is emptied when it runs. */
+const queue = new GemmBatch();
+
 function conv2dForwardStride1(x: Float32Array, w: Float32Array, g: ConvGeometry, ws: GemmWorkspace): Float32Array {
   const { batch, inChannels: C, outHeight: OH, outWidth: OW, outChannels: N, filterHeight: FH, filterWidth: FW } = g;
   ws.reset();
@@ -201,32 +208,48 @@ function conv2dForwardStride1(x: Float32Array, w: Float32Array, g: ConvGeometry,
     for (let oy = 0; oy < OH; oy++) {
       const c = yOff + (b * OH + oy) * OW * N;
       for (let ky = 0; ky < FH; ky++) {
-        ws.gemm(false, OW, N, rowK, xp + (b * paddedHeight + oy + ky) * paddedWidth * C, C, wOff + ky * rowK * N, N, c, N);
+        queue.push(false, OW, N, rowK, xp + (b * paddedHeight + oy + ky) * paddedWidth * C, C, wOff + ky * rowK * N, N, c, N);
       }
+      queue.endGroup();
     }
   }
-  return f.slice(yOff, yOff + batch * OH * OW * N);
+  ws.runBatch(queue);
+  return ws.f32.slice(yOff, yOff + batch * OH * OW * N);
 }
 
 function conv2dBackpropFilterStride1(x: Float32Array, dy: Float32Array, g: ConvGeometry, ws: GemmWorkspace): Float32Array {
   const { batch, inChannels: C, outHeight: OH, outWidth: OW, outChannels: N, filterHeight: FH, filterWidth: FW } = g;
   ws.reset();
   const rowK = FW * C;
-  const dwOff = ws.reserve(FH * rowK * N);
+  const filterSize = FH * rowK * N;
+  const rows = batch * OH;
+  // Every output row adds into all of dw: each thread sums its slice of rows into its own copy.
+  const parts = Math.min(rows, ws.threadsFor(2 * rows * OW * FH * rowK * N));
+  const dwOff = ws.reserve(parts * filterSize);
   const dyOff = ws.reserve(batch * OH * OW * N);
   const { offset: xp, paddedHeight, paddedWidth } = padIntoWorkspace(x, g, ws);
-  const f = ws.f32;
-  f.fill(0, dwOff, dwOff + FH * rowK * N);
+  let f = ws.f32;
+  f.fill(0, dwOff, dwOff + parts * filterSize);
   f.set(dy.subarray(0, batch * OH * OW * N), dyOff);
-  for (let b = 0; b < batch; b++) {
-    for (let oy = 0; oy < OH; oy++) {
-      const dyRow = dyOff + (b * OH + oy) * OW * N;
+  for (let part = 0; part < parts; part++) {
+    const dw = dwOff + part * filterSize;
+    for (let row = Math.floor((part * rows) / parts); row < Math.floor(((part + 1) * rows) / parts); row++) {
+      const b = Math.floor(row / OH);
+      const oy = row - b * OH;
+      const dyRow = dyOff + row * OW * N;
       for (let ky = 0; ky < FH; ky++) {
-        ws.gemm(true, rowK, N, OW, xp + (b * paddedHeight + oy + ky) * paddedWidth * C, C, dyRow, N, dwOff + ky * rowK * N, N);
+        queue.push(true, rowK, N, OW, xp + (b * paddedHeight + oy + ky) * paddedWidth * C, C, dyRow, N, dw + ky * rowK * N, N);
       }
     }
+    queue.endGroup();
   }
-  return f.slice(dwOff, dwOff + FH * rowK * N);
+  ws.runBatch(queue);
+  f = ws.f32;
+  for (let part = 1; part < parts; part++) {
+    const from = dwOff + part * filterSize;
+    for (let i = 0; i < filterSize; i++) f[dwOff + i] += f[from + i]!;
+  }
+  return f.slice(dwOff, dwOff + filterSize);
 }
 
 /** y[b, oy, ox, o] = sum over (ky, kx, c) of x[b, oy*s+ky-pad, ox*s+kx-pad, c] * w[ky, kx, c, o]. */

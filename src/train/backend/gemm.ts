@@ -6,10 +6,15 @@
  * default since Node 16) reaches ~25 GFLOP/s with a 4 x 8 register block, so the micro-kernels are
  * emitted here as WebAssembly bytecode at load time: no binary blob, no build step, no dependency.
  *
- * All matrices live in one shared WebAssembly.Memory. Callers reserve scratch space with
+ * All matrices live in one WebAssembly.Memory. Callers reserve scratch space with
  * `GemmWorkspace.reserve` (a bump allocator reset per kernel call) and address it in floats.
  * Every function ACCUMULATES into C (C += A * B); zero C first for a plain product.
+ *
+ * The memory is a shared one: a GemmBatch of independent calls is spread over worker threads
+ * (gemm-threads.ts) that run the same kernels over the same memory.
  */
+import { GEMM_CALL_INTS, runGemmCall, runGemmCalls, type GemmKernels } from "./gemm-calls.js";
+import { configuredGemmThreads, GemmThreadPool, partitionGroups } from "./gemm-threads.js";
 
 // ---- a minimal WebAssembly encoder (only what the micro-kernels need) ----
 
@@ -138,7 +143,9 @@ const KERNELS = [
 
 function gemmModuleBytes(): Uint8Array {
   const types = section(1, vector([[0x60, ...vector(new Array<number[]>(9).fill([T_I32])), 0]]));
-  const imports = section(2, vector([[...ascii("env"), ...ascii("memory"), 0x02, 0x00, 1]]));
+  // A shared memory (limits flag 3: shared, with a maximum), so GEMM worker threads can run
+  // the same kernels over it.
+  const imports = section(2, vector([[...ascii("env"), ...ascii("memory"), 0x02, 0x03, 1, ...uleb(MAX_PAGES)]]));
   const functions = section(3, vector(KERNELS.map(() => [0])));
   const exports = section(7, vector(KERNELS.map((k, index) => [...ascii(k.name), 0x00, ...uleb(index)])));
   const code = section(10, vector(KERNELS.map((k) => microKernel(k.rows, k.transposedA))));
@@ -147,19 +154,73 @@ function gemmModuleBytes(): Uint8Array {
 
 /** The slice of the WebAssembly JS API used here (the project's lib settings carry no DOM types). */
 interface WasmMemory {
-  readonly buffer: ArrayBuffer;
+  readonly buffer: ArrayBufferLike;
   grow(pages: number): number;
 }
 interface WasmApi {
-  Memory: new (descriptor: { initial: number }) => WasmMemory;
+  Memory: new (descriptor: { initial: number; maximum: number; shared: true }) => WasmMemory;
   Module: new (bytes: Uint8Array) => object;
   Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
 }
 const wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
 
-type KernelFn = (m: number, n: number, k: number, a: number, lda: number, b: number, ldb: number, c: number, ldc: number) => void;
-
 const PAGE_BYTES = 65536;
+/** 4 GiB, all a 32-bit WebAssembly memory can address; a shared memory must name its maximum. */
+const MAX_PAGES = 65536;
+
+/**
+ * Below this many FLOPs a batch runs on the calling thread: waking the workers costs about as
+ * much as ~2 MFLOP of GEMM here.
+ */
+const MIN_PARALLEL_FLOPS = 8e6;
+
+let compiled: object | undefined;
+
+/**
+ * GEMM calls queued for GemmWorkspace.runBatch, in groups: the calls of one group run in order on
+ * one thread; calls of different groups may run at the same time, so they must not write the
+ * same part of C (give each group its own output, or its own accumulator).
+ */
+export class GemmBatch {
+  private calls = new Int32Array(GEMM_CALL_INTS * 256);
+  private count = 0;
+  private readonly groupEnds: number[] = [];
+  private readonly groupFlops: number[] = [];
+  private openFlops = 0;
+
+  /** Queues C += op(A) * B; arguments as GemmWorkspace.gemm's. */
+  push(transposedA: boolean, m: number, n: number, k: number, a: number, lda: number, b: number, ldb: number, c: number, ldc: number): void {
+    if (m === 0 || n === 0 || k === 0) return;
+    if ((this.count + 1) * GEMM_CALL_INTS > this.calls.length) {
+      const grown = new Int32Array(this.calls.length * 2);
+      grown.set(this.calls);
+      this.calls = grown;
+    }
+    this.calls.set([transposedA ? 1 : 0, m, n, k, a, lda, b, ldb, c, ldc], this.count * GEMM_CALL_INTS);
+    this.count++;
+    this.openFlops += 2 * m * n * k;
+  }
+
+  /** Closes the current group (a no-op when it is empty). */
+  endGroup(): void {
+    if (this.groupEnds.length > 0 ? this.groupEnds[this.groupEnds.length - 1] === this.count : this.count === 0) return;
+    this.groupEnds.push(this.count);
+    this.groupFlops.push(this.openFlops);
+    this.openFlops = 0;
+  }
+
+  get flops(): number {
+    return this.groupFlops.reduce((sum, flops) => sum + flops, this.openFlops);
+  }
+
+  /** @internal for GemmWorkspace.runBatch */
+  drain(): { calls: Int32Array; count: number; groupEnds: number[]; groupFlops: number[] } {
+    this.endGroup();
+    const drained = { calls: this.calls, count: this.count, groupEnds: this.groupEnds.splice(0), groupFlops: this.groupFlops.splice(0) };
+    this.count = 0;
+    return drained;
+  }
+}
 
 /**
  * Scratch space in WebAssembly memory plus the GEMM entry points. Offsets are in floats. One
@@ -167,15 +228,24 @@ const PAGE_BYTES = 65536;
  */
 export class GemmWorkspace {
   readonly memory: WasmMemory;
-  private readonly kernels: Record<(typeof KERNELS)[number]["name"], KernelFn>;
+  private readonly module: object;
+  private readonly kernels: GemmKernels;
   private view: Float32Array;
   private top = 0;
+  private wantedThreads: number;
+  private pool: GemmThreadPool | undefined;
+  /** Why worker threads could not start, once they failed to (the workspace then stays on one). */
+  private poolFailure: string | undefined;
 
-  constructor() {
-    this.memory = new wasm.Memory({ initial: 16 });
-    const instance = new wasm.Instance(new wasm.Module(gemmModuleBytes()), { env: { memory: this.memory } });
-    this.kernels = instance.exports as unknown as GemmWorkspace["kernels"];
+  /** `threads`: how many threads runBatch may use (default 1); workers start on first need. */
+  constructor(options: { threads?: number } = {}) {
+    this.memory = new wasm.Memory({ initial: 16, maximum: MAX_PAGES, shared: true });
+    compiled ??= new wasm.Module(gemmModuleBytes());
+    this.module = compiled;
+    const instance = new wasm.Instance(this.module, { env: { memory: this.memory } });
+    this.kernels = instance.exports as unknown as GemmKernels;
     this.view = new Float32Array(this.memory.buffer);
+    this.wantedThreads = Math.max(1, Math.floor(options.threads ?? 1));
   }
 
   /** Frees every reservation; earlier offsets become invalid. */
@@ -200,51 +270,82 @@ export class GemmWorkspace {
     return this.view;
   }
 
+  /** Threads runBatch uses for big batches (1 when worker threads could not start). */
+  get threads(): number {
+    return this.poolFailure ? 1 : this.wantedThreads;
+  }
+
+  /** Why worker threads failed to start, if they did; runBatch then runs on the calling thread. */
+  get threadFailure(): string | undefined {
+    return this.poolFailure;
+  }
+
+  /** Changes the thread count (stopping the current workers); results may differ in the last bits. */
+  setThreads(threads: number): void {
+    const wanted = Math.max(1, Math.floor(threads));
+    if (wanted === this.wantedThreads) return;
+    this.pool?.close();
+    this.pool = undefined;
+    this.poolFailure = undefined;
+    this.wantedThreads = wanted;
+  }
+
+  /**
+   * How many threads a batch of `flops` would run on: callers that give each thread its own
+   * accumulator ask this first and make that many groups.
+   */
+  threadsFor(flops: number): number {
+    return flops < MIN_PARALLEL_FLOPS ? 1 : this.threads;
+  }
+
   /**
    * C[m, n] += A[m, k] * B[k, n] (or A^T when `transposedA`: A stored [k, m]), row-major, offsets
    * and leading dimensions in floats.
    */
   gemm(transposedA: boolean, m: number, n: number, k: number, a: number, lda: number, b: number, ldb: number, c: number, ldc: number): void {
-    if (m === 0 || n === 0 || k === 0) return;
-    const n8 = n & ~7;
-    const m4 = m & ~3;
-    const [four, one] = transposedA ? [this.kernels.tn4, this.kernels.tn1] : [this.kernels.nn4, this.kernels.nn1];
-    if (n8 > 0) {
-      if (m4 > 0) four(m4, n8, k, a * 4, lda * 4, b * 4, ldb * 4, c * 4, ldc * 4);
-      for (let i = m4; i < m; i++) {
-        const aRow = transposedA ? a + i : a + i * lda;
-        one(1, n8, k, aRow * 4, lda * 4, b * 4, ldb * 4, (c + i * ldc) * 4, ldc * 4);
-      }
-    }
-    if (n8 < n) this.gemmTailColumns(transposedA, m, n8, n, k, a, lda, b, ldb, c, ldc);
+    runGemmCall(this.kernels, this.view, transposedA, m, n, k, a, lda, b, ldb, c, ldc);
   }
 
-  /** Columns [from, to) that do not fill an 8-wide SIMD strip (e.g. a 1-channel head). */
-  private gemmTailColumns(transposedA: boolean, m: number, from: number, to: number, k: number, a: number, lda: number, b: number, ldb: number, c: number, ldc: number): void {
-    const f = this.view;
-    const aStepI = transposedA ? 1 : lda;
-    const aStepP = transposedA ? lda : 1;
-    for (let i = 0; i < m; i++) {
-      const aRow = a + i * aStepI;
-      for (let j = from; j < to; j++) {
-        let sum = 0;
-        let pa = aRow;
-        let pb = b + j;
-        for (let p = 0; p < k; p++) {
-          sum += f[pa]! * f[pb]!;
-          pa += aStepP;
-          pb += ldb;
-        }
-        f[c + i * ldc + j] += sum;
-      }
+  /**
+   * Runs and empties `batch`, its groups spread over threadsFor(batch.flops) threads. May reserve
+   * memory for the call list, so re-read `f32` afterwards.
+   */
+  runBatch(batch: GemmBatch): void {
+    const threads = this.threadsFor(batch.flops);
+    const { calls, count, groupEnds, groupFlops } = batch.drain();
+    if (count === 0) return;
+    const pool = threads > 1 ? this.startPool() : undefined;
+    if (!pool) {
+      runGemmCalls(this.kernels, this.view, calls, 0, 0, count);
+      return;
     }
+    // Descriptors go into the shared memory, where the workers can read them.
+    const at = this.reserve(count * GEMM_CALL_INTS);
+    const buffer = this.memory.buffer;
+    new Int32Array(buffer).set(calls.subarray(0, count * GEMM_CALL_INTS), at);
+    pool.run(this.kernels, buffer, at, partitionGroups(groupEnds, groupFlops, pool.threads));
+  }
+
+  private startPool(): GemmThreadPool | undefined {
+    if (this.pool || this.poolFailure) return this.pool;
+    const started = GemmThreadPool.start(this.module, this.memory, this.wantedThreads);
+    if ("failure" in started) {
+      this.poolFailure = started.failure;
+      process.emitWarning(`${started.failure}; the cpu kernels run on one thread`, { code: "PROLEARN_GEMM_THREADS" });
+      return undefined;
+    }
+    this.pool = started;
+    return started;
   }
 }
 
 let shared: GemmWorkspace | undefined;
 
-/** The process-wide workspace, created on first use. */
+/**
+ * The process-wide workspace of the training kernels, created on first use with
+ * configuredGemmThreads() threads (PROLEARN_CPU_THREADS, default every core up to 16).
+ */
 export function gemmWorkspace(): GemmWorkspace {
-  shared ??= new GemmWorkspace();
+  shared ??= new GemmWorkspace({ threads: configuredGemmThreads() });
   return shared;
 }

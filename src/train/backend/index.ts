@@ -14,12 +14,14 @@ import "@tensorflow/tfjs-backend-cpu";
 import { EnvironmentError } from "../../errors.js";
 import { installFastCpuKernels, uninstallFastCpuKernels, fastCpuKernelsInstalled } from "./cpu-kernels.js";
 import { registerConvNetGradients } from "./gradients.js";
+import { gemmWorkspace } from "./gemm.js";
 import { TRAINING_BACKENDS, type TrainingBackendName, type TrainingBackendRequest } from "./names.js";
 
 export { installFastCpuKernels, uninstallFastCpuKernels, fastCpuKernelsInstalled, FAST_CPU_KERNELS } from "./cpu-kernels.js";
 export { registerConvNetGradients } from "./gradients.js";
 export { conv2dForward, conv2dBackpropInput, conv2dBackpropFilter, type ConvGeometry } from "./conv.js";
-export { GemmWorkspace, gemmWorkspace } from "./gemm.js";
+export { GemmWorkspace, GemmBatch, gemmWorkspace } from "./gemm.js";
+export { configuredGemmThreads } from "./gemm-threads.js";
 
 export { TRAINING_BACKENDS, type TrainingBackendRequest, type TrainingBackendName } from "./names.js";
 
@@ -29,6 +31,8 @@ export interface TrainingBackendInfo {
   adapter: string;
   /** True when the cpu backend runs this package's convolution kernels. */
   fastKernels: boolean;
+  /** cpu: threads the convolution GEMMs use (PROLEARN_CPU_THREADS, default every core up to 16). */
+  threads?: number;
   /** webgpu on a software (or Dawn's null) adapter: only a forced `webgpu` starts on one. */
   softwareAdapter?: true;
 }
@@ -83,7 +87,7 @@ export async function initTrainingBackend(options: TrainingBackendOptions = {}):
     pending = undefined;
   });
   active = await pending;
-  log(`training backend: ${active.backend} (${active.adapter})${active.backend === "cpu" ? (active.fastKernels ? ", fast convolution kernels" : ", stock kernels") : ""}`);
+  log(`training backend: ${active.backend} (${active.adapter})${active.backend === "cpu" ? `, ${cpuKernelsLabel(active)}` : ""}`);
   return active;
 }
 
@@ -123,7 +127,8 @@ export async function probeTrainingBackends(options: Pick<TrainingBackendOptions
   }
   const cpu = await probe("cpu", startCpu);
   const auto = tensorflow.status === "ok" ? "tensorflow" : webgpu.status === "ok" ? "webgpu" : "cpu";
-  return { probes: [tensorflow, webgpu, { ...cpu, adapter: `${cpu.adapter}${fastCpuKernelsInstalled() ? ", fast convolution kernels" : ""}` }], auto };
+  const cpuInfo = { fastKernels: fastCpuKernelsInstalled(), threads: gemmWorkspace().threads };
+  return { probes: [tensorflow, webgpu, cpu.status === "ok" ? { ...cpu, adapter: `${cpu.adapter}, ${cpuKernelsLabel(cpuInfo)}` } : cpu], auto };
 }
 
 function applyOptions(options: Pick<TrainingBackendOptions, "loaders" | "dawnToggles">): void {
@@ -185,7 +190,14 @@ async function startCpu(): Promise<TrainingBackendInfo> {
   // on purpose (docs/backends.md says when tfjs-node helps), so the banner is only noise.
   const cpu = tf.backend() as unknown as { firstUse?: boolean };
   if (typeof cpu.firstUse === "boolean") cpu.firstUse = false;
-  return { backend: "cpu", adapter: cpuModel(), fastKernels: fastCpuKernelsInstalled() };
+  const fastKernels = fastCpuKernelsInstalled();
+  return { backend: "cpu", adapter: cpuModel(), fastKernels, ...(fastKernels ? { threads: gemmWorkspace().threads } : {}) };
+}
+
+function cpuKernelsLabel(info: Pick<TrainingBackendInfo, "fastKernels" | "threads">): string {
+  if (!info.fastKernels) return "stock kernels";
+  const threads = info.threads ?? 1;
+  return `fast convolution kernels on ${threads} thread${threads === 1 ? "" : "s"}`;
 }
 
 function cpuModel(): string {

@@ -99,7 +99,8 @@ export interface TrainingStepTiming {
   stepsMs: number[];
   /**
    * Median CPU time (user + system) of this process per measured step, ms. On a shared machine
-   * wall time includes waiting for a core; CPU time does not (the cpu backend is single-threaded).
+   * wall time includes waiting for a core; CPU time does not. It counts every thread of the
+   * process, so with GEMM worker threads it is the total work, not the wait.
    */
   cpuMsPerStep: number;
   /** Loss after each measured step. */

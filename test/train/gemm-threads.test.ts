@@ -1,0 +1,201 @@
+import { test, describe, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { conv2dForward, conv2dBackpropInput, conv2dBackpropFilter, GemmWorkspace, type ConvGeometry } from "../../src/train/backend/index.js";
+import { GemmBatch } from "../../src/train/backend/gemm.js";
+import { configuredGemmThreads, partitionGroups } from "../../src/train/backend/gemm-threads.js";
+import { EnvironmentError } from "../../src/errors.js";
+import { mulberry32 } from "../../src/util/random.js";
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+
+function randomArray(length: number, seed: number): Float32Array {
+  const r = mulberry32(seed);
+  return Float32Array.from({ length }, () => r() - 0.5);
+}
+
+function maxRelativeError(actual: Float32Array, expected: Float32Array): number {
+  assert.equal(actual.length, expected.length);
+  let scale = 0;
+  let worst = 0;
+  for (let i = 0; i < expected.length; i++) {
+    scale = Math.max(scale, Math.abs(expected[i]!));
+    worst = Math.max(worst, Math.abs(actual[i]! - expected[i]!));
+  }
+  return worst / scale;
+}
+
+/** A stride-1 "same" 3x3 convolution big enough (> 8 MFLOP) for the threaded path. */
+function geometry(batch: number, size: number, inChannels: number, outChannels: number): ConvGeometry {
+  return { batch, inHeight: size, inWidth: size, inChannels, outHeight: size, outWidth: size, outChannels, filterHeight: 3, filterWidth: 3, strideHeight: 1, strideWidth: 1, padTop: 1, padLeft: 1 };
+}
+
+describe("GEMM worker threads", () => {
+  const single = new GemmWorkspace({ threads: 1 });
+  // Three threads on any machine: more threads than cores must still compute the same thing.
+  const threaded = new GemmWorkspace({ threads: 3 });
+  after(() => threaded.setThreads(1));
+
+  test("threaded convolutions equal the one-thread kernels (forward and input gradient bit for bit)", () => {
+    const shapes: Array<[number, number, number, number]> = [
+      [2, 64, 16, 16],
+      [4, 33, 8, 24],
+      [1, 48, 32, 9],
+    ];
+    for (const [index, [batch, size, inChannels, outChannels]] of shapes.entries()) {
+      const g = geometry(batch, size, inChannels, outChannels);
+      const flops = 2 * batch * size * size * 9 * inChannels * outChannels;
+      assert.equal(threaded.threadsFor(flops), 3, `shape ${index} is too small to exercise the threads`);
+      const x = randomArray(batch * size * size * inChannels, 10 + index);
+      const w = randomArray(9 * inChannels * outChannels, 20 + index);
+      const dy = randomArray(batch * size * size * outChannels, 30 + index);
+      // Forward rows never share an output, so splitting them changes no sum.
+      assert.deepEqual(conv2dForward(x, w, g, threaded), conv2dForward(x, w, g, single), `forward, shape ${index}`);
+      assert.deepEqual(conv2dBackpropInput(dy, w, g, threaded), conv2dBackpropInput(dy, w, g, single), `input gradient, shape ${index}`);
+      // Each thread sums its own rows into a private filter gradient: same terms, other order.
+      const error = maxRelativeError(conv2dBackpropFilter(x, dy, g, threaded), conv2dBackpropFilter(x, dy, g, single));
+      assert.ok(error < 1e-5, `filter gradient, shape ${index}: relative error ${error}`);
+    }
+    assert.equal(threaded.threadFailure, undefined);
+    assert.equal(threaded.threads, 3);
+  });
+
+  test("a batch's groups run whole, each on one thread, every call once", () => {
+    // 40 groups writing disjoint blocks of C, each group 2 to 4 calls accumulating into its block.
+    const ws = threaded;
+    ws.reset();
+    const [m, n, k] = [32, 32, 128];
+    const groups = 40;
+    const a = ws.reserve(m * k);
+    const b = ws.reserve(k * n);
+    const c = ws.reserve(groups * m * n);
+    let f = ws.f32;
+    f.set(randomArray(m * k, 1), a);
+    f.set(randomArray(k * n, 2), b);
+    f.fill(0, c, c + groups * m * n);
+    const batch = new GemmBatch();
+    for (let group = 0; group < groups; group++) {
+      for (let repeat = 0; repeat < 2 + (group % 3); repeat++) batch.push(false, m, n, k, a, k, b, n, c + group * m * n, n);
+      batch.endGroup();
+    }
+    assert.equal(ws.threadsFor(batch.flops), 3);
+    ws.runBatch(batch);
+    f = ws.f32;
+    const once = new Float32Array(m * n);
+    single.reset();
+    const sa = single.reserve(m * k);
+    const sb = single.reserve(k * n);
+    const sc = single.reserve(m * n);
+    single.f32.set(f.subarray(a, a + m * k), sa);
+    single.f32.set(f.subarray(b, b + k * n), sb);
+    single.f32.fill(0, sc, sc + m * n);
+    single.gemm(false, m, n, k, sa, k, sb, n, sc, n);
+    once.set(single.f32.subarray(sc, sc + m * n));
+    for (let group = 0; group < groups; group++) {
+      const repeats = 2 + (group % 3);
+      for (let i = 0; i < m * n; i++) {
+        const got = f[c + group * m * n + i]!;
+        assert.ok(Math.abs(got - repeats * once[i]!) <= 1e-5 * Math.max(1, Math.abs(got)), `group ${group} element ${i}: ${got} != ${repeats} x ${once[i]}`);
+      }
+    }
+  });
+
+  test("a batch above the threshold is computed by the workers, not only the calling thread", () => {
+    const ws = threaded;
+    ws.reset();
+    const [m, n, k] = [64, 64, 256];
+    const groups = 6;
+    const a = ws.reserve(m * k);
+    const b = ws.reserve(k * n);
+    const c = ws.reserve(groups * m * n);
+    ws.f32.set(randomArray(m * k, 3), a);
+    ws.f32.set(randomArray(k * n, 4), b);
+    ws.f32.fill(0, c, c + groups * m * n);
+    const batch = new GemmBatch();
+    for (let group = 0; group < groups; group++) {
+      batch.push(false, m, n, k, a, k, b, n, c + group * m * n, n);
+      batch.endGroup();
+    }
+    assert.equal(ws.threadsFor(batch.flops), 3);
+    ws.runBatch(batch);
+    const f = ws.f32;
+    // Groups 2 to 5 belong to the workers' ranges; all six blocks must hold the same product.
+    for (let group = 1; group < groups; group++) {
+      assert.deepEqual(f.slice(c + group * m * n, c + (group + 1) * m * n), f.slice(c, c + m * n), `block ${group}`);
+    }
+    assert.ok(f.slice(c, c + m * n).some((v) => v !== 0));
+  });
+});
+
+describe("partitionGroups", () => {
+  test("every group lands whole in exactly one of at most `threads` contiguous ranges, balanced by FLOPs", () => {
+    const r = mulberry32(5);
+    for (let trial = 0; trial < 200; trial++) {
+      const groups = 1 + Math.floor(r() * 60);
+      const threads = 1 + Math.floor(r() * 8);
+      const groupEnds: number[] = [];
+      const groupFlops: number[] = [];
+      let end = 0;
+      for (let g = 0; g < groups; g++) {
+        end += 1 + Math.floor(r() * 4);
+        groupEnds.push(end);
+        groupFlops.push(trial % 2 ? 1000 : 1 + Math.floor(r() * 1000));
+      }
+      const ranges = partitionGroups(groupEnds, groupFlops, threads);
+      assert.ok(ranges.length >= 1 && ranges.length <= threads, `trial ${trial}: ${ranges.length} ranges for ${threads} threads`);
+      assert.equal(ranges[0]![0], 0);
+      assert.equal(ranges[ranges.length - 1]![1], end);
+      for (let i = 1; i < ranges.length; i++) assert.equal(ranges[i]![0], ranges[i - 1]![1], `trial ${trial}: ranges not contiguous`);
+      for (const [from, to] of ranges) {
+        assert.ok(to > from, `trial ${trial}: empty range`);
+        assert.ok(from === 0 || groupEnds.includes(from), `trial ${trial}: range starts inside a group`);
+        assert.ok(groupEnds.includes(to), `trial ${trial}: range ends inside a group`);
+      }
+      if (trial % 2 && groups >= threads) {
+        // Equal groups: no range holds more than its share rounded up, plus one.
+        const share = Math.ceil(groups / threads) + 1;
+        for (const [from, to] of ranges) {
+          const held = groupEnds.filter((e) => e > from && e <= to).length;
+          assert.ok(held <= share, `trial ${trial}: a range holds ${held} of ${groups} equal groups on ${threads} threads`);
+        }
+        assert.equal(ranges.length, threads, `trial ${trial}: equal groups should use every thread`);
+      }
+    }
+  });
+});
+
+describe("thread configuration", () => {
+  test("PROLEARN_CPU_THREADS sets the count and a bad value is an EnvironmentError naming it", () => {
+    const saved = process.env.PROLEARN_CPU_THREADS;
+    try {
+      process.env.PROLEARN_CPU_THREADS = "3";
+      assert.equal(configuredGemmThreads(), 3);
+      for (const bad of ["0", "two", "1.5", "65"]) {
+        process.env.PROLEARN_CPU_THREADS = bad;
+        assert.throws(() => configuredGemmThreads(), (e: unknown) => e instanceof EnvironmentError && e.message.includes("PROLEARN_CPU_THREADS") && e.message.includes(bad));
+      }
+      delete process.env.PROLEARN_CPU_THREADS;
+      assert.ok(configuredGemmThreads() >= 1);
+    } finally {
+      if (saved === undefined) delete process.env.PROLEARN_CPU_THREADS;
+      else process.env.PROLEARN_CPU_THREADS = saved;
+    }
+  });
+
+  test("a process whose GEMM workers sit idle still exits by itself", () => {
+    const script = [
+      'import { conv2dForward, GemmWorkspace } from "./src/train/backend/index.js";',
+      "const ws = new GemmWorkspace({ threads: 2 });",
+      "const g = { batch: 2, inHeight: 64, inWidth: 64, inChannels: 16, outHeight: 64, outWidth: 64, outChannels: 16, filterHeight: 3, filterWidth: 3, strideHeight: 1, strideWidth: 1, padTop: 1, padLeft: 1 };",
+      "const y = conv2dForward(new Float32Array(2 * 64 * 64 * 16).fill(1), new Float32Array(9 * 16 * 16).fill(1), g, ws);",
+      "console.log(ws.threads, ws.threadFailure ?? 'started', y[64 * 16 + 16]);",
+    ].join("\n");
+    const run = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { cwd: repoRoot, encoding: "utf8", timeout: 60_000 });
+    assert.equal(run.error, undefined, `the child did not exit: ${run.error?.message}`);
+    assert.equal(run.status, 0, run.stderr);
+    // An interior pixel sums 3 x 3 x 16 ones.
+    assert.equal(run.stdout.trim(), "2 started 144");
+  });
+});

@@ -62,70 +62,58 @@ describe("GEMM worker threads", () => {
     assert.equal(threaded.threads, 3);
   });
 
-  test("a batch's groups run whole, each on one thread, every call once", () => {
-    // 40 groups writing disjoint blocks of C, each group 2 to 4 calls accumulating into its block.
+  /**
+   * Queues `groups` groups on the threaded workspace, group g adding A * B `repeats(g)` times into
+   * its own m x n block of C, runs them, and returns the blocks and A * B from the one-thread GEMM.
+   */
+  function runBlockBatch(m: number, n: number, k: number, groups: number, repeats: (group: number) => number, seed: number): { blocks: Float32Array[]; product: Float32Array } {
     const ws = threaded;
     ws.reset();
-    const [m, n, k] = [32, 32, 128];
-    const groups = 40;
     const a = ws.reserve(m * k);
     const b = ws.reserve(k * n);
     const c = ws.reserve(groups * m * n);
-    let f = ws.f32;
-    f.set(randomArray(m * k, 1), a);
-    f.set(randomArray(k * n, 2), b);
-    f.fill(0, c, c + groups * m * n);
+    const aValues = randomArray(m * k, seed);
+    const bValues = randomArray(k * n, seed + 1);
+    ws.f32.set(aValues, a);
+    ws.f32.set(bValues, b);
+    ws.f32.fill(0, c, c + groups * m * n);
     const batch = new GemmBatch();
     for (let group = 0; group < groups; group++) {
-      for (let repeat = 0; repeat < 2 + (group % 3); repeat++) batch.push(false, m, n, k, a, k, b, n, c + group * m * n, n);
+      for (let repeat = 0; repeat < repeats(group); repeat++) batch.push(false, m, n, k, a, k, b, n, c + group * m * n, n);
       batch.endGroup();
     }
-    assert.equal(ws.threadsFor(batch.flops), 3);
+    assert.equal(ws.threadsFor(batch.flops), 3, "the batch is too small to exercise the threads");
     ws.runBatch(batch);
-    f = ws.f32;
-    const once = new Float32Array(m * n);
+    const f = ws.f32;
+    const blocks = Array.from({ length: groups }, (_, group) => f.slice(c + group * m * n, c + (group + 1) * m * n));
     single.reset();
     const sa = single.reserve(m * k);
     const sb = single.reserve(k * n);
     const sc = single.reserve(m * n);
-    single.f32.set(f.subarray(a, a + m * k), sa);
-    single.f32.set(f.subarray(b, b + k * n), sb);
+    single.f32.set(aValues, sa);
+    single.f32.set(bValues, sb);
     single.f32.fill(0, sc, sc + m * n);
     single.gemm(false, m, n, k, sa, k, sb, n, sc, n);
-    once.set(single.f32.subarray(sc, sc + m * n));
-    for (let group = 0; group < groups; group++) {
-      const repeats = 2 + (group % 3);
-      for (let i = 0; i < m * n; i++) {
-        const got = f[c + group * m * n + i]!;
-        assert.ok(Math.abs(got - repeats * once[i]!) <= 1e-5 * Math.max(1, Math.abs(got)), `group ${group} element ${i}: ${got} != ${repeats} x ${once[i]}`);
+    return { blocks, product: single.f32.slice(sc, sc + m * n) };
+  }
+
+  test("a batch's groups run whole, each on one thread, every call once", () => {
+    // 40 groups writing disjoint blocks of C, each group 2 to 4 calls accumulating into its block.
+    const repeats = (group: number) => 2 + (group % 3);
+    const { blocks, product } = runBlockBatch(32, 32, 128, 40, repeats, 1);
+    blocks.forEach((block, group) => {
+      for (let i = 0; i < block.length; i++) {
+        const expected = repeats(group) * product[i]!;
+        assert.ok(Math.abs(block[i]! - expected) <= 1e-5 * Math.max(1, Math.abs(expected)), `group ${group} element ${i}: ${block[i]} != ${repeats(group)} x ${product[i]}`);
       }
-    }
+    });
   });
 
   test("a batch above the threshold is computed by the workers, not only the calling thread", () => {
-    const ws = threaded;
-    ws.reset();
-    const [m, n, k] = [64, 64, 256];
-    const groups = 6;
-    const a = ws.reserve(m * k);
-    const b = ws.reserve(k * n);
-    const c = ws.reserve(groups * m * n);
-    ws.f32.set(randomArray(m * k, 3), a);
-    ws.f32.set(randomArray(k * n, 4), b);
-    ws.f32.fill(0, c, c + groups * m * n);
-    const batch = new GemmBatch();
-    for (let group = 0; group < groups; group++) {
-      batch.push(false, m, n, k, a, k, b, n, c + group * m * n, n);
-      batch.endGroup();
-    }
-    assert.equal(ws.threadsFor(batch.flops), 3);
-    ws.runBatch(batch);
-    const f = ws.f32;
-    // Groups 2 to 5 belong to the workers' ranges; all six blocks must hold the same product.
-    for (let group = 1; group < groups; group++) {
-      assert.deepEqual(f.slice(c + group * m * n, c + (group + 1) * m * n), f.slice(c, c + m * n), `block ${group}`);
-    }
-    assert.ok(f.slice(c, c + m * n).some((v) => v !== 0));
+    // Six equal groups on three threads: blocks 2 to 5 are the workers' share.
+    const { blocks, product } = runBlockBatch(64, 64, 256, 6, () => 1, 3);
+    assert.ok(product.some((v) => v !== 0));
+    blocks.forEach((block, group) => assert.deepEqual(block, product, `block ${group}`));
   });
 });
 

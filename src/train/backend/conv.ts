@@ -7,7 +7,7 @@
  *
  * The stride-1 paths (every 3x3 convolution of a U-Net and its gradients) queue their GEMMs as a
  * batch that the workspace spreads over its threads: output rows for the forward pass, and for
- * the filter gradient one slice of rows per thread, each into its own accumulator.
+ * the filter gradient slices of rows, each into its own accumulator.
  */
 import { GemmBatch, gemmWorkspace, type GemmWorkspace } from "./gemm.js";
 
@@ -223,8 +223,11 @@ function conv2dBackpropFilterStride1(x: Float32Array, dy: Float32Array, g: ConvG
   const rowK = FW * C;
   const filterSize = FH * rowK * N;
   const rows = batch * OH;
-  // Every output row adds into all of dw: each thread sums its slice of rows into its own copy.
-  const parts = Math.min(rows, ws.threadsFor(2 * rows * OW * FH * rowK * N));
+  // Every output row adds into all of dw, so rows are split into parts that each sum into their
+  // own copy, added up at the end. Four parts a thread let a thread that starts late take fewer;
+  // the count depends only on the thread count, so the result does too.
+  const threads = ws.threadsFor(2 * rows * OW * FH * rowK * N);
+  const parts = Math.min(rows, threads === 1 ? 1 : 4 * threads);
   const dwOff = ws.reserve(parts * filterSize);
   const dyOff = ws.reserve(batch * OH * OW * N);
   const { offset: xp, paddedHeight, paddedWidth } = padIntoWorkspace(x, g, ws);

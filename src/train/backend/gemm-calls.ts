@@ -1,8 +1,7 @@
 /**
- * How one GEMM call runs on the WebAssembly micro-kernels, as self-contained functions: the GEMM
+ * How GEMM calls run on the WebAssembly micro-kernels, as self-contained functions: the GEMM
  * worker threads are started from their source text (gemm-threads.ts), so these may reference
- * nothing outside their own bodies, not even module constants or helper functions other than
- * `runGemmCall` itself.
+ * nothing outside their own bodies but each other.
  */
 
 export interface GemmKernels {
@@ -63,5 +62,20 @@ export function runGemmCalls(kernels: GemmKernels, f: Float32Array, d: Int32Arra
   for (let call = from; call < to; call++) {
     const at = descriptors + call * 10;
     runGemmCall(kernels, f, d[at] === 1, d[at + 1]!, d[at + 2]!, d[at + 3]!, d[at + 4]!, d[at + 5]!, d[at + 6]!, d[at + 7]!, d[at + 8]!, d[at + 9]!);
+  }
+}
+
+/**
+ * Takes groups of queued calls one at a time from the shared counter `ctrl[next]` until none is
+ * left, and runs each whole. Group g's calls are [ends[g - 1], ends[g]) (from 0 for g = 0), with
+ * `ends` at int32 index `groupEnds` of `d`. Every thread of a dispatch runs this loop, so a thread
+ * that starts late or runs slow simply takes fewer groups. Returns how many groups it ran.
+ */
+export function runGemmGroups(kernels: GemmKernels, f: Float32Array, d: Int32Array, ctrl: Int32Array, next: number, descriptors: number, groupEnds: number, groupCount: number): number {
+  for (let ran = 0; ; ran++) {
+    const group = Atomics.add(ctrl, next, 1);
+    if (group >= groupCount) return ran;
+    const from = group === 0 ? 0 : d[groupEnds + group - 1]!;
+    runGemmCalls(kernels, f, d, descriptors, from, d[groupEnds + group]!);
   }
 }

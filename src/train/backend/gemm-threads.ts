@@ -2,16 +2,20 @@
  * Worker threads that run queued GEMM calls over the same shared WebAssembly memory as the main
  * thread.
  *
- * TensorFlow.js calls kernels synchronously, so the main thread cannot await a worker: it hands
- * each thread a range of calls through a SharedArrayBuffer, runs its own range, and blocks in
- * Atomics.wait until the others are done (about 60 us per round trip here, against milliseconds
- * of work per convolution). The workers are started from source text (`eval`), not from a file,
- * so the same code runs under tsx, from dist/ and inside a bundle.
+ * TensorFlow.js calls kernels synchronously, so the main thread cannot await a worker: it wakes
+ * the workers through a SharedArrayBuffer, takes groups of calls from a shared counter like
+ * them, and blocks in Atomics.wait until the others are done (about 60 us per round trip here,
+ * against milliseconds of work per convolution). Taking groups from a counter, rather than
+ * splitting them up front, keeps a worker that wakes late from holding everyone up; results do
+ * not depend on which thread ran a group, since groups write disjoint outputs.
+ *
+ * The workers are started from source text (`eval`), not from a file, so the same code runs
+ * under tsx, from dist/ and inside a bundle.
  */
 import os from "node:os";
 import { Worker } from "node:worker_threads";
 import { EnvironmentError } from "../../errors.js";
-import { runGemmCall, runGemmCalls, type GemmKernels } from "./gemm-calls.js";
+import { runGemmCall, runGemmCalls, runGemmGroups, type GemmKernels } from "./gemm-calls.js";
 
 /** Int32 slots of the control buffer shared with the workers. */
 const CONTROL = {
@@ -27,24 +31,29 @@ const CONTROL = {
   descriptors: 4,
   /** Set to make the workers return. */
   stop: 5,
-  /** [from, to) call range of thread t at ranges + 2t (thread 0 is the main thread). */
-  ranges: 8,
+  /** Int32 offset of the group ends (one per group) in the memory. */
+  groupEnds: 6,
+  /** How many groups the current dispatch has. */
+  groupCount: 7,
+  /** The next group to take. */
+  next: 8,
+  /** Groups the workers have run, over the pool's life. */
+  workerGroups: 9,
 } as const;
 
-/** The most threads a pool starts, and the control buffer's capacity. */
+/** The most threads a pool starts. */
 export const MAX_GEMM_THREADS = 64;
 
 /** How long a new pool waits for its workers to start before giving up on threads. */
 const START_TIMEOUT_MS = 15_000;
 
 /** The body of every worker thread; self-contained (it runs from its source text). */
-function gemmWorkerMain(workerThreads: typeof import("node:worker_threads"), runCalls: typeof runGemmCalls): void {
-  const { module, memory, control, layout, thread, generation } = workerThreads.workerData as {
+function gemmWorkerMain(workerThreads: typeof import("node:worker_threads"), runGroups: typeof runGemmGroups): void {
+  const { module, memory, control, layout, generation } = workerThreads.workerData as {
     module: object;
     memory: { buffer: ArrayBufferLike };
     control: SharedArrayBuffer;
     layout: typeof CONTROL;
-    thread: number;
     generation: number;
   };
   const wasmApi = (globalThis as unknown as { WebAssembly: { Instance: new (m: object, i: object) => { exports: unknown } } }).WebAssembly;
@@ -57,11 +66,10 @@ function gemmWorkerMain(workerThreads: typeof import("node:worker_threads"), run
     while (Atomics.load(ctrl, layout.generation) === seen) Atomics.wait(ctrl, layout.generation, seen);
     seen = Atomics.load(ctrl, layout.generation);
     if (Atomics.load(ctrl, layout.stop) === 1) return;
-    const from = ctrl[layout.ranges + 2 * thread]!;
-    const to = ctrl[layout.ranges + 2 * thread + 1]!;
     try {
       const buffer = memory.buffer;
-      runCalls(kernels, new Float32Array(buffer), new Int32Array(buffer), ctrl[layout.descriptors]!, from, to);
+      const ran = runGroups(kernels, new Float32Array(buffer), new Int32Array(buffer), ctrl, layout.next, ctrl[layout.descriptors]!, ctrl[layout.groupEnds]!, ctrl[layout.groupCount]!);
+      Atomics.add(ctrl, layout.workerGroups, ran);
     } catch {
       Atomics.store(ctrl, layout.failed, 1);
     }
@@ -69,12 +77,13 @@ function gemmWorkerMain(workerThreads: typeof import("node:worker_threads"), run
   }
 }
 
-// runGemmCall goes in as a declaration under whatever name a bundler gave it, which is the name
-// runGemmCalls' body calls; runGemmCalls itself is passed as a value.
+// runGemmCall and runGemmCalls go in as declarations under whatever names a bundler gave them,
+// which are the names their callers' bodies use; runGemmGroups itself is passed as a value.
 const WORKER_SOURCE = [
   '"use strict";',
   runGemmCall.toString(),
-  `(${gemmWorkerMain.toString()})(require("node:worker_threads"), (${runGemmCalls.toString()}));`,
+  runGemmCalls.toString(),
+  `(${gemmWorkerMain.toString()})(require("node:worker_threads"), (${runGemmGroups.toString()}));`,
 ].join("\n");
 
 /**
@@ -107,12 +116,17 @@ export class GemmThreadPool {
     return this.workers.length + 1;
   }
 
+  /** Groups of calls the worker threads (not the calling thread) have run so far. */
+  get groupsRunByWorkers(): number {
+    return Atomics.load(this.ctrl, CONTROL.workerGroups);
+  }
+
   /**
    * Starts `threads - 1` workers over `memory` and waits until they are ready. Returns the reason
    * instead when they do not start in time (the caller then stays on one thread).
    */
   static start(module: object, memory: object, threads: number): GemmThreadPool | { failure: string } {
-    const control = new SharedArrayBuffer(4 * (CONTROL.ranges + 2 * MAX_GEMM_THREADS));
+    const control = new SharedArrayBuffer(4 * (CONTROL.workerGroups + 1));
     const ctrl = new Int32Array(control);
     const workers: Worker[] = [];
     try {
@@ -121,7 +135,7 @@ export class GemmThreadPool {
           eval: true,
           // No tsx or other loaders in the workers: they run plain JavaScript.
           execArgv: [],
-          workerData: { module, memory, control, layout: CONTROL, thread, generation: 0 },
+          workerData: { module, memory, control, layout: CONTROL, generation: 0 },
         });
         // Idle workers block in Atomics.wait; they must not keep the process alive.
         worker.unref();
@@ -144,28 +158,26 @@ export class GemmThreadPool {
   }
 
   /**
-   * Runs calls [ranges[t][0], ranges[t][1]) on thread t (thread 0: this one) and returns when all
-   * are done. Descriptors are read from int32 `descriptors` of the shared memory.
+   * Runs `groupCount` groups of calls on every thread, this one included, and returns when all
+   * are done. Descriptors and group ends are read from those int32 offsets of the shared memory.
    */
-  run(kernels: GemmKernels, buffer: ArrayBufferLike, descriptors: number, ranges: Array<[number, number]>): void {
+  run(kernels: GemmKernels, buffer: ArrayBufferLike, descriptors: number, groupEnds: number, groupCount: number): void {
     const ctrl = this.ctrl;
-    const workers = this.workers.length;
     ctrl[CONTROL.descriptors] = descriptors;
-    for (let thread = 1; thread <= workers; thread++) {
-      const [from, to] = ranges[thread] ?? [0, 0];
-      ctrl[CONTROL.ranges + 2 * thread] = from;
-      ctrl[CONTROL.ranges + 2 * thread + 1] = to;
-    }
+    ctrl[CONTROL.groupEnds] = groupEnds;
+    ctrl[CONTROL.groupCount] = groupCount;
+    Atomics.store(ctrl, CONTROL.next, 0);
     Atomics.store(ctrl, CONTROL.failed, 0);
-    Atomics.store(ctrl, CONTROL.pending, workers);
+    Atomics.store(ctrl, CONTROL.pending, this.workers.length);
     Atomics.add(ctrl, CONTROL.generation, 1);
     Atomics.notify(ctrl, CONTROL.generation);
     let mainError: unknown;
     try {
-      const [from, to] = ranges[0] ?? [0, 0];
-      runGemmCalls(kernels, new Float32Array(buffer), new Int32Array(buffer), descriptors, from, to);
+      runGemmGroups(kernels, new Float32Array(buffer), new Int32Array(buffer), ctrl, CONTROL.next, descriptors, groupEnds, groupCount);
     } catch (error) {
       mainError = error;
+      // Stop the workers from taking more groups.
+      Atomics.store(ctrl, CONTROL.next, groupCount);
     }
     for (;;) {
       const pending = Atomics.load(ctrl, CONTROL.pending);
@@ -183,30 +195,4 @@ export class GemmThreadPool {
     Atomics.notify(this.ctrl, CONTROL.generation);
     this.workers.length = 0;
   }
-}
-
-/**
- * Splits groups of calls into at most `threads` contiguous ranges of about equal FLOPs; a group
- * never spans two ranges. `groupEnds[g]` is the call index after group g's last call.
- */
-export function partitionGroups(groupEnds: readonly number[], groupFlops: readonly number[], threads: number): Array<[number, number]> {
-  const total = groupFlops.reduce((sum, flops) => sum + flops, 0);
-  const ranges: Array<[number, number]> = [];
-  let from = 0;
-  let group = 0;
-  let done = 0;
-  for (let thread = 0; thread < threads && group < groupEnds.length; thread++) {
-    const target = ((thread + 1) * total) / threads;
-    // Always take one group, then more while the range stays short of its share.
-    done += groupFlops[group]!;
-    group++;
-    while (group < groupEnds.length && (thread === threads - 1 || done + groupFlops[group]! / 2 <= target)) {
-      done += groupFlops[group]!;
-      group++;
-    }
-    const to = groupEnds[group - 1]!;
-    ranges.push([from, to]);
-    from = to;
-  }
-  return ranges;
 }

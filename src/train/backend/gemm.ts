@@ -14,7 +14,7 @@
  * (gemm-threads.ts) that run the same kernels over the same memory.
  */
 import { GEMM_CALL_INTS, runGemmCall, runGemmCalls, type GemmKernels } from "./gemm-calls.js";
-import { configuredGemmThreads, GemmThreadPool, partitionGroups } from "./gemm-threads.js";
+import { configuredGemmThreads, GemmThreadPool } from "./gemm-threads.js";
 
 // ---- a minimal WebAssembly encoder (only what the micro-kernels need) ----
 
@@ -184,9 +184,8 @@ let compiled: object | undefined;
 export class GemmBatch {
   private calls = new Int32Array(GEMM_CALL_INTS * 256);
   private count = 0;
-  private readonly groupEnds: number[] = [];
-  private readonly groupFlops: number[] = [];
-  private openFlops = 0;
+  private groupEnds: number[] = [];
+  private totalFlops = 0;
 
   /** Queues C += op(A) * B; arguments as GemmWorkspace.gemm's. */
   push(transposedA: boolean, m: number, n: number, k: number, a: number, lda: number, b: number, ldb: number, c: number, ldc: number): void {
@@ -198,26 +197,26 @@ export class GemmBatch {
     }
     this.calls.set([transposedA ? 1 : 0, m, n, k, a, lda, b, ldb, c, ldc], this.count * GEMM_CALL_INTS);
     this.count++;
-    this.openFlops += 2 * m * n * k;
+    this.totalFlops += 2 * m * n * k;
   }
 
   /** Closes the current group (a no-op when it is empty). */
   endGroup(): void {
     if (this.groupEnds.length > 0 ? this.groupEnds[this.groupEnds.length - 1] === this.count : this.count === 0) return;
     this.groupEnds.push(this.count);
-    this.groupFlops.push(this.openFlops);
-    this.openFlops = 0;
   }
 
   get flops(): number {
-    return this.groupFlops.reduce((sum, flops) => sum + flops, this.openFlops);
+    return this.totalFlops;
   }
 
   /** @internal for GemmWorkspace.runBatch */
-  drain(): { calls: Int32Array; count: number; groupEnds: number[]; groupFlops: number[] } {
+  drain(): { calls: Int32Array; count: number; groupEnds: number[] } {
     this.endGroup();
-    const drained = { calls: this.calls, count: this.count, groupEnds: this.groupEnds.splice(0), groupFlops: this.groupFlops.splice(0) };
+    const drained = { calls: this.calls, count: this.count, groupEnds: this.groupEnds };
+    this.groupEnds = [];
     this.count = 0;
+    this.totalFlops = 0;
     return drained;
   }
 }
@@ -275,6 +274,11 @@ export class GemmWorkspace {
     return this.poolFailure ? 1 : this.wantedThreads;
   }
 
+  /** Groups of batched calls the worker threads have run (0 before they start). */
+  get groupsRunByWorkers(): number {
+    return this.pool?.groupsRunByWorkers ?? 0;
+  }
+
   /** Why worker threads failed to start, if they did; runBatch then runs on the calling thread. */
   get threadFailure(): string | undefined {
     return this.poolFailure;
@@ -291,8 +295,8 @@ export class GemmWorkspace {
   }
 
   /**
-   * How many threads a batch of `flops` would run on: callers that give each thread its own
-   * accumulator ask this first and make that many groups.
+   * How many threads a batch of `flops` would run on: callers that give groups their own
+   * accumulators size them by it.
    */
   threadsFor(flops: number): number {
     return flops < MIN_PARALLEL_FLOPS ? 1 : this.threads;
@@ -312,18 +316,21 @@ export class GemmWorkspace {
    */
   runBatch(batch: GemmBatch): void {
     const threads = this.threadsFor(batch.flops);
-    const { calls, count, groupEnds, groupFlops } = batch.drain();
+    const { calls, count, groupEnds } = batch.drain();
     if (count === 0) return;
-    const pool = threads > 1 ? this.startPool() : undefined;
+    const pool = threads > 1 && groupEnds.length > 1 ? this.startPool() : undefined;
     if (!pool) {
       runGemmCalls(this.kernels, this.view, calls, 0, 0, count);
       return;
     }
-    // Descriptors go into the shared memory, where the workers can read them.
-    const at = this.reserve(count * GEMM_CALL_INTS);
+    // Descriptors and group ends go into the shared memory, where the workers can read them.
+    const at = this.reserve(count * GEMM_CALL_INTS + groupEnds.length);
+    const ends = at + count * GEMM_CALL_INTS;
     const buffer = this.memory.buffer;
-    new Int32Array(buffer).set(calls.subarray(0, count * GEMM_CALL_INTS), at);
-    pool.run(this.kernels, buffer, at, partitionGroups(groupEnds, groupFlops, pool.threads));
+    const ints = new Int32Array(buffer);
+    ints.set(calls.subarray(0, count * GEMM_CALL_INTS), at);
+    ints.set(groupEnds, ends);
+    pool.run(this.kernels, buffer, at, ends, groupEnds.length);
   }
 
   private startPool(): GemmThreadPool | undefined {

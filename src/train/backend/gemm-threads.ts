@@ -21,8 +21,12 @@ import { runGemmCall, runGemmCalls, runGemmGroups, type GemmKernels } from "./ge
 const CONTROL = {
   /** Bumped once per dispatch; workers wait for it to change. */
   generation: 0,
-  /** Workers still running the current dispatch. */
-  pending: 1,
+  /**
+   * Workers inside the current dispatch, plus CLOSED once the calling thread has run out of
+   * groups: a worker joins only an open dispatch, so the calling thread never waits for one that
+   * has not woken up yet, only for those still running a group.
+   */
+  active: 1,
   /** Workers that have started and instantiated the kernels. */
   ready: 2,
   /** Set by a worker whose calls threw. */
@@ -41,6 +45,9 @@ const CONTROL = {
   workerGroups: 9,
 } as const;
 
+/** The `active` bit that closes a dispatch to late workers. */
+const CLOSED = 1 << 30;
+
 /** The most threads a pool starts. */
 export const MAX_GEMM_THREADS = 64;
 
@@ -49,11 +56,12 @@ const START_TIMEOUT_MS = 15_000;
 
 /** The body of every worker thread; self-contained (it runs from its source text). */
 function gemmWorkerMain(workerThreads: typeof import("node:worker_threads"), runGroups: typeof runGemmGroups): void {
-  const { module, memory, control, layout, generation } = workerThreads.workerData as {
+  const { module, memory, control, layout, closed, generation } = workerThreads.workerData as {
     module: object;
     memory: { buffer: ArrayBufferLike };
     control: SharedArrayBuffer;
     layout: typeof CONTROL;
+    closed: number;
     generation: number;
   };
   const wasmApi = (globalThis as unknown as { WebAssembly: { Instance: new (m: object, i: object) => { exports: unknown } } }).WebAssembly;
@@ -66,6 +74,14 @@ function gemmWorkerMain(workerThreads: typeof import("node:worker_threads"), run
     while (Atomics.load(ctrl, layout.generation) === seen) Atomics.wait(ctrl, layout.generation, seen);
     seen = Atomics.load(ctrl, layout.generation);
     if (Atomics.load(ctrl, layout.stop) === 1) return;
+    let active = Atomics.load(ctrl, layout.active);
+    while ((active & closed) === 0) {
+      const was = Atomics.compareExchange(ctrl, layout.active, active, active + 1);
+      if (was === active) break;
+      active = was;
+    }
+    // Woke too late: the calling thread has finished this dispatch without us.
+    if ((active & closed) !== 0) continue;
     try {
       const buffer = memory.buffer;
       const ran = runGroups(kernels, new Float32Array(buffer), new Int32Array(buffer), ctrl, layout.next, ctrl[layout.descriptors]!, ctrl[layout.groupEnds]!, ctrl[layout.groupCount]!);
@@ -73,7 +89,7 @@ function gemmWorkerMain(workerThreads: typeof import("node:worker_threads"), run
     } catch {
       Atomics.store(ctrl, layout.failed, 1);
     }
-    if (Atomics.sub(ctrl, layout.pending, 1) === 1) Atomics.notify(ctrl, layout.pending);
+    if (Atomics.sub(ctrl, layout.active, 1) === (closed | 1)) Atomics.notify(ctrl, layout.active);
   }
 }
 
@@ -135,7 +151,7 @@ export class GemmThreadPool {
           eval: true,
           // No tsx or other loaders in the workers: they run plain JavaScript.
           execArgv: [],
-          workerData: { module, memory, control, layout: CONTROL, generation: 0 },
+          workerData: { module, memory, control, layout: CONTROL, closed: CLOSED, generation: 0 },
         });
         // Idle workers block in Atomics.wait; they must not keep the process alive.
         worker.unref();
@@ -168,7 +184,8 @@ export class GemmThreadPool {
     ctrl[CONTROL.groupCount] = groupCount;
     Atomics.store(ctrl, CONTROL.next, 0);
     Atomics.store(ctrl, CONTROL.failed, 0);
-    Atomics.store(ctrl, CONTROL.pending, this.workers.length);
+    // Open the dispatch only once everything a joining worker reads is in place.
+    Atomics.store(ctrl, CONTROL.active, 0);
     Atomics.add(ctrl, CONTROL.generation, 1);
     Atomics.notify(ctrl, CONTROL.generation);
     let mainError: unknown;
@@ -179,10 +196,11 @@ export class GemmThreadPool {
       // Stop the workers from taking more groups.
       Atomics.store(ctrl, CONTROL.next, groupCount);
     }
+    Atomics.or(ctrl, CONTROL.active, CLOSED);
     for (;;) {
-      const pending = Atomics.load(ctrl, CONTROL.pending);
-      if (pending === 0) break;
-      Atomics.wait(ctrl, CONTROL.pending, pending);
+      const active = Atomics.load(ctrl, CONTROL.active);
+      if (active === CLOSED) break;
+      Atomics.wait(ctrl, CONTROL.active, active);
     }
     if (mainError) throw mainError;
     if (Atomics.load(ctrl, CONTROL.failed) === 1) throw new Error("a GEMM worker thread failed (a kernel call went outside the workspace memory)");

@@ -9,7 +9,7 @@ import type { GuideParams } from "./guide-stage.js";
 import { trainSegmenter } from "./loop.js";
 import { deriveSeed, mulberry32 } from "./prng.js";
 import { initParams, type ModelConfig } from "./model.js";
-import { initBackend } from "./runtime.js";
+import { computedOn, initBackend } from "./runtime.js";
 import { buildVocabulary, encodeReport, vocabularyIndex } from "./text.js";
 import { writeJsonAtomic } from "./weights.js";
 
@@ -141,10 +141,9 @@ export async function runGuide(ctx: StageContext<GuideParams>) {
       pairedSamples: paired.length,
       valSamples: val.length,
       guidance: text.guidance.kind === "vocab" ? { kind: "vocab", words: text.guidance.vocab.length } : { kind: text.guidance.kind },
-      backend: backend.backend,
-      // What computed (GPU adapter or CPU model): in the catalog and the report, not in the model
-      // files, whose bytes stay the same on any machine that runs the same backend.
-      adapter: backend.adapter,
+      // What computed: in the catalog and the report, not in the model files, whose bytes stay
+      // the same on any machine that runs the same backend (and, on cpu, the same thread count).
+      ...computedOn(backend),
       ...trainingSummary(result),
     };
   } finally {

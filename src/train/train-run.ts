@@ -9,7 +9,7 @@ import { makeBatch } from "./guide-run.js";
 import { PrototypeIndex } from "./guidance.js";
 import { trainSegmenter } from "./loop.js";
 import { initParams, type ModelConfig } from "./model.js";
-import { initBackend } from "./runtime.js";
+import { computedOn, initBackend } from "./runtime.js";
 import type { TrainParams } from "./train-stage.js";
 import { writeJsonAtomic } from "./weights.js";
 
@@ -59,7 +59,7 @@ export async function runTrain(ctx: StageContext<TrainParams>) {
     const training = { ...settings, backend: backend.backend, bestEpoch: result.bestEpoch, bestValDice: result.bestValDice, epochsRun: result.epochsRun, stoppedEarly: result.stoppedEarly };
     await saveModel(ctx.outDir, "model.json", "weights.bin", "prolearn", config, store, training, { guidance: params.guidance });
     await writeJsonAtomic(path.join(ctx.outDir, "history.json"), historyJson(result, { trainImages: train.length, valImages: val.length, prototypes: space.count }));
-    return { trainImages: train.length, pairedImages: train.filter((s) => s.report !== null).length, valImages: val.length, prototypes: space.count, guidance: params.guidance, backend: backend.backend, adapter: backend.adapter, ...trainingSummary(result) };
+    return { trainImages: train.length, pairedImages: train.filter((s) => s.report !== null).length, valImages: val.length, prototypes: space.count, guidance: params.guidance, ...computedOn(backend), ...trainingSummary(result) };
   } finally {
     disposeParams(store);
   }

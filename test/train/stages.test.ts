@@ -15,6 +15,7 @@ import { PrototypeIndex, type BatchGuidance } from "../../src/train/guidance.js"
 import { evaluateBatches, trainSegmenter } from "../../src/train/loop.js";
 import { disposeParams, initParams, type ModelConfig } from "../../src/train/model.js";
 import { tf } from "../../src/train/runtime.js";
+import { configuredGemmThreads } from "../../src/train/backend/index.js";
 import { scratchDir } from "./fixture.js";
 
 const NET = { imageSize: 32, baseChannels: 8, depth: 3, heads: 4, backend: "cpu" as const };
@@ -66,6 +67,14 @@ test(`ingest -> guide -> filter -> embed -> prototypes -> train -> evaluate thro
     assert.ok(Math.abs(scores.reduce((a, b) => a + b, 0) - 1) < 1e-3, "scores of a report sum to 1");
     assert.ok(Math.abs(threshold - 1 / scores.length) < 1e-5, "auto threshold = uniform share");
     scores.forEach((s, j) => assert.equal(kept[j], s > threshold || (kept.filter(Boolean).length === 1 && s === Math.max(...scores))));
+  }
+
+  // Guide and train say what computed them; on cpu with the thread count the weights depend on.
+  for (const name of ["guide", "train"]) {
+    const trained = result.stages.find((s) => s.name === name)!.summary as { backend: string; adapter: string; cpuThreads: number };
+    assert.equal(trained.backend, "cpu", name);
+    assert.match(trained.adapter, / x\d+$/, `${name}: the CPU model and its core count`);
+    assert.equal(trained.cpuThreads, configuredGemmThreads(), name);
   }
 
   const evaluate = result.stages.find((s) => s.name === "evaluate")!;

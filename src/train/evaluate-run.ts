@@ -14,7 +14,7 @@ import { PrototypeIndex } from "./guidance.js";
 import { evaluateBatches, trainSegmenter } from "./loop.js";
 import { diceFromCounts, iouFromCounts, overlapCounts, type SegmentationScores } from "./metrics.js";
 import { initParams, type ModelConfig, type ParamStore } from "./model.js";
-import { initBackend } from "./runtime.js";
+import { computedOn, initBackend } from "./runtime.js";
 
 interface ImageScore {
   id: string;
@@ -43,7 +43,7 @@ async function scoreModel(name: string, config: ModelConfig, store: ParamStore, 
 
 export async function runEvaluate(ctx: StageContext<EvaluateParams>) {
   const params = ctx.params;
-  await initBackend(params.backend, (line) => ctx.log(line));
+  const backend = await initBackend(params.backend, (line) => ctx.log(line));
   const { file: modelFile, store } = await loadModel(inputFile(ctx, "train", "model.json"));
   const config = modelFile.config;
   if (config.guidance.kind !== "psa") throw new ModelError(`evaluate needs a ProLearn (PSA) model, got ${config.guidance.kind}`);
@@ -166,6 +166,8 @@ export async function runEvaluate(ctx: StageContext<EvaluateParams>) {
     prolearn,
     baseline,
     baselineTraining,
+    // What ran inference and trained the baseline.
+    ...computedOn(backend),
     // One line for `prolearn run` / `demo` to print under the run (render.ts: formatRunSummary).
     headline: headlineText(test.length, prolearn, baseline),
   };

@@ -69,8 +69,8 @@ test(`ingest -> guide -> filter -> embed -> prototypes -> train -> evaluate thro
     scores.forEach((s, j) => assert.equal(kept[j], s > threshold || (kept.filter(Boolean).length === 1 && s === Math.max(...scores))));
   }
 
-  // Guide and train say what computed them; on cpu with the thread count the weights depend on.
-  for (const name of ["guide", "train"]) {
+  // The training stages say what computed them; on cpu with the thread count the weights depend on.
+  for (const name of ["guide", "train", "evaluate"]) {
     const trained = result.stages.find((s) => s.name === name)!.summary as { backend: string; adapter: string; cpuThreads: number };
     assert.equal(trained.backend, "cpu", name);
     assert.match(trained.adapter, / x\d+$/, `${name}: the CPU model and its core count`);

@@ -77,10 +77,13 @@ export function parameterShapes(config: ModelConfig): { name: string; shape: num
   const shapes: { name: string; shape: number[]; init: "he" | "xavier" | "zeros" | "ones" | "external"; trainable: boolean }[] = [];
   const conv = (name: string, k: number, cin: number, cout: number, norm = true) => {
     shapes.push({ name: `${name}.w`, shape: [k, k, cin, cout], init: "he", trainable: true });
-    shapes.push({ name: `${name}.b`, shape: [cout], init: "zeros", trainable: true });
     if (norm) {
+      // No conv bias before instance norm: subtracting the per-image channel mean cancels it
+      // exactly, so it would cost a broadcast add and its gradient sum for nothing.
       shapes.push({ name: `${name}.ng`, shape: [cout], init: "ones", trainable: true });
       shapes.push({ name: `${name}.nb`, shape: [cout], init: "zeros", trainable: true });
+    } else {
+      shapes.push({ name: `${name}.b`, shape: [cout], init: "zeros", trainable: true });
     }
   };
   const dense = (name: string, cin: number, cout: number) => {
@@ -188,8 +191,9 @@ function param(store: ParamStore, name: string): tf.Variable {
  * identical and makes small-batch CPU training converge in few steps.
  */
 function conv(store: ParamStore, name: string, x: tf.Tensor4D, hidden = true): tf.Tensor4D {
-  const y = tf.add(tf.conv2d(x, param(store, `${name}.w`) as tf.Tensor4D, 1, "same"), param(store, `${name}.b`)) as tf.Tensor4D;
-  if (!hidden) return y;
+  const y = tf.conv2d(x, param(store, `${name}.w`) as tf.Tensor4D, 1, "same");
+  if (!hidden) return tf.add(y, param(store, `${name}.b`)) as tf.Tensor4D;
+  // The norm's shift is the bias (a conv bias would cancel out: see parameterShapes).
   return instanceNorm(y, param(store, `${name}.ng`), param(store, `${name}.nb`), true);
 }
 

@@ -19,7 +19,7 @@ export type TrainParams = z.output<typeof trainParams>;
 
 export const trainStage = defineStage({
   name: "train",
-  version: "1",
+  version: "2",
   description: "Trains the ProLearn segmenter on all training images, with text only through the PSA module (query prototypes frozen, responses learnable); early stopping on validation Dice, resumable checkpoints.",
   params: trainParams,
   inputs: ["ingest", "embed", "prototypes"],

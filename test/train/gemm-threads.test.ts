@@ -5,6 +5,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { conv2dForward, conv2dBackpropInput, conv2dBackpropFilter, GemmWorkspace, type ConvGeometry } from "../../src/train/backend/index.js";
 import { GemmBatch } from "../../src/train/backend/gemm.js";
+import { batchMatMul } from "../../src/train/backend/matmul.js";
 import { configuredGemmThreads } from "../../src/train/backend/gemm-threads.js";
 import { EnvironmentError } from "../../src/errors.js";
 import { mulberry32 } from "../../src/util/random.js";
@@ -60,6 +61,37 @@ describe("GEMM worker threads", () => {
     }
     assert.equal(threaded.threadFailure, undefined);
     assert.equal(threaded.threads, 3);
+  });
+
+  test("threaded matrix products (row blocks) equal the one-thread ones bit for bit, plain and transposed", () => {
+    for (const [index, [batch, m, n, k, transposeA, transposeB]] of ([
+      [1, 400, 96, 128, false, false],
+      [2, 130, 64, 512, true, false],
+      [1, 161, 72, 384, false, true],
+    ] as const).entries()) {
+      assert.equal(threaded.threadsFor(2 * m * n * k), 3, `shape ${index} is too small to exercise the threads`);
+      const a = randomArray(batch * m * k, 40 + index);
+      const b = randomArray(batch * k * n, 50 + index);
+      const shape = { batch, batchA: batch, batchB: batch, m, n, k, transposeA, transposeB };
+      const product = batchMatMul(a, b, shape, threaded);
+      assert.deepEqual(product, batchMatMul(a, b, shape, single), `shape ${index}`);
+      // And right, against float64 sums (row blocks must start where they claim to).
+      const expected = new Float32Array(batch * m * n);
+      for (let item = 0; item < batch; item++) {
+        for (let i = 0; i < m; i++) {
+          for (let j = 0; j < n; j++) {
+            let sum = 0;
+            for (let p = 0; p < k; p++) {
+              const av = transposeA ? a[item * m * k + p * m + i]! : a[item * m * k + i * k + p]!;
+              const bv = transposeB ? b[item * k * n + j * k + p]! : b[item * k * n + p * n + j]!;
+              sum += av * bv;
+            }
+            expected[(item * m + i) * n + j] = sum;
+          }
+        }
+      }
+      assert.ok(maxRelativeError(product, expected) < 1e-5, `shape ${index} against float64`);
+    }
   });
 
   /**

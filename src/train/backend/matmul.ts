@@ -3,7 +3,13 @@
  * one side's batch of 1 broadcast) on the WebAssembly SIMD GEMM. Attention layers of the
  * language-guided U-Net run on it.
  */
-import { gemmWorkspace, type GemmWorkspace } from "./gemm.js";
+import { GemmBatch, gemmWorkspace, type GemmWorkspace } from "./gemm.js";
+
+/** Rows of C per group when a product is split between threads (a multiple of 4). */
+const ROWS_PER_GROUP = 32;
+
+/** Reused by every call: a batch is emptied when it runs. */
+const queue = new GemmBatch();
 
 export interface MatMulShape {
   batch: number;
@@ -48,8 +54,16 @@ export function batchMatMul(a: Float32Array, b: Float32Array, s: MatMulShape, ws
       loadedB = ib;
     }
     f.fill(0, cOff, cOff + m * n);
-    ws.gemm(transposeA, m, n, k, aOff, transposeA ? m : k, bOff, n, cOff, n);
-    out.set(f.subarray(cOff, cOff + m * n), i * m * n);
+    // Row blocks of C are independent: the workspace's threads share them (the dense layers of
+    // the segmenter's attention are one product over every image position).
+    const lda = transposeA ? m : k;
+    for (let row = 0; row < m; row += ROWS_PER_GROUP) {
+      const rows = Math.min(ROWS_PER_GROUP, m - row);
+      queue.push(transposeA, rows, n, k, transposeA ? aOff + row : aOff + row * lda, lda, bOff, n, cOff + row * n, n);
+      queue.endGroup();
+    }
+    ws.runBatch(queue);
+    out.set(ws.f32.subarray(cOff, cOff + m * n), i * m * n);
   }
   return out;
 }

@@ -68,6 +68,7 @@ async function ingest(root: string): Promise<number> {
   const work = mkdtempSync(path.join(os.tmpdir(), "prolearn-bench-ingest-"));
   const ctx: StageContext<IngestParams> = {
     stage: "ingest",
+    version: ingestStage.version,
     pipeline: { name: "bench", baseDir: work, workdir: work, dataset: { kind: "qata-cov19", root, layout: "auto", reportKey: "p6", textAvailability: 1, seed: 42 }, stages: {} },
     params: ingestParamsSchema.parse({ concurrency }),
     inputs: {},

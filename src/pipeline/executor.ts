@@ -32,10 +32,12 @@ export interface Executor {
 }
 
 export function makeStageContext(task: StageTask, registry: StageRegistry, emit: (event: ProgressEvent) => void, signal: AbortSignal): StageContext<unknown> {
-  if (!registry.has(task.stage)) throw new StageError(task.stage, `no stage named ${task.stage} is registered`);
+  const definition = registry.get(task.stage);
+  if (!definition) throw new StageError(task.stage, `no stage named ${task.stage} is registered`);
   const store = new OutputStore(task.pipeline.workdir);
   return {
     stage: task.stage,
+    version: definition.version,
     pipeline: task.pipeline,
     params: task.params,
     inputs: task.inputs,

@@ -33,6 +33,12 @@ export interface RowCache {
 
 export interface StageContext<Params> {
   stage: string;
+  /**
+   * The stage's code version (StageDefinition.version). It is part of the cache key; a stage
+   * that keeps state outside its outputs (training checkpoints) must key that state on it too,
+   * or a rerun after a code change would pick up what the old code left.
+   */
+  version: string;
   pipeline: ResolvedPipeline;
   params: Params;
   inputs: Record<string, InputArtifact>;

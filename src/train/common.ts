@@ -30,22 +30,23 @@ export function resolveChannels(channels: 1 | 3 | "auto", pipeline: ResolvedPipe
 
 /**
  * A checkpoint folder outside the stage's output, stable across runs of the same work: the hash
- * of the stage name, its params, the input digests and the dataset seed. A killed run finds its
- * folder again on the next run and resumes.
+ * of the stage name and code version, its params, the input digests and the dataset seed. A
+ * killed run finds its folder again on the next run and resumes; new stage code starts afresh.
  */
 export function checkpointFolder(ctx: StageContext<unknown>, purpose: string): { dir: string; key: string } {
   const inputs = Object.fromEntries(Object.entries(ctx.inputs).map(([name, input]) => [name, input.digest]));
-  const key = hashJson({ stage: ctx.stage, purpose, params: ctx.params, inputs, seed: ctx.pipeline.dataset.seed });
+  const key = hashJson({ stage: ctx.stage, version: ctx.version, purpose, params: ctx.params, inputs, seed: ctx.pipeline.dataset.seed });
   return { dir: path.join(ctx.pipeline.workdir, "checkpoints", `${ctx.stage}-${purpose}-${key.slice(0, 16)}`), key };
 }
 
 /**
  * A checkpoint folder keyed only on what the training it holds depends on (`work`: e.g. the
- * network, the training settings and the input digests that feed it), so params that do not
- * change the training (how many examples evaluate writes, its batch size) reuse it.
+ * network, the training settings and the input digests that feed it) and the stage's code
+ * version, so params that do not change the training (how many examples evaluate writes, its
+ * batch size) reuse it.
  */
 export function checkpointFolderFor(ctx: StageContext<unknown>, purpose: string, work: Record<string, unknown>): { dir: string; key: string } {
-  const key = hashJson({ stage: ctx.stage, purpose, work, seed: ctx.pipeline.dataset.seed });
+  const key = hashJson({ stage: ctx.stage, version: ctx.version, purpose, work, seed: ctx.pipeline.dataset.seed });
   return { dir: path.join(ctx.pipeline.workdir, "checkpoints", `${ctx.stage}-${purpose}-${key.slice(0, 16)}`), key };
 }
 

@@ -113,6 +113,7 @@ export async function runEmbed(options: {
   const resources = embedStage.resources ? await embedStage.resources(pipeline, params) : {};
   const ctx: StageContext<EmbedParams> = {
     stage: "embed",
+    version: embedStage.version,
     pipeline,
     params,
     inputs,

@@ -85,6 +85,7 @@ export async function runIngest(
   const pipeline = pipelineFor(options, workdir);
   const ctx: StageContext<IngestParams> = {
     stage: "ingest",
+    version: ingestStage.version,
     pipeline,
     params: ingestParamsSchema.parse(params),
     inputs: {},

@@ -47,6 +47,7 @@ function context(workdir: string, embedDir: string, outDir: string, params: Part
   mkdirSync(outDir, { recursive: true });
   return {
     stage: "prototypes",
+    version: prototypesStage.version,
     pipeline,
     params: prototypesParams.parse({ k: 4, ...params }),
     inputs: { embed: { stage: "embed", digest: `embed-${embedDir.length}`, dir: embedDir, files: { "embeddings.parquet": path.join(embedDir, "embeddings.parquet"), "encoder.json": path.join(embedDir, "encoder.json") }, summary: {} } },

@@ -6,6 +6,7 @@ import sharp from "sharp";
 import { writeParquetFile } from "../../src/io/parquet.js";
 import type { ResolvedPipeline } from "../../src/pipeline/spec.js";
 import type { InputArtifact, RowCache, StageContext, StageSummary } from "../../src/pipeline/stage.js";
+import { STAGES } from "../../src/stages.js";
 import { deriveSeed, mulberry32 } from "../../src/train/prng.js";
 import { sha256 } from "../../src/util/hash.js";
 
@@ -164,8 +165,11 @@ export async function stageContext<P>(stage: string, params: P, pipeline: Resolv
   const outDir = await mkdtemp(path.join(pipeline.workdir, `${stage}-out-`));
   const tmpDir = await mkdtemp(path.join(pipeline.workdir, `${stage}-tmp-`));
   await mkdir(outDir, { recursive: true });
+  const definition = STAGES.get(stage);
+  if (!definition) throw new Error(`no stage named ${stage}`);
   return {
     stage,
+    version: definition.version,
     pipeline,
     params,
     inputs,

@@ -8,6 +8,8 @@ import { trainSegmenter, type TrainSettings } from "../../src/train/loop.js";
 import { disposeParams, initParams, type ModelConfig } from "../../src/train/model.js";
 import { initBackend } from "../../src/train/runtime.js";
 import { makeFixture, scratchDir, writeSamples } from "./fixture.js";
+import { checkpointFolder, checkpointFolderFor } from "../../src/train/common.js";
+import type { StageContext } from "../../src/pipeline/stage.js";
 
 const config: ModelConfig = { net: { imageSize: 16, inChannels: 1, baseChannels: 4, depth: 3, heads: 4, tokenDim: null }, guidance: { kind: "none" } };
 const settings: TrainSettings = { epochs: 4, batchSize: 4, learningRate: 3e-3, minLearningRate: 1e-4, weightDecay: 0.01, patience: 0, seed: 3 };
@@ -97,4 +99,20 @@ test("early stopping ends training after `patience` epochs without a better vali
   assert.equal(result.epochsRun, 3);
   assert.equal(result.stoppedEarly, true);
   assert.equal(result.bestEpoch, 1);
+});
+
+test("checkpoint folders are keyed on the stage's code version, so new stage code never resumes old training", () => {
+  const context = (version: string) =>
+    ({
+      stage: "train",
+      version,
+      params: { epochs: 3 },
+      inputs: { ingest: { digest: "d1" } },
+      pipeline: { workdir: "/w", dataset: { seed: 7 } },
+    }) as unknown as StageContext<unknown>;
+  for (const folder of [(v: string) => checkpointFolder(context(v), "prolearn"), (v: string) => checkpointFolderFor(context(v), "baseline", { net: "unet" })]) {
+    assert.deepEqual(folder("2"), folder("2"), "the same work finds the same folder");
+    assert.notEqual(folder("2").key, folder("3").key);
+    assert.notEqual(folder("2").dir, folder("3").dir);
+  }
 });

@@ -195,7 +195,19 @@ export class GemmBatch {
       grown.set(this.calls);
       this.calls = grown;
     }
-    this.calls.set([transposedA ? 1 : 0, m, n, k, a, lda, b, ldb, c, ldc], this.count * GEMM_CALL_INTS);
+    // Field by field: an array literal per call would be garbage on the convolutions' hot path.
+    const d = this.calls;
+    const at = this.count * GEMM_CALL_INTS;
+    d[at] = transposedA ? 1 : 0;
+    d[at + 1] = m;
+    d[at + 2] = n;
+    d[at + 3] = k;
+    d[at + 4] = a;
+    d[at + 5] = lda;
+    d[at + 6] = b;
+    d[at + 7] = ldb;
+    d[at + 8] = c;
+    d[at + 9] = ldc;
     this.count++;
     this.totalFlops += 2 * m * n * k;
   }

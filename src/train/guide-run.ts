@@ -142,7 +142,7 @@ export async function runGuide(ctx: StageContext<GuideParams>) {
       valSamples: val.length,
       guidance: text.guidance.kind === "vocab" ? { kind: "vocab", words: text.guidance.vocab.length } : { kind: text.guidance.kind },
       // What computed: in the catalog and the report, not in the model files, whose bytes stay
-      // the same on any machine that runs the same backend (and, on cpu, the same thread count).
+      // the same on any machine that runs the same backend.
       ...computedOn(backend),
       ...trainingSummary(result),
     };

@@ -24,8 +24,8 @@ export async function initBackend(requested: TrainingBackendRequest = "auto", lo
 
 /**
  * What computed a training run, for stage summaries (the catalog and the run report): the
- * backend, its adapter (GPU or CPU model) and, on the cpu backend, the GEMM thread count, since
- * the filter gradients' sums, and so the trained weights' last bits, depend on it.
+ * backend, its adapter (GPU or CPU model) and, on the cpu backend, the GEMM thread count (it sets
+ * the speed; the weights are the same for any count).
  */
 export function computedOn(info: TrainingBackendInfo): { backend: TrainingBackendInfo["backend"]; adapter: string; cpuThreads?: number } {
   return { backend: info.backend, adapter: info.adapter, ...(info.threads !== undefined ? { cpuThreads: info.threads } : {}) };

@@ -9,7 +9,7 @@
  * batch that the workspace spreads over its threads: output rows for the forward pass, and for
  * the filter gradient slices of rows, each into its own accumulator.
  */
-import { GemmBatch, gemmWorkspace, type GemmWorkspace } from "./gemm.js";
+import { GemmBatch, gemmWorkspace, worthSplitting, type GemmWorkspace } from "./gemm.js";
 
 export interface ConvGeometry {
   batch: number;
@@ -194,6 +194,12 @@ function isStride1(g: ConvGeometry): boolean {
 /** Reused by every call: a batch is emptied when it runs. */
 const queue = new GemmBatch();
 
+/**
+ * Slices of rows the filter gradient sums separately when it is big enough to split: enough for
+ * 16 threads to share, few enough that adding them up costs well under 1% of the gradient.
+ */
+const FILTER_GRADIENT_PARTS = 16;
+
 function conv2dForwardStride1(x: Float32Array, w: Float32Array, g: ConvGeometry, ws: GemmWorkspace): Float32Array {
   const { batch, inChannels: C, outHeight: OH, outWidth: OW, outChannels: N, filterHeight: FH, filterWidth: FW } = g;
   ws.reset();
@@ -224,10 +230,9 @@ function conv2dBackpropFilterStride1(x: Float32Array, dy: Float32Array, g: ConvG
   const filterSize = FH * rowK * N;
   const rows = batch * OH;
   // Every output row adds into all of dw, so rows are split into parts that each sum into their
-  // own copy, added up at the end. Four parts a thread let a thread that starts late take fewer;
-  // the count depends only on the thread count, so the result does too.
-  const threads = ws.threadsFor(2 * rows * OW * FH * rowK * N);
-  const parts = Math.min(rows, threads === 1 ? 1 : 4 * threads);
+  // own copy, added up at the end. The part count depends on the size only, not on the threads,
+  // so the sums, and the bits of the result, are the same on any number of threads.
+  const parts = worthSplitting(2 * rows * OW * FH * rowK * N) ? Math.min(rows, FILTER_GRADIENT_PARTS) : 1;
   const dwOff = ws.reserve(parts * filterSize);
   const dyOff = ws.reserve(batch * OH * OW * N);
   const { offset: xp, paddedHeight, paddedWidth } = padIntoWorkspace(x, g, ws);
@@ -247,12 +252,15 @@ function conv2dBackpropFilterStride1(x: Float32Array, dy: Float32Array, g: ConvG
     queue.endGroup();
   }
   ws.runBatch(queue);
+  if (parts === 1) return ws.f32.slice(dwOff, dwOff + filterSize);
+  // dw = [1 ... 1] x parts: the sum as a 1-row GEMM, SIMD instead of a scalar loop per part.
+  const onesOff = ws.reserve(parts);
+  const sumOff = ws.reserve(filterSize);
   f = ws.f32;
-  for (let part = 1; part < parts; part++) {
-    const from = dwOff + part * filterSize;
-    for (let i = 0; i < filterSize; i++) f[dwOff + i] += f[from + i]!;
-  }
-  return f.slice(dwOff, dwOff + filterSize);
+  f.fill(1, onesOff, onesOff + parts);
+  f.fill(0, sumOff, sumOff + filterSize);
+  ws.gemm(false, 1, filterSize, parts, onesOff, parts, dwOff, filterSize, sumOff, filterSize);
+  return f.slice(sumOff, sumOff + filterSize);
 }
 
 /** y[b, oy, ox, o] = sum over (ky, kx, c) of x[b, oy*s+ky-pad, ox*s+kx-pad, c] * w[ky, kx, c, o]. */

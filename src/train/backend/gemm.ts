@@ -174,6 +174,15 @@ const MAX_PAGES = 65536;
  */
 const MIN_PARALLEL_FLOPS = 8e6;
 
+/**
+ * Whether work of `flops` is big enough to split between threads. It depends on the size only,
+ * never on the thread count, so a caller that shapes its sums by it (the filter gradient's parts)
+ * computes the same bits on any number of threads.
+ */
+export function worthSplitting(flops: number): boolean {
+  return flops >= MIN_PARALLEL_FLOPS;
+}
+
 let compiled: object | undefined;
 
 /**
@@ -306,12 +315,9 @@ export class GemmWorkspace {
     this.wantedThreads = wanted;
   }
 
-  /**
-   * How many threads a batch of `flops` would run on: callers that give groups their own
-   * accumulators size them by it.
-   */
+  /** How many threads a batch of `flops` runs on. */
   threadsFor(flops: number): number {
-    return flops < MIN_PARALLEL_FLOPS ? 1 : this.threads;
+    return worthSplitting(flops) ? this.threads : 1;
   }
 
   /**

@@ -51,6 +51,9 @@ const CLOSED = 1 << 30;
 /** The most threads a pool starts. */
 export const MAX_GEMM_THREADS = 64;
 
+/** The default thread count's cap: the filter gradient splits into 16 parts, so more idle there. */
+const DEFAULT_MAX_THREADS = 16;
+
 /** How long a new pool waits for its workers to start before giving up on threads. */
 const START_TIMEOUT_MS = 15_000;
 
@@ -115,7 +118,7 @@ export function configuredGemmThreads(): number {
     }
     return threads;
   }
-  return Math.min(os.availableParallelism(), 16);
+  return Math.min(os.availableParallelism(), DEFAULT_MAX_THREADS);
 }
 
 export class GemmThreadPool {

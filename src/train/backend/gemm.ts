@@ -305,7 +305,7 @@ export class GemmWorkspace {
     return this.poolFailure;
   }
 
-  /** Changes the thread count (stopping the current workers); results may differ in the last bits. */
+  /** Changes the thread count (stopping the current workers); results stay the same to the bit. */
   setThreads(threads: number): void {
     const wanted = Math.max(1, Math.floor(threads));
     if (wanted === this.wantedThreads) return;

@@ -97,7 +97,7 @@ const GRADIENTS: { kernelName: string; inputsToSave?: string[]; outputsToSave?: 
   {
     kernelName: "Sum",
     inputsToSave: ["x"],
-    gradFunc: (dy, [x], attrs) => ({ x: () => tf.mul(expandReduced(dy, x!, attrs.axis), tf.ones(x!.shape, "float32")) }),
+    gradFunc: (dy, [x], attrs) => ({ x: () => tf.mul(expandReduced(dy, x!, attrs.axis), tf.onesLike(x!)) }),
   },
   {
     kernelName: "Mean",
@@ -105,7 +105,7 @@ const GRADIENTS: { kernelName: string; inputsToSave?: string[]; outputsToSave?: 
     gradFunc: (dy, [x], attrs) => {
       const axes = normaliseAxes(attrs.axis, x!.rank);
       const count = axes.reduce((n, a) => n * x!.shape[a]!, 1);
-      return { x: () => tf.div(tf.mul(expandReduced(dy, x!, attrs.axis), tf.ones(x!.shape, "float32")), count) };
+      return { x: () => tf.div(tf.mul(expandReduced(dy, x!, attrs.axis), tf.onesLike(x!)), count) };
     },
   },
   {

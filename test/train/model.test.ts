@@ -142,3 +142,25 @@ test("PSA query: top-k by cosine, softmax weights, deterministic ties", () => {
   assert.ok(Math.abs(hit.weights[0]! - expected) < 1e-6);
   assert.ok(Math.abs(hit.weights[0]! + hit.weights[1]! - 1) < 1e-12);
 });
+
+test("Sum and Mean gradients build their broadcast on the backend, not as a host array of the input's size", async () => {
+  await initBackend();
+  const x = tf.randomNormal([2, 8, 8, 3]);
+  // A host-side ones(x.shape) would be uploaded to the GPU on every step on webgpu.
+  const engine = tf.engine() as unknown as { makeTensor: (...args: unknown[]) => tf.Tensor };
+  const makeTensor = engine.makeTensor;
+  const sizes: number[] = [];
+  engine.makeTensor = function (this: unknown, ...args: unknown[]) {
+    const made = makeTensor.apply(this, args);
+    sizes.push(made.size);
+    return made;
+  };
+  try {
+    const [dSum, dMean] = [tf.grad((t: tf.Tensor) => tf.sum(t, [1, 2])), tf.grad((t: tf.Tensor) => tf.mean(t, [1, 2]))].map((g) => g(x));
+    assert.deepEqual(Array.from(await dSum!.data()), new Array(x.size).fill(1));
+    assert.ok(Array.from(await dMean!.data()).every((v) => Math.abs(v - 1 / 64) < 1e-9));
+  } finally {
+    engine.makeTensor = makeTensor;
+  }
+  assert.ok(sizes.every((size) => size < x.size), `host tensors of sizes ${sizes.join(", ")}`);
+});

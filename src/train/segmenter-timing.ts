@@ -23,6 +23,8 @@ export interface SegmenterTimingOptions {
   depth?: number;
   channels?: 1 | 3;
   seed?: number;
+  /** Profile one extra step's kernels (`profileTrainingStep`). */
+  profile?: boolean;
 }
 
 /** The train stage's PSA defaults, with a BiomedCLIP-sized (512) embedding and 16 prototypes. */
@@ -68,7 +70,7 @@ export async function timeSegmenterTraining(options: SegmenterTimingOptions): Pr
         Object.values(grads).forEach((g) => g.dispose());
         return loss;
       },
-      { steps: options.steps, warmup: options.warmup ?? 1 },
+      { steps: options.steps, warmup: options.warmup ?? 1, profile: options.profile },
     );
     const params = [...store.values()].reduce((n, entry) => n + entry.variable.size, 0);
     return { ...timing, params, config };

@@ -113,6 +113,21 @@ describe("reference U-Net and prolearn bench train", () => {
     assert.match(stderr, /ProLearn segmenter \(PSA\), 16x16, batch 1/);
   });
 
+  test("--profile prints one step's costliest kernels with their calls, time and share", async () => {
+    const { code, stderr } = await cli(["bench", "train", "--backend", "cpu", "--size", "16", "--batch", "1", "--steps", "1", "--profile"]);
+    assert.equal(code, 0, stderr);
+    const header = /profiled step: (\d+) kernel calls, ([\d.]+) ms of kernel time/.exec(stderr);
+    assert.ok(header, stderr);
+    assert.ok(Number(header[1]) > 100 && Number(header[2]) > 0, header[0]);
+    const rows = [...stderr.matchAll(/^ {2}(\w+) +(\d+) calls +([\d.]+) ms +([\d.]+)%$/gm)];
+    assert.equal(rows.length, 15, "the 15 costliest kernels");
+    // The reference U-Net has 18 convolutions, each with a filter gradient.
+    const filterGradient = rows.find((r) => r[1] === "Conv2DBackpropFilter");
+    assert.equal(filterGradient?.[2], "18");
+    const times = rows.map((r) => Number(r[3]));
+    assert.deepEqual(times, [...times].sort((a, b) => b - a), "slowest first");
+  });
+
   test("prolearn backends lists every backend in auto's order, what each runs on or why not, and auto's pick", async () => {
     const { code, stdout, stderr } = await cli(["backends", "--json"]);
     assert.equal(code, 0, stderr);

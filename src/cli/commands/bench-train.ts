@@ -1,12 +1,25 @@
 import { defineCommand, numberOption, stringOption } from "../command.js";
 import { UsageError } from "../../errors.js";
 import { TRAINING_BACKENDS as BACKENDS } from "../../train/backend/names.js";
+import type { KernelTime } from "../../train/backend/reference-unet.js";
 
 const MODELS = ["reference", "segmenter"] as const;
 
 function positiveInteger(name: string, value: number | undefined): number {
   if (value === undefined || !Number.isInteger(value) || value < 1) throw new UsageError(`--${name} expects a positive integer, got ${String(value)}`);
   return value;
+}
+
+/** The `top` costliest kernels of a profiled step as an aligned table, with their share of the total. */
+export function formatKernelProfile(kernels: KernelTime[], top: number): string {
+  const total = kernels.reduce((sum, k) => sum + k.ms, 0);
+  const lines = [`profiled step: ${kernels.reduce((n, k) => n + k.calls, 0)} kernel calls, ${total.toFixed(1)} ms of kernel time`];
+  if (total === 0) lines.push("(no kernel times: this webgpu adapter has no timestamp queries)");
+  for (const k of kernels.slice(0, top)) {
+    const share = total > 0 ? `${((100 * k.ms) / total).toFixed(1).padStart(5)}%` : "     -";
+    lines.push(`  ${k.kernel.padEnd(28)} ${String(k.calls).padStart(5)} calls ${k.ms.toFixed(1).padStart(9)} ms ${share}`);
+  }
+  return `${lines.join("\n")}\n`;
 }
 
 export default defineCommand({
@@ -30,6 +43,7 @@ export default defineCommand({
     batch: { type: "string", description: "Images per step", default: "4", valueName: "N" },
     steps: { type: "string", description: "Measured steps", default: "5", valueName: "N" },
     warmup: { type: "string", description: "Unmeasured steps first", default: "1", valueName: "N" },
+    profile: { type: "boolean", description: "Then profile one more step and print its 15 costliest kernels (GPU time on webgpu where the adapter has timestamp queries)", default: false },
     json: { type: "boolean", description: "Print {backend, adapter, params, msPerStep} as JSON on stdout (+ model: \"segmenter\" with --model segmenter)", default: false },
   },
   async run(args, io) {
@@ -49,20 +63,22 @@ export default defineCommand({
     if (size % 2 ** poolings !== 0) throw new UsageError(`--size must be a multiple of ${2 ** poolings} (${poolings} 2x2 poolings), got ${size}`);
     const { initTrainingBackend } = await import("../../train/backend/index.js");
     const info = await initTrainingBackend({ backend: backend as (typeof BACKENDS)[number], log: (line) => io.stderr.write(`${line}\n`) });
-    let timing: { params: number; msPerStep: number; cpuMsPerStep: number };
+    const profile = args.options.profile === true;
+    let timing: { params: number; msPerStep: number; cpuMsPerStep: number; kernels?: KernelTime[] };
     if (model === "segmenter") {
       const { timeSegmenterTraining } = await import("../../train/segmenter-timing.js");
       io.stderr.write(`ProLearn segmenter (PSA), ${size}x${size}, batch ${batch}: ${warmup} warm-up + ${steps} measured steps\n`);
-      timing = await timeSegmenterTraining({ size, batch, steps, warmup, baseChannels, depth });
+      timing = await timeSegmenterTraining({ size, batch, steps, warmup, baseChannels, depth, profile });
     } else {
       const { timeReferenceTraining } = await import("../../train/backend/reference-unet.js");
       io.stderr.write(`reference U-Net, ${size}x${size}, batch ${batch}: ${warmup} warm-up + ${steps} measured steps\n`);
-      timing = await timeReferenceTraining({ size, batch, steps, warmup });
+      timing = await timeReferenceTraining({ size, batch, steps, warmup, profile });
     }
     // The reference's JSON is exactly issue 5's {backend, adapter, params, msPerStep}; the segmenter's says which network it timed.
     const result = { backend: info.backend, adapter: info.adapter, ...(model === "segmenter" ? { model } : {}), params: timing.params, msPerStep: Math.round(timing.msPerStep * 10) / 10 };
     const cpuNote = info.backend === "cpu" ? ` (process CPU ${Math.round(timing.cpuMsPerStep)} ms/step)` : "";
     io.stderr.write(`backend ${result.backend} | adapter ${result.adapter} | ${model} | params ${result.params.toLocaleString("en-US")} | ${result.msPerStep} ms/step (median)${cpuNote}\n`);
+    if (timing.kernels) io.stderr.write(formatKernelProfile(timing.kernels, 15));
     if (args.options.json === true) io.stdout.write(`${JSON.stringify(result)}\n`);
   },
 });

@@ -106,13 +106,51 @@ export interface TrainingStepTiming {
   /** Loss after each measured step. */
   losses: number[];
   params: number;
+  /** With `profile`: one extra step's kernels, slowest total first (see `profileTrainingStep`). */
+  kernels?: KernelTime[];
+}
+
+/** One kernel's share of a profiled step: how often it ran and its summed time, ms. */
+export interface KernelTime {
+  kernel: string;
+  calls: number;
+  ms: number;
+}
+
+/**
+ * Runs one step under `tf.profile` and sums each kernel's time. On `cpu` a kernel's time is its
+ * wall time; on `webgpu` it is GPU time from timestamp queries when the adapter offers them (all
+ * zero otherwise, and tfjs warns once). The profiler would read every
+ * output back to look for NaNs, which webgpu cannot do synchronously in Node, so that check is off
+ * while it runs.
+ */
+export async function profileTrainingStep(step: () => Promise<number>): Promise<KernelTime[]> {
+  const checkFlag = "CHECK_COMPUTATION_FOR_ERRORS";
+  const checked = tf.env().getBool(checkFlag);
+  tf.env().set(checkFlag, false);
+  try {
+    const info = await tf.profile(async () => {
+      await step();
+      return [];
+    });
+    const byName = new Map<string, KernelTime>();
+    for (const kernel of info.kernels) {
+      const entry = byName.get(kernel.name) ?? { kernel: kernel.name, calls: 0, ms: 0 };
+      entry.calls += 1;
+      entry.ms += typeof kernel.kernelTimeMs === "number" ? kernel.kernelTimeMs : 0;
+      byName.set(kernel.name, entry);
+    }
+    return [...byName.values()].sort((a, b) => b.ms - a.ms || b.calls - a.calls);
+  } finally {
+    tf.env().set(checkFlag, checked);
+  }
 }
 
 /**
  * Times `warmup + steps` calls of one training step (which returns the loss it read back) and
  * keeps the measured ones: wall time, this process's CPU time (user + system) and the loss.
  */
-export async function timeTrainingSteps(step: () => Promise<number>, options: { steps: number; warmup: number }): Promise<Omit<TrainingStepTiming, "params">> {
+export async function timeTrainingSteps(step: () => Promise<number>, options: { steps: number; warmup: number; profile?: boolean }): Promise<Omit<TrainingStepTiming, "params">> {
   const stepsMs: number[] = [];
   const cpuMs: number[] = [];
   const losses: number[] = [];
@@ -128,14 +166,15 @@ export async function timeTrainingSteps(step: () => Promise<number>, options: { 
       losses.push(loss);
     }
   }
-  return { msPerStep: median(stepsMs), cpuMsPerStep: median(cpuMs), stepsMs, losses };
+  const kernels = options.profile ? await profileTrainingStep(step) : undefined;
+  return { msPerStep: median(stepsMs), cpuMsPerStep: median(cpuMs), stepsMs, losses, ...(kernels ? { kernels } : {}) };
 }
 
 /**
  * Trains the reference U-Net with Adam (lr 1e-3) on one fixed random batch, as the PyTorch
  * reference does, and times each step (forward, backward, update, and reading the loss back).
  */
-export async function timeReferenceTraining(options: { size: number; batch: number; steps: number; warmup?: number; seed?: number }): Promise<TrainingStepTiming> {
+export async function timeReferenceTraining(options: { size: number; batch: number; steps: number; warmup?: number; seed?: number; profile?: boolean }): Promise<TrainingStepTiming> {
   const { size, batch, steps } = options;
   const seed = options.seed ?? 0;
   const net = buildReferenceUNet({ seed });
@@ -152,7 +191,7 @@ export async function timeReferenceTraining(options: { size: number; batch: numb
         cost.dispose();
         return loss;
       },
-      { steps, warmup: options.warmup ?? 1 },
+      { steps, warmup: options.warmup ?? 1, profile: options.profile },
     );
     return { ...timing, params: net.paramCount };
   } finally {

@@ -8,7 +8,7 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { initTrainingBackend, probeTrainingBackends } from "../../src/train/backend/index.js";
+import { initTrainingBackend, planFilterGradient, probeTrainingBackends } from "../../src/train/backend/index.js";
 import { timeReferenceTraining } from "../../src/train/backend/reference-unet.js";
 import { segmenterForward, type Batch } from "../../src/train/guidance.js";
 import { diceBceLoss, disposeParams, initParams, trainableVariables, type ModelConfig } from "../../src/train/model.js";
@@ -66,6 +66,76 @@ test("webgpu (lavapipe): the reference U-Net's loss curve equals the cpu backend
   assert.equal(gpu.params, cpu.params);
   assert.ok(cpu.losses[2]! < cpu.losses[0]!, "Adam lowers the loss");
   assert.ok(relativeError(gpu.losses, cpu.losses) < 1e-4, `webgpu ${gpu.losses} vs cpu ${cpu.losses}`);
+});
+
+test("planFilterGradient: enough threads, every row in exactly one non-empty chunk", () => {
+  for (const [filterSize, batchRows, weightsPerThread] of [[144, 896, 1], [2304, 896, 1], [2304, 896, 16], [9216, 896, 16], [2304, 1, 1], [9_437_184, 56, 16], [16, 100_000, 16], [1, 7, 1]] as const) {
+    const plan = planFilterGradient(filterSize, batchRows, weightsPerThread);
+    assert.equal(plan.threadsPerChunk * weightsPerThread, filterSize);
+    assert.ok(plan.chunks >= 1 && plan.chunks <= batchRows);
+    assert.ok(plan.rowsPerChunk * plan.chunks >= batchRows, "the chunks cover every row");
+    assert.ok(plan.rowsPerChunk * (plan.chunks - 1) < batchRows, "the last chunk is not empty");
+    const threads = plan.chunks * plan.threadsPerChunk;
+    if (plan.threadsPerChunk * batchRows >= 1 << 18) assert.ok(threads >= (1 << 18) / 2, `${filterSize} x ${batchRows}: ${threads} threads are too few`);
+  }
+});
+
+/** Runs one Conv2DBackpropFilter kernel on the current backend and reads it back. */
+async function filterGradientOn(x: { shape: number[]; values: Float32Array }, dy: { shape: number[]; values: Float32Array }, attrs: { strides: [number, number]; pad: "same" | "valid"; filterShape: [number, number, number, number] }): Promise<Float32Array> {
+  const xt = tf.tensor(x.values, x.shape);
+  const dyt = tf.tensor(dy.values, dy.shape);
+  const out = tf.engine().runKernel("Conv2DBackpropFilter", { x: xt, dy: dyt }, { ...attrs, dataFormat: "NHWC", dimRoundingMode: undefined } as never) as tf.Tensor;
+  const values = Float32Array.from((await out.data()) as Float32Array);
+  xt.dispose();
+  dyt.dispose();
+  out.dispose();
+  return values;
+}
+
+test("webgpu (lavapipe): our Conv2DBackpropFilter equals the cpu backend's on random shapes, strides and paddings", { skip, timeout: 300_000 }, async () => {
+  const random = mulberry32(deriveSeed(5, "filter-gradient"));
+  const pick = (lo: number, hi: number) => lo + Math.floor(random() * (hi - lo + 1));
+  const cases: Array<{ x: number[]; filter: [number, number, number, number]; strides: [number, number]; pad: "same" | "valid" }> = [];
+  for (let i = 0; i < 24; i++) {
+    const k = [1, 2, 3, 5][pick(0, 3)]!;
+    const size = pick(k, 20);
+    cases.push({ x: [pick(1, 3), size, pick(k, 20), pick(1, 24)], filter: [k, [1, 2, 3, 5][pick(0, 3)]!, 0, pick(1, 24)], strides: [pick(1, 2), pick(1, 2)], pad: random() < 0.5 ? "same" : "valid" });
+  }
+  // Channels in multiples of 4 (the 4 x 4 blocked program), one with 2 chunks' worth of rows.
+  for (const [n, h, w, cin, cout, k, stride, pad] of [[2, 9, 7, 4, 8, 3, 1, "same"], [1, 12, 12, 16, 4, 3, 2, "valid"], [3, 5, 6, 8, 12, 1, 1, "valid"], [2, 20, 20, 32, 32, 3, 1, "same"]] as const) {
+    cases.push({ x: [n, h, w, cin], filter: [k, k, 0, cout], strides: [stride, stride], pad });
+  }
+  // One chunk (a tiny batch), and a filter too big for one dispatch dimension (4.4M threads).
+  cases.push({ x: [1, 1, 1, 3], filter: [1, 1, 0, 5], strides: [1, 1], pad: "valid" });
+  cases.push({ x: [1, 2, 2, 700], filter: [3, 3, 0, 700], strides: [1, 1], pad: "same" });
+  await useWebgpu();
+  const inputs = cases.map((c) => {
+    const filterShape: [number, number, number, number] = [c.filter[0], Math.min(c.filter[1], c.x[2]!), c.x[3]!, c.filter[3]];
+    const info = tf.backend_util.computeConv2DInfo(c.x as [number, number, number, number], filterShape, c.strides, 1, c.pad);
+    const dyShape = [info.batchSize, info.outHeight, info.outWidth, info.outChannels];
+    return {
+      label: `x ${c.x} filter ${filterShape} strides ${c.strides} ${c.pad}`,
+      x: { shape: c.x, values: normalArray(random, c.x.reduce((a, b) => a * b, 1), 1) },
+      dy: { shape: dyShape, values: normalArray(random, dyShape.reduce((a, b) => a * b, 1), 1) },
+      attrs: { strides: c.strides, pad: c.pad, filterShape },
+    };
+  });
+  const gpu: Float32Array[] = [];
+  const buffersBefore = tf.backend().numDataIds();
+  for (const input of inputs) {
+    gpu.push(
+      await filterGradientOn(input.x, input.dy, input.attrs).catch((error: Error) => {
+        throw new Error(`${input.label}: ${error.message}`);
+      }),
+    );
+  }
+  assert.equal(tf.backend().numDataIds(), buffersBefore, "the partial sums are freed");
+  await initTrainingBackend({ backend: "cpu" });
+  for (const [i, input] of inputs.entries()) {
+    const cpu = await filterGradientOn(input.x, input.dy, input.attrs);
+    const error = relativeError(gpu[i]!, cpu, 1e-6);
+    assert.ok(error < 1e-4, `${input.label}: webgpu vs cpu relative error ${error}`);
+  }
 });
 
 /** Loss and gradients of one training step, read back asynchronously (webgpu cannot read synchronously in Node). */

@@ -15,9 +15,11 @@ import { EnvironmentError } from "../../errors.js";
 import { installFastCpuKernels, uninstallFastCpuKernels, fastCpuKernelsInstalled } from "./cpu-kernels.js";
 import { registerConvNetGradients } from "./gradients.js";
 import { gemmWorkspace } from "./gemm.js";
+import { installFastWebgpuKernels } from "./webgpu-kernels.js";
 import { TRAINING_BACKENDS, type TrainingBackendName, type TrainingBackendRequest } from "./names.js";
 
 export { installFastCpuKernels, uninstallFastCpuKernels, fastCpuKernelsInstalled, FAST_CPU_KERNELS } from "./cpu-kernels.js";
+export { installFastWebgpuKernels, uninstallFastWebgpuKernels, fastWebgpuKernelsInstalled, planFilterGradient } from "./webgpu-kernels.js";
 export { registerConvNetGradients } from "./gradients.js";
 export { conv2dForward, conv2dBackpropInput, conv2dBackpropFilter, type ConvGeometry } from "./conv.js";
 export { GemmWorkspace, GemmBatch, gemmWorkspace } from "./gemm.js";
@@ -29,7 +31,10 @@ export interface TrainingBackendInfo {
   backend: TrainingBackendName;
   /** What computes: the GPU adapter, the libtensorflow package, or the CPU model. */
   adapter: string;
-  /** True when the cpu backend runs this package's convolution kernels. */
+  /**
+   * True when the backend runs this package's kernels: on cpu the convolutions and matrix
+   * products (src/train/backend/cpu-kernels.ts), on webgpu the filter gradient (webgpu-kernels.ts).
+   */
   fastKernels: boolean;
   /** cpu: threads the convolution GEMMs use (PROLEARN_CPU_THREADS, default every core up to 16). */
   threads?: number;
@@ -298,5 +303,6 @@ async function startWebgpu(options: { acceptSoftware: boolean; log?: (line: stri
   }
   if (!(await tf.setBackend("webgpu"))) throw new EnvironmentError(`webgpu backend did not initialise on adapter ${name}`);
   await tf.ready();
-  return { backend: "webgpu", adapter: name, fastKernels: false, ...(software ? { softwareAdapter: true as const } : {}) };
+  installFastWebgpuKernels();
+  return { backend: "webgpu", adapter: name, fastKernels: true, ...(software ? { softwareAdapter: true as const } : {}) };
 }

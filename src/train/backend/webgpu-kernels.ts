@@ -1,0 +1,271 @@
+/**
+ * Kernels that replace tfjs-backend-webgpu's where its own cannot use a GPU.
+ *
+ * Its `Conv2DBackpropFilter` runs one GPU thread per filter weight, each summing over every
+ * pixel of the batch: a 3x3 16 -> 16 convolution at 224 x 224, batch 4 is 2,304 threads looping
+ * 200,704 times, on a GPU that keeps ~270,000 threads in flight. It was 60% of a reference U-Net
+ * step on lavapipe (`prolearn bench train --backend webgpu --profile`). This one splits the pixel
+ * rows into chunks so there are enough threads, writes one partial filter per chunk, then sums the
+ * partials in chunk order. The chunking depends only on the shapes, so results are the same on
+ * every run.
+ *
+ * tfjs-backend-webgpu is optional and loaded at run time, so its types are not imported: the
+ * program object and backend below are the structural shape `runWebGPUProgram` expects.
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import type { KernelFunc, TensorInfo } from "@tensorflow/tfjs-core";
+
+/** Threads worth dispatching for one filter gradient: about what a large GPU keeps resident. */
+const TARGET_THREADS = 1 << 18;
+const WORKGROUP_SIZE = 64;
+
+interface WebgpuBackendLike {
+  runWebGPUProgram(program: object, inputs: TensorInfo[], outputDtype: "float32", uniforms: Array<{ type: "int32"; data: number[] }>): TensorInfo;
+  disposeData(dataId: object): boolean;
+}
+
+interface FilterGradientPlan {
+  /** Rows of the flattened (batch x output rows) each partial sums. */
+  rowsPerChunk: number;
+  chunks: number;
+  filterSize: number;
+  /** Threads per chunk: filterSize, or filterSize / 16 when each thread owns a 4 x 4 block. */
+  threadsPerChunk: number;
+}
+
+/**
+ * How many partial filters to compute: enough threads to fill a GPU, no chunk empty.
+ * `weightsPerThread` is 1, or 16 for the 4 x 4 blocked program.
+ */
+export function planFilterGradient(filterSize: number, batchRows: number, weightsPerThread: 1 | 16 = 1, targetThreads = TARGET_THREADS): FilterGradientPlan {
+  const threadsPerChunk = filterSize / weightsPerThread;
+  const wanted = Math.max(1, Math.min(batchRows, Math.ceil(targetThreads / threadsPerChunk)));
+  const rowsPerChunk = Math.ceil(batchRows / wanted);
+  return { rowsPerChunk, chunks: Math.ceil(batchRows / rowsPerChunk), filterSize, threadsPerChunk };
+}
+
+/** A flat dispatch; tfjs-backend-webgpu folds it into 2-D or 3-D when it exceeds the device's limit. */
+function flatDispatch(threads: number): [number, number, number] {
+  return [Math.ceil(threads / WORKGROUP_SIZE), 1, 1];
+}
+
+const UNIFORMS =
+  "pads : vec2<i32>, strides : vec2<i32>, outHeight : i32, outWidth : i32, inHeight : i32, inWidth : i32, inChannels : i32, outChannels : i32, filterWidth : i32, batchRows : i32, rowsPerChunk : i32,";
+
+/**
+ * The loop over one chunk's pixel rows, shared by both programs. `body` runs for every pixel
+ * that the weight at (wR, wC) sees, with `xPixel` and `dyPixel` the flat pixel indices.
+ */
+function rowLoop(body: string): string {
+  return `
+        let rowStart = chunk * uniforms.rowsPerChunk;
+        let rowEnd = min(rowStart + uniforms.rowsPerChunk, uniforms.batchRows);
+        for (var row = rowStart; row < rowEnd; row = row + 1) {
+          let b = row / uniforms.outHeight;
+          let yR = row - b * uniforms.outHeight;
+          let xR = wR + yR * uniforms.strides[0] - uniforms.pads[0];
+          if (xR < 0 || xR >= uniforms.inHeight) {
+            continue;
+          }
+          let xRowBase = (b * uniforms.inHeight + xR) * uniforms.inWidth;
+          let dyRowBase = row * uniforms.outWidth;
+          for (var yC = 0; yC < uniforms.outWidth; yC = yC + 1) {
+            let xC = wC + yC * uniforms.strides[1] - uniforms.pads[1];
+            if (xC < 0 || xC >= uniforms.inWidth) {
+              continue;
+            }
+            let xPixel = xRowBase + xC;
+            let dyPixel = dyRowBase + yC;
+            ${body}
+          }
+        }`;
+}
+
+/**
+ * Partial filter gradients, [chunks, kh * kw * inChannels * outChannels], from NHWC x and dy.
+ * `blocked` (both channel counts multiples of 4): each thread owns a 4 x 4 block of (input
+ * channel, output channel) weights and reads x and dy as vec4s, 2 loads per 16 multiply-adds
+ * instead of 2 per 1. Otherwise one weight per thread; consecutive threads take consecutive
+ * output channels, so their dy reads are contiguous and their x reads one broadcast address.
+ */
+class FilterGradientPartialsProgram {
+  readonly variableNames = ["x", "dy"];
+  readonly uniforms = UNIFORMS;
+  readonly workgroupSize: [number, number, number] = [WORKGROUP_SIZE, 1, 1];
+  readonly size = true;
+  readonly outputShape: number[];
+  readonly dispatchLayout: { x: number[] };
+  readonly dispatch: [number, number, number];
+  readonly shaderKey: string;
+  readonly variableComponents?: number[];
+
+  constructor(
+    plan: FilterGradientPlan,
+    private readonly blocked: boolean,
+  ) {
+    this.outputShape = [plan.chunks, plan.filterSize];
+    this.dispatchLayout = { x: [0, 1] };
+    this.dispatch = flatDispatch(plan.chunks * plan.threadsPerChunk);
+    this.shaderKey = `prolearnConv2DFilterGradientPartials_${blocked ? "blocked4x4" : "scalar"}`;
+    if (blocked) this.variableComponents = [4, 4];
+  }
+
+  getUserCode(): string {
+    if (!this.blocked) {
+      return `
+      fn main(index : i32) {
+        let filterSize = uniforms.outShape[1];
+        if (index >= uniforms.size) {
+          return;
+        }
+        let chunk = index / filterSize;
+        var f = index - chunk * filterSize;
+        let d2 = f % uniforms.outChannels;
+        f = f / uniforms.outChannels;
+        let d1 = f % uniforms.inChannels;
+        f = f / uniforms.inChannels;
+        let wC = f % uniforms.filterWidth;
+        let wR = f / uniforms.filterWidth;
+        var sum = 0.0;
+        ${rowLoop("sum = sum + x[xPixel * uniforms.inChannels + d1] * dy[dyPixel * uniforms.outChannels + d2];")}
+        setOutputAtIndex(index, sum);
+      }`;
+    }
+    return `
+      fn main(index : i32) {
+        let filterSize = uniforms.outShape[1];
+        let blocksPerChunk = filterSize / 16;
+        if (index >= uniforms.outShape[0] * blocksPerChunk) {
+          return;
+        }
+        let chunk = index / blocksPerChunk;
+        var f = index - chunk * blocksPerChunk;
+        let outQuads = uniforms.outChannels / 4;
+        let inQuads = uniforms.inChannels / 4;
+        let d2 = (f % outQuads) * 4;
+        f = f / outQuads;
+        let d1 = (f % inQuads) * 4;
+        f = f / inQuads;
+        let wC = f % uniforms.filterWidth;
+        let wR = f / uniforms.filterWidth;
+        var s0 = vec4<f32>(0.0);
+        var s1 = vec4<f32>(0.0);
+        var s2 = vec4<f32>(0.0);
+        var s3 = vec4<f32>(0.0);
+        ${rowLoop(`let xv = x[(xPixel * uniforms.inChannels + d1) / 4];
+            let dv = dy[(dyPixel * uniforms.outChannels + d2) / 4];
+            s0 = s0 + xv.x * dv;
+            s1 = s1 + xv.y * dv;
+            s2 = s2 + xv.z * dv;
+            s3 = s3 + xv.w * dv;`)}
+        let base = chunk * filterSize + ((wR * uniforms.filterWidth + wC) * uniforms.inChannels + d1) * uniforms.outChannels + d2;
+        let rowStride = uniforms.outChannels;
+        for (var j = 0; j < 4; j = j + 1) {
+          setOutputAtIndex(base + j, s0[j]);
+          setOutputAtIndex(base + rowStride + j, s1[j]);
+          setOutputAtIndex(base + 2 * rowStride + j, s2[j]);
+          setOutputAtIndex(base + 3 * rowStride + j, s3[j]);
+        }
+      }`;
+  }
+}
+
+/**
+ * Sums the partial filters in chunk order, one weight per thread (consecutive threads read
+ * consecutive addresses). tfjs's own Sum would transpose first, and its reduction cannot
+ * dispatch more than 65,535 outputs on some adapters.
+ */
+class SumPartialsProgram {
+  readonly variableNames = ["partials"];
+  readonly uniforms = "chunks : i32,";
+  readonly workgroupSize: [number, number, number] = [WORKGROUP_SIZE, 1, 1];
+  readonly size = true;
+  readonly dispatchLayout: { x: number[] };
+  readonly dispatch: [number, number, number];
+  readonly shaderKey = "prolearnSumFilterGradientPartials";
+
+  constructor(readonly outputShape: number[]) {
+    this.dispatchLayout = { x: outputShape.map((_, i) => i) };
+    this.dispatch = flatDispatch(outputShape.reduce((a, b) => a * b, 1));
+  }
+
+  getUserCode(): string {
+    return `
+      fn main(index : i32) {
+        if (index >= uniforms.size) {
+          return;
+        }
+        var sum = 0.0;
+        for (var c = 0; c < uniforms.chunks; c = c + 1) {
+          sum = sum + partials[c * uniforms.size + index];
+        }
+        setOutputAtIndex(index, sum);
+      }`;
+  }
+}
+
+type Conv2DInfoArgs = Parameters<typeof tf.backend_util.computeConv2DInfo>;
+interface FilterGradientAttrs {
+  strides: Conv2DInfoArgs[2];
+  pad: Conv2DInfoArgs[4];
+  dataFormat: "NHWC" | "NCHW";
+  dimRoundingMode?: Conv2DInfoArgs[5];
+  filterShape: [number, number, number, number];
+}
+
+let stockFilterGradient: KernelFunc | undefined;
+let installed = false;
+
+function filterGradient(args: { inputs: { x: TensorInfo; dy: TensorInfo }; backend: unknown; attrs: unknown }): TensorInfo {
+  const { x, dy } = args.inputs;
+  const attrs = args.attrs as FilterGradientAttrs;
+  if (attrs.dataFormat === "NCHW" || x.dtype !== "float32" || dy.dtype !== "float32") return stockFilterGradient!(args as Parameters<KernelFunc>[0]) as TensorInfo;
+  const backend = args.backend as WebgpuBackendLike;
+  const info = tf.backend_util.computeConv2DInfo(x.shape as [number, number, number, number], attrs.filterShape, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, false, "channelsLast");
+  const filterSize = info.filterHeight * info.filterWidth * info.inChannels * info.outChannels;
+  const batchRows = info.batchSize * info.outHeight;
+  const blocked = info.inChannels % 4 === 0 && info.outChannels % 4 === 0;
+  const plan = planFilterGradient(filterSize, batchRows, blocked ? 16 : 1);
+  const partials = backend.runWebGPUProgram(new FilterGradientPartialsProgram(plan, blocked), [x, dy], "float32", [
+    { type: "int32", data: [info.padInfo.top, info.padInfo.left] },
+    { type: "int32", data: [info.strideHeight, info.strideWidth] },
+    { type: "int32", data: [info.outHeight] },
+    { type: "int32", data: [info.outWidth] },
+    { type: "int32", data: [info.inHeight] },
+    { type: "int32", data: [info.inWidth] },
+    { type: "int32", data: [info.inChannels] },
+    { type: "int32", data: [info.outChannels] },
+    { type: "int32", data: [info.filterWidth] },
+    { type: "int32", data: [batchRows] },
+    { type: "int32", data: [plan.rowsPerChunk] },
+  ]);
+  const result = backend.runWebGPUProgram(new SumPartialsProgram(attrs.filterShape), [partials], "float32", [{ type: "int32", data: [plan.chunks] }]);
+  backend.disposeData(partials.dataId);
+  return result;
+}
+
+/**
+ * Replaces tfjs-backend-webgpu's `Conv2DBackpropFilter` (NHWC, float32; anything else goes to the
+ * stock kernel). Call after the webgpu backend is registered. Idempotent.
+ */
+export function installFastWebgpuKernels(): void {
+  if (installed) return;
+  const stock = tf.getKernel("Conv2DBackpropFilter", "webgpu");
+  if (!stock) throw new Error("tfjs-backend-webgpu has no Conv2DBackpropFilter kernel to replace (is it loaded?)");
+  stockFilterGradient = stock.kernelFunc;
+  tf.unregisterKernel("Conv2DBackpropFilter", "webgpu");
+  tf.registerKernel({ kernelName: "Conv2DBackpropFilter", backendName: "webgpu", kernelFunc: filterGradient as unknown as KernelFunc });
+  installed = true;
+}
+
+/** Puts the stock kernel back (benchmarks compare the two in one process). */
+export function uninstallFastWebgpuKernels(): void {
+  if (!installed) return;
+  tf.unregisterKernel("Conv2DBackpropFilter", "webgpu");
+  tf.registerKernel({ kernelName: "Conv2DBackpropFilter", backendName: "webgpu", kernelFunc: stockFilterGradient! });
+  installed = false;
+}
+
+export function fastWebgpuKernelsInstalled(): boolean {
+  return installed;
+}

@@ -8,6 +8,8 @@ import { parseArgs } from "node:util";
 import { initTrainingBackend } from "../src/train/backend/index.js";
 import { timeReferenceTraining } from "../src/train/backend/reference-unet.js";
 import { timeSegmenterTraining } from "../src/train/segmenter-timing.js";
+import { uninstallFastWebgpuKernels } from "../src/train/backend/webgpu-kernels.js";
+import { formatKernelProfile } from "../src/cli/commands/bench-train.js";
 
 const { values } = parseArgs({
   options: {
@@ -17,6 +19,10 @@ const { values } = parseArgs({
     steps: { type: "string", default: "10" },
     warmup: { type: "string", default: "2" },
     model: { type: "string", default: "reference" },
+    // Then profile one more step and print its costliest kernels (GPU time on webgpu).
+    profile: { type: "boolean", default: false },
+    // webgpu: tfjs-backend-webgpu's own Conv2DBackpropFilter instead of ours, to compare.
+    "stock-kernels": { type: "boolean", default: false },
   },
 });
 const backend = values.backend;
@@ -27,22 +33,27 @@ const loaders = {
 };
 try {
   const info = await initTrainingBackend({ backend, loaders, log: (line) => console.error(line) });
+  if (values["stock-kernels"] && info.backend === "webgpu") uninstallFastWebgpuKernels();
   const steps = Number(values.steps);
-  const options = { size: Number(values.size), batch: Number(values.batch), steps, warmup: Number(values.warmup) };
+  const options = { size: Number(values.size), batch: Number(values.batch), steps, warmup: Number(values.warmup), profile: values.profile };
   const timing = model === "segmenter" ? await timeSegmenterTraining(options) : await timeReferenceTraining(options);
   console.log(
     JSON.stringify({
       backend: info.backend,
       adapter: info.adapter,
       model,
+      ...(values["stock-kernels"] && info.backend === "webgpu" ? { kernels: "stock" } : {}),
       params: timing.params,
       steps,
       msPerStep: Math.round(timing.msPerStep * 10) / 10,
       stepsPerSecond: Math.round((1000 / timing.msPerStep) * 100) / 100,
+      // Process CPU time per step: on a GPU backend, the host-side cost of issuing the kernels.
+      cpuMsPerStep: Math.round(timing.cpuMsPerStep * 10) / 10,
       firstLoss: timing.losses[0],
       lastLoss: timing.losses[timing.losses.length - 1],
     }),
   );
+  if (timing.kernels) console.error(formatKernelProfile(timing.kernels, 12));
 } catch (error) {
   console.log(JSON.stringify({ backend, model, error: String(error && error.stack ? error.stack : error), hint: error && error.hint }));
   process.exitCode = 1;

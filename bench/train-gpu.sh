@@ -15,7 +15,11 @@
 #      runs the packed check at 64 x 64 on Dawn's null adapter (the whole WebGPU API, no results),
 #      so a broken bundle or a missing kernel shows up before device time is spent.
 #   3. on the device (device tool):  run(command="bash bench/train-gpu.sh run", carry=[".gpu-pack"], timeout_s=480)
-# Environment for `run`: STEPS (default 10), SIZE (224), BATCH (4).
+# Environment for `run`: STEPS (default 10), SIZE (224), BATCH (4), ROW_TIMEOUT (150 s per row),
+# BACKENDS ("webgpu tensorflow cpu"), MODELS ("reference segmenter stock-reference"), TORCH (1: time
+# PyTorch too), NODE_FLAGS (extra node flags, e.g. "--cpu-prof --cpu-prof-dir=$OUT"). The webgpu rows also profile one step's kernels (GPU time per
+# kernel where the adapter has timestamp queries), and a "webgpu (stock)" row times the reference
+# U-Net with tfjs-backend-webgpu's own filter gradient instead of ours.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PACK=.gpu-pack
@@ -39,7 +43,7 @@ pack() {
   if command -v apt-get >/dev/null; then
     o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
     mkdir -p /tmp/amd64/partial
-    (apt-get $o update -qq >/dev/null 2>&1 && cd "$PACK/gl" && apt-get $o download -qq libvulkan1 libegl1 libglvnd0 >/dev/null 2>&1) || echo "note: could not fetch the Vulkan loader .debs; the device must provide libvulkan"
+    (apt-get $o update -qq >/dev/null 2>&1 && cd "$PACK/gl" && apt-get $o download -qq libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 >/dev/null 2>&1) || echo "note: could not fetch the Vulkan loader .debs; the device must provide libvulkan"
   fi
   du -sh "$PACK"
 }
@@ -52,8 +56,9 @@ run() {
     xz -dc "$PACK/node.xz" > /tmp/node && chmod +x /tmp/node && node=/tmp/node
   fi
   echo "== machine"; uname -m; "$node" --version; nvidia-smi -L 2>&1 | head -4
-  if ! ldconfig -p | grep -q libvulkan.so.1; then
-    echo "libvulkan missing: unpacking carried loaders"; for f in "$PACK"/gl/*.deb; do [ -f "$f" ] && dpkg -x "$f" /; done; ldconfig
+  # NVIDIA's Vulkan driver (libGLX_nvidia) needs glvnd's dispatch library beside the loader.
+  if ! ldconfig -p | grep -q libvulkan.so.1 || ! ldconfig -p | grep -q libGLdispatch.so.0; then
+    echo "libvulkan or libGLdispatch missing: unpacking carried loaders"; for f in "$PACK"/gl/*.deb; do [ -f "$f" ] && dpkg -x "$f" /; done; ldconfig
   fi
   for icd in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json; do
     if [ -f "$icd" ]; then export VK_DRIVER_FILES="$icd"; echo "Vulkan ICD: $icd"; break; fi
@@ -61,20 +66,26 @@ run() {
   [ -n "${VK_DRIVER_FILES:-}" ] || echo "no NVIDIA Vulkan ICD json found in the usual places"
   export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
   local status=0
-  for backend in webgpu tensorflow cpu; do
-    for model in reference segmenter; do
+  for backend in ${BACKENDS:-webgpu tensorflow cpu}; do
+    for model in ${MODELS:-reference segmenter stock-reference}; do
+      local extra=() name="$model"
+      if [ "$model" = stock-reference ]; then
+        [ "$backend" = webgpu ] || continue
+        model=reference; extra=(--stock-kernels)
+      fi
       # The cpu rows are a same-machine baseline: few steps (a segmenter step is ~16 s there at 224).
       local n="$steps" warmup=2; [ "$backend" = cpu ] && { n=2; warmup=1; [ "$model" = segmenter ] && n=1; }
-      echo "== $backend, $model: $n steps at ${size}x${size}, batch $batch"
+      [ "$backend" = webgpu ] && extra+=(--profile)
+      echo "== $backend, $name: $n steps at ${size}x${size}, batch $batch"
       local start; start=$(date +%s)
-      if (cd "$PACK" && timeout 240 "$node" train-gpu.mjs --backend "$backend" --model "$model" --size "$size" --batch "$batch" --steps "$n" --warmup "$warmup") 2>&1 | tee /tmp/gpu-check-$backend-$model.log | grep -v '^\s*$'; then :; else status=1; fi
+      if (cd "$PACK" && timeout "${ROW_TIMEOUT:-150}" "$node" ${NODE_FLAGS:-} train-gpu.mjs --backend "$backend" --model "$model" --size "$size" --batch "$batch" --steps "$n" --warmup "$warmup" "${extra[@]}") 2>&1 | tee /tmp/gpu-check-$backend-$name.log | grep -v '^\s*$'; then :; else status=1; fi
       echo "   ($(( $(date +%s) - start )) s wall)"
-      [ -n "${OUT:-}" ] && cp /tmp/gpu-check-$backend-$model.log "$OUT/" 2>/dev/null
+      [ -n "${OUT:-}" ] && cp /tmp/gpu-check-$backend-$name.log "$OUT/" 2>/dev/null
       # A backend that cannot start fails the same way for every model.
-      grep -q '"error"' /tmp/gpu-check-$backend-$model.log && grep -q 'unavailable' /tmp/gpu-check-$backend-$model.log && break
+      grep -q '"error"' /tmp/gpu-check-$backend-$name.log && grep -q 'unavailable' /tmp/gpu-check-$backend-$name.log && break
     done
   done
-  torch_reference "$steps" "$size" "$batch"
+  [ "${TORCH:-1}" = 1 ] && torch_reference "$steps" "$size" "$batch"
   return $status
 }
 
@@ -86,7 +97,7 @@ torch_reference() {
   echo "== pytorch (cuda): $steps steps at ${size}x${size}, batch $batch"
   [ -f "$PACK/unet_torch.py" ] || { echo "   skipped: $PACK/unet_torch.py was not packed"; return 0; }
   command -v python3 >/dev/null || { echo "   skipped: no python3 on this machine"; return 0; }
-  timeout 240 python3 - "$PACK/unet_torch.py" "$size" "$batch" "$steps" <<'PY' 2>&1 | tee /tmp/gpu-check-pytorch.log
+  timeout "${ROW_TIMEOUT:-150}" python3 - "$PACK/unet_torch.py" "$size" "$batch" "$steps" <<'PY' 2>&1 | tee /tmp/gpu-check-pytorch.log
 import runpy, sys, time
 try:
     import torch

@@ -1,4 +1,5 @@
 import * as tf from "@tensorflow/tfjs-core";
+import { MODEL_KERNELS, type AdamWAttrs } from "./backend/model-kernels.js";
 
 /**
  * Cosine annealing (PyTorch CosineAnnealingLR without restarts, evaluated per optimisation step):
@@ -16,6 +17,11 @@ export interface AdamWOptions {
   beta2?: number;
   epsilon?: number;
   weightDecay?: number;
+  /**
+   * One `ProlearnAdamW` kernel per tensor where the backend has it (cpu, webgpu), else the op
+   * sequence below (default true). On cpu both give the same bits.
+   */
+  fused?: boolean;
 }
 
 /**
@@ -30,6 +36,7 @@ export class AdamW {
   readonly beta2: number;
   readonly epsilon: number;
   readonly weightDecay: number;
+  readonly fused: boolean;
   step = 0;
   readonly m = new Map<string, tf.Variable>();
   readonly v = new Map<string, tf.Variable>();
@@ -41,6 +48,7 @@ export class AdamW {
     this.beta2 = options.beta2 ?? 0.999;
     this.epsilon = options.epsilon ?? 1e-8;
     this.weightDecay = options.weightDecay ?? 0.01;
+    this.fused = options.fused ?? true;
     this.noDecay = noDecay;
   }
 
@@ -62,10 +70,21 @@ export class AdamW {
     const t = this.step;
     const correction1 = 1 - this.beta1 ** t;
     const correction2 = 1 - this.beta2 ** t;
+    const fused = this.fused && tf.getKernel(MODEL_KERNELS.adamW, tf.getBackend()) !== undefined;
     for (const [name, variable] of variables) {
       const gradient = gradients[name];
       if (!gradient) continue;
       const [m, v] = this.moments(name, variable);
+      if (fused && variable.dtype === "float32" && gradient.dtype === "float32") {
+        const attrs: AdamWAttrs = { beta1: this.beta1, beta2: this.beta2, epsilon: this.epsilon, lr, decay: this.noDecay(name) ? 0 : lr * this.weightDecay, correction1, correction2 };
+        tf.tidy(() => {
+          const [nextParam, nextM, nextV] = tf.engine().runKernel(MODEL_KERNELS.adamW, { param: variable, gradient, m, v } as never, attrs as never) as tf.Tensor[];
+          m.assign(nextM!);
+          v.assign(nextV!);
+          variable.assign(nextParam!);
+        });
+        continue;
+      }
       tf.tidy(() => {
         const mNext = tf.add(tf.mul(m, this.beta1), tf.mul(gradient, 1 - this.beta1));
         const vNext = tf.add(tf.mul(v, this.beta2), tf.mul(tf.square(gradient), 1 - this.beta2));

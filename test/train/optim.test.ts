@@ -45,3 +45,43 @@ test("AdamW matches the reference update, decay decoupled from the gradient", as
   opt.dispose();
   opt2.dispose();
 });
+
+test("the fused AdamW kernel gives the same bits as the op-by-op update on cpu", async () => {
+  await initBackend("cpu");
+  const random = (() => {
+    let state = 12345;
+    return () => ((state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) * 2 - 1;
+  })();
+  const shapes: Record<string, number[]> = { "enc0.w": [3, 3, 4, 8], "enc0.b": [8], "attn.q": [16, 16], "norm.ng": [8] };
+  const initial = Object.fromEntries(Object.entries(shapes).map(([name, shape]) => [name, Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, random)]));
+  const gradientsPerStep = [0, 1, 2, 3].map(() => Object.fromEntries(Object.entries(shapes).map(([name, shape]) => [name, Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => random() * 0.1)])));
+  async function run(fused: boolean): Promise<Map<string, Float32Array>> {
+    const variables = new Map(Object.entries(shapes).map(([name, shape]) => [name, tf.tidy(() => tf.variable(tf.tensor(initial[name]!, shape)))]));
+    const optimizer = new AdamW({ weightDecay: 0.05, fused });
+    for (const [step, gradients] of gradientsPerStep.entries()) {
+      const tensors = Object.fromEntries(Object.entries(gradients).map(([name, values]) => [name, tf.tensor(values, shapes[name])]));
+      const profile = await tf.profile(() => optimizer.apply(variables, tensors, 1e-3 * (step + 1)));
+      const kernels = new Set(profile.kernels.map((k) => k.name));
+      assert.equal(kernels.has("ProlearnAdamW"), fused, `fused=${fused} ran ${[...kernels].join(", ")}`);
+      assert.equal(kernels.has("Sqrt"), !fused);
+      Object.values(tensors).forEach((t) => t.dispose());
+    }
+    const out = new Map<string, Float32Array>();
+    for (const [name, variable] of variables) {
+      out.set(name, Float32Array.from(await variable.data()));
+      out.set(`${name}/m`, Float32Array.from(await optimizer.m.get(name)!.data()));
+      out.set(`${name}/v`, Float32Array.from(await optimizer.v.get(name)!.data()));
+      variable.dispose();
+    }
+    optimizer.dispose();
+    return out;
+  }
+  const before = tf.memory().numTensors;
+  const fused = await run(true);
+  const ops = await run(false);
+  assert.equal(tf.memory().numTensors, before, "no tensor leaks");
+  for (const [name, expected] of ops) {
+    assert.deepEqual(Array.from(fused.get(name)!), Array.from(expected), name);
+    assert.ok(!Array.from(expected).every((x, i) => x === initial[name]?.[i]), `${name} changed`);
+  }
+});

@@ -2,13 +2,14 @@
  * Typed-array cpu kernels for the pieces of the language-guided U-Net that the stock tfjs cpu
  * backend runs as long chains of broadcasting ops (each allocating index arrays per element):
  * instance/layer normalisation, multi-head cross-attention, x2 nearest up-sampling and the
- * embedding-gather gradient (stock: UnsortedSegmentSum, which compares every row with every id).
- * Profiled on a guided step at 64 x 64, base 8, batch 8, these chains took over 95% of the
+ * embedding-gather gradient (stock: UnsortedSegmentSum, which compares every row with every id),
+ * and the AdamW update (about 15 ops per parameter tensor, one pass here). Profiled on a guided step at 64 x 64, base 8, batch 8, these chains took over 95% of the
  * step; see bench/RESULTS.md (training section).
  *
  * Each is registered on the `cpu` backend under its own kernel name (nothing stock is replaced);
  * src/train/fused-ops.ts calls them through tf.customGrad when the active backend is cpu and
- * falls back to the equivalent composite tfjs ops on any other backend.
+ * falls back to the equivalent composite tfjs ops on any other backend. The AdamW kernel also has
+ * a webgpu version (webgpu-kernels.ts); src/train/optim.ts uses whichever the backend has.
  */
 import * as tf from "@tensorflow/tfjs-core";
 import type { KernelFunc, TensorInfo } from "@tensorflow/tfjs-core";
@@ -23,7 +24,55 @@ export const MODEL_KERNELS = {
   upsample: "ProlearnUpsample2x",
   upsampleGrad: "ProlearnUpsample2xGrad",
   scatterRows: "ProlearnScatterAddRows",
+  adamW: "ProlearnAdamW",
 } as const;
+
+/** Attributes of the AdamW kernel: the same numbers src/train/optim.ts's op sequence uses. */
+export interface AdamWAttrs {
+  beta1: number;
+  beta2: number;
+  epsilon: number;
+  lr: number;
+  /** lr * weight decay, or 0 for tensors that are not decayed. */
+  decay: number;
+  /** 1 - beta1^t and 1 - beta2^t. */
+  correction1: number;
+  correction2: number;
+}
+
+/**
+ * One AdamW step over flat arrays, returning [param, m, v]. Every operation is rounded to float32
+ * exactly where the op-by-op version rounds (each tfjs op writes a Float32Array and takes its
+ * scalars as float32), so both give the same bits; test/train/optim.test.ts checks that.
+ */
+export function adamWStep(param: Float32Array, gradient: Float32Array, m: Float32Array, v: Float32Array, a: AdamWAttrs): [Float32Array, Float32Array, Float32Array] {
+  const f = Math.fround;
+  const beta1 = f(a.beta1);
+  const oneMinusBeta1 = f(1 - a.beta1);
+  const beta2 = f(a.beta2);
+  const oneMinusBeta2 = f(1 - a.beta2);
+  const keep = f(1 - a.decay);
+  const correction1 = f(a.correction1);
+  const correction2 = f(a.correction2);
+  const epsilon = f(a.epsilon);
+  const lr = f(a.lr);
+  const n = param.length;
+  const nextParam = new Float32Array(n);
+  const nextM = new Float32Array(n);
+  const nextV = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const g = gradient[i]!;
+    const mi = f(f(m[i]! * beta1) + f(g * oneMinusBeta1));
+    const vi = f(f(v[i]! * beta2) + f(f(g * g) * oneMinusBeta2));
+    const decayed = a.decay === 0 ? param[i]! : f(param[i]! * keep);
+    const denominator = f(f(Math.sqrt(f(vi / correction2))) + epsilon);
+    const update = f(f(f(mi / correction1) / denominator) * lr);
+    nextM[i] = mi;
+    nextV[i] = vi;
+    nextParam[i] = decayed - update;
+  }
+  return [nextParam, nextM, nextV];
+}
 
 function floats(backend: CpuBackendLike, t: TensorInfo): Float32Array {
   const values = backend.data.get(t.dataId).values;
@@ -360,6 +409,11 @@ const KERNELS: Record<string, (args: KernelArgs) => TensorInfo | TensorInfo[]> =
     const { dy } = inputs as { dy: TensorInfo };
     const [B, H2, W2, C] = dy.shape as [number, number, number, number];
     return backend.makeTensorInfo([B, H2 / 2, W2 / 2, C], "float32", upsample2xBackward(floats(backend, dy), B, H2 / 2, W2 / 2, C));
+  },
+  [MODEL_KERNELS.adamW]: ({ inputs, backend, attrs }) => {
+    const { param, gradient, m, v } = inputs as { param: TensorInfo; gradient: TensorInfo; m: TensorInfo; v: TensorInfo };
+    const next = adamWStep(floats(backend, param), floats(backend, gradient), floats(backend, m), floats(backend, v), attrs as unknown as AdamWAttrs);
+    return next.map((values) => backend.makeTensorInfo(param.shape, "float32", values));
   },
   [MODEL_KERNELS.scatterRows]: ({ inputs, backend, attrs }) => {
     const { rows, ids } = inputs as { rows: TensorInfo; ids: TensorInfo };

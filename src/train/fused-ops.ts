@@ -4,9 +4,10 @@ import { MODEL_KERNELS } from "./backend/model-kernels.js";
 /**
  * The U-Net's normalisation, attention, up-sampling and embedding lookups as single ops. On the
  * cpu backend each runs one typed-array kernel forward and one backward
- * (src/train/backend/model-kernels.ts) through tf.customGrad; on any other backend, or with
- * `setFusedOps(false)` (tests and benchmarks compare the two), the same maths runs as composite
- * tfjs ops. Both paths compute the same values within float32 rounding.
+ * (src/train/backend/model-kernels.ts) through tf.customGrad; webgpu has the normalisation ones
+ * (webgpu-norm.ts). Where the active backend lacks a kernel, or with `setFusedOps(false)` (tests
+ * and benchmarks compare the two), the same maths runs as composite tfjs ops. Both paths compute
+ * the same values within float32 rounding.
  */
 let enabled = true;
 
@@ -15,7 +16,7 @@ export function setFusedOps(on: boolean): void {
 }
 
 function fused(kernel: string): boolean {
-  return enabled && tf.getBackend() === "cpu" && tf.getKernel(kernel, "cpu") !== undefined;
+  return enabled && tf.getKernel(kernel, tf.getBackend()) !== undefined;
 }
 
 const EPSILON = 1e-5;

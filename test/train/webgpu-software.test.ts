@@ -15,6 +15,7 @@ import { diceBceLoss, disposeParams, initParams, trainableVariables, type ModelC
 import { deriveSeed, mulberry32, normalArray } from "../../src/train/prng.js";
 import { tf } from "../../src/train/runtime.js";
 import { AdamW } from "../../src/train/optim.js";
+import { planSpanChunks } from "../../src/train/backend/webgpu-norm.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const manifest = process.env.PROLEARN_SOFTWARE_VULKAN ?? path.join(repoRoot, ".cache/vulkan/lvp_icd.json");
@@ -170,6 +171,63 @@ test("webgpu (lavapipe): the fused AdamW kernel updates parameters and moments a
   for (const [name, expected] of cpu) {
     const error = relativeError(gpu.get(name)!, expected, 1e-6);
     assert.ok(error < 1e-5, `${name}: webgpu vs cpu relative error ${error}`);
+  }
+});
+
+test("planSpanChunks: every span row in exactly one non-empty chunk, enough threads", () => {
+  for (const [groups, span, channels] of [[4, 50_176, 32], [4, 784, 256], [1, 1, 1], [32, 64, 1], [2, 7, 3], [1, 1_000_000, 1]] as const) {
+    const { chunks, rowsPerChunk } = planSpanChunks(groups, span, channels);
+    assert.ok(chunks >= 1 && chunks <= span);
+    assert.ok(rowsPerChunk * chunks >= span && rowsPerChunk * (chunks - 1) < span, `${groups}x${span}x${channels}: ${chunks} x ${rowsPerChunk}`);
+    if (groups * span * channels >= 1 << 17) assert.ok(groups * chunks * channels >= (1 << 17) / 2, `${groups}x${span}x${channels}: too few threads`);
+  }
+});
+
+test("webgpu (lavapipe): the normalisation kernels equal the cpu ones, forward and backward, with and without ReLU", { skip, timeout: 300_000 }, async () => {
+  const random = mulberry32(deriveSeed(4, "group-norm"));
+  const cases: Array<{ groups: number; span: number; channels: number; relu: boolean }> = [
+    { groups: 2, span: 300, channels: 8, relu: true },
+    { groups: 3, span: 49, channels: 5, relu: false },
+    { groups: 6, span: 24, channels: 1, relu: false },
+    { groups: 1, span: 1, channels: 4, relu: true },
+    { groups: 2, span: 4096, channels: 32, relu: true },
+  ];
+  const kernels = ["ProlearnGroupNorm", "ProlearnGroupNormGrad"];
+  async function run(c: (typeof cases)[number], values: Record<string, Float32Array>): Promise<Float32Array[]> {
+    const shape = [c.groups, c.span, c.channels];
+    const t = (name: string, s: number[]) => tf.tensor(values[name]!, s);
+    const [x, gamma, beta, dy] = [t("x", shape), t("gamma", [c.channels]), t("beta", [c.channels]), t("dy", shape)];
+    const attrs = { groups: c.groups, span: c.span, channels: c.channels, epsilon: 1e-5, relu: c.relu };
+    const [y, xhat, invStd] = tf.engine().runKernel(kernels[0]!, { x, gamma, beta } as never, attrs as never) as tf.Tensor[];
+    const grads = tf.engine().runKernel(kernels[1]!, { dy, xhat: xhat!, invStd: invStd!, gamma, y: y! } as never, attrs as never) as tf.Tensor[];
+    const out = [];
+    for (const tensor of [y!, xhat!, invStd!, ...grads]) out.push(Float32Array.from((await tensor.data()) as Float32Array));
+    tf.dispose([x, gamma, beta, dy, y!, xhat!, invStd!, ...grads]);
+    return out;
+  }
+  const inputs = cases.map((c) => {
+    const size = c.groups * c.span * c.channels;
+    return {
+      x: Float32Array.from(normalArray(random, size, 2), (v, i) => v + (i % c.channels) * 3),
+      gamma: normalArray(random, c.channels, 1),
+      beta: normalArray(random, c.channels, 1),
+      dy: normalArray(random, size, 1),
+    };
+  });
+  await useWebgpu();
+  for (const name of kernels) assert.ok(tf.getKernel(name, "webgpu"), `${name} is registered on webgpu`);
+  const buffersBefore = tf.backend().numDataIds();
+  const gpu = [];
+  for (const [i, c] of cases.entries()) gpu.push(await run(c, inputs[i]!));
+  assert.equal(tf.backend().numDataIds(), buffersBefore, "the intermediate sums are freed");
+  await initTrainingBackend({ backend: "cpu" });
+  const names = ["y", "xhat", "invStd", "dx", "dgamma", "dbeta"];
+  for (const [i, c] of cases.entries()) {
+    const cpu = await run(c, inputs[i]!);
+    for (const [k, expected] of cpu.entries()) {
+      const error = relativeError(gpu[i]![k]!, expected, 1e-3);
+      assert.ok(error < 1e-4, `${JSON.stringify(c)} ${names[k]}: webgpu vs cpu relative error ${error}`);
+    }
   }
 });
 

@@ -9,21 +9,17 @@
  * partials in chunk order. The chunking depends only on the shapes, so results are the same on
  * every run.
  *
- * tfjs-backend-webgpu is optional and loaded at run time, so its types are not imported: the
- * program object and backend below are the structural shape `runWebGPUProgram` expects.
+ * Also here: one AdamW kernel per parameter tensor, and instance/layer normalisation
+ * (webgpu-norm.ts), which the model otherwise runs as dozens of small ops.
  */
 import * as tf from "@tensorflow/tfjs-core";
 import type { KernelFunc, TensorInfo } from "@tensorflow/tfjs-core";
 import { MODEL_KERNELS, type AdamWAttrs } from "./model-kernels.js";
+import { ElementProgram, WORKGROUP_SIZE, flatDispatch, float, int, type WebgpuBackendLike } from "./webgpu-program.js";
+import { WEBGPU_NORM_KERNELS } from "./webgpu-norm.js";
 
 /** Threads worth dispatching for one filter gradient: about what a large GPU keeps resident. */
 const TARGET_THREADS = 1 << 18;
-const WORKGROUP_SIZE = 64;
-
-interface WebgpuBackendLike {
-  runWebGPUProgram(program: object, inputs: TensorInfo[], outputDtype: "float32", uniforms: Array<{ type: "int32" | "float32"; data: number[] }>): TensorInfo;
-  disposeData(dataId: object): boolean;
-}
 
 interface FilterGradientPlan {
   /** Rows of the flattened (batch x output rows) each partial sums. */
@@ -43,11 +39,6 @@ export function planFilterGradient(filterSize: number, batchRows: number, weight
   const wanted = Math.max(1, Math.min(batchRows, Math.ceil(targetThreads / threadsPerChunk)));
   const rowsPerChunk = Math.ceil(batchRows / wanted);
   return { rowsPerChunk, chunks: Math.ceil(batchRows / rowsPerChunk), filterSize, threadsPerChunk };
-}
-
-/** A flat dispatch; tfjs-backend-webgpu folds it into 2-D or 3-D when it exceeds the device's limit. */
-function flatDispatch(threads: number): [number, number, number] {
-  return [Math.ceil(threads / WORKGROUP_SIZE), 1, 1];
 }
 
 const UNIFORMS =
@@ -176,33 +167,18 @@ class FilterGradientPartialsProgram {
  * consecutive addresses). tfjs's own Sum would transpose first, and its reduction cannot
  * dispatch more than 65,535 outputs on some adapters.
  */
-class SumPartialsProgram {
-  readonly variableNames = ["partials"];
-  readonly uniforms = "chunks : i32,";
-  readonly workgroupSize: [number, number, number] = [WORKGROUP_SIZE, 1, 1];
-  readonly size = true;
-  readonly dispatchLayout: { x: number[] };
-  readonly dispatch: [number, number, number];
-  readonly shaderKey = "prolearnSumFilterGradientPartials";
-
-  constructor(readonly outputShape: number[]) {
-    this.dispatchLayout = { x: outputShape.map((_, i) => i) };
-    this.dispatch = flatDispatch(outputShape.reduce((a, b) => a * b, 1));
-  }
-
-  getUserCode(): string {
-    return `
-      fn main(index : i32) {
-        if (index >= uniforms.size) {
-          return;
-        }
-        var sum = 0.0;
+function sumPartialsProgram(filterShape: number[]): ElementProgram {
+  return new ElementProgram(
+    "prolearnSumFilterGradientPartials",
+    ["partials"],
+    filterShape,
+    "chunks : i32,",
+    `var sum = 0.0;
         for (var c = 0; c < uniforms.chunks; c = c + 1) {
           sum = sum + partials[c * uniforms.size + index];
         }
-        setOutputAtIndex(index, sum);
-      }`;
-  }
+        setOutputAtIndex(index, sum);`,
+  );
 }
 
 type Conv2DInfoArgs = Parameters<typeof tf.backend_util.computeConv2DInfo>;
@@ -240,7 +216,7 @@ function filterGradient(args: { inputs: { x: TensorInfo; dy: TensorInfo }; backe
     { type: "int32", data: [batchRows] },
     { type: "int32", data: [plan.rowsPerChunk] },
   ]);
-  const result = backend.runWebGPUProgram(new SumPartialsProgram(attrs.filterShape), [partials], "float32", [{ type: "int32", data: [plan.chunks] }]);
+  const result = backend.runWebGPUProgram(sumPartialsProgram(attrs.filterShape), [partials], "float32", [int(plan.chunks)]);
   backend.disposeData(partials.dataId);
   return result;
 }
@@ -251,65 +227,41 @@ function filterGradient(args: { inputs: { x: TensorInfo; dy: TensorInfo }; backe
  * 15 ops and 7 scalar uploads: the segmenter has 120 parameter tensors, and on an H200 each op
  * costs ~0.1 ms of host time.
  */
-class AdamWProgram {
-  readonly variableNames = ["param", "gradient", "m", "v"];
-  readonly uniforms =
-    "beta1 : f32, oneMinusBeta1 : f32, beta2 : f32, oneMinusBeta2 : f32, keep : f32, correction1 : f32, correction2 : f32, epsilon : f32, lr : f32, decayed : i32,";
-  readonly workgroupSize: [number, number, number] = [WORKGROUP_SIZE, 1, 1];
-  readonly size = true;
-  readonly dispatchLayout: { x: number[] };
-  readonly dispatch: [number, number, number];
-  readonly shaderKey: string;
-
-  constructor(
-    readonly outputShape: number[],
-    private readonly which: 0 | 1 | 2,
-  ) {
-    this.dispatchLayout = { x: outputShape.map((_, i) => i) };
-    this.dispatch = flatDispatch(outputShape.reduce((a, b) => a * b, 1));
-    this.shaderKey = `prolearnAdamW_${which}`;
-  }
-
-  getUserCode(): string {
-    const result = [
-      `if (uniforms.decayed != 0) {
+function adamWProgram(shape: number[], which: 0 | 1 | 2): ElementProgram {
+  const result = [
+    `if (uniforms.decayed != 0) {
           p = p * uniforms.keep;
         }
         let denominator = sqrt(vi / uniforms.correction2) + uniforms.epsilon;
         setOutputAtIndex(index, p - ((mi / uniforms.correction1) / denominator) * uniforms.lr);`,
-      "setOutputAtIndex(index, mi);",
-      "setOutputAtIndex(index, vi);",
-    ][this.which];
-    return `
-      fn main(index : i32) {
-        if (index >= uniforms.size) {
-          return;
-        }
-        // Every variant reads all four inputs: the pipeline layout is derived from the bindings
-        // a shader uses, and tfjs binds all four.
-        var p = param[index];
+    "setOutputAtIndex(index, mi);",
+    "setOutputAtIndex(index, vi);",
+  ][which];
+  return new ElementProgram(
+    `prolearnAdamW_${which}`,
+    ["param", "gradient", "m", "v"],
+    shape,
+    "beta1 : f32, oneMinusBeta1 : f32, beta2 : f32, oneMinusBeta2 : f32, keep : f32, correction1 : f32, correction2 : f32, epsilon : f32, lr : f32, decayed : i32,",
+    // Every variant reads all four inputs (see ElementProgram).
+    `var p = param[index];
         let g = gradient[index];
         let mi = m[index] * uniforms.beta1 + g * uniforms.oneMinusBeta1;
         let vi = v[index] * uniforms.beta2 + (g * g) * uniforms.oneMinusBeta2;
-        ${result}
-      }`;
-  }
+        ${result}`,
+  );
 }
 
 function adamW(args: { inputs: { param: TensorInfo; gradient: TensorInfo; m: TensorInfo; v: TensorInfo }; backend: unknown; attrs: unknown }): TensorInfo[] {
   const { param, gradient, m, v } = args.inputs;
   const a = args.attrs as AdamWAttrs;
   const backend = args.backend as WebgpuBackendLike;
-  const uniforms = [
-    ...[a.beta1, 1 - a.beta1, a.beta2, 1 - a.beta2, 1 - a.decay, a.correction1, a.correction2, a.epsilon, a.lr].map((value) => ({ type: "float32" as const, data: [value] })),
-    { type: "int32" as const, data: [a.decay === 0 ? 0 : 1] },
-  ];
-  return ([0, 1, 2] as const).map((which) => backend.runWebGPUProgram(new AdamWProgram(param.shape, which), [param, gradient, m, v], "float32", uniforms));
+  const uniforms = [...[a.beta1, 1 - a.beta1, a.beta2, 1 - a.beta2, 1 - a.decay, a.correction1, a.correction2, a.epsilon, a.lr].map(float), int(a.decay === 0 ? 0 : 1)];
+  return ([0, 1, 2] as const).map((which) => backend.runWebGPUProgram(adamWProgram(param.shape, which), [param, gradient, m, v], "float32", uniforms));
 }
 
 /**
  * Replaces tfjs-backend-webgpu's `Conv2DBackpropFilter` (NHWC, float32; anything else goes to the
- * stock kernel) and adds the AdamW kernel. Call after the webgpu backend is registered. Idempotent.
+ * stock kernel) and adds the AdamW and normalisation kernels. Call after the webgpu backend is registered. Idempotent.
  */
 export function installFastWebgpuKernels(): void {
   if (installed) return;
@@ -318,7 +270,10 @@ export function installFastWebgpuKernels(): void {
   stockFilterGradient = stock.kernelFunc;
   tf.unregisterKernel("Conv2DBackpropFilter", "webgpu");
   tf.registerKernel({ kernelName: "Conv2DBackpropFilter", backendName: "webgpu", kernelFunc: filterGradient as unknown as KernelFunc });
-  if (!tf.getKernel(MODEL_KERNELS.adamW, "webgpu")) tf.registerKernel({ kernelName: MODEL_KERNELS.adamW, backendName: "webgpu", kernelFunc: adamW as unknown as KernelFunc });
+  const added: Record<string, unknown> = { [MODEL_KERNELS.adamW]: adamW, ...WEBGPU_NORM_KERNELS };
+  for (const [kernelName, kernelFunc] of Object.entries(added)) {
+    if (!tf.getKernel(kernelName, "webgpu")) tf.registerKernel({ kernelName, backendName: "webgpu", kernelFunc: kernelFunc as KernelFunc });
+  }
   installed = true;
 }
 

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { AdamW, cosineLearningRate } from "../../src/train/optim.js";
 import { initBackend, tf } from "../../src/train/runtime.js";
+import { runAdamW } from "./adamw-run.js";
 
 test("cosine schedule: max at step 0, min at the end, midpoint halfway", () => {
   assert.equal(cosineLearningRate(0, 100, 1e-4, 1e-6), 1e-4);
@@ -55,27 +56,19 @@ test("the fused AdamW kernel gives the same bits as the op-by-op update on cpu",
   const shapes: Record<string, number[]> = { "enc0.w": [3, 3, 4, 8], "enc0.b": [8], "attn.q": [16, 16], "norm.ng": [8] };
   const initial = Object.fromEntries(Object.entries(shapes).map(([name, shape]) => [name, Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, random)]));
   const gradientsPerStep = [0, 1, 2, 3].map(() => Object.fromEntries(Object.entries(shapes).map(([name, shape]) => [name, Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => random() * 0.1)])));
-  async function run(fused: boolean): Promise<Map<string, Float32Array>> {
-    const variables = new Map(Object.entries(shapes).map(([name, shape]) => [name, tf.tidy(() => tf.variable(tf.tensor(initial[name]!, shape)))]));
-    const optimizer = new AdamW({ weightDecay: 0.05, fused });
-    for (const [step, gradients] of gradientsPerStep.entries()) {
-      const tensors = Object.fromEntries(Object.entries(gradients).map(([name, values]) => [name, tf.tensor(values, shapes[name])]));
-      const profile = await tf.profile(() => optimizer.apply(variables, tensors, 1e-3 * (step + 1)));
-      const kernels = new Set(profile.kernels.map((k) => k.name));
-      assert.equal(kernels.has("ProlearnAdamW"), fused, `fused=${fused} ran ${[...kernels].join(", ")}`);
-      assert.equal(kernels.has("Sqrt"), !fused);
-      Object.values(tensors).forEach((t) => t.dispose());
-    }
-    const out = new Map<string, Float32Array>();
-    for (const [name, variable] of variables) {
-      out.set(name, Float32Array.from(await variable.data()));
-      out.set(`${name}/m`, Float32Array.from(await optimizer.m.get(name)!.data()));
-      out.set(`${name}/v`, Float32Array.from(await optimizer.v.get(name)!.data()));
-      variable.dispose();
-    }
-    optimizer.dispose();
-    return out;
-  }
+  const run = (fused: boolean) =>
+    runAdamW({
+      shapes,
+      initial,
+      gradientsPerStep,
+      fused,
+      lr: (step) => 1e-3 * (step + 1),
+      eachStep: async (apply) => {
+        const kernels = new Set((await tf.profile(apply)).kernels.map((k) => k.name));
+        assert.equal(kernels.has("ProlearnAdamW"), fused, `fused=${fused} ran ${[...kernels].join(", ")}`);
+        assert.equal(kernels.has("Sqrt"), !fused);
+      },
+    });
   const before = tf.memory().numTensors;
   const fused = await run(true);
   const ops = await run(false);

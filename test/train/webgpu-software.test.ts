@@ -14,7 +14,7 @@ import { segmenterForward, type Batch } from "../../src/train/guidance.js";
 import { diceBceLoss, disposeParams, initParams, trainableVariables, type ModelConfig } from "../../src/train/model.js";
 import { deriveSeed, mulberry32, normalArray } from "../../src/train/prng.js";
 import { tf } from "../../src/train/runtime.js";
-import { AdamW } from "../../src/train/optim.js";
+import { runAdamW } from "./adamw-run.js";
 import { planSpanChunks } from "../../src/train/backend/webgpu-norm.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -144,25 +144,8 @@ test("webgpu (lavapipe): the fused AdamW kernel updates parameters and moments a
   const random = mulberry32(deriveSeed(9, "adamw"));
   const shapes: Record<string, number[]> = { "enc0.w": [3, 3, 4, 8], "enc0.b": [8], "head.w": [1000] };
   const initial = Object.fromEntries(Object.entries(shapes).map(([name, shape]) => [name, normalArray(random, shape.reduce((a, b) => a * b, 1), 1)]));
-  const gradients = [0, 1, 2].map(() => Object.fromEntries(Object.entries(shapes).map(([name, shape]) => [name, normalArray(random, shape.reduce((a, b) => a * b, 1), 0.1)])));
-  async function run(): Promise<Map<string, Float32Array>> {
-    const variables = new Map(Object.entries(shapes).map(([name, shape]) => [name, tf.tidy(() => tf.variable(tf.tensor(initial[name]!, shape)))]));
-    const optimizer = new AdamW({ weightDecay: 0.05 });
-    for (const [step, perName] of gradients.entries()) {
-      const tensors = Object.fromEntries(Object.entries(perName).map(([name, values]) => [name, tf.tensor(values, shapes[name])]));
-      optimizer.apply(variables, tensors, 1e-2 * (step + 1));
-      Object.values(tensors).forEach((t) => t.dispose());
-    }
-    const out = new Map<string, Float32Array>();
-    for (const [name, variable] of variables) {
-      out.set(name, Float32Array.from(await variable.data()));
-      out.set(`${name}/m`, Float32Array.from(await optimizer.m.get(name)!.data()));
-      out.set(`${name}/v`, Float32Array.from(await optimizer.v.get(name)!.data()));
-      variable.dispose();
-    }
-    optimizer.dispose();
-    return out;
-  }
+  const gradientsPerStep = [0, 1, 2].map(() => Object.fromEntries(Object.entries(shapes).map(([name, shape]) => [name, normalArray(random, shape.reduce((a, b) => a * b, 1), 0.1)])));
+  const run = () => runAdamW({ shapes, initial, gradientsPerStep, lr: (step) => 1e-2 * (step + 1) });
   await useWebgpu();
   assert.ok(tf.getKernel("ProlearnAdamW", "webgpu"), "the webgpu AdamW kernel is registered");
   const gpu = await run();

@@ -18,6 +18,7 @@ export function formatKernelProfile(kernels: KernelTime[], top: number): string 
   for (const k of kernels.slice(0, top)) {
     const share = total > 0 ? `${((100 * k.ms) / total).toFixed(1).padStart(5)}%` : "     -";
     lines.push(`  ${k.kernel.padEnd(28)} ${String(k.calls).padStart(5)} calls ${k.ms.toFixed(1).padStart(9)} ms ${share}`);
+    for (const p of k.programs?.slice(0, 4) ?? []) lines.push(`      ${p.program.padEnd(42)} ${p.ms.toFixed(1).padStart(9)} ms`);
   }
   return `${lines.join("\n")}\n`;
 }

@@ -115,6 +115,18 @@ export interface KernelTime {
   kernel: string;
   calls: number;
   ms: number;
+  /** webgpu: the GPU programs the kernel dispatched, by name, slowest first (when it ran more than one kind). */
+  programs?: Array<{ program: string; ms: number }>;
+}
+
+/** tfjs-backend-webgpu's per-program timings of one kernel call: "Name: ms, Name: ms". */
+function programTimes(extraInfo: unknown): Array<[string, number]> {
+  if (typeof extraInfo !== "string" || extraInfo === "") return [];
+  return extraInfo.split(", ").flatMap((part) => {
+    const at = part.lastIndexOf(": ");
+    const ms = Number(part.slice(at + 2));
+    return at > 0 && Number.isFinite(ms) ? [[part.slice(0, at), ms] as [string, number]] : [];
+  });
 }
 
 /**
@@ -133,14 +145,17 @@ export async function profileTrainingStep(step: () => Promise<number>): Promise<
       await step();
       return [];
     });
-    const byName = new Map<string, KernelTime>();
+    const byName = new Map<string, KernelTime & { byProgram: Map<string, number> }>();
     for (const kernel of info.kernels) {
-      const entry = byName.get(kernel.name) ?? { kernel: kernel.name, calls: 0, ms: 0 };
+      const entry = byName.get(kernel.name) ?? { kernel: kernel.name, calls: 0, ms: 0, byProgram: new Map<string, number>() };
       entry.calls += 1;
       entry.ms += typeof kernel.kernelTimeMs === "number" ? kernel.kernelTimeMs : 0;
+      for (const [program, ms] of programTimes(kernel.extraInfo)) entry.byProgram.set(program, (entry.byProgram.get(program) ?? 0) + ms);
       byName.set(kernel.name, entry);
     }
-    return [...byName.values()].sort((a, b) => b.ms - a.ms || b.calls - a.calls);
+    return [...byName.values()]
+      .map(({ byProgram, ...entry }) => (byProgram.size > 1 ? { ...entry, programs: [...byProgram].map(([program, ms]) => ({ program, ms })).sort((a, b) => b.ms - a.ms) } : entry))
+      .sort((a, b) => b.ms - a.ms || b.calls - a.calls);
   } finally {
     tf.env().set(checkFlag, checked);
   }

@@ -29,13 +29,15 @@ export const float = (value: number): Uniform => ({ type: "float32", data: [valu
 /**
  * One thread per output element: `body` runs with `index` the flat output index, after the bound
  * check. Every name in `variableNames` must appear in `body`: the pipeline layout is derived from
- * the bindings a shader uses, and tfjs binds them all.
+ * the bindings a shader uses, and tfjs binds them all. A program whose threads each write several
+ * outputs passes `threads` (dispatched) and `bound` (the WGSL bound on `index`).
  */
 export class ElementProgram {
   readonly workgroupSize: [number, number, number] = [WORKGROUP_SIZE, 1, 1];
   readonly size = true;
   readonly dispatchLayout: { x: number[] };
   readonly dispatch: [number, number, number];
+  private readonly bound: string;
 
   constructor(
     readonly shaderKey: string,
@@ -43,15 +45,20 @@ export class ElementProgram {
     readonly outputShape: number[],
     readonly uniforms: string,
     private readonly body: string,
+    options: { threads?: number; bound?: string } = {},
   ) {
     this.dispatchLayout = { x: outputShape.map((_, i) => i) };
-    this.dispatch = flatDispatch(outputShape.reduce((a, b) => a * b, 1));
+    this.dispatch = flatDispatch(options.threads ?? outputShape.reduce((a, b) => a * b, 1));
+    this.bound = options.bound ?? "uniforms.size";
+    // tfjs labels pipelines and profiler entries (`bench train --profile`) with the constructor's
+    // name; the shader key says which of this package's programs it is.
+    Object.defineProperty(this, "constructor", { value: { name: shaderKey }, enumerable: false });
   }
 
   getUserCode(): string {
     return `
       fn main(index : i32) {
-        if (index >= uniforms.size) {
+        if (index >= ${this.bound}) {
           return;
         }
         ${this.body}

@@ -10,6 +10,7 @@ import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { initTrainingBackend, planFilterGradient, probeTrainingBackends } from "../../src/train/backend/index.js";
 import { timeReferenceTraining } from "../../src/train/backend/reference-unet.js";
+import { timeSegmenterTraining } from "../../src/train/segmenter-timing.js";
 import { segmenterForward, type Batch } from "../../src/train/guidance.js";
 import { diceBceLoss, disposeParams, initParams, trainableVariables, type ModelConfig } from "../../src/train/model.js";
 import { deriveSeed, mulberry32, normalArray } from "../../src/train/prng.js";
@@ -82,17 +83,50 @@ test("planFilterGradient: enough threads, every row in exactly one non-empty chu
   }
 });
 
-/** Runs one Conv2DBackpropFilter kernel on the current backend and reads it back. */
-async function filterGradientOn(x: { shape: number[]; values: Float32Array }, dy: { shape: number[]; values: Float32Array }, attrs: { strides: [number, number]; pad: "same" | "valid"; filterShape: [number, number, number, number] }): Promise<Float32Array> {
-  const xt = tf.tensor(x.values, x.shape);
-  const dyt = tf.tensor(dy.values, dy.shape);
-  const out = tf.engine().runKernel("Conv2DBackpropFilter", { x: xt, dy: dyt }, { ...attrs, dataFormat: "NHWC", dimRoundingMode: undefined } as never) as tf.Tensor;
+type Values = { shape: number[]; values: Float32Array };
+
+/** Runs one kernel on the current backend with NHWC attributes and reads its output back. */
+async function kernelOn(kernel: string, inputs: Record<string, Values>, attrs: Record<string, unknown>): Promise<Float32Array> {
+  const tensors = Object.fromEntries(Object.entries(inputs).map(([name, v]) => [name, tf.tensor(v.values, v.shape)]));
+  const out = tf.engine().runKernel(kernel, tensors as never, { ...attrs, dataFormat: "NHWC", dimRoundingMode: undefined } as never) as tf.Tensor;
   const values = Float32Array.from((await out.data()) as Float32Array);
-  xt.dispose();
-  dyt.dispose();
-  out.dispose();
+  tf.dispose([...Object.values(tensors), out]);
   return values;
 }
+
+const filterGradientOn = (x: Values, dy: Values, attrs: { strides: [number, number]; pad: "same" | "valid"; filterShape: [number, number, number, number] }) => kernelOn("Conv2DBackpropFilter", { x, dy }, attrs);
+
+test("webgpu (lavapipe): our Conv2DBackpropInput equals the cpu backend's, stride 1 by a flipped-filter convolution, stride 2 by the stock kernel", { skip, timeout: 300_000 }, async () => {
+  const random = mulberry32(deriveSeed(6, "input-gradient"));
+  const pick = (lo: number, hi: number) => lo + Math.floor(random() * (hi - lo + 1));
+  const cases = Array.from({ length: 20 }, (_, i) => {
+    const [kh, kw] = [[1, 2, 3, 5][pick(0, 3)]!, [1, 2, 3, 5][pick(0, 3)]!];
+    const inputShape: [number, number, number, number] = [pick(1, 3), pick(kh, 18), pick(kw, 18), pick(1, 20)];
+    const filterShape: [number, number, number, number] = [kh, kw, inputShape[3], pick(1, 20)];
+    // Mostly stride 1 (ours); every fifth case stride 2 (the stock kernel, as the up-sampling uses).
+    const strides: [number, number] = i % 5 === 4 ? [2, 2] : [1, 1];
+    const pad = random() < 0.5 ? ("same" as const) : ("valid" as const);
+    const info = tf.backend_util.computeConv2DInfo(inputShape, filterShape, strides, 1, pad);
+    const dyShape = [info.batchSize, info.outHeight, info.outWidth, info.outChannels];
+    return {
+      label: `input ${inputShape} filter ${filterShape} strides ${strides} ${pad}`,
+      dy: { shape: dyShape, values: normalArray(random, dyShape.reduce((a, b) => a * b, 1), 1) },
+      filter: { shape: filterShape, values: normalArray(random, filterShape.reduce((a, b) => a * b, 1), 1) },
+      attrs: { strides, pad, inputShape },
+    };
+  });
+  await useWebgpu();
+  const buffersBefore = tf.backend().numDataIds();
+  const gpu = [];
+  for (const c of cases) gpu.push(await kernelOn("Conv2DBackpropInput", { dy: c.dy, filter: c.filter }, c.attrs));
+  assert.equal(tf.backend().numDataIds(), buffersBefore, "the flipped filters are freed");
+  await initTrainingBackend({ backend: "cpu" });
+  for (const [i, c] of cases.entries()) {
+    const cpu = await kernelOn("Conv2DBackpropInput", { dy: c.dy, filter: c.filter }, c.attrs);
+    const error = relativeError(gpu[i]!, cpu, 1e-6);
+    assert.ok(error < 1e-4, `${c.label}: webgpu vs cpu relative error ${error}`);
+  }
+});
 
 test("webgpu (lavapipe): our Conv2DBackpropFilter equals the cpu backend's on random shapes, strides and paddings", { skip, timeout: 300_000 }, async () => {
   const random = mulberry32(deriveSeed(5, "filter-gradient"));
@@ -162,7 +196,10 @@ test("planSpanChunks: every span row in exactly one non-empty chunk, enough thre
     const { chunks, rowsPerChunk } = planSpanChunks(groups, span, channels);
     assert.ok(chunks >= 1 && chunks <= span);
     assert.ok(rowsPerChunk * chunks >= span && rowsPerChunk * (chunks - 1) < span, `${groups}x${span}x${channels}: ${chunks} x ${rowsPerChunk}`);
-    if (groups * span * channels >= 1 << 17) assert.ok(groups * chunks * channels >= (1 << 17) / 2, `${groups}x${span}x${channels}: too few threads`);
+    // The second pass loops over the chunks: about sqrt(span) at most.
+    assert.ok(chunks <= Math.ceil(Math.sqrt(span)), `${groups}x${span}x${channels}: ${chunks} chunks`);
+    const wanted = Math.min((1 << 17) / 2, (groups * channels * Math.floor(Math.sqrt(span))) / 2);
+    assert.ok(groups * chunks * channels >= wanted, `${groups}x${span}x${channels}: too few threads`);
   }
 });
 
@@ -174,6 +211,8 @@ test("webgpu (lavapipe): the normalisation kernels equal the cpu ones, forward a
     { groups: 6, span: 24, channels: 1, relu: false },
     { groups: 1, span: 1, channels: 4, relu: true },
     { groups: 2, span: 4096, channels: 32, relu: true },
+    // A layer norm's shape: many groups, one channel (dbeta and dgamma sum over chunks of groups).
+    { groups: 700, span: 16, channels: 1, relu: false },
   ];
   const kernels = ["ProlearnGroupNorm", "ProlearnGroupNormGrad"];
   async function run(c: (typeof cases)[number], values: Record<string, Float32Array>): Promise<Float32Array[]> {
@@ -269,6 +308,18 @@ for (const [label, config, batch, external] of [
     }
   });
 }
+
+test("webgpu (lavapipe): a profiled segmenter step times each kernel on the GPU, and our kernels by program", { skip, timeout: 300_000 }, async () => {
+  await useWebgpu();
+  const timing = await timeSegmenterTraining({ size: 16, batch: 1, steps: 1, warmup: 1, baseChannels: 4, depth: 2, profile: true });
+  const kernels = new Map(timing.kernels!.map((k) => [k.kernel, k]));
+  for (const name of ["ProlearnGroupNorm", "ProlearnGroupNormGrad", "ProlearnAdamW", "Conv2DBackpropFilter", "Conv2DBackpropInput"]) assert.ok(kernels.get(name)?.ms! > 0, `${name} has GPU time`);
+  const programs = kernels.get("ProlearnGroupNorm")!.programs!.map((p) => p.program);
+  // Instance norms (with ReLU) and the attention's layer norms (without).
+  for (const program of ["prolearnNormFinish_invStd", "prolearnNormFinish_mean", "prolearnNormPartials_centredSquares", "prolearnNormPartials_sum", "prolearnNorm_xhat", "prolearnNorm_yRelu", "prolearnNorm_y"]) {
+    assert.ok(programs.includes(program), `${program} in ${programs.join(", ")}`);
+  }
+});
 
 test("probeTrainingBackends reports lavapipe as a software webgpu adapter that auto skips", { skip }, async () => {
   // The toggle makes the probe try Dawn although this machine shows no GPU device node.

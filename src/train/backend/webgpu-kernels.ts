@@ -190,13 +190,19 @@ interface FilterGradientAttrs {
   filterShape: [number, number, number, number];
 }
 
-let stockFilterGradient: KernelFunc | undefined;
+/** The kernels this module replaces, and tfjs-backend-webgpu's own, kept for what ours leave to them. */
+const REPLACED = ["Conv2DBackpropFilter", "Conv2DBackpropInput"] as const;
+const stock = new Map<string, KernelFunc>();
 let installed = false;
+
+function runStock(name: (typeof REPLACED)[number], args: unknown): TensorInfo {
+  return stock.get(name)!(args as Parameters<KernelFunc>[0]) as TensorInfo;
+}
 
 function filterGradient(args: { inputs: { x: TensorInfo; dy: TensorInfo }; backend: unknown; attrs: unknown }): TensorInfo {
   const { x, dy } = args.inputs;
   const attrs = args.attrs as FilterGradientAttrs;
-  if (attrs.dataFormat === "NCHW" || x.dtype !== "float32" || dy.dtype !== "float32") return stockFilterGradient!(args as Parameters<KernelFunc>[0]) as TensorInfo;
+  if (attrs.dataFormat === "NCHW" || x.dtype !== "float32" || dy.dtype !== "float32") return runStock("Conv2DBackpropFilter", args);
   const backend = args.backend as WebgpuBackendLike;
   const info = tf.backend_util.computeConv2DInfo(x.shape as [number, number, number, number], attrs.filterShape, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, false, "channelsLast");
   const filterSize = info.filterHeight * info.filterWidth * info.inChannels * info.outChannels;
@@ -259,17 +265,77 @@ function adamW(args: { inputs: { param: TensorInfo; gradient: TensorInfo; m: Ten
   return ([0, 1, 2] as const).map((which) => backend.runWebGPUProgram(adamWProgram(param.shape, which), [param, gradient, m, v], "float32", uniforms));
 }
 
+/** The filter [kh, kw, in, out] rotated by 180 degrees with in and out swapped: [kh, kw, out, in]. */
+function flippedFilterProgram(filterShape: number[]): ElementProgram {
+  const [kh, kw, inChannels, outChannels] = filterShape as [number, number, number, number];
+  return new ElementProgram(
+    "prolearnFlipFilter",
+    // `filter` is a reserved word in WGSL.
+    ["weights"],
+    [kh, kw, outChannels, inChannels],
+    "kh : i32, kw : i32, inChannels : i32, outChannels : i32,",
+    `let i = index % uniforms.inChannels;
+        var t = index / uniforms.inChannels;
+        let o = t % uniforms.outChannels;
+        t = t / uniforms.outChannels;
+        let b = t % uniforms.kw;
+        let a = t / uniforms.kw;
+        setOutputAtIndex(index, weights[(((uniforms.kh - 1 - a) * uniforms.kw + (uniforms.kw - 1 - b)) * uniforms.inChannels + i) * uniforms.outChannels + o]);`,
+  );
+}
+
+interface InputGradientAttrs {
+  strides: Conv2DInfoArgs[2];
+  pad: Conv2DInfoArgs[4];
+  dataFormat: "NHWC" | "NCHW";
+  dimRoundingMode?: Conv2DInfoArgs[5];
+  inputShape: [number, number, number, number];
+}
+
 /**
- * Replaces tfjs-backend-webgpu's `Conv2DBackpropFilter` (NHWC, float32; anything else goes to the
- * stock kernel) and adds the AdamW and normalisation kernels. Call after the webgpu backend is registered. Idempotent.
+ * The input gradient of a stride-1 convolution is a convolution of dy with the flipped filter
+ * (padded by kernel - 1 - pad on each side), and tfjs-backend-webgpu's forward convolution is a
+ * tiled matrix product, 2.5x faster than its `Conv2DBackpropInput` at the train stage's batch of
+ * 32 on an H200. Strides above 1 (the up-sampling transposed convolutions) keep the stock kernel.
+ */
+function inputGradient(args: { inputs: { dy: TensorInfo; filter: TensorInfo }; backend: unknown; attrs: unknown }): TensorInfo {
+  const { dy, filter } = args.inputs;
+  const attrs = args.attrs as InputGradientAttrs;
+  if (attrs.dataFormat === "NCHW" || dy.dtype !== "float32" || filter.dtype !== "float32") return runStock("Conv2DBackpropInput", args);
+  const info = tf.backend_util.computeConv2DInfo(attrs.inputShape, filter.shape as [number, number, number, number], attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, false, "channelsLast");
+  const pads = {
+    top: info.filterHeight - 1 - info.padInfo.top,
+    bottom: info.filterHeight - 1 - info.padInfo.bottom,
+    left: info.filterWidth - 1 - info.padInfo.left,
+    right: info.filterWidth - 1 - info.padInfo.right,
+  };
+  if (info.strideHeight !== 1 || info.strideWidth !== 1 || Object.values(pads).some((p) => p < 0)) return runStock("Conv2DBackpropInput", args);
+  const backend = args.backend as WebgpuBackendLike;
+  const [kh, kw, inChannels, outChannels] = filter.shape as [number, number, number, number];
+  const flipped = backend.runWebGPUProgram(flippedFilterProgram(filter.shape), [filter], "float32", [int(kh), int(kw), int(inChannels), int(outChannels)]);
+  const result = tf.getKernel("Conv2D", "webgpu")!.kernelFunc({
+    inputs: { x: dy, filter: flipped },
+    backend: args.backend as never,
+    attrs: { strides: [1, 1], pad: [[0, 0], [pads.top, pads.bottom], [pads.left, pads.right], [0, 0]], dataFormat: "NHWC", dilations: [1, 1], dimRoundingMode: attrs.dimRoundingMode } as never,
+  }) as TensorInfo;
+  backend.disposeData(flipped.dataId);
+  return result;
+}
+
+/**
+ * Replaces tfjs-backend-webgpu's `Conv2DBackpropFilter` and `Conv2DBackpropInput` (NHWC,
+ * float32; anything else goes to the stock kernels) and adds the AdamW and normalisation kernels. Call after the webgpu backend is registered. Idempotent.
  */
 export function installFastWebgpuKernels(): void {
   if (installed) return;
-  const stock = tf.getKernel("Conv2DBackpropFilter", "webgpu");
-  if (!stock) throw new Error("tfjs-backend-webgpu has no Conv2DBackpropFilter kernel to replace (is it loaded?)");
-  stockFilterGradient = stock.kernelFunc;
-  tf.unregisterKernel("Conv2DBackpropFilter", "webgpu");
-  tf.registerKernel({ kernelName: "Conv2DBackpropFilter", backendName: "webgpu", kernelFunc: filterGradient as unknown as KernelFunc });
+  const ours: Record<(typeof REPLACED)[number], unknown> = { Conv2DBackpropFilter: filterGradient, Conv2DBackpropInput: inputGradient };
+  for (const name of REPLACED) {
+    const config = tf.getKernel(name, "webgpu");
+    if (!config) throw new Error(`tfjs-backend-webgpu has no ${name} kernel to replace (is it loaded?)`);
+    if (!stock.has(name)) stock.set(name, config.kernelFunc);
+    tf.unregisterKernel(name, "webgpu");
+    tf.registerKernel({ kernelName: name, backendName: "webgpu", kernelFunc: ours[name] as KernelFunc });
+  }
   const added: Record<string, unknown> = { [MODEL_KERNELS.adamW]: adamW, ...WEBGPU_NORM_KERNELS };
   for (const [kernelName, kernelFunc] of Object.entries(added)) {
     if (!tf.getKernel(kernelName, "webgpu")) tf.registerKernel({ kernelName, backendName: "webgpu", kernelFunc: kernelFunc as KernelFunc });
@@ -277,11 +343,13 @@ export function installFastWebgpuKernels(): void {
   installed = true;
 }
 
-/** Puts the stock kernel back (benchmarks compare the two in one process). */
+/** Puts the stock convolution gradients back (benchmarks compare them with ours in one process). */
 export function uninstallFastWebgpuKernels(): void {
   if (!installed) return;
-  tf.unregisterKernel("Conv2DBackpropFilter", "webgpu");
-  tf.registerKernel({ kernelName: "Conv2DBackpropFilter", backendName: "webgpu", kernelFunc: stockFilterGradient! });
+  for (const name of REPLACED) {
+    tf.unregisterKernel(name, "webgpu");
+    tf.registerKernel({ kernelName: name, backendName: "webgpu", kernelFunc: stock.get(name)! });
+  }
   installed = false;
 }
 

@@ -1,16 +1,16 @@
 /**
- * Kernels that replace tfjs-backend-webgpu's where its own cannot use a GPU.
+ * Kernels that replace tfjs-backend-webgpu's where its own leave a GPU idle, and kernels it lacks.
+ * Each was found with `prolearn bench train --backend webgpu --profile` (bench/RESULTS.md).
  *
- * Its `Conv2DBackpropFilter` runs one GPU thread per filter weight, each summing over every
- * pixel of the batch: a 3x3 16 -> 16 convolution at 224 x 224, batch 4 is 2,304 threads looping
- * 200,704 times, on a GPU that keeps ~270,000 threads in flight. It was 60% of a reference U-Net
- * step on lavapipe (`prolearn bench train --backend webgpu --profile`). This one splits the pixel
- * rows into chunks so there are enough threads, writes one partial filter per chunk, then sums the
- * partials in chunk order. The chunking depends only on the shapes, so results are the same on
- * every run.
- *
- * Also here: one AdamW kernel per parameter tensor, and instance/layer normalisation
- * (webgpu-norm.ts), which the model otherwise runs as dozens of small ops.
+ * - `Conv2DBackpropFilter`: the stock kernel runs one GPU thread per filter weight, each summing
+ *   over every pixel of the batch. A 3x3 16 -> 16 convolution at 224 x 224, batch 4 is 2,304
+ *   threads looping 200,704 times, on a GPU that keeps ~270,000 threads in flight: 98% of a
+ *   reference U-Net step's GPU time on an H200. Ours splits the pixel rows into chunks so there are
+ *   enough threads, writes one partial filter per chunk, then sums the partials in chunk order.
+ *   The chunking depends only on the shapes, so results are the same on every run.
+ * - `Conv2DBackpropInput` with stride 1: a forward convolution with the flipped filter.
+ * - `ProlearnAdamW`: one update per parameter tensor; the instance/layer normalisation kernels are
+ *   in webgpu-norm.ts. The model otherwise runs both as dozens of small ops.
  */
 import * as tf from "@tensorflow/tfjs-core";
 import type { KernelFunc, TensorInfo } from "@tensorflow/tfjs-core";
@@ -182,11 +182,14 @@ function sumPartialsProgram(filterShape: number[]): ElementProgram {
 }
 
 type Conv2DInfoArgs = Parameters<typeof tf.backend_util.computeConv2DInfo>;
-interface FilterGradientAttrs {
+/** Attributes both convolution gradients share. */
+interface ConvGradientAttrs {
   strides: Conv2DInfoArgs[2];
   pad: Conv2DInfoArgs[4];
   dataFormat: "NHWC" | "NCHW";
   dimRoundingMode?: Conv2DInfoArgs[5];
+}
+interface FilterGradientAttrs extends ConvGradientAttrs {
   filterShape: [number, number, number, number];
 }
 
@@ -284,11 +287,7 @@ function flippedFilterProgram(filterShape: number[]): ElementProgram {
   );
 }
 
-interface InputGradientAttrs {
-  strides: Conv2DInfoArgs[2];
-  pad: Conv2DInfoArgs[4];
-  dataFormat: "NHWC" | "NCHW";
-  dimRoundingMode?: Conv2DInfoArgs[5];
+interface InputGradientAttrs extends ConvGradientAttrs {
   inputShape: [number, number, number, number];
 }
 

@@ -155,15 +155,15 @@ function groupNormGrad(args: { inputs: { dy: TensorInfo; xhat: TensorInfo; invSt
   // dbeta and dgamma add the per-group sums over every group. Layer norms have one group per row
   // (tens of thousands at 224 x 224, batch 32), and one thread per output looping over them took
   // 96 ms of a 347 ms step on an H200, so the groups are chunked like a span.
-  const groupPlan = planSpanChunks(1, a.groups, 2 * a.channels);
-  const groupPartials = backend.runWebGPUProgram(partialsProgram("sum", ["x"], 1, groupPlan.chunks, 2 * a.channels, ["x[i]"]), [sums], "float32", [
-    int(a.groups),
-    int(2 * a.channels),
-    int(groupPlan.chunks),
-    int(groupPlan.rowsPerChunk),
-    float(a.groups),
-    float(a.epsilon),
-  ]);
+  // `sums` is [groups, 2 * channels]: one group whose span is the groups.
+  const acrossGroups: NormAttrs = { groups: 1, span: a.groups, channels: 2 * a.channels, epsilon: a.epsilon, relu: false };
+  const groupPlan = planSpanChunks(1, acrossGroups.span, acrossGroups.channels);
+  const groupPartials = backend.runWebGPUProgram(
+    partialsProgram("sum", ["x"], 1, groupPlan.chunks, acrossGroups.channels, ["x[i]"]),
+    [sums],
+    "float32",
+    shapeUniforms(acrossGroups, groupPlan.chunks, groupPlan.rowsPerChunk),
+  );
   const sumChunks = (q: 0 | 1) =>
     new ElementProgram(
       `prolearnNormSumChunks_${q}`,

@@ -141,9 +141,11 @@ test("webgpu (lavapipe): our Conv2DBackpropFilter equals the cpu backend's on ra
   for (const [n, h, w, cin, cout, k, stride, pad] of [[2, 9, 7, 4, 8, 3, 1, "same"], [1, 12, 12, 16, 4, 3, 2, "valid"], [3, 5, 6, 8, 12, 1, 1, "valid"], [2, 20, 20, 32, 32, 3, 1, "same"]] as const) {
     cases.push({ x: [n, h, w, cin], filter: [k, k, 0, cout], strides: [stride, stride], pad });
   }
-  // One chunk (a tiny batch), and a filter too big for one dispatch dimension (4.4M threads).
+  // One chunk (a tiny batch), and a filter too big for one dispatch dimension: 4.4M weights, one
+  // thread each (701 channels is not a multiple of 4), is 69,000 workgroups of 64, over WebGPU's
+  // 65,535 per dimension, so tfjs-backend-webgpu folds the dispatch into two dimensions.
   cases.push({ x: [1, 1, 1, 3], filter: [1, 1, 0, 5], strides: [1, 1], pad: "valid" });
-  cases.push({ x: [1, 2, 2, 700], filter: [3, 3, 0, 700], strides: [1, 1], pad: "same" });
+  cases.push({ x: [1, 3, 3, 701], filter: [3, 3, 0, 701], strides: [1, 1], pad: "same" });
   await useWebgpu();
   const inputs = cases.map((c) => {
     const filterShape: [number, number, number, number] = [c.filter[0], Math.min(c.filter[1], c.x[2]!), c.x[3]!, c.filter[3]];

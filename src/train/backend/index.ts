@@ -33,7 +33,8 @@ export interface TrainingBackendInfo {
   adapter: string;
   /**
    * True when the backend runs this package's kernels: on cpu the convolutions and matrix
-   * products (src/train/backend/cpu-kernels.ts), on webgpu the filter gradient (webgpu-kernels.ts).
+   * products (src/train/backend/cpu-kernels.ts), on webgpu the convolution gradients, AdamW and
+   * the normalisations (webgpu-kernels.ts, webgpu-norm.ts).
    */
   fastKernels: boolean;
   /** cpu: threads the convolution GEMMs use (PROLEARN_CPU_THREADS, default every core up to 16). */

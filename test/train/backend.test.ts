@@ -128,6 +128,15 @@ describe("reference U-Net and prolearn bench train", () => {
     assert.deepEqual(times, [...times].sort((a, b) => b - a), "slowest first");
   });
 
+  test("a profiled segmenter step counts kernels only, not the custom-gradient ops around them", async () => {
+    await initTrainingBackend({ backend: "cpu" });
+    const { timeSegmenterTraining } = await import("../../src/train/segmenter-timing.js");
+    const timing = await timeSegmenterTraining({ size: 16, batch: 1, steps: 1, warmup: 0, baseChannels: 4, depth: 2, profile: true });
+    const names = timing.kernels!.map((k) => k.kernel);
+    assert.ok(names.includes("ProlearnGroupNorm") && names.includes("Conv2D"), names.join(", "));
+    for (const name of names) assert.ok(tf.getKernel(name, "cpu"), `${name} is a registered kernel`);
+  });
+
   test("prolearn backends lists every backend in auto's order, what each runs on or why not, and auto's pick", async () => {
     const { code, stdout, stderr } = await cli(["backends", "--json"]);
     assert.equal(code, 0, stderr);

@@ -130,7 +130,7 @@ function programTimes(extraInfo: unknown): Array<[string, number]> {
 }
 
 /**
- * Runs one step under `tf.profile` and sums each kernel's time. On `cpu` a kernel's time is its
+ * Runs one step under `tf.profile` and sums each registered kernel's time. On `cpu` a kernel's time is its
  * wall time; on `webgpu` it is GPU time from timestamp queries when the adapter offers them (all
  * zero otherwise, and tfjs warns once). The profiler would read every
  * output back to look for NaNs, which webgpu cannot do synchronously in Node, so that check is off
@@ -146,7 +146,11 @@ export async function profileTrainingStep(step: () => Promise<number>): Promise<
       return [];
     });
     const byName = new Map<string, KernelTime & { byProgram: Map<string, number> }>();
+    const backend = tf.getBackend();
     for (const kernel of info.kernels) {
+      // tf.customGrad ops ("forward") and scopes are profiled too, around the kernels they run:
+      // counting them would count those kernels twice.
+      if (!tf.getKernel(kernel.name, backend)) continue;
       const entry = byName.get(kernel.name) ?? { kernel: kernel.name, calls: 0, ms: 0, byProgram: new Map<string, number>() };
       entry.calls += 1;
       entry.ms += typeof kernel.kernelTimeMs === "number" ? kernel.kernelTimeMs : 0;

@@ -15,7 +15,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import type { KernelFunc, TensorInfo } from "@tensorflow/tfjs-core";
 import { MODEL_KERNELS, type AdamWAttrs } from "./model-kernels.js";
-import { ElementProgram, WORKGROUP_SIZE, flatDispatch, float, int, type WebgpuBackendLike } from "./webgpu-program.js";
+import { ElementProgram, float, int, type WebgpuBackendLike } from "./webgpu-program.js";
 import { WEBGPU_NORM_KERNELS } from "./webgpu-norm.js";
 
 /** Threads worth dispatching for one filter gradient: about what a large GPU keeps resident. */
@@ -80,36 +80,17 @@ function rowLoop(body: string): string {
  * instead of 2 per 1. Otherwise one weight per thread; consecutive threads take consecutive
  * output channels, so their dy reads are contiguous and their x reads one broadcast address.
  */
-class FilterGradientPartialsProgram {
-  readonly variableNames = ["x", "dy"];
-  readonly uniforms = UNIFORMS;
-  readonly workgroupSize: [number, number, number] = [WORKGROUP_SIZE, 1, 1];
-  readonly size = true;
-  readonly outputShape: number[];
-  readonly dispatchLayout: { x: number[] };
-  readonly dispatch: [number, number, number];
-  readonly shaderKey: string;
-  readonly variableComponents?: number[];
-
-  constructor(
-    plan: FilterGradientPlan,
-    private readonly blocked: boolean,
-  ) {
-    this.outputShape = [plan.chunks, plan.filterSize];
-    this.dispatchLayout = { x: [0, 1] };
-    this.dispatch = flatDispatch(plan.chunks * plan.threadsPerChunk);
-    this.shaderKey = `prolearnConv2DFilterGradientPartials_${blocked ? "blocked4x4" : "scalar"}`;
-    if (blocked) this.variableComponents = [4, 4];
-  }
-
-  getUserCode(): string {
-    if (!this.blocked) {
-      return `
-      fn main(index : i32) {
-        let filterSize = uniforms.outShape[1];
-        if (index >= uniforms.size) {
-          return;
-        }
+function filterGradientPartialsProgram(plan: FilterGradientPlan, blocked: boolean): ElementProgram {
+  const shape = [plan.chunks, plan.filterSize];
+  const key = `prolearnConv2DFilterGradientPartials_${blocked ? "blocked4x4" : "scalar"}`;
+  const options = { threads: plan.chunks * plan.threadsPerChunk };
+  if (!blocked) {
+    return new ElementProgram(
+      key,
+      ["x", "dy"],
+      shape,
+      UNIFORMS,
+      `let filterSize = uniforms.outShape[1];
         let chunk = index / filterSize;
         var f = index - chunk * filterSize;
         let d2 = f % uniforms.outChannels;
@@ -120,16 +101,17 @@ class FilterGradientPartialsProgram {
         let wR = f / uniforms.filterWidth;
         var sum = 0.0;
         ${rowLoop("sum = sum + x[xPixel * uniforms.inChannels + d1] * dy[dyPixel * uniforms.outChannels + d2];")}
-        setOutputAtIndex(index, sum);
-      }`;
-    }
-    return `
-      fn main(index : i32) {
-        let filterSize = uniforms.outShape[1];
+        setOutputAtIndex(index, sum);`,
+      options,
+    );
+  }
+  return new ElementProgram(
+    key,
+    ["x", "dy"],
+    shape,
+    UNIFORMS,
+    `let filterSize = uniforms.outShape[1];
         let blocksPerChunk = filterSize / 16;
-        if (index >= uniforms.outShape[0] * blocksPerChunk) {
-          return;
-        }
         let chunk = index / blocksPerChunk;
         var f = index - chunk * blocksPerChunk;
         let outQuads = uniforms.outChannels / 4;
@@ -157,9 +139,10 @@ class FilterGradientPartialsProgram {
           setOutputAtIndex(base + rowStride + j, s1[j]);
           setOutputAtIndex(base + 2 * rowStride + j, s2[j]);
           setOutputAtIndex(base + 3 * rowStride + j, s3[j]);
-        }
-      }`;
-  }
+        }`,
+    // One thread per 4 x 4 block of weights, reading x and dy as vec4s.
+    { ...options, bound: "uniforms.size / 16", variableComponents: [4, 4] },
+  );
 }
 
 /**
@@ -212,7 +195,7 @@ function filterGradient(args: { inputs: { x: TensorInfo; dy: TensorInfo }; backe
   const batchRows = info.batchSize * info.outHeight;
   const blocked = info.inChannels % 4 === 0 && info.outChannels % 4 === 0;
   const plan = planFilterGradient(filterSize, batchRows, blocked ? 16 : 1);
-  const partials = backend.runWebGPUProgram(new FilterGradientPartialsProgram(plan, blocked), [x, dy], "float32", [
+  const partials = backend.runWebGPUProgram(filterGradientPartialsProgram(plan, blocked), [x, dy], "float32", [
     { type: "int32", data: [info.padInfo.top, info.padInfo.left] },
     { type: "int32", data: [info.strideHeight, info.strideWidth] },
     { type: "int32", data: [info.outHeight] },

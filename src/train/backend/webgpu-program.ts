@@ -30,7 +30,8 @@ export const float = (value: number): Uniform => ({ type: "float32", data: [valu
  * One thread per output element: `body` runs with `index` the flat output index, after the bound
  * check. Every name in `variableNames` must appear in `body`: the pipeline layout is derived from
  * the bindings a shader uses, and tfjs binds them all. A program whose threads each write several
- * outputs passes `threads` (dispatched) and `bound` (the WGSL bound on `index`).
+ * outputs passes `threads` (dispatched) and `bound` (the WGSL bound on `index`); one that reads its
+ * inputs as vectors passes `variableComponents` (e.g. 4 per input: `array<vec4<f32>>`).
  */
 export class ElementProgram {
   readonly workgroupSize: [number, number, number] = [WORKGROUP_SIZE, 1, 1];
@@ -38,6 +39,7 @@ export class ElementProgram {
   readonly dispatchLayout: { x: number[] };
   readonly dispatch: [number, number, number];
   private readonly bound: string;
+  readonly variableComponents?: number[];
 
   constructor(
     readonly shaderKey: string,
@@ -45,11 +47,12 @@ export class ElementProgram {
     readonly outputShape: number[],
     readonly uniforms: string,
     private readonly body: string,
-    options: { threads?: number; bound?: string } = {},
+    options: { threads?: number; bound?: string; variableComponents?: number[] } = {},
   ) {
     this.dispatchLayout = { x: outputShape.map((_, i) => i) };
     this.dispatch = flatDispatch(options.threads ?? outputShape.reduce((a, b) => a * b, 1));
     this.bound = options.bound ?? "uniforms.size";
+    if (options.variableComponents) this.variableComponents = options.variableComponents;
     // tfjs labels pipelines and profiler entries (`bench train --profile`) with the constructor's
     // name; the shader key says which of this package's programs it is.
     Object.defineProperty(this, "constructor", { value: { name: shaderKey }, enumerable: false });

@@ -18,7 +18,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import PQueue from "p-queue";
 import sharp from "sharp";
-import { writeFixtureDataset } from "../src/ingest/fixtures/index.js";
+import { writeFixtureDataset } from "../src/synthetic/index.js";
 import { ingestParamsSchema, ingestStage } from "../src/ingest/stage.js";
 import type { StageContext } from "../src/pipeline/stage.js";
 import type { IngestParams } from "../src/ingest/stage.js";

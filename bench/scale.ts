@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { parseArgs } from "node:util";
 import { loadPipelineFile } from "../src/pipeline/spec.js";
 import { runPipeline } from "../src/pipeline/engine.js";
-import { BullMqExecutor } from "../src/pipeline/executors/bullmq.js";
+import { BullMqExecutor } from "../src/queue/executor.js";
 import { STAGES } from "../src/stages.js";
 import { startRedis } from "../test/helpers/redis.js";
 import { writeSyntheticDataset } from "../test/helpers/synthetic-dataset.js";

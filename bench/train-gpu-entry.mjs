@@ -3,12 +3,12 @@
 // esbuild so it bundles tfjs-backend-webgpu, and the optional packages must not be type-checked.
 // Prints one JSON line: {backend, adapter, model, params, msPerStep, stepsPerSecond, steps} or {backend, model, error}.
 // --model reference (default): the reference U-Net, as PyTorch's unet_torch.py; --model segmenter:
-// the ProLearn segmenter at the train stage's defaults (src/train/segmenter-timing.ts).
+// the ProLearn segmenter at the train stage's defaults (src/segmenter/timing.ts).
 import { parseArgs } from "node:util";
-import { initTrainingBackend } from "../src/train/backend/index.js";
-import { timeReferenceTraining } from "../src/train/backend/reference-unet.js";
-import { timeSegmenterTraining } from "../src/train/segmenter-timing.js";
-import { uninstallFastWebgpuKernels } from "../src/train/backend/webgpu-kernels.js";
+import { initTrainingBackend } from "../src/tfjs/backends.js";
+import { timeReferenceTraining } from "../src/tfjs/reference-unet.js";
+import { timeSegmenterTraining } from "../src/segmenter/timing.js";
+import { uninstallFastWebgpuKernels } from "../src/tfjs/webgpu-kernels.js";
 import { formatKernelProfile } from "../src/cli/commands/bench-train.js";
 
 const { values } = parseArgs({

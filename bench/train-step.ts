@@ -1,7 +1,7 @@
 /**
- * One optimisation step of the language-guided U-Net (src/train/model.ts: convs, instance norm,
+ * One optimisation step of the language-guided U-Net (src/segmenter/model.ts: convs, instance norm,
  * cross-attention over report tokens, Dice + BCE, AdamW) on the cpu backend with the fast
- * convolution kernels, with this package's fused model kernels (src/train/backend/model-kernels.ts)
+ * convolution kernels, with this package's fused model kernels (src/tfjs/model-kernels.ts)
  * and with the same maths as composite tfjs ops (the path before those kernels), interleaved in
  * the same run so machine load hits both alike. Also the image-only U-Net (the baseline) step.
  * Defaults = the demo pipeline's guide stage: 64 x 64, base 8, depth 3, batch 8, reports of
@@ -9,11 +9,11 @@
  * Usage: node --import tsx bench/train-step.ts [imageSize=64] [baseChannels=8] [batch=8] [steps=3] [depth=3]
  */
 import os from "node:os";
-import { setFusedOps } from "../src/train/fused-ops.js";
-import { segmenterForward, type Batch } from "../src/train/guidance.js";
-import { diceBceLoss, initParams, trainableVariables, type ModelConfig } from "../src/train/model.js";
-import { AdamW } from "../src/train/optim.js";
-import { initBackend, tf } from "../src/train/runtime.js";
+import { setFusedOps } from "../src/segmenter/fused-ops.js";
+import { segmenterForward, type Batch } from "../src/segmenter/guidance.js";
+import { diceBceLoss, initParams, trainableVariables, type ModelConfig } from "../src/segmenter/model.js";
+import { AdamW } from "../src/segmenter/optim.js";
+import { initBackend, tf } from "../src/segmenter/runtime.js";
 
 const [size, base, batchSize, steps, depth] = [64, 8, 8, 3, 3].map((d, i) => Number(process.argv[2 + i] ?? d)) as [number, number, number, number, number];
 await initBackend("cpu");

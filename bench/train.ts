@@ -19,8 +19,8 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { gemmWorkspace, initTrainingBackend, installFastCpuKernels, uninstallFastCpuKernels } from "../src/train/backend/index.js";
-import { timeReferenceTraining } from "../src/train/backend/reference-unet.js";
+import { gemmWorkspace, initTrainingBackend, installFastCpuKernels, uninstallFastCpuKernels } from "../src/tfjs/backends.js";
+import { timeReferenceTraining } from "../src/tfjs/reference-unet.js";
 
 const { values } = parseArgs({
   options: {

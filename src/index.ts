@@ -10,4 +10,4 @@ export { writeRunReport, ensureRunReport, gatherReport, renderReportHtml, type R
 export { hdbscan, hdbscanFromDistances, type HdbscanOptions, type HdbscanResult } from "./prototypes/hdbscan.js";
 export { PrototypeSpace, type QueryOptions, type QueryResult } from "./prototypes/psa.js";
 export { ArtifactRegistry, type ArtifactVersion } from "./prototypes/registry.js";
-export { initTrainingBackend, probeTrainingBackends, type TrainingBackendInfo, type TrainingBackendOptions, type BackendProbe } from "./train/backend/index.js";
+export { initTrainingBackend, probeTrainingBackends, type TrainingBackendInfo, type TrainingBackendOptions, type BackendProbe } from "./tfjs/backends.js";

@@ -3,10 +3,10 @@ import type { StageRegistry } from "./pipeline/spec.js";
 import { ingestStage } from "./ingest/stage.js";
 import { embedStage } from "./embed/stage.js";
 import { prototypesStage } from "./prototypes/stage.js";
-import { guideStage } from "./train/guide-stage.js";
-import { filterStage } from "./train/filter-stage.js";
-import { trainStage } from "./train/train-stage.js";
-import { evaluateStage } from "./train/evaluate-stage.js";
+import { guideStage } from "./guide/stage.js";
+import { filterStage } from "./filter/stage.js";
+import { trainStage } from "./train/stage.js";
+import { evaluateStage } from "./evaluate/stage.js";
 
 /**
  * The one registry of stages, in topological order. The pipeline schema, the CLI help, the docs

@@ -25,7 +25,7 @@ export async function createExecutor(args: ParsedArgs, _io: CliIO): Promise<Exec
     const redisUrl = redisUrlOption(args);
     if (!redisUrl) throw new UsageError("--executor bullmq needs --redis URL", { hint: "e.g. --redis redis://127.0.0.1:6379, with workers started by `prolearn worker --redis URL`" });
     // Loaded only here: BullMQ and ioredis cost ~0.3 s of start-up that in-process runs never need.
-    const [{ checkRedis }, { BullMqExecutor }] = await Promise.all([import("../pipeline/redis.js"), import("../pipeline/executors/bullmq.js")]);
+    const [{ checkRedis }, { BullMqExecutor }] = await Promise.all([import("../queue/redis.js"), import("../queue/executor.js")]);
     // Fail before the run starts, not inside its first stage.
     await checkRedis(redisUrl);
     return new BullMqExecutor({ redisUrl, registry: STAGES, skipRedisCheck: true });

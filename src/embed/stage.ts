@@ -6,7 +6,7 @@ import { biomedclipFolderDigest } from "./biomedclip-manifest.js";
 import { ENCODER_KINDS } from "./encoder-kinds.js";
 
 // The definition only: the encoders (ONNX Runtime, sharp, the tokenizer) and the Parquet work
-// live in ./stage-run.ts and are imported when a shard runs.
+// live in ./run.ts and are imported when a shard runs.
 
 export const embedParams = z
   .strictObject({
@@ -43,8 +43,8 @@ export const embedStage = defineStage({
     return {};
   },
   sharding: {
-    plan: async (ctx) => (await import("./stage-run.js")).planEmbedShards(ctx),
-    runShard: async (ctx, shard, shardDir) => (await import("./stage-run.js")).runEmbedShard(ctx, shard, shardDir),
-    merge: async (ctx, shards) => (await import("./stage-run.js")).mergeEmbedShards(ctx, shards),
+    plan: async (ctx) => (await import("./run.js")).planEmbedShards(ctx),
+    runShard: async (ctx, shard, shardDir) => (await import("./run.js")).runEmbedShard(ctx, shard, shardDir),
+    merge: async (ctx, shards) => (await import("./run.js")).mergeEmbedShards(ctx, shards),
   },
 });

@@ -7,7 +7,7 @@ import { listFiles, resolveLayout } from "./layouts.js";
 import { listReportFiles } from "./reports.js";
 
 // The definition and the dataset digest (resources, computed at plan time) only: decoding
-// (sharp), Arrow and Parquet live in ./stage-run.ts and are imported when a shard runs.
+// (sharp), Arrow and Parquet live in ./run.ts and are imported when a shard runs.
 
 export const ingestParamsSchema = z
   .strictObject({
@@ -61,8 +61,8 @@ export const ingestStage = defineStage({
     return { dataset: await digestFiles(await datasetFiles(pipeline), pipeline.dataset.root) };
   },
   sharding: {
-    plan: async (ctx) => (await import("./stage-run.js")).planIngestShards(ctx),
-    runShard: async (ctx, shard, shardDir) => (await import("./stage-run.js")).runIngestShard(ctx, shard, shardDir),
-    merge: async (ctx, shards) => (await import("./stage-run.js")).mergeIngestShards(ctx, shards),
+    plan: async (ctx) => (await import("./run.js")).planIngestShards(ctx),
+    runShard: async (ctx, shard, shardDir) => (await import("./run.js")).runIngestShard(ctx, shard, shardDir),
+    merge: async (ctx, shards) => (await import("./run.js")).mergeIngestShards(ctx, shards),
   },
 });

@@ -3,7 +3,7 @@ import * as ort from "onnxruntime-node";
 import { DataError } from "../errors.js";
 import { encodeOnnxModel } from "./onnx-graph.js";
 import { assertArtifactIntact, readPrototypesFile, type ArtifactManifest } from "./artifact.js";
-import { GemmWorkspace } from "../train/backend/gemm.js";
+import { GemmWorkspace } from "../linalg/gemm.js";
 
 export interface QueryOptions {
   /** Prototypes mixed per query (default 3). */

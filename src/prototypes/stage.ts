@@ -2,7 +2,7 @@ import { z } from "zod";
 import { defineStage } from "../pipeline/stage.js";
 import { METRICS } from "./metric-names.js";
 
-// The definition only: clustering, Parquet and the artifact registry live in ./stage-run.ts and
+// The definition only: clustering, Parquet and the artifact registry live in ./run.ts and
 // are imported when the stage runs.
 
 export const prototypesParams = z.strictObject({
@@ -33,5 +33,5 @@ export const prototypesStage = defineStage({
   // The gate never changes the artifact's bytes: adding it must not re-run (and so re-train
   // downstream of) every cached prototype space.
   nonKeyParams: ["onUseless"],
-  run: async (ctx) => (await import("./stage-run.js")).runPrototypes(ctx),
+  run: async (ctx) => (await import("./run.js")).runPrototypes(ctx),
 });

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { writeFixtureDataset } from "../../src/ingest/fixtures/index.js";
+import { writeFixtureDataset } from "../../src/synthetic/index.js";
 import { cli } from "../helpers/cli.js";
 
 test("prolearn run with the package's stages: --json, a fully cached rerun under 2 s, plan says why after a param change", async () => {

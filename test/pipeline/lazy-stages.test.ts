@@ -14,7 +14,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { writeFixtureDataset } from "../../src/ingest/fixtures/index.js";
+import { writeFixtureDataset } from "../../src/synthetic/index.js";
 import { writeTinyBiomedclipFolder } from "../embed/tiny-biomedclip.js";
 
 const ROOT = path.resolve(import.meta.dirname, "..", "..");
@@ -119,7 +119,7 @@ describe("stage definitions load without their implementations", () => {
   });
 
   test("the recorder does see a stage implementation's packages", async () => {
-    const { heavy } = await loadedBy(["--input-type=module", "-e", `await import(${JSON.stringify(path.join(ROOT, "src", "train", "guide-run.ts"))})`], path.join(dir, "run.trace"));
+    const { heavy } = await loadedBy(["--input-type=module", "-e", `await import(${JSON.stringify(path.join(ROOT, "src", "guide", "run.ts"))})`], path.join(dir, "run.trace"));
     assert.ok(heavy.includes("@tensorflow/tfjs-core") && heavy.includes("sharp"), `loaded: ${heavy.join(", ")}`);
   });
 });

@@ -1,6 +1,6 @@
 // A queue worker process serving the test registry, so tests can run several and SIGKILL one.
 // argv: <redis url> <root> <lock ms> [capabilities, comma-separated]
-import { startStageWorker } from "../../src/pipeline/worker.js";
+import { startStageWorker } from "../../src/queue/worker.js";
 import { QUEUE_TEST_STAGES } from "./queue-stages.js";
 
 const [redisUrl, root, lockMs, capabilities] = process.argv.slice(2);

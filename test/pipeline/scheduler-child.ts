@@ -1,6 +1,6 @@
 // A scheduler process over the test registry, so a test can send it SIGTERM. argv: <pipeline file>
 import { loadPipelineFile } from "../../src/pipeline/spec.js";
-import { PipelineScheduler, serveUntilSignal } from "../../src/pipeline/scheduler.js";
+import { PipelineScheduler, serveUntilSignal } from "../../src/queue/scheduler.js";
 import { TEST_STAGES } from "./test-stages.js";
 
 const file = process.argv[2]!;

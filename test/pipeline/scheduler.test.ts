@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { spawn } from "node:child_process";
 import { loadPipelineFile } from "../../src/pipeline/spec.js";
-import { PipelineScheduler, type ScheduledPipeline } from "../../src/pipeline/scheduler.js";
+import { PipelineScheduler, type ScheduledPipeline } from "../../src/queue/scheduler.js";
 import { Catalog } from "../../src/pipeline/catalog.js";
 import type { RunResult } from "../../src/pipeline/engine.js";
 import { nextFireTimes } from "../../src/cli/schedule-info.js";

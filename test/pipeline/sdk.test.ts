@@ -5,7 +5,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { test } from "node:test";
 import * as prolearn from "../../src/index.js";
-import { writeFixtureDataset } from "../../src/ingest/fixtures/index.js";
+import { writeFixtureDataset } from "../../src/synthetic/index.js";
 import { scratchDir } from "../train/fixture.js";
 
 const repoRoot = path.resolve(import.meta.dirname, "../..");

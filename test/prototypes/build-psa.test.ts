@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { buildPrototypes, parseLungZones, bestKmeans, type BuildOptions } from "../../src/prototypes/build.js";
 import { PrototypeSpace } from "../../src/prototypes/psa.js";
-import { usefulnessCheck } from "../../src/prototypes/stage-run.js";
+import { usefulnessCheck } from "../../src/prototypes/run.js";
 import { adjustedRandIndex } from "../../src/prototypes/ari.js";
 import { syntheticPairs } from "./synthetic.js";
 

@@ -141,7 +141,7 @@ function scoreTokens(report: string, seed: number): { tokens: string[]; scores: 
 }
 
 function history() {
-  // The train stage's history.json records (src/train/loop.ts EpochRecord); valDice is null without a val split.
+  // The train stage's history.json records (src/segmenter/loop.ts EpochRecord); valDice is null without a val split.
   return [...Array(12).keys()].map((i) => ({ epoch: i + 1, loss: 1.1 * Math.exp(-i / 4) + 0.18, learningRate: 1e-4 * (0.5 + 0.5 * Math.cos((Math.PI * i) / 12)), valDice: 0.82 - 0.62 * Math.exp(-i / 3), valIou: 0.7 - 0.55 * Math.exp(-i / 3), seconds: 1.5 + (i % 3) * 0.1 }));
 }
 

@@ -1,5 +1,5 @@
-import { AdamW } from "../../src/train/optim.js";
-import { tf } from "../../src/train/runtime.js";
+import { AdamW } from "../../src/segmenter/optim.js";
+import { tf } from "../../src/segmenter/runtime.js";
 
 export interface AdamWRun {
   shapes: Record<string, number[]>;

@@ -2,8 +2,8 @@ import { test, describe } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { EnvironmentError, UsageError } from "../../src/errors.js";
-import { initTrainingBackend, activeTrainingBackend, fastCpuKernelsInstalled, configuredGemmThreads, type TrainingBackendRequest } from "../../src/train/backend/index.js";
-import { buildReferenceUNet } from "../../src/train/backend/reference-unet.js";
+import { initTrainingBackend, activeTrainingBackend, fastCpuKernelsInstalled, configuredGemmThreads, type TrainingBackendRequest } from "../../src/tfjs/backends.js";
+import { buildReferenceUNet } from "../../src/tfjs/reference-unet.js";
 import { cli } from "../helpers/cli.js";
 import { stageCapabilities } from "../../src/pipeline/stage.js";
 import { STAGES } from "../../src/stages.js";
@@ -130,7 +130,7 @@ describe("reference U-Net and prolearn bench train", () => {
 
   test("a profiled segmenter step counts kernels only, not the custom-gradient ops around them", async () => {
     await initTrainingBackend({ backend: "cpu" });
-    const { timeSegmenterTraining } = await import("../../src/train/segmenter-timing.js");
+    const { timeSegmenterTraining } = await import("../../src/segmenter/timing.js");
     const timing = await timeSegmenterTraining({ size: 16, batch: 1, steps: 1, warmup: 0, baseChannels: 4, depth: 2, profile: true });
     const names = timing.kernels!.map((k) => k.kernel);
     assert.ok(names.includes("ProlearnGroupNorm") && names.includes("Conv2D"), names.join(", "));

@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { test } from "node:test";
 import { writeParquetFile } from "../../src/io/parquet.js";
-import { applyThreshold, filteredTable, joinTokens } from "../../src/train/filter-run.js";
-import { formatSweepTable, parseSweepAssignment, type SweepRow } from "../../src/train/sweep.js";
+import { applyThreshold, filteredTable, joinTokens } from "../../src/filter/run.js";
+import { formatSweepTable, parseSweepAssignment, type SweepRow } from "../../src/evaluate/sweep.js";
 import { cli } from "../helpers/cli.js";
 import { scratchDir } from "./fixture.js";
 

@@ -7,7 +7,7 @@ import { writeParquetFile } from "../../src/io/parquet.js";
 import type { ResolvedPipeline } from "../../src/pipeline/spec.js";
 import type { InputArtifact, RowCache, StageContext, StageSummary } from "../../src/pipeline/stage.js";
 import { STAGES } from "../../src/stages.js";
-import { deriveSeed, mulberry32 } from "../../src/train/prng.js";
+import { deriveSeed, mulberry32 } from "../../src/segmenter/prng.js";
 import { sha256 } from "../../src/util/hash.js";
 
 /**

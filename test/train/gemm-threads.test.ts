@@ -3,10 +3,10 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { conv2dForward, conv2dBackpropInput, conv2dBackpropFilter, GemmWorkspace, type ConvGeometry } from "../../src/train/backend/index.js";
-import { GemmBatch } from "../../src/train/backend/gemm.js";
-import { batchMatMul } from "../../src/train/backend/matmul.js";
-import { configuredGemmThreads } from "../../src/train/backend/gemm-threads.js";
+import { conv2dForward, conv2dBackpropInput, conv2dBackpropFilter, GemmWorkspace, type ConvGeometry } from "../../src/tfjs/backends.js";
+import { GemmBatch } from "../../src/linalg/gemm.js";
+import { batchMatMul } from "../../src/linalg/matmul.js";
+import { configuredGemmThreads } from "../../src/linalg/gemm-threads.js";
 import { EnvironmentError } from "../../src/errors.js";
 import { mulberry32 } from "../../src/util/random.js";
 
@@ -202,7 +202,7 @@ describe("thread configuration", () => {
 
   test("a process whose GEMM workers sit idle still exits by itself", () => {
     const script = [
-      'import { conv2dForward, GemmWorkspace } from "./src/train/backend/index.js";',
+      'import { conv2dForward, GemmWorkspace } from "./src/tfjs/index.js";',
       "const ws = new GemmWorkspace({ threads: 2 });",
       "const g = { batch: 2, inHeight: 64, inWidth: 64, inChannels: 16, outHeight: 64, outWidth: 64, outChannels: 16, filterHeight: 3, filterWidth: 3, strideHeight: 1, strideWidth: 1, padTop: 1, padLeft: 1 };",
       "const y = conv2dForward(new Float32Array(2 * 64 * 64 * 16).fill(1), new Float32Array(9 * 16 * 16).fill(1), g, ws);",

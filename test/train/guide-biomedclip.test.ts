@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
-import { writeFixtureDataset } from "../../src/ingest/fixtures/index.js";
+import { writeFixtureDataset } from "../../src/synthetic/index.js";
 import { readParquetFile } from "../../src/io/parquet.js";
 import { planPipeline, runPipeline } from "../../src/pipeline/engine.js";
 import { resolvePipeline } from "../../src/pipeline/spec.js";

@@ -1,8 +1,8 @@
 import { test, describe, before } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
-import { installFastCpuKernels, uninstallFastCpuKernels, registerConvNetGradients, GemmWorkspace } from "../../src/train/backend/index.js";
-import { buildReferenceUNet, bceWithLogits } from "../../src/train/backend/reference-unet.js";
+import { installFastCpuKernels, uninstallFastCpuKernels, registerConvNetGradients, GemmWorkspace } from "../../src/tfjs/backends.js";
+import { buildReferenceUNet, bceWithLogits } from "../../src/tfjs/reference-unet.js";
 import { mulberry32 } from "../../src/util/random.js";
 
 /** Deterministic PRNG so a failing configuration can be reproduced from its index. */

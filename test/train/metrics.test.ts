@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { SegmentationMeter, diceFromCounts, iouFromCounts, overlapCounts } from "../../src/train/metrics.js";
+import { SegmentationMeter, diceFromCounts, iouFromCounts, overlapCounts } from "../../src/segmenter/metrics.js";
 
 test("Dice and IoU of a partial overlap", () => {
   // prediction: 4 pixels, truth: 4 pixels, overlap 2 -> Dice 0.5, IoU 2/6

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { gatherRows, instanceNorm, multiHeadAttention, normalizeRows, setFusedOps, upsample2x } from "../../src/train/fused-ops.js";
-import { segmenterForward, type Batch } from "../../src/train/guidance.js";
-import { diceBceLoss, disposeParams, initParams, trainableVariables, type ModelConfig } from "../../src/train/model.js";
-import { deriveSeed, mulberry32, normalArray } from "../../src/train/prng.js";
-import { initBackend, tf } from "../../src/train/runtime.js";
+import { gatherRows, instanceNorm, multiHeadAttention, normalizeRows, setFusedOps, upsample2x } from "../../src/segmenter/fused-ops.js";
+import { segmenterForward, type Batch } from "../../src/segmenter/guidance.js";
+import { diceBceLoss, disposeParams, initParams, trainableVariables, type ModelConfig } from "../../src/segmenter/model.js";
+import { deriveSeed, mulberry32, normalArray } from "../../src/segmenter/prng.js";
+import { initBackend, tf } from "../../src/segmenter/runtime.js";
 
 /** max |a - b| relative to max |b|. */
 function relativeError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {

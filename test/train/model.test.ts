@@ -2,12 +2,12 @@ import assert from "node:assert/strict";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
-import { loadModel, saveModel } from "../../src/train/common.js";
-import { segmenterForward, PrototypeIndex, type Batch } from "../../src/train/guidance.js";
-import { diceBceLoss, disposeParams, initParams, netForward, trainableVariables, upsample2x, type ModelConfig } from "../../src/train/model.js";
-import { initBackend, tf } from "../../src/train/runtime.js";
+import { loadModel, saveModel } from "../../src/segmenter/checkpoints.js";
+import { segmenterForward, PrototypeIndex, type Batch } from "../../src/segmenter/guidance.js";
+import { diceBceLoss, disposeParams, initParams, netForward, trainableVariables, upsample2x, type ModelConfig } from "../../src/segmenter/model.js";
+import { initBackend, tf } from "../../src/segmenter/runtime.js";
 import { sha256File } from "../../src/util/hash.js";
-import { buildVocabulary, encodeReport, tokenizeReport, vocabularyIndex } from "../../src/train/text.js";
+import { buildVocabulary, encodeReport, tokenizeReport, vocabularyIndex } from "../../src/segmenter/text.js";
 import { scratchDir } from "./fixture.js";
 
 const vocabConfig: ModelConfig = {

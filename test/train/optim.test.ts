@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { AdamW, cosineLearningRate } from "../../src/train/optim.js";
-import { initBackend, tf } from "../../src/train/runtime.js";
+import { AdamW, cosineLearningRate } from "../../src/segmenter/optim.js";
+import { initBackend, tf } from "../../src/segmenter/runtime.js";
 import { runAdamW } from "./adamw-run.js";
 
 test("cosine schedule: max at step 0, min at the end, midpoint halfway", () => {

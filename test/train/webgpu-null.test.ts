@@ -7,13 +7,13 @@ import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
-import { writeFixtureDataset } from "../../src/ingest/fixtures/index.js";
+import { writeFixtureDataset } from "../../src/synthetic/index.js";
 import { runPipeline } from "../../src/pipeline/engine.js";
 import { resolvePipeline } from "../../src/pipeline/spec.js";
 import { STAGES } from "../../src/stages.js";
-import { initTrainingBackend } from "../../src/train/backend/index.js";
-import { timeReferenceTraining } from "../../src/train/backend/reference-unet.js";
-import { tf } from "../../src/train/runtime.js";
+import { initTrainingBackend } from "../../src/tfjs/backends.js";
+import { timeReferenceTraining } from "../../src/tfjs/reference-unet.js";
+import { tf } from "../../src/segmenter/runtime.js";
 import { scratchDir } from "./fixture.js";
 
 process.env.XDG_RUNTIME_DIR ??= "/tmp";

@@ -12,7 +12,7 @@ export default defineCommand({
     json: { type: "boolean", description: "Print {probes: [{backend, status, adapter?, reason?, hint?}], auto} as JSON on stdout", default: false },
   },
   async run(args, io) {
-    const { probeTrainingBackends } = await import("../../train/backend/index.js");
+    const { probeTrainingBackends } = await import("../../tfjs/backends.js");
     const result = await probeTrainingBackends();
     if (args.options.json === true) {
       io.stdout.write(`${JSON.stringify(result)}\n`);

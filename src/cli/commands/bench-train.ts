@@ -1,7 +1,7 @@
 import { defineCommand, numberOption, stringOption } from "../command.js";
 import { UsageError } from "../../errors.js";
-import { TRAINING_BACKENDS as BACKENDS } from "../../train/backend/names.js";
-import type { KernelTime } from "../../train/backend/reference-unet.js";
+import { TRAINING_BACKENDS as BACKENDS } from "../../tfjs/names.js";
+import type { KernelTime } from "../../tfjs/reference-unet.js";
 
 const MODELS = ["reference", "segmenter"] as const;
 
@@ -62,16 +62,16 @@ export default defineCommand({
     if (model === "reference" && (baseChannels !== undefined || depth !== undefined)) throw new UsageError("--base-channels and --depth go with --model segmenter (the reference U-Net is fixed)");
     const poolings = model === "reference" ? 3 : (depth ?? 4) - 1;
     if (size % 2 ** poolings !== 0) throw new UsageError(`--size must be a multiple of ${2 ** poolings} (${poolings} 2x2 poolings), got ${size}`);
-    const { initTrainingBackend } = await import("../../train/backend/index.js");
+    const { initTrainingBackend } = await import("../../tfjs/backends.js");
     const info = await initTrainingBackend({ backend: backend as (typeof BACKENDS)[number], log: (line) => io.stderr.write(`${line}\n`) });
     const profile = args.options.profile === true;
     let timing: { params: number; msPerStep: number; cpuMsPerStep: number; kernels?: KernelTime[] };
     if (model === "segmenter") {
-      const { timeSegmenterTraining } = await import("../../train/segmenter-timing.js");
+      const { timeSegmenterTraining } = await import("../../segmenter/timing.js");
       io.stderr.write(`ProLearn segmenter (PSA), ${size}x${size}, batch ${batch}: ${warmup} warm-up + ${steps} measured steps\n`);
       timing = await timeSegmenterTraining({ size, batch, steps, warmup, baseChannels, depth, profile });
     } else {
-      const { timeReferenceTraining } = await import("../../train/backend/reference-unet.js");
+      const { timeReferenceTraining } = await import("../../tfjs/reference-unet.js");
       io.stderr.write(`reference U-Net, ${size}x${size}, batch ${batch}: ${warmup} warm-up + ${steps} measured steps\n`);
       timing = await timeReferenceTraining({ size, batch, steps, warmup, profile });
     }

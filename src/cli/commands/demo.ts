@@ -31,7 +31,7 @@ export default defineCommand({
     if (!existsSync(file)) throw new UsageError(`pipeline ${requested} not found`, { hint: "pass --pipeline FILE" });
     const pipeline = await loadPipelineArg(file);
     if (!existsSync(pipeline.dataset.root)) {
-      const { writeFixtureDataset } = await import("../../ingest/fixtures/index.js");
+      const { writeFixtureDataset } = await import("../../synthetic/index.js");
       const layout = pipeline.dataset.layout === "auto" ? "sgseg" : pipeline.dataset.layout;
       const size = typeof pipeline.stages.guide === "object" && pipeline.stages.guide ? Number((pipeline.stages.guide as { imageSize?: number }).imageSize ?? 64) : 64;
       io.stderr.write(`generating a synthetic ${pipeline.dataset.kind} dataset (${layout} layout, ${numberOption(args, "n")} pairs, ${size}x${size}) in ${pipeline.dataset.root}\n`);

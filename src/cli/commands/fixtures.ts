@@ -1,7 +1,7 @@
 import { defineCommand, numberOption, stringOption } from "../command.js";
 import { UsageError } from "../../errors.js";
 import { DATASET_KINDS, DATASET_LAYOUTS, type DatasetKind } from "../../pipeline/spec.js";
-import { writeFixtureDataset, type FixtureLayout } from "../../ingest/fixtures/index.js";
+import { writeFixtureDataset, type FixtureLayout } from "../../synthetic/index.js";
 
 const DEFAULT_LAYOUT: Record<DatasetKind, FixtureLayout> = { "qata-cov19": "sgseg", "mosmeddata-plus": "lvit", "kvasir-seg": "kvasir" };
 

@@ -1,7 +1,7 @@
 import { defineCommand, stringOption } from "../command.js";
 import { UsageError } from "../../errors.js";
 import { loadPipelineArg } from "../pipeline-arg.js";
-import { PipelineScheduler, serveUntilSignal, type ScheduledPipeline } from "../../pipeline/scheduler.js";
+import { PipelineScheduler, serveUntilSignal, type ScheduledPipeline } from "../../queue/scheduler.js";
 import { STAGES } from "../../stages.js";
 import { createExecutor, executorOptions, redisUrlOption } from "../executor-options.js";
 import { reportWriter } from "../report-hook.js";

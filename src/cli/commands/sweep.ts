@@ -1,7 +1,7 @@
 import { UsageError } from "../../errors.js";
 import { runPipeline } from "../../pipeline/engine.js";
 import { STAGES } from "../../stages.js";
-import { formatSweepTable, parseSweepAssignment, sweepRowFromRun, type SweepRow } from "../../train/sweep.js";
+import { formatSweepTable, parseSweepAssignment, sweepRowFromRun, type SweepRow } from "../../evaluate/sweep.js";
 import { defineCommand } from "../command.js";
 import { loadPipelineArg } from "../pipeline-arg.js";
 import { ProgressRenderer } from "../render.js";

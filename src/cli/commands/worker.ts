@@ -1,6 +1,6 @@
 import { defineCommand, stringOption } from "../command.js";
 import { EnvironmentError, UsageError } from "../../errors.js";
-import { startStageWorker } from "../../pipeline/worker.js";
+import { startStageWorker } from "../../queue/worker.js";
 import { STAGES } from "../../stages.js";
 import { redisUrlOption } from "../executor-options.js";
 
@@ -44,7 +44,7 @@ export default defineCommand({
 
 /** Starts the training backend `auto` would pick and refuses to serve GPU jobs on the cpu one. */
 async function requireGpuBackend(log: (line: string) => void): Promise<void> {
-  const { initTrainingBackend } = await import("../../train/backend/index.js");
+  const { initTrainingBackend } = await import("../../tfjs/backends.js");
   const reasons: string[] = [];
   const info = await initTrainingBackend({ backend: "auto", log: (line) => (line.startsWith("skipped: ") ? reasons.push(line.slice("skipped: ".length)) : undefined) });
   if (info.backend === "cpu") {

@@ -52,7 +52,7 @@ async function loadedBy(args: string[], traceFile: string): Promise<{ stdout: st
     maxBuffer: 16 * 1024 * 1024,
   });
   const loaded = readFileSync(traceFile, "utf8").split("\n").filter(Boolean);
-  assert.ok(loaded.some((line) => line.includes("/src/pipeline/engine.ts") || line.includes("/src/train/")), "the recorder saw no module of this package");
+  assert.ok(loaded.some((line) => line.includes("/src/pipeline/engine.ts") || line.includes("/src/guide/") || line.includes("/src/segmenter/")), "the recorder saw no module of this package");
   const heavy = HEAVY.filter((pkg) => loaded.some((line) => line.includes(`/node_modules/${pkg}/`)));
   return { stdout, heavy };
 }

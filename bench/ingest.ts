@@ -79,6 +79,7 @@ async function ingest(root: string): Promise<number> {
     resources: {},
     emit: () => {},
     log: () => {},
+    warn: () => {},
     signal: new AbortController().signal,
   };
   const sharding = ingestStage.sharding!;

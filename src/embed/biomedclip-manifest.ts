@@ -2,7 +2,7 @@ import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { z } from "zod";
 import { ModelError } from "../errors.js";
-import { digestFile } from "../pipeline/file-digest.js";
+import { FileDigester } from "../pipeline/file-digest.js";
 import { hashJson } from "../util/hash.js";
 import { BIOMEDCLIP_IMAGE_PREPROCESSING } from "./preprocessing-spec.js";
 
@@ -93,7 +93,7 @@ function manifestFiles(manifest: BiomedclipManifest): string[] {
  * Hashing 400 MB of weights takes seconds, so file digests go through the engine's stat cache
  * (re-hashed only when a file's size or mtime changed, across runs and processes).
  */
-export async function biomedclipFolderDigest(dir: string): Promise<string> {
+export async function biomedclipFolderDigest(dir: string, digester: FileDigester = new FileDigester()): Promise<string> {
   const manifest = await readBiomedclipManifest(dir);
   const digests: Record<string, string> = {};
   for (const file of manifestFiles(manifest).map((f) => path.join(dir, f))) {
@@ -102,7 +102,7 @@ export async function biomedclipFolderDigest(dir: string): Promise<string> {
     } catch {
       throw new ModelError("model file is missing", { location: { file }, hint: `the manifest in ${dir} names it` });
     }
-    digests[path.basename(file)] = await digestFile(file);
+    digests[path.basename(file)] = await digester.digestFile(file);
   }
   return hashJson({ manifest, files: digests });
 }

@@ -38,8 +38,8 @@ export const embedStage = defineStage({
   optionalInputs: ["filter"],
   outputs: ["embeddings.parquet", "encoder.json"],
   nonKeyParams: ["concurrency", "shardRows"],
-  async resources(pipeline, params): Promise<Record<string, string>> {
-    if (params.encoder === "biomedclip") return { model: await biomedclipFolderDigest(modelDir(pipeline, params)) };
+  async resources(pipeline, params, { digester }): Promise<Record<string, string>> {
+    if (params.encoder === "biomedclip") return { model: await biomedclipFolderDigest(modelDir(pipeline, params), digester) };
     return {};
   },
   sharding: {

@@ -29,9 +29,9 @@ export const guideStage = defineStage({
   outputs: ["guide-model.json", "guide-weights.bin", "guide-history.json"],
   // Forced onto a GPU backend, the stage needs a GPU worker on a queue; on auto, any worker.
   capabilities: (params) => backendCapabilities(params.backend),
-  async resources(pipeline, params): Promise<Record<string, string>> {
+  async resources(pipeline, params, { digester }): Promise<Record<string, string>> {
     if (params.encoder !== "biomedclip" || !params.model) return {};
-    return { model: await biomedclipFolderDigest(path.resolve(pipeline.baseDir, params.model)) };
+    return { model: await biomedclipFolderDigest(path.resolve(pipeline.baseDir, params.model), digester) };
   },
   run: async (ctx) => (await import("./run.js")).runGuide(ctx),
 });

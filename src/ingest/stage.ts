@@ -1,6 +1,5 @@
 import { realpath, stat } from "node:fs/promises";
 import { z } from "zod";
-import { digestFiles } from "../pipeline/file-digest.js";
 import type { ResolvedPipeline } from "../pipeline/spec.js";
 import { defineStage } from "../pipeline/stage.js";
 import { listFiles, resolveLayout } from "./layouts.js";
@@ -57,8 +56,8 @@ export const ingestStage = defineStage({
   inputs: [],
   outputs: ["samples.parquet", "quarantine.parquet", "orphans.parquet", "fingerprint.json"],
   nonKeyParams: ["concurrency"],
-  async resources(pipeline) {
-    return { dataset: await digestFiles(await datasetFiles(pipeline), pipeline.dataset.root) };
+  async resources(pipeline, _params, { digester }) {
+    return { dataset: await digester.digestFiles(await datasetFiles(pipeline), pipeline.dataset.root) };
   },
   sharding: {
     plan: async (ctx) => (await import("./run.js")).planIngestShards(ctx),

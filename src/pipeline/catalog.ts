@@ -1,6 +1,7 @@
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
+import type { StageWarning } from "./stage.js";
 
 export type StageStatus = "ran" | "cached" | "failed" | "running" | "skipped";
 
@@ -28,6 +29,10 @@ export interface StageRunRecord {
   error: string | null;
   outputDigest: string | null;
   keyParts: string | null;
+  /** The typed reasons behind `reason` (JSON in the catalog); empty for rows written before they were kept. */
+  reasons: unknown[];
+  /** Checks that did not pass; for a cached stage, those of the execution that produced its output. */
+  warnings: StageWarning[];
 }
 
 export interface OutputRecord {
@@ -66,6 +71,8 @@ CREATE TABLE IF NOT EXISTS stage_runs (
   error TEXT,
   output_digest TEXT,
   key_parts TEXT,
+  reasons TEXT,
+  warnings TEXT,
   PRIMARY KEY (run_id, stage)
 );
 CREATE TABLE IF NOT EXISTS outputs (
@@ -103,6 +110,25 @@ export class Catalog {
     this.db.pragma("synchronous = NORMAL");
     this.db.pragma("foreign_keys = ON");
     this.db.exec(SCHEMA);
+    this.migrate();
+  }
+
+  /**
+   * Columns added since the first catalogs: a catalog written by an older version gains them
+   * (NULL for its old rows, read as "none"), so old workdirs keep working.
+   */
+  private migrate(): void {
+    const columns = new Set((this.db.prepare("PRAGMA table_info(stage_runs)").all() as { name: string }[]).map((c) => c.name));
+    for (const [column, type] of [["reasons", "TEXT"], ["warnings", "TEXT"]] as const) {
+      if (!columns.has(column)) {
+        try {
+          this.db.exec(`ALTER TABLE stage_runs ADD COLUMN ${column} ${type}`);
+        } catch (error) {
+          // Another process migrated it between our look and our change.
+          if (!/duplicate column/i.test((error as Error).message)) throw error;
+        }
+      }
+    }
   }
 
   close(): void {
@@ -126,12 +152,13 @@ export class Catalog {
   recordStage(record: StageRunRecord): void {
     this.db
       .prepare(
-        `INSERT INTO stage_runs (run_id, stage, status, cache_key, reason, started_at, seconds, error, output_digest, key_parts)
-         VALUES (@runId, @stage, @status, @cacheKey, @reason, @startedAt, @seconds, @error, @outputDigest, @keyParts)
+        `INSERT INTO stage_runs (run_id, stage, status, cache_key, reason, started_at, seconds, error, output_digest, key_parts, reasons, warnings)
+         VALUES (@runId, @stage, @status, @cacheKey, @reason, @startedAt, @seconds, @error, @outputDigest, @keyParts, @reasons, @warnings)
          ON CONFLICT (run_id, stage) DO UPDATE SET status = excluded.status, cache_key = excluded.cache_key, reason = excluded.reason,
-           seconds = excluded.seconds, error = excluded.error, output_digest = excluded.output_digest, key_parts = excluded.key_parts`,
+           seconds = excluded.seconds, error = excluded.error, output_digest = excluded.output_digest, key_parts = excluded.key_parts,
+           reasons = excluded.reasons, warnings = excluded.warnings`,
       )
-      .run(record);
+      .run({ ...record, reasons: JSON.stringify(record.reasons), warnings: record.warnings.length ? JSON.stringify(record.warnings) : null });
   }
 
   recordOutput(output: OutputRecord): void {
@@ -161,6 +188,14 @@ export class Catalog {
       )
       .get(pipeline, stage) as Record<string, unknown> | undefined;
     return row ? rowToStageRun(row) : undefined;
+  }
+
+  /** The warnings of the execution that produced this output (what a cached rerun repeats). */
+  producerWarnings(stage: string, cacheKey: string): StageWarning[] {
+    const row = this.db
+      .prepare("SELECT warnings FROM stage_runs WHERE stage = ? AND cache_key = ? AND status = 'ran' ORDER BY started_at DESC LIMIT 1")
+      .get(stage, cacheKey) as { warnings: string | null } | undefined;
+    return parseJsonArray(row?.warnings) as StageWarning[];
   }
 
   /** Latest published output of a stage for a pipeline (used by `inspect`, `report`). */
@@ -256,5 +291,17 @@ function rowToStageRun(row: Record<string, unknown>): StageRunRecord {
     error: (row.error as string | null) ?? null,
     outputDigest: (row.output_digest as string | null) ?? null,
     keyParts: (row.key_parts as string | null) ?? null,
+    reasons: parseJsonArray(row.reasons),
+    warnings: parseJsonArray(row.warnings) as StageWarning[],
   };
+}
+
+function parseJsonArray(text: unknown): unknown[] {
+  if (typeof text !== "string" || !text) return [];
+  try {
+    const value = JSON.parse(text) as unknown;
+    return Array.isArray(value) ? value : [];
+  } catch {
+    return [];
+  }
 }

@@ -3,27 +3,35 @@ import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ProlearnError, StageError, UsageError } from "../errors.js";
-import { canonicalJson, hashJson } from "../util/hash.js";
 import { Catalog } from "./catalog.js";
+import { cacheKeyOf, decide, formatReason, formatReasons, type Action, type Decision, type KeyParts, type Reason } from "./decision.js";
 import { tryLockFile, unlockFile } from "./file-lock.js";
 import { InProcessExecutor, type Executor, type StageTask } from "./executor.js";
-import { setFileStatCache } from "./file-digest.js";
+import { FileDigester } from "./file-digest.js";
+import { RunRecorder } from "./recorder.js";
 import type { ResolvedPipeline, StageRegistry } from "./spec.js";
-import type { InputArtifact, ProgressEvent, StageSummary } from "./stage.js";
-import { OutputStore } from "./store.js";
+import { inputStages, parseInputRef, type InputArtifact, type ProgressEvent, type StageDefinition, type StageSummary, type StageWarning } from "./stage.js";
+import { OutputStore, type PublishedOutput } from "./store.js";
+import { takeWarnings } from "./warnings.js";
+
+export { cacheKeyOf, decide, formatReason, formatReasons, type Action, type Decision, type KeyParts, type Reason };
 
 export type StageOutcome = "ran" | "cached" | "failed" | "skipped";
 
 export interface StageResult {
   name: string;
   status: StageOutcome;
-  /** Why the stage ran, or why it was cached or skipped, in words. */
+  /** Why the stage ran, or why it was cached or skipped, in words (formatReasons of `reasons`). */
   reason: string;
+  /** The same, as data (decision.ts). */
+  reasons: Reason[];
   seconds: number;
   cacheKey: string | null;
   digest: string | null;
   outputs: Record<string, string>;
   summary: StageSummary;
+  /** Checks that did not pass; a cached stage repeats those of the run that produced its output. */
+  warnings: StageWarning[];
   error?: string;
 }
 
@@ -40,7 +48,7 @@ export interface RunResult {
 export type EngineEvent =
   | ProgressEvent
   | { kind: "run-start"; runId: string; pipeline: string; stages: string[] }
-  | { kind: "stage-start"; stage: string; reason: string }
+  | { kind: "stage-start"; stage: string; reason: string; reasons: Reason[] }
   | { kind: "stage-end"; result: StageResult }
   | { kind: "run-end"; result: RunResult };
 
@@ -65,30 +73,21 @@ export interface RunOptions extends SelectionOptions {
 
 export interface PlannedStage {
   name: string;
-  action: "run" | "cached" | "skip";
+  action: Action;
+  /** The reasons in words, exactly as `run` records them. */
   reason: string;
+  reasons: Reason[];
   cacheKey: string | null;
   /** What changed since the last execution of this stage in this pipeline, one line each. */
   changes: string[];
 }
 
-interface KeyParts {
-  stage: string;
-  version: string;
-  params: unknown;
-  dataset: Record<string, unknown>;
-  inputs: Record<string, string>;
-  resources: Record<string, string>;
-}
+const CHANGE_CODES: ReadonlySet<Reason["code"]> = new Set(["param-changed", "dataset-changed", "input-changed", "resource-changed", "code-changed"]);
 
 /** The dataset settings that can change any stage's result; paths are covered by resource digests. */
 function datasetKeyPart(pipeline: ResolvedPipeline): Record<string, unknown> {
   const { kind, layout, reportKey, textAvailability, seed } = pipeline.dataset;
   return { kind, layout, reportKey, textAvailability, seed };
-}
-
-export function cacheKeyOf(parts: KeyParts): string {
-  return hashJson(parts).slice(0, 32);
 }
 
 /** Stages of the pipeline, in registry order, restricted by --until / --only. */
@@ -109,8 +108,7 @@ export function selectStages(pipeline: ResolvedPipeline, registry: StageRegistry
     const visit = (name: string) => {
       if (needed.has(name)) return;
       needed.add(name);
-      const stage = registry.get(name)!;
-      for (const dep of [...stage.inputs, ...(stage.optionalInputs ?? [])]) if (all.includes(dep)) visit(dep);
+      for (const dep of inputStages(registry.get(name)!)) if (all.includes(dep)) visit(dep);
     };
     visit(options.until);
     return { selected: all.filter((n) => needed.has(n)), all };
@@ -119,107 +117,110 @@ export function selectStages(pipeline: ResolvedPipeline, registry: StageRegistry
   return { selected: all, all };
 }
 
-function describeChanges(previous: KeyParts | undefined, current: KeyParts): string[] {
-  if (!previous) return [];
-  const changes: string[] = [];
-  if (previous.version !== current.version) changes.push(`code version ${previous.version} -> ${current.version}`);
-  diffValues("params", previous.params, current.params, changes);
-  diffValues("dataset", previous.dataset, current.dataset, changes);
-  for (const name of new Set([...Object.keys(previous.inputs), ...Object.keys(current.inputs)])) {
-    if (previous.inputs[name] !== current.inputs[name]) changes.push(`input ${name} changed (${short(previous.inputs[name])} -> ${short(current.inputs[name])})`);
-  }
-  for (const name of new Set([...Object.keys(previous.resources), ...Object.keys(current.resources)])) {
-    if (previous.resources[name] !== current.resources[name]) changes.push(`resource ${name} changed (${short(previous.resources[name])} -> ${short(current.resources[name])})`);
-  }
-  return changes;
-}
-
-function diffValues(prefix: string, a: unknown, b: unknown, out: string[]): void {
-  if (canonicalJson(a) === canonicalJson(b)) return;
-  if (a && b && typeof a === "object" && typeof b === "object" && !Array.isArray(a) && !Array.isArray(b)) {
-    for (const key of new Set([...Object.keys(a), ...Object.keys(b)])) {
-      diffValues(`${prefix}.${key}`, (a as Record<string, unknown>)[key], (b as Record<string, unknown>)[key], out);
-    }
-    return;
-  }
-  out.push(`${prefix}: ${a === undefined ? "(unset)" : JSON.stringify(a)} -> ${b === undefined ? "(unset)" : JSON.stringify(b)}`);
-}
-
-function short(digest: string | undefined): string {
-  return digest ? digest.slice(0, 8) : "none";
-}
-
 function newRunId(): string {
   const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "");
   return `${stamp}-${randomBytes(3).toString("hex")}`;
 }
 
-/**
- * Computes what `run` would do and why, without running anything. A stage whose inputs will be
- * recomputed cannot know its key yet; it is reported as running because of that upstream stage.
- */
-export async function planPipeline(pipeline: ResolvedPipeline, options: SelectionOptions & { registry: StageRegistry }): Promise<PlannedStage[]> {
+// ---------------------------------------------------------------------------------------------
+// State: what the decision needs, gathered the same way for plan and run.
+
+/** Where each upstream stage stands while the engine walks the pipeline. */
+type Upstream = { state: "ready"; output: PublishedOutput } | { state: "pending" } | { state: "missing" };
+
+/** One plan or run over one workdir: its catalog, store, per-run digester and selection. */
+interface Session {
+  pipeline: ResolvedPipeline;
+  registry: StageRegistry;
+  catalog: Catalog;
+  store: OutputStore;
+  digester: FileDigester;
+  selected: ReadonlySet<string>;
+  all: string[];
+  options: SelectionOptions;
+  upstream: Map<string, Upstream>;
+}
+
+function openSession(pipeline: ResolvedPipeline, registry: StageRegistry, options: SelectionOptions): Session {
   const catalog = new Catalog(pipeline.workdir);
-  setFileStatCache({ get: (f) => catalog.fileStat(f), put: (e) => catalog.putFileStats(e) });
   try {
-    const store = new OutputStore(pipeline.workdir);
-    const { selected, all } = selectStages(pipeline, options.registry, options);
-    const digests = new Map<string, string | null>();
-    const planned: PlannedStage[] = [];
-    for (const name of all) {
-      const stage = options.registry.get(name)!;
-      if (!selected.includes(name)) {
-        const parts = await keyParts(pipeline, options.registry, name, digests);
-        const cached = parts ? findCached(catalog, store, name, cacheKeyOf(parts)) : undefined;
-        digests.set(name, cached?.digest ?? null);
-        planned.push({ name, action: "skip", reason: "not selected", cacheKey: parts ? cacheKeyOf(parts) : null, changes: [] });
-        continue;
-      }
-      const parts = await keyParts(pipeline, options.registry, name, digests);
-      if (!parts) {
-        const upstream = [...stage.inputs, ...(stage.optionalInputs ?? [])].filter((d) => digests.has(d) && digests.get(d) === null);
-        digests.set(name, null);
-        planned.push({ name, action: "run", reason: `upstream ${upstream.join(", ")} will run`, cacheKey: null, changes: [] });
-        continue;
-      }
-      const cacheKey = cacheKeyOf(parts);
-      const previous = lastKeyParts(catalog, pipeline.name, name);
-      const forced = options.force === "all" || (Array.isArray(options.force) && options.force.includes(name));
-      const cached = findCached(catalog, store, name, cacheKey);
-      if (cached && !forced) {
-        digests.set(name, cached.digest);
-        planned.push({ name, action: "cached", reason: "cached: inputs, params and code unchanged", cacheKey, changes: [] });
-      } else {
-        digests.set(name, null);
-        const changes = describeChanges(previous, parts);
-        const reason = forced ? "forced" : changes.length ? changes.join("; ") : previous ? "output missing from the store" : "never ran";
-        planned.push({ name, action: "run", reason, cacheKey, changes });
-      }
-    }
-    return planned;
-  } finally {
-    setFileStatCache(undefined);
+    const { selected, all } = selectStages(pipeline, registry, options);
+    // The catalog's stat cache behind this session's digester only: other pipelines running in
+    // this process (the scheduler) have their own.
+    const digester = new FileDigester({ get: (f) => catalog.fileStat(f), put: (e) => catalog.putFileStats(e) });
+    return { pipeline, registry, catalog, store: new OutputStore(pipeline.workdir), digester, selected: new Set(selected), all, options, upstream: new Map() };
+  } catch (error) {
     catalog.close();
+    throw error;
   }
 }
 
-async function keyParts(pipeline: ResolvedPipeline, registry: StageRegistry, name: string, digests: Map<string, string | null>): Promise<KeyParts | undefined> {
-  const stage = registry.get(name)!;
-  const params = pipeline.stages[name];
+/** A stage's decision with what it was made from: the key parts and a reusable output, if any. */
+interface Assessment {
+  decision: Decision;
+  parts?: KeyParts;
+  cacheKey: string | null;
+  cached?: PublishedOutput;
+}
+
+/** Gathers a stage's state (upstream, key, store, history) and decides. */
+async function assess(session: Session, name: string, runFailed: boolean): Promise<Assessment> {
+  const { pipeline, catalog, options } = session;
+  const stage = session.registry.get(name)!;
+  const missingInputs: string[] = [];
+  const pendingInputs: string[] = [];
+  for (const dep of presentInputStages(stage, pipeline)) {
+    const state = session.upstream.get(dep)?.state ?? "missing";
+    if (state === "missing") missingInputs.push(dep);
+    else if (state === "pending") pendingInputs.push(dep);
+  }
+  const parts = missingInputs.length || pendingInputs.length ? undefined : await keyParts(session, stage);
+  const cacheKey = parts ? cacheKeyOf(parts) : null;
+  const cached = cacheKey ? findCached(session, name, cacheKey) : undefined;
+  const last = catalog.lastStageRun(pipeline.name, name);
+  const decision = decide({
+    selected: session.selected.has(name),
+    forced: options.force === "all" || (Array.isArray(options.force) && options.force.includes(name)),
+    runFailed,
+    missingInputs,
+    pendingInputs,
+    parts,
+    cached: cached !== undefined,
+    previous: last?.keyParts ? (JSON.parse(last.keyParts) as KeyParts) : undefined,
+    ranBefore: last !== undefined,
+    only: options.only !== undefined,
+  });
+  return { decision, parts, cacheKey, cached };
+}
+
+/** The input refs of a stage that apply in this pipeline: required ones, and optional ones whose stage is present. */
+function presentInputRefs(stage: StageDefinition, pipeline: ResolvedPipeline): string[] {
+  return [...stage.inputs, ...(stage.optionalInputs ?? []).filter((ref) => parseInputRef(ref).stage in pipeline.stages)];
+}
+
+function presentInputStages(stage: StageDefinition, pipeline: ResolvedPipeline): string[] {
+  return [...new Set(presentInputRefs(stage, pipeline).map((ref) => parseInputRef(ref).stage))];
+}
+
+/** The cache key's parts; every upstream output must be ready. A file input keys on that file's bytes. */
+async function keyParts(session: Session, stage: StageDefinition): Promise<KeyParts> {
+  const { pipeline } = session;
+  const params = pipeline.stages[stage.name];
   const inputs: Record<string, string> = {};
-  for (const dep of stage.inputs) {
-    const digest = digests.get(dep);
-    if (!digest) return undefined;
-    inputs[dep] = digest;
+  for (const ref of presentInputRefs(stage, pipeline)) {
+    const { stage: dep, file } = parseInputRef(ref);
+    const upstream = session.upstream.get(dep);
+    if (upstream?.state !== "ready") throw new Error(`internal: ${stage.name} keyed before ${dep} is ready`);
+    if (!file) {
+      inputs[ref] = upstream.output.digest;
+      continue;
+    }
+    const entry = upstream.output.manifest.files[file];
+    if (!entry) throw new StageError(stage.name, `stage ${stage.name} reads ${file} of stage ${dep}, which ${dep} does not publish`, { hint: `${dep} publishes: ${Object.keys(upstream.output.manifest.files).join(", ")}` });
+    inputs[ref] = entry.sha256;
   }
-  for (const dep of stage.optionalInputs ?? []) {
-    if (!(dep in pipeline.stages)) continue;
-    const digest = digests.get(dep);
-    if (!digest) return undefined;
-    inputs[dep] = digest;
-  }
-  const resources = stage.resources ? await stage.resources(pipeline, params as never) : {};
-  return { stage: name, version: stage.version, params: keyedParams(params, stage.nonKeyParams), dataset: datasetKeyPart(pipeline), inputs, resources };
+  const resources = stage.resources ? await stage.resources(pipeline, params as never, { digester: session.digester }) : {};
+  return { stage: stage.name, version: stage.version, params: keyedParams(params, stage.nonKeyParams), dataset: datasetKeyPart(pipeline), inputs, resources };
 }
 
 function keyedParams(params: unknown, excluded: readonly string[] | undefined): unknown {
@@ -229,140 +230,205 @@ function keyedParams(params: unknown, excluded: readonly string[] | undefined): 
   return kept;
 }
 
-function lastKeyParts(catalog: Catalog, pipeline: string, stage: string): KeyParts | undefined {
-  const last = catalog.lastStageRun(pipeline, stage);
-  return last?.keyParts ? (JSON.parse(last.keyParts) as KeyParts) : undefined;
-}
-
-function findCached(catalog: Catalog, store: OutputStore, stage: string, cacheKey: string) {
-  const published = store.read(stage, cacheKey);
+function findCached(session: Session, stage: string, cacheKey: string): PublishedOutput | undefined {
+  const published = session.store.read(stage, cacheKey);
   if (!published) {
     // A catalog row without its folder (deleted by hand) is a miss, never a crash.
-    if (catalog.getOutput(cacheKey)) catalog.forgetOutput(cacheKey);
+    if (session.catalog.getOutput(cacheKey)) session.catalog.forgetOutput(cacheKey);
     return undefined;
   }
   return published;
 }
 
+function inputArtifacts(session: Session, stage: StageDefinition): Record<string, InputArtifact> {
+  const inputs: Record<string, InputArtifact> = {};
+  for (const dep of presentInputStages(stage, session.pipeline)) {
+    const upstream = session.upstream.get(dep);
+    if (upstream?.state === "ready") inputs[dep] = artifactOf(dep, upstream.output);
+  }
+  return inputs;
+}
+
+function artifactOf(stage: string, output: PublishedOutput): InputArtifact {
+  return { stage, digest: output.digest, dir: output.dir, files: output.files, summary: output.manifest.summary };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plan: decide every stage, execute nothing.
+
+/**
+ * Computes what `run` would do and why, without running anything. A stage whose inputs will be
+ * recomputed cannot know its key yet; it is reported as running because of that upstream stage.
+ */
+export async function planPipeline(pipeline: ResolvedPipeline, options: SelectionOptions & { registry: StageRegistry }): Promise<PlannedStage[]> {
+  const session = openSession(pipeline, options.registry, options);
+  try {
+    const planned: PlannedStage[] = [];
+    for (const name of session.all) {
+      const { decision, cacheKey, cached } = await assess(session, name, false);
+      session.upstream.set(name, decision.action === "run" ? { state: "pending" } : cached ? { state: "ready", output: cached } : { state: "missing" });
+      const changes = decision.reasons.filter((r) => CHANGE_CODES.has(r.code)).map(formatReason);
+      planned.push({ name, action: decision.action, reason: formatReasons(decision.reasons), reasons: decision.reasons, cacheKey, changes });
+    }
+    return planned;
+  } finally {
+    session.catalog.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Run: decide -> execute -> record, stage by stage.
+
+interface RunContext {
+  session: Session;
+  recorder: RunRecorder;
+  executor: Executor;
+  emit: (event: EngineEvent) => void;
+  signal: AbortSignal;
+}
+
 /** Runs the pipeline: each selected stage is reused from the store or executed and published. */
 export async function runPipeline(pipeline: ResolvedPipeline, options: RunOptions): Promise<RunResult> {
   const started = performance.now();
-  const emit = options.onEvent ?? (() => {});
-  const registry = options.registry;
-  const executor = options.executor ?? new InProcessExecutor(registry);
-  const signal = options.signal ?? new AbortController().signal;
   mkdirSync(pipeline.workdir, { recursive: true });
-  const catalog = new Catalog(pipeline.workdir);
-  setFileStatCache({ get: (f) => catalog.fileStat(f), put: (e) => catalog.putFileStats(e) });
-  const store = new OutputStore(pipeline.workdir);
-  const runId = newRunId();
+  const session = openSession(pipeline, options.registry, options);
+  const executor = options.executor ?? new InProcessExecutor(options.registry);
+  const run: RunContext = {
+    session,
+    recorder: new RunRecorder(session.catalog, newRunId(), pipeline.name),
+    executor,
+    emit: options.onEvent ?? (() => {}),
+    signal: options.signal ?? new AbortController().signal,
+  };
   try {
-    const liveRuns = new Set(catalog.runs({ limit: 1000 }).filter((r) => r.status === "running").map((r) => r.id));
-    store.sweepStaging((id) => liveRuns.has(id));
-    const { selected, all } = selectStages(pipeline, registry, options);
-    catalog.startRun({ id: runId, pipeline: pipeline.name, pipelineFile: pipeline.file, trigger: options.trigger, executor: executor.name });
-    emit({ kind: "run-start", runId, pipeline: pipeline.name, stages: selected });
-
-    const digests = new Map<string, string | null>();
-    const artifacts = new Map<string, InputArtifact>();
-    const results: StageResult[] = [];
-    let failed = false;
-
-    for (const name of all) {
-      const stage = registry.get(name)!;
-      const stageStart = performance.now();
-      const startedAt = new Date().toISOString();
-      const isSelected = selected.includes(name);
-      const blocked = [...stage.inputs, ...(stage.optionalInputs ?? []).filter((d) => d in pipeline.stages)].filter((d) => !digests.get(d));
-      if (failed || blocked.length) {
-        const reason = failed ? "an earlier stage failed" : `input ${blocked.join(", ")} has no output${options.only ? " (run it first, without --only)" : ""}`;
-        if (isSelected && !failed) {
-          throw new UsageError(`cannot run ${name}: ${reason}`);
-        }
-        digests.set(name, null);
-        if (isSelected) results.push({ name, status: "skipped", reason, seconds: 0, cacheKey: null, digest: null, outputs: {}, summary: {} });
-        continue;
-      }
-      const parts = (await keyParts(pipeline, registry, name, digests))!;
-      const cacheKey = cacheKeyOf(parts);
-      const inputs: Record<string, InputArtifact> = {};
-      for (const dep of Object.keys(parts.inputs)) inputs[dep] = artifacts.get(dep)!;
-
-      const cached = findCached(catalog, store, name, cacheKey);
-      if (!isSelected) {
-        // Not selected (--until / --only): reuse what is there so later selected stages can read it.
-        digests.set(name, cached?.digest ?? null);
-        if (cached) artifacts.set(name, { stage: name, digest: cached.digest, dir: cached.dir, files: cached.files, summary: cached.manifest.summary });
-        continue;
-      }
-      const forced = options.force === "all" || (Array.isArray(options.force) && options.force.includes(name));
-      if (cached && !forced) {
-        const result: StageResult = { name, status: "cached", reason: "inputs, params and code unchanged", seconds: (performance.now() - stageStart) / 1000, cacheKey, digest: cached.digest, outputs: cached.files, summary: cached.manifest.summary };
-        digests.set(name, cached.digest);
-        artifacts.set(name, { stage: name, digest: cached.digest, dir: cached.dir, files: cached.files, summary: cached.manifest.summary });
-        catalog.recordOutput({ cacheKey, stage: name, pipeline: pipeline.name, digest: cached.digest, dir: cached.dir, files: cached.files, summary: cached.manifest.summary, createdAt: startedAt });
-        catalog.recordStage({ runId, stage: name, status: "cached", cacheKey, reason: result.reason, startedAt, seconds: result.seconds, error: null, outputDigest: cached.digest, keyParts: canonicalJson(parts) });
-        results.push(result);
-        emit({ kind: "stage-end", result });
-        continue;
-      }
-      const changes = describeChanges(lastKeyParts(catalog, pipeline.name, name), parts);
-      const reason = forced ? "forced" : changes.length ? changes.join("; ") : catalog.lastStageRun(pipeline.name, name) ? "output missing from the store" : "never ran";
-      catalog.recordStage({ runId, stage: name, status: "running", cacheKey, reason, startedAt, seconds: null, error: null, outputDigest: null, keyParts: canonicalJson(parts) });
-      emit({ kind: "stage-start", stage: name, reason });
-
-      let result: StageResult;
-      try {
-        const published = await withKeyLock(pipeline.workdir, cacheKey, async () => {
-          // Another process may have published this key while we waited for the lock.
-          const raced = !forced ? store.read(name, cacheKey) : undefined;
-          if (raced) return raced;
-          const staging = store.makeStaging(runId, name);
-          try {
-            const task: StageTask = { runId, stage: name, cacheKey, pipeline, params: pipeline.stages[name], inputs, resources: parts.resources, outDir: staging.outDir, tmpDir: staging.tmpDir };
-            const summary = await executor.execute(task, emit, signal);
-            if (forced) rmSync(store.outputDir(name, cacheKey), { recursive: true, force: true });
-            return await store.publish(name, cacheKey, staging.outDir, stage.outputs, summary);
-          } finally {
-            rmSync(staging.root, { recursive: true, force: true });
-          }
-        });
-        catalog.recordOutput({ cacheKey, stage: name, pipeline: pipeline.name, digest: published.digest, dir: published.dir, files: published.files, summary: published.manifest.summary, createdAt: new Date().toISOString() });
-        result = { name, status: "ran", reason, seconds: (performance.now() - stageStart) / 1000, cacheKey, digest: published.digest, outputs: published.files, summary: published.manifest.summary };
-        digests.set(name, published.digest);
-        artifacts.set(name, { stage: name, digest: published.digest, dir: published.dir, files: published.files, summary: published.manifest.summary });
-      } catch (error) {
-        failed = true;
-        const message = error instanceof ProlearnError ? error.format() : (error as Error)?.message ?? String(error);
-        result = { name, status: "failed", reason, seconds: (performance.now() - stageStart) / 1000, cacheKey, digest: null, outputs: {}, summary: {}, error: message };
-        digests.set(name, null);
-      }
-      catalog.recordStage({ runId, stage: name, status: result.status, cacheKey, reason, startedAt, seconds: result.seconds, error: result.error ?? null, outputDigest: result.digest, keyParts: canonicalJson(parts) });
-      results.push(result);
-      emit({ kind: "stage-end", result });
-    }
-
-    const totals = { ran: 0, cached: 0, failed: 0, skipped: 0 };
-    for (const r of results) totals[r.status]++;
-    const result: RunResult = { runId, pipeline: pipeline.name, status: failed ? "failed" : "ok", seconds: (performance.now() - started) / 1000, stages: results, totals };
-    if (options.writeReport) {
-      try {
-        result.report = await options.writeReport({ pipeline, result, catalog });
-      } catch (error) {
-        emit({ kind: "log", stage: "report", level: "warn", message: `could not write the run report: ${(error as Error).message}` });
-      }
-    }
-    result.seconds = (performance.now() - started) / 1000;
-    catalog.finishRun(runId, result.status, result.report);
-    emit({ kind: "run-end", result });
-    return result;
+    sweepAbandonedStaging(session);
+    run.recorder.start({ pipelineFile: pipeline.file, trigger: options.trigger, executor: executor.name });
+    run.emit({ kind: "run-start", runId: run.recorder.runId, pipeline: pipeline.name, stages: session.all.filter((n) => session.selected.has(n)) });
+    const stages = await runStages(run);
+    return await finishRun(run, stages, started, options.writeReport);
   } catch (error) {
-    catalog.finishRun(runId, "failed");
+    run.recorder.finish("failed");
     throw error;
   } finally {
-    setFileStatCache(undefined);
-    catalog.close();
+    session.catalog.close();
   }
+}
+
+/** Staging folders of runs that are no longer running (killed mid-stage) are never trusted: remove them. */
+function sweepAbandonedStaging(session: Session): void {
+  const liveRuns = new Set(session.catalog.runs({ limit: 1000 }).filter((r) => r.status === "running").map((r) => r.id));
+  session.store.sweepStaging((id) => liveRuns.has(id));
+}
+
+/** Walks the stages in order: decide, then reuse, execute or skip; results of selected stages only. */
+async function runStages(run: RunContext): Promise<StageResult[]> {
+  const { session } = run;
+  const results: StageResult[] = [];
+  let failed = false;
+  for (const name of session.all) {
+    const stageStart = performance.now();
+    const assessment = await assess(session, name, failed);
+    const { decision } = assessment;
+    let result: StageResult;
+    if (decision.action === "skip") {
+      if (!session.selected.has(name)) {
+        // Not selected (--until / --only): reuse what is there so later selected stages can read it.
+        session.upstream.set(name, assessment.cached ? { state: "ready", output: assessment.cached } : { state: "missing" });
+        continue;
+      }
+      if (decision.reasons[0]?.code === "input-has-no-output") throw new UsageError(`cannot run ${name}: ${formatReasons(decision.reasons)}`);
+      session.upstream.set(name, { state: "missing" });
+      results.push({ name, status: "skipped", reason: formatReasons(decision.reasons), reasons: decision.reasons, seconds: 0, cacheKey: null, digest: null, outputs: {}, summary: {}, warnings: [] });
+      continue;
+    }
+    result = decision.action === "cached" ? reuseStage(run, name, assessment, stageStart) : await executeStage(run, name, assessment, stageStart);
+    if (result.status === "failed") failed = true;
+    results.push(result);
+    run.emit({ kind: "stage-end", result });
+  }
+  return results;
+}
+
+/** A cached stage: its published output, and the warnings of the execution that produced it. */
+function reuseStage(run: RunContext, name: string, assessment: Assessment, stageStart: number): StageResult {
+  const { session } = run;
+  const output = assessment.cached!;
+  const startedAt = new Date().toISOString();
+  const warnings = session.catalog.producerWarnings(name, assessment.cacheKey!);
+  const result = outputResult(name, "cached", assessment.decision.reasons, assessment.cacheKey!, output, warnings, stageStart);
+  session.upstream.set(name, { state: "ready", output });
+  run.recorder.stageFinished({ stage: name, status: "cached", reasons: result.reasons, cacheKey: assessment.cacheKey!, parts: assessment.parts!, startedAt, seconds: result.seconds, output, warnings });
+  return result;
+}
+
+/** Executes a stage under its key lock and publishes its output; a failure becomes a failed result. */
+async function executeStage(run: RunContext, name: string, assessment: Assessment, stageStart: number): Promise<StageResult> {
+  const { session, recorder } = run;
+  const { decision, parts } = assessment;
+  const cacheKey = assessment.cacheKey!;
+  const startedAt = new Date().toISOString();
+  recorder.stageStarted(name, cacheKey, decision.reasons, parts!, startedAt);
+  run.emit({ kind: "stage-start", stage: name, reason: formatReasons(decision.reasons), reasons: decision.reasons });
+  let result: StageResult;
+  try {
+    const produced = await withKeyLock(session.pipeline.workdir, cacheKey, () => produce(run, name, assessment));
+    // Another run published this key while we waited for the lock: we reused its work, so this
+    // run records the stage as cached (with that run's warnings), not as ran.
+    const status = produced.reused ? "cached" : "ran";
+    const reasons: Reason[] = produced.reused ? [{ code: "published-while-waiting" }] : decision.reasons;
+    const warnings = produced.reused ? session.catalog.producerWarnings(name, cacheKey) : produced.warnings;
+    result = outputResult(name, status, reasons, cacheKey, produced.output, warnings, stageStart);
+    session.upstream.set(name, { state: "ready", output: produced.output });
+    recorder.stageFinished({ stage: name, status, reasons, cacheKey, parts: parts!, startedAt, seconds: result.seconds, output: produced.output, warnings });
+  } catch (error) {
+    const message = error instanceof ProlearnError ? error.format() : ((error as Error)?.message ?? String(error));
+    result = { name, status: "failed", reason: formatReasons(decision.reasons), reasons: decision.reasons, seconds: (performance.now() - stageStart) / 1000, cacheKey, digest: null, outputs: {}, summary: {}, warnings: [], error: message };
+    session.upstream.set(name, { state: "missing" });
+    recorder.stageFinished({ stage: name, status: "failed", reasons: decision.reasons, cacheKey, parts: parts!, startedAt, seconds: result.seconds, warnings: [], error: message });
+  }
+  return result;
+}
+
+/** Inside the key lock: reuse what another run just published, or execute into staging and publish. */
+async function produce(run: RunContext, name: string, assessment: Assessment): Promise<{ output: PublishedOutput; reused: boolean; warnings: StageWarning[] }> {
+  const { session } = run;
+  const { store, pipeline } = session;
+  const stage = session.registry.get(name)!;
+  const cacheKey = assessment.cacheKey!;
+  const forced = assessment.decision.reasons.some((r) => r.code === "forced");
+  const raced = forced ? undefined : store.read(name, cacheKey);
+  if (raced) return { output: raced, reused: true, warnings: [] };
+  const staging = store.makeStaging(run.recorder.runId, name);
+  try {
+    const task: StageTask = { runId: run.recorder.runId, stage: name, cacheKey, pipeline, params: pipeline.stages[name], inputs: inputArtifacts(session, stage), resources: assessment.parts!.resources, outDir: staging.outDir, tmpDir: staging.tmpDir };
+    const { summary, warnings } = takeWarnings(name, await run.executor.execute(task, run.emit, run.signal));
+    if (forced) rmSync(store.outputDir(name, cacheKey), { recursive: true, force: true });
+    return { output: await store.publish(name, cacheKey, staging.outDir, stage.outputs, summary), reused: false, warnings };
+  } finally {
+    rmSync(staging.root, { recursive: true, force: true });
+  }
+}
+
+function outputResult(name: string, status: "ran" | "cached", reasons: Reason[], cacheKey: string, output: PublishedOutput, warnings: StageWarning[], stageStart: number): StageResult {
+  return { name, status, reason: formatReasons(reasons), reasons, seconds: (performance.now() - stageStart) / 1000, cacheKey, digest: output.digest, outputs: output.files, summary: output.manifest.summary, warnings };
+}
+
+/** Totals, the report, the run's final record and its end event. */
+async function finishRun(run: RunContext, stages: StageResult[], started: number, writeReport: RunOptions["writeReport"]): Promise<RunResult> {
+  const totals = { ran: 0, cached: 0, failed: 0, skipped: 0 };
+  for (const r of stages) totals[r.status]++;
+  const result: RunResult = { runId: run.recorder.runId, pipeline: run.session.pipeline.name, status: totals.failed ? "failed" : "ok", seconds: (performance.now() - started) / 1000, stages, totals };
+  if (writeReport) {
+    try {
+      result.report = await writeReport({ pipeline: run.session.pipeline, result, catalog: run.session.catalog });
+    } catch (error) {
+      run.emit({ kind: "log", stage: "report", level: "warn", message: `could not write the run report: ${(error as Error).message}` });
+    }
+  }
+  result.seconds = (performance.now() - started) / 1000;
+  run.recorder.finish(result.status, result.report);
+  run.emit({ kind: "run-end", result });
+  return result;
 }
 
 /**

@@ -5,6 +5,7 @@ import { StageError, ProlearnError } from "../errors.js";
 import type { StageRegistry, ResolvedPipeline } from "./spec.js";
 import type { InputArtifact, ProgressEvent, ShardSpec, StageContext, StageSummary } from "./stage.js";
 import { OutputStore } from "./store.js";
+import { warningCollector, withCollectedWarnings } from "./warnings.js";
 
 /**
  * Everything an executor needs to run one stage, as plain JSON: it can cross a process or a
@@ -35,7 +36,8 @@ export function makeStageContext(task: StageTask, registry: StageRegistry, emit:
   const definition = registry.get(task.stage);
   if (!definition) throw new StageError(task.stage, `no stage named ${task.stage} is registered`);
   const store = new OutputStore(task.pipeline.workdir);
-  return {
+  const warnings = warningCollector((message) => emit({ kind: "log", stage: task.stage, level: "warn", message }));
+  const ctx: StageContext<unknown> = {
     stage: task.stage,
     version: definition.version,
     pipeline: task.pipeline,
@@ -47,8 +49,11 @@ export function makeStageContext(task: StageTask, registry: StageRegistry, emit:
     rowCache: (namespace) => store.rowCache(namespace),
     emit,
     log: (message, level = "info") => emit({ kind: "log", stage: task.stage, level, message }),
+    warn: warnings.warn,
     signal,
   };
+  warnings.bind(ctx);
+  return ctx;
 }
 
 /** Folder for one shard's output, below the stage's scratch folder. */
@@ -84,9 +89,9 @@ export class InProcessExecutor implements Executor {
             }),
           ),
         );
-        return await stage.sharding.merge(ctx, results as { shard: ShardSpec; dir: string }[]);
+        return withCollectedWarnings(ctx, await stage.sharding.merge(ctx, results as { shard: ShardSpec; dir: string }[]));
       }
-      return await stage!.run!(ctx);
+      return withCollectedWarnings(ctx, await stage!.run!(ctx));
     } catch (error) {
       if (error instanceof ProlearnError) throw error;
       throw new StageError(task.stage, (error as Error)?.message ?? String(error), { cause: error });

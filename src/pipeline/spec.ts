@@ -3,7 +3,7 @@ import path from "node:path";
 import { z } from "zod";
 import { LineCounter, parseDocument, isMap, isScalar, type Node as YamlNode } from "yaml";
 import { PipelineSpecError, didYouMean, type SpecIssue } from "../errors.js";
-import type { StageDefinition } from "./stage.js";
+import { inputStages, type StageDefinition } from "./stage.js";
 
 export const DATASET_KINDS = ["qata-cov19", "mosmeddata-plus", "kvasir-seg"] as const;
 export type DatasetKind = (typeof DATASET_KINDS)[number];
@@ -103,7 +103,7 @@ export function resolvePipeline(
     const params = (value.stages as Record<string, unknown>)[name];
     if (params === undefined) continue;
     stages[name] = params;
-    for (const dep of stage.inputs) {
+    for (const dep of inputStages(stage, "required")) {
       if (!(dep in (value.stages as Record<string, unknown>))) {
         issues.push({ keyPath: `stages.${name}`, message: `stage ${name} needs stage ${dep}, which is not in the pipeline`, hint: `add \`${dep}: {}\` under stages`, line: options.lineOf?.(["stages", name]) });
       }

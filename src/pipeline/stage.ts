@@ -1,4 +1,5 @@
 import type { z } from "zod";
+import type { FileDigester } from "./file-digest.js";
 import type { ResolvedPipeline } from "./spec.js";
 
 /**
@@ -24,6 +25,39 @@ export interface InputArtifact {
 
 /** JSON-serialisable result of a stage run: metrics, counts, anything a report or `--json` shows. */
 export type StageSummary = Record<string, unknown>;
+
+/**
+ * A check that did not pass, on a stage that still produced its outputs (the run ends `ok`, the
+ * stage shows amber). `code` is stable and machine-readable (`prototypes-not-useful`); `figures`
+ * carries the numbers the check compared, so a reader can judge by how much.
+ */
+export interface StageWarning {
+  code: string;
+  message: string;
+  figures?: Record<string, number | string | boolean | null>;
+}
+
+/** What `resources()` may use: the run's file digester (stat-cached, shared by the run). */
+export interface ResourceTools {
+  digester: FileDigester;
+}
+
+/**
+ * An input a stage declares: a whole upstream stage (`"ingest"`), or one file of it
+ * (`"ingest:samples.parquet"`), so the cache key follows only the bytes the stage reads.
+ */
+export type InputRef = string;
+
+export function parseInputRef(ref: InputRef): { stage: string; file?: string } {
+  const colon = ref.indexOf(":");
+  return colon < 0 ? { stage: ref } : { stage: ref.slice(0, colon), file: ref.slice(colon + 1) };
+}
+
+/** The upstream stages a stage reads (required, then optional ones), each once. */
+export function inputStages(stage: Pick<StageDefinition, "inputs" | "optionalInputs">, which: "required" | "optional" | "all" = "all"): string[] {
+  const refs = which === "required" ? stage.inputs : which === "optional" ? (stage.optionalInputs ?? []) : [...stage.inputs, ...(stage.optionalInputs ?? [])];
+  return [...new Set(refs.map((ref) => parseInputRef(ref).stage))];
+}
 
 /** A small key/value store of per-row results (e.g. decoded image, embedding), keyed by content hash. */
 export interface RowCache {
@@ -52,6 +86,12 @@ export interface StageContext<Params> {
   resources: Record<string, string>;
   emit(event: ProgressEvent): void;
   log(message: string, level?: "info" | "warn"): void;
+  /**
+   * Records a warning: the stage still ends `ok`, but the catalog, `status`, the run summary and
+   * the report show it, and cached reruns repeat it. Call it from `run` or a sharded stage's
+   * `merge` (what a shard on a queue worker records does not travel back).
+   */
+  warn(code: string, message: string, figures?: StageWarning["figures"]): void;
   signal: AbortSignal;
 }
 
@@ -68,10 +108,14 @@ export interface StageDefinition<Schema extends z.ZodType = z.ZodType> {
   version: string;
   description: string;
   params: Schema;
-  /** Upstream stage names whose outputs this stage reads (each must be in the pipeline). */
-  inputs: readonly string[];
-  /** Upstream stages that are used when present in the pipeline, and skipped otherwise. */
-  optionalInputs?: readonly string[];
+  /**
+   * Upstream outputs this stage reads (each stage must be in the pipeline): a stage name, or
+   * `stage:file` for one of its files, so the cache key follows that file's bytes only.
+   * `ctx.inputs` is keyed by stage name either way.
+   */
+  inputs: readonly InputRef[];
+  /** Upstream inputs that are used when their stage is in the pipeline, and skipped otherwise. */
+  optionalInputs?: readonly InputRef[];
   /** File names this stage writes into outDir. */
   outputs: readonly string[];
   /**
@@ -83,13 +127,14 @@ export interface StageDefinition<Schema extends z.ZodType = z.ZodType> {
    * External things the result depends on that are not upstream outputs (a dataset folder, a
    * model folder): name -> content digest. Computed before the cache lookup, so keep it cheap.
    */
-  resources?(pipeline: ResolvedPipeline, params: z.output<Schema>): Promise<Record<string, string>>;
+  resources?(pipeline: ResolvedPipeline, params: z.output<Schema>, tools: ResourceTools): Promise<Record<string, string>>;
   /**
    * What a queue worker must offer to run this stage (e.g. "gpu"), fixed or from the params (a
    * training stage forced onto a GPU backend needs a GPU; on `auto` it does not). Such jobs go to
    * their own queue that only `prolearn worker --capabilities gpu` serves. In-process runs ignore it.
    */
   capabilities?: readonly Capability[] | ((params: z.output<Schema>) => readonly Capability[]);
+  /** Writes the outputs; the summary may carry `warnings: StageWarning[]` (or call ctx.warn). */
   run?(ctx: StageContext<z.output<Schema>>): Promise<StageSummary>;
   /**
    * Sharded stages split rows into shards that an executor may run in parallel (in-process or on

@@ -5,6 +5,7 @@ import { UnrecoverableError, Worker, type Job } from "bullmq";
 import { z } from "zod";
 import { ProlearnError, UsageError } from "../errors.js";
 import { makeStageContext, type StageTask } from "../pipeline/executor.js";
+import { withCollectedWarnings } from "../pipeline/warnings.js";
 import { jobDir, queueNameFor, QUEUE_PREFIX, type JobPayload, type JobResult } from "./executor.js";
 import { checkRedis, redisOptionsFromUrl } from "./redis.js";
 import { CAPABILITIES, stageCapabilities } from "../pipeline/stage.js";
@@ -170,7 +171,7 @@ export async function runJob(payload: JobPayload, job: Pick<Job, "id" | "attempt
   try {
     switch (payload.kind) {
       case "run":
-        return { kind: "run", outDir, summary: await stage.run!(ctx) };
+        return { kind: "run", outDir, summary: withCollectedWarnings(ctx, await stage.run!(ctx)) };
       case "plan":
         return { kind: "plan", shards: await stage.sharding!.plan(ctx) };
       case "shard": {
@@ -190,7 +191,7 @@ export async function runJob(payload: JobPayload, job: Pick<Job, "id" | "attempt
           if (!inside(dir, realpathNearest(jobDir(payload.task.pipeline.workdir, id)))) throw new Error(`shard job ${id} reported a folder outside its own: ${value.dir}`);
           return { shard, dir };
         });
-        return { kind: "merge", outDir, summary: await stage.sharding!.merge(ctx, shards) };
+        return { kind: "merge", outDir, summary: withCollectedWarnings(ctx, await stage.sharding!.merge(ctx, shards)) };
       }
       default:
         throw new Error(`unknown job kind ${(payload as { kind: string }).kind}`);

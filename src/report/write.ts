@@ -54,6 +54,8 @@ export function runResultFromCatalog(catalog: Catalog, run: RunRecord): RunResul
       name: s.stage,
       status,
       reason: s.reason,
+      reasons: s.reasons as StageResult["reasons"],
+      warnings: s.warnings,
       seconds: s.seconds ?? 0,
       cacheKey: s.cacheKey,
       digest: s.outputDigest,

@@ -75,7 +75,7 @@ test("worker --capabilities gpu refuses to serve GPU jobs where only the cpu bac
 });
 
 test("the run summary leads with the headline of every ran or cached stage that gives one", () => {
-  const stage = (name: string, status: StageResult["status"], summary: Record<string, unknown>): StageResult => ({ name, status, reason: "", seconds: 1, cacheKey: null, digest: null, outputs: {}, summary });
+  const stage = (name: string, status: StageResult["status"], summary: Record<string, unknown>): StageResult => ({ name, status, reason: "", reasons: [], warnings: [], seconds: 1, cacheKey: null, digest: null, outputs: {}, summary });
   const text = formatRunSummary({
     runId: "r1",
     pipeline: "p",

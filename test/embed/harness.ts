@@ -6,6 +6,7 @@ import { Binary, Bool, Int32, Table, Utf8, vectorFromArray } from "apache-arrow"
 import sharp from "sharp";
 import { writeParquetFile } from "../../src/io/parquet.js";
 import type { ResolvedPipeline } from "../../src/pipeline/spec.js";
+import { FileDigester } from "../../src/pipeline/file-digest.js";
 import type { ProgressEvent, RowCache, StageContext } from "../../src/pipeline/stage.js";
 import { embedParams, embedStage, type EmbedParams } from "../../src/embed/stage.js";
 import { sha256 } from "../../src/util/hash.js";
@@ -110,7 +111,7 @@ export async function runEmbed(options: {
     ingest: { stage: "ingest", digest: options.digest ?? sha256(options.samplesFile + Math.random()), dir: path.dirname(options.samplesFile), files: { "samples.parquet": options.samplesFile }, summary: {} },
   };
   if (options.filterFile) inputs.filter = { stage: "filter", digest: sha256(options.filterFile), dir: path.dirname(options.filterFile), files: { "filtered.parquet": options.filterFile }, summary: {} };
-  const resources = embedStage.resources ? await embedStage.resources(pipeline, params) : {};
+  const resources = embedStage.resources ? await embedStage.resources(pipeline, params, { digester: new FileDigester() }) : {};
   const ctx: StageContext<EmbedParams> = {
     stage: "embed",
     version: embedStage.version,
@@ -123,6 +124,7 @@ export async function runEmbed(options: {
     resources,
     emit: (e) => events.push(e),
     log: (message, level = "info") => events.push({ kind: "log", stage: "embed", level, message }),
+    warn: (_code, message) => events.push({ kind: "log", stage: "embed", level: "warn", message }),
     signal: new AbortController().signal,
   };
   const sharding = embedStage.sharding!;

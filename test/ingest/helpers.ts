@@ -95,6 +95,7 @@ export async function runIngest(
     resources: {},
     emit: (e) => events.push(e),
     log: (message) => logs.push(message),
+    warn: (_code, message) => logs.push(message),
     signal: new AbortController().signal,
   };
   const sharding = ingestStage.sharding!;

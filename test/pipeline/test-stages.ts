@@ -3,7 +3,6 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
 import { defineStage, type StageDefinition } from "../../src/pipeline/stage.js";
-import { digestFiles } from "../../src/pipeline/file-digest.js";
 import type { StageRegistry } from "../../src/pipeline/spec.js";
 
 /**
@@ -28,9 +27,9 @@ const numbers = defineStage({
   params: z.strictObject({ pattern: z.string().default(".txt").describe("file suffix") }),
   inputs: [],
   outputs: ["numbers.json"],
-  async resources(pipeline, params) {
+  async resources(pipeline, params, { digester }) {
     const files = readdirSync(pipeline.dataset.root).filter((f) => f.endsWith(params.pattern)).map((f) => path.join(pipeline.dataset.root, f));
-    return { dataset: await digestFiles(files, pipeline.dataset.root) };
+    return { dataset: await digester.digestFiles(files, pipeline.dataset.root) };
   },
   async run(ctx) {
     logExecution(ctx.pipeline.workdir, "numbers");

@@ -57,6 +57,7 @@ function context(workdir: string, embedDir: string, outDir: string, params: Part
     resources: {},
     emit: () => undefined,
     log: (message) => void logs.push(message),
+    warn: (_code, message) => void logs.push(message),
     signal: new AbortController().signal,
     logs,
   };

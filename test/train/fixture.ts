@@ -179,6 +179,7 @@ export async function stageContext<P>(stage: string, params: P, pipeline: Resolv
     resources: {},
     emit: () => {},
     log: (message) => options.logs?.push(message),
+    warn: (code, message) => options.logs?.push(`warning ${code}: ${message}`),
     signal: options.signal ?? new AbortController().signal,
   };
 }

@@ -1,5 +1,7 @@
 import type { CliIO } from "./command.js";
 import type { EngineEvent, PlannedStage, RunResult } from "../pipeline/engine.js";
+import type { StageWarning } from "../pipeline/stage.js";
+import { formatWarning } from "../pipeline/warnings.js";
 
 /**
  * Draws engine events for people on stderr: a live progress bar (rows or steps, rate, ETA) on
@@ -22,7 +24,9 @@ export class ProgressRenderer {
       case "stage-end": {
         const r = event.result;
         const icon = r.status === "ran" ? "+" : r.status === "cached" ? "=" : r.status === "failed" ? "x" : "-";
-        this.line(`${icon} ${r.name}: ${r.status} in ${r.seconds.toFixed(2)} s${r.status === "failed" && r.error ? `\n    ${r.error.replace(/\n/g, "\n    ")}` : ""}`);
+        this.line(`${icon} ${r.name}: ${r.status}${warningCount(r.warnings)} in ${r.seconds.toFixed(2)} s${r.status === "failed" && r.error ? `\n    ${r.error.replace(/\n/g, "\n    ")}` : ""}`);
+        // Once per stage, at its end; a cached stage repeats those of the run that produced its output.
+        for (const w of r.warnings) this.line(`  ${r.name}: warning: ${formatWarning(w)}`);
         break;
       }
       case "log":
@@ -88,6 +92,8 @@ export function runToJson(result: RunResult) {
       name: s.name,
       status: s.status,
       reason: s.reason,
+      reasons: s.reasons,
+      warnings: s.warnings,
       seconds: round(s.seconds),
       cacheKey: s.cacheKey,
       digest: s.digest,
@@ -102,7 +108,9 @@ export function runToJson(result: RunResult) {
 export function formatRunSummary(result: RunResult): string {
   const t = result.totals;
   const headlines = result.stages.filter((s) => (s.status === "ran" || s.status === "cached") && typeof s.summary?.headline === "string").map((s) => `${s.name}: ${String(s.summary!.headline)}`);
-  const lines = [...headlines, `run ${result.runId}: ${result.status} in ${result.seconds.toFixed(2)} s (${t.ran} ran, ${t.cached} cached, ${t.failed} failed${t.skipped ? `, ${t.skipped} skipped` : ""})`];
+  const warnings = result.stages.flatMap((s) => s.warnings.map((w) => `${s.name}: warning: ${formatWarning(w)}`));
+  const count = warnings.length;
+  const lines = [...headlines, ...warnings, `run ${result.runId}: ${result.status}${count ? ` with ${count} warning${count === 1 ? "" : "s"}` : ""} in ${result.seconds.toFixed(2)} s (${t.ran} ran, ${t.cached} cached, ${t.failed} failed${t.skipped ? `, ${t.skipped} skipped` : ""})`];
   if (result.report) lines.push(`report: ${result.report}`);
   return lines.join("\n");
 }
@@ -112,6 +120,10 @@ export function formatPlan(plan: PlannedStage[]): string {
   const lines = plan.map((p) => `  ${p.name.padEnd(width)}  ${p.action.padEnd(6)}  ${p.reason}`);
   const toRun = plan.filter((p) => p.action === "run").length;
   return [`${toRun === 0 ? "nothing to run" : `${toRun} stage${toRun === 1 ? "" : "s"} to run`}:`, ...lines].join("\n");
+}
+
+function warningCount(warnings: readonly StageWarning[]): string {
+  return warnings.length ? ` with ${warnings.length} warning${warnings.length === 1 ? "" : "s"}` : "";
 }
 
 function round(x: number): number {

@@ -6,6 +6,7 @@ import { checkpointFolder, historyJson, inputFile, resolveChannels, saveModel, t
 import { blankedBatches, loadSamples, makeBatch } from "../segmenter/data.js";
 import { guideTextSide } from "../segmenter/text-side.js";
 import type { GuideParams } from "./stage.js";
+import { guideChanceWarning } from "./checks.js";
 import { trainSegmenter } from "../segmenter/loop.js";
 import { initParams, type ModelConfig } from "../segmenter/model.js";
 import { computedOn, initBackend } from "../segmenter/runtime.js";
@@ -55,6 +56,8 @@ export async function runGuide(ctx: StageContext<GuideParams>) {
     });
     await saveModel(ctx.outDir, "guide-model.json", "guide-weights.bin", "guide", config, store, { ...settings, backend: backend.backend, bestEpoch: result.bestEpoch, bestValDice: result.bestValDice, epochsRun: result.epochsRun, stoppedEarly: result.stoppedEarly });
     await writeJsonAtomic(path.join(ctx.outDir, "guide-history.json"), historyJson(result, { pairedSamples: paired.length, valSamples: val.length }));
+    const chance = guideChanceWarning(result.bestValDice, val.map((s) => s.mask));
+    if (chance) ctx.warn(chance.code, chance.message, chance.figures);
     return {
       pairedSamples: paired.length,
       valSamples: val.length,

@@ -36,7 +36,7 @@ export function makeStageContext(task: StageTask, registry: StageRegistry, emit:
   const definition = registry.get(task.stage);
   if (!definition) throw new StageError(task.stage, `no stage named ${task.stage} is registered`);
   const store = new OutputStore(task.pipeline.workdir);
-  const warnings = warningCollector((message) => emit({ kind: "log", stage: task.stage, level: "warn", message }));
+  const warnings = warningCollector();
   const ctx: StageContext<unknown> = {
     stage: task.stage,
     version: definition.version,

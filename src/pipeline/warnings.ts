@@ -7,13 +7,15 @@ import type { StageContext, StageSummary, StageWarning } from "./stage.js";
  */
 const collected = new WeakMap<object, StageWarning[]>();
 
-/** The ctx.warn of a stage context: collects into the context and logs the message at warn level. */
-export function warningCollector(emit: (message: string) => void): { warn: StageContext<unknown>["warn"]; bind(ctx: object): void } {
+/**
+ * The ctx.warn of a stage context: collects into the context. It does not log: the CLI prints
+ * each warning once, with the stage's end (where a cached rerun repeats it too).
+ */
+export function warningCollector(): { warn: StageContext<unknown>["warn"]; bind(ctx: object): void } {
   const list: StageWarning[] = [];
   return {
     warn: (code, message, figures) => {
       list.push(figures ? { code, message, figures } : { code, message });
-      emit(message);
     },
     bind: (ctx) => collected.set(ctx, list),
   };

@@ -193,7 +193,7 @@ export async function runPrototypes(ctx: StageContext<PrototypesParams>) {
   let usefulness: UsefulnessCheck | { samples: 0; skipped: string };
   if (validation.length === 0) {
     usefulness = { samples: 0, skipped: "no validation sample has an available report with a text embedding" };
-    ctx.log(`usefulness check skipped: ${usefulness.skipped}`, "warn");
+    ctx.warn("usefulness-check-skipped", `the usefulness check did not run: ${usefulness.skipped}`);
   } else {
     usefulness = usefulnessCheck(space, p.responses, samples.texts, select(rows, validation), { topK: params.topK, temperature: params.temperature, seed });
     ctx.log(
@@ -202,6 +202,14 @@ export async function runPrototypes(ctx: StageContext<PrototypesParams>) {
         `over a random prototype ${usefulness.marginOverRandom >= 0 ? "+" : ""}${usefulness.marginOverRandom.toFixed(4)}${usefulness.passed ? "" : " (PSA does NOT beat both baselines)"}`,
       usefulness.passed ? "info" : "warn",
     );
+    if (!usefulness.passed && params.onUseless === "warn") {
+      ctx.warn("prototypes-not-useful", `on ${usefulness.samples} validation samples PSA's approximated text is no closer to an image's own report than ${usefulness.marginOverMean < 0 ? "the mean training report" : "a random prototype"}`, {
+        samples: usefulness.samples,
+        psa: usefulness.psa,
+        marginOverMean: usefulness.marginOverMean,
+        marginOverRandom: usefulness.marginOverRandom,
+      });
+    }
     if (!usefulness.passed && params.onUseless === "fail") {
       throw new DataError(
         `the prototype space is not useful: on ${usefulness.samples} validation samples PSA's approximated text is no closer to an image's own report than ${usefulness.marginOverMean < 0 ? "the mean training report" : "a random prototype"} (margins ${usefulness.marginOverMean.toFixed(4)} / ${usefulness.marginOverRandom.toFixed(4)}); nothing was published`,

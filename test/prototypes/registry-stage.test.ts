@@ -57,7 +57,7 @@ function context(workdir: string, embedDir: string, outDir: string, params: Part
     resources: {},
     emit: () => undefined,
     log: (message) => void logs.push(message),
-    warn: (_code, message) => void logs.push(message),
+    warn: (code, message, figures) => void logs.push(`warning ${code}: ${message} ${JSON.stringify(figures ?? {})}`),
     signal: new AbortController().signal,
     logs,
   };
@@ -225,6 +225,8 @@ test("onUseless: fail stops before publishing when PSA cannot find the reports; 
   assert.equal(summary.usefulness.passed, false);
   assert.equal(summary.artifact.version, 1);
   assert.ok(warned.logs.some((l) => /PSA does NOT beat both baselines/.test(l)), warned.logs.join("\n"));
+  // The failed check is a warning of the stage (the run stays ok, the report shows it amber), with its figures.
+  assert.ok(warned.logs.some((l) => /^warning prototypes-not-useful: on \d+ validation samples .*"marginOverMean":/.test(l)), warned.logs.join("\n"));
 });
 
 test("prolearn prototypes query answers from a registered artifact", async () => {

@@ -5,6 +5,7 @@ import { loadPipelineArg } from "../pipeline-arg.js";
 import { Catalog } from "../../pipeline/catalog.js";
 import { UsageError } from "../../errors.js";
 import { nextFireTimes } from "../schedule-info.js";
+import { formatWarning } from "../../pipeline/warnings.js";
 
 export default defineCommand({
   name: "status",
@@ -34,9 +35,11 @@ export default defineCommand({
       if (schedule) lines.push(`schedule: ${schedule.cron} (${schedule.timezone}); next run at ${schedule.next ?? "never"}`);
       if (!runs.length) lines.push("no runs yet");
       for (const run of detailed) {
-        lines.push(`run ${run.id}  ${run.pipeline}  ${run.status}  started ${run.startedAt}${run.finishedAt ? `  finished ${run.finishedAt}` : ""}  (${run.trigger}, ${run.executor})`);
+        const warnings = run.stages.reduce((n, s) => n + s.warnings.length, 0);
+        lines.push(`run ${run.id}  ${run.pipeline}  ${run.status}${warnings ? ` (${warnings} warning${warnings === 1 ? "" : "s"})` : ""}  started ${run.startedAt}${run.finishedAt ? `  finished ${run.finishedAt}` : ""}  (${run.trigger}, ${run.executor})`);
         for (const s of run.stages) {
           lines.push(`  ${s.stage.padEnd(12)} ${s.status.padEnd(8)} ${s.seconds !== null ? `${s.seconds.toFixed(2)} s`.padStart(10) : "".padStart(10)}  ${s.cacheKey ?? ""}  ${s.reason}${s.error ? `\n      ${s.error.split("\n")[0]}` : ""}`);
+          for (const w of s.warnings) lines.push(`      warning: ${formatWarning(w)}`);
         }
         if (run.report) lines.push(`  report: ${run.report}`);
       }

@@ -155,6 +155,37 @@ describe("engine", () => {
     const counts = executions(workdir).reduce<Record<string, number>>((m, s) => ((m[s] = (m[s] ?? 0) + 1), m), {});
     assert.deepEqual(counts, { numbers: 1, scale: 1, total: 1 });
   });
+
+  test("a run that waited on another's key lock and reused its output records the stage as cached, not ran", async () => {
+    const release = path.join(mkdtempSync(path.join(tmpdir(), "prolearn-release-")), "go");
+    const { file, workdir } = project(`  numbers: {}\n  scale: { factor: 2, releaseFile: ${JSON.stringify(release)} }\n  total: {}\n`);
+    const start = () => {
+      const child = spawn(process.execPath, ["--import", "tsx", path.join(import.meta.dirname, "run-child.ts"), file], { stdio: ["ignore", "pipe", "inherit"] });
+      let out = "";
+      const halfway = new Promise<void>((resolve) => child.stdout.on("data", (c: Buffer) => ((out += c.toString()), out.includes("progress half") && resolve())));
+      const done = new Promise<{ status: string; stages: [string, string][] }>((resolve, reject) =>
+        child.on("exit", (code) => (code === 0 ? resolve(JSON.parse(out.trim().split("\n").pop()!)) : reject(new Error(`exit ${code}`)))),
+      );
+      return { halfway, done };
+    };
+    // A holds the scale key lock mid-stage; B starts, finds no output for that key and waits on the lock.
+    const a = start();
+    await a.halfway;
+    const b = start();
+    const catalog = new Catalog(workdir);
+    const waiting = () => catalog.db.prepare("SELECT COUNT(*) AS n FROM stage_runs WHERE stage = 'scale' AND status = 'running'").get() as { n: number };
+    while (waiting().n < 2) await new Promise((r) => setTimeout(r, 50));
+    writeFileSync(release, "");
+    const [resultA, resultB] = await Promise.all([a.done, b.done]);
+    assert.deepEqual(resultA.stages, [["numbers", "ran"], ["scale", "ran"], ["total", "ran"]]);
+    assert.deepEqual(resultB.stages.map(([, status]) => status), ["cached", "cached", "cached"]);
+    assert.deepEqual(executions(workdir), ["numbers", "scale", "total"]);
+    const runB = catalog.runs({ limit: 1 })[0]!; // the later start
+    const scaleB = catalog.stageRuns(runB.id).find((s) => s.stage === "scale")!;
+    assert.equal(scaleB.status, "cached");
+    assert.equal(scaleB.reason, "another run published this output while this one waited for it");
+    catalog.close();
+  });
 });
 
 test("params a stage declares as non-key (scheduling only) do not change its cache key", async () => {

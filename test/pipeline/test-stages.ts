@@ -49,6 +49,7 @@ const scale = defineStage({
   params: z.strictObject({
     factor: z.number().default(2).describe("multiplier"),
     slowMs: z.number().default(0).describe("sleep inside the stage, after writing half the output"),
+    releaseFile: z.string().optional().describe("after writing half the output, wait until this file exists (a test holds the stage mid-way)"),
   }),
   inputs: ["numbers"],
   outputs: ["scaled.json"],
@@ -56,10 +57,11 @@ const scale = defineStage({
     logExecution(ctx.pipeline.workdir, "scale");
     const values = JSON.parse(readFileSync(ctx.inputs.numbers!.files["numbers.json"]!, "utf8")) as number[];
     const out = path.join(ctx.outDir, "scaled.json");
-    if (ctx.params.slowMs) {
+    if (ctx.params.slowMs || ctx.params.releaseFile) {
       writeFileSync(out, "[1,");
       ctx.emit({ kind: "progress", stage: "scale", task: "half", done: 1, total: 2 });
       await sleep(ctx.params.slowMs);
+      while (ctx.params.releaseFile && !existsSync(ctx.params.releaseFile)) await sleep(50);
     }
     writeFileSync(out, JSON.stringify(values.map((v) => v * ctx.params.factor)));
     return { factor: ctx.params.factor };

@@ -1,8 +1,8 @@
 export * from "./errors.js";
-export { definePipeline, loadPipelineFile, resolvePipeline, buildPipelineSchema, type PipelineInput, type ResolvedPipeline } from "./pipeline/spec.js";
+export { loadPipelineFile, resolvePipeline, buildPipelineSchema, type ResolvedPipeline } from "./pipeline/spec.js";
 export { defineStage, type StageDefinition, type StageContext, type ProgressEvent } from "./pipeline/stage.js";
 export { runPipeline, planPipeline, type RunResult, type RunOptions, type StageResult, type EngineEvent } from "./pipeline/engine.js";
-export { STAGES } from "./stages.js";
+export { STAGES, STAGE_NAMES, definePipeline, type PipelineInput, type StageName, type PipelineStagesInput } from "./stages.js";
 export { readParquetFile, writeParquetFile, writeParquetBatches, tableToParquet, parquetToTable } from "./io/parquet.js";
 export { createEncoder, type EncoderConfig, type EncoderKind } from "./embed/factory.js";
 export type { Encoder, TokenFeatures } from "./embed/encoder.js";

@@ -205,7 +205,6 @@ function presentInputStages(stage: StageDefinition, pipeline: ResolvedPipeline):
 /** The cache key's parts; every upstream output must be ready. A file input keys on that file's bytes. */
 async function keyParts(session: Session, stage: StageDefinition): Promise<KeyParts> {
   const { pipeline } = session;
-  const params = pipeline.stages[stage.name];
   const inputs: Record<string, string> = {};
   for (const ref of presentInputRefs(stage, pipeline)) {
     const { stage: dep, file } = parseInputRef(ref);
@@ -219,8 +218,17 @@ async function keyParts(session: Session, stage: StageDefinition): Promise<KeyPa
     if (!entry) throw new StageError(stage.name, `stage ${stage.name} reads ${file} of stage ${dep}, which ${dep} does not publish`, { hint: `${dep} publishes: ${Object.keys(upstream.output.manifest.files).join(", ")}` });
     inputs[ref] = entry.sha256;
   }
-  const resources = stage.resources ? await stage.resources(pipeline, params as never, { digester: session.digester }) : {};
-  return { stage: stage.name, version: stage.version, params: keyedParams(params, stage.nonKeyParams), dataset: datasetKeyPart(pipeline), inputs, resources };
+  const resources = stage.resources ? await stage.resources(pipeline, pipeline.stages[stage.name] as never, { digester: session.digester }) : {};
+  return keyPartsOf(stage, pipeline, inputs, resources);
+}
+
+/**
+ * A stage's key parts from the digests of what it reads: its name and code version, its key
+ * params (non-key ones left out), the dataset settings, its inputs and resources. Pure, so the
+ * contract test pins every registered stage's key (golden keys).
+ */
+export function keyPartsOf(stage: StageDefinition, pipeline: ResolvedPipeline, inputs: Record<string, string>, resources: Record<string, string>): KeyParts {
+  return { stage: stage.name, version: stage.version, params: keyedParams(pipeline.stages[stage.name], stage.nonKeyParams), dataset: datasetKeyPart(pipeline), inputs, resources };
 }
 
 function keyedParams(params: unknown, excluded: readonly string[] | undefined): unknown {

@@ -51,11 +51,16 @@ export function buildPipelineSchema(registry: StageRegistry) {
     .describe("A prolearn pipeline.");
 }
 
-export type PipelineInput = {
+/**
+ * What a pipeline file holds, before validation. `Stages` is the stage-name -> params-input map;
+ * for the built-in registry it is derived from it (src/stages.ts: `PipelineInput`), here it stays
+ * open so a custom registry validates the same way.
+ */
+export type PipelineInput<Stages = Record<string, unknown>> = {
   name: string;
   workdir?: string;
   dataset: z.input<typeof datasetSchema>;
-  stages: Record<string, unknown>;
+  stages: Stages;
   schedule?: z.input<typeof scheduleSchema>;
 };
 
@@ -79,7 +84,7 @@ export interface ResolvedPipeline {
 }
 
 /** Typed helper for pipelines written in TypeScript; validated the same way as YAML files. */
-export function definePipeline(input: PipelineInput): PipelineInput {
+export function definePipeline<Stages = Record<string, unknown>>(input: PipelineInput<Stages>): PipelineInput<Stages> {
   return input;
 }
 

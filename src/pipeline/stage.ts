@@ -157,8 +157,11 @@ export function stageCapabilities(stage: StageDefinition, params: unknown): read
   return typeof declared === "function" ? declared(params) : (declared ?? []);
 }
 
-/** Identity helper that keeps the params type attached to the definition. */
-export function defineStage<Schema extends z.ZodType>(definition: StageDefinition<Schema>): StageDefinition<Schema> {
+/**
+ * Identity helper that keeps the params type and the literal name attached to the definition,
+ * so the registry (src/stages.ts) can derive `StageName` and the pipeline's typed input.
+ */
+export function defineStage<Schema extends z.ZodType, const Name extends string>(definition: StageDefinition<Schema> & { name: Name }): StageDefinition<Schema> & { name: Name } {
   if (!definition.run && !definition.sharding) {
     throw new Error(`stage ${definition.name} defines neither run nor sharding`);
   }

@@ -1,0 +1,94 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { cacheKeyOf, keyPartsOf, runPipeline } from "../../src/pipeline/engine.js";
+import { resolvePipeline } from "../../src/pipeline/spec.js";
+import { parseInputRef } from "../../src/pipeline/stage.js";
+import { sha256 } from "../../src/util/hash.js";
+import { STAGES, STAGE_NAMES, definePipeline, type PipelineStagesInput, type StageName } from "../../src/stages.js";
+import { writeFixtureDataset } from "../../src/synthetic/index.js";
+
+/**
+ * The contract every registered stage keeps (issue 17): a golden cache key for its definition,
+ * reuse on an unchanged rerun, and a rerun when one of its own params changes. The tables below
+ * are keyed by StageName, so registering a stage without its rows here does not compile.
+ */
+
+// The cache key of each stage with its default params over fixed input digests. A change here
+// means every workdir recomputes that stage: if it is on purpose (a new default, a version bump,
+// a new key part), update the key and say so in the commit.
+const GOLDEN_KEYS: Record<StageName, string> = {
+  ingest: "4c4b5572222b8724b238f81b39de2fb6",
+  guide: "4ffb0e9117fdcf8ab6a68d0461d03eb2",
+  filter: "07c9d99e1c5e5ded96e659b310111ff4",
+  embed: "35b4b24c0a4839c12d903c7c1f2870f0",
+  prototypes: "c7908bece4a550576327302362f0856e",
+  train: "0daff734648f77669a5ef5dcd11a60b5",
+  evaluate: "a23e91c9c1f01f9ca8d5a52a6e8d5247",
+};
+
+test("golden cache keys: each registered stage's key over fixed inputs is pinned", () => {
+  const stages = Object.fromEntries(STAGE_NAMES.map((name) => [name, {}]));
+  const pipeline = resolvePipeline({ name: "golden", dataset: { kind: "qata-cov19", root: "/data" }, stages }, STAGES, { baseDir: "/project" });
+  const actual: Record<string, string> = {};
+  for (const name of STAGE_NAMES) {
+    const stage = STAGES.get(name)!;
+    const refs = [...stage.inputs, ...(stage.optionalInputs ?? []).filter((ref) => parseInputRef(ref).stage in pipeline.stages)];
+    const inputs = Object.fromEntries(refs.map((ref) => [ref, sha256(`output of ${ref}`)]));
+    const resources = name === "ingest" ? { dataset: sha256("dataset files") } : {};
+    actual[name] = cacheKeyOf(keyPartsOf(stage, pipeline, inputs, resources));
+  }
+  assert.deepEqual(actual, GOLDEN_KEYS);
+});
+
+// Tiny settings: every stage runs in seconds on 2 CPU cores.
+const NET = { imageSize: 16, baseChannels: 4, depth: 2, heads: 2, backend: "cpu" as const, batchSize: 8, patience: 0, epochs: 1 };
+const TINY = {
+  ingest: {},
+  guide: { ...NET, tokenDim: 8, maxTokens: 16 },
+  filter: { backend: "cpu" },
+  embed: { encoder: "builtin", dim: 16 },
+  prototypes: { minClusterSize: 2, k: 2 },
+  train: { ...NET, tokenDim: 8, guidanceTokens: 2 },
+  evaluate: { backend: "cpu", baseline: "none", examples: 1 },
+} satisfies PipelineStagesInput;
+
+/** One key param per stage, changed: the stage must rerun. */
+const PARAM_CHANGES = {
+  ingest: { maskAmbiguousFraction: 0.02 },
+  guide: { learningRate: 2e-3 },
+  filter: { threshold: 0.5 },
+  embed: { dim: 24 },
+  prototypes: { k: 3 },
+  train: { learningRate: 2e-3 },
+  evaluate: { examples: 2 },
+} satisfies Record<StageName, object>;
+
+test("every registered stage: runs, is reused on an unchanged rerun, reruns when one of its params changes", { timeout: 600_000 }, async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "prolearn-contract-"));
+  const fixture = await writeFixtureDataset({ kind: "qata-cov19", layout: "sgseg", out: path.join(dir, "data"), n: 24, seed: 5, size: 32 });
+  const spec = (stages: PipelineStagesInput) => definePipeline({ name: "contract", workdir: path.join(dir, "work"), dataset: { kind: "qata-cov19", root: fixture.root, layout: "sgseg", textAvailability: 0.75, seed: 5 }, stages });
+  const run = async (stages: PipelineStagesInput, only?: StageName) => runPipeline(resolvePipeline(spec(stages), STAGES, { baseDir: dir }), { registry: STAGES, only });
+
+  const first = await run(TINY);
+  assert.equal(first.status, "ok", JSON.stringify(first.stages.map((s) => [s.name, s.status, s.error])));
+  assert.deepEqual(first.stages.map((s) => s.name), [...STAGE_NAMES], "the pipeline holds every registered stage");
+  assert.deepEqual(first.stages.map((s) => s.status), STAGE_NAMES.map(() => "ran"));
+
+  const second = await run(TINY);
+  assert.deepEqual(second.stages.map((s) => [s.name, s.status]), STAGE_NAMES.map((name) => [name, "cached"]));
+  assert.deepEqual(second.stages.map((s) => s.cacheKey), first.stages.map((s) => s.cacheKey));
+
+  for (const name of STAGE_NAMES) {
+    const changed = { ...TINY, [name]: { ...TINY[name], ...PARAM_CHANGES[name] } };
+    const result = await run(changed, name);
+    const stage = result.stages.find((s) => s.name === name)!;
+    assert.equal(stage.status, "ran", `${name} reruns after a param change: ${stage.error ?? stage.reason}`);
+    const [key, value] = Object.entries(PARAM_CHANGES[name])[0]!;
+    assert.deepEqual(stage.reasons.map((r) => r.code), ["param-changed"], `${name}: ${stage.reason}`);
+    assert.match(stage.reason, new RegExp(`^params\\.${key}: .* -> ${JSON.stringify(value).replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`));
+    assert.notEqual(stage.cacheKey, first.stages.find((s) => s.name === name)!.cacheKey);
+  }
+});

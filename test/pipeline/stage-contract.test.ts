@@ -37,7 +37,7 @@ test("golden cache keys: each registered stage's key over fixed inputs is pinned
     const stage = STAGES.get(name)!;
     const refs = [...stage.inputs, ...(stage.optionalInputs ?? []).filter((ref) => parseInputRef(ref).stage in pipeline.stages)];
     const inputs = Object.fromEntries(refs.map((ref) => [ref, sha256(`output of ${ref}`)]));
-    const resources = name === "ingest" ? { dataset: sha256("dataset files") } : {};
+    const resources: Record<string, string> = name === "ingest" ? { dataset: sha256("dataset files") } : {};
     actual[name] = cacheKeyOf(keyPartsOf(stage, pipeline, inputs, resources));
   }
   assert.deepEqual(actual, GOLDEN_KEYS);

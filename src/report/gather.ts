@@ -48,6 +48,7 @@ export async function gatherReport(input: ReportInput, options: Partial<ReportOp
     dataset: { kind: pipeline.dataset.kind, root: pipeline.dataset.root, layout: pipeline.dataset.layout, textAvailability: pipeline.dataset.textAvailability, seed: pipeline.dataset.seed },
     totals: result.totals,
     stages: overviewStages(pipeline, result),
+    warnings: result.stages.flatMap((s) => (s.warnings ?? []).map((w) => ({ stage: s.name, ...w }))),
     sections: {
       dataset: await guarded(() => gatherDataset(outputs, opts)),
       filtering: await guarded(() => gatherFiltering(outputs, opts)),
@@ -76,8 +77,8 @@ function overviewStages(pipeline: ResolvedPipeline, result: RunResult): Overview
   const names = [...Object.keys(pipeline.stages), ...result.stages.map((s) => s.name).filter((n) => !(n in pipeline.stages))];
   return names.map((name) => {
     const s = byName.get(name);
-    if (!s) return { name, status: "not run", reason: "not selected in this run (--until / --only)", seconds: null, cacheKey: null, digest: null, summary: [] };
-    return { name, status: s.status, reason: s.reason, seconds: s.seconds, cacheKey: s.cacheKey, digest: s.digest, ...(s.error ? { error: s.error } : {}), summary: flattenSummary(s.summary) };
+    if (!s) return { name, status: "not run", reason: "not selected in this run (--until / --only)", seconds: null, cacheKey: null, digest: null, summary: [], warnings: [] };
+    return { name, status: s.status, reason: s.reason, seconds: s.seconds, cacheKey: s.cacheKey, digest: s.digest, ...(s.error ? { error: s.error } : {}), summary: flattenSummary(s.summary), warnings: s.warnings ?? [] };
   });
 }
 

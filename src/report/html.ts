@@ -1,4 +1,5 @@
 import type { DatasetPart, ExamplesPart, FilteringPart, HistoryPart, MetricsPart, OverviewStage, Part, PrototypesPart, ReportModel, Thumbnail, TrainingPart } from "./model.js";
+import type { StageWarning } from "../pipeline/stage.js";
 import { NOISE_COLOR, PALETTE, barChart, categoryColor, escapeXml as esc, formatNumber, lineChart, scatterPlot } from "./svg.js";
 
 /**
@@ -29,8 +30,9 @@ export function renderReportHtml(model: ReportModel): string {
 <header class="page-header">
   <div class="title-row">
     <h1>${esc(model.pipeline)} <span class="muted">run report</span></h1>
-    <span class="badge status-${model.status}" data-metric="run-status">${model.status === "ok" ? "succeeded" : "failed"}</span>
+    <span class="badge status-${model.status === "ok" && model.warnings.length ? "warned" : model.status}" data-metric="run-status">${model.status === "ok" ? "succeeded" : "failed"}${model.warnings.length ? ` with ${plural(model.warnings.length, "warning")}` : ""}</span>
   </div>
+  ${warningsList(model.warnings)}
   <p class="meta">run <code data-metric="run-id">${esc(model.runId)}</code> · <span data-metric="run-seconds">${esc(formatSeconds(model.seconds))}</span>
    · ${model.totals.ran} ran, ${model.totals.cached} cached, ${model.totals.failed} failed${model.totals.skipped ? `, ${model.totals.skipped} skipped` : ""}
    ${model.startedAt ? ` · started ${esc(model.startedAt.replace("T", " ").replace(/\.\d+Z$/, " UTC"))}` : ""}${model.trigger ? ` · trigger ${esc(model.trigger)}` : ""}${model.executor ? ` · executor ${esc(model.executor)}` : ""}</p>
@@ -44,6 +46,21 @@ ${sections.map((s) => `<section id="${s.id}" data-section="${s.id}" data-state="
 </body>
 </html>
 `;
+}
+
+/** The header's list of failed checks: amber, one line each, with the figures the check compared. */
+function warningsList(warnings: ReportModel["warnings"]): string {
+  if (!warnings.length) return "";
+  return `<ul class="warnings" data-metric="run-warnings">${warnings.map((w) => `<li data-warning="${esc(w.code)}" data-stage="${esc(w.stage)}"><b>${esc(w.stage)}</b>: ${warningText(w)}</li>`).join("")}</ul>`;
+}
+
+function warningText(w: StageWarning): string {
+  const figures = Object.entries(w.figures ?? {}).map(([k, v]) => `${esc(k)} ${esc(typeof v === "number" ? String(Number(v.toPrecision(4))) : String(v))}`);
+  return `${inlineCode(w.message)} <code class="muted">${esc(w.code)}</code>${figures.length ? ` <span class="figures">(${figures.join(", ")})</span>` : ""}`;
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
 }
 
 function partBody<T>(part: Part<T>, render: (data: T) => string): string {
@@ -76,6 +93,7 @@ function formatPercent(fraction: number, digits = 0): string {
   return `${(fraction * 100).toFixed(digits)}%`;
 }
 
+const WARNED_COLOR = "#bf8700";
 const STATUS_COLORS: Record<OverviewStage["status"], string> = { ran: "#4e79a7", cached: "#59a14f", failed: "#e15759", skipped: "#9aa0a6", "not run": "#c4c8cc" };
 
 function overviewSection(model: ReportModel): string {
@@ -83,15 +101,15 @@ function overviewSection(model: ReportModel): string {
     const summary = s.summary.length ? `<div class="summary">${s.summary.map(([k, v]) => `<span><span class="muted">${esc(k)}</span> ${esc(v)}</span>`).join("")}</div>` : "";
     return `<tr data-stage="${esc(s.name)}">
       <td><b>${esc(s.name)}</b></td>
-      <td><span class="badge stage-${s.status.replace(" ", "-")}" data-metric="stage-status">${esc(s.status)}</span></td>
+      <td><span class="badge stage-${s.warnings.length ? "warned" : s.status.replace(" ", "-")}" data-metric="stage-status"${s.warnings.length ? ` data-warnings="${s.warnings.length}" title="${esc(plural(s.warnings.length, "warning"))}"` : ""}>${esc(s.status)}</span></td>
       <td class="num" data-metric="stage-seconds">${esc(formatSeconds(s.seconds))}</td>
       <td>${s.cacheKey ? `<code title="${esc(s.digest ? `output digest ${s.digest}` : "")}">${esc(s.cacheKey.slice(0, 12))}</code>` : `<span class="muted">—</span>`}</td>
-      <td class="reason">${esc(s.reason)}${s.error ? `<pre class="error">${esc(s.error)}</pre>` : ""}${summary}</td>
+      <td class="reason">${esc(s.reason)}${s.error ? `<pre class="error">${esc(s.error)}</pre>` : ""}${s.warnings.length ? `<ul class="warnings stage-warnings">${s.warnings.map((w) => `<li data-warning="${esc(w.code)}">warning: ${warningText(w)}</li>`).join("")}</ul>` : ""}${summary}</td>
     </tr>`;
   });
   const timed = model.stages.filter((s) => s.seconds !== null);
   const chart = timed.length
-    ? `<figure>${barChart({ id: "stage-durations", title: "Stage durations in seconds", bars: timed.map((s) => ({ label: s.name, value: s.seconds!, color: STATUS_COLORS[s.status], note: s.status })), format: (v) => formatSeconds(v), width: 640 })}<figcaption>Time per stage; colour = <span style="color:${STATUS_COLORS.ran}">ran</span>, <span style="color:${STATUS_COLORS.cached}">cached</span>, <span style="color:${STATUS_COLORS.failed}">failed</span>.</figcaption></figure>`
+    ? `<figure>${barChart({ id: "stage-durations", title: "Stage durations in seconds", bars: timed.map((s) => ({ label: s.name, value: s.seconds!, color: s.warnings.length ? WARNED_COLOR : STATUS_COLORS[s.status], note: s.warnings.length ? `${s.status}, ${plural(s.warnings.length, "warning")}` : s.status })), format: (v) => formatSeconds(v), width: 640 })}<figcaption>Time per stage; colour = <span style="color:${STATUS_COLORS.ran}">ran</span>, <span style="color:${STATUS_COLORS.cached}">cached</span>, <span style="color:${STATUS_COLORS.failed}">failed</span>${timed.some((s) => s.warnings.length) ? `, <span style="color:${WARNED_COLOR}">with warnings</span>` : ""}.</figcaption></figure>`
     : "";
   return `<table class="stages"><thead><tr><th>stage</th><th>status</th><th class="num">time</th><th>cache key</th><th>why</th></tr></thead><tbody>${rows.join("")}</tbody></table>${chart}`;
 }
@@ -301,7 +319,10 @@ td.reason { color: var(--fg); max-width: 620px; }
 .summary { display: flex; flex-wrap: wrap; gap: 4px 14px; margin-top: 4px; font-size: 12px; }
 pre.error { white-space: pre-wrap; color: #b42318; background: #fef3f2; padding: 6px 8px; border-radius: 4px; margin: 6px 0 0; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600; color: #fff; }
-.status-ok { background: #1a7f37; } .status-failed { background: #cf222e; }
+.status-ok { background: #1a7f37; } .status-failed { background: #cf222e; } .status-warned, .stage-warned { background: #bf8700; }
+ul.warnings { list-style: none; margin: 8px 0 0; padding: 8px 12px; background: #fff8c5; border-left: 4px solid #bf8700; border-radius: 4px; color: #4d2d00; font-size: 13px; }
+ul.warnings li + li { margin-top: 2px; }
+ul.stage-warnings { margin: 4px 0; padding: 4px 8px; font-size: 12px; }
 .stage-ran { background: #4e79a7; } .stage-cached { background: #59a14f; } .stage-failed { background: #e15759; }
 .stage-skipped, .stage-not-run { background: #9aa0a6; }
 .notice { padding: 10px 14px; border-radius: 6px; background: #f3f4f6; color: var(--muted); border-left: 4px solid #c4c8cc; }

@@ -1,3 +1,4 @@
+import type { StageWarning } from "../pipeline/stage.js";
 /**
  * What the run report shows, as plain data: gathered from the run's stage outputs by gather.ts,
  * turned into HTML by html.ts. Every part that may be missing says why instead of inventing
@@ -42,6 +43,8 @@ export interface OverviewStage {
   error?: string;
   /** Scalar entries of the stage's summary, "key.sub" for one level of nesting. */
   summary: [string, string][];
+  /** Checks that did not pass (a cached stage: those of the run that produced its output). */
+  warnings: StageWarning[];
 }
 
 export interface Thumbnail {
@@ -121,6 +124,8 @@ export interface ReportModel {
   dataset: { kind: string; root: string; layout: string; textAvailability: number; seed: number };
   totals: { ran: number; cached: number; failed: number; skipped: number };
   stages: OverviewStage[];
+  /** Every stage's warnings, in stage order, for the header. */
+  warnings: (StageWarning & { stage: string })[];
   sections: {
     dataset: Part<DatasetPart>;
     filtering: Part<FilteringPart>;

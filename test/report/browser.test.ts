@@ -4,7 +4,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { chromium, type Browser } from "playwright-core";
-import { demoFacts } from "./fixtures.js";
+import { demoFacts, demoRegistryWithWarning } from "./fixtures.js";
 import { CHROMIUM, CHROMIUM_ARGS, SCREENSHOT_DIR, demoProject, runDemo } from "./helpers.js";
 
 /**
@@ -100,5 +100,31 @@ describe(`run report in headless Chromium${skip ? ` (skipped: ${skip})` : ""}`, 
 
     assert.deepEqual(problems, [], "no console errors or warnings");
     assert.deepEqual(requests, [], "no network requests");
+  });
+
+  test("a failed check shows amber: in the header with its figures, and on the stage's row, not green", async () => {
+    const { file } = demoProject();
+    const registry = demoRegistryWithWarning();
+    await runDemo(file, registry);
+    // The cached rerun repeats the warning of the run that produced the output.
+    const { result } = await runDemo(file, registry);
+    assert.equal(result.stages.find((s) => s.name === "prototypes")!.status, "cached");
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    await page.goto(pathToFileURL(result.report!).href, { waitUntil: "load" });
+    const amber = "rgb(191, 135, 0)";
+    const background = async (selector: string) => page.locator(selector).first().evaluate((e) => (globalThis as unknown as { getComputedStyle(element: unknown): { backgroundColor: string } }).getComputedStyle(e).backgroundColor);
+    const runStatus = page.locator('header [data-metric="run-status"]');
+    assert.equal((await runStatus.innerText()).trim(), "succeeded with 1 warning");
+    assert.equal(await background('header [data-metric="run-status"]'), amber);
+    const item = page.locator('header [data-metric="run-warnings"] li[data-warning="prototypes-not-useful"]');
+    assert.ok(await item.isVisible(), "the warning is in the sticky header");
+    assert.match(await item.innerText(), /^prototypes: on 12 validation samples PSA's approximated text is no closer .* \(samples 12, marginOverMean -0\.0123, marginOverRandom 0\.0456\)$/);
+    assert.equal(await background('#overview tr[data-stage="prototypes"] [data-metric="stage-status"]'), amber);
+    assert.equal((await page.locator('#overview tr[data-stage="prototypes"] [data-metric="stage-status"]').innerText()).trim(), "cached");
+    assert.notEqual(await background('#overview tr[data-stage="ingest"] [data-metric="stage-status"]'), amber);
+    assert.ok(await page.locator('#overview tr[data-stage="prototypes"] li[data-warning="prototypes-not-useful"]').isVisible());
+    mkdirSync(SCREENSHOT_DIR, { recursive: true });
+    await page.screenshot({ path: path.join(SCREENSHOT_DIR, "report-warning.png") });
+    await page.close();
   });
 });

@@ -359,3 +359,18 @@ export function demoRegistry(): StageRegistry {
 export function demoPipelineYaml(stages: string[] = ["ingest", "filter", "embed", "prototypes", "train", "evaluate"]): string {
   return `name: report-demo\ndataset:\n  kind: qata-cov19\n  root: data\n  textAvailability: 0.5\nstages:\n${stages.map((s) => `  ${s}: {}`).join("\n")}\n`;
 }
+
+/** The demo registry whose prototypes stage fails its usefulness check as the real one does: it publishes and warns. */
+export function demoRegistryWithWarning(): StageRegistry {
+  const registry = new Map(demoRegistry());
+  const prototypes = registry.get("prototypes")!;
+  registry.set("prototypes", {
+    ...prototypes,
+    run: async (ctx) => {
+      const summary = await prototypes.run!(ctx);
+      ctx.warn("prototypes-not-useful", "on 12 validation samples PSA's approximated text is no closer to an image's own report than the mean training report", { samples: 12, marginOverMean: -0.0123, marginOverRandom: 0.0456 });
+      return summary;
+    },
+  });
+  return registry;
+}

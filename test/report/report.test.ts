@@ -12,7 +12,7 @@ import { fitPca2, project } from "../../src/report/pca.js";
 import { barChart, escapeXml, lineChart, niceTicks, scatterPlot } from "../../src/report/svg.js";
 import { PREDICTION_COLOR, TRUTH_COLOR, thumbnailDataUri } from "../../src/report/thumbnails.js";
 import { ensureRunReport, reportPath, runResultFromCatalog } from "../../src/report/write.js";
-import { demoFacts, demoRegistry, rng, syntheticXray } from "./fixtures.js";
+import { demoFacts, demoRegistry, demoRegistryWithWarning, rng, syntheticXray } from "./fixtures.js";
 import { cli, demoProject, runDemo } from "./helpers.js";
 
 async function decode(uri: string) {
@@ -278,6 +278,33 @@ describe("run report from a demo run", () => {
     assert.equal(model.sections.training.state, "ok");
     if (model.sections.training.state === "ok") assert.equal(model.sections.training.data.history.state, "absent");
     assert.equal(model.sections.filtering.state, "ok", "stages before the failure still report");
+  });
+
+  test("a stage that warned is amber in its row and listed in the header, on the run that produced it and on cached reruns", async () => {
+    const registry = demoRegistryWithWarning();
+    const { file, workdir } = demoProject();
+    const first = await runDemo(file, registry);
+    assert.equal(first.result.status, "ok");
+    const second = await runDemo(file, registry);
+    assert.equal(second.result.stages.find((s) => s.name === "prototypes")!.status, "cached");
+    for (const { pipeline, result } of [first, second]) {
+      const model = await gatherReport({ pipeline, result }, { maxThumbnails: 6 });
+      assert.deepEqual(model.warnings.map((w) => [w.stage, w.code]), [["prototypes", "prototypes-not-useful"]]);
+      assert.deepEqual(model.stages.find((s) => s.name === "prototypes")!.warnings.map((w) => w.figures), [{ samples: 12, marginOverMean: -0.0123, marginOverRandom: 0.0456 }]);
+      const html = renderReportHtml(model);
+      assert.match(html, /<span class="badge status-warned" data-metric="run-status">succeeded with 1 warning<\/span>/);
+      assert.match(html, /<li data-warning="prototypes-not-useful" data-stage="prototypes"><b>prototypes<\/b>: on 12 validation samples PSA&#39;s approximated text is no closer .*marginOverMean -0\.0123, marginOverRandom 0\.0456/);
+      assert.match(html, /<tr data-stage="prototypes">\s*<td><b>prototypes<\/b><\/td>\s*<td><span class="badge stage-warned" data-metric="stage-status" data-warnings="1"/);
+      assert.match(html, /<tr data-stage="ingest">\s*<td><b>ingest<\/b><\/td>\s*<td><span class="badge stage-(ran|cached)" data-metric="stage-status">/);
+    }
+    // `prolearn report` rebuilds a run from the catalog: the warnings come back from there.
+    const catalog = new Catalog(workdir);
+    try {
+      const rebuilt = runResultFromCatalog(catalog, catalog.getRun(second.result.runId)!);
+      assert.deepEqual(rebuilt.stages.find((s) => s.name === "prototypes")!.warnings.map((w) => w.code), ["prototypes-not-useful"]);
+    } finally {
+      catalog.close();
+    }
   });
 
   test("an unreadable output shows as an error in its section; the rest of the report stands", async () => {

@@ -17,7 +17,7 @@ export const prototypesParams = z.strictObject({
   topK: z.number().int().min(1).default(3).describe("Prototypes mixed per query (used by the usefulness check; recorded for consumers)."),
   temperature: z.number().positive().default(1).describe("Softmax temperature over the top-k cosine similarities."),
   seed: z.number().int().min(0).optional().describe("Seed for K-means and the random-prototype baseline (default: the dataset seed)."),
-  onUseless: z.enum(["warn", "fail"]).default("warn").describe("When the usefulness check finds PSA no better than the mean training report or a random prototype: `warn` (log it and go on) or `fail` (stop before publishing the artifact, a gate for scheduled runs)."),
+  onUseless: z.enum(["warn", "fail"]).default("warn").describe("When the usefulness check finds PSA no better than the mean training report or a random prototype: `warn` (publish, and end the stage ok with the warning `prototypes-not-useful`, shown by status and the report) or `fail` (stop before publishing the artifact, a gate for scheduled runs)."),
 });
 
 export type PrototypesParams = z.output<typeof prototypesParams>;

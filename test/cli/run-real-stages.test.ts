@@ -37,7 +37,14 @@ test("prolearn run with the package's stages: --json, a fully cached rerun under
 
   writeFileSync(file, yaml(3));
   const changed = await cli(["plan", file, "--json"]);
-  const stages = JSON.parse(changed.stdout).stages as { name: string; action: string; reason: string }[];
+  const stages = JSON.parse(changed.stdout).stages as { name: string; action: string; reason: string; reasons: unknown[] }[];
   assert.deepEqual(stages.map((s) => s.action), ["cached", "cached", "run"]);
   assert.match(stages[2]!.reason, /params\.k: 2 -> 3/);
+  assert.deepEqual(stages[2]!.reasons, [{ code: "param-changed", path: "params.k", from: 2, to: 3 }], "--json reasons are typed");
+  assert.deepEqual(stages[0]!.reasons, [{ code: "unchanged" }]);
+
+  const rerun = await cli(["run", file, "--json"]);
+  const ran = JSON.parse(rerun.stdout).stages as { reason: string; reasons: unknown[] }[];
+  assert.deepEqual(ran[2]!.reasons, stages[2]!.reasons, "run records the reasons plan gave");
+  assert.equal(ran[2]!.reason, stages[2]!.reason);
 });

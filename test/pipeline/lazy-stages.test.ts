@@ -97,9 +97,10 @@ describe("stage definitions load without their implementations", () => {
     const script = [
       `const { STAGES } = await import(${src("stages.ts")});`,
       `const { loadPipelineFile } = await import(${src("pipeline/spec.ts")});`,
+      `const { FileDigester } = await import(${src("pipeline/file-digest.ts")});`,
       `const pipeline = loadPipelineFile(${JSON.stringify(pipelineFile)}, STAGES);`,
       "const resources = {};",
-      "for (const [name, stage] of STAGES) if (stage.resources) resources[name] = await stage.resources(pipeline, pipeline.stages[name]);",
+      "for (const [name, stage] of STAGES) if (stage.resources) resources[name] = await stage.resources(pipeline, pipeline.stages[name], { digester: new FileDigester() });",
       "console.log(JSON.stringify(resources));",
     ].join("\n");
     const { stdout, heavy } = await loadedBy(["--input-type=module", "-e", script], path.join(dir, "resources.trace"));

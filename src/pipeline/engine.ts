@@ -139,6 +139,8 @@ interface Session {
   all: string[];
   options: SelectionOptions;
   upstream: Map<string, Upstream>;
+  /** A catalog row whose store folder is gone (deleted by hand): a run forgets it through its recorder; a plan writes nothing. */
+  onStaleOutput: (cacheKey: string) => void;
 }
 
 function openSession(pipeline: ResolvedPipeline, registry: StageRegistry, options: SelectionOptions): Session {
@@ -148,7 +150,7 @@ function openSession(pipeline: ResolvedPipeline, registry: StageRegistry, option
     // The catalog's stat cache behind this session's digester only: other pipelines running in
     // this process (the scheduler) have their own.
     const digester = new FileDigester({ get: (f) => catalog.fileStat(f), put: (e) => catalog.putFileStats(e) });
-    return { pipeline, registry, catalog, store: new OutputStore(pipeline.workdir), digester, selected: new Set(selected), all, options, upstream: new Map() };
+    return { pipeline, registry, catalog, store: new OutputStore(pipeline.workdir), digester, selected: new Set(selected), all, options, upstream: new Map(), onStaleOutput: () => {} };
   } catch (error) {
     catalog.close();
     throw error;
@@ -242,7 +244,7 @@ function findCached(session: Session, stage: string, cacheKey: string): Publishe
   const published = session.store.read(stage, cacheKey);
   if (!published) {
     // A catalog row without its folder (deleted by hand) is a miss, never a crash.
-    if (session.catalog.getOutput(cacheKey)) session.catalog.forgetOutput(cacheKey);
+    if (session.catalog.getOutput(cacheKey)) session.onStaleOutput(cacheKey);
     return undefined;
   }
   return published;
@@ -301,9 +303,11 @@ export async function runPipeline(pipeline: ResolvedPipeline, options: RunOption
   mkdirSync(pipeline.workdir, { recursive: true });
   const session = openSession(pipeline, options.registry, options);
   const executor = options.executor ?? new InProcessExecutor(options.registry);
+  const recorder = new RunRecorder(session.catalog, newRunId(), pipeline.name);
+  session.onStaleOutput = (cacheKey) => recorder.forgetOutput(cacheKey);
   const run: RunContext = {
     session,
-    recorder: new RunRecorder(session.catalog, newRunId(), pipeline.name),
+    recorder,
     executor,
     emit: options.onEvent ?? (() => {}),
     signal: options.signal ?? new AbortController().signal,

@@ -64,6 +64,11 @@ export class RunRecorder {
     })();
   }
 
+  /** The store no longer holds this output (its folder was deleted): drop the catalog's row for it. */
+  forgetOutput(cacheKey: string): void {
+    this.catalog.forgetOutput(cacheKey);
+  }
+
   finish(status: "ok" | "failed", report?: string): void {
     this.catalog.finishRun(this.runId, status, report);
   }

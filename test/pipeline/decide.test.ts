@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync, mkdirSync, readFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { z } from "zod";
@@ -114,4 +114,19 @@ test("plan and run give the same typed reasons, and the catalog keeps them", asy
   const catalog = new Catalog(path.join(path.dirname(file), ".prolearn"));
   assert.deepEqual(catalog.stageRuns(run.runId)[0]!.reasons, [{ code: "param-changed", path: "params.a", from: 1, to: 3 }]);
   catalog.close();
+});
+
+test("an output folder deleted by hand: plan says so and writes nothing; run recomputes it", async () => {
+  const file = project("{ a: 1 }");
+  const workdir = path.join(path.dirname(file), ".prolearn");
+  const first = await runPipeline(loadPipelineFile(file, registry), { registry });
+  const key = first.stages[0]!.cacheKey!;
+  rmSync(path.join(workdir, "store", "source", key), { recursive: true });
+  const plan = await planPipeline(loadPipelineFile(file, registry), { registry });
+  assert.deepEqual(plan[0]!.reasons, [{ code: "output-missing" }]);
+  const catalog = new Catalog(workdir);
+  assert.ok(catalog.getOutput(key), "plan leaves the catalog as it was");
+  catalog.close();
+  const again = await runPipeline(loadPipelineFile(file, registry), { registry });
+  assert.deepEqual(again.stages.map((s) => [s.status, s.reason]), [["ran", "output missing from the store"], ["cached", "inputs, params and code unchanged"]]);
 });

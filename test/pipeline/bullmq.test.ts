@@ -123,6 +123,9 @@ describe("bullmq executor", () => {
     assert.deepEqual(onQueue.stages.map((s) => s.status), ["ran", "ran", "ran", "ran", "ran"]);
     assert.deepEqual(digests(onQueue), digests(inProcess));
     assert.deepEqual(JSON.parse(readFileSync(onQueue.stages[4]!.outputs["squares.json"]!, "utf8")), [16, 25, 36, 49]);
+    // ctx.warn in a merge that ran on a worker comes back with the stage's result.
+    assert.deepEqual(onQueue.stages[4]!.warnings, [{ code: "many-shards", message: "merged 4 shards", figures: { shards: 4 } }]);
+    assert.deepEqual(onQueue.stages[4]!.warnings, inProcess.stages[4]!.warnings);
     // Every shard ran in a worker process, never in this one.
     const pids = new Set(shardLog(queued.workdir).map((l) => Number(l.split(" ")[1])));
     assert.ok(![...pids].includes(process.pid));

@@ -45,6 +45,8 @@ const slowSquares = defineStage({
     async merge(ctx, shards) {
       const all = shards.flatMap((s) => JSON.parse(readFileSync(path.join(s.dir, "part.json"), "utf8")) as number[]);
       writeFileSync(path.join(ctx.outDir, "squares.json"), JSON.stringify(all));
+      // A check that warns, so tests see warnings cross a queue worker.
+      if (shards.length > 3) ctx.warn("many-shards", `merged ${shards.length} shards`, { shards: shards.length });
       return { shards: shards.length };
     },
   },

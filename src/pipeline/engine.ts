@@ -341,7 +341,6 @@ async function runStages(run: RunContext): Promise<StageResult[]> {
     const stageStart = performance.now();
     const assessment = await assess(session, name, failed);
     const { decision } = assessment;
-    let result: StageResult;
     if (decision.action === "skip") {
       if (!session.selected.has(name)) {
         // Not selected (--until / --only): reuse what is there so later selected stages can read it.
@@ -353,7 +352,7 @@ async function runStages(run: RunContext): Promise<StageResult[]> {
       results.push({ name, status: "skipped", reason: formatReasons(decision.reasons), reasons: decision.reasons, seconds: 0, cacheKey: null, digest: null, outputs: {}, summary: {}, warnings: [] });
       continue;
     }
-    result = decision.action === "cached" ? reuseStage(run, name, assessment, stageStart) : await executeStage(run, name, assessment, stageStart);
+    const result = decision.action === "cached" ? reuseStage(run, name, assessment, stageStart) : await executeStage(run, name, assessment, stageStart);
     if (result.status === "failed") failed = true;
     results.push(result);
     run.emit({ kind: "stage-end", result });

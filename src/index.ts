@@ -1,6 +1,7 @@
 export * from "./errors.js";
 export { loadPipelineFile, resolvePipeline, buildPipelineSchema, type ResolvedPipeline } from "./pipeline/spec.js";
-export { defineStage, type StageDefinition, type StageContext, type ProgressEvent } from "./pipeline/stage.js";
+export { defineStage, type StageDefinition, type StageContext, type ProgressEvent, type StageWarning } from "./pipeline/stage.js";
+export { decide, formatReason, formatReasons, type Action, type Decision, type Reason, type StageState } from "./pipeline/decision.js";
 export { runPipeline, planPipeline, type RunResult, type RunOptions, type StageResult, type EngineEvent } from "./pipeline/engine.js";
 export { STAGES, STAGE_NAMES, definePipeline, type PipelineInput, type StageName, type PipelineStagesInput } from "./stages.js";
 export { readParquetFile, writeParquetFile, writeParquetBatches, tableToParquet, parquetToTable } from "./io/parquet.js";

@@ -43,6 +43,17 @@ test("golden cache keys: each registered stage's key over fixed inputs is pinned
   assert.deepEqual(actual, GOLDEN_KEYS);
 });
 
+test("every registered stage reads stages registered before it, and only files they declare", () => {
+  for (const [index, name] of STAGE_NAMES.entries()) {
+    const stage = STAGES.get(name)!;
+    for (const ref of [...stage.inputs, ...(stage.optionalInputs ?? [])]) {
+      const { stage: dep, file } = parseInputRef(ref);
+      assert.ok(STAGE_NAMES.indexOf(dep as StageName) >= 0 && STAGE_NAMES.indexOf(dep as StageName) < index, `${name} reads ${dep}, which is not registered before it`);
+      if (file) assert.ok(STAGES.get(dep)!.outputs.includes(file), `${name} reads ${file} of ${dep}, which ${dep} does not declare`);
+    }
+  }
+});
+
 // Tiny settings: every stage runs in seconds on 2 CPU cores.
 const NET = { imageSize: 16, baseChannels: 4, depth: 2, heads: 2, backend: "cpu" as const, batchSize: 8, patience: 0, epochs: 1 };
 const TINY = {

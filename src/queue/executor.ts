@@ -52,8 +52,20 @@ export interface BullMqExecutorOptions {
   skipRedisCheck?: boolean;
 }
 
-/** Folder of one job inside the workdir; the job id is made only of [A-Za-z0-9._-]. */
+/**
+ * The grammar of the job ids this executor makes: `<workdir tag>.<cache key>`, then for a
+ * sharded stage `.plan`, `.merge` or `.shard.<n>.<shard id>`. No id of this grammar holds a
+ * path separator or `..`, so its folder always lies directly in `<workdir>/jobs`.
+ */
+export const JOB_ID_PATTERN = /^[0-9a-f]{8}\.[A-Za-z0-9]+(?:\.plan|\.merge|\.shard\.\d+\.[A-Za-z0-9_-]{0,64})?$/;
+
+export function isJobId(jobId: string): boolean {
+  return JOB_ID_PATTERN.test(jobId);
+}
+
+/** Folder of one job inside the workdir; an id outside the executor's grammar is refused. */
 export function jobDir(workdir: string, jobId: string): string {
+  if (!isJobId(jobId)) throw new StageError("queue", `job id ${JSON.stringify(jobId)} is not one this executor makes (<tag>.<cache key>[.plan|.merge|.shard.<n>.<id>])`);
   return path.join(workdir, "jobs", jobId);
 }
 
@@ -260,9 +272,10 @@ export class BullMqExecutor implements Executor {
   /** Removes a finished job (and its children) and its folders from the workdir. */
   private async discard(job: Job, workdir: string): Promise<void> {
     const payload = job.data as JobPayload;
-    const ids = [job.id!, ...(payload?.kind === "merge" ? payload.shardJobIds : [])];
+    const ids = [job.id!, ...(payload?.kind === "merge" && Array.isArray(payload.shardJobIds) ? payload.shardJobIds : [])];
     await job.remove().catch(() => {});
-    for (const id of ids) rmSync(jobDir(workdir, id), { recursive: true, force: true });
+    // Ids come back from Redis: only those of the executor's grammar name a folder to remove.
+    for (const id of ids) if (typeof id === "string" && isJobId(id)) rmSync(jobDir(workdir, id), { recursive: true, force: true });
   }
 
   /** Links the files the successful attempt left into the engine's staging folder. */

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, realpathSync, rmSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readdirSync, realpathSync, rmSync } from "node:fs";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { UnrecoverableError, Worker, type Job } from "bullmq";
@@ -6,7 +6,7 @@ import { z } from "zod";
 import { ProlearnError, UsageError } from "../errors.js";
 import { makeStageContext, type StageTask } from "../pipeline/executor.js";
 import { withCollectedWarnings } from "../pipeline/warnings.js";
-import { jobDir, queueNameFor, QUEUE_PREFIX, type JobPayload, type JobResult } from "./executor.js";
+import { isJobId, jobDir, queueNameFor, QUEUE_PREFIX, type JobPayload, type JobResult } from "./executor.js";
 import { checkRedis, redisOptionsFromUrl } from "./redis.js";
 import { CAPABILITIES, stageCapabilities } from "../pipeline/stage.js";
 import type { StageRegistry } from "../pipeline/spec.js";
@@ -30,13 +30,33 @@ export interface StageWorkerOptions {
    * worker) another worker takes it over. Default 30 s.
    */
   lockDurationMs?: number;
+  /** Largest job payload (its JSON, in bytes) the worker accepts; larger jobs fail at once. Default 16 MiB. */
+  maxPayloadBytes?: number;
+  /**
+   * How long `close()` waits for running jobs (and for Redis) before it drops the connections
+   * and returns anyway. Default 30 s.
+   */
+  graceMs?: number;
   log?: (line: string) => void;
 }
 
 export interface StageWorker {
   queues: string[];
-  /** Stops taking jobs and waits for the running ones to finish. */
-  close(): Promise<void>;
+  /**
+   * Stops taking jobs and waits for the running ones to finish, for at most the grace period;
+   * when Redis does not answer, or the grace period runs out, it drops the connections and
+   * returns `forced` with the reason (unfinished jobs are retried elsewhere once their lock
+   * expires). `now` skips the wait (a second signal).
+   */
+  close(options?: { graceMs?: number; now?: boolean }): Promise<{ forced: boolean; reason?: string }>;
+}
+
+/** Default grace period of `StageWorker.close()`. */
+export const DEFAULT_WORKER_GRACE_MS = 600_000;
+
+/** Resolves with "timeout" after `ms`, without keeping the process alive. */
+function timeout(ms: number): Promise<"timeout"> {
+  return new Promise((resolve) => setTimeout(() => resolve("timeout"), ms).unref());
 }
 
 const artifactSchema = z.object({ stage: z.string(), digest: z.string(), dir: z.string(), files: z.record(z.string(), z.string()), summary: z.record(z.string(), z.unknown()) });
@@ -69,6 +89,12 @@ const payloadSchema = z.discriminatedUnion("kind", [
 /** A payload the worker refuses to run; the job fails at once, without retries. */
 export class RejectedJobError extends UsageError {}
 
+/**
+ * Default for `maxPayloadBytes`. A job carries paths, params and (ingest) one shard's sample
+ * list; the largest the package makes, an ingest merge of ~10k reports, is a few MB.
+ */
+export const DEFAULT_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024;
+
 /** Resolves symlinks of the longest existing prefix, so a path that does not exist yet is still checked. */
 export function realpathNearest(target: string): string {
   let current = path.resolve(target);
@@ -82,6 +108,37 @@ export function realpathNearest(target: string): string {
       rest.push(path.basename(current));
       current = parent;
     }
+  }
+}
+
+/**
+ * The job's own folder, `<workdir>/jobs/<job id>`, after checking that a worker may delete and
+ * write there: an id of the executor's grammar (no separator, no `..`), a `jobs` folder that is
+ * not a link out of the workdir, and a job folder that, where it exists, is a real folder (not a
+ * link) resolving inside it.
+ */
+export function ownJobFolder(workdir: string, jobId: string): string {
+  if (!isJobId(jobId)) {
+    throw new RejectedJobError(`job id ${JSON.stringify(jobId)} is not one the bullmq executor makes`, { hint: "job ids are <workdir tag>.<cache key>[.plan|.merge|.shard.<n>.<id>]; only `prolearn run --executor bullmq` should enqueue jobs" });
+  }
+  const jobs = path.join(workdir, "jobs");
+  const realJobs = realpathNearest(jobs);
+  if (realJobs !== path.join(realpathNearest(workdir), "jobs")) throw new RejectedJobError(`job ${jobId}: ${jobs} resolves to ${realJobs}, outside the workdir`, { hint: "the jobs folder must be a plain folder of the workdir, not a symbolic link" });
+  const folder = path.join(jobs, jobId);
+  const info = lstatSync(folder, { throwIfNoEntry: false });
+  if (info && !info.isDirectory()) throw new RejectedJobError(`job ${jobId}: its folder ${folder} is ${info.isSymbolicLink() ? `a symbolic link to ${realpathNearest(folder)}` : "not a folder"}`, { hint: "remove it; a worker only writes into plain folders under <workdir>/jobs" });
+  if (info && !inside(realpathNearest(folder), realJobs)) throw new RejectedJobError(`job ${jobId}: its folder ${folder} resolves outside ${jobs}`);
+  return folder;
+}
+
+/** What the job id says the job is: kind and cache key must agree with the payload. */
+function checkJobIdFits(payload: JobPayload, jobId: string): void {
+  const base = jobId.slice(0, 9 + payload.task.cacheKey.length);
+  const rest = jobId.slice(base.length);
+  const suffixOk = payload.kind === "run" ? rest === "" : payload.kind === "plan" ? rest === ".plan" : payload.kind === "merge" ? rest === ".merge" : rest.startsWith(".shard.");
+  if (base.slice(9) !== payload.task.cacheKey || !suffixOk) throw new RejectedJobError(`job ${jobId}: the id does not fit a ${payload.kind} job of cache key ${payload.task.cacheKey}`);
+  if (payload.kind === "merge") {
+    for (const id of payload.shardJobIds) if (!id.startsWith(`${base}.shard.`)) throw new RejectedJobError(`job ${jobId}: shard job ${id} belongs to another stage run`);
   }
 }
 
@@ -103,7 +160,12 @@ function* strings(value: unknown, at: string): Generator<[string, string]> {
  * folder, all of which must lie in the worker's roots. Strings that look like paths (absolute,
  * or with a separator) are resolved against the pipeline folder, so `../../etc` is caught too.
  */
-export function validateJobPayload(data: unknown, jobId: string, registry: StageRegistry, roots: readonly string[], queueName?: string): JobPayload {
+export function validateJobPayload(data: unknown, jobId: string, registry: StageRegistry, roots: readonly string[], queueName?: string, maxPayloadBytes = DEFAULT_MAX_PAYLOAD_BYTES): JobPayload {
+  const bytes = Buffer.byteLength(JSON.stringify(data) ?? "");
+  if (bytes > maxPayloadBytes) {
+    throw new RejectedJobError(`job ${jobId}: payload of ${bytes} bytes exceeds this worker's limit of ${maxPayloadBytes} bytes`, { hint: "jobs carry paths and params, never data; raise the limit with `prolearn worker --max-payload-mb N` if a real stage needs it" });
+  }
+  if (!isJobId(jobId)) ownJobFolder("", jobId);
   const parsed = payloadSchema.safeParse(data);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
@@ -120,6 +182,7 @@ export function validateJobPayload(data: unknown, jobId: string, registry: Stage
   const expectedQueue = queueNameFor(stageCapabilities(stage, task.params));
   if (queueName !== undefined && queueName !== expectedQueue) throw new RejectedJobError(`job ${jobId}: stage ${task.stage} with these params belongs on queue ${expectedQueue}, not ${queueName}`);
 
+  checkJobIdFits(payload, jobId);
   const realRoots = roots.map((r) => realpathNearest(r));
   const anchors: Record<string, string> = { "pipeline.workdir": task.pipeline.workdir, "pipeline.dataset.root": task.pipeline.dataset.root, "pipeline.baseDir": task.pipeline.baseDir };
   if (task.pipeline.dataset.reports) anchors["pipeline.dataset.reports"] = task.pipeline.dataset.reports;
@@ -133,7 +196,7 @@ export function validateJobPayload(data: unknown, jobId: string, registry: Stage
     realAnchors.push(real);
   }
   const workdir = realpathNearest(task.pipeline.workdir);
-  const expected = realpathNearest(jobDir(task.pipeline.workdir, jobId));
+  const expected = realpathNearest(ownJobFolder(task.pipeline.workdir, jobId));
   for (const key of ["outDir", "tmpDir"] as const) {
     if (realpathNearest(task[key]) !== expected) throw new RejectedJobError(`job ${jobId}: task.${key} must be the job's folder ${jobDir(task.pipeline.workdir, jobId)}, got ${task[key]}`);
   }
@@ -151,14 +214,21 @@ export function validateJobPayload(data: unknown, jobId: string, registry: Stage
       throw new RejectedJobError(`job ${jobId}: ${at} names ${value}, outside the workdir and the dataset folders`, { hint: "jobs may only name files of the pipeline's workdir, dataset and pipeline folder" });
     }
   }
-  return payload;
+  // The submitter validated the params too; a worker trusts no one with what reaches a stage.
+  const params = stage.params.safeParse(task.params);
+  if (!params.success) {
+    const issue = params.error.issues[0]!;
+    throw new RejectedJobError(`job ${jobId}: params${issue.path.length ? `.${issue.path.join(".")}` : ""} of stage ${task.stage}: ${issue.message}`);
+  }
+  return { ...payload, task: { ...task, params: params.data } } as JobPayload;
 }
 
 /** Runs one validated job in this process; files go to a fresh attempt folder inside the job's folder. */
 export async function runJob(payload: JobPayload, job: Pick<Job, "id" | "attemptsStarted" | "getChildrenValues">, registry: StageRegistry, emit: (event: ProgressEvent) => void, signal: AbortSignal): Promise<JobResult> {
   const jobId = job.id!;
   const stage = registry.get(payload.task.stage)!;
-  const folder = jobDir(payload.task.pipeline.workdir, jobId);
+  // Checked again just before anything is deleted: the folder may have changed since validation.
+  const folder = ownJobFolder(payload.task.pipeline.workdir, jobId);
   // Earlier attempts of this job died or failed; their files are never used.
   if (existsSync(folder)) for (const entry of readdirSync(folder)) rmSync(path.join(folder, entry), { recursive: true, force: true });
   const attempt = path.join(folder, `attempt-${job.attemptsStarted}-${randomBytes(3).toString("hex")}`);
@@ -222,7 +292,7 @@ export async function startStageWorker(options: StageWorkerOptions): Promise<Sta
   const processor = async (job: Job, _token?: string, signal?: AbortSignal): Promise<JobResult> => {
     let payload: JobPayload;
     try {
-      payload = validateJobPayload(job.data, job.id!, options.registry, roots, job.queueName);
+      payload = validateJobPayload(job.data, job.id!, options.registry, roots, job.queueName, options.maxPayloadBytes);
     } catch (error) {
       const message = error instanceof ProlearnError ? error.format() : (error as Error).message;
       log(`job ${job.id} rejected: ${message}`);
@@ -260,10 +330,22 @@ export async function startStageWorker(options: StageWorkerOptions): Promise<Sta
   for (const worker of workers) worker.on("error", (error) => log(`worker error: ${error.message}`));
   await Promise.all(workers.map((w) => w.waitUntilReady()));
   log(`worker ready on ${queues.join(", ")} (concurrency ${options.concurrency ?? 1}, stages: ${[...options.registry.keys()].join(", ") || "none"})`);
+  const closing = () => Promise.all(workers.map((w) => w.close())).then(() => "closed" as const);
   return {
     queues,
-    async close() {
-      await Promise.all(workers.map((w) => w.close()));
+    async close({ graceMs = options.graceMs ?? DEFAULT_WORKER_GRACE_MS, now = false } = {}) {
+      // With Redis gone every BullMQ command waits for a reconnect that never comes (commands
+      // retry forever, as workers need), so closing would wait forever too: ask first.
+      const answers = now ? false : (await Promise.race([checkRedis(options.redisUrl, 2000).then(() => true, () => false), timeout(3000)])) === true;
+      let reason: string;
+      if (now) reason = "stopping at once";
+      else if (!answers) reason = "Redis does not answer";
+      else if ((await Promise.race([closing(), timeout(graceMs)])) === "closed") return { forced: false };
+      else reason = `running jobs did not finish within the grace period (${Math.round(graceMs / 1000)} s)`;
+      log(`${reason}: dropping the Redis connections; unfinished jobs are retried by another worker once their lock expires`);
+      await Promise.race([Promise.all(workers.map((w) => w.close(true).catch(() => {}))), timeout(1000)]);
+      await Promise.race([Promise.all(workers.map((w) => w.disconnect().catch(() => {}))), timeout(1000)]);
+      return { forced: true, reason };
     },
   };
 }

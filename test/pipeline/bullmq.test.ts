@@ -1,6 +1,6 @@
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync, readFileSync, mkdirSync, readdirSync, realpathSync } from "node:fs";
+import { mkdtempSync, writeFileSync, readFileSync, mkdirSync, readdirSync, realpathSync, symlinkSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { spawn, type ChildProcess } from "node:child_process";
@@ -21,6 +21,8 @@ import { writeSyntheticDataset } from "../helpers/synthetic-dataset.js";
 
 const ROOT = realpathSync(tmpdir());
 const LOCK_MS = 1500;
+/** Payload limit of the test workers: far above any test stage's job, far below the 16 MiB default. */
+const MAX_PAYLOAD_BYTES = 256 * 1024;
 const CLI = path.resolve(import.meta.dirname, "../../src/cli/main.ts");
 
 function project(stagesYaml: string, values: number[] = [1, 2, 3]): { dir: string; file: string; workdir: string } {
@@ -45,7 +47,7 @@ interface WorkerProcess {
 function spawnWorker(redisUrl: string, kind: "test" | "cli" = "test", capabilities: string[] = []): Promise<WorkerProcess> {
   const args =
     kind === "test"
-      ? [path.join(import.meta.dirname, "queue-worker-child.ts"), redisUrl, ROOT, String(LOCK_MS), capabilities.join(",")]
+      ? [path.join(import.meta.dirname, "queue-worker-child.ts"), redisUrl, ROOT, String(LOCK_MS), capabilities.join(","), String(MAX_PAYLOAD_BYTES)]
       : [CLI, "worker", "--redis", redisUrl, "--root", ROOT, "--lock-ms", "5000"];
   const child = spawn(process.execPath, ["--import", "tsx", ...args], { stdio: ["ignore", kind === "test" ? "pipe" : "inherit", kind === "test" ? "inherit" : "pipe"] });
   const output = (kind === "test" ? child.stdout : child.stderr)!;
@@ -227,7 +229,7 @@ describe("bullmq executor", () => {
   test("the worker rejects unregistered stages and paths outside the workdir and dataset", async () => {
     const { file, workdir } = project("  numbers: {}\n  scale: {}\n");
     const pipeline = load(file);
-    const jobId = "badc0ffee.0123456789abcdef0123456789abcdef";
+    const jobId = "badc0ffe.0123456789abcdef0123456789abcdef";
     const base: StageTask = { runId: "r", stage: "scale", cacheKey: "0123456789abcdef0123456789abcdef", pipeline, params: { factor: 2, slowMs: 0 }, inputs: {}, resources: {}, outDir: jobDir(workdir, jobId), tmpDir: jobDir(workdir, jobId) };
     const connection = redisOptionsFromUrl(redis.url);
     const queue = new Queue(STAGE_QUEUE, { connection, prefix: QUEUE_PREFIX });
@@ -241,7 +243,7 @@ describe("bullmq executor", () => {
         ["param escaping with ..", { ...base, params: { factor: 2, slowMs: 0, model: "../../../../../etc/shadow" } }, /params\.model names .*outside the workdir/],
       ];
       for (const [i, [name, task, reason]] of cases.entries()) {
-        const id = `badc0ffe${i}.0123456789abcdef0123456789abcdef`;
+        const id = `badc0ff${i}.0123456789abcdef0123456789abcdef`;
         const job = await queue.add("probe", { kind: "run", task: { ...task, outDir: jobDir(workdir, id), tmpDir: jobDir(workdir, id) } }, { jobId: id, attempts: 3 });
         await assert.rejects(job.waitUntilFinished(events), reason, name);
         const failed = (await queue.getJob(id))!;
@@ -262,6 +264,60 @@ describe("bullmq executor", () => {
     const gpuTask: StageTask = { ...base, stage: "accelerated", params: { device: "gpu" }, pipeline: { ...pipeline, stages: { ...pipeline.stages, accelerated: { device: "gpu" } } } };
     assert.throws(() => validateJobPayload({ kind: "run", task: gpuTask }, jobId, QUEUE_TEST_STAGES, [ROOT], STAGE_QUEUE), /stage accelerated with these params belongs on queue stages-gpu, not stages/);
     assert.equal(validateJobPayload({ kind: "run", task: gpuTask }, jobId, QUEUE_TEST_STAGES, [ROOT], "stages-gpu").kind, "run");
+  });
+});
+
+describe("bullmq worker: job ids, job folders, params and payload size (issue #16)", () => {
+  let redis: RedisServer;
+  let worker: WorkerProcess;
+  before(async () => {
+    redis = await startRedis();
+    worker = await spawnWorker(redis.url);
+  });
+  after(async () => {
+    await stopWorker(worker);
+    await redis?.stop();
+  });
+
+  test("a job whose id or folder leads out of <workdir>/jobs, or whose params or size do not fit, fails at once and touches nothing outside", async () => {
+    const { dir, file, workdir } = project("  numbers: {}\n  scale: {}\n");
+    const pipeline = load(file);
+    // What a crafted job id aimed at: a dataset-like folder beside the workdir.
+    const victim = path.join(dir, "victim");
+    mkdirSync(victim);
+    writeFileSync(path.join(victim, "keep.txt"), "precious");
+    const cacheKey = "0123456789abcdef0123456789abcdef";
+    const linkedId = `badc0ff1.${cacheKey}`;
+    mkdirSync(path.join(workdir, "jobs"), { recursive: true });
+    symlinkSync(victim, path.join(workdir, "jobs", linkedId));
+    const task = (outDir: string, params: Record<string, unknown> = { factor: 2, slowMs: 0 }): StageTask => ({ runId: "r", stage: "scale", cacheKey, pipeline, params, inputs: {}, resources: {}, outDir, tmpDir: outDir });
+    const cases: [string, string, StageTask, RegExp][] = [
+      ["id with ../", "../../victim", task(path.join(workdir, "jobs", "../../victim")), /job id "\.\.\/\.\.\/victim" is not one the bullmq executor makes/],
+      ["absolute id", victim, task(path.join(workdir, "jobs", victim)), /is not one the bullmq executor makes/],
+      ["symlinked job folder", linkedId, task(path.join(workdir, "jobs", linkedId)), /its folder .* is a symbolic link to/],
+      ["params off the schema", `badc0ff2.${cacheKey}`, task(path.join(workdir, "jobs", `badc0ff2.${cacheKey}`), { factor: "2", slowMs: 0 }), /params\.factor of stage scale: /],
+      ["oversized payload", `badc0ff3.${cacheKey}`, { ...task(path.join(workdir, "jobs", `badc0ff3.${cacheKey}`)), resources: { padding: "x".repeat(MAX_PAYLOAD_BYTES) } }, /payload of \d+ bytes exceeds this worker's limit of 262144 bytes/],
+    ];
+    const connection = redisOptionsFromUrl(redis.url);
+    const queue = new Queue(STAGE_QUEUE, { connection, prefix: QUEUE_PREFIX });
+    const events = new QueueEvents(STAGE_QUEUE, { connection, prefix: QUEUE_PREFIX });
+    try {
+      await events.waitUntilReady();
+      for (const [name, id, jobTask, reason] of cases) {
+        const job = await queue.add("probe", { kind: "run", task: jobTask }, { jobId: id, attempts: 3 });
+        await assert.rejects(job.waitUntilFinished(events), reason, name);
+        assert.equal((await queue.getJob(id))!.attemptsMade, 1, `${name}: a rejected job is not retried`);
+        assert.equal(readFileSync(path.join(victim, "keep.txt"), "utf8"), "precious", `${name}: the folder outside the jobs folder is untouched`);
+        assert.deepEqual(readdirSync(victim), ["keep.txt"], `${name}: nothing was written outside`);
+      }
+    } finally {
+      await events.close();
+      await queue.close();
+    }
+    assert.deepEqual(executions(workdir), [], "nothing ran");
+    assert.ok(existsSync(path.join(workdir, "jobs", linkedId)), "the link itself is left for its owner to look at");
+    // The executor side refuses to name a folder for such an id at all.
+    assert.throws(() => jobDir(workdir, "../../victim"), /not one this executor makes/);
   });
 });
 

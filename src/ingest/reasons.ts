@@ -16,7 +16,9 @@ export const QUARANTINE_REASONS = {
   "mask-without-image": "a mask file that no image pairs with",
   "empty-report-file": "a report table (xlsx/csv/json) holds no rows",
   "malformed-report-file": "a report table cannot be parsed or lacks the expected columns",
-  "malformed-report-row": "a report row lacks its image name or text",
+  "malformed-report-row": "a report row lacks its image name or text, cannot be parsed (unbalanced quote), or has more cells than its header",
+  "invalid-text-encoding": "a report holds bytes that are not UTF-8 (they would have become U+FFFD); re-save the file as UTF-8",
+  "invalid-id": "an image name or report key holds a control character (newline, tab, ...)",
 } as const;
 
 export type QuarantineReason = keyof typeof QUARANTINE_REASONS;

@@ -1,8 +1,8 @@
 import { readFileSync } from "node:fs";
-import { readFile, readdir, stat } from "node:fs/promises";
+import { readFile, readdir, realpath, stat } from "node:fs/promises";
 import path from "node:path";
 import { quarantineEntry, type QuarantineEntry } from "./reasons.js";
-import { parseDelimited } from "../io/csv.js";
+import { readDelimited, sniffDelimiter } from "../io/csv.js";
 
 export type Split = "train" | "val" | "test";
 
@@ -25,6 +25,63 @@ export interface ReportSet {
   problems: QuarantineEntry[];
   /** Absolute report files read, in reading order. */
   files: string[];
+  /** What was recovered rather than set aside (printed as warnings). */
+  warnings: string[];
+}
+
+/**
+ * Where report files may lie after resolving symbolic links: the dataset root's real path for
+ * sources inside the root; a source the user named outside the root bounds its own folder.
+ */
+export interface ReportBounds {
+  /** Dataset root as configured. */
+  root: string;
+  /** Its real path. */
+  realRoot: string;
+}
+
+function insideDir(child: string, parent: string): boolean {
+  return child === parent || child.startsWith(parent + path.sep);
+}
+
+/** The real path of `file` when it leaves `boundary` (a symbolic link out), else undefined. */
+async function escapeOf(file: string, boundary: string): Promise<string | undefined> {
+  const real = await realpath(file).catch(() => undefined);
+  return real !== undefined && !insideDir(real, boundary) ? real : undefined;
+}
+
+/** Text of a report file; bytes that are not UTF-8 mark the text lossy (U+FFFD where they were). */
+async function readText(file: string): Promise<{ text: string; lossy: boolean }> {
+  const bytes = await readFile(file);
+  try {
+    return { text: new TextDecoder("utf-8", { fatal: true }).decode(bytes), lossy: false };
+  } catch {
+    return { text: new TextDecoder("utf-8").decode(bytes), lossy: true };
+  }
+}
+
+/** Control characters (newline, tab, ...) have no place in a file name or report key. */
+const CONTROL = /[\u0000-\u001f\u007f]/;
+
+/** Shows a key with its control characters escaped, for messages. */
+function visible(key: string): string {
+  return JSON.stringify(key);
+}
+
+/**
+ * Adds a report row, or sets it aside: a key holding a control character (`invalid-id`), or a
+ * key or text holding U+FFFD where the file was not UTF-8 (`invalid-text-encoding`).
+ */
+function addEntry(out: ReportSet, entry: ReportEntry, lossy: boolean, where: string): void {
+  if (CONTROL.test(entry.key)) {
+    out.problems.push(quarantineEntry({ source: entry.file, row: entry.row, reason: "invalid-id", detail: `${where}: image name ${visible(entry.key)} holds a control character`, scope: "report" }));
+    return;
+  }
+  if (lossy && (entry.key.includes("\uFFFD") || entry.text.includes("\uFFFD"))) {
+    out.problems.push(quarantineEntry({ source: entry.file, row: entry.row, reason: "invalid-text-encoding", detail: `${where}: the report for ${entry.key} holds bytes that are not UTF-8`, scope: "report" }));
+    return;
+  }
+  out.entries.push(entry);
 }
 
 /**
@@ -57,13 +114,35 @@ export function splitFromFileName(file: string): Split | undefined {
 const IMAGE_COLUMNS = ["image", "image_path", "img_name", "name", "filename", "file"];
 const TEXT_COLUMNS = ["description", "text", "caption", "report", "prompt"];
 
-function tableToEntries(file: string, rows: string[][], split: Split | undefined, out: ReportSet): void {
+/** One row of a report table with the line (CSV) or sheet row (xlsx) it comes from. */
+interface TableRow {
+  cells: string[];
+  line: number;
+}
+
+const hasReportColumns = (cells: string[]) => {
+  const names = cells.map((c) => c.trim().toLowerCase());
+  return names.some((h) => IMAGE_COLUMNS.includes(h)) && names.some((h) => TEXT_COLUMNS.includes(h));
+};
+
+/**
+ * Report rows of a table. `delimiter` (CSV) lets a row with more cells than its header be
+ * recovered when the text is the last column: a report cut at its commas by a file saved
+ * with another delimiter than the header's is joined back, and said so in a warning.
+ */
+function tableToEntries(file: string, rows: TableRow[], split: Split | undefined, out: ReportSet, options: { delimiter?: string; lossy?: boolean; unreadable?: { line: number; message: string }[] } = {}): void {
   const display = file;
-  if (rows.length === 0 || (rows.length === 1 && rows[0]!.every((c) => c.trim() === ""))) {
+  const unreadable = options.unreadable ?? [];
+  if (rows.length === 0 || (rows.length === 1 && rows[0]!.cells.every((c) => c.trim() === ""))) {
+    if (unreadable.length) {
+      out.problems.push(quarantineEntry({ source: display, reason: "malformed-report-file", detail: `line ${unreadable[0]!.line}: ${unreadable[0]!.message}`, scope: "report" }));
+      return;
+    }
     out.problems.push(quarantineEntry({ source: display, reason: "empty-report-file", detail: "the file holds no rows", scope: "report" }));
     return;
   }
-  const header = rows[0]!.map((c) => c.trim().toLowerCase());
+  const headerCells = rows[0]!.cells;
+  const header = headerCells.map((c) => c.trim().toLowerCase());
   const imageColumn = header.findIndex((h) => IMAGE_COLUMNS.includes(h));
   const textColumn = header.findIndex((h) => TEXT_COLUMNS.includes(h));
   if (imageColumn < 0 || textColumn < 0) {
@@ -71,42 +150,55 @@ function tableToEntries(file: string, rows: string[][], split: Split | undefined
       quarantineEntry({
         source: display,
         reason: "malformed-report-file",
-        detail: `header ${JSON.stringify(rows[0])} lacks an image column (${IMAGE_COLUMNS.join("/")}) or a text column (${TEXT_COLUMNS.join("/")})`,
+        detail: `header ${JSON.stringify(headerCells)} lacks an image column (${IMAGE_COLUMNS.join("/")}) or a text column (${TEXT_COLUMNS.join("/")})`,
         scope: "report",
       }),
     );
     return;
   }
-  if (rows.length === 1) {
+  if (rows.length === 1 && unreadable.length === 0) {
     out.problems.push(quarantineEntry({ source: display, reason: "empty-report-file", detail: "the file holds a header but no data rows", scope: "report" }));
     return;
   }
-  for (let r = 1; r < rows.length; r++) {
-    const cells = rows[r]!;
+  // Data rows and unreadable records in file order; each counts as one row.
+  const body: (TableRow | { line: number; message: string })[] = [...rows.slice(1), ...unreadable].sort((a, b) => a.line - b.line);
+  let rejoined = 0;
+  for (const [index, item] of body.entries()) {
+    const r = index + 1;
+    if (!("cells" in item)) {
+      out.problems.push(quarantineEntry({ source: display, row: r, reason: "malformed-report-row", detail: `line ${item.line}: the record starting here cannot be read (${item.message}); an unbalanced quote?`, scope: "report" }));
+      continue;
+    }
+    let cells = item.cells;
+    if (cells.length > header.length && !cells.slice(header.length).every((c) => c === "")) {
+      if (options.delimiter !== undefined && textColumn === header.length - 1) {
+        cells = [...cells.slice(0, textColumn), cells.slice(textColumn).join(options.delimiter)];
+        rejoined++;
+      } else {
+        out.problems.push(quarantineEntry({ source: display, row: r, reason: "malformed-report-row", detail: `line ${item.line} has ${cells.length} cells, the header ${header.length}: an unquoted ${options.delimiter === "\t" ? "tab" : `"${options.delimiter ?? ","}"`} inside a field?`, scope: "report" }));
+        continue;
+      }
+    }
     const key = (cells[imageColumn] ?? "").trim();
     const text = cells[textColumn] ?? "";
     if (!key || !text.trim()) {
       out.problems.push(
-        quarantineEntry({ source: display, row: r, reason: "malformed-report-row", detail: !key ? "no image name" : `no text for ${key}`, scope: "report" }),
+        quarantineEntry({ source: display, row: r, reason: "malformed-report-row", detail: `line ${item.line}: ${!key ? "no image name" : `no text for ${key}`}`, scope: "report" }),
       );
       continue;
     }
-    out.entries.push({ key, text, file, row: r, split });
+    addEntry(out, { key, text, file, row: r, split }, options.lossy ?? false, `line ${item.line}`);
+  }
+  if (rejoined) {
+    out.warnings.push(`${file}: ${rejoined} row${rejoined === 1 ? "" : "s"} had more cells than the header; the extra cells were joined back into the ${headerCells[textColumn]} column with "${options.delimiter === "\t" ? "\\t" : options.delimiter}" (a file saved with another delimiter than its header's, or unquoted text)`);
   }
 }
 
 async function readCsv(file: string, out: ReportSet): Promise<void> {
-  const text = await readFile(file, "utf8");
-  const firstLine = text.replace(/^\uFEFF/, "").split(/\r?\n/, 1)[0] ?? "";
-  const delimiter = firstLine.includes(";") && !firstLine.includes(",") ? ";" : firstLine.includes("\t") && !firstLine.includes(",") ? "\t" : ",";
-  let rows: string[][];
-  try {
-    rows = parseDelimited(text, delimiter);
-  } catch (error) {
-    out.problems.push(quarantineEntry({ source: file, reason: "malformed-report-file", detail: (error as Error).message, scope: "report" }));
-    return;
-  }
-  tableToEntries(file, rows, splitFromFileName(file), out);
+  const { text, lossy } = await readText(file);
+  const delimiter = sniffDelimiter(text, hasReportColumns);
+  const { records, errors } = readDelimited(text, delimiter);
+  tableToEntries(file, records, splitFromFileName(file), out, { delimiter, lossy, unreadable: errors });
 }
 
 async function readXlsx(file: string, out: ReportSet): Promise<void> {
@@ -119,7 +211,7 @@ async function readXlsx(file: string, out: ReportSet): Promise<void> {
     out.problems.push(quarantineEntry({ source: file, reason: "malformed-report-file", detail: `not a readable xlsx workbook: ${(error as Error).message}`, scope: "report" }));
     return;
   }
-  const rows = data.map((r) => r.map((c) => (c === null || c === undefined ? "" : String(c))));
+  const rows = data.map((r, i) => ({ cells: r.map((c) => (c === null || c === undefined ? "" : String(c))), line: i + 1 }));
   tableToEntries(file, rows, splitFromFileName(file), out);
 }
 
@@ -133,15 +225,18 @@ function promptText(prompts: unknown, reportKey: string): string | undefined {
 
 async function readJson(file: string, reportKey: string, out: ReportSet): Promise<void> {
   let data: unknown;
+  let lossy = false;
   try {
-    const text = await readFile(file, "utf8");
+    const read = await readText(file);
+    const text = read.text;
+    lossy = read.lossy;
     if (!text.trim()) {
       out.problems.push(quarantineEntry({ source: file, reason: "empty-report-file", detail: "the file is empty", scope: "report" }));
       return;
     }
     data = JSON.parse(text);
   } catch (error) {
-    out.problems.push(quarantineEntry({ source: file, reason: "malformed-report-file", detail: `invalid JSON: ${(error as Error).message}`, scope: "report" }));
+    out.problems.push(quarantineEntry({ source: file, reason: "malformed-report-file", detail: `invalid JSON (truncated?): ${(error as Error).message}`, scope: "report" }));
     return;
   }
   const sections: { records: unknown[]; split: Split | undefined }[] = [];
@@ -180,7 +275,7 @@ async function readJson(file: string, reportKey: string, out: ReportSet): Promis
         );
         continue;
       }
-      out.entries.push({ key: key.trim(), text, file, row, split });
+      addEntry(out, { key: key.trim(), text, file, row, split }, lossy, `record ${row}`);
     }
   }
 }
@@ -194,16 +289,31 @@ export async function listReportFiles(folder: string): Promise<string[]> {
 }
 
 /** Reads report tables (xlsx, csv, json) from files or folders; problems are collected, not thrown. */
-export async function readReportSources(sources: string[], reportKey: string): Promise<ReportSet> {
-  const out: ReportSet = { entries: [], problems: [], files: [] };
+export async function readReportSources(sources: string[], reportKey: string, bounds: ReportBounds): Promise<ReportSet> {
+  const out: ReportSet = { entries: [], problems: [], files: [], warnings: [] };
   for (const source of sources) {
     const info = await stat(source).catch(() => undefined);
     if (!info) {
       out.problems.push(quarantineEntry({ source, reason: "malformed-report-file", detail: "the reports path does not exist", scope: "report" }));
       continue;
     }
+    // A source inside the dataset root must stay in it; one named outside it bounds its own folder.
+    const inRoot = insideDir(path.resolve(source), path.resolve(bounds.root));
+    const boundary = inRoot ? bounds.realRoot : info.isDirectory() ? await realpath(source) : undefined;
+    if (inRoot) {
+      const escape = await escapeOf(source, bounds.realRoot);
+      if (escape) {
+        out.problems.push(quarantineEntry({ source, reason: "path-escapes-root", detail: `report ${info.isDirectory() ? "folder" : "file"} is a symbolic link to ${escape}, outside the dataset root`, scope: "report" }));
+        continue;
+      }
+    }
     const files = info.isDirectory() ? await listReportFiles(source) : [source];
     for (const file of files) {
+      const escape = boundary && file !== source ? await escapeOf(file, boundary) : undefined;
+      if (escape) {
+        out.problems.push(quarantineEntry({ source: file, reason: "path-escapes-root", detail: `report file is a symbolic link to ${escape}, outside ${inRoot ? "the dataset root" : source}`, scope: "report" }));
+        continue;
+      }
       out.files.push(file);
       const ext = path.extname(file).toLowerCase();
       if (ext === ".csv") await readCsv(file, out);
@@ -215,21 +325,42 @@ export async function readReportSources(sources: string[], reportKey: string): P
   return out;
 }
 
-/** ProLearn layout: `reports/<id>.txt`, one report per file. */
-export async function readTextReports(folder: string): Promise<ReportSet> {
-  const out: ReportSet = { entries: [], problems: [], files: [] };
-  const names = (await readdir(folder)).filter((n) => n.toLowerCase().endsWith(".txt")).sort();
-  for (const name of names) {
+/** ProLearn layout: `reports/<id>.txt`, one report per file, each inside the dataset root. */
+export async function readTextReports(folder: string, bounds: ReportBounds): Promise<ReportSet> {
+  const out: ReportSet = { entries: [], problems: [], files: [], warnings: [] };
+  const folderEscape = await escapeOf(folder, bounds.realRoot);
+  if (folderEscape) {
+    out.problems.push(quarantineEntry({ source: folder, reason: "path-escapes-root", detail: `report folder is a symbolic link to ${folderEscape}, outside the dataset root`, scope: "report" }));
+    return out;
+  }
+  const realFolder = await realpath(folder);
+  const entries = (await readdir(folder, { withFileTypes: true })).filter((e) => e.name.toLowerCase().endsWith(".txt")).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  for (const dirent of entries) {
+    const name = dirent.name;
     const file = path.join(folder, name);
+    // Only links need resolving one by one: any other entry lies where its folder really is.
+    const escape = dirent.isSymbolicLink() ? await escapeOf(file, bounds.realRoot) : insideDir(realFolder, bounds.realRoot) ? undefined : realFolder;
+    if (escape) {
+      out.problems.push(quarantineEntry({ source: file, reason: "path-escapes-root", detail: `report file is a symbolic link to ${escape}, outside the dataset root`, scope: "report" }));
+      continue;
+    }
     out.files.push(file);
     // One small file per image (10,000s of them): a plain read costs a tenth of fs/promises'
     // open/stat/read/close round trips, and planning has nothing else to overlap with.
-    const text = readFileSync(file, "utf8");
+    const bytes = readFileSync(file);
+    let text: string;
+    let lossy = false;
+    try {
+      text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    } catch {
+      text = new TextDecoder("utf-8").decode(bytes);
+      lossy = true;
+    }
     if (!text.trim()) {
       out.problems.push(quarantineEntry({ source: file, reason: "empty-report-file", detail: "the report file is empty", scope: "report" }));
       continue;
     }
-    out.entries.push({ key: name.slice(0, -4), text: text.replace(/\r?\n$/, ""), file, row: 1 });
+    addEntry(out, { key: name.slice(0, -4), text: text.replace(/\r?\n$/, ""), file, row: 1 }, lossy, name);
   }
   return out;
 }

@@ -2,7 +2,7 @@
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import PQueue from "p-queue";
-import { Table, tableToIPC } from "apache-arrow";
+import { Bool, makeData, RecordBatch, Struct, Table, tableFromIPC, tableToIPC, vectorFromArray } from "apache-arrow";
 import { DataError, StageError } from "../errors.js";
 import { writeParquetFile, writeParquetIpcStreams } from "../io/parquet.js";
 import type { ShardSpec, StageContext, StageSummary } from "../pipeline/stage.js";
@@ -14,6 +14,7 @@ import { normalizeReport } from "./reports.js";
 import { planDataset, type DatasetPlan, type SampleDescriptor } from "./scan.js";
 import { orphansBatch, quarantineBatch, RowBatchBuilder, SAMPLE_COLUMNS, samplesBatch } from "./schema.js";
 import type { IngestParams } from "./stage.js";
+import { availableSubset } from "./split.js";
 
 interface ShardPayload {
   index: number;
@@ -23,6 +24,7 @@ interface ShardPayload {
 
 /** What the fingerprint needs of one ingested row (merge never decodes the rows themselves). */
 interface FingerprintEntry {
+  id: string;
   split: string;
   width: number;
   height: number;
@@ -61,6 +63,51 @@ function strictFailure(problems: readonly QuarantineEntry[], root: string): Data
   });
 }
 
+/** A shard's Arrow stream with its report_available column recomputed row by row; every other column as it was. */
+function withAvailability(stream: Uint8Array, availableOf: (id: string, split: string, old: boolean) => boolean): Uint8Array {
+  const batches = tableFromIPC(stream).batches.map((batch) => {
+    const ids = batch.getChild("id")!;
+    const splits = batch.getChild("split")!;
+    const old = batch.getChild("report_available")!;
+    const values = Array.from({ length: batch.numRows }, (_, i) => availableOf(ids.get(i) as string, splits.get(i) as string, old.get(i) as boolean));
+    const at = batch.schema.fields.findIndex((f) => f.name === "report_available");
+    const children = batch.data.children.map((child, j) => (j === at ? vectorFromArray(values, new Bool()).data[0]! : child));
+    return new RecordBatch(batch.schema, makeData({ type: new Struct(batch.schema.fields), length: batch.numRows, nullCount: 0, children }));
+  });
+  return tableToIPC(new Table(batches), "stream");
+}
+
+/** Quarantine counts by reason, largest first, with one example each: "160 path-escapes-root (images/a.png: ...)". */
+function reasonSummary(problems: readonly QuarantineEntry[]): string {
+  const byReason = new Map<string, QuarantineEntry[]>();
+  for (const q of problems) byReason.set(q.reason, [...(byReason.get(q.reason) ?? []), q]);
+  return [...byReason]
+    .sort((a, b) => b[1].length - a[1].length)
+    .map(([reason, list]) => `${list.length} ${reason} (e.g. ${list[0]!.source}${list[0]!.row !== null ? ` row ${list[0]!.row}` : ""}: ${list[0]!.detail})`)
+    .join("; ");
+}
+
+/** Every image found was set aside: a run that would ingest nothing is an error, with the reasons. */
+function nothingToIngest(plan: DatasetPlan): DataError {
+  const images = plan.quarantine.filter((q) => q.scope === "image" && !q.kept);
+  return new DataError(`none of the ${plan.found} images found under ${plan.root} can be ingested: ${reasonSummary(images) || "no image pairs with a mask"}`, {
+    location: { file: plan.root },
+    hint: images.some((q) => q.reason === "path-escapes-root")
+      ? "an image or mask folder (or its files) is a symbolic link out of the dataset root: point dataset.root at a folder that holds the data itself, or move the linked folder inside the root"
+      : "see docs/ingest.md for what each reason means and how to fix it",
+  });
+}
+
+/** The layout's report files were there but not one report came out of them (truncated, wrong format). */
+function noReportRead(plan: DatasetPlan): DataError {
+  const reportProblems = plan.quarantine.filter((q) => q.scope === "report");
+  const files = plan.reportFiles.map((f) => path.relative(plan.root, f) || f);
+  return new DataError(`report file${files.length === 1 ? "" : "s"} ${files.join(", ")} yielded no report at all${reportProblems.length ? `: ${reasonSummary(reportProblems)}` : ""}`, {
+    location: { file: plan.reportFiles[0]! },
+    hint: "repair the report file (a truncated download?), or set stages.ingest.allowNoReports: true to ingest every image without a report",
+  });
+}
+
 export async function planIngestShards(ctx: StageContext<IngestParams>): Promise<ShardSpec[]> {
   const plan = await planDataset(ctx.pipeline.dataset, (m, level) => ctx.log(m, level));
   const counts = { train: 0, val: 0, test: 0 };
@@ -71,6 +118,8 @@ export async function planIngestShards(ctx: StageContext<IngestParams>): Promise
   }
   const problems = plan.quarantine.filter((q) => !q.kept);
   if (ctx.params.strict && problems.length) throw strictFailure(problems, plan.root);
+  if (plan.samples.length === 0) throw nothingToIngest(plan);
+  if (plan.reportFiles.length > 0 && plan.reportRows === 0 && !ctx.params.allowNoReports) throw noReportRead(plan);
   const digest = planDigest(plan);
   const shards: ShardSpec[] = [];
   for (let i = 0; i * ctx.params.shardSize < plan.samples.length; i++) {
@@ -101,6 +150,7 @@ export async function runIngestShard(ctx: StageContext<IngestParams>, shard: Sha
       if (r.row) {
         batch.append(r.row);
         fingerprintRows.push({
+          id: r.row.id,
           split: r.row.split,
           width: r.row.width,
           height: r.row.height,
@@ -153,7 +203,7 @@ export async function mergeIngestShards(ctx: StageContext<IngestParams>, shards:
 
   const fingerprint = new FingerprintBuilder();
   const shardProblems: QuarantineEntry[] = [];
-  const rowCounts: number[] = [];
+  const shardRows: FingerprintEntry[][] = [];
   let cacheHits = 0;
   let decoded = 0;
   for (const { dir } of ordered) {
@@ -161,9 +211,22 @@ export async function mergeIngestShards(ctx: StageContext<IngestParams>, shards:
     shardProblems.push(...report.problems);
     cacheHits += report.cacheHits;
     decoded += report.decoded;
-    rowCounts.push(report.rows.length);
-    for (const r of report.rows) {
-      fingerprint.add({ split: r.split, width: r.width, height: r.height, report: r.withReport ? "" : null, report_available: r.available, mask_empty: r.empty, mask_coverage: r.coverage, image_format: r.format });
+    shardRows.push(report.rows);
+  }
+  const rowCounts = shardRows.map((rows) => rows.length);
+  // The text-availability subset is drawn again from the training samples that survived
+  // decoding: the plan drew it before decode quarantine, which would realise more than the
+  // requested fraction. Nested and seeded as before; shards whose rows change are rewritten.
+  const available = availableSubset(
+    shardRows.flatMap((rows) => rows.filter((r) => r.split === "train" && r.withReport).map((r) => r.id)),
+    ctx.pipeline.dataset.seed,
+    ctx.pipeline.dataset.textAvailability,
+  );
+  const availability = (r: FingerprintEntry) => (r.split === "train" ? available.has(r.id) : r.available);
+  const redrawn = shardRows.map((rows) => rows.some((r) => availability(r) !== r.available));
+  for (const rows of shardRows) {
+    for (const r of rows) {
+      fingerprint.add({ split: r.split, width: r.width, height: r.height, report: r.withReport ? "" : null, report_available: availability(r), mask_empty: r.empty, mask_coverage: r.coverage, image_format: r.format });
     }
   }
   const problems = [...plan.quarantine, ...shardProblems];
@@ -179,7 +242,8 @@ export async function mergeIngestShards(ctx: StageContext<IngestParams>, shards:
         if (rowCounts[i] === 0) continue;
         any = true;
         // One shard in memory at a time: merge stays bounded whatever the dataset size.
-        yield await readFile(path.join(dir, SHARD_ROWS));
+        const bytes = await readFile(path.join(dir, SHARD_ROWS));
+        yield redrawn[i] ? withAvailability(bytes, (id, split, old) => (split === "train" ? available.has(id) : old)) : bytes;
       }
       if (!any) yield tableToIPC(new Table([samplesBatch([])]), "stream");
     } catch (error) {
@@ -197,6 +261,7 @@ export async function mergeIngestShards(ctx: StageContext<IngestParams>, shards:
   if (written.rows + quarantinedImages !== plan.found) {
     throw new StageError(ctx.stage, `reconciliation failed: found ${plan.found} images, ingested ${written.rows}, quarantined ${quarantinedImages}`);
   }
+  if (written.rows === 0) throw nothingToIngest({ ...plan, quarantine: problems });
   const fp: Fingerprint = fingerprint.build(
     {
       dataset: ctx.pipeline.dataset.kind,

@@ -49,6 +49,8 @@ export interface DatasetPlan {
   duplicateReports: { kept: string; dropped: string; sameText: boolean }[];
   splitRule: string;
   reportFiles: string[];
+  /** Report rows read from the report files (before matching them to images). */
+  reportRows: number;
   /** Absolute files the plan read, besides images and masks (report tables, split.json, bboxes). */
   metaFiles: string[];
 }
@@ -126,6 +128,10 @@ export async function planDataset(dataset: ResolvedPipeline["dataset"], log: (me
         quarantine.push(quarantineEntry({ source: file.rel, id, reason: "path-escapes-root", detail: `symbolic link to ${file.escapesTo}, outside the dataset root`, scope: "image" }));
         continue;
       }
+      if (/[\u0000-\u001f\u007f]/.test(file.name)) {
+        quarantine.push(quarantineEntry({ source: file.rel, id, reason: "invalid-id", detail: `file name ${JSON.stringify(file.name)} holds a control character`, scope: "image" }));
+        continue;
+      }
       if (!SUPPORTED_IMAGE_EXTENSIONS.has(ext)) {
         quarantine.push(quarantineEntry({ source: file.rel, id, reason: "unsupported-format", detail: `extension ${ext || "(none)"} is not one of ${[...SUPPORTED_IMAGE_EXTENSIONS].join(" ")}`, scope: "image" }));
         continue;
@@ -168,9 +174,11 @@ export async function planDataset(dataset: ResolvedPipeline["dataset"], log: (me
 
   // Reports: the user's source replaces the layout's own.
   let reports: ReportSet;
-  if (dataset.reports) reports = await readReportSources([dataset.reports], dataset.reportKey);
-  else if (layout.textReportFolder) reports = await readTextReports(layout.textReportFolder);
-  else reports = await readReportSources(layout.reports, dataset.reportKey);
+  const bounds = { root, realRoot };
+  if (dataset.reports) reports = await readReportSources([dataset.reports], dataset.reportKey, bounds);
+  else if (layout.textReportFolder) reports = await readTextReports(layout.textReportFolder, bounds);
+  else reports = await readReportSources(layout.reports, dataset.reportKey, bounds);
+  for (const warning of reports.warnings) log(warning, "warn");
   for (const p of reports.problems) p.source = relativeToRoot(root, p.source);
   quarantine.push(...reports.problems);
   metaFiles.push(...reports.files);
@@ -261,7 +269,7 @@ export async function planDataset(dataset: ResolvedPipeline["dataset"], log: (me
   const imageOnly = samples.filter((s) => s.report === null).length;
   if (layout.bboxFile) metaFiles.push(layout.bboxFile);
   for (const q of quarantine) q.source = q.source.split(path.sep).join("/");
-  return { layout, root, samples, quarantine, orphans, found, imageOnly, identicalCopies, ignoredFiles, duplicateReports, splitRule, reportFiles: reports.files, metaFiles };
+  return { layout, root, samples, quarantine, orphans, found, imageOnly, identicalCopies, ignoredFiles, duplicateReports, splitRule, reportFiles: reports.files, reportRows: reports.entries.length, metaFiles };
 }
 
 async function readSplitFile(file: string): Promise<{ splits: Map<string, Split>; problem?: string }> {

@@ -1,4 +1,5 @@
 import { realpath, stat } from "node:fs/promises";
+import path from "node:path";
 import { z } from "zod";
 import type { ResolvedPipeline } from "../pipeline/spec.js";
 import { defineStage } from "../pipeline/stage.js";
@@ -11,6 +12,10 @@ import { listReportFiles } from "./reports.js";
 export const ingestParamsSchema = z
   .strictObject({
     strict: z.boolean().default(false).describe("Fail (exit 1) listing every quarantined input instead of setting it aside."),
+    allowNoReports: z
+      .boolean()
+      .default(false)
+      .describe("Go on (every image image-only) when the dataset's report files yield no report at all, instead of failing (exit 1): by default a truncated or unreadable report file stops the run."),
     concurrency: z.number().int().min(1).max(64).default(4).describe("Images decoded at once within a shard."),
     shardSize: z.number().int().min(1).max(10000).default(256).describe("Images per shard (unit of parallel work and of a Parquet row group)."),
     maskThreshold: z.number().int().min(0).max(254).default(127).describe("Mask pixels above this grey level are foreground (masks whose maximum is 1 are taken as 0/1 labels)."),
@@ -35,10 +40,12 @@ export async function datasetFiles(pipeline: ResolvedPipeline): Promise<string[]
     for (const dir of [folder.images, folder.masks]) files.push(...(await listFiles(dir, dataset.root, realRoot)).files.filter((f) => !f.escapesTo).map((f) => f.abs));
   }
   const reportSources = dataset.reports ? [dataset.reports] : layout.textReportFolder ? [] : layout.reports;
+  // Report files that are links out of the root are quarantined, not read: nor are they digested.
+  const inRoot = async (file: string) => !path.resolve(file).startsWith(path.resolve(dataset.root) + path.sep) || (await realpath(file).catch(() => file)).startsWith(realRoot + path.sep);
   for (const source of reportSources) {
     const info = await stat(source).catch(() => undefined);
-    if (info?.isDirectory()) files.push(...(await listReportFiles(source)));
-    else if (info) files.push(source);
+    if (!info || !(await inRoot(source))) continue;
+    for (const file of info.isDirectory() ? await listReportFiles(source) : [source]) if (await inRoot(file)) files.push(file);
   }
   if (!dataset.reports && layout.textReportFolder) {
     files.push(...(await listFiles(layout.textReportFolder, dataset.root, realRoot)).files.filter((f) => f.name.toLowerCase().endsWith(".txt") && !f.escapesTo).map((f) => f.abs));
@@ -55,7 +62,8 @@ export const ingestStage = defineStage({
   params: ingestParamsSchema,
   inputs: [],
   outputs: ["samples.parquet", "quarantine.parquet", "orphans.parquet", "fingerprint.json"],
-  nonKeyParams: ["concurrency"],
+  // allowNoReports only decides whether a run may go on; the outputs it lets through are the same.
+  nonKeyParams: ["concurrency", "allowNoReports"],
   async resources(pipeline, _params, { digester }) {
     return { dataset: await digester.digestFiles(await datasetFiles(pipeline), pipeline.dataset.root) };
   },

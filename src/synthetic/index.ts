@@ -1,6 +1,5 @@
 import { mkdir, rm, symlink, writeFile } from "node:fs/promises";
 import path from "node:path";
-import ExcelJS from "exceljs";
 import sharp from "sharp";
 import { UsageError } from "../errors.js";
 import type { DatasetKind, DatasetLayout } from "../pipeline/spec.js";
@@ -87,6 +86,9 @@ async function encodeMask(sample: SyntheticSample, format: "png" | "jpeg"): Prom
 }
 
 async function writeXlsx(file: string, header: string[], rows: string[][]): Promise<void> {
+  // Loaded on first use: only the LViT fixtures write workbooks (exceljs is ~190 packages; the
+  // readers use read-excel-file). It stays a runtime dependency for `prolearn fixtures --layout lvit`.
+  const { default: ExcelJS } = await import("exceljs");
   const workbook = new ExcelJS.Workbook();
   const sheet = workbook.addWorksheet("Sheet1");
   if (header.length) sheet.addRow(header);

@@ -37,11 +37,13 @@ export default defineCommand({
     const capabilities = ((args.options.capabilities as string[] | undefined) ?? []).flatMap((c) => c.split(",")).filter(Boolean);
     const log = (line: string) => io.stderr.write(`${new Date().toISOString()} ${line}\n`);
     if (capabilities.includes("gpu")) await requireGpuBackend(log);
-    const worker = await startStageWorker({ redisUrl, registry: STAGES, concurrency, capabilities, roots: args.options.root as string[] | undefined, lockDurationMs: lockMs, maxPayloadBytes: Math.floor(maxPayloadMb * 1024 * 1024), graceMs: graceS * 1000, log });
+    // Listening before the worker starts: a SIGTERM right after "worker ready" must not kill the process outright.
     const signals = ["SIGTERM", "SIGINT"] as const;
-    const signal = await new Promise<string>((resolve) => {
+    const stopRequested = new Promise<string>((resolve) => {
       for (const name of signals) process.once(name, () => resolve(name));
     });
+    const worker = await startStageWorker({ redisUrl, registry: STAGES, concurrency, capabilities, roots: args.options.root as string[] | undefined, lockDurationMs: lockMs, maxPayloadBytes: Math.floor(maxPayloadMb * 1024 * 1024), graceMs: graceS * 1000, log });
+    const signal = await stopRequested;
     log(`${signal}: finishing running jobs (up to ${graceS} s), taking no new ones`);
     const again = new Promise<{ forced: boolean; reason?: string }>((resolve) => {
       for (const name of signals) process.once(name, () => resolve(worker.close({ now: true })));

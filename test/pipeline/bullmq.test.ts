@@ -318,6 +318,17 @@ describe("bullmq worker: job ids, job folders, params and payload size (issue #1
     assert.ok(existsSync(path.join(workdir, "jobs", linkedId)), "the link itself is left for its owner to look at");
     // The executor side refuses to name a folder for such an id at all.
     assert.throws(() => jobDir(workdir, "../../victim"), /not one this executor makes/);
+    // A jobs folder that is itself a link out of the workdir is refused before anything runs.
+    const other = project("  numbers: {}\n  scale: {}\n");
+    mkdirSync(other.workdir, { recursive: true });
+    symlinkSync(victim, path.join(other.workdir, "jobs"));
+    const otherId = `badc0ff4.${cacheKey}`;
+    const otherTask: StageTask = { ...task(path.join(other.workdir, "jobs", otherId)), pipeline: load(other.file) };
+    assert.throws(() => validateJobPayload({ kind: "run", task: otherTask }, otherId, QUEUE_TEST_STAGES, [ROOT]), /jobs resolves to .*victim, outside the workdir/);
+    // A job id that does not fit its kind or cache key is refused too.
+    const fitting = task(path.join(workdir, "jobs", `badc0ff5.${cacheKey}.plan`));
+    assert.throws(() => validateJobPayload({ kind: "run", task: fitting }, `badc0ff5.${cacheKey}.plan`, QUEUE_TEST_STAGES, [ROOT]), /does not fit a run job/);
+    assert.deepEqual(readdirSync(victim), ["keep.txt"]);
   });
 });
 

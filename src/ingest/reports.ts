@@ -234,7 +234,7 @@ async function readJson(file: string, reportKey: string, out: ReportSet): Promis
       out.problems.push(quarantineEntry({ source: file, reason: "empty-report-file", detail: "the file is empty", scope: "report" }));
       return;
     }
-    data = JSON.parse(text);
+    data = JSON.parse(text.replace(/^\uFEFF/, ""));
   } catch (error) {
     out.problems.push(quarantineEntry({ source: file, reason: "malformed-report-file", detail: `invalid JSON (truncated?): ${(error as Error).message}`, scope: "report" }));
     return;

@@ -174,7 +174,10 @@ test("the text-availability fraction holds over the samples that survive decode 
   const picked = (await samplesOf(whole.outDir)).filter((s) => s.split === "train" && s.report_available).map((s) => s.id);
   const broken = picked.slice(0, Math.floor(trainIds.length / 3));
   for (const id of broken) writeFileSync(path.join(fx.root, "images", `${id}.png`), "not an image");
-  const { outDir } = await runIngest({ kind: "qata-cov19", root: fx.root, textAvailability: 0.5, seed: 9 });
+  // Small shards: some are rewritten at merge, some pass through as they were.
+  const { outDir } = await runIngest({ kind: "qata-cov19", root: fx.root, textAvailability: 0.5, seed: 9 }, { shardSize: 8 });
+  const schemaOf = async (dir: string) => (await readParquetFile(path.join(dir, "samples.parquet"))).schema.fields.map((f) => `${f.name}:${f.type}:${f.nullable}`).join(",");
+  assert.equal(await schemaOf(outDir), await schemaOf(whole.outDir), "rewritten shards keep the table's schema");
   const train = (await samplesOf(outDir)).filter((s) => s.split === "train");
   assert.equal(train.length, trainIds.length - broken.length);
   const available = train.filter((s) => s.report_available).length;

@@ -1,9 +1,10 @@
+import { existsSync } from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { UsageError } from "../errors.js";
 import { stringOption, type OptionSpec, type ParsedArgs } from "./command.js";
 import type { SelectionOptions } from "../pipeline/engine.js";
-import { loadPipelineFile, resolvePipeline, setPath, type ResolvedPipeline } from "../pipeline/spec.js";
+import { loadPipelineFile, missingPipelineFile, resolvePipeline, setPath, type ResolvedPipeline } from "../pipeline/spec.js";
 import { STAGES } from "../stages.js";
 
 /**
@@ -19,6 +20,7 @@ export async function loadPipelineArg(file: string, sets: string[] = []): Promis
   }
   if (/\.(m?js|ts)$/.test(file)) {
     const absolute = path.resolve(file);
+    if (!existsSync(absolute)) throw missingPipelineFile(file, absolute);
     const module = (await import(pathToFileURL(absolute).href)) as { default?: unknown };
     if (!module.default) throw new UsageError(`${file} has no default export`, { hint: "export default definePipeline({...})" });
     const data = structuredClone(module.default) as object;
@@ -51,3 +53,25 @@ export function selectionFromArgs(args: ParsedArgs): SelectionOptions {
   const force = (args.options.force as string[] | undefined) ?? [];
   return { until: stringOption(args, "until"), only: stringOption(args, "only"), force: force.includes("all") ? "all" : force };
 }
+
+/** Where a command that reads the catalog looks: the pipeline's name and workdir. */
+export interface PipelineTarget {
+  name: string;
+  workdir: string;
+  /** The loaded pipeline when a file was given. */
+  pipeline?: ResolvedPipeline;
+}
+
+/**
+ * A pipeline named on the command line either by its file (YAML/JSON/JS/TS: name and workdir come
+ * from it) or by its name, looked up in `workdir` (e.g. `prolearn outputs demo --workdir demo/.prolearn`).
+ */
+export async function pipelineTarget(arg: string, workdir: string): Promise<PipelineTarget> {
+  if (existsSync(arg) || /\.(ya?ml|json|m?js|ts)$/.test(arg) || arg.includes("/") || arg.includes(path.sep)) {
+    const pipeline = await loadPipelineArg(arg);
+    return { name: pipeline.name, workdir: pipeline.workdir, pipeline };
+  }
+  return { name: arg, workdir: path.resolve(workdir) };
+}
+
+export const WORKDIR_OPTION: OptionSpec = { type: "string", valueName: "DIR", description: "workdir whose catalog to read when a pipeline is given by name, not by file", default: ".prolearn" };

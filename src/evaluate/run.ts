@@ -5,7 +5,7 @@ import { DataError, ModelError } from "../errors.js";
 import { readParquetFile, writeParquetFile } from "../io/parquet.js";
 import { hashJson } from "../util/hash.js";
 import type { StageContext } from "../pipeline/stage.js";
-import { checkpointFolderFor, disposeParams, inputFile, loadModel, trainingSummary } from "../segmenter/checkpoints.js";
+import { checkpointFolderFor, disposeParams, inputFile, loadModel, trainingSummary, logResumed } from "../segmenter/checkpoints.js";
 import { greyPng, loadSamples, pixelsPng, type DecodedSample } from "../segmenter/data.js";
 import { psaBatch, psaLookups, readEmbeddings } from "../segmenter/embeddings.js";
 import type { EvaluateParams, Headline } from "./stage.js";
@@ -103,7 +103,8 @@ export async function runEvaluate(ctx: StageContext<EvaluateParams>) {
         onEpoch: (r) => ctx.log(`baseline epoch ${r.epoch}: loss ${r.loss.toFixed(4)}, val Dice ${Number.isFinite(r.valDice) ? r.valDice.toFixed(4) : "n/a"}`),
         onStep: (done, total) => ctx.emit({ kind: "progress", stage: ctx.stage, task: "baseline U-Net training", done, total, unit: "steps" }),
       });
-      baselineTraining = trainingSummary(trained);
+      logResumed(ctx, "baseline-unet", checkpoint.dir, trained);
+      baselineTraining = { ...trainingSummary(trained), checkpoint: path.basename(checkpoint.dir) };
       const result = await scoreModel("baseline", baselineConfig, baselineStore, test, params.batchSize, none, keep, perImage);
       metrics.push({ model: "baseline", scores: result.scores });
       baselinePredictions = result.predictions;

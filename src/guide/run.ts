@@ -2,7 +2,7 @@
 import path from "node:path";
 import { ModelError } from "../errors.js";
 import type { StageContext } from "../pipeline/stage.js";
-import { checkpointFolder, historyJson, inputFile, resolveChannels, saveModel, trainingSummary, trainSettings, disposeParams } from "../segmenter/checkpoints.js";
+import { checkpointFolder, historyJson, inputFile, resolveChannels, saveModel, trainingSummary, trainSettings, disposeParams, logResumed } from "../segmenter/checkpoints.js";
 import { blankedBatches, loadSamples, makeBatch } from "../segmenter/data.js";
 import { guideTextSide } from "../segmenter/text-side.js";
 import type { GuideParams } from "./stage.js";
@@ -38,7 +38,7 @@ export async function runGuide(ctx: StageContext<GuideParams>) {
   const settings = trainSettings(params, ctx.pipeline);
   const store = initParams(config, settings.seed);
   const checkpoint = checkpointFolder(ctx, "guide");
-  ctx.log(`guide: ${paired.length} paired training samples, ${val.length} validation samples, checkpoints in ${checkpoint.dir}`);
+  ctx.log(`${paired.length} paired training samples, ${val.length} validation samples, checkpoints in ${checkpoint.dir}`);
   try {
     const result = await trainSegmenter({
       config,
@@ -51,9 +51,10 @@ export async function runGuide(ctx: StageContext<GuideParams>) {
       checkpointDir: checkpoint.dir,
       checkpointKey: checkpoint.key,
       signal: ctx.signal,
-      onEpoch: (r) => ctx.log(`guide epoch ${r.epoch}: loss ${r.loss.toFixed(4)}, val Dice ${Number.isFinite(r.valDice) ? r.valDice.toFixed(4) : "n/a"}`),
-      onStep: (done, total) => ctx.emit({ kind: "progress", stage: ctx.stage, task: "guide training", done, total, unit: "steps" }),
+      onEpoch: (r) => ctx.log(`epoch ${r.epoch}: loss ${r.loss.toFixed(4)}, val Dice ${Number.isFinite(r.valDice) ? r.valDice.toFixed(4) : "n/a"}`),
+      onStep: (done, total) => ctx.emit({ kind: "progress", stage: ctx.stage, task: "training", done, total, unit: "steps" }),
     });
+    logResumed(ctx, "guide", checkpoint.dir, result);
     await saveModel(ctx.outDir, "guide-model.json", "guide-weights.bin", "guide", config, store, { ...settings, backend: backend.backend, bestEpoch: result.bestEpoch, bestValDice: result.bestValDice, epochsRun: result.epochsRun, stoppedEarly: result.stoppedEarly });
     await writeJsonAtomic(path.join(ctx.outDir, "guide-history.json"), historyJson(result, { pairedSamples: paired.length, valSamples: val.length }));
     const chance = guideChanceWarning(result.bestValDice, val.map((s) => s.mask));
@@ -66,6 +67,8 @@ export async function runGuide(ctx: StageContext<GuideParams>) {
       // the same on any machine that runs the same backend.
       ...computedOn(backend),
       ...trainingSummary(result),
+      // For `prolearn gc`: the checkpoint folder this output came from is kept while the output is.
+      checkpoint: path.basename(checkpoint.dir),
     };
   } finally {
     disposeParams(store);

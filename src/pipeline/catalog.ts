@@ -209,6 +209,48 @@ export class Catalog {
     return row ? rowToOutput(row) : undefined;
   }
 
+  /**
+   * Per stage, its execution (ran or cached) in the latest successful run of the pipeline that
+   * included it: the "current" outputs (`prolearn outputs`, the workdir's stable pointers, gc).
+   */
+  currentStageRuns(pipeline: string): StageRunRecord[] {
+    const rows = this.db
+      .prepare(
+        `SELECT s.* FROM stage_runs s JOIN runs r ON r.id = s.run_id
+         WHERE r.pipeline = ? AND r.status = 'ok' AND s.status IN ('ran', 'cached')
+           AND r.started_at = (SELECT max(r2.started_at) FROM stage_runs s2 JOIN runs r2 ON r2.id = s2.run_id
+                               WHERE r2.pipeline = r.pipeline AND r2.status = 'ok' AND s2.stage = s.stage AND s2.status IN ('ran', 'cached'))
+         ORDER BY s.rowid`,
+      )
+      .all(pipeline) as Record<string, unknown>[];
+    return rows.map(rowToStageRun);
+  }
+
+  /** Names of the pipelines with at least one run in this workdir. */
+  pipelines(): string[] {
+    return (this.db.prepare("SELECT DISTINCT pipeline FROM runs ORDER BY pipeline").all() as { pipeline: string }[]).map((r) => r.pipeline);
+  }
+
+  /** Which run used which stored output (ran or cached), for `gc`. */
+  outputReferences(): { runId: string; pipeline: string; stage: string; cacheKey: string }[] {
+    return this.db
+      .prepare(
+        `SELECT s.run_id AS runId, r.pipeline AS pipeline, s.stage AS stage, s.cache_key AS cacheKey FROM stage_runs s JOIN runs r ON r.id = s.run_id
+         WHERE s.cache_key IS NOT NULL AND s.status IN ('ran', 'cached')`,
+      )
+      .all() as { runId: string; pipeline: string; stage: string; cacheKey: string }[];
+  }
+
+  /** Forgets a run's report file (removed by `gc`; `prolearn report` writes it anew on demand). */
+  clearRunReport(id: string): void {
+    this.db.prepare("UPDATE runs SET report = NULL WHERE id = ?").run(id);
+  }
+
+  /** Every published output the catalog knows, for `gc`. */
+  allOutputs(): OutputRecord[] {
+    return (this.db.prepare("SELECT * FROM outputs").all() as Record<string, string>[]).map(rowToOutput);
+  }
+
   runs(options: { pipeline?: string; limit?: number } = {}): RunRecord[] {
     const rows = (
       options.pipeline

@@ -13,6 +13,7 @@ import type { ResolvedPipeline, StageRegistry } from "./spec.js";
 import { inputStages, parseInputRef, type InputArtifact, type ProgressEvent, type StageDefinition, type StageSummary, type StageWarning } from "./stage.js";
 import { OutputStore, type PublishedOutput } from "./store.js";
 import { takeWarnings } from "./warnings.js";
+import { pipelinePointerDir, updatePointers } from "./pointers.js";
 
 export { cacheKeyOf, decide, formatReason, formatReasons, type Action, type Decision, type KeyParts, type Reason };
 
@@ -438,6 +439,14 @@ async function finishRun(run: RunContext, stages: StageResult[], started: number
   }
   result.seconds = (performance.now() - started) / 1000;
   run.recorder.finish(result.status, result.report);
+  if (result.status === "ok") {
+    const { pipeline } = run.session;
+    try {
+      updatePointers(pipeline.workdir, pipeline.name, result.runId, stages.filter((r) => r.status === "ran" || r.status === "cached"));
+    } catch (error) {
+      run.emit({ kind: "log", stage: "outputs", level: "warn", message: `could not refresh ${pipelinePointerDir(pipeline.workdir, pipeline.name)}: ${(error as Error).message}` });
+    }
+  }
   run.emit({ kind: "run-end", result });
   return result;
 }

@@ -1,8 +1,8 @@
-import { readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { z } from "zod";
 import { LineCounter, parseDocument, isMap, isScalar, type Node as YamlNode } from "yaml";
-import { PipelineSpecError, didYouMean, type SpecIssue } from "../errors.js";
+import { PipelineSpecError, UsageError, didYouMean, type SpecIssue } from "../errors.js";
 import { inputStages, type StageDefinition } from "./stage.js";
 
 export const DATASET_KINDS = ["qata-cov19", "mosmeddata-plus", "kvasir-seg"] as const;
@@ -134,6 +134,9 @@ export function loadPipelineFile(file: string, registry: StageRegistry, override
   try {
     text = readFileSync(absolute, "utf8");
   } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") throw missingPipelineFile(file, absolute);
+    if (code === "EISDIR") throw new UsageError(`${file} is a folder, not a pipeline file`, { hint: "pass a .yaml, .json, .js or .ts pipeline file" });
     throw new PipelineSpecError(absolute, [{ keyPath: "", message: `cannot read the file: ${(error as Error).message}` }]);
   }
   const lineCounter = new LineCounter();
@@ -208,4 +211,19 @@ function knownKeysAt(keyPath: (string | number)[], registry: StageRegistry): str
     return shape ? Object.keys(shape) : [];
   }
   return [];
+}
+
+/** "the file does not exist", with the pipeline files of that folder (or of pipelines/) as a hint. */
+export function missingPipelineFile(file: string, absolute = path.resolve(file)): UsageError {
+  const dir = path.dirname(absolute);
+  const nearby = (existsSync(dir) ? readdirSync(dir) : []).filter((name) => /\.(ya?ml|json|m?js|ts)$/.test(name));
+  const suggestion = didYouMean(path.basename(file), nearby);
+  const hint = suggestion
+    ? `did you mean ${path.join(path.dirname(file), suggestion)}?`
+    : nearby.length
+      ? `pipeline files in ${path.dirname(file)}: ${nearby.slice(0, 8).join(", ")}`
+      : existsSync("pipelines")
+        ? "the examples are in pipelines/ (e.g. pipelines/demo.yaml)"
+        : "pass the path of a pipeline YAML/JSON file";
+  return new UsageError(`pipeline file ${file} does not exist`, { hint });
 }

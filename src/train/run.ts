@@ -2,7 +2,7 @@
 import path from "node:path";
 import { DataError } from "../errors.js";
 import type { StageContext } from "../pipeline/stage.js";
-import { checkpointFolder, disposeParams, historyJson, inputFile, resolveChannels, saveModel, trainingSummary, trainSettings } from "../segmenter/checkpoints.js";
+import { checkpointFolder, disposeParams, historyJson, inputFile, resolveChannels, saveModel, trainingSummary, trainSettings, logResumed } from "../segmenter/checkpoints.js";
 import { loadSamples } from "../segmenter/data.js";
 import { psaBatch, psaLookups, readEmbeddings, readPrototypes } from "../segmenter/embeddings.js";
 import { makeBatch } from "../segmenter/data.js";
@@ -40,7 +40,7 @@ export async function runTrain(ctx: StageContext<TrainParams>) {
   const settings = trainSettings(params, ctx.pipeline);
   const store = initParams(config, settings.seed, { "psa.query": space.queries, "psa.response": space.responses });
   const checkpoint = checkpointFolder(ctx, "prolearn");
-  ctx.log(`train: ${train.length} training images (${train.filter((s) => s.report !== null).length} with reports), ${val.length} validation, ${space.count} prototypes; checkpoints in ${checkpoint.dir}`);
+  ctx.log(`${train.length} training images (${train.filter((s) => s.report !== null).length} with reports), ${val.length} validation, ${space.count} prototypes; checkpoints in ${checkpoint.dir}`);
   try {
     const result = await trainSegmenter({
       config,
@@ -53,13 +53,14 @@ export async function runTrain(ctx: StageContext<TrainParams>) {
       checkpointDir: checkpoint.dir,
       checkpointKey: checkpoint.key,
       signal: ctx.signal,
-      onEpoch: (r) => ctx.log(`train epoch ${r.epoch}: loss ${r.loss.toFixed(4)}, val Dice ${Number.isFinite(r.valDice) ? r.valDice.toFixed(4) : "n/a"}`),
+      onEpoch: (r) => ctx.log(`epoch ${r.epoch}: loss ${r.loss.toFixed(4)}, val Dice ${Number.isFinite(r.valDice) ? r.valDice.toFixed(4) : "n/a"}`),
       onStep: (done, total) => ctx.emit({ kind: "progress", stage: ctx.stage, task: "training", done, total, unit: "steps" }),
     });
+    logResumed(ctx, "prolearn", checkpoint.dir, result);
     const training = { ...settings, backend: backend.backend, bestEpoch: result.bestEpoch, bestValDice: result.bestValDice, epochsRun: result.epochsRun, stoppedEarly: result.stoppedEarly };
     await saveModel(ctx.outDir, "model.json", "weights.bin", "prolearn", config, store, training, { guidance: params.guidance });
     await writeJsonAtomic(path.join(ctx.outDir, "history.json"), historyJson(result, { trainImages: train.length, valImages: val.length, prototypes: space.count }));
-    return { trainImages: train.length, pairedImages: train.filter((s) => s.report !== null).length, valImages: val.length, prototypes: space.count, guidance: params.guidance, ...computedOn(backend), ...trainingSummary(result) };
+    return { trainImages: train.length, pairedImages: train.filter((s) => s.report !== null).length, valImages: val.length, prototypes: space.count, guidance: params.guidance, ...computedOn(backend), ...trainingSummary(result), checkpoint: path.basename(checkpoint.dir) };
   } finally {
     disposeParams(store);
   }

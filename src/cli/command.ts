@@ -2,7 +2,10 @@ import { parseArgs } from "node:util";
 import { UsageError, didYouMean } from "../errors.js";
 
 export interface OptionSpec {
-  type: "string" | "boolean";
+  /** "number" options are read as text and checked to be finite numbers before the command runs. */
+  type: "string" | "number" | "boolean";
+  /** The only values a string option takes; anything else is refused with a did-you-mean. */
+  choices?: readonly string[];
   description: string;
   /** Shown in help; also applied when the option is absent. */
   default?: string | boolean;
@@ -51,7 +54,7 @@ export function defineCommand(spec: CommandSpec): CommandSpec {
 export function parseCommandArgs(spec: CommandSpec, argv: string[]): ParsedArgs {
   const options: Record<string, { type: "string" | "boolean"; multiple?: boolean; short?: string }> = {};
   for (const [name, o] of Object.entries(spec.options)) {
-    options[name] = { type: o.type, ...(o.multiple ? { multiple: true } : {}), ...(o.short ? { short: o.short } : {}) };
+    options[name] = { type: o.type === "boolean" ? "boolean" : "string", ...(o.multiple ? { multiple: true } : {}), ...(o.short ? { short: o.short } : {}) };
   }
   let parsed;
   try {
@@ -66,6 +69,20 @@ export function parseCommandArgs(spec: CommandSpec, argv: string[]): ParsedArgs 
   }
   const values = parsed.values as Record<string, string | boolean | string[] | undefined>;
   for (const [name, o] of Object.entries(spec.options)) if (values[name] === undefined && o.default !== undefined) values[name] = o.default;
+  for (const [name, o] of Object.entries(spec.options)) {
+    const given = values[name];
+    for (const value of Array.isArray(given) ? given : typeof given === "string" ? [given] : []) {
+      if (o.type === "number" && (value.trim() === "" || !Number.isFinite(Number(value)))) {
+        throw new UsageError(`prolearn ${spec.name}: --${name} expects a number, got "${value}"`, { hint: `see prolearn help ${spec.name}` });
+      }
+      if (o.choices && !o.choices.includes(value)) {
+        const suggestion = didYouMean(value, o.choices);
+        throw new UsageError(`prolearn ${spec.name}: --${name} must be one of ${o.choices.join(", ")}, got "${value}"`, {
+          hint: suggestion ? `did you mean --${name} ${suggestion}?` : `see prolearn help ${spec.name}`,
+        });
+      }
+    }
+  }
   const required = spec.positionals.filter((p) => p.required);
   if (parsed.positionals.length < required.length) {
     throw new UsageError(`prolearn ${spec.name}: missing <${required[parsed.positionals.length]!.name}>`, { hint: `usage: ${usageLine(spec)}` });
@@ -92,8 +109,8 @@ export function commandHelp(spec: CommandSpec): string {
   if (Object.keys(spec.options).length) {
     lines.push("", "Options:");
     for (const [name, o] of Object.entries(spec.options)) {
-      const flag = `${o.short ? `-${o.short}, ` : ""}--${name}${o.type === "string" ? ` <${o.valueName ?? "value"}>` : ""}`;
-      const meta = [o.type, o.default !== undefined ? `default: ${String(o.default)}` : undefined, o.multiple ? "repeatable" : undefined].filter(Boolean).join(", ");
+      const flag = `${o.short ? `-${o.short}, ` : ""}--${name}${o.type !== "boolean" ? ` <${o.valueName ?? "value"}>` : ""}`;
+      const meta = [o.choices ? o.choices.join(" | ") : o.type, o.default !== undefined ? `default: ${String(o.default)}` : undefined, o.multiple ? "repeatable" : undefined].filter(Boolean).join(", ");
       lines.push(`  ${flag.padEnd(30)} ${o.description} (${meta})`);
     }
   }

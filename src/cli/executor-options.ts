@@ -6,8 +6,8 @@ import { STAGES } from "../stages.js";
 
 /** Options shared by commands that execute stages (run, sweep, scheduler). */
 export const executorOptions: Record<string, OptionSpec> = {
-  executor: { type: "string", valueName: "NAME", description: "where stages run: in-process, or bullmq (needs --redis)", default: "in-process" },
-  concurrency: { type: "string", valueName: "N", description: "shards run at once inside a sharded stage (in-process)", default: "1" },
+  executor: { type: "string", choices: ["in-process", "bullmq"], valueName: "NAME", description: "where stages run: in-process, or bullmq (needs --redis)", default: "in-process" },
+  concurrency: { type: "number", valueName: "N", description: "shards run at once inside a sharded stage (in-process)", default: "1" },
   redis: { type: "string", valueName: "URL", description: "Redis for --executor bullmq, e.g. redis://127.0.0.1:6379 (default: $PROLEARN_REDIS)" },
 };
 

@@ -57,7 +57,15 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
     const match = matchCommand(argv);
     if (!match) {
       const groups = Object.keys(COMMANDS).filter((n) => n.startsWith(argv[0] + " "));
-      if (groups.length) throw new UsageError(`prolearn ${argv[0]} needs a subcommand`, { hint: `one of: ${groups.join(", ")}` });
+      if (groups.length) {
+        const subcommands = groups.map((n) => n.slice(argv[0]!.length + 1));
+        const given = argv[1] && !argv[1].startsWith("-") ? argv[1] : undefined;
+        if (given) {
+          const suggestion = didYouMean(given, subcommands);
+          throw new UsageError(`unknown subcommand "${argv[0]} ${given}"`, { hint: suggestion ? `did you mean "${argv[0]} ${suggestion}"?` : `one of: ${groups.join(", ")}` });
+        }
+        throw new UsageError(`prolearn ${argv[0]} needs a subcommand`, { hint: `one of: ${groups.join(", ")}` });
+      }
       const suggestion = didYouMean(argv[0]!, Object.keys(COMMANDS).map((n) => n.split(" ")[0]!));
       throw new UsageError(`unknown command "${argv[0]}"`, { hint: suggestion ? `did you mean "${suggestion}"?` : "run prolearn --help" });
     }

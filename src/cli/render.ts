@@ -30,7 +30,7 @@ export class ProgressRenderer {
         break;
       }
       case "log":
-        this.line(`  ${event.stage}: ${event.level === "warn" ? "warning: " : ""}${event.message}`);
+        this.line(`  ${event.stage}: ${event.level === "warn" ? "warning: " : ""}${withoutStagePrefix(event.stage, event.message)}`);
         break;
       case "progress":
         this.progress(event);
@@ -42,10 +42,13 @@ export class ProgressRenderer {
 
   private progress(event: Extract<EngineEvent, { kind: "progress" }>): void {
     const key = `${event.stage}/${event.task}`;
+    const task = withoutStagePrefix(event.stage, event.task);
     const now = performance.now();
     if (!this.bar || this.bar.key !== key) this.bar = { key, started: now, lastDraw: 0, lastLogged: -1 };
     const elapsed = (now - this.bar.started) / 1000;
     const rate = elapsed > 0 ? event.done / elapsed : 0;
+    // A rate needs something done over measurable time; the first tick has neither ("0.0/s" said nothing).
+    const measured = event.done > 0 && elapsed >= 0.05;
     const unit = event.unit ?? "items";
     const total = event.total;
     const finished = total !== undefined && event.done >= total;
@@ -56,12 +59,12 @@ export class ProgressRenderer {
       const fraction = total ? Math.min(1, event.done / total) : 0;
       const bar = total ? `[${"#".repeat(Math.round(fraction * width)).padEnd(width, ".")}] ` : "";
       const eta = total && rate > 0 ? ` ETA ${formatSeconds((total - event.done) / rate)}` : "";
-      this.io.stderr.write(`\r  ${event.stage} ${event.task} ${bar}${event.done}${total ? `/${total}` : ""} ${unit} ${rate.toFixed(1)}/s${eta}\x1b[K${finished ? "\n" : ""}`);
+      this.io.stderr.write(`\r  ${event.stage} ${task} ${bar}${event.done}${total ? `/${total}` : ""} ${unit}${measured ? ` ${rate.toFixed(1)}/s` : ""}${eta}\x1b[K${finished ? "\n" : ""}`);
     } else if (total) {
       const decile = Math.floor((event.done / total) * 4);
       if (decile > this.bar.lastLogged) {
         this.bar.lastLogged = decile;
-        this.io.stderr.write(`  ${event.stage} ${event.task}: ${event.done}/${total} ${unit} (${rate.toFixed(1)}/s)\n`);
+        this.io.stderr.write(`  ${event.stage} ${task}: ${event.done}/${total} ${unit}${measured ? ` (${rate.toFixed(1)}/s)` : ""}\n`);
       }
     }
   }
@@ -70,6 +73,15 @@ export class ProgressRenderer {
     if (this.io.interactive && this.bar) this.io.stderr.write("\r\x1b[K");
     this.io.stderr.write(text + "\n");
   }
+}
+
+/**
+ * A message or task without a leading repeat of the stage's name: the renderer already prefixes
+ * it ("guide: guide: 12 paired ..." and "embed embed rows" read as stutters).
+ */
+export function withoutStagePrefix(stage: string, text: string): string {
+  for (const prefix of [`${stage}: `, `${stage} `]) if (text.startsWith(prefix) && text.length > prefix.length) return text.slice(prefix.length);
+  return text;
 }
 
 export function formatSeconds(seconds: number): string {

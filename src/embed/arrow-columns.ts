@@ -1,4 +1,4 @@
-import { Data, Field, FixedSizeList, Float32, Vector, makeData, type Table } from "apache-arrow";
+import { Data, Field, FixedSizeList, Float, Float32, List, Vector, makeData, type DataType, type Table } from "apache-arrow";
 
 /** FixedSizeList<float32>[dim] vector over a row-major matrix; `valid[i] = 0` makes row i null. */
 export function embeddingVector(values: Float32Array, dim: number, valid?: Uint8Array): Vector<FixedSizeList<Float32>> {
@@ -18,21 +18,57 @@ export function embeddingVector(values: Float32Array, dim: number, valid?: Uint8
   return new Vector([data]);
 }
 
-/** Reads a FixedSizeList<float32> column back into a row-major matrix plus a validity array. */
-export function readEmbeddingColumn(table: Table, name: string): { values: Float32Array; valid: Uint8Array; dim: number } {
+/**
+ * Reads an embedding column into a row-major float32 matrix plus a validity array. Accepts what
+ * this package writes (FixedSizeList<float32>[dim]) and what other tools write: Parquet has no
+ * fixed-size list, so DuckDB, pyarrow and polars write List<float> (or List<double>). Every
+ * non-null row must then have the same length (`expectedDim` when given); a null element inside a
+ * vector is refused. `fail` builds the error the caller throws (its class, file and row).
+ */
+export function readEmbeddingColumn(
+  table: Table,
+  name: string,
+  options: { expectedDim?: number; fail?: (message: string, row?: number) => Error } = {},
+): { values: Float32Array; valid: Uint8Array; dim: number } {
+  const fail = options.fail ?? ((message: string) => new Error(message));
   const column = table.getChild(name);
-  if (!column) throw new Error(`column ${name} is missing`);
-  const type = column.type as FixedSizeList;
-  const dim = type.listSize;
-  const values = new Float32Array(table.numRows * dim);
+  if (!column) throw fail(`column ${name} is missing (columns: ${table.schema.fields.map((f) => f.name).join(", ")})`);
+  const type = column.type as DataType;
+  const isFixed = type instanceof FixedSizeList;
+  if (!isFixed && !(type instanceof List)) throw fail(`column ${name} is ${String(type)}, not a list of floats (FixedSizeList<float32> or List<float>)`);
+  const childType = (type as FixedSizeList | List).children[0]!.type as DataType;
+  if (!(childType instanceof Float)) throw fail(`column ${name} holds ${String(childType)} items, not floats`);
+  let dim = isFixed ? (type as FixedSizeList).listSize : (options.expectedDim ?? -1);
+  if (isFixed && options.expectedDim !== undefined && dim !== options.expectedDim) throw fail(`column ${name} has vectors of length ${dim}, expected ${options.expectedDim}`);
   const valid = new Uint8Array(table.numRows);
+  let values = new Float32Array(dim > 0 ? table.numRows * dim : 0);
   let row = 0;
   for (const data of column.data) {
     const child = data.children[0]!;
-    const flat = (child.values as Float32Array).subarray((child.offset + data.offset * dim), (child.offset + (data.offset + data.length) * dim));
-    values.set(flat, row * dim);
-    for (let i = 0; i < data.length; i++) valid[row + i] = data.getValid(i) ? 1 : 0;
-    row += data.length;
+    const flat = child.values as Float32Array | Float64Array;
+    for (let r = 0; r < data.length; r++, row++) {
+      if (!data.getValid(r)) continue;
+      let start: number;
+      let length: number;
+      if (isFixed) {
+        start = (data.offset + r) * dim;
+        length = dim;
+      } else {
+        const offsets = data.valueOffsets as Int32Array;
+        start = offsets[data.offset + r]!;
+        length = offsets[data.offset + r + 1]! - start;
+        if (dim < 0) {
+          dim = length;
+          values = new Float32Array(table.numRows * dim);
+        }
+        if (length !== dim) throw fail(`column ${name}: row ${row} has a vector of length ${length}, expected ${dim} like ${options.expectedDim !== undefined ? "the pipeline's" : "the first row's"}`, row);
+      }
+      if (child.nullCount > 0) for (let k = 0; k < length; k++) if (!child.getValid(start + k)) throw fail(`column ${name}: row ${row} has a null inside its vector`, row);
+      valid[row] = 1;
+      const from = child.offset + start;
+      values.set(flat instanceof Float32Array ? flat.subarray(from, from + length) : Float32Array.from(flat.subarray(from, from + length)), row * dim);
+    }
   }
+  if (dim < 0) dim = 0;
   return { values, valid, dim };
 }

@@ -173,7 +173,7 @@ export async function runEmbedShard(ctx: StageContext<EmbedParams>, shard: Shard
 
   const total = imageMisses.length + textMisses.length;
   let done = 0;
-  const progress = () => ctx.emit({ kind: "progress", stage: ctx.stage, task: `embed rows ${start}-${start + count - 1}`, done, total, unit: "rows" });
+  const progress = () => ctx.emit({ kind: "progress", stage: ctx.stage, task: `rows ${start}-${start + count - 1}`, done, total, unit: "rows" });
   const options = { batchSize: ctx.params.batchSize, concurrency: ctx.params.concurrency, signal: ctx.signal };
 
   if (imageMisses.length) {

@@ -221,9 +221,25 @@ export async function resolveLayout(root: string, layout: DatasetLayout, kind: D
     }
   }
   const listing = children.map((c) => c.name).slice(0, 12).join(", ") || "(empty)";
+  // A root one folder too high (several datasets side by side): name the child folders that fit.
+  const fitting: string[] = [];
+  if (children.length > 1) {
+    for (const child of children.slice(0, 24)) {
+      for (const candidate of order) {
+        const found = await tryLayout(candidate, path.join(root, child.name), layout === "auto").catch(() => undefined);
+        if (found) {
+          fitting.push(`${path.join(root, child.name)} (${found.layout})`);
+          break;
+        }
+      }
+    }
+  }
+  const hint = fitting.length
+    ? `set dataset.root to ${fitting.length === 1 ? "the child folder that is in a known layout" : "one of the child folders in a known layout"}: ${fitting.join(", ")}`
+    : "see docs/ingest.md for the folder structure of each layout (kaggle, lvit, lvit-csv, guideseg, sgseg, prolearn, kvasir)";
   throw new DataError(
     layout === "auto" ? `cannot tell the layout of ${root} (it holds: ${listing})` : `${root} is not in the ${layout} layout (it holds: ${listing})`,
-    { location: { file: root, keyPath: "dataset.layout" }, hint: "see docs/ingest.md for the folder structure of each layout (kaggle, lvit, lvit-csv, guideseg, sgseg, prolearn, kvasir)" },
+    { location: { file: root, keyPath: "dataset.layout" }, hint },
   );
 }
 

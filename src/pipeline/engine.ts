@@ -412,7 +412,7 @@ async function produce(run: RunContext, name: string, assessment: Assessment): P
   if (raced) return { output: raced, reused: true, warnings: [] };
   const staging = store.makeStaging(run.recorder.runId, name);
   try {
-    const task: StageTask = { runId: run.recorder.runId, stage: name, cacheKey, pipeline, params: pipeline.stages[name], inputs: inputArtifacts(session, stage), resources: assessment.parts!.resources, outDir: staging.outDir, tmpDir: staging.tmpDir };
+    const task: StageTask = { runId: run.recorder.runId, stage: name, cacheKey, pipeline, params: pipeline.stages[name], inputs: inputArtifacts(session, stage), resources: assessment.parts!.resources, outDir: staging.outDir, tmpDir: staging.tmpDir, fresh: forced };
     const { summary, warnings } = takeWarnings(name, await run.executor.execute(task, run.emit, run.signal));
     if (forced) rmSync(store.outputDir(name, cacheKey), { recursive: true, force: true });
     return { output: await store.publish(name, cacheKey, staging.outDir, stage.outputs, summary), reused: false, warnings };

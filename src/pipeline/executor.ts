@@ -23,6 +23,8 @@ export interface StageTask {
   outDir: string;
   /** Scratch folder; shard outputs go below it. */
   tmpDir: string;
+  /** Forced (`run --force`): state kept outside the outputs (training checkpoints) is discarded, not resumed. */
+  fresh?: boolean;
 }
 
 export interface Executor {
@@ -46,6 +48,7 @@ export function makeStageContext(task: StageTask, registry: StageRegistry, emit:
     outDir: task.outDir,
     tmpDir: task.tmpDir,
     resources: task.resources,
+    fresh: task.fresh ?? false,
     rowCache: (namespace) => store.rowCache(namespace),
     emit,
     log: (message, level = "info") => emit({ kind: "log", stage: task.stage, level, message }),

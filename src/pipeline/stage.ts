@@ -84,6 +84,11 @@ export interface StageContext<Params> {
   rowCache(namespace: string): RowCache;
   /** Digests this stage declared as external resources (see StageDefinition.resources). */
   resources: Record<string, string>;
+  /**
+   * True when the run forced this stage (`--force`): it must start from scratch, so state it keeps
+   * outside its outputs (training checkpoints) is discarded instead of resumed.
+   */
+  fresh?: boolean;
   emit(event: ProgressEvent): void;
   log(message: string, level?: "info" | "warn"): void;
   /**

@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
+import { readEmbeddingColumn as readVectors } from "../embed/arrow-columns.js";
 import { Field, FixedSizeList, Float32, Int32, Utf8, makeData, Table, vectorFromArray, makeVector, type Vector } from "apache-arrow";
 import { ArtifactError } from "../errors.js";
 import { readParquetFile } from "../io/parquet.js";
@@ -135,27 +136,9 @@ export function assignmentsTable(assignments: Assignment[], sampleIds: string[])
   });
 }
 
-/** Reads a FixedSizeList<float32> column into one flat row-major array. */
-export function readEmbeddingColumn(table: Table, column: string, file?: string): { values: Float32Array; dim: number; valid: Uint8Array } {
-  const vector = table.getChild(column);
-  if (!vector) throw new ArtifactError(`column ${column} is missing`, { location: { file }, hint: `columns: ${table.schema.fields.map((f) => f.name).join(", ")}` });
-  const type = vector.type as unknown;
-  if (!(type instanceof FixedSizeList)) throw new ArtifactError(`column ${column} is not a FixedSizeList<float32>`, { location: { file } });
-  const dim = type.listSize;
-  const values = new Float32Array(table.numRows * dim);
-  const valid = new Uint8Array(table.numRows);
-  let row = 0;
-  for (const data of vector.data) {
-    const child = data.children[0]!;
-    const flat = child.values as Float32Array;
-    for (let r = 0; r < data.length; r++, row++) {
-      if (!data.getValid(r)) continue;
-      valid[row] = 1;
-      const start = (data.offset + r) * dim + child.offset;
-      values.set(flat.subarray(start, start + dim), row * dim);
-    }
-  }
-  return { values, dim, valid };
+/** Reads an embedding column (FixedSizeList<float32>, or the List<float> DuckDB/pyarrow write) into one flat row-major array. */
+export function readEmbeddingColumn(table: Table, column: string, file?: string, expectedDim?: number): { values: Float32Array; dim: number; valid: Uint8Array } {
+  return readVectors(table, column, { ...(expectedDim !== undefined ? { expectedDim } : {}), fail: (message, row) => new ArtifactError(message, { location: { file, ...(row !== undefined ? { row } : {}) } }) });
 }
 
 export async function readPrototypesFile(file: string): Promise<{ queries: Float32Array; responses: Float32Array; dim: number; count: number; cluster: Int32Array }> {

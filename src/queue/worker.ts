@@ -77,6 +77,7 @@ const taskSchema = z.object({
   resources: z.record(z.string(), z.string()),
   outDir: z.string(),
   tmpDir: z.string(),
+  fresh: z.boolean().optional(),
 });
 const shardSchema = z.object({ id: z.string(), payload: z.record(z.string(), z.unknown()) });
 const payloadSchema = z.discriminatedUnion("kind", [

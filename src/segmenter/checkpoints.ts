@@ -1,3 +1,4 @@
+import { existsSync, rmSync } from "node:fs";
 import path from "node:path";
 import { ModelError } from "../errors.js";
 import type { ResolvedPipeline } from "../pipeline/spec.js";
@@ -36,7 +37,19 @@ export function resolveChannels(channels: 1 | 3 | "auto", pipeline: ResolvedPipe
 export function checkpointFolder(ctx: StageContext<unknown>, purpose: string): { dir: string; key: string } {
   const inputs = Object.fromEntries(Object.entries(ctx.inputs).map(([name, input]) => [name, input.digest]));
   const key = hashJson({ stage: ctx.stage, version: ctx.version, purpose, params: ctx.params, inputs, seed: ctx.pipeline.dataset.seed });
-  return { dir: path.join(ctx.pipeline.workdir, "checkpoints", `${ctx.stage}-${purpose}-${key.slice(0, 16)}`), key };
+  return freshWhenForced(ctx, purpose, { dir: path.join(ctx.pipeline.workdir, "checkpoints", `${ctx.stage}-${purpose}-${key.slice(0, 16)}`), key });
+}
+
+/**
+ * A forced stage (`run --force`) trains from scratch: its checkpoint folder is emptied first and
+ * the log says so, so `--force` never silently reuses a finished training.
+ */
+function freshWhenForced(ctx: StageContext<unknown>, purpose: string, checkpoint: { dir: string; key: string }): { dir: string; key: string } {
+  if (ctx.fresh && existsSync(checkpoint.dir)) {
+    rmSync(checkpoint.dir, { recursive: true, force: true });
+    ctx.log(`forced: removed the ${purpose} checkpoint ${path.basename(checkpoint.dir)}; training starts from scratch`);
+  }
+  return checkpoint;
 }
 
 /**
@@ -47,7 +60,17 @@ export function checkpointFolder(ctx: StageContext<unknown>, purpose: string): {
  */
 export function checkpointFolderFor(ctx: StageContext<unknown>, purpose: string, work: Record<string, unknown>): { dir: string; key: string } {
   const key = hashJson({ stage: ctx.stage, version: ctx.version, purpose, work, seed: ctx.pipeline.dataset.seed });
-  return { dir: path.join(ctx.pipeline.workdir, "checkpoints", `${ctx.stage}-${purpose}-${key.slice(0, 16)}`), key };
+  return freshWhenForced(ctx, purpose, { dir: path.join(ctx.pipeline.workdir, "checkpoints", `${ctx.stage}-${purpose}-${key.slice(0, 16)}`), key });
+}
+
+/** Says plainly when a training resumed from its checkpoint instead of training every epoch. */
+export function logResumed(ctx: StageContext<unknown>, purpose: string, dir: string, result: Pick<TrainResult, "resumedEpochs" | "epochsRun">): void {
+  if (result.resumedEpochs <= 0) return;
+  const all = result.resumedEpochs >= result.epochsRun;
+  ctx.log(
+    `${purpose} training resumed from checkpoint ${path.basename(dir)}: ${all ? `all ${result.epochsRun} epochs were restored, none trained` : `${result.resumedEpochs} of ${result.epochsRun} epochs restored`} ` +
+      `(\`prolearn run --force ${ctx.stage}\` trains from scratch)`,
+  );
 }
 
 export function inputFile(ctx: StageContext<unknown>, stage: string, name: string): string {

@@ -1,4 +1,5 @@
 import { DataError } from "../errors.js";
+import { readEmbeddingColumn } from "../embed/arrow-columns.js";
 import { readParquetFile } from "../io/parquet.js";
 import type { DecodedSample } from "./data.js";
 import type { BatchGuidance } from "./guidance.js";
@@ -11,28 +12,23 @@ export interface SampleEmbeddings {
   text: Map<string, Float32Array>;
 }
 
-function vectorAt(column: { get(i: number): unknown } | null, row: number): Float32Array | null {
-  const value = column?.get(row) as { toArray(): Float32Array } | Float32Array | null | undefined;
-  if (value === null || value === undefined) return null;
-  return Float32Array.from(value instanceof Float32Array ? value : value.toArray());
-}
-
 /** Reads embeddings.parquet (docs/data-contracts.md, embed). */
 export async function readEmbeddings(file: string): Promise<SampleEmbeddings> {
   const table = await readParquetFile(file, { columns: ["id", "image_embedding", "text_embedding"] });
   const ids = table.getChild("id");
   const images = table.getChild("image_embedding");
   if (!ids || !images) throw new DataError("embeddings table lacks id or image_embedding", { location: { file }, hint: "re-run the embed stage" });
-  const texts = table.getChild("text_embedding");
-  const out: SampleEmbeddings = { dim: 0, image: new Map(), text: new Map() };
+  const fail = (message: string, row?: number) => new DataError(message, { location: { file, ...(row !== undefined ? { row } : {}) } });
+  // FixedSizeList as the embed stage writes, or List<float> as DuckDB/pyarrow write: same length in every row.
+  const image = readEmbeddingColumn(table, "image_embedding", { fail });
+  const text = table.getChild("text_embedding") ? readEmbeddingColumn(table, "text_embedding", { fail, expectedDim: image.dim }) : undefined;
+  const dim = image.dim;
+  const out: SampleEmbeddings = { dim, image: new Map(), text: new Map() };
   for (let row = 0; row < table.numRows; row++) {
     const id = String(ids.get(row));
-    const image = vectorAt(images, row);
-    if (!image) throw new DataError(`sample ${id} has no image embedding`, { location: { file, row } });
-    out.dim = image.length;
-    out.image.set(id, image);
-    const text = vectorAt(texts, row);
-    if (text) out.text.set(id, text);
+    if (!image.valid[row]) throw new DataError(`sample ${id} has no image embedding`, { location: { file, row } });
+    out.image.set(id, image.values.slice(row * dim, (row + 1) * dim));
+    if (text?.valid[row]) out.text.set(id, text.values.slice(row * dim, (row + 1) * dim));
   }
   return out;
 }
@@ -50,24 +46,13 @@ export async function readPrototypes(file: string): Promise<PrototypeSpace> {
   const queries = table.getChild("query");
   const responses = table.getChild("response");
   if (!queries || !responses || table.numRows === 0) throw new DataError("prototypes table is empty or lacks query/response", { location: { file }, hint: "re-run the prototypes stage" });
-  let dim = 0;
-  const q: Float32Array[] = [];
-  const r: Float32Array[] = [];
-  for (let row = 0; row < table.numRows; row++) {
-    const qa = vectorAt(queries, row);
-    const ra = vectorAt(responses, row);
-    if (!qa || !ra) throw new DataError(`prototype ${row} lacks its query or response`, { location: { file, row } });
-    if (qa.length !== ra.length) throw new DataError(`prototype ${row}: query has ${qa.length} values, response ${ra.length}`, { location: { file, row } });
-    dim = qa.length;
-    q.push(qa);
-    r.push(ra);
-  }
-  const flat = (rows: Float32Array[]) => {
-    const out = new Float32Array(rows.length * dim);
-    rows.forEach((v, i) => out.set(v, i * dim));
-    return out;
-  };
-  return { count: table.numRows, dim, queries: flat(q), responses: flat(r) };
+  const fail = (message: string, row?: number) => new DataError(message, { location: { file, ...(row !== undefined ? { row } : {}) } });
+  const q = readEmbeddingColumn(table, "query", { fail });
+  const r = readEmbeddingColumn(table, "response", { fail, expectedDim: q.dim });
+  const missing = [...q.valid].findIndex((v, i) => !v || !r.valid[i]);
+  if (missing >= 0) throw new DataError(`prototype ${missing} lacks its query or response`, { location: { file, row: missing } });
+  const dim = q.dim;
+  return { count: table.numRows, dim, queries: q.values, responses: r.values };
 }
 
 export interface PsaLookups {

@@ -66,6 +66,32 @@ describe("day two: outputs, diff, gc", () => {
     assert.match(unknown.stderr, /no runs of pipeline kvv .*did you mean kv\?/s);
   });
 
+  test("prototypes query and the embeddings readers accept the List<float> column DuckDB writes, of the right length only", async () => {
+    const pointer = path.join(workdir, "pipelines", "kv", "embed", "embeddings.parquet");
+    const listFile = path.join(dir, "duckdb-list.parquet");
+    const wrongFile = path.join(dir, "duckdb-wrong.parquet");
+    await duck(`COPY (SELECT id, image_embedding::FLOAT[] AS image_embedding, text_embedding::FLOAT[] AS text_embedding FROM '${pointer}') TO '${listFile}' (FORMAT parquet)`);
+    await duck(`COPY (SELECT id, list_slice(image_embedding::FLOAT[], 1, 10) AS image_embedding FROM '${pointer}') TO '${wrongFile}' (FORMAT parquet)`);
+    const [type] = await duck(`SELECT typeof(image_embedding) AS t FROM '${listFile}' LIMIT 1`);
+    assert.equal(type!.t, "FLOAT[]", "DuckDB wrote a variable-length list, not a fixed-size one");
+
+    const out = path.join(dir, "approx.parquet");
+    const query = await cli(["prototypes", "query", "kv", listFile, "--workdir", workdir, "--out", out, "--json"]);
+    assert.equal(query.code, 0, query.stderr);
+    assert.equal(JSON.parse(query.stdout).rows, 24);
+    const wrong = await cli(["prototypes", "query", "kv", wrongFile, "--workdir", workdir, "--out", out]);
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.stderr, /vectors? of length 10, expected 64/);
+
+    const { readEmbeddings } = await import("../../src/segmenter/embeddings.js");
+    const fromDuck = await readEmbeddings(listFile);
+    const ours = await readEmbeddings(pointer);
+    assert.equal(fromDuck.dim, 64);
+    assert.equal(fromDuck.image.size, 24);
+    for (const [id, vector] of ours.image) assert.deepEqual(fromDuck.image.get(id), vector);
+    assert.equal(fromDuck.text.size, ours.text.size);
+  });
+
   test("an all-cached rerun keeps the previous report instead of writing a copy", async () => {
     const reports = () => readdirSync(path.join(workdir, "reports")).sort();
     const beforeRerun = reports();

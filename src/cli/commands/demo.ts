@@ -17,12 +17,13 @@ export default defineCommand({
   details:
     "Uses pipelines/demo.yaml by default: a QaTa-COV19-layout dataset whose reports are written from the masks, run through\n" +
     "ingest -> guide -> filter -> embed -> prototypes -> train -> evaluate on the CPU. The dataset is generated at the\n" +
-    "pipeline's dataset.root when that folder does not exist. Ends by printing the run report's path.",
+    "pipeline's dataset.root when that folder does not exist. Ends by printing the run report's path and the next\n" +
+    "commands to try, spelled so they work from the current folder (the demo's workdir is not ./.prolearn).",
   positionals: [],
   options: {
     pipeline: { type: "string", valueName: "FILE", description: "pipeline to run", default: path.join("pipelines", "demo.yaml") },
-    n: { type: "string", valueName: "N", description: "image/mask pairs to generate", default: "160" },
-    seed: { type: "string", valueName: "S", description: "seed of the generated dataset", default: "7" },
+    n: { type: "number", valueName: "N", description: "image/mask pairs to generate", default: "160" },
+    seed: { type: "number", valueName: "S", description: "seed of the generated dataset", default: "7" },
     json: { type: "boolean", description: "print the run as JSON on stdout", default: false },
   },
   async run(args, io) {
@@ -40,7 +41,26 @@ export default defineCommand({
     const renderer = new ProgressRenderer(io);
     const result = await runPipeline(pipeline, { registry: STAGES, onEvent: renderer.handle, writeReport: reportWriter() });
     io.stderr.write(formatRunSummary(result) + "\n");
+    if (result.status === "ok") io.stderr.write(nextSteps(file).join("\n") + "\n");
     if (args.options.json) io.stdout.write(JSON.stringify(runToJson(result), null, 2) + "\n");
     return result.status === "ok" ? 0 : 1;
   },
 });
+
+/**
+ * Commands to try after the demo, each naming the pipeline file (relative to the current folder
+ * when it is below it), since the demo's workdir is the pipeline's, not ./.prolearn.
+ */
+export function nextSteps(pipelineFile: string): string[] {
+  const relative = path.relative(process.cwd(), path.resolve(pipelineFile));
+  const file = relative && !relative.startsWith("..") && !path.isAbsolute(relative) ? relative : path.resolve(pipelineFile);
+  const arg = /[\s"'$`\\]/.test(file) ? JSON.stringify(file) : file;
+  return [
+    "next, try:",
+    `  npx prolearn status ${arg}                 runs and stages, and why each ran`,
+    `  npx prolearn outputs ${arg}                the current output files (stable paths for DuckDB/pyarrow)`,
+    `  npx prolearn artifacts list --pipeline ${arg}   the published prototype spaces`,
+    `  npx prolearn plan ${arg} --set dataset.textAvailability=0.1   what a change would rerun`,
+    `  npx prolearn report ${arg}                 the run report's path (--open opens it)`,
+  ];
+}

@@ -7,11 +7,11 @@ import { ENCODER_KINDS, type EncoderKind } from "../../embed/encoder-kinds.js";
 import { ProgressRenderer } from "../render.js";
 
 export const encoderOptions = {
-  encoder: { type: "string", description: "builtin (offline stand-in) or biomedclip (exported ONNX folder)", default: "builtin", valueName: "KIND" },
+  encoder: { type: "string", choices: ENCODER_KINDS, description: "builtin (offline stand-in) or biomedclip (exported ONNX folder)", default: "builtin", valueName: "KIND" },
   model: { type: "string", description: "BiomedCLIP folder from tools/export_biomedclip.py (with --encoder biomedclip)", valueName: "DIR" },
-  dim: { type: "string", description: "embedding width of the builtin encoder (default 512)", valueName: "N" },
-  "batch-size": { type: "string", description: "rows per encoder call", default: "64", valueName: "N" },
-  concurrency: { type: "string", description: "encoder calls in flight", default: "2", valueName: "N" },
+  dim: { type: "number", description: "embedding width of the builtin encoder (default 512)", valueName: "N" },
+  "batch-size": { type: "number", description: "rows per encoder call", default: "64", valueName: "N" },
+  concurrency: { type: "number", description: "encoder calls in flight", default: "2", valueName: "N" },
   out: { type: "string", description: "output Parquet file", valueName: "FILE" },
 } as const;
 

@@ -17,8 +17,8 @@ export default defineCommand({
   ],
   options: {
     column: { type: "string", valueName: "NAME", description: "image-embedding column", default: "image_embedding" },
-    "top-k": { type: "string", valueName: "K", description: "prototypes mixed per query", default: "3" },
-    temperature: { type: "string", valueName: "T", description: "softmax temperature", default: "1" },
+    "top-k": { type: "number", valueName: "K", description: "prototypes mixed per query", default: "3" },
+    temperature: { type: "number", valueName: "T", description: "softmax temperature", default: "1" },
     workdir: { type: "string", valueName: "DIR", description: "workdir whose registry resolves NAME@VERSION", default: ".prolearn" },
     out: { type: "string", valueName: "FILE", description: "output Parquet" },
     json: { type: "boolean", description: "print a JSON summary on stdout", default: false },
@@ -42,7 +42,7 @@ export default defineCommand({
     const space = await PrototypeSpace.load(dir, { expectedDigest });
     const table = await readParquetFile(input);
     const column = stringOption(args, "column")!;
-    const { values, dim, valid } = readEmbeddingColumn(table, column, input);
+    const { values, dim, valid } = readEmbeddingColumn(table, column, input, space.dim);
     if (dim !== space.dim) throw new DataError(`${column} is ${dim}-d but the prototype space is ${space.dim}-d`, { location: { file: input }, hint: "embed with the encoder recorded in the artifact's manifest" });
     const missing = valid.indexOf(0);
     if (missing >= 0) throw new DataError(`${column} is null in row ${missing}`, { location: { file: input, row: missing } });

@@ -17,7 +17,7 @@ export default defineCommand({
   positionals: [{ name: "pipeline", description: "pipeline files with a `schedule:` key", required: true, variadic: true }],
   options: {
     ...executorOptions,
-    "grace-s": { type: "string", valueName: "S", description: "on SIGTERM, how long a running pipeline may take to finish before it is aborted", default: "600" },
+    "grace-s": { type: "number", valueName: "S", description: "on SIGTERM, how long a running pipeline may take to finish before it is aborted", default: "600" },
   },
   async run(args, io) {
     const log = (line: string) => io.stderr.write(`${line}\n`);

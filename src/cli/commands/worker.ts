@@ -16,12 +16,12 @@ export default defineCommand({
   positionals: [],
   options: {
     redis: { type: "string", valueName: "URL", description: "Redis URL, e.g. redis://127.0.0.1:6379 (default: $PROLEARN_REDIS)" },
-    concurrency: { type: "string", valueName: "N", description: "jobs run at once in this process", default: "1" },
+    concurrency: { type: "number", valueName: "N", description: "jobs run at once in this process", default: "1" },
     capabilities: { type: "string", valueName: "NAME", multiple: true, description: "extra capabilities this machine offers: gpu" },
     root: { type: "string", valueName: "DIR", multiple: true, description: "folder that workdirs and datasets named in jobs must lie in (default: the current folder)" },
-    "grace-s": { type: "string", valueName: "S", description: "on SIGTERM, how long running jobs may take to finish before the worker stops anyway", default: "600" },
-    "max-payload-mb": { type: "string", valueName: "MB", description: "largest job payload (JSON) accepted; larger jobs fail", default: "16" },
-    "lock-ms": { type: "string", valueName: "MS", description: "how long a silent (killed) worker keeps a job before another worker retries it", default: "30000" },
+    "grace-s": { type: "number", valueName: "S", description: "on SIGTERM, how long running jobs may take to finish before the worker stops anyway", default: "600" },
+    "max-payload-mb": { type: "number", valueName: "MB", description: "largest job payload (JSON) accepted; larger jobs fail", default: "16" },
+    "lock-ms": { type: "number", valueName: "MS", description: "how long a silent (killed) worker keeps a job before another worker retries it", default: "30000" },
   },
   async run(args, io) {
     const redisUrl = redisUrlOption(args);

@@ -16,6 +16,8 @@ export interface RunRecord {
   executor: string;
   pid: number;
   report: string | null;
+  /** Why a run failed when no stage did (refused before or between stages): the error's text. */
+  error: string | null;
 }
 
 export interface StageRunRecord {
@@ -129,6 +131,15 @@ export class Catalog {
         }
       }
     }
+    // Runs keep the error that stopped them when no stage failed (refused before or between stages).
+    const runColumns = new Set((this.db.prepare("PRAGMA table_info(runs)").all() as { name: string }[]).map((c) => c.name));
+    if (!runColumns.has("error")) {
+      try {
+        this.db.exec("ALTER TABLE runs ADD COLUMN error TEXT");
+      } catch (error) {
+        if (!/duplicate column/i.test((error as Error).message)) throw error;
+      }
+    }
   }
 
   close(): void {
@@ -141,8 +152,8 @@ export class Catalog {
       .run(run.id, run.pipeline, run.pipelineFile ?? null, new Date().toISOString(), run.trigger ?? "cli", run.executor ?? "in-process", process.pid);
   }
 
-  finishRun(id: string, status: "ok" | "failed", report?: string): void {
-    this.db.prepare("UPDATE runs SET finished_at = ?, status = ?, report = COALESCE(?, report) WHERE id = ?").run(new Date().toISOString(), status, report ?? null, id);
+  finishRun(id: string, status: "ok" | "failed", report?: string, error?: string): void {
+    this.db.prepare("UPDATE runs SET finished_at = ?, status = ?, report = COALESCE(?, report), error = COALESCE(?, error) WHERE id = ?").run(new Date().toISOString(), status, report ?? null, error ?? null, id);
   }
 
   setRunReport(id: string, report: string): void {
@@ -305,6 +316,7 @@ function rowToRun(r: Record<string, unknown>): RunRecord {
     executor: String(r.executor),
     pid: Number(r.pid),
     report: (r.report as string | null) ?? null,
+    error: (r.error as string | null) ?? null,
   };
 }
 

@@ -320,7 +320,7 @@ export async function runPipeline(pipeline: ResolvedPipeline, options: RunOption
     const stages = await runStages(run);
     return await finishRun(run, stages, started, options.writeReport);
   } catch (error) {
-    run.recorder.finish("failed");
+    run.recorder.finish("failed", undefined, error instanceof ProlearnError ? error.format() : (error as Error)?.message ?? String(error));
     throw error;
   } finally {
     session.catalog.close();

@@ -69,7 +69,8 @@ export class RunRecorder {
     this.catalog.forgetOutput(cacheKey);
   }
 
-  finish(status: "ok" | "failed", report?: string): void {
-    this.catalog.finishRun(this.runId, status, report);
+  /** `error`: why the run stopped when no stage failed (kept for `status`). */
+  finish(status: "ok" | "failed", report?: string, error?: string): void {
+    this.catalog.finishRun(this.runId, status, report, error);
   }
 }

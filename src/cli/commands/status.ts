@@ -61,6 +61,7 @@ export default defineCommand({
  */
 export function runError(run: RunRecord, stages: StageRunRecord[]): string | null {
   if (run.status === "ok" || run.status === "running") return null;
+  if (run.error) return run.error;
   const failed = stages.find((s) => s.status === "failed");
   if (failed) return `${failed.stage}: ${failed.error ?? "failed without a message"}`;
   const unfinished = stages.find((s) => s.status === "running");

@@ -5,7 +5,8 @@ import { DataError, ModelError } from "../errors.js";
 import { readParquetFile, writeParquetFile } from "../io/parquet.js";
 import { hashJson } from "../util/hash.js";
 import type { StageContext } from "../pipeline/stage.js";
-import { checkpointFolderFor, disposeParams, inputFile, loadModel, trainingSummary, logResumed } from "../segmenter/checkpoints.js";
+import { checkpointFolderFor, disposeParams, historyJson, inputFile, loadModel, trainingSummary, logResumed } from "../segmenter/checkpoints.js";
+import { writeJsonAtomic } from "../segmenter/weights.js";
 import { greyPng, loadSamples, pixelsPng, type DecodedSample } from "../segmenter/data.js";
 import { psaBatch, psaLookups, readEmbeddings } from "../segmenter/embeddings.js";
 import type { EvaluateParams, Headline } from "./stage.js";
@@ -104,6 +105,8 @@ export async function runEvaluate(ctx: StageContext<EvaluateParams>) {
         onStep: (done, total) => ctx.emit({ kind: "progress", stage: ctx.stage, task: "baseline U-Net training", done, total, unit: "steps" }),
       });
       logResumed(ctx, "baseline-unet", checkpoint.dir, trained);
+      // The baseline's learning curves, for the report (undeclared: absent when there is no baseline).
+      await writeJsonAtomic(path.join(ctx.outDir, "baseline-history.json"), historyJson(trained, { model: "image-only U-Net" }));
       baselineTraining = { ...trainingSummary(trained), checkpoint: path.basename(checkpoint.dir) };
       const result = await scoreModel("baseline", baselineConfig, baselineStore, test, params.batchSize, none, keep, perImage);
       metrics.push({ model: "baseline", scores: result.scores });

@@ -22,7 +22,7 @@ export interface Headline {
 
 export const evaluateStage = defineStage({
   name: "evaluate",
-  version: "2",
+  version: "3",
   description: "Scores the ProLearn segmenter on the test split with image-only inference through PSA (Dice and IoU, per-image mean and pooled), next to an image-only U-Net trained with the same budget.",
   params: evaluateParams,
   inputs: ["ingest", "embed", "prototypes", "train"],

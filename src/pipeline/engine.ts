@@ -437,7 +437,8 @@ async function finishRun(run: RunContext, stages: StageResult[], started: number
       run.emit({ kind: "log", stage: "report", level: "warn", message: `could not write the run report: ${(error as Error).message}` });
     }
   }
-  result.seconds = (performance.now() - started) / 1000;
+  // result.seconds stays the time before the report: the report's header shows it, and the CLI's
+  // summary line prints the same number.
   run.recorder.finish(result.status, result.report);
   if (result.status === "ok") {
     const { pipeline } = run.session;

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import type { Table, Vector } from "apache-arrow";
 import { ProlearnError } from "../errors.js";
@@ -324,12 +325,20 @@ async function gatherPrototypes(outputs: StageOutputs, opts: ReportOptions): Pro
     data: {
       prototypes: prototypes.length,
       clusters: clusterIds.map((cluster) => ({ cluster, members: members.get(cluster) ?? 0, prototypes: protoCount.get(cluster) ?? 0 })),
-      noise: members.get(-1) ?? 0,
+      ...noiseCounts(outputs.result.stages.find((s) => s.name === "prototypes")?.summary ?? {}, members.get(-1) ?? 0),
       assigned: assignment.size,
       projection: await guarded(() => gatherProjection(outputs, opts, assignment, prototypes)),
       gallery: await guarded(() => gatherGallery(outputs, opts, prototypes)),
     },
   };
+}
+
+/** The stage's own noise count (HDBSCAN's); noise given the nearest label is not -1 in assignments.parquet. */
+function noiseCounts(summary: Record<string, unknown>, unassigned: number): { noise: number; noiseReassigned: number } {
+  const counted = typeof summary.noise === "number" ? summary.noise : undefined;
+  if (counted === undefined || counted < unassigned) return { noise: unassigned, noiseReassigned: 0 };
+  // Dropped noise stays -1 in assignments.parquet; the rest was given the nearest label.
+  return { noise: counted, noiseReassigned: counted - unassigned };
 }
 
 async function gatherProjection(
@@ -342,9 +351,9 @@ async function gatherProjection(
   if (why) return { state: "absent", message: `${why} The projection needs the text embeddings.` };
   return withParquet(outputs.file("embed", "embeddings.parquet"), async (reader) => {
     reader.require(["id", "text_embedding"]);
-    const stride = Math.max(1, Math.ceil(assignment.size / opts.maxPoints));
-    const ids: string[] = [];
-    const rows: Float32Array[] = [];
+    // Identical reports embed identically and would hide under one dot: one point per distinct
+    // (embedding, label), counting the reports it stands for; sampling, if any, is over those points.
+    const distinct = new Map<string, { id: string; cluster: number; row: Float32Array; count: number }>();
     let population = 0;
     for await (const { table } of reader.slices(["id", "text_embedding"], 1024)) {
       const idColumn = column(table, "id");
@@ -353,17 +362,25 @@ async function gatherProjection(
         const vector = embedding.get(i) as Vector | null;
         const id = String(idColumn.get(i));
         if (!vector || !assignment.has(id)) continue;
-        if (population++ % stride === 0) {
-          ids.push(id);
-          rows.push(Float32Array.from(vector.toArray() as Float32Array));
-        }
+        population++;
+        const row = Float32Array.from(vector.toArray() as ArrayLike<number>);
+        const cluster = assignment.get(id)!;
+        const key = `${cluster}:${createHash("sha1").update(new Uint8Array(row.buffer)).digest("base64")}`;
+        const seen = distinct.get(key);
+        if (seen) seen.count++;
+        else distinct.set(key, { id, cluster, row, count: 1 });
       }
     }
-    if (rows.length < 2) return { state: "absent", message: `Only ${rows.length} clustered report${rows.length === 1 ? " has" : "s have"} a text embedding; a projection needs at least 2.` };
+    const all = [...distinct.values()];
+    const stride = Math.max(1, Math.ceil(all.length / opts.maxPoints));
+    const kept = all.filter((_, i) => i % stride === 0);
+    if (population < 2) return { state: "absent", message: `Only ${population} clustered report${population === 1 ? " has" : "s have"} a text embedding; a projection needs at least 2.` };
+    if (kept.length < 2) return { state: "absent", message: `All ${population} clustered reports have the same text embedding; there is nothing to project.` };
+    const rows = kept.map((k) => k.row);
     const pca = fitPca2(rows, rows[0]!.length);
-    const points = rows.map((row, i) => {
-      const [x, y] = project(pca, row);
-      return { x, y, cluster: assignment.get(ids[i]!)!, id: ids[i]! };
+    const points = kept.map((k) => {
+      const [x, y] = project(pca, k.row);
+      return { x, y, cluster: k.cluster, id: k.id, count: k.count };
     });
     const projected = prototypes.filter((p) => p.response.length === pca.dim).map((p) => {
       const [x, y] = project(pca, p.response);
@@ -439,6 +456,13 @@ function roundRobin<T extends { cluster: number; subcluster: number }>(items: re
   return out;
 }
 
+async function baselineHistory(outputs: StageOutputs, evalMissing: string | undefined): Promise<Part<HistoryPart>> {
+  if (evalMissing) return { state: "absent", message: evalMissing };
+  const file = outputs.optionalFile("evaluate", "baseline-history.json");
+  if (!file) return { state: "absent", message: "This evaluate output has no baseline-history.json: no baseline was trained (baseline: none), or it was written by an evaluate before version 3." };
+  return guarded(async () => ({ state: "ok" as const, data: parseHistory(JSON.parse(readFileSync(file, "utf8"))) }));
+}
+
 async function gatherTraining(outputs: StageOutputs, opts: ReportOptions): Promise<Part<TrainingPart>> {
   if (!outputs.inPipeline("train") && !outputs.inPipeline("evaluate")) {
     return { state: "absent", message: "This pipeline has no `train` or `evaluate` stage, so there are no loss curves, test metrics or predictions to show." };
@@ -449,6 +473,7 @@ async function gatherTraining(outputs: StageOutputs, opts: ReportOptions): Promi
     state: "ok",
     data: {
       history: trainMissing ? { state: "absent", message: trainMissing } : await guarded(async () => ({ state: "ok" as const, data: parseHistory(JSON.parse(readFileSync(outputs.file("train", "history.json"), "utf8"))) })),
+      baselineHistory: await baselineHistory(outputs, evalMissing),
       metrics: evalMissing ? { state: "absent", message: evalMissing } : await guarded(() => gatherMetrics(outputs.file("evaluate", "metrics.parquet"))),
       examples: evalMissing ? { state: "absent", message: evalMissing } : await guarded(() => gatherExamples(outputs.file("evaluate", "examples.parquet"), opts)),
     },

@@ -193,13 +193,13 @@ function prototypesSection(p: PrototypesPart): string {
     ${stat("prototypes", String(p.prototypes), "prototype-count")}
     ${stat("surrogate labels", String(p.clusters.length), "cluster-count")}
     ${stat("reports clustered", p.assigned.toLocaleString("en-US"), "assigned-count")}
-    ${stat("noise points", p.noise.toLocaleString("en-US"), "noise-count")}
+    ${stat(p.noiseReassigned ? `noise points (${p.noiseReassigned === p.noise ? "all" : p.noiseReassigned.toLocaleString("en-US")} given the nearest label)` : "noise points", p.noise.toLocaleString("en-US"), "noise-count")}
   </div>`;
   const sizes = barChart({
     id: "cluster-sizes",
     title: "Members per surrogate label",
     width: 460,
-    bars: [...p.clusters.map((c) => ({ label: clusterName(c.cluster), value: c.members, color: categoryColor(c.cluster), note: `${c.prototypes} proto` })), ...(p.noise ? [{ label: "noise", value: p.noise, color: NOISE_COLOR }] : [])],
+    bars: [...p.clusters.map((c) => ({ label: clusterName(c.cluster), value: c.members, color: categoryColor(c.cluster), note: `${c.prototypes} proto` })), ...(p.noise - p.noiseReassigned > 0 ? [{ label: "noise", value: p.noise - p.noiseReassigned, color: NOISE_COLOR }] : [])],
   });
   let projection: string;
   if (p.projection.state !== "ok") projection = notice(p.projection);
@@ -215,10 +215,11 @@ function prototypesSection(p: PrototypesPart): string {
       height: 400,
       legend: [...clusters.map((c) => ({ label: clusterName(c), color: categoryColor(c) })), ...(pr.prototypes.length ? [{ label: "prototype (response)", color: "#ffffff", shape: "diamond" as const }] : [])],
       points: [
-        ...pr.points.map((q) => ({ x: q.x, y: q.y, color: categoryColor(q.cluster), title: `${q.id}: ${clusterName(q.cluster)}` })),
+        // Area proportional to the reports a point stands for (identical reports share one point).
+        ...pr.points.map((q) => ({ x: q.x, y: q.y, color: categoryColor(q.cluster), radius: Math.min(16, 3 * Math.sqrt(q.count)), count: q.count, title: `${q.id}: ${clusterName(q.cluster)}${q.count > 1 ? ` (${q.count} identical reports)` : ""}` })),
         ...pr.prototypes.map((q) => ({ x: q.x, y: q.y, color: categoryColor(q.cluster), emphasis: true, title: `prototype ${q.id} (${clusterName(q.cluster)})` })),
       ],
-    })}<figcaption data-metric="projection-points">${pr.points.length.toLocaleString("en-US")} of ${pr.population.toLocaleString("en-US")} embedded reports, coloured by surrogate label; diamonds are the response prototypes.</figcaption></figure>`;
+    })}<figcaption data-metric="projection-points">${pr.points.length.toLocaleString("en-US")} point${pr.points.length === 1 ? "" : "s"} for ${pr.points.reduce((a, q) => a + q.count, 0).toLocaleString("en-US")} of ${pr.population.toLocaleString("en-US")} embedded reports, coloured by surrogate label; a point's area grows with the number of identical reports it stands for (hover for the count); diamonds are the response prototypes.</figcaption></figure>`;
   }
   let gallery: string;
   if (p.gallery.state !== "ok") gallery = notice(p.gallery);
@@ -238,25 +239,26 @@ function prototypesSection(p: PrototypesPart): string {
 }
 
 function trainingSection(t: TrainingPart): string {
-  return `<h3>Learning curves</h3>${partBody(t.history, historyBlock)}<h3>Test metrics</h3>${partBody(t.metrics, metricsBlock)}<h3>Test predictions</h3>${partBody(t.examples, examplesBlock)}`;
+  return `<h3>Learning curves</h3>${partBody(t.history, (h) => historyBlock(h))}<h3>Learning curves of the image-only U-Net (baseline)</h3>${partBody(t.baselineHistory, (h) => historyBlock(h, "baseline-"))}<h3>Test metrics</h3>${partBody(t.metrics, metricsBlock)}<h3>Test predictions</h3>${partBody(t.examples, examplesBlock)}`;
 }
 
-function historyBlock(h: HistoryPart): string {
+/** `prefix` keeps the chart and metric names of a second block (the baseline's) apart from the first. */
+function historyBlock(h: HistoryPart, prefix = ""): string {
   const kind = (name: string) => (/loss/i.test(name) ? "loss" : /dice|iou|acc|f1/i.test(name) ? "quality" : /learning.?rate|^lr$/i.test(name) ? "lr" : /second|time|duration/i.test(name) ? "time" : "other");
   const marker = h.bestEpoch !== null ? { x: h.bestEpoch, label: `best (${h.bestEpoch})` } : undefined;
   let colour = 0;
   const chart = (series: HistoryPart["series"], title: string, yLabel: string, id: string, yDomain?: [number, number]) =>
     series.some((s) => s.points.length)
-      ? `<figure>${lineChart({ id, title, xLabel: "epoch", yLabel, integerX: true, width: 440, height: 220, series: series.map((s) => ({ ...s, color: PALETTE[colour++ % PALETTE.length]! })), ...(yDomain ? { yDomain } : {}), ...(marker ? { marker } : {}) })}</figure>`
+      ? `<figure>${lineChart({ id: prefix + id, title, xLabel: "epoch", yLabel, integerX: true, width: 440, height: 220, series: series.map((s) => ({ ...s, color: PALETTE[colour++ % PALETTE.length]! })), ...(yDomain ? { yDomain } : {}), ...(marker ? { marker } : {}) })}</figure>`
       : "";
   const of = (k: string) => h.series.filter((s) => kind(s.name) === k);
   const quality = of("quality");
   const last = (name: string) => h.series.find((s) => s.name === name)?.points.at(-1)?.y;
   const shown = h.series.filter((s) => kind(s.name) !== "time");
-  const finals = shown.map((s) => `<span><span class="muted">${esc(s.name)}</span> <b data-metric="final-${esc(s.name)}">${esc(formatNumber(last(s.name) ?? Number.NaN, 4))}</b></span>`).join("");
+  const finals = shown.map((s) => `<span><span class="muted">${esc(s.name)}</span> <b data-metric="${prefix}final-${esc(s.name)}">${esc(formatNumber(last(s.name) ?? Number.NaN, 4))}</b></span>`).join("");
   const times = of("time").flatMap((s) => s.points.map((p) => p.y));
   const timing = times.length ? `; ${formatSeconds(times.reduce((a, b) => a + b, 0) / times.length)} per epoch` : "";
-  return `<p class="summary-line"><b data-metric="epochs">${h.epochs}</b> epoch${h.epochs === 1 ? "" : "s"}${h.bestEpoch !== null ? `, best at epoch <b data-metric="best-epoch">${h.bestEpoch}</b>` : ""}${esc(timing)}. Last epoch: ${finals}</p>
+  return `<p class="summary-line"><b data-metric="${prefix}epochs">${h.epochs}</b> epoch${h.epochs === 1 ? "" : "s"}${h.bestEpoch !== null ? `, best at epoch <b data-metric="${prefix}best-epoch">${h.bestEpoch}</b>` : ""}${esc(timing)}. Last epoch: ${finals}</p>
   <div class="cols">${chart(of("loss"), "Training loss per epoch", "loss", "loss")}${chart(quality, "Validation quality per epoch", "score", "quality", quality.every((s) => s.points.every((p) => p.y >= 0 && p.y <= 1)) ? [0, 1] : undefined)}${chart(of("lr"), "Learning rate per epoch", "learning rate", "learning-rate")}${of("other").map((s) => chart([s], `${s.name} per epoch`, s.name, `other-${s.name}`)).join("")}</div>`;
 }
 

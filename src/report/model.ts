@@ -70,7 +70,8 @@ export interface FilteringPart {
 }
 
 export interface ProjectionPart {
-  points: { x: number; y: number; cluster: number; id: string }[];
+  /** One point per distinct embedding; `count` reports share it (identical reports embed identically). */
+  points: { x: number; y: number; cluster: number; id: string; count: number }[];
   prototypes: { x: number; y: number; cluster: number; id: number }[];
   explained: [number, number];
   /** How many embedded reports the projection drew from, before sampling. */
@@ -80,7 +81,10 @@ export interface ProjectionPart {
 export interface PrototypesPart {
   prototypes: number;
   clusters: { cluster: number; members: number; prototypes: number }[];
+  /** Reports HDBSCAN left as noise, as the stage counted them (its summary), else the -1 rows of assignments. */
   noise: number;
+  /** Of those, how many the stage gave the nearest label (noise: nearest), so they count in `clusters`. */
+  noiseReassigned: number;
   assigned: number;
   projection: Part<ProjectionPart>;
   gallery: Part<{ total: number; cards: { prototypeId: number; cluster: number; subcluster: number; size: number; sampleId: string | null; thumbnail: Thumbnail | null; report: string | null }[] }>;
@@ -107,6 +111,8 @@ export interface ExamplesPart {
 
 export interface TrainingPart {
   history: Part<HistoryPart>;
+  /** The image-only U-Net's curves (evaluate's baseline-history.json); absent without a baseline. */
+  baselineHistory: Part<HistoryPart>;
   metrics: Part<MetricsPart>;
   examples: Part<ExamplesPart>;
 }

@@ -190,6 +190,10 @@ export interface ScatterPoint {
   /** Drawn as a larger outlined diamond on top of the others (prototypes). */
   emphasis?: boolean;
   title?: string;
+  /** Dot radius in pixels (default 3), e.g. grown with how many data a dot stands for. */
+  radius?: number;
+  /** How many data the dot stands for; written as data-count for readers of the SVG. */
+  count?: number;
 }
 
 export function scatterPlot(options: { points: ScatterPoint[]; title: string; xLabel: string; yLabel: string; legend: { label: string; color: string; shape?: "dot" | "diamond" }[]; width?: number; height?: number; id?: string }): string {
@@ -206,7 +210,7 @@ export function scatterPlot(options: { points: ScatterPoint[]; title: string; xL
   const [yMin, yMax] = pad(Math.min(...ys), Math.max(...ys));
   const frame = { width, height, left: 56, right: 16, top: 12 + legendH, bottom: 36 };
   const { sx, sy, svg } = axes(frame, { min: xMin, max: xMax, label: options.xLabel }, { min: yMin, max: yMax, label: options.yLabel });
-  const plain = options.points.filter((p) => !p.emphasis).map((p) => `<circle cx="${sx(p.x).toFixed(1)}" cy="${sy(p.y).toFixed(1)}" r="3" fill="${p.color}" fill-opacity="0.72">${p.title ? `<title>${escapeXml(p.title)}</title>` : ""}</circle>`);
+  const plain = options.points.filter((p) => !p.emphasis).map((p) => `<circle cx="${sx(p.x).toFixed(1)}" cy="${sy(p.y).toFixed(1)}" r="${(p.radius ?? 3).toFixed(1)}"${p.count !== undefined ? ` data-count="${p.count}"` : ""} fill="${p.color}" fill-opacity="0.72">${p.title ? `<title>${escapeXml(p.title)}</title>` : ""}</circle>`);
   const emphasised = options.points.filter((p) => p.emphasis).map((p) => {
     const cx = sx(p.x);
     const cy = sy(p.y);

@@ -1,6 +1,6 @@
 import { before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { DuckDBInstance } from "@duckdb/node-api";
@@ -19,6 +19,7 @@ describe("day two: outputs, diff, gc", () => {
   const kvasirYaml = (dim: number) =>
     `name: kv\nworkdir: wd\ndataset:\n  kind: kvasir-seg\n  root: kvasir\n  textAvailability: 0.5\nstages:\n  ingest: {}\n  embed: { encoder: builtin, dim: ${dim} }\n  prototypes: { minClusterSize: 2, k: 2 }\n`;
   const runIds: string[] = [];
+  const runStderr: string[] = [];
   const duck = async (sql: string) => {
     const connection = await (await DuckDBInstance.create()).connect();
     return (await (await connection.run(sql)).getRowObjectsJS()) as Record<string, unknown>[];
@@ -33,6 +34,7 @@ describe("day two: outputs, diff, gc", () => {
       const run = await cli(["run", file, "--json"]);
       assert.equal(run.code, 0, run.stderr);
       runIds.push(JSON.parse(run.stdout).runId);
+      runStderr.push(run.stderr);
     }
   });
 
@@ -90,6 +92,55 @@ describe("day two: outputs, diff, gc", () => {
     assert.equal(fromDuck.image.size, 24);
     for (const [id, vector] of ours.image) assert.deepEqual(fromDuck.image.get(id), vector);
     assert.equal(fromDuck.text.size, ours.text.size);
+  });
+
+  test("the report counts noise as the prototypes stage did and sizes a projection point by the reports it stands for", async () => {
+    const { Catalog } = await import("../../src/pipeline/catalog.js");
+    const { runResultFromCatalog } = await import("../../src/report/write.js");
+    const { gatherReport } = await import("../../src/report/gather.js");
+    const { renderReportHtml } = await import("../../src/report/html.js");
+    const { loadPipelineArg } = await import("../../src/cli/pipeline-arg.js");
+    const catalog = new Catalog(workdir);
+    let model;
+    try {
+      model = await gatherReport({ pipeline: await loadPipelineArg(kvasirFile), result: runResultFromCatalog(catalog, catalog.getRun(runIds[0]!)!) });
+    } finally {
+      catalog.close();
+    }
+    const section = model.sections.prototypes;
+    assert.equal(section.state, "ok");
+    if (section.state !== "ok") return;
+    const p = section.data;
+    const prototypesDir = path.join(workdir, "pipelines", "kv", "prototypes");
+    const [counted] = await duck(`SELECT count(*) FILTER (WHERE cluster = -1)::INT AS unassigned, count(*)::INT AS n FROM '${path.join(prototypesDir, "assignments.parquet")}'`);
+    const current = JSON.parse(readFileSync(path.join(workdir, "pipelines", "kv", "current.json"), "utf8")) as { stages: Record<string, { store: Record<string, string> }> };
+    const manifest = path.join(path.dirname(current.stages.prototypes!.store["manifest.json"]!), "_manifest.json");
+    const summary = JSON.parse(readFileSync(manifest, "utf8")).summary as { noise: number };
+    assert.ok(summary.noise > 0, "this fixture leaves HDBSCAN noise, which noise: nearest relabels");
+    assert.equal(counted!.unassigned, 0);
+    assert.deepEqual([p.noise, p.noiseReassigned], [summary.noise, summary.noise], "the stage's count, not the -1 rows of assignments.parquet");
+    assert.ok(p.projection.state === "ok");
+    if (p.projection.state !== "ok") return;
+    const points = p.projection.data.points;
+    const [texts] = await duck(
+      `SELECT count(*)::INT AS reports, count(DISTINCT (a.cluster, e.text_embedding::FLOAT[]))::INT AS distinct_points FROM '${path.join(workdir, "pipelines", "kv", "embed", "embeddings.parquet")}' e ` +
+        `JOIN '${path.join(prototypesDir, "assignments.parquet")}' a USING (id) WHERE e.text_embedding IS NOT NULL`,
+    );
+    assert.deepEqual([points.length, p.projection.data.population], [texts!.distinct_points, texts!.reports], "one point per distinct (label, embedding)");
+    assert.equal(points.reduce((a, q) => a + q.count, 0), p.projection.data.population, "every embedded report is counted once");
+    assert.ok(points.some((q) => q.count > 1), "identical reports share a point");
+    const html = renderReportHtml(model);
+    const big = points.find((q) => q.count > 1)!;
+    assert.match(html, new RegExp(`r="${(3 * Math.sqrt(big.count)).toFixed(1)}" data-count="${big.count}"`));
+    assert.match(html, /data-metric="noise-count">\d+</);
+  });
+
+  test("the report's header gives the run's duration as the CLI printed it", () => {
+    const cliSeconds = Number(/run \S+: ok in ([\d.]+) s/.exec(runStderr[0]!)![1]);
+    const html = readFileSync(path.join(workdir, "reports", `${runIds[0]}.html`), "utf8");
+    const [, value, unit] = /data-metric="run-seconds">([\d.]+) (ms|s)</.exec(html)!;
+    const reportSeconds = Number(value) / (unit === "ms" ? 1000 : 1);
+    assert.ok(Math.abs(reportSeconds - cliSeconds) <= 0.01, `report ${value} ${unit}, CLI ${cliSeconds} s`);
   });
 
   test("an all-cached rerun keeps the previous report instead of writing a copy", async () => {

@@ -17,6 +17,8 @@ import { disposeParams, initParams, type ModelConfig } from "../../src/segmenter
 import { tf } from "../../src/segmenter/runtime.js";
 import { configuredGemmThreads } from "../../src/tfjs/backends.js";
 import { scratchDir } from "./fixture.js";
+import { gatherReport } from "../../src/report/gather.js";
+import { renderReportHtml } from "../../src/report/html.js";
 
 const NET = { imageSize: 32, baseChannels: 8, depth: 3, heads: 4, backend: "cpu" as const };
 const FAST = { batchSize: 8, learningRate: 3e-3, minLearningRate: 1e-4, patience: 0 };
@@ -87,6 +89,14 @@ test(`ingest -> guide -> filter -> embed -> prototypes -> train -> evaluate thro
   assert.deepEqual([...metrics.getChild("model")!].map(String), ["prolearn", "baseline"]);
   const perImage = await readParquetFile(evaluate.outputs["per_image.parquet"]!);
   assert.equal(perImage.numRows, 2 * summary.testImages);
+  // The baseline's learning curves travel with evaluate's outputs, and the report draws them.
+  const baselineHistory = JSON.parse(await readFile(evaluate.outputs["baseline-history.json"]!, "utf8")) as { epochs: { epoch: number; loss: number }[] };
+  assert.ok(baselineHistory.epochs.length > 0 && baselineHistory.epochs.every((e) => Number.isFinite(e.loss)));
+  const report = await gatherReport({ pipeline, result });
+  const training = report.sections.training;
+  assert.ok(training.state === "ok" && training.data.baselineHistory.state === "ok", JSON.stringify(training.state === "ok" ? training.data.baselineHistory : training));
+  assert.equal(training.data.baselineHistory.data.epochs, baselineHistory.epochs.length);
+  assert.match(renderReportHtml(report), /data-chart="baseline-loss"/);
   const examples = await readParquetFile(evaluate.outputs["examples.parquet"]!);
   assert.equal(examples.numRows, 3);
   assert.deepEqual(Array.from((examples.getChild("prediction")!.get(0) as Uint8Array).subarray(1, 4)), [0x50, 0x4e, 0x47], "PNG predictions");

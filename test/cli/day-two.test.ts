@@ -85,6 +85,11 @@ describe("day two: outputs, diff, gc", () => {
     assert.equal(wrong.code, 1);
     assert.match(wrong.stderr, /vectors? of length 10, expected 64/);
 
+    const labels = path.join(dir, "labels.csv");
+    const clustered = await cli(["cluster", "hdbscan", listFile, "--column", "image_embedding", "--min-cluster-size", "2", "--out", labels]);
+    assert.equal(clustered.code, 0, clustered.stderr);
+    assert.equal(readFileSync(labels, "utf8").trim().split("\n").length, 1 + 24, "a header and one label per row");
+
     const { readEmbeddings } = await import("../../src/segmenter/embeddings.js");
     const fromDuck = await readEmbeddings(listFile);
     const ours = await readEmbeddings(pointer);

@@ -1,5 +1,5 @@
 import { readFileSync, writeFileSync } from "node:fs";
-import { FixedSizeList } from "apache-arrow";
+import { FixedSizeList, Float, List } from "apache-arrow";
 import { defineCommand, numberOption, stringOption } from "../command.js";
 import { DataError, UsageError } from "../../errors.js";
 import { readParquetFile } from "../../io/parquet.js";
@@ -30,10 +30,11 @@ export function readPointsCsv(file: string): { data: Float32Array; n: number; di
 
 async function readPointsParquet(file: string, column: string | undefined): Promise<{ data: Float32Array; n: number; dim: number }> {
   const table = await readParquetFile(file);
-  const candidates = table.schema.fields.filter((f) => f.type instanceof FixedSizeList).map((f) => f.name);
+  // FixedSizeList as this package writes, or the List<float> that DuckDB, pyarrow and polars write.
+  const candidates = table.schema.fields.filter((f) => (f.type instanceof FixedSizeList || f.type instanceof List) && f.type.children[0]?.type instanceof Float).map((f) => f.name);
   const name = column ?? (candidates.length === 1 ? candidates[0] : undefined);
   if (!name) {
-    throw new UsageError(`say which column holds the points (--column)`, { hint: candidates.length ? `vector columns: ${candidates.join(", ")}` : "the file has no FixedSizeList<float32> column" });
+    throw new UsageError(`say which column holds the points (--column)`, { hint: candidates.length ? `vector columns: ${candidates.join(", ")}` : "the file has no list-of-floats column (FixedSizeList<float32> or List<float>)" });
   }
   const { values, dim, valid } = readEmbeddingColumn(table, name, file);
   const missing = valid.indexOf(0);
@@ -44,7 +45,7 @@ async function readPointsParquet(file: string, column: string | undefined): Prom
 export default defineCommand({
   name: "cluster hdbscan",
   summary: "Cluster points (CSV or Parquet) with HDBSCAN; writes one label per input row (-1 = noise)",
-  details: "CSV input: one point per row, numeric columns, optional header. Parquet input: a FixedSizeList<float32> column (--column, or the only one). Output CSV columns: label, probability, in input order.",
+  details: "CSV input: one point per row, numeric columns, optional header. Parquet input: a FixedSizeList<float32> or List<float> column (as DuckDB/pyarrow write; --column, or the only one). Output CSV columns: label, probability, in input order.",
   positionals: [{ name: "input", description: "points: .csv or .parquet", required: true }],
   options: {
     column: { type: "string", valueName: "NAME", description: "Parquet vector column" },

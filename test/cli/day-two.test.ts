@@ -141,7 +141,7 @@ describe("day two: outputs, diff, gc", () => {
   });
 
   test("the report's header gives the run's duration as the CLI printed it", () => {
-    const cliSeconds = Number(/run \S+: ok in ([\d.]+) s/.exec(runStderr[0]!)![1]);
+    const cliSeconds = Number(/run \S+: ok(?: with \d+ warnings?)? in ([\d.]+) s/.exec(runStderr[0]!)![1]);
     const html = readFileSync(path.join(workdir, "reports", `${runIds[0]}.html`), "utf8");
     const [, value, unit] = /data-metric="run-seconds">([\d.]+) (ms|s)</.exec(html)!;
     const reportSeconds = Number(value) / (unit === "ms" ? 1000 : 1);

@@ -212,5 +212,18 @@ describe("day two: outputs, diff, gc", () => {
     assert.match(old.stderr, /no longer in the store/);
     const again = await cli(["gc", "--keep", "1", "--workdir", workdir, "--dry-run"]);
     assert.match(again.stderr, /would free 0 B in 0 items/);
+
+    // A run in progress (this process) could be publishing what gc would take: gc refuses.
+    const { Catalog } = await import("../../src/pipeline/catalog.js");
+    const catalog = new Catalog(workdir);
+    try {
+      catalog.startRun({ id: "20991231T000000-inprog", pipeline: "kv" });
+      const refused = await cli(["gc", "--keep", "1", "--workdir", workdir]);
+      assert.equal(refused.code, 2);
+      assert.match(refused.stderr, /run 20991231T000000-inprog of kv is in progress/);
+      catalog.finishRun("20991231T000000-inprog", "failed");
+    } finally {
+      catalog.close();
+    }
   });
 });

@@ -11,8 +11,10 @@ import type { Assignment, Prototypes } from "./build.js";
 /**
  * The prototype-space artifact: a folder of `prototypes.parquet`, `assignments.parquet` and
  * `manifest.json`. The manifest lists each data file's SHA-256 and the lineage; the artifact's
- * digest is the hash of the canonical JSON of {format, files, lineage} (the creation time is
- * left out, so publishing the same content twice gives the same digest).
+ * digest is the hash of the canonical JSON of {format, files, lineage}. The manifest holds no
+ * time: it is content-addressed, so the same content must give the same bytes (a rerun, or a
+ * republish after a tampered copy was moved away, matches the registered copy byte for byte).
+ * When a version was registered lives in the catalog (`artifact_versions.created`).
  */
 export const ARTIFACT_FORMAT = "prolearn.prototypes/1";
 export const ARTIFACT_DATA_FILES = ["prototypes.parquet", "assignments.parquet"] as const;
@@ -33,18 +35,19 @@ export interface ArtifactManifest {
   digest: string;
   files: Record<string, string>;
   lineage: Lineage;
-  created: string;
+  /** Only in manifests written by older versions; never part of the digest, no longer written. */
+  created?: string;
 }
 
 export function manifestDigest(manifest: Pick<ArtifactManifest, "format" | "files" | "lineage">): string {
   return hashJson({ format: manifest.format, files: manifest.files, lineage: manifest.lineage });
 }
 
-export async function writeArtifactManifest(dir: string, lineage: Lineage, created = new Date()): Promise<ArtifactManifest> {
+export async function writeArtifactManifest(dir: string, lineage: Lineage): Promise<ArtifactManifest> {
   const files: Record<string, string> = {};
   for (const name of ARTIFACT_DATA_FILES) files[name] = await sha256File(path.join(dir, name));
   const body = { format: ARTIFACT_FORMAT, files, lineage };
-  const manifest: ArtifactManifest = { ...body, digest: manifestDigest(body), created: created.toISOString() };
+  const manifest: ArtifactManifest = { ...body, digest: manifestDigest(body) };
   await writeFile(path.join(dir, "manifest.json"), JSON.stringify(JSON.parse(canonicalJson(manifest)), null, 2) + "\n");
   return manifest;
 }

@@ -120,14 +120,17 @@ export async function loadModel(jsonFile: string): Promise<{ file: ModelFile; st
 export { disposeParams };
 
 export function historyJson(result: TrainResult, extra: Record<string, unknown> = {}): Record<string, unknown> {
-  const clean = (r: EpochRecord) => ({ ...r, valDice: Number.isFinite(r.valDice) ? r.valDice : null, valIou: Number.isFinite(r.valIou) ? r.valIou : null });
+  // Wall-clock seconds and resumedEpochs stay out: history.json is a content-addressed output,
+  // and how long this execution took, or whether it resumed from a checkpoint, would give an
+  // identical rerun new bytes (and every downstream stage a new cache key). Those are facts of
+  // the execution: the stage's seconds are in the catalog, resumedEpochs in the stage summary.
+  const clean = ({ seconds: _seconds, ...r }: EpochRecord) => ({ ...r, valDice: Number.isFinite(r.valDice) ? r.valDice : null, valIou: Number.isFinite(r.valIou) ? r.valIou : null });
   return {
     epochs: result.history.map(clean),
     bestEpoch: result.bestEpoch,
     bestValDice: Number.isFinite(result.bestValDice) ? result.bestValDice : null,
     epochsRun: result.epochsRun,
     stoppedEarly: result.stoppedEarly,
-    resumedEpochs: result.resumedEpochs,
     ...extra,
   };
 }

@@ -51,6 +51,7 @@ export interface SpecIssue {
 export class PipelineSpecError extends ProlearnError {
   readonly code = "invalid-pipeline";
   readonly exitCode = 2 as const;
+  static readonly MAX_SHOWN = 50;
   readonly issues: SpecIssue[];
   constructor(file: string | undefined, issues: SpecIssue[]) {
     super(`invalid pipeline${file ? ` ${file}` : ""}: ${issues.length} problem${issues.length === 1 ? "" : "s"}`, { location: { file } });
@@ -58,11 +59,14 @@ export class PipelineSpecError extends ProlearnError {
   }
   override format(): string {
     const file = this.location.file ?? "<pipeline>";
-    const lines = this.issues.map((i) => {
+    // A file with thousands of problems (a generated or damaged one) names the first ones.
+    const shown = this.issues.slice(0, PipelineSpecError.MAX_SHOWN);
+    const more = this.issues.length - shown.length;
+    const lines = shown.map((i) => {
       const where = `${file}${i.line !== undefined ? `:${i.line}` : ""}`;
       return `${where}: ${i.keyPath ? `${i.keyPath}: ` : ""}${i.message}${i.hint ? ` (${i.hint})` : ""}`;
     });
-    return [this.message, ...lines.map((l) => `  ${l}`)].join("\n");
+    return [this.message, ...lines.map((l) => `  ${l}`), ...(more > 0 ? [`  ... and ${more} more`] : [])].join("\n");
   }
 }
 

@@ -1,7 +1,7 @@
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from "node:fs";
 import path from "node:path";
 import { z } from "zod";
-import { LineCounter, parseDocument, isMap, isScalar, type Node as YamlNode } from "yaml";
+import { LineCounter, parseDocument, isMap, isScalar, type Node as YamlNode, type Pair } from "yaml";
 import { PipelineSpecError, UsageError, didYouMean, type SpecIssue } from "../errors.js";
 import { inputStages, type StageDefinition } from "./stage.js";
 
@@ -114,17 +114,59 @@ export function resolvePipeline(
       }
     }
   }
-  if (issues.length) throw new PipelineSpecError(file, issues);
   const dataset = value.dataset;
+  const workdir = path.resolve(baseDir, value.workdir ?? ".prolearn");
+  const root = path.resolve(baseDir, dataset.root);
+  issues.push(...workdirIssues(workdir, root, value.workdir !== undefined, options.lineOf));
+  if (issues.length) throw new PipelineSpecError(file, issues);
   return {
     name: value.name,
     file,
     baseDir,
-    workdir: path.resolve(baseDir, value.workdir ?? ".prolearn"),
-    dataset: { ...dataset, root: path.resolve(baseDir, dataset.root), reports: dataset.reports ? path.resolve(baseDir, dataset.reports) : undefined },
+    workdir,
+    dataset: { ...dataset, root, reports: dataset.reports ? path.resolve(baseDir, dataset.reports) : undefined },
     stages,
     schedule: value.schedule === undefined ? undefined : typeof value.schedule === "string" ? { cron: value.schedule, timezone: "UTC", overlap: "skip" } : value.schedule,
   };
+}
+
+/**
+ * The workdir must be a folder (or not exist yet) and must not lie inside the dataset root:
+ * ingest would read the workdir's own files as dataset files (and quarantine them), and every
+ * run would change the dataset's digest.
+ */
+function workdirIssues(workdir: string, root: string, explicit: boolean, lineOf: ((keyPath: (string | number)[]) => number | undefined) | undefined): SpecIssue[] {
+  const keyPath = explicit ? "workdir" : "";
+  const line = explicit ? lineOf?.(["workdir"]) : undefined;
+  const where = explicit ? "" : " (the default: .prolearn next to the pipeline file)";
+  if (existsSync(workdir) && !statSync(workdir).isDirectory()) {
+    return [{ keyPath, line, message: `workdir ${workdir}${where} exists and is not a folder`, hint: "point workdir at a folder (it is created when missing)" }];
+  }
+  const inside = (child: string, parent: string) => {
+    const relative = path.relative(parent, child);
+    return relative === "" || (!relative.startsWith("..") && !path.isAbsolute(relative));
+  };
+  if (inside(workdir, root) || inside(realPathOfNearest(workdir), realPathOfNearest(root))) {
+    return [{ keyPath, line, message: `workdir ${workdir}${where} is inside the dataset root ${root}: ingest would read the workdir's own files as dataset files`, hint: "set workdir to a folder outside dataset.root, e.g. next to it" }];
+  }
+  return [];
+}
+
+/** The real path of a path's nearest existing ancestor, with the rest appended (symbolic links resolved). */
+function realPathOfNearest(target: string): string {
+  let existing = target;
+  const rest: string[] = [];
+  while (!existsSync(existing)) {
+    const parent = path.dirname(existing);
+    if (parent === existing) return target;
+    rest.unshift(path.basename(existing));
+    existing = parent;
+  }
+  try {
+    return path.join(realpathSync(existing), ...rest);
+  } catch {
+    return target;
+  }
 }
 
 /** Reads and validates a YAML (or JSON) pipeline file; problems name the line of the key. */
@@ -140,21 +182,44 @@ export function loadPipelineFile(file: string, registry: StageRegistry, override
     throw new PipelineSpecError(absolute, [{ keyPath: "", message: `cannot read the file: ${(error as Error).message}` }]);
   }
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
+  // The yaml package's own duplicate-key check compares every key with every other (quadratic:
+  // minutes for a map of 64k keys); duplicates are found below with one pass per map instead.
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: false });
   if (doc.errors.length) {
     throw new PipelineSpecError(
       absolute,
       doc.errors.map((e) => ({ keyPath: "", line: e.linePos?.[0]?.line ?? lineCounter.linePos(e.pos[0]).line, message: `YAML syntax: ${e.message.split("\n")[0]}` })),
     );
   }
-  const data = doc.toJS() as unknown;
+  const duplicates = duplicateKeys(doc.contents as YamlNode | null, [], lineCounter);
+  if (duplicates.length) throw new PipelineSpecError(absolute, duplicates);
+  let data: unknown;
+  try {
+    // The yaml package refuses documents whose aliases expand past a limit (a "billion laughs"
+    // bomb) with a ReferenceError: a problem of the file, not of prolearn.
+    data = doc.toJS({ maxAliasCount: 1000 }) as unknown;
+  } catch (error) {
+    throw new PipelineSpecError(absolute, [{ keyPath: "", message: `YAML: ${(error as Error).message}`, hint: "aliases (*name) may repeat a node a bounded number of times; write the values out" }]);
+  }
   for (const [key, value] of Object.entries(overrides)) setPath(data, key.split("."), value);
+  // Key -> pair per YAML map, built once per map on first lookup: a file with many unknown keys
+  // is answered in linear time (a search per key made it quadratic).
+  const pairsByMap = new Map<YamlNode, Map<string, Pair>>();
+  const pairOf = (map: YamlNode & { items: Pair[] }, key: string): Pair | undefined => {
+    let index = pairsByMap.get(map);
+    if (!index) {
+      index = new Map();
+      for (const p of map.items) if (isScalar(p.key) && !index.has(String(p.key.value))) index.set(String(p.key.value), p);
+      pairsByMap.set(map, index);
+    }
+    return index.get(key);
+  };
   const lineOf = (keyPath: (string | number)[]) => {
     let node: YamlNode | null | undefined = doc.contents as YamlNode | null;
     let line: number | undefined = undefined;
     for (const key of keyPath) {
       if (!isMap(node)) break;
-      const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(key));
+      const pair = pairOf(node as YamlNode & { items: Pair[] }, String(key));
       if (!pair) break;
       const keyNode = pair.key as YamlNode;
       if (keyNode.range) line = lineCounter.linePos(keyNode.range[0]).line;
@@ -165,12 +230,46 @@ export function loadPipelineFile(file: string, registry: StageRegistry, override
   return resolvePipeline(data, registry, { file: absolute, lineOf });
 }
 
+/** Keys given twice in one YAML map, anywhere in the document; one pass over each map. */
+function duplicateKeys(node: YamlNode | null | undefined, keyPath: string[], lineCounter: LineCounter): SpecIssue[] {
+  const issues: SpecIssue[] = [];
+  const visit = (current: unknown, at: string[]) => {
+    if (isMap(current)) {
+      const seen = new Set<string>();
+      for (const pair of current.items) {
+        const key = isScalar(pair.key) ? String(pair.key.value) : undefined;
+        if (key !== undefined) {
+          if (seen.has(key)) {
+            const range = (pair.key as YamlNode).range;
+            issues.push({ keyPath: [...at, key].join("."), line: range ? lineCounter.linePos(range[0]).line : undefined, message: `duplicate key "${key}"`, hint: "a key may appear once per map" });
+          }
+          seen.add(key);
+        }
+        visit(pair.value, key === undefined ? at : [...at, key]);
+      }
+    } else if (current && typeof current === "object" && "items" in current && Array.isArray((current as { items: unknown[] }).items)) {
+      (current as { items: unknown[] }).items.forEach((item, i) => visit(item, [...at, String(i)]));
+    }
+  };
+  visit(node, keyPath);
+  return issues;
+}
+
+/** Keys that reach an object's prototype instead of a property: never set through --set. */
+const FORBIDDEN_KEYS = new Set(["__proto__", "constructor", "prototype"]);
+
 /** Sets a dotted key (e.g. from `--set dataset.textAvailability=0.1`) on a plain object. */
 export function setPath(target: unknown, keys: string[], value: unknown): void {
+  const dotted = keys.join(".");
+  for (const key of keys) {
+    if (key === "") throw new UsageError(`--set ${dotted}: empty key`, { hint: "keys are dotted names, e.g. --set dataset.textAvailability=0.1" });
+    if (FORBIDDEN_KEYS.has(key)) throw new UsageError(`--set ${dotted}: key "${key}" is not allowed`, { hint: "pipeline keys are names like dataset.seed or stages.embed.dim" });
+  }
   if (typeof target !== "object" || target === null) return;
   let node = target as Record<string, unknown>;
   for (const key of keys.slice(0, -1)) {
-    if (typeof node[key] !== "object" || node[key] === null) node[key] = {};
+    // Only own properties are walked into: an inherited one is never written through.
+    if (!Object.hasOwn(node, key) || typeof node[key] !== "object" || node[key] === null) node[key] = {};
     node = node[key] as Record<string, unknown>;
   }
   node[keys[keys.length - 1]!] = value;

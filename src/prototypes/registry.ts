@@ -245,9 +245,21 @@ export class ArtifactRegistry {
    * NumPy format 1.0), prototypes.parquet and manifest.json.
    */
   async export(ref: string, outDir: string): Promise<{ dir: string; files: string[]; version: ArtifactVersion }> {
+    // Checked before the artifact is resolved and verified, so the message names the path at fault.
+    for (let at = outDir; ; at = path.dirname(at)) {
+      if (existsSync(at)) {
+        if (!statSync(at).isDirectory()) throw new UsageError(`export folder ${outDir}: ${at === outDir ? "it" : at} is a file, not a folder`, { hint: "choose a new folder; exports never overwrite" });
+        break;
+      }
+      if (path.dirname(at) === at) break;
+    }
     const v = await this.pathOf(ref);
     if (existsSync(outDir) && readdirSync(outDir).length > 0) throw new UsageError(`export folder ${outDir} is not empty`, { hint: "choose a new folder; exports never overwrite" });
-    mkdirSync(outDir, { recursive: true });
+    try {
+      mkdirSync(outDir, { recursive: true });
+    } catch (error) {
+      throw new UsageError(`cannot create the export folder ${outDir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { hint: "choose a folder whose parents are folders you can write to" });
+    }
     const { queries, responses, dim, count } = await readPrototypesFile(path.join(v.path, "prototypes.parquet"));
     writeFileSync(path.join(outDir, "Q.npy"), encodeNpy(queries, [count, dim]));
     writeFileSync(path.join(outDir, "R.npy"), encodeNpy(responses, [count, dim]));

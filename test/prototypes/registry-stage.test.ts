@@ -190,7 +190,7 @@ test("registry: aliases move with history; verify and load detect tampering; exp
   assert.match(list.stdout, /unit@2 .*\[production\]/);
   // Like every other command, it takes a pipeline file: that pipeline's name, in its workdir.
   const pipelineFile = path.join(root, "unit.yaml");
-  writeFileSync(pipelineFile, `name: unit\nworkdir: ${JSON.stringify(workdir)}\ndataset: { kind: qata-cov19, root: . }\nstages: { ingest: {} }\n`);
+  writeFileSync(pipelineFile, `name: unit\nworkdir: ${JSON.stringify(workdir)}\ndataset: { kind: qata-cov19, root: data }\nstages: { ingest: {} }\n`);
   const byFile = cli(["artifacts", "list", pipelineFile]);
   assert.equal(byFile.status, 0, byFile.stderr);
   assert.match(byFile.stdout, /unit@2 .*\[production\]/);

@@ -99,6 +99,15 @@ export class ArtifactError extends ProlearnError {
   readonly exitCode = 1 as const;
 }
 
+/**
+ * The workdir's catalog (catalog.sqlite) is damaged, or gone while the workdir shows it had one.
+ * Exit 1; the hint names the recovery (`prolearn catalog rebuild`).
+ */
+export class CatalogError extends ProlearnError {
+  readonly code = "damaged-catalog";
+  readonly exitCode = 1 as const;
+}
+
 /** A service the command needs (Redis, a GPU backend) is missing or misconfigured. Exit 1. */
 export class EnvironmentError extends ProlearnError {
   readonly code = "environment";

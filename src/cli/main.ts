@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 import { COMMANDS } from "./commands/index.js";
 import { commandHelp, parseCommandArgs, type CliIO } from "./command.js";
-import { ProlearnError, UsageError, didYouMean } from "../errors.js";
+import { CatalogError, ProlearnError, UsageError, didYouMean } from "../errors.js";
 
 export const EXIT_CODES_HELP = `Exit codes:
   0  success
-  1  a stage failed, or data, a model, an artifact or a service was unusable
+  1  a stage failed, or data, a model, an artifact, the catalog or a service was unusable
+     (\`verify\`: a published output is damaged)
   2  bad usage or an invalid pipeline file`;
 
 function topHelp(): string {
@@ -80,6 +81,15 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
     if (error instanceof ProlearnError) {
       io.stderr.write(`error: ${error.format()}\n`);
       return error.exitCode;
+    }
+    // Damage SQLite finds only when it reads a page (after the open-time checks passed).
+    const sqliteCode = (error as { code?: unknown })?.code;
+    if (typeof sqliteCode === "string" && /^SQLITE_(CORRUPT|NOTADB)/.test(sqliteCode)) {
+      const damaged = new CatalogError(`the workdir's catalog is damaged (${sqliteCode}: ${(error as Error).message})`, {
+        hint: "run `prolearn catalog rebuild --workdir DIR` (DIR: the pipeline's workdir): it keeps the damaged file aside, salvages readable rows and re-registers artifacts from their manifests",
+      });
+      io.stderr.write(`error: ${damaged.format()}\n`);
+      return damaged.exitCode;
     }
     io.stderr.write(`internal error: ${(error as Error)?.stack ?? String(error)}\n`);
     return 1;

@@ -1,7 +1,17 @@
-import { mkdirSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
 import type { StageWarning } from "./stage.js";
+import { CatalogError, UsageError } from "../errors.js";
+import type { FileStatCache } from "./file-digest.js";
+
+export const CATALOG_FILE = "catalog.sqlite";
+/**
+ * Sidecar written next to the catalog once it holds its schema: a catalog that is later missing
+ * or empty (0 bytes) was lost, not never created, and is reported instead of silently restarted.
+ */
+export const CATALOG_MARKER = "catalog.json";
+const SQLITE_HEADER = "SQLite format 3\0";
 
 export type StageStatus = "ran" | "cached" | "failed" | "running" | "skipped";
 
@@ -104,15 +114,19 @@ export class Catalog {
   readonly db: Database.Database;
   readonly file: string;
 
-  constructor(workdir: string) {
-    mkdirSync(workdir, { recursive: true });
-    this.file = path.join(workdir, "catalog.sqlite");
-    this.db = new Database(this.file, { timeout: 30_000 });
-    this.db.pragma("journal_mode = WAL");
-    this.db.pragma("synchronous = NORMAL");
-    this.db.pragma("foreign_keys = ON");
-    this.db.exec(SCHEMA);
-    this.migrate();
+  constructor(workdir: string, options: { recovering?: boolean } = {}) {
+    this.file = path.join(workdir, CATALOG_FILE);
+    this.db = openCatalogDatabase(workdir, { timeoutMs: 30_000, recovering: options.recovering });
+    try {
+      this.db.pragma("synchronous = NORMAL");
+      this.db.pragma("foreign_keys = ON");
+      this.db.exec(SCHEMA);
+      this.migrate();
+      markCatalog(workdir);
+    } catch (error) {
+      this.db.close();
+      throw asCatalogError(error, this.file) ?? error;
+    }
   }
 
   /**
@@ -285,12 +299,133 @@ export class Catalog {
     return row ? { size: row.size, mtimeMs: row.mtime_ms, sha256: row.sha256 } : undefined;
   }
 
+  forgetFileStats(files: readonly string[]): void {
+    const remove = this.db.prepare("DELETE FROM file_stats WHERE path = ?");
+    this.db.transaction(() => {
+      for (const file of files) remove.run(file);
+    })();
+  }
+
+  /** This catalog as the persistent stat cache behind file digests (see file-digest.ts). */
+  fileStatCache(): FileStatCache {
+    return { get: (f) => this.fileStat(f), put: (e) => this.putFileStats(e), forget: (f) => this.forgetFileStats(f) };
+  }
+
   putFileStats(entries: { path: string; size: number; mtimeMs: number; sha256: string }[]): void {
     const insert = this.db.prepare("INSERT INTO file_stats (path, size, mtime_ms, sha256) VALUES (?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET size = excluded.size, mtime_ms = excluded.mtime_ms, sha256 = excluded.sha256");
     this.db.transaction(() => {
       for (const e of entries) insert.run(e.path, e.size, e.mtimeMs, e.sha256);
     })();
   }
+}
+
+/** What the workdir says about its catalog, without opening it. */
+export function catalogState(workdir: string): { state: "present" | "absent" } | { state: "lost"; why: string } {
+  const file = path.join(workdir, CATALOG_FILE);
+  const size = existsSync(file) ? statSync(file).size : -1;
+  if (size > 0) return { state: "present" };
+  const evidence = existsSync(path.join(workdir, CATALOG_MARKER)) ? `${CATALOG_MARKER} records that one was created here` : workdirHasOutputs(workdir);
+  if (!evidence) return { state: "absent" };
+  return { state: "lost", why: `${CATALOG_FILE} is ${size < 0 ? "missing" : "empty (0 bytes)"}, but ${evidence}` };
+}
+
+/** For commands that read a catalog and must not create one: absent is a usage error, lost or damaged a CatalogError. */
+export function requireCatalog(workdir: string): void {
+  const state = catalogState(workdir);
+  if (state.state === "lost") throw lostCatalog(workdir, state.why);
+  if (state.state === "absent") {
+    throw new UsageError(`no catalog in ${workdir} (${CATALOG_FILE} is missing)`, { hint: "run a pipeline first, or pass the workdir a pipeline ran in (--workdir DIR) or the pipeline file" });
+  }
+}
+
+function workdirHasOutputs(workdir: string): string | undefined {
+  const nonEmpty = (dir: string) => {
+    try {
+      return readdirSync(dir).some((entry) => !entry.startsWith("."));
+    } catch {
+      return false;
+    }
+  };
+  if (nonEmpty(path.join(workdir, "artifacts", "prototypes"))) return "artifacts/prototypes/ holds published artifacts";
+  const store = path.join(workdir, "store");
+  try {
+    if (readdirSync(store).some((stage) => nonEmpty(path.join(store, stage)))) return "store/ holds published outputs";
+  } catch {
+    // no store yet
+  }
+  return undefined;
+}
+
+function rebuildHint(workdir: string): string {
+  return `run \`prolearn catalog rebuild --workdir ${workdir}\`: it keeps the damaged file aside, salvages the rows it can still read and registers the artifacts in artifacts/prototypes/ again from their manifests (published outputs in store/ are reused as they are)`;
+}
+
+function lostCatalog(workdir: string, why: string): CatalogError {
+  return new CatalogError(`the catalog of ${workdir} was lost: ${why}; its run history and artifact registry are gone`, {
+    location: { file: path.join(workdir, CATALOG_FILE) },
+    hint: rebuildHint(workdir),
+  });
+}
+
+/** A SQLite error that means the file is not a usable database, as a CatalogError; else undefined. */
+export function asCatalogError(error: unknown, file: string): CatalogError | undefined {
+  const code = (error as { code?: unknown })?.code;
+  if (typeof code !== "string" || !/^SQLITE_(CORRUPT|NOTADB)/.test(code)) return undefined;
+  const workdir = path.dirname(file);
+  return new CatalogError(`the catalog ${file} is damaged (${code}: ${(error as Error).message})`, { location: { file }, hint: rebuildHint(workdir), cause: error });
+}
+
+/**
+ * Opens `<workdir>/catalog.sqlite` (WAL mode), refusing a lost or damaged one with a CatalogError
+ * that says what happened and how to recover: a missing or 0-byte file where the workdir shows a
+ * catalog existed, a file that is not SQLite, or one that fails SQLite's quick_check. The check
+ * reads the whole file once; a catalog is small (runs, stages, outputs, file stats).
+ */
+export function openCatalogDatabase(workdir: string, options: { timeoutMs?: number; recovering?: boolean } = {}): Database.Database {
+  const file = path.join(workdir, CATALOG_FILE);
+  try {
+    mkdirSync(workdir, { recursive: true });
+  } catch (error) {
+    throw new UsageError(`cannot create the workdir ${workdir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { hint: "workdir must be a folder (or a path where one can be created)" });
+  }
+  const state = catalogState(workdir);
+  if (state.state === "lost" && !options.recovering) throw lostCatalog(workdir, state.why);
+  if (state.state === "present") {
+    const header = Buffer.alloc(16);
+    const fd = openSync(file, "r");
+    let read: number;
+    try {
+      read = readSync(fd, header, 0, 16, 0);
+    } finally {
+      closeSync(fd);
+    }
+    if (read < 16 || header.toString("latin1") !== SQLITE_HEADER) {
+      throw new CatalogError(`the catalog ${file} is damaged: it is not a SQLite database (its first bytes are not the SQLite header)`, { location: { file }, hint: rebuildHint(workdir) });
+    }
+  }
+  let db: Database.Database | undefined;
+  try {
+    db = new Database(file, { timeout: options.timeoutMs ?? 5000 });
+    db.pragma("journal_mode = WAL");
+    if (state.state === "present") {
+      const rows = db.pragma("quick_check") as { quick_check: string }[];
+      const problems = rows.map((r) => r.quick_check).filter((r) => r !== "ok");
+      if (problems.length) {
+        throw new CatalogError(`the catalog ${file} is damaged: SQLite's quick_check found ${problems.length} problem${problems.length === 1 ? "" : "s"} (${problems.slice(0, 3).join("; ")})`, { location: { file }, hint: rebuildHint(workdir) });
+      }
+    }
+    return db;
+  } catch (error) {
+    db?.close();
+    throw asCatalogError(error, file) ?? error;
+  }
+}
+
+/** Writes the sidecar that records that this workdir has a catalog (once). */
+export function markCatalog(workdir: string): void {
+  const marker = path.join(workdir, CATALOG_MARKER);
+  if (existsSync(marker)) return;
+  writeFileSync(marker, JSON.stringify({ format: "prolearn.catalog/1", catalog: CATALOG_FILE, note: "this workdir has a catalog; if catalog.sqlite goes missing or empty, prolearn reports it lost (prolearn catalog rebuild)" }, null, 2) + "\n");
 }
 
 export function processAlive(pid: number): boolean {

@@ -31,6 +31,7 @@ export type Reason =
   | { code: "resource-changed"; resource: string; from: string | null; to: string | null }
   | { code: "code-changed"; from: string; to: string }
   | { code: "output-missing" }
+  | { code: "output-damaged"; problems: string[] }
   | { code: "upstream-will-run"; stages: string[] }
   | { code: "unchanged" }
   | { code: "published-while-waiting" }
@@ -61,6 +62,8 @@ export interface StageState {
   parts?: KeyParts;
   /** A complete output for this key is in the store. */
   cached: boolean;
+  /** What is wrong with the store's entry for this key, when it is there but damaged. */
+  damaged?: string[];
   /** The key parts of this stage's last successful execution in this pipeline. */
   previous?: KeyParts;
   /** Whether this stage ever ran (or was reused) in this pipeline. */
@@ -77,6 +80,7 @@ export function decide(state: StageState): Decision {
   if (state.pendingInputs.length || !state.parts) return { action: "run", reasons: [{ code: "upstream-will-run", stages: state.pendingInputs }] };
   if (state.forced) return { action: "run", reasons: [{ code: "forced" }] };
   if (state.cached) return { action: "cached", reasons: [{ code: "unchanged" }] };
+  if (state.damaged?.length) return { action: "run", reasons: [{ code: "output-damaged", problems: state.damaged }] };
   const changes = changedParts(state.previous, state.parts);
   if (changes.length) return { action: "run", reasons: changes };
   return { action: "run", reasons: [{ code: state.ranBefore ? "output-missing" : "never-ran" }] };
@@ -128,6 +132,8 @@ export function formatReason(reason: Reason): string {
       return `code version ${reason.from} -> ${reason.to}`;
     case "output-missing":
       return "output missing from the store";
+    case "output-damaged":
+      return `output damaged in the store (${reason.problems.join("; ")}): recomputed, the damaged copy moved to damaged/store/`;
     case "upstream-will-run":
       return `upstream ${reason.stages.join(", ")} will run`;
     case "unchanged":

@@ -150,8 +150,10 @@ function openSession(pipeline: ResolvedPipeline, registry: StageRegistry, option
     const { selected, all } = selectStages(pipeline, registry, options);
     // The catalog's stat cache behind this session's digester only: other pipelines running in
     // this process (the scheduler) have their own.
-    const digester = new FileDigester({ get: (f) => catalog.fileStat(f), put: (e) => catalog.putFileStats(e) });
-    return { pipeline, registry, catalog, store: new OutputStore(pipeline.workdir), digester, selected: new Set(selected), all, options, upstream: new Map(), onStaleOutput: () => {} };
+    const digester = new FileDigester(catalog.fileStatCache());
+    // The store checks outputs before reuse with the same digester: a published file whose size
+    // and mtime are as recorded at publish costs a stat, not a re-hash.
+    return { pipeline, registry, catalog, store: new OutputStore(pipeline.workdir, digester), digester, selected: new Set(selected), all, options, upstream: new Map(), onStaleOutput: () => {} };
   } catch (error) {
     catalog.close();
     throw error;
@@ -179,7 +181,7 @@ async function assess(session: Session, name: string, runFailed: boolean): Promi
   }
   const parts = missingInputs.length || pendingInputs.length ? undefined : await keyParts(session, stage);
   const cacheKey = parts ? cacheKeyOf(parts) : null;
-  const cached = cacheKey ? findCached(session, name, cacheKey) : undefined;
+  const { output: cached, damaged } = cacheKey ? await findCached(session, name, cacheKey) : {};
   const last = catalog.lastStageRun(pipeline.name, name);
   const decision = decide({
     selected: session.selected.has(name),
@@ -189,6 +191,7 @@ async function assess(session: Session, name: string, runFailed: boolean): Promi
     pendingInputs,
     parts,
     cached: cached !== undefined,
+    damaged,
     previous: last?.keyParts ? (JSON.parse(last.keyParts) as KeyParts) : undefined,
     ranBefore: last !== undefined,
     only: options.only !== undefined,
@@ -241,14 +244,16 @@ function keyedParams(params: unknown, excluded: readonly string[] | undefined): 
   return kept;
 }
 
-function findCached(session: Session, stage: string, cacheKey: string): PublishedOutput | undefined {
-  const published = session.store.read(stage, cacheKey);
-  if (!published) {
-    // A catalog row without its folder (deleted by hand) is a miss, never a crash.
-    if (session.catalog.getOutput(cacheKey)) session.onStaleOutput(cacheKey);
-    return undefined;
-  }
-  return published;
+/**
+ * The store's entry for a key, checked (sizes, and hashes through the size+mtime stat cache): a
+ * damaged entry is a cache miss that names its problems, never a crash and never reused.
+ */
+async function findCached(session: Session, stage: string, cacheKey: string): Promise<{ output?: PublishedOutput; damaged?: string[] }> {
+  const entry = await session.store.check(stage, cacheKey);
+  if (entry.state === "intact") return { output: entry.output };
+  // A catalog row without its folder (deleted by hand, or damaged) is a miss, never a crash.
+  if (session.catalog.getOutput(cacheKey)) session.onStaleOutput(cacheKey);
+  return entry.state === "damaged" ? { damaged: entry.problems } : {};
 }
 
 function inputArtifacts(session: Session, stage: StageDefinition): Record<string, InputArtifact> {
@@ -408,8 +413,11 @@ async function produce(run: RunContext, name: string, assessment: Assessment): P
   const stage = session.registry.get(name)!;
   const cacheKey = assessment.cacheKey!;
   const forced = assessment.decision.reasons.some((r) => r.code === "forced");
-  const raced = forced ? undefined : store.read(name, cacheKey);
-  if (raced) return { output: raced, reused: true, warnings: [] };
+  const existing = await store.check(name, cacheKey);
+  if (existing.state === "intact" && !forced) return { output: existing.output, reused: true, warnings: [] };
+  // A damaged entry (a file deleted, truncated or changed by hand) must not wedge the publish:
+  // it is moved to damaged/store/ for inspection, and this execution takes its place.
+  if (existing.state === "damaged") store.setAside(name, cacheKey);
   const staging = store.makeStaging(run.recorder.runId, name);
   try {
     const task: StageTask = { runId: run.recorder.runId, stage: name, cacheKey, pipeline, params: pipeline.stages[name], inputs: inputArtifacts(session, stage), resources: assessment.parts!.resources, outDir: staging.outDir, tmpDir: staging.tmpDir, fresh: forced };

@@ -9,6 +9,7 @@ import { sha256File, sha256, canonicalJson } from "../util/hash.js";
 export interface FileStatCache {
   get(file: string): { size: number; mtimeMs: number; sha256: string } | undefined;
   put(entries: { path: string; size: number; mtimeMs: number; sha256: string }[]): void;
+  forget?(files: readonly string[]): void;
 }
 
 interface FileStat {
@@ -65,7 +66,28 @@ export class FileDigester {
     return sha256(canonicalJson(entries));
   }
 
+  /**
+   * Records digests computed elsewhere (the store hashes each file it publishes) with each file's
+   * current size and mtime, so the next check of that file costs a stat, not a re-hash.
+   */
+  remember(entries: { path: string; sha256: string }[]): void {
+    const stats = entries.map((e) => {
+      const stat = statSync(e.path);
+      const entry = { size: stat.size, mtimeMs: stat.mtimeMs, sha256: e.sha256 };
+      this.memo.set(e.path, entry);
+      return { path: e.path, ...entry };
+    });
+    if (stats.length) this.persistent?.put(stats);
+  }
+
+  /** Forgets what is known about these files, so the next digestFile re-hashes them. */
+  forget(files: readonly string[]): void {
+    for (const file of files) this.memo.delete(file);
+    this.persistent?.forget?.(files);
+  }
+
   private known(file: string): FileStat | undefined {
     return this.memo.get(file) ?? this.persistent?.get(file);
   }
 }
+

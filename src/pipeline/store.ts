@@ -2,6 +2,7 @@ import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, rea
 import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { canonicalJson, sha256, sha256File } from "../util/hash.js";
+import { FileDigester } from "./file-digest.js";
 import type { RowCache, StageSummary } from "./stage.js";
 
 export const MANIFEST_FILE = "_manifest.json";
@@ -21,6 +22,12 @@ export interface PublishedOutput {
   manifest: OutputManifest;
 }
 
+/** What the store holds under one key: nothing, an intact output, or a damaged one (and why). */
+export type StoreEntry = { state: "absent" } | { state: "intact"; output: PublishedOutput } | { state: "damaged"; dir: string; problems: string[] };
+
+/** Where damaged store entries are moved, kept for inspection: `<workdir>/damaged/store/<stage>/`. */
+export const DAMAGED_DIR = "damaged";
+
 /**
  * Content-addressed store of stage outputs under `<workdir>/store/<stage>/<cacheKey>/`.
  * Publication is atomic: files are written in a private temp folder, fsynced, and the folder is
@@ -29,7 +36,14 @@ export interface PublishedOutput {
  * The interface is small on purpose so an object store can stand behind it later.
  */
 export class OutputStore {
-  constructor(readonly workdir: string) {}
+  /**
+   * `digester`: the run's stat-cached file digester (the catalog behind it), used by `check` and
+   * told each published file's hash; without one, checks hash every file.
+   */
+  constructor(
+    readonly workdir: string,
+    private readonly digester: FileDigester = new FileDigester(),
+  ) {}
 
   outputDir(stage: string, cacheKey: string): string {
     return path.join(this.workdir, "store", stage, cacheKey);
@@ -69,14 +83,71 @@ export class OutputStore {
     return { dir, digest: manifestDigest(manifest), files, manifest };
   }
 
+  /**
+   * The check every run makes before reusing an output: the manifest parses, every listed file is
+   * there with its recorded size, and its sha256 is the recorded one. The hash comes from the
+   * file-stat cache while the file's size and mtime are those recorded when it was published (a
+   * stat, no read); a file whose mtime moved is re-hashed. With `full`, every file is re-hashed
+   * (`prolearn verify`): that also finds a same-size change made with the mtime put back.
+   */
+  async check(stage: string, cacheKey: string, options: { full?: boolean } = {}): Promise<StoreEntry> {
+    const dir = this.outputDir(stage, cacheKey);
+    if (!existsSync(dir)) return { state: "absent" };
+    const manifestPath = path.join(dir, MANIFEST_FILE);
+    let manifest: OutputManifest;
+    try {
+      manifest = JSON.parse(readFileSync(manifestPath, "utf8")) as OutputManifest;
+      if (!manifest || typeof manifest.files !== "object" || manifest.files === null) throw new Error("no files listed");
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      return { state: "damaged", dir, problems: [`${MANIFEST_FILE}: ${code === "ENOENT" ? "missing" : `unreadable (${(error as Error).message})`}`] };
+    }
+    const problems: string[] = [];
+    const files: Record<string, string> = {};
+    for (const [name, meta] of Object.entries(manifest.files)) {
+      const file = path.join(dir, name);
+      files[name] = file;
+      let size: number;
+      try {
+        size = statSync(file).size;
+      } catch {
+        problems.push(`${name}: missing`);
+        continue;
+      }
+      if (size !== meta.size) {
+        problems.push(`${name}: ${size} bytes, published with ${meta.size}`);
+        continue;
+      }
+      const actual = options.full ? await sha256File(file) : await this.digester.digestFile(file);
+      if (actual !== meta.sha256) problems.push(`${name}: sha256 ${actual.slice(0, 12)}... is not the published ${meta.sha256.slice(0, 12)}...`);
+    }
+    if (problems.length) return { state: "damaged", dir, problems };
+    return { state: "intact", output: { dir, digest: manifestDigest(manifest), files, manifest } };
+  }
+
   /** Full re-hash of a published output; false when any byte changed. */
   async verify(stage: string, cacheKey: string): Promise<boolean> {
-    const output = this.read(stage, cacheKey);
-    if (!output) return false;
-    for (const [name, meta] of Object.entries(output.manifest.files)) {
-      if ((await sha256File(output.files[name]!)) !== meta.sha256) return false;
+    return (await this.check(stage, cacheKey, { full: true })).state === "intact";
+  }
+
+  /**
+   * Moves a damaged entry out of the store, to `<workdir>/damaged/store/<stage>/<key>-<time>`,
+   * so a fresh output can be published under its key. Never deletes: what was there is kept
+   * for inspection. Returns where it went (undefined when nothing was there).
+   */
+  setAside(stage: string, cacheKey: string): string | undefined {
+    const dir = this.outputDir(stage, cacheKey);
+    if (!existsSync(dir)) return undefined;
+    const target = path.join(this.workdir, DAMAGED_DIR, "store", stage, `${cacheKey}-${new Date().toISOString().replace(/[-:.]/g, "")}-${randomBytes(3).toString("hex")}`);
+    mkdirSync(path.dirname(target), { recursive: true });
+    try {
+      renameSync(dir, target);
+    } catch (error) {
+      // Another process set it aside (or replaced it) first.
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw error;
     }
-    return true;
+    return target;
   }
 
   /**
@@ -100,18 +171,30 @@ export class OutputStore {
     fsyncDir(outDir);
     const target = this.outputDir(stage, cacheKey);
     mkdirSync(path.dirname(target), { recursive: true });
-    try {
-      renameSync(outDir, target);
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      if ((code === "ENOTEMPTY" || code === "EEXIST") && this.read(stage, cacheKey)) {
-        rmSync(outDir, { recursive: true, force: true });
-        return this.read(stage, cacheKey)!;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        renameSync(outDir, target);
+        break;
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code !== "ENOTEMPTY" && code !== "EEXIST") throw error;
+        const existing = await this.check(stage, cacheKey);
+        if (existing.state === "intact") {
+          // Another process published the same key first: same key, same content.
+          rmSync(outDir, { recursive: true, force: true });
+          return existing.output;
+        }
+        // A damaged entry (a file deleted or truncated by hand) must not wedge every later run:
+        // it is moved aside and this output takes its place.
+        if (attempt >= 2) throw error;
+        this.setAside(stage, cacheKey);
       }
-      throw error;
     }
     fsyncDir(path.dirname(target));
-    return this.read(stage, cacheKey)!;
+    const published = this.read(stage, cacheKey)!;
+    // Size and mtime as published, with the hashes just computed: the next run's check is a stat.
+    this.digester.remember(Object.entries(published.manifest.files).map(([name, meta]) => ({ path: published.files[name]!, sha256: meta.sha256 })));
+    return published;
   }
 
   /** Removes staging folders left by processes that no longer run (after kill -9). */

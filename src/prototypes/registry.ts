@@ -2,6 +2,7 @@ import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, re
 import path from "node:path";
 import Database from "better-sqlite3";
 import { ArtifactError, UsageError } from "../errors.js";
+import { asCatalogError, CATALOG_FILE, markCatalog, openCatalogDatabase } from "../pipeline/catalog.js";
 import { ARTIFACT_DATA_FILES, assertArtifactIntact, readArtifactManifest, readPrototypesFile, verifyArtifactDir, type ArtifactManifest, type VerifyReport } from "./artifact.js";
 
 /**
@@ -72,7 +73,7 @@ interface VersionRow {
   created: string;
 }
 
-export const CATALOG_FILE = "catalog.sqlite";
+export { CATALOG_FILE };
 
 export class ArtifactRegistry {
   readonly db: Db;
@@ -89,11 +90,16 @@ export class ArtifactRegistry {
 
   /** Opens (or creates) `<workdir>/catalog.sqlite` in WAL mode. */
   static open(workdir: string): ArtifactRegistry {
-    mkdirSync(workdir, { recursive: true });
-    const db = new Database(path.join(workdir, CATALOG_FILE));
-    db.pragma("journal_mode = WAL");
-    db.pragma("busy_timeout = 5000");
-    return new ArtifactRegistry(db, workdir, { ownsDb: true });
+    // Lost or damaged catalogs are refused here as in Catalog (CatalogError, naming the recovery).
+    const db = openCatalogDatabase(workdir);
+    try {
+      const registry = new ArtifactRegistry(db, workdir, { ownsDb: true });
+      markCatalog(workdir);
+      return registry;
+    } catch (error) {
+      db.close();
+      throw asCatalogError(error, path.join(workdir, CATALOG_FILE)) ?? error;
+    }
   }
 
   close(): void {
@@ -151,6 +157,48 @@ export class ArtifactRegistry {
     });
     const { version, isNew, created } = insert.immediate();
     return { name, version, digest, path: target, manifest: storedManifest, created, aliases: this.aliasesOf(name, version), isNew };
+  }
+
+  /**
+   * Registers again every artifact folder under `artifacts/prototypes/` that the registry does not
+   * list (after `prolearn catalog rebuild`): each folder is verified against its manifest and its
+   * own name (the digest) first; its pipeline name comes from the manifest's lineage. Versions are
+   * numbered after those already registered, oldest folder first. Aliases cannot be recovered
+   * this way. Tampered folders are listed, not registered.
+   */
+  async registerFromManifests(): Promise<{ registered: { name: string; version: number; digest: string }[]; skipped: { dir: string; problems: string[] }[] }> {
+    const registered: { name: string; version: number; digest: string }[] = [];
+    const skipped: { dir: string; problems: string[] }[] = [];
+    if (!existsSync(this.artifactsRoot)) return { registered, skipped };
+    const folders = readdirSync(this.artifactsRoot)
+      .filter((entry) => !entry.startsWith("."))
+      .map((entry) => ({ dir: path.join(this.artifactsRoot, entry), digest: entry, mtimeMs: statSync(path.join(this.artifactsRoot, entry)).mtimeMs }))
+      .sort((a, b) => a.mtimeMs - b.mtimeMs || a.digest.localeCompare(b.digest));
+    for (const folder of folders) {
+      const report = await verifyArtifactDir(folder.dir, folder.digest);
+      if (!report.ok) {
+        skipped.push({ dir: folder.dir, problems: report.problems });
+        continue;
+      }
+      const manifestText = readFileSync(path.join(folder.dir, "manifest.json"), "utf8");
+      const manifest = JSON.parse(manifestText) as ArtifactManifest;
+      const name = manifest.lineage?.pipeline;
+      if (typeof name !== "string" || !name) {
+        skipped.push({ dir: folder.dir, problems: ["manifest.json: lineage.pipeline (the name to register it under) is missing"] });
+        continue;
+      }
+      const insert = this.db.transaction((): number | undefined => {
+        if (this.db.prepare("SELECT 1 FROM artifact_versions WHERE name = ? AND digest = ?").get(name, folder.digest)) return undefined;
+        const last = this.db.prepare("SELECT MAX(version) AS v FROM artifact_versions WHERE name = ?").get(name) as { v: number | null };
+        const version = (last.v ?? 0) + 1;
+        const created = manifest.created ?? new Date(folder.mtimeMs).toISOString();
+        this.db.prepare("INSERT INTO artifact_versions (name, version, digest, path, manifest, created) VALUES (?, ?, ?, ?, ?, ?)").run(name, version, folder.digest, path.relative(this.workdir, folder.dir), manifestText, created);
+        return version;
+      });
+      const version = insert.immediate();
+      if (version !== undefined) registered.push({ name, version, digest: folder.digest });
+    }
+    return { registered, skipped };
   }
 
   list(name?: string): ArtifactVersion[] {

@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 import { defineCommand, stringOption, type ParsedArgs } from "../command.js";
 import { UsageError } from "../../errors.js";
+import { catalogState } from "../../pipeline/catalog.js";
 import { ArtifactRegistry, CATALOG_FILE } from "../../prototypes/registry.js";
 import { loadPipelineArg } from "../pipeline-arg.js";
 
@@ -21,7 +22,7 @@ async function openRegistry(args: ParsedArgs): Promise<ArtifactRegistry> {
 
 /** Only runs create a catalog: a mistyped --workdir must not leave an empty one behind. */
 function openExisting(workdir: string): ArtifactRegistry {
-  if (!existsSync(path.join(workdir, CATALOG_FILE))) {
+  if (catalogState(workdir).state === "absent") {
     throw new UsageError(`no catalog in ${workdir} (${CATALOG_FILE} is missing)`, { hint: "pass the workdir a pipeline ran in (--workdir DIR), or the pipeline file (--pipeline FILE)" });
   }
   return ArtifactRegistry.open(workdir);

@@ -3,7 +3,7 @@ import path from "node:path";
 import { spawn } from "node:child_process";
 import { defineCommand, stringOption } from "../command.js";
 import { loadPipelineArg } from "../pipeline-arg.js";
-import { Catalog } from "../../pipeline/catalog.js";
+import { Catalog, catalogState } from "../../pipeline/catalog.js";
 import { UsageError } from "../../errors.js";
 import { ensureRunReport } from "../../report/write.js";
 
@@ -33,7 +33,7 @@ export default defineCommand({
   },
   async run(args, io) {
     const pipeline = await loadPipelineArg(args.positionals[0]!);
-    if (!existsSync(path.join(pipeline.workdir, "catalog.sqlite"))) {
+    if (catalogState(pipeline.workdir).state === "absent") {
       throw new UsageError(`pipeline ${pipeline.name} has no runs yet (no catalog in ${pipeline.workdir})`, { hint: `run it first: prolearn run ${args.positionals[0]}` });
     }
     const catalog = new Catalog(pipeline.workdir);

@@ -1,8 +1,7 @@
 import path from "node:path";
-import { existsSync } from "node:fs";
 import { defineCommand, stringOption } from "../command.js";
 import { loadPipelineArg } from "../pipeline-arg.js";
-import { Catalog, type RunRecord, type StageRunRecord } from "../../pipeline/catalog.js";
+import { Catalog, catalogState, type RunRecord, type StageRunRecord } from "../../pipeline/catalog.js";
 import { UsageError } from "../../errors.js";
 import { nextFireTimes } from "../schedule-info.js";
 import { formatWarning } from "../../pipeline/warnings.js";
@@ -19,7 +18,8 @@ export default defineCommand({
   async run(args, io) {
     const pipeline = args.positionals[0] ? await loadPipelineArg(args.positionals[0]) : undefined;
     const workdir = pipeline?.workdir ?? path.resolve(stringOption(args, "workdir")!);
-    if (!existsSync(path.join(workdir, "catalog.sqlite"))) {
+    // A lost catalog (missing or emptied, where one existed) is reported by Catalog with its recovery.
+    if (catalogState(workdir).state === "absent") {
       throw new UsageError(`no catalog in ${workdir}`, { hint: "run a pipeline first, or pass --workdir / a pipeline file" });
     }
     const catalog = new Catalog(workdir);

@@ -4,7 +4,8 @@ import { DataError } from "../errors.js";
 import type { StageContext } from "../pipeline/stage.js";
 import { checkpointFolder, disposeParams, historyJson, inputFile, resolveChannels, saveModel, trainingSummary, trainSettings, logResumed } from "../segmenter/checkpoints.js";
 import { loadSamples } from "../segmenter/data.js";
-import { psaBatch, psaLookups, readEmbeddings, readPrototypes } from "../segmenter/embeddings.js";
+import { psaBatch, psaLookups, readEmbeddings } from "../segmenter/embeddings.js";
+import { loadVerifiedPrototypes } from "./prototypes-input.js";
 import { makeBatch } from "../segmenter/data.js";
 import { PrototypeIndex } from "../segmenter/guidance.js";
 import { trainSegmenter } from "../segmenter/loop.js";
@@ -21,7 +22,7 @@ export async function runTrain(ctx: StageContext<TrainParams>) {
   const [samples, embeddings, space] = await Promise.all([
     loadSamples(inputFile(ctx, "ingest", "samples.parquet"), { size: params.imageSize, channels, cache: ctx.rowCache("train-decoded"), splits: ["train", "val"] }),
     readEmbeddings(embeddingsFile),
-    readPrototypes(inputFile(ctx, "prototypes", "prototypes.parquet")),
+    loadVerifiedPrototypes(ctx),
   ]);
   if (space.dim !== embeddings.dim) throw new DataError(`prototypes are ${space.dim}-d but image embeddings ${embeddings.dim}-d`, { hint: "build prototypes and embeddings with the same encoder" });
   const train = samples.filter((s) => s.split === "train");
@@ -40,6 +41,7 @@ export async function runTrain(ctx: StageContext<TrainParams>) {
   const settings = trainSettings(params, ctx.pipeline);
   const store = initParams(config, settings.seed, { "psa.query": space.queries, "psa.response": space.responses });
   const checkpoint = checkpointFolder(ctx, "prolearn");
+  ctx.log(`prototypes: ${space.artifact.name}@${space.artifact.version} (${space.artifact.digest.slice(0, 12)}), verified`);
   ctx.log(`${train.length} training images (${train.filter((s) => s.report !== null).length} with reports), ${val.length} validation, ${space.count} prototypes; checkpoints in ${checkpoint.dir}`);
   try {
     const result = await trainSegmenter({

@@ -18,6 +18,7 @@ test("decide: each state gives one action with typed reasons", () => {
   assert.deepEqual(decide(state({ cached: true, previous: parts(), ranBefore: true })), { action: "cached", reasons: [{ code: "unchanged" }] });
   assert.deepEqual(decide(state({ cached: true, forced: true })), { action: "run", reasons: [{ code: "forced" }] });
   assert.deepEqual(decide(state({ previous: parts(), ranBefore: true })), { action: "run", reasons: [{ code: "output-missing" }] });
+  assert.deepEqual(decide(state({ damaged: ["a.parquet: missing"], previous: parts(), ranBefore: true })), { action: "run", reasons: [{ code: "output-damaged", problems: ["a.parquet: missing"] }] });
   assert.deepEqual(decide(state({ selected: false, cached: true })), { action: "skip", reasons: [{ code: "not-selected" }] });
   assert.deepEqual(decide(state({ runFailed: true })), { action: "skip", reasons: [{ code: "earlier-stage-failed" }] });
   assert.deepEqual(decide(state({ missingInputs: ["up"], parts: undefined, only: true })), { action: "skip", reasons: [{ code: "input-has-no-output", stages: ["up"], only: true }] });

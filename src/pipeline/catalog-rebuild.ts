@@ -43,8 +43,8 @@ export function salvageCatalog(workdir: string): { catalog: Catalog; report: Sal
   const copy = path.join(scratch, CATALOG_FILE);
   let old: Database.Database | undefined;
   try {
-    for (const suffix of ["", "-wal"]) if (existsSync(keptAs + suffix)) copyFileSync(keptAs + suffix, copy + suffix);
     try {
+      for (const suffix of ["", "-wal"]) if (existsSync(keptAs + suffix)) copyFileSync(keptAs + suffix, copy + suffix);
       old = new Database(copy, { fileMustExist: true });
     } catch (error) {
       for (const table of SALVAGED_TABLES) report.unreadable[table] = (error as Error).message;

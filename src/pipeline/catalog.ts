@@ -322,8 +322,10 @@ export class Catalog {
 /** What the workdir says about its catalog, without opening it. */
 export function catalogState(workdir: string): { state: "present" | "absent" } | { state: "lost"; why: string } {
   const file = path.join(workdir, CATALOG_FILE);
-  const size = existsSync(file) ? statSync(file).size : -1;
-  if (size > 0) return { state: "present" };
+  const stat = existsSync(file) ? statSync(file) : undefined;
+  // Something else under the catalog's name (a folder) is "present": opening it reports it damaged.
+  if (stat && (!stat.isFile() || stat.size > 0)) return { state: "present" };
+  const size = stat ? stat.size : -1;
   const evidence = existsSync(path.join(workdir, CATALOG_MARKER)) ? `${CATALOG_MARKER} records that one was created here` : workdirHasOutputs(workdir);
   if (!evidence) return { state: "absent" };
   return { state: "lost", why: `${CATALOG_FILE} is ${size < 0 ? "missing" : "empty (0 bytes)"}, but ${evidence}` };
@@ -391,6 +393,9 @@ export function openCatalogDatabase(workdir: string, options: { timeoutMs?: numb
   const state = catalogState(workdir);
   if (state.state === "lost" && !options.recovering) throw lostCatalog(workdir, state.why);
   if (state.state === "present") {
+    if (!statSync(file).isFile()) {
+      throw new CatalogError(`the catalog ${file} is damaged: it is not a file`, { location: { file }, hint: rebuildHint(workdir) });
+    }
     const header = Buffer.alloc(16);
     const fd = openSync(file, "r");
     let read: number;

@@ -106,6 +106,15 @@ export class OutputStore {
     const files: Record<string, string> = {};
     for (const [name, meta] of Object.entries(manifest.files)) {
       const file = path.join(dir, name);
+      // A manifest edited to list a file outside its folder would hand that file to downstream stages.
+      if (path.isAbsolute(name) || path.relative(dir, file).split(path.sep).includes("..")) {
+        problems.push(`${MANIFEST_FILE}: lists ${JSON.stringify(name)}, outside its folder`);
+        continue;
+      }
+      if (!meta || typeof meta.size !== "number" || typeof meta.sha256 !== "string") {
+        problems.push(`${MANIFEST_FILE}: the entry for ${name} has no size or sha256`);
+        continue;
+      }
       files[name] = file;
       let size: number;
       try {

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import Database from "better-sqlite3";
@@ -88,4 +88,15 @@ test("a file that is not SQLite at all is named as such", async () => {
   await assertRefused(file, workdir, /catalog\.sqlite is damaged: it is not a SQLite database/);
   await rebuildAndCheck(file, workdir);
   assert.ok(existsSync(catalog));
+});
+
+test("a folder in the catalog's place is refused by name; rebuild moves it aside; rebuild of a workdir that does not exist is a usage error", async () => {
+  const { file, workdir, catalog } = await setup();
+  for (const suffix of ["", "-wal", "-shm"]) rmSync(catalog + suffix, { force: true });
+  mkdirSync(catalog);
+  await assertRefused(file, workdir, /catalog\.sqlite is damaged: it is not a file/);
+  await rebuildAndCheck(file, workdir);
+  const missing = await cli(["catalog", "rebuild", "--workdir", path.join(workdir, "no-such")]);
+  assert.equal(missing.code, 2, missing.stderr);
+  assert.match(missing.stderr, /no workdir .*no-such/);
 });

@@ -97,3 +97,19 @@ test("prolearn verify finds a same-size change with its mtime put back; the next
   const after = await cli(["verify", file]);
   assert.equal(after.code, 0, after.stdout + after.stderr);
 });
+
+test("a store manifest edited to list a file outside its folder is damage, not a path handed downstream", { timeout: 120_000 }, async () => {
+  const { file, workdir } = await setup();
+  const first = await run(file);
+  const embed = first.find((s) => s.name === "embed")!;
+  const manifestFile = path.join(path.dirname(embed.outputs["embeddings.parquet"]!), "_manifest.json");
+  const manifest = JSON.parse(readFileSync(manifestFile, "utf8")) as { files: Record<string, unknown> };
+  manifest.files["../../../../pipeline.yaml"] = { sha256: "0".repeat(64), size: 1 };
+  writeFileSync(manifestFile, JSON.stringify(manifest));
+  const stages = await run(file);
+  const rerun = stages.find((s) => s.name === "embed")!;
+  assert.equal(rerun.status, "ran");
+  assert.match(rerun.reason, /_manifest\.json: lists "\.\.\/\.\.\/\.\.\/\.\.\/pipeline\.yaml", outside its folder/);
+  assert.deepEqual(Object.keys(rerun.outputs).sort(), ["embeddings.parquet", "encoder.json"]);
+  assert.ok(existsSync(path.join(workdir, "damaged", "store", "embed")));
+});

@@ -1,4 +1,6 @@
+import { existsSync, statSync } from "node:fs";
 import path from "node:path";
+import { UsageError } from "../../errors.js";
 import { defineCommand, stringOption } from "../command.js";
 import { salvageCatalog } from "../../pipeline/catalog-rebuild.js";
 import { ArtifactRegistry } from "../../prototypes/registry.js";
@@ -23,6 +25,9 @@ export const rebuild = defineCommand({
   async run(args, io) {
     const pipelineFile = args.positionals[0];
     const workdir = path.resolve(stringOption(args, "workdir") ?? (pipelineFile ? (await loadPipelineArg(pipelineFile)).workdir : ".prolearn"));
+    if (!existsSync(workdir) || !statSync(workdir).isDirectory()) {
+      throw new UsageError(`no workdir ${workdir}`, { hint: "pass the workdir a pipeline ran in (--workdir DIR), or the pipeline file" });
+    }
     const { catalog, report } = salvageCatalog(workdir);
     let result;
     try {

@@ -55,6 +55,6 @@ try {
   );
   if (timing.kernels) console.error(formatKernelProfile(timing.kernels, 12));
 } catch (error) {
-  console.log(JSON.stringify({ backend, model, error: String(error && error.stack ? error.stack : error), hint: error && error.hint }));
+  console.log(JSON.stringify({ backend, model, error: String(error?.stack ?? error), hint: error?.hint }));
   process.exitCode = 1;
 }

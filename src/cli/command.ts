@@ -56,7 +56,7 @@ export function parseCommandArgs(spec: CommandSpec, argv: string[]): ParsedArgs 
   for (const [name, o] of Object.entries(spec.options)) {
     options[name] = { type: o.type === "boolean" ? "boolean" : "string", ...(o.multiple ? { multiple: true } : {}), ...(o.short ? { short: o.short } : {}) };
   }
-  let parsed;
+  let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (error) {

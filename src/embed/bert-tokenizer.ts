@@ -54,7 +54,7 @@ export class BertTokenizer {
     const { file } = options;
     const data = json as TokenizerJson;
     const model = data?.model;
-    if (!model || model.type !== "WordPiece" || typeof model.vocab !== "object" || model.vocab === null) {
+    if (model?.type !== "WordPiece" || typeof model.vocab !== "object" || model.vocab === null) {
       throw new ModelError(`tokenizer is not a BERT WordPiece tokenizer: expected model.type "WordPiece" with a vocab, found ${JSON.stringify(model?.type ?? null)}`, {
         location: { file, keyPath: "model.type" },
         hint: "export the tokenizer of microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract with tools/export_biomedclip.py",

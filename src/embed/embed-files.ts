@@ -67,12 +67,9 @@ const IMAGE_EXTENSIONS = new Set([".png", ".jpg", ".jpeg"]);
 export async function listImages(folders: readonly string[]): Promise<string[]> {
   const out: string[] = [];
   for (const folder of folders) {
-    let entries;
-    try {
-      entries = await readdir(folder, { recursive: true, withFileTypes: true });
-    } catch (error) {
+    const entries = await readdir(folder, { recursive: true, withFileTypes: true }).catch((error: unknown) => {
       throw new UsageError(`cannot read folder ${folder}: ${(error as Error).message}`, { cause: error });
-    }
+    });
     const files = entries.filter((e) => e.isFile() && IMAGE_EXTENSIONS.has(path.extname(e.name).toLowerCase())).map((e) => path.join(e.parentPath ?? (e as unknown as { path: string }).path, e.name));
     out.push(...files.sort());
   }

@@ -1,7 +1,7 @@
 // The embed stage's implementation; its definition (./stage.ts) imports this module when the stage runs.
 import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { Bool, RecordBatch, Table, Utf8, vectorFromArray } from "apache-arrow";
+import { Bool, type RecordBatch, Table, Utf8, vectorFromArray } from "apache-arrow";
 import { DataError, StageError } from "../errors.js";
 import { readParquetFile, writeParquetBatches, writeParquetFile } from "../io/parquet.js";
 import type { ShardSpec, StageContext } from "../pipeline/stage.js";
@@ -181,7 +181,10 @@ export async function runEmbedShard(ctx: StageContext<EmbedParams>, shard: Shard
     const samplesFile = inputFile(ctx, "ingest", "samples.parquet");
     const table = await readParquetFile(samplesFile, { columns: ["image"], offset: start, limit: count });
     const column = table.getChild("image")!;
-    const embedded = await embedInBatches(imageMisses.length, dim, { ...options, onProgress: (n) => ((done = n), progress()) }, (s, e) => {
+    const embedded = await embedInBatches(imageMisses.length, dim, { ...options, onProgress: (n) => {
+        done = n;
+        progress();
+      } }, (s, e) => {
       stats.encoderCalls++;
       return encoder.embedImages(imageMisses.slice(s, e).map((r) => {
         const bytes = column.get(r) as Uint8Array | null;
@@ -198,7 +201,10 @@ export async function runEmbedShard(ctx: StageContext<EmbedParams>, shard: Shard
   }
   if (textMisses.length) {
     const base = imageMisses.length;
-    const embedded = await embedInBatches(textMisses.length, dim, { ...options, onProgress: (n) => ((done = base + n), progress()) }, (s, e) => {
+    const embedded = await embedInBatches(textMisses.length, dim, { ...options, onProgress: (n) => {
+        done = base + n;
+        progress();
+      } }, (s, e) => {
       stats.encoderCalls++;
       return encoder.embedTexts(textMisses.slice(s, e).map((r) => plan.texts[start + r]!));
     });

@@ -23,7 +23,8 @@ export async function runGuide(ctx: StageContext<GuideParams>) {
     throw new ModelError("no training sample has an available report: the guide model has nothing to learn from", { hint: "raise dataset.textAvailability above 0" });
   }
   const text = await guideTextSide(params, ctx.pipeline.baseDir, paired.map((s) => s.report!));
-  let trainText, valText;
+  let trainText: Awaited<ReturnType<typeof text.encode>>;
+  let valText: Awaited<ReturnType<typeof text.encode>>;
   try {
     trainText = await text.encode(paired);
     valText = await text.encode(val);

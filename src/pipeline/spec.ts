@@ -216,7 +216,7 @@ export function loadPipelineFile(file: string, registry: StageRegistry, override
   };
   const lineOf = (keyPath: (string | number)[]) => {
     let node: YamlNode | null | undefined = doc.contents as YamlNode | null;
-    let line: number | undefined = undefined;
+    let line: number | undefined;
     for (const key of keyPath) {
       if (!isMap(node)) break;
       const pair = pairOf(node as YamlNode & { items: Pair[] }, String(key));

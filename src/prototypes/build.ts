@@ -85,6 +85,9 @@ const ZONE_WORDS: Record<string, number[]> = {
   whole: [0, 1, 2],
 };
 
+/** Words between zone words and their side word that keep the zones pending ("upper and middle parts of the left lung"). */
+const ZONE_FILLER_WORDS = new Set(["lung", "lungs", "and", "the", "of", "in", "part", "parts", "zone", "zones", "lobe", "lobes"]);
+
 /**
  * The official code's rule-based surrogate label: a 6-zone multi-hot vector [upper L, middle L,
  * lower L, upper R, middle R, lower R] read from the report. Zone words ("upper", "middle",
@@ -110,9 +113,7 @@ export function parseLungZones(report: string): Uint8Array {
       const levels = pending.length ? pending : [0, 1, 2];
       for (const side of sides) for (const level of levels) zones[side + level] = 1;
       pending = [];
-    } else if (word === "lung" || word === "lungs" || word === "and" || word === "the" || word === "of" || word === "in" || word === "part" || word === "parts" || word === "zone" || word === "zones" || word === "lobe" || word === "lobes") {
-      continue;
-    } else {
+    } else if (!ZONE_FILLER_WORDS.has(word)) {
       pending = [];
     }
   }

@@ -219,7 +219,7 @@ export async function runPrototypes(ctx: StageContext<PrototypesParams>) {
   }
 
   const registry = ArtifactRegistry.open(ctx.pipeline.workdir);
-  let artifact;
+  let artifact: Awaited<ReturnType<ArtifactRegistry["publish"]>>;
   try {
     artifact = await registry.publish(ctx.pipeline.name, ctx.outDir);
   } finally {

@@ -257,7 +257,7 @@ export async function runJob(payload: JobPayload, job: Pick<Job, "id" | "attempt
         const shards: { shard: ShardSpec; dir: string }[] = payload.shards.map((shard, index) => {
           const id = payload.shardJobIds[index]!;
           const value = byId.get(id);
-          if (!value || value.kind !== "shard") throw new Error(`shard job ${id} has no result`);
+          if (value?.kind !== "shard") throw new Error(`shard job ${id} has no result`);
           const dir = realpathNearest(value.dir);
           if (!inside(dir, realpathNearest(jobDir(payload.task.pipeline.workdir, id)))) throw new Error(`shard job ${id} reported a folder outside its own: ${value.dir}`);
           return { shard, dir };

@@ -217,7 +217,7 @@ export function shareOut(sizes: readonly number[], total: number): number[] {
   const quota = sizes.map(() => 0);
   let left = total;
   for (;;) {
-    const open = sizes.map((size, i) => i).filter((i) => quota[i]! < sizes[i]!);
+    const open = sizes.map((_size, i) => i).filter((i) => quota[i]! < sizes[i]!);
     if (!open.length || left <= 0) return quota;
     const each = Math.max(1, Math.floor(left / open.length));
     for (const i of open) {
@@ -501,7 +501,7 @@ export function parseHistory(json: unknown): HistoryPart {
       }
     }
   }
-  if (!records || !records.length) throw new Error("history.json holds no per-epoch records (expected a list of {epoch, loss, ...} or columns of numbers)");
+  if (!records?.length) throw new Error("history.json holds no per-epoch records (expected a list of {epoch, loss, ...} or columns of numbers)");
   const names: string[] = [];
   for (const r of records) for (const [k, v] of Object.entries(r)) if (k !== "epoch" && typeof v === "number" && !names.includes(k)) names.push(k);
   const series = names.map((name) => ({

@@ -3,7 +3,7 @@ import { readEmbeddingColumn } from "../embed/arrow-columns.js";
 import { readParquetFile } from "../io/parquet.js";
 import type { DecodedSample } from "./data.js";
 import type { BatchGuidance } from "./guidance.js";
-import { PrototypeIndex } from "./guidance.js";
+import type { PrototypeIndex } from "./guidance.js";
 
 export interface SampleEmbeddings {
   dim: number;

@@ -1,6 +1,6 @@
 import { readFile, rename, writeFile, open } from "node:fs/promises";
 import { ModelError } from "../errors.js";
-import { tf } from "./runtime.js";
+import type { tf } from "./runtime.js";
 
 /**
  * Weight files: a JSON header (`model.json` / `guide-model.json`) naming every tensor with its

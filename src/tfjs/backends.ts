@@ -12,7 +12,7 @@ import os from "node:os";
 import * as tf from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-cpu";
 import { EnvironmentError } from "../errors.js";
-import { installFastCpuKernels, uninstallFastCpuKernels, fastCpuKernelsInstalled } from "./cpu-kernels.js";
+import { installFastCpuKernels, fastCpuKernelsInstalled } from "./cpu-kernels.js";
 import { registerConvNetGradients } from "./gradients.js";
 import { gemmWorkspace } from "../linalg/gemm.js";
 import { installFastWebgpuKernels } from "./webgpu-kernels.js";
@@ -255,7 +255,7 @@ interface GpuLike {
 
 function describeAdapter(adapter: GpuAdapterLike): string {
   const info = adapter.info ?? {};
-  const parts = [info.vendor, info.architecture, info.device, info.description].filter((s): s is string => Boolean(s && s.trim()));
+  const parts = [info.vendor, info.architecture, info.device, info.description].filter((s): s is string => Boolean(s?.trim()));
   return parts.length ? [...new Set(parts)].join(" / ") : "unnamed adapter";
 }
 

@@ -47,7 +47,7 @@ function im2colTile(x: Float32Array, g: ConvGeometry, m0: number, rows: number, 
   const patchLength = FH * rowLength;
   const perImage = OH * OW;
   let b = Math.floor(m0 / perImage);
-  let rest = m0 - b * perImage;
+  const rest = m0 - b * perImage;
   let oy = Math.floor(rest / OW);
   let ox = rest - oy * OW;
   for (let r = 0; r < rows; r++) {

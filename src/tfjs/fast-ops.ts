@@ -207,10 +207,10 @@ export function reluGrad(dy: Float32Array, x: Float32Array): Float32Array {
   let nans = 0;
   for (let i = 0; i < x.length; i++) {
     const v = x[i]!;
-    nans += +(v !== v);
+    nans += +Number.isNaN(v);
     out[i] = dy[i]! * +(v > 0);
   }
-  if (nans > 0) for (let i = 0; i < x.length; i++) if (x[i] !== x[i]) out[i] = NaN;
+  if (nans > 0) for (let i = 0; i < x.length; i++) if (Number.isNaN(x[i]!)) out[i] = NaN;
   return out;
 }
 
@@ -221,15 +221,15 @@ export function step(x: Float32Array, alpha: number): Float32Array {
     let nans = 0;
     for (let i = 0; i < x.length; i++) {
       const v = x[i]!;
-      nans += +(v !== v);
+      nans += +Number.isNaN(v);
       out[i] = +(v > 0);
     }
-    if (nans > 0) for (let i = 0; i < x.length; i++) if (x[i] !== x[i]) out[i] = NaN;
+    if (nans > 0) for (let i = 0; i < x.length; i++) if (Number.isNaN(x[i]!)) out[i] = NaN;
     return out;
   }
   for (let i = 0; i < x.length; i++) {
     const v = x[i]!;
-    out[i] = v > 0 ? 1 : v !== v ? NaN : alpha;
+    out[i] = v > 0 ? 1 : Number.isNaN(v) ? NaN : alpha;
   }
   return out;
 }

@@ -72,7 +72,7 @@ describe("BERT tokenizer (generated WordPiece tokenizer.json through @huggingfac
     const ids = Array.from(batch.ids.slice(0, 10), Number);
     assert.deepEqual(batch.tokens[0], ["[CLS]", "bilateral", "pulmonary", "infection", "##ed", ",", "z", "##e", "##b", "##r", "##a", ".", "[SEP]"].slice(0, batch.tokens[0]!.length));
     assert.equal(ids[0], vocab["[CLS]"]);
-    assert.equal(ids[1], vocab["bilateral"]);
+    assert.equal(ids[1], vocab.bilateral);
     const used = batch.tokens[0]!.length;
     assert.equal(Number(batch.ids[used - 1]), vocab["[SEP]"]);
     assert.equal(batch.ids.length, 256);
@@ -88,7 +88,7 @@ describe("BERT tokenizer (generated WordPiece tokenizer.json through @huggingfac
     const long = tokenizer.encode([Array(400).fill("lung").join(" ")]);
     assert.equal(long.tokens[0]!.length, 256);
     assert.equal(Number(long.ids[255]), vocab["[SEP]"]);
-    assert.equal(Number(long.ids[254]), vocab["lung"]);
+    assert.equal(Number(long.ids[254]), vocab.lung);
   });
 
   test("tokenizer mismatches are ModelErrors naming the file", () => {

@@ -76,7 +76,10 @@ function spawnWorker(redisUrl: string, kind: "test" | "cli" = "test", capabiliti
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`worker ${child.pid} never logged ${pattern}; got:\n${lines.join("\n")}`)), timeoutMs);
         timer.unref();
-        waiters.push({ pattern, resolve: (line) => (clearTimeout(timer), resolve(line)) });
+        waiters.push({ pattern, resolve: (line) => {
+          clearTimeout(timer);
+          resolve(line);
+        } });
       });
     },
   };
@@ -166,7 +169,10 @@ describe("bullmq executor", () => {
       registry: QUEUE_TEST_STAGES,
       executor: executor(),
       onEvent: (event) => {
-        if (event.kind === "log" && event.level === "warn") (warnings.push(event.message), warned());
+        if (event.kind === "log" && event.level === "warn") {
+          warnings.push(event.message);
+          warned();
+        }
       },
     });
     await warnedOnce;

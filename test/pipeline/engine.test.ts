@@ -152,7 +152,10 @@ describe("engine", () => {
     assert.equal(catalog.db.pragma("integrity_check", { simple: true }), "ok");
     catalog.close();
     // Each stage executed once in total: the other process waited on the key lock, then reused the output.
-    const counts = executions(workdir).reduce<Record<string, number>>((m, s) => ((m[s] = (m[s] ?? 0) + 1), m), {});
+    const counts = executions(workdir).reduce<Record<string, number>>((m, s) => {
+      m[s] = (m[s] ?? 0) + 1;
+      return m;
+    }, {});
     assert.deepEqual(counts, { numbers: 1, scale: 1, total: 1 });
   });
 

@@ -66,8 +66,8 @@ test("leaf selection gives the finest clusters; eom never more clusters than lea
   assert.ok(leaf.numClusters >= eom.numClusters);
   const tree = leaf.condensedTree;
   const parents = new Set(Array.from(tree.parent));
-  const clusterChildren = Array.from(tree.child).filter((c, r) => tree.size[r]! > 1);
-  const leaves = clusterChildren.filter((c) => !parents.has(c) || !Array.from(tree.child).some((x, r) => tree.parent[r] === c && tree.size[r]! > 1));
+  const clusterChildren = Array.from(tree.child).filter((_child, r) => tree.size[r]! > 1);
+  const leaves = clusterChildren.filter((c) => !parents.has(c) || !Array.from(tree.child).some((_child, r) => tree.parent[r] === c && tree.size[r]! > 1));
   assert.equal(leaf.numClusters, leaves.length);
 });
 

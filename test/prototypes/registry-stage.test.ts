@@ -63,11 +63,19 @@ function context(workdir: string, embedDir: string, outDir: string, params: Part
   };
 }
 
+
+/** The fields of the prototypes stage's summary that these tests read. */
+interface PrototypesSummary {
+  emptyTexts: number;
+  pairedSamples: number;
+  usefulness: { passed: boolean; marginOverMean: number; marginOverRandom: number };
+  artifact: { version: number; isNew: boolean; digest: string };
+}
 test("prototypes stage: outputs per the data contract, lineage manifest, usefulness margins, published as version 1", async () => {
   const root = mkdtempSync(path.join(os.tmpdir(), "prolearn-proto-stage-"));
   const embedDir = await embedFixture(path.join(root, "embed"), 21, 1, [0]);
   const ctx = context(path.join(root, "work"), embedDir, path.join(root, "out1"));
-  const summary = (await prototypesStage.run!(ctx)) as Record<string, any>;
+  const summary = (await prototypesStage.run!(ctx)) as unknown as PrototypesSummary;
   assert.equal(summary.emptyTexts, 1, "an all-zero text embedding is left out, not fed to cosine HDBSCAN");
   assert.equal(summary.pairedSamples, 96 - 1);
   for (const f of prototypesStage.outputs) assert.ok(existsSync(path.join(ctx.outDir, f)), f);
@@ -89,13 +97,13 @@ test("prototypes stage: outputs per the data contract, lineage manifest, usefuln
   assert.equal(summary.artifact.isNew, true);
 
   // Same inputs again (a fresh outDir, a later created time): same digest, no new version.
-  const again = (await prototypesStage.run!(context(path.join(root, "work"), embedDir, path.join(root, "out2")))) as Record<string, any>;
+  const again = (await prototypesStage.run!(context(path.join(root, "work"), embedDir, path.join(root, "out2")))) as unknown as PrototypesSummary;
   assert.equal(again.artifact.digest, summary.artifact.digest);
   assert.equal(again.artifact.version, 1);
   assert.equal(again.artifact.isNew, false);
 
   // Different params: new content, version 2.
-  const changed = (await prototypesStage.run!(context(path.join(root, "work"), embedDir, path.join(root, "out3"), { k: 2 }))) as Record<string, any>;
+  const changed = (await prototypesStage.run!(context(path.join(root, "work"), embedDir, path.join(root, "out3"), { k: 2 }))) as unknown as PrototypesSummary;
   assert.notEqual(changed.artifact.digest, summary.artifact.digest);
   assert.equal(changed.artifact.version, 2);
 
@@ -251,7 +259,7 @@ test(`exported Q.npy / R.npy load in NumPy${hasNumpy ? "" : " [skipped: python3 
   const workdir = path.join(root, "work");
   await prototypesStage.run!(context(workdir, embedDir, path.join(root, "a")));
   const registry = ArtifactRegistry.open(workdir);
-  let protos;
+  let protos: Awaited<ReturnType<typeof readPrototypesFile>>;
   try {
     await registry.export("unit@1", path.join(root, "export"));
     protos = await readPrototypesFile(path.join(root, "export", "prototypes.parquet"));

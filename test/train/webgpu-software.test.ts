@@ -320,7 +320,7 @@ test("webgpu (lavapipe): a profiled segmenter step times each kernel on the GPU,
   await useWebgpu();
   const timing = await timeSegmenterTraining({ size: 16, batch: 1, steps: 1, warmup: 1, baseChannels: 4, depth: 2, profile: true });
   const kernels = new Map(timing.kernels!.map((k) => [k.kernel, k]));
-  for (const name of ["ProlearnGroupNorm", "ProlearnGroupNormGrad", "ProlearnAdamW", "Conv2DBackpropFilter", "Conv2DBackpropInput"]) assert.ok(kernels.get(name)?.ms! > 0, `${name} has GPU time`);
+  for (const name of ["ProlearnGroupNorm", "ProlearnGroupNormGrad", "ProlearnAdamW", "Conv2DBackpropFilter", "Conv2DBackpropInput"]) assert.ok((kernels.get(name)?.ms ?? 0) > 0, `${name} has GPU time`);
   const programs = kernels.get("ProlearnGroupNorm")!.programs!.map((p) => p.program);
   // Instance norms (with ReLU) and the attention's layer norms (without).
   for (const program of ["prolearnNormFinish_invStd", "prolearnNormFinish_mean", "prolearnNormPartials_centredSquares", "prolearnNormPartials_sum", "prolearnNorm_xhat", "prolearnNorm_yRelu", "prolearnNorm_y"]) {

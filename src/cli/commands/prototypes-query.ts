@@ -1,5 +1,5 @@
 import path from "node:path";
-import { Field, Float32, Int32, List, Table, Utf8, makeVector, vectorFromArray } from "apache-arrow";
+import { Field, Float32, Int32, List, Table, Utf8, type makeVector, vectorFromArray } from "apache-arrow";
 import { defineCommand, numberOption, stringOption } from "../command.js";
 import { DataError, UsageError } from "../../errors.js";
 import { readParquetFile, writeParquetFile } from "../../io/parquet.js";

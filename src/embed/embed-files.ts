@@ -3,7 +3,7 @@ import path from "node:path";
 import { Table, Utf8, vectorFromArray, type Vector } from "apache-arrow";
 import { UsageError } from "../errors.js";
 import { sha256 } from "../util/hash.js";
-import { embeddingVector } from "./arrow-columns.js";
+import { embeddingVector } from "../io/tables.js";
 import { embedInBatches } from "./batches.js";
 import type { Encoder } from "./encoder.js";
 import type { EncoderKind } from "./encoder-kinds.js";

@@ -6,13 +6,14 @@ import { DataError, StageError } from "../errors.js";
 import { readParquetFile, writeParquetBatches, writeParquetFile } from "../io/parquet.js";
 import type { ShardSpec, StageContext } from "../pipeline/stage.js";
 import { hashJson, sha256 } from "../util/hash.js";
-import { embeddingVector, readEmbeddingColumn } from "./arrow-columns.js";
+import { embeddingVector, readEmbeddingColumn, readTable } from "../io/tables.js";
+import { FILTERED_TABLE } from "../filter/tables.js";
+import { SAMPLES_TABLE } from "../ingest/tables.js";
 import { embedInBatches } from "./batches.js";
 import type { Encoder } from "./encoder.js";
 import { createEncoder } from "./factory.js";
 import { modelDir, type EmbedParams } from "./stage.js";
 
-const SAMPLE_COLUMNS = ["id", "split", "report_available", "report_normalized", "image_sha256"] as const;
 const OUTPUT_ROW_GROUP = 1024;
 
 /** What the stage embeds for each sample; a pure function of the input tables. */
@@ -50,32 +51,21 @@ function loadRowPlan(ctx: StageContext<EmbedParams>): Promise<RowPlan> {
 
 async function buildRowPlan(ctx: StageContext<EmbedParams>): Promise<RowPlan> {
   const samplesFile = inputFile(ctx, "ingest", "samples.parquet");
-  const table = await readParquetFile(samplesFile, { columns: [...SAMPLE_COLUMNS] });
-  for (const column of SAMPLE_COLUMNS) {
-    if (!table.getChild(column)) throw new DataError(`samples.parquet has no column ${column}`, { location: { file: samplesFile }, hint: "see docs/data-contracts.md (ingest)" });
-  }
-  const ids = table.getChild("id")!.toArray() as string[];
-  const splits = table.getChild("split")!.toArray() as string[];
-  const availableColumn = table.getChild("report_available")!;
-  const reportColumn = table.getChild("report_normalized")!;
-  const shaColumn = table.getChild("image_sha256")!;
+  const table = await readTable(SAMPLES_TABLE, samplesFile, ["id", "split", "report_available", "report_normalized", "image_sha256"]);
+  const { id: ids, split: splits } = table;
   let filtered: Map<string, string> | undefined;
   if (ctx.inputs.filter) {
-    const filteredFile = inputFile(ctx, "filter", "filtered.parquet");
-    const f = await readParquetFile(filteredFile, { columns: ["id", "filtered_report"] });
-    filtered = new Map();
-    const fid = f.getChild("id")!;
-    const ftext = f.getChild("filtered_report")!;
-    for (let i = 0; i < f.numRows; i++) filtered.set(fid.get(i) as string, ftext.get(i) as string);
+    const f = await readTable(FILTERED_TABLE, inputFile(ctx, "filter", "filtered.parquet"), ["id", "filtered_report"]);
+    filtered = new Map(f.id.map((id, i) => [id, f.filtered_report[i]!]));
   }
   const plan: RowPlan = { ids: [], splits: [], available: [], texts: [], imageSha: [], fitTexts: [] };
   for (let i = 0; i < table.numRows; i++) {
     const id = ids[i]!;
-    const available = availableColumn.get(i) === true;
-    const sha = shaColumn.get(i) as string | null;
+    const available = table.report_available[i] === true;
+    const sha = table.image_sha256[i];
     if (!sha) throw new DataError(`sample ${id} has no image_sha256`, { location: { file: samplesFile, row: i } });
     let text: string | null = null;
-    if (available) text = filtered?.get(id) ?? (reportColumn.get(i) as string | null) ?? null;
+    if (available) text = filtered?.get(id) ?? table.report_normalized[i] ?? null;
     // A blank report (or one the filter emptied) carries no text to embed: null, like a missing one.
     if (text !== null && text.trim() === "") text = null;
     plan.ids.push(id);
@@ -179,15 +169,14 @@ export async function runEmbedShard(ctx: StageContext<EmbedParams>, shard: Shard
   if (imageMisses.length) {
     // Image bytes are read only when some row misses the cache, and only for this shard's rows.
     const samplesFile = inputFile(ctx, "ingest", "samples.parquet");
-    const table = await readParquetFile(samplesFile, { columns: ["image"], offset: start, limit: count });
-    const column = table.getChild("image")!;
+    const { image: column } = await readTable(SAMPLES_TABLE, samplesFile, ["image"], { offset: start, limit: count });
     const embedded = await embedInBatches(imageMisses.length, dim, { ...options, onProgress: (n) => {
         done = n;
         progress();
       } }, (s, e) => {
       stats.encoderCalls++;
       return encoder.embedImages(imageMisses.slice(s, e).map((r) => {
-        const bytes = column.get(r) as Uint8Array | null;
+        const bytes = column[r];
         if (!bytes) throw new DataError(`sample ${plan.ids[start + r]} has no image bytes`, { location: { file: samplesFile, row: start + r } });
         return bytes;
       }));

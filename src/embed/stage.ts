@@ -4,6 +4,7 @@ import type { ResolvedPipeline } from "../pipeline/spec.js";
 import { defineStage } from "../pipeline/stage.js";
 import { biomedclipFolderDigest } from "./biomedclip-manifest.js";
 import { ENCODER_KINDS } from "./encoder-kinds.js";
+import { EMBEDDINGS_TABLE } from "./tables.js";
 
 // The definition only: the encoders (ONNX Runtime, sharp, the tokenizer) and the Parquet work
 // live in ./run.ts and are imported when a shard runs.
@@ -37,6 +38,7 @@ export const embedStage = defineStage({
   inputs: ["ingest"],
   optionalInputs: ["filter"],
   outputs: ["embeddings.parquet", "encoder.json"],
+  tables: [EMBEDDINGS_TABLE],
   nonKeyParams: ["concurrency", "shardRows"],
   async resources(pipeline, params, { digester }): Promise<Record<string, string>> {
     if (params.encoder === "biomedclip") return { model: await biomedclipFolderDigest(modelDir(pipeline, params), digester) };

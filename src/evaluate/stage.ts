@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { defineStage } from "../pipeline/stage.js";
 import { TRAINING_BACKENDS, backendCapabilities } from "../tfjs/names.js";
+import { EXAMPLES_TABLE, METRICS_TABLE, PER_IMAGE_TABLE } from "./tables.js";
 
 // The definition only: scoring and the baseline's training (TensorFlow.js, sharp, Parquet) live
 // in ./run.ts and are imported when the stage runs.
@@ -27,6 +28,7 @@ export const evaluateStage = defineStage({
   params: evaluateParams,
   inputs: ["ingest", "embed", "prototypes", "train"],
   outputs: ["metrics.parquet", "per_image.parquet", "examples.parquet"],
+  tables: [METRICS_TABLE, PER_IMAGE_TABLE, EXAMPLES_TABLE],
   // Forced onto a GPU backend, the stage needs a GPU worker on a queue; on auto, any worker.
   capabilities: (params) => backendCapabilities(params.backend),
   run: async (ctx) => (await import("./run.js")).runEvaluate(ctx),

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { defineStage } from "../pipeline/stage.js";
 import { TRAINING_BACKENDS, backendCapabilities } from "../tfjs/names.js";
+import { FILTERED_TABLE } from "./tables.js";
 
 // The definition only: the scoring (TensorFlow.js, Parquet) lives in ./run.ts and is
 // imported when the stage runs.
@@ -26,6 +27,7 @@ export const filterStage = defineStage({
   params: filterParams,
   inputs: ["ingest", "guide"],
   outputs: ["filtered.parquet"],
+  tables: [FILTERED_TABLE],
   // Forced onto a GPU backend, the stage needs a GPU worker on a queue; on auto, any worker.
   capabilities: (params) => backendCapabilities(params.backend),
   run: async (ctx) => (await import("./run.js")).runFilter(ctx),

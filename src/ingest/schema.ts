@@ -1,57 +1,15 @@
-import { Binary, Bool, Field, Float64, Int32, Schema, Utf8, makeBuilder, makeData, RecordBatch, Struct, type Builder, type DataType } from "apache-arrow";
+import { Binary, Bool, Field, Float32, Float64, Int32, List, Schema, Utf8, makeBuilder, makeData, RecordBatch, Struct, type Builder, type DataType } from "apache-arrow";
 import type { SampleRow } from "./decode.js";
 import type { QuarantineEntry } from "./reasons.js";
-import { QUARANTINE_REASONS } from "./reasons.js";
 import type { OrphanReport } from "./scan.js";
+import type { ColumnSpec, ColumnType } from "../io/columns.js";
+import { ORPHANS_TABLE, QUARANTINE_TABLE, SAMPLES_TABLE } from "./tables.js";
 
-type ColumnType = "utf8" | "binary" | "int32" | "float64" | "bool";
+export type { ColumnSpec } from "../io/columns.js";
 
-export interface ColumnSpec {
-  name: string;
-  type: ColumnType;
-  nullable: boolean;
-  description: string;
-  enum?: readonly string[];
-}
-
-/** The one description of samples.parquet: the Arrow schema, the JSON Schema and the docs derive from it. */
-export const SAMPLE_COLUMNS: readonly ColumnSpec[] = [
-  { name: "id", type: "utf8", nullable: false, description: "Stable sample id: the image file stem (lower case for QaTa-COV19, whose layouts differ in case)." },
-  { name: "dataset", type: "utf8", nullable: false, description: "Dataset kind.", enum: ["qata-cov19", "mosmeddata-plus", "kvasir-seg"] },
-  { name: "split", type: "utf8", nullable: false, description: "Split: official where the layout defines one, else seeded.", enum: ["train", "val", "test"] },
-  { name: "image", type: "binary", nullable: false, description: "The image file's bytes as found (PNG/JPEG/TIFF/WebP)." },
-  { name: "mask", type: "binary", nullable: false, description: "Binarised mask: PNG, 8-bit grey, values 0/1, same size as the image." },
-  { name: "width", type: "int32", nullable: false, description: "Image width in pixels." },
-  { name: "height", type: "int32", nullable: false, description: "Image height in pixels." },
-  { name: "image_format", type: "utf8", nullable: false, description: "Decoded format of the image bytes (png, jpeg, tiff, webp)." },
-  { name: "report", type: "utf8", nullable: true, description: "Report text verbatim; null when no report names the image. Kept for evaluation even when report_available is false." },
-  { name: "report_normalized", type: "utf8", nullable: true, description: "Report with padding markers (EOF XXX) removed, whitespace folded, '..' reduced to '.'." },
-  { name: "report_available", type: "bool", nullable: false, description: "Later stages may read the report: the textAvailability subset of train; val/test wherever a report exists." },
-  { name: "image_sha256", type: "utf8", nullable: false, description: "SHA-256 of the source image file." },
-  { name: "mask_sha256", type: "utf8", nullable: false, description: "SHA-256 of the source mask file (before binarisation)." },
-  { name: "source_image", type: "utf8", nullable: false, description: "Image path relative to the dataset root, '/'-separated." },
-  { name: "source_mask", type: "utf8", nullable: false, description: "Mask path relative to the dataset root, '/'-separated." },
-  { name: "mask_empty", type: "bool", nullable: false, description: "The mask has no foreground (kept, and listed in quarantine.parquet with kept = true)." },
-  { name: "mask_coverage", type: "float64", nullable: false, description: "Fraction of foreground pixels in the mask." },
-];
-
-export const QUARANTINE_COLUMNS: readonly ColumnSpec[] = [
-  { name: "source", type: "utf8", nullable: false, description: "Path of the problem file, relative to the dataset root." },
-  { name: "reason", type: "utf8", nullable: false, description: "Stable reason code.", enum: Object.keys(QUARANTINE_REASONS) },
-  { name: "detail", type: "utf8", nullable: false, description: "What exactly is wrong." },
-  { name: "scope", type: "utf8", nullable: false, description: "image (a sample), mask (a stray mask) or report (a report file or row).", enum: ["image", "mask", "report"] },
-  { name: "id", type: "utf8", nullable: true, description: "Sample id, where the entry concerns an image." },
-  { name: "row", type: "int32", nullable: true, description: "1-based data row of a report table." },
-  { name: "kept", type: "bool", nullable: false, description: "True when the sample is still ingested (empty-mask)." },
-];
-
-export const ORPHAN_COLUMNS: readonly ColumnSpec[] = [
-  { name: "report_key", type: "utf8", nullable: false, description: "The image/mask name as the report source writes it." },
-  { name: "report_file", type: "utf8", nullable: false, description: "Report file, relative to the dataset root." },
-  { name: "row", type: "int32", nullable: false, description: "1-based data row (JSON: record index)." },
-  { name: "split", type: "utf8", nullable: true, description: "Split the report source assigns, if any." },
-  { name: "report", type: "utf8", nullable: false, description: "Report text verbatim." },
-];
+export const SAMPLE_COLUMNS = SAMPLES_TABLE.columns;
+export const QUARANTINE_COLUMNS = QUARANTINE_TABLE.columns;
+export const ORPHAN_COLUMNS = ORPHANS_TABLE.columns;
 
 function arrowType(type: ColumnType): DataType {
   switch (type) {
@@ -61,10 +19,21 @@ function arrowType(type: ColumnType): DataType {
       return new Binary();
     case "int32":
       return new Int32();
+    case "float32":
+      return new Float32();
     case "float64":
       return new Float64();
     case "bool":
       return new Bool();
+    case "list<utf8>":
+      return new List(new Field("item", new Utf8(), true));
+    case "list<float32>":
+      return new List(new Field("item", new Float32(), true));
+    case "list<bool>":
+      return new List(new Field("item", new Bool(), true));
+    case "embedding":
+      // The width is the data's, not the declaration's: build such columns with embeddingVector (src/io/tables.ts).
+      throw new Error("an embedding column has no row-by-row builder; use embeddingVector");
   }
 }
 
@@ -129,11 +98,17 @@ function columnJsonSchema(c: ColumnSpec): Record<string, unknown> {
       ? { type: "string", contentEncoding: "base64" }
       : c.type === "int32"
         ? { type: "integer", minimum: -2147483648, maximum: 2147483647 }
-        : c.type === "float64"
+        : c.type === "float64" || c.type === "float32"
           ? { type: "number" }
           : c.type === "bool"
             ? { type: "boolean" }
-            : { type: "string", ...(c.enum ? { enum: [...c.enum] } : {}) };
+            : c.type === "embedding" || c.type === "list<float32>"
+              ? { type: "array", items: { type: "number" } }
+              : c.type === "list<utf8>"
+                ? { type: "array", items: { type: "string" } }
+                : c.type === "list<bool>"
+                  ? { type: "array", items: { type: "boolean" } }
+                  : { type: "string", ...(c.enum ? { enum: [...c.enum] } : {}) };
   const typed = c.nullable ? { anyOf: [base, { type: "null" }] } : base;
   return { ...typed, description: c.description, "x-arrow-type": c.type, "x-nullable": c.nullable };
 }

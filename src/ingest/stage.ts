@@ -5,6 +5,7 @@ import type { ResolvedPipeline } from "../pipeline/spec.js";
 import { defineStage } from "../pipeline/stage.js";
 import { listFiles, resolveLayout } from "./layouts.js";
 import { listReportFiles } from "./reports.js";
+import { ORPHANS_TABLE, QUARANTINE_TABLE, SAMPLES_TABLE } from "./tables.js";
 
 // The definition and the dataset digest (resources, computed at plan time) only: decoding
 // (sharp), Arrow and Parquet live in ./run.ts and are imported when a shard runs.
@@ -62,6 +63,7 @@ export const ingestStage = defineStage({
   params: ingestParamsSchema,
   inputs: [],
   outputs: ["samples.parquet", "quarantine.parquet", "orphans.parquet", "fingerprint.json"],
+  tables: [SAMPLES_TABLE, QUARANTINE_TABLE, ORPHANS_TABLE],
   // allowNoReports only decides whether a run may go on; the outputs it lets through are the same.
   nonKeyParams: ["concurrency", "allowNoReports"],
   async resources(pipeline, _params, { digester }) {

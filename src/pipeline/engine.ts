@@ -422,6 +422,7 @@ async function produce(run: RunContext, name: string, assessment: Assessment): P
   try {
     const task: StageTask = { runId: run.recorder.runId, stage: name, cacheKey, pipeline, params: pipeline.stages[name], inputs: inputArtifacts(session, stage), resources: assessment.parts!.resources, outDir: staging.outDir, tmpDir: staging.tmpDir, fresh: forced };
     const { summary, warnings } = takeWarnings(name, await run.executor.execute(task, run.emit, run.signal));
+    if (stage.tables?.length) await (await import("../io/tables.js")).checkOutputTables(stage.tables, staging.outDir);
     if (forced) rmSync(store.outputDir(name, cacheKey), { recursive: true, force: true });
     return { output: await store.publish(name, cacheKey, staging.outDir, stage.outputs, summary), reused: false, warnings };
   } finally {

@@ -1,4 +1,5 @@
 import type { z } from "zod";
+import type { TableContract } from "../io/columns.js";
 import type { FileDigester } from "./file-digest.js";
 import type { ResolvedPipeline } from "./spec.js";
 
@@ -124,6 +125,11 @@ export interface StageDefinition<Schema extends z.ZodType = z.ZodType> {
   /** File names this stage writes into outDir. */
   outputs: readonly string[];
   /**
+   * The columns of its Parquet outputs (each file among `outputs`), declared once: the engine
+   * checks the written files against them before publishing, and readers decode through them.
+   */
+  tables?: readonly TableContract[];
+  /**
    * Params that change how the work is scheduled but never the bytes of the output
    * (concurrency, shard size): left out of the cache key, so tuning them reuses the cache.
    */
@@ -169,6 +175,9 @@ export function stageCapabilities(stage: StageDefinition, params: unknown): read
 export function defineStage<Schema extends z.ZodType, const Name extends string>(definition: StageDefinition<Schema> & { name: Name }): StageDefinition<Schema> & { name: Name } {
   if (!definition.run && !definition.sharding) {
     throw new Error(`stage ${definition.name} defines neither run nor sharding`);
+  }
+  for (const table of definition.tables ?? []) {
+    if (table.stage !== definition.name || !definition.outputs.includes(table.file)) throw new Error(`stage ${definition.name} declares table ${table.stage}/${table.file}, which is not one of its outputs`);
   }
   return definition;
 }

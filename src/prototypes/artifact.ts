@@ -1,10 +1,10 @@
 import { existsSync, readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
-import { readEmbeddingColumn as readVectors } from "../embed/arrow-columns.js";
-import { Field, FixedSizeList, Float32, Int32, Utf8, makeData, Table, vectorFromArray, makeVector, type Vector } from "apache-arrow";
+import { Table, Utf8, makeVector, vectorFromArray } from "apache-arrow";
 import { ArtifactError } from "../errors.js";
-import { readParquetFile } from "../io/parquet.js";
+import { embeddingVector, readTable } from "../io/tables.js";
+import { PROTOTYPES_TABLE } from "./tables.js";
 import { canonicalJson, hashJson, sha256File } from "../util/hash.js";
 import type { Assignment, Prototypes } from "./build.js";
 
@@ -110,14 +110,6 @@ export async function assertArtifactIntact(dir: string, expectedDigest?: string)
   return readArtifactManifest(dir);
 }
 
-export function fixedSizeListVector(values: Float32Array, dim: number): Vector {
-  const child = new Field("item", new Float32(), false);
-  const type = new FixedSizeList(dim, child);
-  const rows = dim === 0 ? 0 : values.length / dim;
-  const data = makeData({ type, length: rows, nullCount: 0, child: makeData({ type: new Float32(), length: values.length, data: values }) });
-  return makeVector(data);
-}
-
 export function prototypesTable(p: Prototypes, sampleIds: (string | null)[]): Table {
   return new Table({
     prototype_id: makeVector(Int32Array.from({ length: p.cluster.length }, (_, i) => i)),
@@ -125,8 +117,8 @@ export function prototypesTable(p: Prototypes, sampleIds: (string | null)[]): Ta
     subcluster: makeVector(p.subcluster),
     sample_id: vectorFromArray(Array.from(p.sampleIndex, (i) => (i >= 0 ? sampleIds[i]! : null)), new Utf8()),
     size: makeVector(p.size),
-    query: fixedSizeListVector(p.queries, p.dim),
-    response: fixedSizeListVector(p.responses, p.dim),
+    query: embeddingVector(p.queries, p.dim, undefined, false),
+    response: embeddingVector(p.responses, p.dim, undefined, false),
   });
 }
 
@@ -139,15 +131,10 @@ export function assignmentsTable(assignments: Assignment[], sampleIds: string[])
   });
 }
 
-/** Reads an embedding column (FixedSizeList<float32>, or the List<float> DuckDB/pyarrow write) into one flat row-major array. */
-export function readEmbeddingColumn(table: Table, column: string, file?: string, expectedDim?: number): { values: Float32Array; dim: number; valid: Uint8Array } {
-  return readVectors(table, column, { ...(expectedDim !== undefined ? { expectedDim } : {}), fail: (message, row) => new ArtifactError(message, { location: { file, ...(row !== undefined ? { row } : {}) } }) });
-}
-
+/** Reads the query and response halves of prototypes.parquet (and each prototype's cluster). */
 export async function readPrototypesFile(file: string): Promise<{ queries: Float32Array; responses: Float32Array; dim: number; count: number; cluster: Int32Array }> {
-  const table = await readParquetFile(file);
-  const q = readEmbeddingColumn(table, "query", file);
-  const r = readEmbeddingColumn(table, "response", file);
-  const cluster = Int32Array.from(table.getChild("cluster")!.toArray() as ArrayLike<number>);
-  return { queries: q.values, responses: r.values, dim: q.dim, count: table.numRows, cluster };
+  const table = await readTable(PROTOTYPES_TABLE, file, ["query", "response", "cluster"]);
+  const { query, response } = table;
+  if (query.dim !== response.dim) throw new ArtifactError(`query vectors are ${query.dim}-d, response vectors ${response.dim}-d`, { location: { file } });
+  return { queries: query.values, responses: response.values, dim: query.dim, count: table.numRows, cluster: table.cluster };
 }

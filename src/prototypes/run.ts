@@ -2,11 +2,14 @@
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { DataError, StageError } from "../errors.js";
-import { readParquetFile, writeParquetFile } from "../io/parquet.js";
+import { writeParquetFile } from "../io/parquet.js";
+import { readTable } from "../io/tables.js";
+import { EMBEDDINGS_TABLE } from "../embed/tables.js";
+import { SAMPLES_TABLE } from "../ingest/tables.js";
 import type { StageContext } from "../pipeline/stage.js";
 import { sha256 } from "../util/hash.js";
 import { PACKAGE_VERSION } from "../version.js";
-import { assignmentsTable, prototypesTable, readEmbeddingColumn, writeArtifactManifest, type Lineage } from "./artifact.js";
+import { assignmentsTable, prototypesTable, writeArtifactManifest, type Lineage } from "./artifact.js";
 import { buildPrototypes, type BuildResult, type PairedSamples } from "./build.js";
 import { PrototypeSpace } from "./psa.js";
 import { ArtifactRegistry } from "./registry.js";
@@ -24,20 +27,15 @@ interface EmbeddingRows {
 }
 
 async function readEmbeddings(file: string): Promise<EmbeddingRows> {
-  const table = await readParquetFile(file, { columns: ["id", "split", "report_available", "image_embedding", "text_embedding"] });
-  for (const column of ["id", "split", "report_available", "image_embedding", "text_embedding"]) {
-    if (!table.getChild(column)) throw new DataError(`embeddings.parquet has no ${column} column`, { location: { file }, hint: "see docs/data-contracts.md (embed)" });
-  }
-  const image = readEmbeddingColumn(table, "image_embedding", file);
-  const text = readEmbeddingColumn(table, "text_embedding", file);
-  if (image.dim !== text.dim) throw new DataError(`image (${image.dim}-d) and text (${text.dim}-d) embeddings differ in width`, { location: { file } });
-  const available = table.getChild("report_available")!.toArray() as ArrayLike<boolean | null>;
+  const table = await readTable(EMBEDDINGS_TABLE, file, ["id", "split", "report_available", "image_embedding", "text_embedding"]);
+  const { image_embedding: image, text_embedding: text } = table;
+  if (image.dim !== text.dim && text.valid.includes(1)) throw new DataError(`image (${image.dim}-d) and text (${text.dim}-d) embeddings differ in width`, { location: { file } });
   return {
-    ids: Array.from(table.getChild("id")!.toArray() as ArrayLike<string>),
-    split: Array.from(table.getChild("split")!.toArray() as ArrayLike<string>),
-    available: Uint8Array.from(available, (v) => (v ? 1 : 0)),
+    ids: table.id,
+    split: table.split,
+    available: Uint8Array.from(table.report_available, (v) => (v ? 1 : 0)),
     images: image.values,
-    texts: text.values,
+    texts: text.dim === image.dim ? text.values : new Float32Array(image.values.length),
     textValid: text.valid,
     dim: image.dim,
   };
@@ -55,12 +53,9 @@ function select(rows: EmbeddingRows, indices: number[]): PairedSamples {
 }
 
 async function readReports(file: string, ids: string[]): Promise<(string | null)[]> {
-  const table = await readParquetFile(file, { columns: ["id", "report_normalized", "report_available"] });
+  const table = await readTable(SAMPLES_TABLE, file, ["id", "report_normalized", "report_available"]);
   const byId = new Map<string, string | null>();
-  const idCol = table.getChild("id")!.toArray() as ArrayLike<string>;
-  const text = table.getChild("report_normalized")!.toArray() as ArrayLike<string | null>;
-  const available = table.getChild("report_available")!.toArray() as ArrayLike<boolean | null>;
-  for (let i = 0; i < table.numRows; i++) byId.set(idCol[i]!, available[i] ? text[i]! : null);
+  for (let i = 0; i < table.numRows; i++) byId.set(table.id[i]!, table.report_available[i] ? table.report_normalized[i]! : null);
   return ids.map((id) => byId.get(id) ?? null);
 }
 

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { defineStage } from "../pipeline/stage.js";
 import { METRICS } from "./metric-names.js";
+import { ASSIGNMENTS_TABLE, PROTOTYPES_TABLE } from "./tables.js";
 
 // The definition only: clustering, Parquet and the artifact registry live in ./run.ts and
 // are imported when the stage runs.
@@ -30,6 +31,7 @@ export const prototypesStage = defineStage({
   inputs: ["embed"],
   optionalInputs: ["ingest"],
   outputs: ["prototypes.parquet", "assignments.parquet", "manifest.json"],
+  tables: [PROTOTYPES_TABLE, ASSIGNMENTS_TABLE],
   // The gate never changes the artifact's bytes: adding it must not re-run (and so re-train
   // downstream of) every cached prototype space.
   nonKeyParams: ["onUseless"],

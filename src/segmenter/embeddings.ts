@@ -1,6 +1,7 @@
 import { DataError } from "../errors.js";
-import { readEmbeddingColumn } from "../embed/arrow-columns.js";
-import { readParquetFile } from "../io/parquet.js";
+import { EMBEDDINGS_TABLE } from "../embed/tables.js";
+import { readTable } from "../io/tables.js";
+import { PROTOTYPES_TABLE } from "../prototypes/tables.js";
 import type { DecodedSample } from "./data.js";
 import type { BatchGuidance } from "./guidance.js";
 import type { PrototypeIndex } from "./guidance.js";
@@ -12,23 +13,17 @@ export interface SampleEmbeddings {
   text: Map<string, Float32Array>;
 }
 
-/** Reads embeddings.parquet (docs/data-contracts.md, embed). */
+/** Reads embeddings.parquet (docs/data-contracts.md, embed) into maps by sample id. */
 export async function readEmbeddings(file: string): Promise<SampleEmbeddings> {
-  const table = await readParquetFile(file, { columns: ["id", "image_embedding", "text_embedding"] });
-  const ids = table.getChild("id");
-  const images = table.getChild("image_embedding");
-  if (!ids || !images) throw new DataError("embeddings table lacks id or image_embedding", { location: { file }, hint: "re-run the embed stage" });
-  const fail = (message: string, row?: number) => new DataError(message, { location: { file, ...(row !== undefined ? { row } : {}) } });
-  // FixedSizeList as the embed stage writes, or List<float> as DuckDB/pyarrow write: same length in every row.
-  const image = readEmbeddingColumn(table, "image_embedding", { fail });
-  const text = table.getChild("text_embedding") ? readEmbeddingColumn(table, "text_embedding", { fail, expectedDim: image.dim }) : undefined;
-  const dim = image.dim;
-  const out: SampleEmbeddings = { dim, image: new Map(), text: new Map() };
+  const table = await readTable(EMBEDDINGS_TABLE, file, ["id", "image_embedding", "text_embedding"]);
+  const { image_embedding: image, text_embedding: text } = table;
+  if (text.valid.includes(1) && text.dim !== image.dim) throw new DataError(`text embeddings are ${text.dim}-d, image embeddings ${image.dim}-d`, { location: { file }, hint: "re-run the embed stage" });
+  const out: SampleEmbeddings = { dim: image.dim, image: new Map(), text: new Map() };
   for (let row = 0; row < table.numRows; row++) {
-    const id = String(ids.get(row));
+    const id = table.id[row]!;
     if (!image.valid[row]) throw new DataError(`sample ${id} has no image embedding`, { location: { file, row } });
-    out.image.set(id, image.values.slice(row * dim, (row + 1) * dim));
-    if (text?.valid[row]) out.text.set(id, text.values.slice(row * dim, (row + 1) * dim));
+    out.image.set(id, image.values.slice(row * image.dim, (row + 1) * image.dim));
+    if (text.valid[row]) out.text.set(id, text.values.slice(row * text.dim, (row + 1) * text.dim));
   }
   return out;
 }
@@ -42,17 +37,10 @@ export interface PrototypeSpace {
 
 /** Reads prototypes.parquet (query and response halves, linked by row). */
 export async function readPrototypes(file: string): Promise<PrototypeSpace> {
-  const table = await readParquetFile(file, { columns: ["query", "response"] });
-  const queries = table.getChild("query");
-  const responses = table.getChild("response");
-  if (!queries || !responses || table.numRows === 0) throw new DataError("prototypes table is empty or lacks query/response", { location: { file }, hint: "re-run the prototypes stage" });
-  const fail = (message: string, row?: number) => new DataError(message, { location: { file, ...(row !== undefined ? { row } : {}) } });
-  const q = readEmbeddingColumn(table, "query", { fail });
-  const r = readEmbeddingColumn(table, "response", { fail, expectedDim: q.dim });
-  const missing = [...q.valid].findIndex((v, i) => !v || !r.valid[i]);
-  if (missing >= 0) throw new DataError(`prototype ${missing} lacks its query or response`, { location: { file, row: missing } });
-  const dim = q.dim;
-  return { count: table.numRows, dim, queries: q.values, responses: r.values };
+  const { numRows: count, query, response } = await readTable(PROTOTYPES_TABLE, file, ["query", "response"]);
+  if (count === 0) throw new DataError("prototypes.parquet has no prototypes", { location: { file }, hint: "re-run the prototypes stage" });
+  if (query.dim !== response.dim) throw new DataError(`query vectors are ${query.dim}-d, response vectors ${response.dim}-d`, { location: { file }, hint: "re-run the prototypes stage" });
+  return { count, dim: query.dim, queries: query.values, responses: response.values };
 }
 
 export interface PsaLookups {

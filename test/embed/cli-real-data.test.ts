@@ -6,7 +6,7 @@ import { describe, test } from "node:test";
 import { readParquetFile } from "../../src/io/parquet.js";
 import { parseCommandArgs, type CliIO } from "../../src/cli/command.js";
 import { COMMANDS } from "../../src/cli/commands/index.js";
-import { readEmbeddingColumn } from "../../src/embed/arrow-columns.js";
+import { readEmbeddingColumn } from "../../src/io/tables.js";
 import { parseCsv } from "../../src/io/csv.js";
 import { blobImage, scratchDir } from "./harness.js";
 import { writeFile, mkdir } from "node:fs/promises";

@@ -6,7 +6,7 @@ import { Table, Utf8, vectorFromArray } from "apache-arrow";
 import { DuckDBInstance } from "@duckdb/node-api";
 import { ModelError } from "../../src/errors.js";
 import { readParquetFile, writeParquetFile } from "../../src/io/parquet.js";
-import { readEmbeddingColumn } from "../../src/embed/arrow-columns.js";
+import { readEmbeddingColumn } from "../../src/io/tables.js";
 import { BuiltinEncoder } from "../../src/embed/builtin.js";
 import { embedParams } from "../../src/embed/stage.js";
 import { blobImage, countingRowCache, runEmbed, scratchDir, writeSamplesParquet, type SampleRow } from "./harness.js";

@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { Table, vectorFromArray, Utf8, Bool } from "apache-arrow";
 import { ArtifactError, DataError } from "../../src/errors.js";
 import { writeParquetFile, readParquetFile } from "../../src/io/parquet.js";
-import { embeddingVector } from "../../src/embed/arrow-columns.js";
+import { embeddingVector } from "../../src/io/tables.js";
 import type { StageContext } from "../../src/pipeline/stage.js";
 import type { ResolvedPipeline } from "../../src/pipeline/spec.js";
 import { prototypesParams, prototypesStage, type PrototypesParams } from "../../src/prototypes/stage.js";

@@ -3,7 +3,13 @@ import path from "node:path";
 import { Binary, Bool, Field, FixedSizeList, Float32, Float64, Int32, List, Table, Utf8, vectorFromArray, type DataType } from "apache-arrow";
 import sharp from "sharp";
 import { z } from "zod";
+import { EMBEDDINGS_TABLE } from "../../src/embed/tables.js";
+import { EXAMPLES_TABLE, METRICS_TABLE, PER_IMAGE_TABLE } from "../../src/evaluate/tables.js";
+import { FILTERED_TABLE } from "../../src/filter/tables.js";
+import { ORPHANS_TABLE, QUARANTINE_TABLE, SAMPLES_TABLE } from "../../src/ingest/tables.js";
+import type { TableContract } from "../../src/io/columns.js";
 import { writeParquetFile } from "../../src/io/parquet.js";
+import { ASSIGNMENTS_TABLE, PROTOTYPES_TABLE } from "../../src/prototypes/tables.js";
 import { defineStage, type StageDefinition } from "../../src/pipeline/stage.js";
 import type { StageRegistry } from "../../src/pipeline/spec.js";
 import { mulberry32 as rng } from "../../src/util/random.js";
@@ -162,6 +168,9 @@ export async function writeIngestOutputs(dir: string): Promise<void> {
       report: utf8(rows.map((r) => r.s.report)),
       report_normalized: utf8(rows.map((r) => r.s.report)),
       report_available: { values: rows.map((r) => r.s.available), type: new Bool() },
+      image_format: utf8(rows.map(() => "png")),
+      image_sha256: utf8(rows.map((r) => `sha-image-${r.s.id}`)),
+      mask_sha256: utf8(rows.map((r) => `sha-mask-${r.s.id}`)),
       source_image: utf8(rows.map((r) => `images/${r.s.split}/images/${r.s.id}.png`)),
       source_mask: utf8(rows.map((r) => `images/${r.s.split}/masks/mask_${r.s.id}.png`)),
       mask_empty: { values: rows.map((r) => !r.s.lesion), type: new Bool() },
@@ -182,6 +191,8 @@ export async function writeIngestOutputs(dir: string): Promise<void> {
       reason: utf8(quarantine.map((q) => q.reason)),
       detail: utf8(quarantine.map((q) => `synthetic ${q.reason}`)),
       scope: utf8(quarantine.map(() => "image")),
+      id: utf8(quarantine.map(() => null)),
+      row: { values: quarantine.map(() => null), type: new Int32() },
       kept: { values: quarantine.map((q) => q.kept), type: new Bool() },
     }),
   );
@@ -313,13 +324,32 @@ export async function writeEvaluateOutputs(dir: string): Promise<void> {
       mask: { values: rows.map((r) => r.mask), type: new Binary() },
       prediction: { values: rows.map((r) => r.prediction), type: new Binary() },
       baseline_prediction: { values: rows.map((r) => r.baseline), type: new Binary() },
-      dice: { values: rows.map((r) => r.dice), type: new Float64() },
     }),
   );
-  await writeParquetFile(path.join(dir, "per_image.parquet"), table({ id: { values: rows.map((r) => r.id), type: new Utf8() }, dice: { values: rows.map((r) => r.dice), type: new Float64() } }));
+  await writeParquetFile(
+    path.join(dir, "per_image.parquet"),
+    table({
+      id: { values: rows.map((r) => r.id), type: new Utf8() },
+      model: { values: rows.map(() => "prolearn"), type: new Utf8() },
+      dice: { values: rows.map((r) => r.dice), type: new Float32() },
+      iou: { values: rows.map((r) => r.dice - 0.1), type: new Float32() },
+      intersection: { values: rows.map(() => 100), type: new Int32() },
+      predicted_pixels: { values: rows.map(() => 120), type: new Int32() },
+      truth_pixels: { values: rows.map(() => 110), type: new Int32() },
+    }),
+  );
 }
 
 const noParams = z.strictObject({});
+
+/** The real stages' table declarations: the engine checks the synthetic files against them before publishing. */
+const DECLARED_TABLES: Record<string, readonly TableContract[]> = {
+  ingest: [SAMPLES_TABLE, QUARANTINE_TABLE, ORPHANS_TABLE],
+  filter: [FILTERED_TABLE],
+  embed: [EMBEDDINGS_TABLE],
+  prototypes: [PROTOTYPES_TABLE, ASSIGNMENTS_TABLE],
+  evaluate: [METRICS_TABLE, PER_IMAGE_TABLE, EXAMPLES_TABLE],
+};
 
 function demoStage(name: string, inputs: string[], outputs: string[], write: (dir: string) => Promise<void>, summary: () => Record<string, unknown>): StageDefinition {
   return defineStage({
@@ -329,6 +359,7 @@ function demoStage(name: string, inputs: string[], outputs: string[], write: (di
     params: noParams,
     inputs,
     outputs,
+    tables: DECLARED_TABLES[name],
     async run(ctx) {
       await write(ctx.outDir);
       return summary();
@@ -345,7 +376,8 @@ export function demoRegistry(): StageRegistry {
   const stages = [
     demoStage("ingest", [], ["samples.parquet", "quarantine.parquet", "orphans.parquet", "fingerprint.json"], async (dir) => {
       await writeIngestOutputs(dir);
-      await writeParquetFile(path.join(dir, "orphans.parquet"), table({ report_key: { values: [], type: new Utf8() } }));
+      const none = { values: [], type: new Utf8() };
+      await writeParquetFile(path.join(dir, "orphans.parquet"), table({ report_key: none, report_file: none, row: { values: [], type: new Int32() }, split: none, report: none }));
     }, () => ({ samples: 60, quarantined: 3 })),
     demoStage("filter", ["ingest"], ["filtered.parquet"], writeFilterOutputs, () => ({ reports: facts.filteredReports, keptFraction: facts.keptTokens / facts.tokens })),
     demoStage("embed", ["ingest"], ["embeddings.parquet", "encoder.json"], writeEmbedOutputs, () => ({ rows: 60, dim: DIM })),

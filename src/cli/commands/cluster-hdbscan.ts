@@ -1,9 +1,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
-import { FixedSizeList, Float, List } from "apache-arrow";
 import { defineCommand, numberOption, stringOption } from "../command.js";
 import { DataError, UsageError } from "../../errors.js";
-import { readParquetFile } from "../../io/parquet.js";
-import { readEmbeddingColumn } from "../../prototypes/artifact.js";
+import { readEmbeddingFile } from "../../io/tables.js";
 import { hdbscan } from "../../prototypes/hdbscan.js";
 
 /** One point per row, numeric columns; a first row with any non-number is a header. */
@@ -29,17 +27,10 @@ export function readPointsCsv(file: string): { data: Float32Array; n: number; di
 }
 
 async function readPointsParquet(file: string, column: string | undefined): Promise<{ data: Float32Array; n: number; dim: number }> {
-  const table = await readParquetFile(file);
-  // FixedSizeList as this package writes, or the List<float> that DuckDB, pyarrow and polars write.
-  const candidates = table.schema.fields.filter((f) => (f.type instanceof FixedSizeList || f.type instanceof List) && f.type.children[0]?.type instanceof Float).map((f) => f.name);
-  const name = column ?? (candidates.length === 1 ? candidates[0] : undefined);
-  if (!name) {
-    throw new UsageError(`say which column holds the points (--column)`, { hint: candidates.length ? `vector columns: ${candidates.join(", ")}` : "the file has no list-of-floats column (FixedSizeList<float32> or List<float>)" });
-  }
-  const { values, dim, valid } = readEmbeddingColumn(table, name, file);
-  const missing = valid.indexOf(0);
+  const { column: name, embeddings, numRows } = await readEmbeddingFile(file, column);
+  const missing = embeddings.valid.indexOf(0);
   if (missing >= 0) throw new DataError(`column ${name} is null in row ${missing}`, { location: { file, row: missing }, hint: "filter the null rows out first" });
-  return { data: values, n: table.numRows, dim };
+  return { data: embeddings.values, n: numRows, dim: embeddings.dim };
 }
 
 export default defineCommand({

@@ -1,7 +1,8 @@
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { ArtifactError, UsageError } from "../../errors.js";
-import { readParquetFile } from "../../io/parquet.js";
+import { FILTERED_TABLE } from "../../filter/tables.js";
+import { withTable } from "../../io/tables.js";
 import { defineCommand, stringOption } from "../command.js";
 import { loadPipelineArg } from "../pipeline-arg.js";
 
@@ -41,24 +42,17 @@ async function locate(args: { file?: string; pipeline?: string; workdir?: string
   throw new ArtifactError(`no filter output found in ${workdir}`, { hint: "run a pipeline with a filter stage first (prolearn run <pipeline>)" });
 }
 
+/** Finds the sample's row by reading the id column only, then reads that one row. */
 async function readRecord(file: string, id: string): Promise<FilterRecord> {
-  const table = await readParquetFile(file);
-  const ids = table.getChild("id");
-  if (!ids) throw new ArtifactError("filtered.parquet has no id column", { location: { file } });
-  for (let row = 0; row < table.numRows; row++) {
-    if (String(ids.get(row)) !== id) continue;
-    const list = <T>(name: string) => [...((table.getChild(name)?.get(row) as Iterable<T> | null) ?? [])];
-    return {
-      id,
-      report: String(table.getChild("report")?.get(row) ?? ""),
-      filtered: String(table.getChild("filtered_report")?.get(row) ?? ""),
-      tokens: list<string>("tokens"),
-      scores: list<number>("scores"),
-      kept: list<boolean>("kept"),
-      threshold: Number(table.getChild("threshold")?.get(row)),
-    };
-  }
-  throw new UsageError(`sample ${id} is not in ${file}`, { hint: "only training samples with an available report are filtered" });
+  return withTable(FILTERED_TABLE, file, async (reader) => {
+    for await (const { offset, rows } of reader.slices(["id"])) {
+      const index = rows.id.indexOf(id);
+      if (index < 0) continue;
+      const r = await reader.read(["report", "filtered_report", "tokens", "scores", "kept", "threshold"], { offset: offset + index, limit: 1 });
+      return { id, report: r.report[0]!, filtered: r.filtered_report[0]!, tokens: r.tokens[0]!, scores: r.scores[0]!, kept: r.kept[0]!, threshold: r.threshold[0]! };
+    }
+    throw new UsageError(`sample ${id} is not in ${file}`, { hint: "only training samples with an available report are filtered" });
+  });
 }
 
 export function formatFilterRecord(r: FilterRecord): string {

@@ -2,8 +2,8 @@ import path from "node:path";
 import { Field, Float32, Int32, List, Table, Utf8, type makeVector, vectorFromArray } from "apache-arrow";
 import { defineCommand, numberOption, stringOption } from "../command.js";
 import { DataError, UsageError } from "../../errors.js";
-import { readParquetFile, writeParquetFile } from "../../io/parquet.js";
-import { fixedSizeListVector, readEmbeddingColumn } from "../../prototypes/artifact.js";
+import { writeParquetFile } from "../../io/parquet.js";
+import { embeddingVector, readEmbeddingFile } from "../../io/tables.js";
 import { PrototypeSpace } from "../../prototypes/psa.js";
 import { ArtifactRegistry, isArtifactFolder } from "../../prototypes/registry.js";
 
@@ -40,9 +40,9 @@ export default defineCommand({
       }
     }
     const space = await PrototypeSpace.load(dir, { expectedDigest });
-    const table = await readParquetFile(input);
     const column = stringOption(args, "column")!;
-    const { values, dim, valid } = readEmbeddingColumn(table, column, input, space.dim);
+    const { embeddings, ids, numRows: n } = await readEmbeddingFile(input, column);
+    const { values, dim, valid } = embeddings;
     if (dim !== space.dim) throw new DataError(`${column} is ${dim}-d but the prototype space is ${space.dim}-d`, { location: { file: input }, hint: "embed with the encoder recorded in the artifact's manifest" });
     const missing = valid.indexOf(0);
     if (missing >= 0) throw new DataError(`${column} is null in row ${missing}`, { location: { file: input, row: missing } });
@@ -50,14 +50,12 @@ export default defineCommand({
     const started = performance.now();
     const result = await space.queryAsync(values, { topK, temperature: numberOption(args, "temperature") });
     const seconds = (performance.now() - started) / 1000;
-    const n = table.numRows;
     const k = Math.min(topK, space.size);
-    const ids = table.getChild("id");
     const listOf = <T extends Int32 | Float32>(type: T, flat: Int32Array | Float32Array) =>
       vectorFromArray(Array.from({ length: n }, (_, i) => Array.from(flat.subarray(i * k, (i + 1) * k))), new List(new Field("item", type, true)));
     const columns: Record<string, ReturnType<typeof makeVector>> = {};
-    if (ids) columns.id = vectorFromArray(Array.from(ids.toArray() as ArrayLike<string>), new Utf8());
-    columns.text_embedding = fixedSizeListVector(result.embeddings, dim);
+    if (ids) columns.id = vectorFromArray(ids, new Utf8());
+    columns.text_embedding = embeddingVector(result.embeddings, dim, undefined, false);
     columns.prototype_ids = listOf(new Int32(), result.ids);
     columns.weights = listOf(new Float32(), result.weights);
     await writeParquetFile(out, new Table(columns));

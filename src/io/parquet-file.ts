@@ -1,19 +1,24 @@
 import { openAsBlob } from "node:fs";
-import { tableFromIPC, type Table } from "apache-arrow";
+import { type Field, tableFromIPC, type Table } from "apache-arrow";
 import * as parquet from "parquet-wasm/node";
 import { DataError } from "../errors.js";
 
 /**
  * Reads a Parquet file through a file-backed Blob, so only the requested columns and row ranges
  * are fetched from disk: a report over a 500 MB samples.parquet reads a few images, not the file.
+ * Declared stage tables are read through ./tables.ts, which checks and decodes them on top of this.
  */
 export class LazyParquet {
   private constructor(
     readonly file: string,
     private readonly handle: parquet.ParquetFile,
     readonly numRows: number,
-    readonly columns: readonly string[],
+    readonly fields: readonly Field[],
   ) {}
+
+  get columns(): readonly string[] {
+    return this.fields.map((f) => f.name);
+  }
 
   static async open(file: string): Promise<LazyParquet> {
     let handle: parquet.ParquetFile;
@@ -24,7 +29,7 @@ export class LazyParquet {
     }
     const numRows = handle.metadata().fileMetadata().numRows();
     const schema = tableFromIPC(handle.schema().intoIPCStream()).schema;
-    return new LazyParquet(file, handle, numRows, schema.fields.map((f) => f.name));
+    return new LazyParquet(file, handle, numRows, schema.fields);
   }
 
   has(column: string): boolean {

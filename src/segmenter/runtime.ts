@@ -1,11 +1,11 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { initTrainingBackend, TRAINING_BACKENDS, type TrainingBackendInfo, type TrainingBackendRequest } from "../tfjs/backends.js";
 import { registerModelKernels } from "../tfjs/model-kernels.js";
-import { registerTrainingGradients } from "./gradients.js";
+import { registerTrainingGradients } from "../tfjs/gradients.js";
 
 export { tf, TRAINING_BACKENDS, type TrainingBackendRequest };
 
-// Attention, gather and softmax gradients (the backend registers the convolutional ones).
+// Every gradient the segmenter trains through (src/tfjs/gradients.ts).
 registerTrainingGradients();
 // Normalisation, attention, up-sampling and embedding-gradient kernels for the cpu backend.
 registerModelKernels();

@@ -13,14 +13,14 @@ import * as tf from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-cpu";
 import { EnvironmentError } from "../errors.js";
 import { installFastCpuKernels, fastCpuKernelsInstalled } from "./cpu-kernels.js";
-import { registerConvNetGradients } from "./gradients.js";
+import { registerTrainingGradients } from "./gradients.js";
 import { gemmWorkspace } from "../linalg/gemm.js";
 import { installFastWebgpuKernels } from "./webgpu-kernels.js";
 import { TRAINING_BACKENDS, type TrainingBackendName, type TrainingBackendRequest } from "./names.js";
 
 export { installFastCpuKernels, uninstallFastCpuKernels, fastCpuKernelsInstalled, FAST_CPU_KERNELS } from "./cpu-kernels.js";
 export { installFastWebgpuKernels, uninstallFastWebgpuKernels, fastWebgpuKernelsInstalled, planFilterGradient } from "./webgpu-kernels.js";
-export { registerConvNetGradients } from "./gradients.js";
+export { registerTrainingGradients } from "./gradients.js";
 export { conv2dForward, conv2dBackpropInput, conv2dBackpropFilter, type ConvGeometry } from "./conv.js";
 export { GemmWorkspace, GemmBatch, gemmWorkspace } from "../linalg/gemm.js";
 export { configuredGemmThreads } from "../linalg/gemm-threads.js";
@@ -84,7 +84,7 @@ export async function initTrainingBackend(options: TrainingBackendOptions = {}):
   if (!(TRAINING_BACKENDS as readonly string[]).includes(requested)) {
     throw new EnvironmentError(`unknown training backend "${String(requested)}"`, { hint: `use one of ${TRAINING_BACKENDS.join(", ")}` });
   }
-  registerConvNetGradients();
+  registerTrainingGradients();
   while (pending) await pending.catch(() => undefined);
   if (active && (requested === "auto" || requested === active.backend) && tf.getBackend() === active.backend) return active;
   const log = options.log ?? (() => {});
@@ -112,7 +112,7 @@ export interface BackendProbe {
  * command: it leaves the cpu backend running and initTrainingBackend's memo untouched.
  */
 export async function probeTrainingBackends(options: Pick<TrainingBackendOptions, "loaders" | "dawnToggles"> = {}): Promise<{ probes: BackendProbe[]; auto: TrainingBackendName }> {
-  registerConvNetGradients();
+  registerTrainingGradients();
   applyOptions(options);
   const probe = async (backend: TrainingBackendName, start: () => Promise<TrainingBackendInfo>): Promise<BackendProbe> => {
     try {

@@ -2,8 +2,10 @@ import * as tf from "@tensorflow/tfjs-core";
 import { RELU_GRAD_KERNEL } from "./cpu-kernels.js";
 
 /**
- * Gradients for the kernels a convolutional segmenter trains through (convolution, transposed
- * convolution, max-pool, ReLU, concat, element-wise arithmetic, the BCE-with-logits pieces).
+ * Gradients for the kernels the segmenter trains through: convolution, transposed convolution,
+ * max-pool, ReLU, concat, element-wise arithmetic, the BCE-with-logits pieces, and the attention
+ * side (batched matmul, softmax, transpose, gather of embedding rows). The one place this package
+ * registers tfjs gradients; the network (src/segmenter) calls registerTrainingGradients.
  *
  * Node loads tfjs-core's CommonJS bundle, which registers no gradients; upstream registers them
  * from the ESM-only `dist/register_all_gradients.js`, whose extension-less imports Node's ESM
@@ -136,12 +138,76 @@ const GRADIENTS: GradientDefinition[] = [
       filter: () => runKernel("Conv2DBackpropFilter", { x: ddx, dy: dy! }, { ...convAttrs(attrs), filterShape: filter!.shape }),
     }),
   },
+  {
+    kernelName: "RealDiv",
+    inputsToSave: ["a", "b"],
+    gradFunc: (dy, [a, b]) => {
+      const out = tf.backend_util.assertAndGetBroadcastShape(a!.shape, b!.shape);
+      return {
+        a: () => reduceToShape(tf.div(dy, b!), a!.shape, out),
+        b: () => reduceToShape(tf.neg(tf.div(tf.mul(dy, a!), tf.square(b!))), b!.shape, out),
+      };
+    },
+  },
+  { kernelName: "Cast", gradFunc: (dy) => ({ x: () => tf.clone(dy) }) },
+  {
+    kernelName: "Transpose",
+    gradFunc: (dy, _saved, attrs) => {
+      const perm = attrs.perm as number[];
+      const inverse = new Array<number>(perm.length);
+      perm.forEach((p, i) => (inverse[p] = i));
+      return { x: () => tf.transpose(dy, inverse) };
+    },
+  },
+  { kernelName: "Sqrt", inputsToSave: ["x"], gradFunc: (dy, [x]) => ({ x: () => tf.div(dy, tf.mul(tf.sqrt(tf.cast(x!, "float32")), 2)) }) },
+  { kernelName: "Square", inputsToSave: ["x"], gradFunc: (dy, [x]) => ({ x: () => tf.mul(dy, tf.mul(tf.cast(x!, "float32"), 2)) }) },
+  {
+    kernelName: "Softmax",
+    outputsToSave: [true],
+    gradFunc: (dy, [y], attrs) => {
+      const dim = attrs.dim as number;
+      return {
+        logits: () => {
+          const dyTimesY = tf.mul(dy, y!);
+          return tf.sub(dyTimesY, tf.mul(tf.sum(dyTimesY, [dim], true), y!));
+        },
+      };
+    },
+  },
+  {
+    kernelName: "BatchMatMul",
+    inputsToSave: ["a", "b"],
+    gradFunc: (dy, [a, b], attrs) => {
+      const ta = attrs.transposeA as boolean;
+      const tb = attrs.transposeB as boolean;
+      if (!ta && !tb) return { a: () => tf.matMul(dy, b!, false, true), b: () => tf.matMul(a!, dy, true, false) };
+      if (!ta && tb) return { a: () => tf.matMul(dy, b!, false, false), b: () => tf.matMul(dy, a!, true, false) };
+      if (ta && !tb) return { a: () => tf.matMul(b!, dy, false, true), b: () => tf.matMul(a!, dy, false, false) };
+      return { a: () => tf.matMul(b!, dy, true, true), b: () => tf.matMul(dy, a!, true, true) };
+    },
+  },
+  {
+    kernelName: "GatherV2",
+    inputsToSave: ["x", "indices"],
+    gradFunc: (dy, [x, indices], attrs) => {
+      const axis = axesOf(attrs.axis, x!.rank)[0]!;
+      if (axis !== 0 || ((attrs.batchDims as number | undefined) ?? 0) !== 0) throw new Error("gather gradient is implemented for axis 0 without batch dims only");
+      return {
+        x: () => {
+          const inner = x!.shape.slice(1);
+          const values = tf.reshape(dy, [indices!.size, ...inner]);
+          return tf.unsortedSegmentSum(values, tf.reshape(indices!, [indices!.size]) as tf.Tensor1D, x!.shape[0]!);
+        },
+        indices: () => tf.zerosLike(indices!),
+      };
+    },
+  },
 ];
 
 let registered = false;
 
 /** Registers the gradients above where none exists yet. Idempotent. */
-export function registerConvNetGradients(): void {
+export function registerTrainingGradients(): void {
   if (registered) return;
   registered = true;
   for (const config of GRADIENTS) {

@@ -1,7 +1,7 @@
 import { test, describe, before } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
-import { installFastCpuKernels, uninstallFastCpuKernels, registerConvNetGradients, GemmWorkspace } from "../../src/tfjs/backends.js";
+import { installFastCpuKernels, uninstallFastCpuKernels, registerTrainingGradients, GemmWorkspace } from "../../src/tfjs/backends.js";
 import { buildReferenceUNet, bceWithLogits } from "../../src/tfjs/reference-unet.js";
 import { mulberry32 } from "../../src/util/random.js";
 
@@ -36,7 +36,7 @@ function stockAndFast(fn: () => tf.Tensor | tf.Tensor[]): Array<[Float32Array, F
 }
 
 before(async () => {
-  registerConvNetGradients();
+  registerTrainingGradients();
   await tf.setBackend("cpu");
   // The cpu backend's "install tfjs-node" banner is noise in test output.
   (tf.backend() as unknown as { firstUse: boolean }).firstUse = false;

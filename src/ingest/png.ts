@@ -44,16 +44,6 @@ export function encodeGreyPngScanlines(scanlines: Uint8Array, width: number, hei
   return new Uint8Array(Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk("IHDR", header), chunk("IDAT", idat), chunk("IEND", new Uint8Array(0))]));
 }
 
-/**
- * Encodes an 8-bit one-channel image as PNG in-process, sparing a native round trip per
- * sample (the samples table stores masks this way).
- */
-export function encodeGreyPng(pixels: Uint8Array, width: number, height: number): Uint8Array {
-  const raw = Buffer.alloc(scanlineLength(width, height));
-  for (let y = 0; y < height; y++) raw.set(pixels.subarray(y * width, (y + 1) * width), y * (width + 1) + 1);
-  return encodeGreyPngScanlines(raw, width, height);
-}
-
 /** Image format from the first bytes, as sharp names it. */
 export function sniffFormat(bytes: Uint8Array): string | undefined {
   if (bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47) return "png";

@@ -41,10 +41,6 @@ export function arrowSchema(columns: readonly ColumnSpec[]): Schema {
   return new Schema(columns.map((c) => new Field(c.name, arrowType(c.type), c.nullable)));
 }
 
-export const SAMPLES_SCHEMA = arrowSchema(SAMPLE_COLUMNS);
-export const QUARANTINE_SCHEMA = arrowSchema(QUARANTINE_COLUMNS);
-export const ORPHANS_SCHEMA = arrowSchema(ORPHAN_COLUMNS);
-
 /**
  * Builds one record batch row by row, so rows can be added as they arrive (a shard appends each
  * decoded sample in plan order while later ones are still decoding). Same builders and null

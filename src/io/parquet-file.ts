@@ -61,12 +61,3 @@ export class LazyParquet {
     this.handle.free();
   }
 }
-
-export async function withParquet<T>(file: string, fn: (reader: LazyParquet) => Promise<T>): Promise<T> {
-  const reader = await LazyParquet.open(file);
-  try {
-    return await fn(reader);
-  } finally {
-    reader.close();
-  }
-}

@@ -67,8 +67,6 @@ export interface BuildResult {
   droppedPoints: number;
 }
 
-export const LUNG_ZONES = ["upper-left", "middle-left", "lower-left", "upper-right", "middle-right", "lower-right"] as const;
-
 const ZONE_WORDS: Record<string, number[]> = {
   upper: [0],
   uppper: [0],

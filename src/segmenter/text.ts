@@ -7,7 +7,7 @@ export function tokenizeReport(text: string): string[] {
   return text.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? [];
 }
 
-export const PAD_ID = 0;
+// Padding is id 0 (PAD_TOKEN is the vocabulary's first entry), unknown words id 1.
 export const UNKNOWN_ID = 1;
 export const PAD_TOKEN = "<pad>";
 export const UNKNOWN_TOKEN = "<unk>";

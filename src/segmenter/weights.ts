@@ -16,13 +16,6 @@ export interface TensorEntry {
 
 export const WEIGHTS_FORMAT = "prolearn-weights/1";
 
-export interface WeightsHeader {
-  format: typeof WEIGHTS_FORMAT;
-  /** Name of the .bin file, relative to the header. */
-  weights: string;
-  tensors: TensorEntry[];
-}
-
 /**
  * Packs tensors (in the given order) into one Float32Array and its index; a Float32Array already
  * on the CPU is packed as it is (shape [length]). Reads asynchronously: tfjs-backend-webgpu's

@@ -26,11 +26,15 @@ export abstract class ProlearnError extends Error {
 
   /** One human line: "file:line: message (hint)". */
   format(): string {
+    return this.formatMessage(this.message);
+  }
+
+  protected formatMessage(message: string): string {
     const { file, line, row, keyPath } = this.location;
     const where = [file, line !== undefined ? `line ${line}` : undefined, row !== undefined ? `row ${row}` : undefined, keyPath ? `key ${keyPath}` : undefined]
       .filter(Boolean)
       .join(", ");
-    return `${where ? `${where}: ` : ""}${this.message}${this.hint ? `\n  hint: ${this.hint}` : ""}`;
+    return `${where ? `${where}: ` : ""}${message}${this.hint ? `\n  hint: ${this.hint}` : ""}`;
   }
 }
 
@@ -70,14 +74,35 @@ export class PipelineSpecError extends ProlearnError {
   }
 }
 
-/** A stage failed while running. Exit 1. */
+/**
+ * A stage failed while running; names the stage. Every failure the engine records is one
+ * (`StageError.of`): an error a stage raised of another kind (a DataError naming a file and row)
+ * keeps its location, hint and exit code. Exit 1 unless the cause says otherwise.
+ */
 export class StageError extends ProlearnError {
   readonly code = "stage-failed";
-  readonly exitCode = 1 as const;
+  readonly exitCode: 1 | 2;
   readonly stage: string;
-  constructor(stage: string, message: string, options: { location?: ErrorLocation; hint?: string; cause?: unknown } = {}) {
+  /** The message without the "stage X failed: " prefix. */
+  readonly detail: string;
+  constructor(stage: string, message: string, options: { location?: ErrorLocation; hint?: string; cause?: unknown; exitCode?: 1 | 2 } = {}) {
     super(`stage ${stage} failed: ${message}`, options);
     this.stage = stage;
+    this.detail = message;
+    this.exitCode = options.exitCode ?? 1;
+  }
+
+  /** The failure of `stage` that `error` stands for: `error` itself when it already names that stage. */
+  static of(stage: string, error: unknown): StageError {
+    if (error instanceof StageError && error.stage === stage) return error;
+    if (error instanceof StageError) return new StageError(stage, `${error.stage}: ${error.detail}`, { location: error.location, hint: error.hint, cause: error, exitCode: error.exitCode });
+    if (error instanceof ProlearnError) return new StageError(stage, error.message, { location: error.location, hint: error.hint, cause: error, exitCode: error.exitCode });
+    return new StageError(stage, (error as Error)?.message ?? String(error), { cause: error });
+  }
+
+  /** "stage X failed: file, row N: message", so the stage comes first however the cause located itself. */
+  override format(): string {
+    return `stage ${this.stage} failed: ${this.formatMessage(this.detail)}`;
   }
 }
 
@@ -105,6 +130,12 @@ export class ArtifactError extends ProlearnError {
  */
 export class CatalogError extends ProlearnError {
   readonly code = "damaged-catalog";
+  readonly exitCode = 1 as const;
+}
+
+/** Work stopped by its abort signal (Ctrl-C, a cancelled job) before it finished; a rerun resumes or restarts it. Exit 1. */
+export class InterruptedError extends ProlearnError {
+  readonly code = "interrupted";
   readonly exitCode = 1 as const;
 }
 

@@ -40,7 +40,7 @@ export function sweepRowFromRun(value: unknown, result: RunResult): SweepRow {
     psaMarginOverMean: typeof usefulness?.marginOverMean === "number" ? usefulness.marginOverMean : null,
     ran: result.totals.ran,
     cached: result.totals.cached,
-    error: failed ? `${failed.name}: ${failed.error ?? failed.reason}` : undefined,
+    error: failed ? (failed.error ?? `stage ${failed.name} failed: ${failed.reason}`) : undefined,
   };
 }
 

@@ -398,7 +398,7 @@ async function executeStage(run: RunContext, name: string, assessment: Assessmen
     session.upstream.set(name, { state: "ready", output: produced.output });
     recorder.stageFinished({ stage: name, status, reasons, cacheKey, parts: parts!, startedAt, seconds: result.seconds, output: produced.output, warnings });
   } catch (error) {
-    const message = error instanceof ProlearnError ? error.format() : ((error as Error)?.message ?? String(error));
+    const message = StageError.of(name, error).format();
     result = { name, status: "failed", reason: formatReasons(decision.reasons), reasons: decision.reasons, seconds: (performance.now() - stageStart) / 1000, cacheKey, digest: null, outputs: {}, summary: {}, warnings: [], error: message };
     session.upstream.set(name, { state: "missing" });
     recorder.stageFinished({ stage: name, status: "failed", reasons: decision.reasons, cacheKey, parts: parts!, startedAt, seconds: result.seconds, warnings: [], error: message });

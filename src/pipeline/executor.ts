@@ -1,7 +1,7 @@
 import { mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import PQueue from "p-queue";
-import { StageError, ProlearnError } from "../errors.js";
+import { StageError } from "../errors.js";
 import type { StageRegistry, ResolvedPipeline } from "./spec.js";
 import type { InputArtifact, ProgressEvent, ShardSpec, StageContext, StageSummary } from "./stage.js";
 import { OutputStore } from "./store.js";
@@ -96,8 +96,7 @@ export class InProcessExecutor implements Executor {
       }
       return withCollectedWarnings(ctx, await stage!.run!(ctx));
     } catch (error) {
-      if (error instanceof ProlearnError) throw error;
-      throw new StageError(task.stage, (error as Error)?.message ?? String(error), { cause: error });
+      throw StageError.of(task.stage, error);
     }
   }
 }

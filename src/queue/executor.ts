@@ -1,7 +1,7 @@
 import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, realpathSync, rmSync } from "node:fs";
 import path from "node:path";
 import { FlowProducer, Queue, QueueEvents, type Job, type JobsOptions } from "bullmq";
-import { StageError } from "../errors.js";
+import { EnvironmentError, StageError } from "../errors.js";
 import { sha256 } from "../util/hash.js";
 import type { Executor, StageTask } from "../pipeline/executor.js";
 import type { StageRegistry } from "../pipeline/spec.js";
@@ -228,7 +228,7 @@ export class BullMqExecutor implements Executor {
 
   private async waitFor(queue: Queue, events: QueueEvents, jobId: string, emit: (event: ProgressEvent) => void, signal: AbortSignal, childIds: string[]): Promise<JobResult> {
     const job = await queue.getJob(jobId);
-    if (!job) throw new StageError("queue", `job ${jobId} vanished from the queue before it finished`);
+    if (!job) throw new EnvironmentError(`job ${jobId} vanished from the queue before it finished`);
     this.listeners.set(jobId, emit);
     const aborted = new Promise<never>((_, reject) => {
       const onAbort = () => reject(signal.reason ?? new Error("aborted"));
@@ -282,8 +282,8 @@ export class BullMqExecutor implements Executor {
   private takeOutputs(workdir: string, jobId: string, from: string, to: string): void {
     const root = jobDir(workdir, jobId);
     const source = path.resolve(from);
-    if (!source.startsWith(root + path.sep)) throw new StageError("queue", `job ${jobId} reported outputs outside its folder: ${from}`);
-    if (!existsSync(source)) throw new StageError("queue", `job ${jobId} finished but its folder ${source} is gone`, { hint: "workers and this process must share the workdir's filesystem" });
+    if (!source.startsWith(root + path.sep)) throw new EnvironmentError(`job ${jobId} reported outputs outside its folder: ${from}`);
+    if (!existsSync(source)) throw new EnvironmentError(`job ${jobId} finished but its folder ${source} is gone`, { hint: "workers and this process must share the workdir's filesystem" });
     linkTree(source, to);
   }
 

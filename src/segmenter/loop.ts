@@ -1,6 +1,6 @@
 import { mkdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
-import { StageError } from "../errors.js";
+import { InterruptedError, ModelError } from "../errors.js";
 import type { Batch } from "./guidance.js";
 import { segmenterForward } from "./guidance.js";
 import { SegmentationMeter, type SegmentationScores } from "./metrics.js";
@@ -103,7 +103,7 @@ async function snapshot(store: ParamStore): Promise<Map<string, Float32Array>> {
 function restore(store: ParamStore, values: Map<string, Float32Array>, prefix = ""): void {
   for (const [name, entry] of store) {
     const v = values.get(prefix + name);
-    if (!v) throw new StageError("train", `checkpoint lacks tensor ${prefix + name}`);
+    if (!v) throw new ModelError(`checkpoint lacks tensor ${prefix + name}`, { hint: "the checkpoint was written by other code; rerun with --force" });
     tf.tidy(() => entry.variable.assign(tf.tensor(v, entry.variable.shape)));
   }
 }
@@ -192,7 +192,7 @@ export async function trainSegmenter(job: TrainJob): Promise<TrainResult> {
       let lossSum = 0;
       let lr = settings.learningRate;
       for (let s = 0; s < stepsPerEpoch; s++) {
-        if (job.signal?.aborted) throw new StageError("train", "interrupted; the next run resumes from the last checkpoint");
+        if (job.signal?.aborted) throw new InterruptedError("interrupted; the next run resumes from the last checkpoint");
         const indices = order.slice(s * settings.batchSize, (s + 1) * settings.batchSize);
         const batch = job.trainBatch(indices, epoch);
         if (!batch.masks) throw new Error("training batches need masks");
@@ -240,7 +240,7 @@ export async function trainSegmenter(job: TrainJob): Promise<TrainResult> {
       if (state.epochsDone >= settings.epochs) state.finished = true;
       if (job.checkpointDir) await saveCheckpoint(job.checkpointDir, state, store, optimizer, best);
       job.onEpoch?.(record);
-      if (job.signal?.aborted && !state.finished) throw new StageError("train", `interrupted after epoch ${state.epochsDone}; the next run resumes from its checkpoint`);
+      if (job.signal?.aborted && !state.finished) throw new InterruptedError(`interrupted after epoch ${state.epochsDone}; the next run resumes from its checkpoint`);
     }
     restore(store, best);
   } finally {

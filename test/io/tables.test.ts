@@ -129,7 +129,7 @@ describe("declared tables", () => {
     assert.equal(result.status, "failed");
     const stage = result.stages.find((s) => s.name === "ingest")!;
     assert.equal(stage.status, "failed");
-    assert.match(stage.error!, /orphans\.parquet does not match what the ingest stage declares: column report_file \(utf8\) is missing/);
+    assert.match(stage.error!, /^stage ingest failed: \/\S+\/orphans\.parquet: orphans\.parquet does not match what the ingest stage declares: column report_file \(utf8\) is missing/);
     assert.equal(stage.digest, null, "nothing was published");
   });
 });

@@ -6,6 +6,7 @@ import path from "node:path";
 import { cli } from "../helpers/cli.js";
 import { formatRunSummary } from "../../src/cli/render.js";
 import type { StageResult } from "../../src/pipeline/engine.js";
+import { skipUnless } from "../helpers/skip.js";
 
 describe("cli", () => {
   test("--help lists commands and the exit codes", async () => {
@@ -67,7 +68,7 @@ describe("cli", () => {
 // On a machine with a GPU the worker would start and wait for jobs; the refusal needs one without.
 const gpuDevice = existsSync("/dev/nvidia0") || existsSync("/dev/kfd") || (existsSync("/dev/dri") && readdirSync("/dev/dri").some((n) => n.startsWith("renderD")));
 
-test("worker --capabilities gpu refuses to serve GPU jobs where only the cpu backend starts, and says why", { skip: gpuDevice ? "this machine shows a GPU device node" : false }, async () => {
+test("worker --capabilities gpu refuses to serve GPU jobs where only the cpu backend starts, and says why", { skip: skipUnless(!gpuDevice, "this machine shows a GPU device node") }, async () => {
   const { code, stderr } = await cli(["worker", "--redis", "redis://127.0.0.1:1", "--capabilities", "gpu"]);
   assert.equal(code, 1, stderr);
   assert.match(stderr, /--capabilities gpu, but no GPU training backend starts on this machine/);

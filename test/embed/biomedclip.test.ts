@@ -9,7 +9,7 @@ import { BIOMEDCLIP_EXPORT, BiomedclipEncoder } from "../../src/embed/biomedclip
 import { createEncoder } from "../../src/embed/factory.js";
 import { BIOMEDCLIP_IMAGE_PREPROCESSING as P, centerCropOffset, preprocessImage, shortestSideSize } from "../../src/embed/image-preprocess.js";
 import { readOnnxHeader } from "../../src/embed/onnx-model.js";
-import { blobImage, scratchDir } from "./harness.js";
+import { blobImage, scratchDir } from "./helpers.js";
 import { buildTokenizerJson, writeTinyBiomedclipFolder } from "./tiny-biomedclip.js";
 
 const norm = (v: number, c: number) => (v / 255 - P.mean[c]!) / P.std[c]!;

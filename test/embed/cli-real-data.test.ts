@@ -8,8 +8,9 @@ import { parseCommandArgs, type CliIO } from "../../src/cli/command.js";
 import { COMMANDS } from "../../src/cli/commands/index.js";
 import { readEmbeddingColumn } from "../../src/io/tables.js";
 import { parseCsv } from "../../src/io/csv.js";
-import { blobImage, scratchDir } from "./harness.js";
+import { blobImage, scratchDir } from "./helpers.js";
 import { writeFile, mkdir } from "node:fs/promises";
+import { skipUnless } from "../helpers/skip.js";
 
 const REAL_DATA = process.env.PROLEARN_REAL_DATA ?? path.resolve(import.meta.dirname, "../../../shared/data");
 const ANNOTATION = path.join(REAL_DATA, "qata-cov19/QaTa/prompts/annotation.json");
@@ -40,7 +41,7 @@ describe("prolearn embed texts / images", () => {
     assert.deepEqual(parseCsv("Image;text\nbjorke_1.png;No pulmonary infection, zero infected areas.\n"), [["Image", "text"], ["bjorke_1.png", "No pulmonary infection, zero infected areas."]]);
   });
 
-  test(existsSync(ANNOTATION) ? "QaTa annotation.json: 9258 captions of all splits in one run, fitted on 5716 train, identical captions identical" : `QaTa annotation.json (skipped: ${ANNOTATION} is absent; set PROLEARN_REAL_DATA)`, { skip: !existsSync(ANNOTATION) }, async () => {
+  test("QaTa annotation.json: 9258 captions of all splits in one run, fitted on 5716 train, identical captions identical", { skip: skipUnless(existsSync(ANNOTATION), `${ANNOTATION} is absent; set PROLEARN_REAL_DATA`) }, async () => {
     const out = path.join(await scratchDir("cli"), "captions.parquet");
     const result = await runCommand("embed texts", [ANNOTATION, "--encoder", "builtin", "--out", out]);
     assert.equal(result.code, 0);
@@ -73,7 +74,7 @@ describe("prolearn embed texts / images", () => {
     assert.ok(!rowsEqual(values, dim, distinct[0]!, distinct[1]!), "different captions differ");
   });
 
-  test(existsSync(LVIT_TEST) ? "LViT test.csv: 2113 rows with typos embed, in order" : `LViT test.csv (skipped: ${LVIT_TEST} is absent; set PROLEARN_REAL_DATA)`, { skip: !existsSync(LVIT_TEST) }, async () => {
+  test("LViT test.csv: 2113 rows with typos embed, in order", { skip: skipUnless(existsSync(LVIT_TEST), `${LVIT_TEST} is absent; set PROLEARN_REAL_DATA`) }, async () => {
     const out = path.join(await scratchDir("cli"), "lvit.parquet");
     const result = await runCommand("embed texts", [LVIT_TEST, "--out", out, "--dim", "128"]);
     const info = JSON.parse(result.stdout);
@@ -104,7 +105,7 @@ describe("prolearn embed texts / images", () => {
     await assert.rejects(runCommand("embed images", [root, "--encoder", "biomedclip", "--out", out]), /needs --model/);
   });
 
-  test(existsSync(QATA_IMAGES) ? "embed images on 40 real QaTa X-rays with the builtin encoder" : `real QaTa images (skipped: ${QATA_IMAGES} is absent)`, { skip: !existsSync(QATA_IMAGES) }, async () => {
+  test("embed images on 40 real QaTa X-rays with the builtin encoder", { skip: skipUnless(existsSync(QATA_IMAGES), `${QATA_IMAGES} is absent; set PROLEARN_REAL_DATA`) }, async () => {
     const root = await scratchDir("cli-real");
     const folder = path.join(root, "x");
     await mkdir(folder);

@@ -9,7 +9,7 @@ import { readParquetFile, writeParquetFile } from "../../src/io/parquet.js";
 import { readEmbeddingColumn } from "../../src/io/tables.js";
 import { BuiltinEncoder } from "../../src/embed/builtin.js";
 import { embedParams } from "../../src/embed/stage.js";
-import { blobImage, countingRowCache, runEmbed, scratchDir, writeSamplesParquet, type SampleRow } from "./harness.js";
+import { blobImage, countingRowCache, runEmbed, scratchDir, writeSamplesParquet, type SampleRow } from "./helpers.js";
 import { FIXTURE_REPORTS, writeTinyBiomedclipFolder } from "./tiny-biomedclip.js";
 
 async function makeRows(from: number, count: number, options: { split?: SampleRow["split"]; withReports?: boolean } = {}): Promise<SampleRow[]> {

@@ -8,6 +8,7 @@ import { binarizeIntoScanlines, decodeJoined, decodePair, decodePairSeparately, 
 import { encodeGreyPngScanlines, scanlineLength } from "../../src/ingest/png.js";
 import { arrowSchema, RowBatchBuilder, SAMPLE_COLUMNS } from "../../src/ingest/schema.js";
 import { realDataPath } from "./helpers.js";
+import { skipUnless } from "../helpers/skip.js";
 
 /** The binarisation rule written pixel by pixel, as the stage documents it. */
 function reference(grey: Uint8Array, params: DecodeParams): { bits: Uint8Array; foreground: number; ambiguousFraction: number } {
@@ -160,7 +161,7 @@ test("one joined decode of image and mask gives exactly what decoding them one b
   assert.ok(joined.ok && joined.value.maskCoverage > 0, "the grey pair decodes and has foreground");
 });
 
-test("joined decode matches the general path on real QaTa-COV19 pairs", { skip: realQataPairs() ? false : "real QaTa subset not found under ../shared/data or $PROLEARN_REAL_DATA" }, async () => {
+test("joined decode matches the general path on real QaTa-COV19 pairs", { skip: skipUnless(realQataPairs(), "real QaTa subset not found under ../shared/data or $PROLEARN_REAL_DATA") }, async () => {
   const { images, masks, names } = realQataPairs()!;
   const params = { maskThreshold: 127, maskAmbiguousFraction: 0.01 };
   for (const name of names) {

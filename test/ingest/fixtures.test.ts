@@ -9,6 +9,7 @@ import { readParquetFile } from "../../src/io/parquet.js";
 import type { DatasetKind } from "../../src/pipeline/spec.js";
 import { SAMPLE_COLUMNS } from "../../src/ingest/schema.js";
 import { fileRowCache, realDataPath, runIngest, scratchDir } from "./helpers.js";
+import { skipUnless } from "../helpers/skip.js";
 
 const LAYOUTS: [DatasetKind, FixtureLayout][] = [
   ["qata-cov19", "kaggle"],
@@ -123,7 +124,7 @@ test("a rerun after adding files decodes only the new ones (row cache keyed on c
 });
 
 const mosmedText = realDataPath("mosmeddata-plus", "text");
-test(mosmedText ? "MosMedData+ real ';' CSV text with images in the LViT folders (lvit-csv): every row matched" : "SKIPPED: MosMedData+ text CSVs absent", { skip: !mosmedText }, async () => {
+test("MosMedData+ real ';' CSV text with images in the LViT folders (lvit-csv): every row matched", { skip: skipUnless(mosmedText, "MosMedData+ text CSVs absent (../shared/data or $PROLEARN_REAL_DATA)") }, async () => {
   const dir = scratchDir("mosmed");
   const fx = await writeFixtureDataset({ kind: "mosmeddata-plus", layout: "lvit-csv", out: path.join(dir, "data"), n: 4, seed: 1, size: 32 });
   // Replace the generated text by LViT's real CSVs and name images after their first rows.

@@ -6,6 +6,7 @@ import { DuckDBInstance } from "@duckdb/node-api";
 import { readParquetFile } from "../../src/io/parquet.js";
 import { SAMPLE_COLUMNS } from "../../src/ingest/schema.js";
 import { realDataPath, runIngest } from "./helpers.js";
+import { skipUnless } from "../helpers/skip.js";
 
 const qata = realDataPath("qata-cov19", "QaTa");
 const lvitText = realDataPath("qata-cov19", "prompt-lvit");
@@ -37,7 +38,7 @@ async function assertMasksBinary(file: string, sample: number): Promise<void> {
   }
 }
 
-test(qata ? "QaTa-COV19 SGSeg layout with annotation.json: every image ingested and matched, orphans counted" : "SKIPPED: QaTa-COV19 real subset absent (../shared/data or $PROLEARN_REAL_DATA)", { skip: !qata }, async () => {
+test("QaTa-COV19 SGSeg layout with annotation.json: every image ingested and matched, orphans counted", { skip: skipUnless(qata, "QaTa-COV19 real subset absent (../shared/data or $PROLEARN_REAL_DATA)") }, async () => {
   const { summary, outDir, logs } = await runIngest({ kind: "qata-cov19", root: qata! });
   assert.ok(logs.some((l) => l.includes("auto-detected sgseg")), logs.join("\n"));
   assert.equal(summary.found, 1700);
@@ -58,7 +59,7 @@ test(qata ? "QaTa-COV19 SGSeg layout with annotation.json: every image ingested 
   assert.ok(table.getChild("report")!.toArray().every((r: string | null) => typeof r === "string" && r.length > 10));
 });
 
-test(qata && lvitText ? "QaTa-COV19 SGSeg images with LViT's CSV text: names matched case-insensitively, every image has its report" : "SKIPPED: QaTa-COV19 real subset or prompt-lvit CSVs absent", { skip: !(qata && lvitText) }, async () => {
+test("QaTa-COV19 SGSeg images with LViT's CSV text: names matched case-insensitively, every image has its report", { skip: skipUnless(qata && lvitText, "QaTa-COV19 real subset or prompt-lvit CSVs absent (../shared/data or $PROLEARN_REAL_DATA)") }, async () => {
   const { summary, outDir } = await runIngest({ kind: "qata-cov19", root: qata!, reports: lvitText! });
   assert.equal(summary.ingested, 1700);
   assert.equal(summary.quarantined, 0);
@@ -72,7 +73,7 @@ test(qata && lvitText ? "QaTa-COV19 SGSeg images with LViT's CSV text: names mat
   assert.match(table.getChild("report")!.get(sub) as string, /^[A-Z]/);
 });
 
-test(kvasir ? "Kvasir-SEG with MedVLSM reports (p6): JPEG masks thresholded, MedVLSM split used, 100 orphans" : "SKIPPED: Kvasir-SEG real subset absent", { skip: !kvasir }, async () => {
+test("Kvasir-SEG with MedVLSM reports (p6): JPEG masks thresholded, MedVLSM split used, 100 orphans", { skip: skipUnless(kvasir, "Kvasir-SEG real subset absent (../shared/data or $PROLEARN_REAL_DATA)") }, async () => {
   const { summary, outDir, logs } = await runIngest({ kind: "kvasir-seg", root: kvasir! });
   assert.ok(logs.some((l) => l.includes("reports-medvlsm")), logs.join("\n"));
   assert.equal(summary.found, 900);

@@ -6,7 +6,7 @@ import path from "node:path";
 import { test } from "node:test";
 import * as prolearn from "../../src/index.js";
 import { writeFixtureDataset } from "../../src/synthetic/index.js";
-import { scratchDir } from "../train/fixture.js";
+import { scratchDir } from "../train/helpers.js";
 
 const repoRoot = path.resolve(import.meta.dirname, "../..");
 

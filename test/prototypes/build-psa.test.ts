@@ -4,7 +4,7 @@ import { buildPrototypes, parseLungZones, bestKmeans, type BuildOptions } from "
 import { PrototypeSpace } from "../../src/prototypes/psa.js";
 import { usefulnessCheck } from "../../src/prototypes/run.js";
 import { adjustedRandIndex } from "../../src/prototypes/ari.js";
-import { syntheticPairs } from "./synthetic.js";
+import { syntheticPairs } from "./fixtures.js";
 
 const base: BuildOptions = { mode: "hdbscan-kmeans", minClusterSize: 5, metric: "cosine", k: 4, noise: "nearest", seed: 7, restarts: 3 };
 

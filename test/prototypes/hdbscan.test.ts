@@ -9,6 +9,7 @@ import { hdbscan, hdbscanFromDistances } from "../../src/prototypes/hdbscan.js";
 import { pairwiseDistances, pairwiseDistancesJs } from "../../src/prototypes/distances.js";
 import { adjustedRandIndex } from "../../src/prototypes/ari.js";
 import { referenceSets, pointsDigest, pointsCsv, mulberry32 } from "./fixtures.js";
+import { skipUnless } from "../helpers/skip.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(here, "../..");
@@ -117,8 +118,8 @@ test("prolearn cluster hdbscan writes a label column in input order", () => {
  */
 const lvitCsv = path.join(realData, "qata-cov19/prompt-lvit/train.csv");
 const annotation = path.join(realData, "qata-cov19/QaTa/prompts/annotation.json");
-const realSkip = !existsSync(lvitCsv) || !existsSync(annotation) ? `real QaTa text not found under ${realData}` : !hasR ? "Rscript with the dbscan package (apt r-cran-dbscan) is not installed" : false;
-test(`HDBSCAN matches R on real QaTa report embeddings (builtin encoder)${realSkip ? ` [skipped: ${realSkip}]` : ""}`, { skip: realSkip }, async () => {
+const realSkip = skipUnless(existsSync(lvitCsv) && existsSync(annotation), `real QaTa text not found under ${realData} (set PROLEARN_REAL_DATA)`) || skipUnless(hasR, "Rscript with the dbscan package (apt r-cran-dbscan) is not installed");
+test("HDBSCAN matches R on real QaTa report embeddings (builtin encoder)", { skip: realSkip }, async () => {
   const { BuiltinEncoder } = await import("../../src/embed/builtin.js");
   const lvit = readFileSync(lvitCsv, "utf8").split(/\r?\n/).slice(1).filter(Boolean).map((line) => {
     const comma = line.indexOf(",");

@@ -15,7 +15,8 @@ import { prototypesParams, prototypesStage, type PrototypesParams } from "../../
 import { ArtifactRegistry, decodeNpy } from "../../src/prototypes/registry.js";
 import { PrototypeSpace } from "../../src/prototypes/psa.js";
 import { readPrototypesFile } from "../../src/prototypes/artifact.js";
-import { syntheticPairs } from "./synthetic.js";
+import { syntheticPairs } from "./fixtures.js";
+import { skipUnless } from "../helpers/skip.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const DIM = 32;
@@ -253,7 +254,7 @@ test("prolearn prototypes query answers from a registered artifact", async () =>
 });
 
 const hasNumpy = spawnSync("python3", ["-c", "import numpy"], { stdio: "ignore" }).status === 0;
-test(`exported Q.npy / R.npy load in NumPy${hasNumpy ? "" : " [skipped: python3 with numpy is not installed]"}`, { skip: hasNumpy ? false : "python3 with numpy is not installed" }, async () => {
+test("exported Q.npy / R.npy load in NumPy", { skip: skipUnless(hasNumpy, "python3 with numpy is not installed (apt-get install python3-numpy)") }, async () => {
   const root = mkdtempSync(path.join(os.tmpdir(), "prolearn-proto-npy-"));
   const embedDir = await embedFixture(path.join(root, "embed"), 51);
   const workdir = path.join(root, "work");

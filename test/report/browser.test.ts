@@ -6,6 +6,7 @@ import { pathToFileURL } from "node:url";
 import { chromium, type Browser } from "playwright-core";
 import { demoFacts, demoRegistryWithWarning } from "./fixtures.js";
 import { CHROMIUM, CHROMIUM_ARGS, SCREENSHOT_DIR, demoProject, runDemo } from "./helpers.js";
+import { skipUnless } from "../helpers/skip.js";
 
 /**
  * Opens the report of a demo run in a real headless Chromium (Debian's `chromium`; CI installs
@@ -14,9 +15,9 @@ import { CHROMIUM, CHROMIUM_ARGS, SCREENSHOT_DIR, demoProject, runDemo } from ".
  * screenshot lands in test-output/report/ for CI to keep as an artifact.
  */
 
-const skip = existsSync(CHROMIUM) ? false : `no Chromium at ${CHROMIUM} (apt-get install chromium, or set PROLEARN_CHROMIUM)`;
+const skip = skipUnless(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM} (apt-get install chromium, or set PROLEARN_CHROMIUM)`);
 
-describe(`run report in headless Chromium${skip ? ` (skipped: ${skip})` : ""}`, { skip }, () => {
+describe("run report in headless Chromium", { skip }, () => {
   let browser: Browser;
   before(async () => {
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 60_000 });

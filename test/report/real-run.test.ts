@@ -11,6 +11,7 @@ import { STAGES } from "../../src/stages.js";
 import { reportWriter } from "../../src/cli/report-hook.js";
 import { gatherReport } from "../../src/report/gather.js";
 import { CHROMIUM, CHROMIUM_ARGS, SCREENSHOT_DIR, cli } from "./helpers.js";
+import { skipUnless } from "../helpers/skip.js";
 
 /**
  * The report of a run of the project's own registered stages on real QaTa-COV19 X-rays: a
@@ -39,7 +40,7 @@ function subset(): string {
 
 const missing = !existsSync(QATA) ? `${QATA} is absent; set PROLEARN_REAL_DATA` : !STAGES.has("ingest") || !STAGES.has("embed") ? "the ingest and embed stages are not registered" : undefined;
 
-describe(`report of a real QaTa run${missing ? ` (skipped: ${missing})` : ""}`, { skip: missing ?? false }, () => {
+describe("report of a real QaTa run", { skip: skipUnless(!missing, missing ?? "") }, () => {
   test("ingest and embed on 36 real X-rays: split sizes, real thumbnails, the absent stages said plainly", async () => {
     const dir = mkdtempSync(path.join(tmpdir(), "prolearn-report-real-"));
     const file = path.join(dir, "pipeline.yaml");

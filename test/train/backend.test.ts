@@ -7,6 +7,7 @@ import { buildReferenceUNet } from "../../src/tfjs/reference-unet.js";
 import { cli } from "../helpers/cli.js";
 import { stageCapabilities } from "../../src/pipeline/stage.js";
 import { STAGES } from "../../src/stages.js";
+import { skipUnless } from "../helpers/skip.js";
 
 
 async function importable(name: string): Promise<boolean> {
@@ -42,7 +43,7 @@ describe("initTrainingBackend", () => {
     assert.ok(results.every((r) => r === results[0]));
   });
 
-  test(tensorflowInstalled ? "forcing tensorflow (skipped: @tensorflow/tfjs-node is installed here)" : "forcing tensorflow without @tensorflow/tfjs-node throws EnvironmentError naming the packages", { skip: tensorflowInstalled }, async () => {
+  test("forcing tensorflow without @tensorflow/tfjs-node throws EnvironmentError naming the packages", { skip: skipUnless(!tensorflowInstalled, "@tensorflow/tfjs-node is installed here, so forcing tensorflow starts it") }, async () => {
     await assert.rejects(initTrainingBackend({ backend: "tensorflow" }), (error: unknown) => {
       assert.ok(error instanceof EnvironmentError);
       assert.match(error.message, /@tensorflow\/tfjs-node-gpu is not installed; @tensorflow\/tfjs-node is not installed/);

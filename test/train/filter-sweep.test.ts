@@ -5,7 +5,7 @@ import { writeParquetFile } from "../../src/io/parquet.js";
 import { applyThreshold, filteredTable, joinTokens } from "../../src/filter/run.js";
 import { formatSweepTable, parseSweepAssignment, type SweepRow } from "../../src/evaluate/sweep.js";
 import { cli } from "../helpers/cli.js";
-import { scratchDir } from "./fixture.js";
+import { scratchDir } from "./helpers.js";
 
 test("auto threshold keeps tokens above the report's mean score, in order", () => {
   const r = applyThreshold(["bilateral", "upper", "left", "lung"], [0.1, 0.4, 0.35, 0.15], "auto");

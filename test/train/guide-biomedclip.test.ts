@@ -8,7 +8,7 @@ import { planPipeline, runPipeline } from "../../src/pipeline/engine.js";
 import { resolvePipeline } from "../../src/pipeline/spec.js";
 import { STAGES } from "../../src/stages.js";
 import { writeTinyBiomedclipFolder } from "../embed/tiny-biomedclip.js";
-import { scratchDir } from "./fixture.js";
+import { scratchDir } from "./helpers.js";
 
 test("guide and filter read BiomedCLIP token features (text hidden states) from a model folder", { timeout: 300_000 }, async () => {
   const dir = await scratchDir("guide-biomedclip");

@@ -8,7 +8,7 @@ import { diceBceLoss, disposeParams, initParams, netForward, trainableVariables,
 import { initBackend, tf } from "../../src/segmenter/runtime.js";
 import { sha256File } from "../../src/util/hash.js";
 import { buildVocabulary, encodeReport, tokenizeReport, vocabularyIndex } from "../../src/segmenter/text.js";
-import { scratchDir } from "./fixture.js";
+import { scratchDir } from "./helpers.js";
 
 const vocabConfig: ModelConfig = {
   net: { imageSize: 16, inChannels: 1, baseChannels: 4, depth: 3, heads: 4, tokenDim: 8 },

@@ -7,7 +7,7 @@ import { loadSamples } from "../../src/segmenter/data.js";
 import { trainSegmenter, type TrainSettings } from "../../src/segmenter/loop.js";
 import { disposeParams, initParams, type ModelConfig } from "../../src/segmenter/model.js";
 import { initBackend } from "../../src/segmenter/runtime.js";
-import { makeFixture, scratchDir, writeSamples } from "./fixture.js";
+import { makeFixture, scratchDir, writeSamples } from "./helpers.js";
 import { checkpointFolder, checkpointFolderFor } from "../../src/segmenter/checkpoints.js";
 import type { StageContext } from "../../src/pipeline/stage.js";
 

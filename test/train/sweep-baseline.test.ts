@@ -5,7 +5,7 @@ import { writeFixtureDataset } from "../../src/synthetic/index.js";
 import { runPipeline } from "../../src/pipeline/engine.js";
 import { resolvePipeline } from "../../src/pipeline/spec.js";
 import { STAGES } from "../../src/stages.js";
-import { scratchDir } from "./fixture.js";
+import { scratchDir } from "./helpers.js";
 
 test("a text-availability change retrains ProLearn but resumes the image-only baseline from its checkpoint", { timeout: 300_000 }, async () => {
   const dir = await scratchDir("sweep-baseline");

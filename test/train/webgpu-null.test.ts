@@ -14,14 +14,15 @@ import { STAGES } from "../../src/stages.js";
 import { initTrainingBackend } from "../../src/tfjs/backends.js";
 import { timeReferenceTraining } from "../../src/tfjs/reference-unet.js";
 import { tf } from "../../src/segmenter/runtime.js";
-import { scratchDir } from "./fixture.js";
+import { scratchDir } from "./helpers.js";
+import { skipUnless } from "../helpers/skip.js";
 
 process.env.XDG_RUNTIME_DIR ??= "/tmp";
 const dawnMissing = await import("webgpu").then(
   () => false,
   () => true,
 );
-const skip = dawnMissing ? "the optional package `webgpu` (Dawn) is not installed on this platform" : false;
+const skip = skipUnless(!dawnMissing, "the optional package `webgpu` (Dawn) is not installed on this platform");
 
 test("webgpu on Dawn's null adapter: forced by toggle, named as such", { skip }, async () => {
   const info = await initTrainingBackend({ backend: "webgpu", dawnToggles: ["backend=null"] });

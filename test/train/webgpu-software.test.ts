@@ -17,6 +17,7 @@ import { deriveSeed, mulberry32, normalArray } from "../../src/segmenter/prng.js
 import { tf } from "../../src/segmenter/runtime.js";
 import { runAdamW } from "./adamw-run.js";
 import { planSpanChunks } from "../../src/tfjs/webgpu-norm.js";
+import { skipUnless } from "../helpers/skip.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const manifest = process.env.PROLEARN_SOFTWARE_VULKAN ?? path.join(repoRoot, ".cache/vulkan/lvp_icd.json");
@@ -24,11 +25,9 @@ const dawnInstalled = await import("webgpu").then(
   () => true,
   () => false,
 );
-const skip = !dawnInstalled
-  ? "the optional package `webgpu` (Dawn) is not installed on this platform"
-  : !existsSync(manifest)
-    ? `no software Vulkan driver at ${manifest}: run bash scripts/software-vulkan.sh (or set PROLEARN_SOFTWARE_VULKAN to a lavapipe ICD manifest)`
-    : false;
+const skip =
+  skipUnless(dawnInstalled, "the optional package `webgpu` (Dawn) is not installed on this platform") ||
+  skipUnless(existsSync(manifest), `no software Vulkan driver at ${manifest}: run bash scripts/software-vulkan.sh (or set PROLEARN_SOFTWARE_VULKAN to a lavapipe ICD manifest)`);
 
 if (!skip) {
   // Read by the Vulkan loader when Dawn creates its instance, i.e. at the first webgpu start.

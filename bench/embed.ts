@@ -15,7 +15,7 @@ import { embedInBatches } from "../src/embed/batches.js";
 import { createEncoder } from "../src/embed/factory.js";
 import type { Encoder } from "../src/embed/encoder.js";
 import { writeTinyBiomedclipFolder } from "../test/embed/tiny-biomedclip.js";
-import { blobImage } from "../test/embed/harness.js";
+import { blobImage } from "../test/embed/helpers.js";
 
 const REAL = process.env.PROLEARN_REAL_DATA ?? path.resolve(import.meta.dirname, "../../shared/data");
 const IMAGES_DIR = path.join(REAL, "qata-cov19/QaTa/images/train/images");

@@ -61,6 +61,7 @@ async function readText(file: string): Promise<{ text: string; lossy: boolean }>
 }
 
 /** Control characters (newline, tab, ...) have no place in a file name or report key. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
 const CONTROL = /[\u0000-\u001f\u007f]/;
 
 /** Shows a key with its control characters escaped, for messages. */
@@ -301,17 +302,17 @@ export async function readReportSources(sources: string[], reportKey: string, bo
     const inRoot = insideDir(path.resolve(source), path.resolve(bounds.root));
     const boundary = inRoot ? bounds.realRoot : info.isDirectory() ? await realpath(source) : undefined;
     if (inRoot) {
-      const escape = await escapeOf(source, bounds.realRoot);
-      if (escape) {
-        out.problems.push(quarantineEntry({ source, reason: "path-escapes-root", detail: `report ${info.isDirectory() ? "folder" : "file"} is a symbolic link to ${escape}, outside the dataset root`, scope: "report" }));
+      const escapesTo = await escapeOf(source, bounds.realRoot);
+      if (escapesTo) {
+        out.problems.push(quarantineEntry({ source, reason: "path-escapes-root", detail: `report ${info.isDirectory() ? "folder" : "file"} is a symbolic link to ${escapesTo}, outside the dataset root`, scope: "report" }));
         continue;
       }
     }
     const files = info.isDirectory() ? await listReportFiles(source) : [source];
     for (const file of files) {
-      const escape = boundary && file !== source ? await escapeOf(file, boundary) : undefined;
-      if (escape) {
-        out.problems.push(quarantineEntry({ source: file, reason: "path-escapes-root", detail: `report file is a symbolic link to ${escape}, outside ${inRoot ? "the dataset root" : source}`, scope: "report" }));
+      const escapesTo = boundary && file !== source ? await escapeOf(file, boundary) : undefined;
+      if (escapesTo) {
+        out.problems.push(quarantineEntry({ source: file, reason: "path-escapes-root", detail: `report file is a symbolic link to ${escapesTo}, outside ${inRoot ? "the dataset root" : source}`, scope: "report" }));
         continue;
       }
       out.files.push(file);
@@ -339,9 +340,9 @@ export async function readTextReports(folder: string, bounds: ReportBounds): Pro
     const name = dirent.name;
     const file = path.join(folder, name);
     // Only links need resolving one by one: any other entry lies where its folder really is.
-    const escape = dirent.isSymbolicLink() ? await escapeOf(file, bounds.realRoot) : insideDir(realFolder, bounds.realRoot) ? undefined : realFolder;
-    if (escape) {
-      out.problems.push(quarantineEntry({ source: file, reason: "path-escapes-root", detail: `report file is a symbolic link to ${escape}, outside the dataset root`, scope: "report" }));
+    const escapesTo = dirent.isSymbolicLink() ? await escapeOf(file, bounds.realRoot) : insideDir(realFolder, bounds.realRoot) ? undefined : realFolder;
+    if (escapesTo) {
+      out.problems.push(quarantineEntry({ source: file, reason: "path-escapes-root", detail: `report file is a symbolic link to ${escapesTo}, outside the dataset root`, scope: "report" }));
       continue;
     }
     out.files.push(file);

@@ -158,6 +158,7 @@ async function pairFolder(
       }
     }
     findings.found++;
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
     if (/[\u0000-\u001f\u007f]/.test(file.name)) {
       quarantine.push(quarantineEntry({ source: file.rel, id, reason: "invalid-id", detail: `file name ${JSON.stringify(file.name)} holds a control character`, scope: "image" }));
       continue;

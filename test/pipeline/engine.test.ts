@@ -165,7 +165,10 @@ describe("engine", () => {
     const start = () => {
       const child = spawn(process.execPath, ["--import", "tsx", path.join(import.meta.dirname, "run-child.ts"), file], { stdio: ["ignore", "pipe", "inherit"] });
       let out = "";
-      const halfway = new Promise<void>((resolve) => child.stdout.on("data", (c: Buffer) => ((out += c.toString()), out.includes("progress half") && resolve())));
+      const halfway = new Promise<void>((resolve) => child.stdout.on("data", (c: Buffer) => {
+          out += c.toString();
+          if (out.includes("progress half")) resolve();
+        }));
       const done = new Promise<{ status: string; stages: [string, string][] }>((resolve, reject) =>
         child.on("exit", (code) => (code === 0 ? resolve(JSON.parse(out.trim().split("\n").pop()!)) : reject(new Error(`exit ${code}`)))),
       );

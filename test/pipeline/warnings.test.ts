@@ -16,6 +16,7 @@ import { TEST_STAGES } from "./test-stages.js";
 /** `scale` with a quality gate: a factor above 2 "fails the check" but still publishes (ctx.warn); `total` returns one in its summary. */
 function registryWithChecks(): StageRegistry {
   const registry = new Map(TEST_STAGES);
+  // biome-ignore lint/suspicious/noExplicitAny: scale's definition is reused with its params type erased; run reads ctx.params.factor
   const scale = TEST_STAGES.get("scale")! as StageDefinition<any>;
   registry.set("scale", {
     ...scale,

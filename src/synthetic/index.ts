@@ -127,129 +127,172 @@ export async function writeFixtureDataset(options: FixtureOptions): Promise<Fixt
   const size = options.size ?? 64;
   const { kind, layout } = options;
   const out = path.resolve(options.out);
-  if (!Number.isInteger(n) || n < 1) throw new UsageError(`--n must be a positive integer, got ${n}`);
-  if (!Number.isInteger(size) || size < 16) throw new UsageError(`--size must be an integer of at least 16, got ${size}`);
-  if (options.bad && !BAD_FIXTURE_LAYOUTS.includes(layout)) {
-    throw new UsageError(`--bad is available for the layouts ${BAD_FIXTURE_LAYOUTS.join(", ")}`, { hint: "their report sources are folders, where broken report files can sit beside the real ones" });
-  }
-  if (options.decoys && kind === "kvasir-seg") {
-    throw new UsageError("--decoys is available for the chest kinds (qata-cov19, mosmeddata-plus)", { hint: "decoys are placed in lung zones that the report does not name; polyp prompts have no zones" });
-  }
+  checkFixtureOptions(options, n, size);
   await mkdir(out, { recursive: true });
   const names = sampleNames(kind, n, seed);
   const lower = layout === "sgseg";
   const samples: Named[] = names.map((name, index) => ({ ...synthesizeSample(kind, seed, index, size, { decoys: options.decoys === true }), index, name: lower ? name.toLowerCase() : name, split: intendedSplit(seed, index) }));
   const splits: Record<Split, number> = { train: 0, val: 0, test: 0 };
   for (const s of samples) splits[s.split]++;
-  const imageFormat = layout === "kvasir" ? "jpeg" : "png";
-  const ext = imageFormat === "jpeg" ? ".jpg" : ".png";
-  // Chest layouts name masks mask_<image>; MosMedData+ (LViT) and Kvasir use the image's own name.
-  const maskPrefix = kind === "qata-cov19" ? "mask_" : "";
-  let root = out;
-  let reports: string | undefined;
-  let firstPlacement: Placement | undefined;
-  let reportFolder: string | undefined;
-
-  const place = async (sample: Named, imageDir: string, maskDir: string): Promise<Placement> => {
-    await mkdir(imageDir, { recursive: true });
-    await mkdir(maskDir, { recursive: true });
-    const imageFile = path.join(imageDir, `${sample.name}${ext}`);
-    const maskFile = path.join(maskDir, `${maskPrefix}${sample.name}${ext}`);
-    await writeFile(imageFile, await encodeImage(sample, imageFormat));
-    await writeFile(maskFile, await encodeMask(sample, imageFormat));
-    const placement = { imageDir, maskDir, imageFile, maskFile };
-    firstPlacement ??= placement;
-    return placement;
-  };
-  const maskName = (s: Named) => `${maskPrefix}${s.name}${ext}`;
-  const bySplit = (split: Split) => samples.filter((s) => s.split === split);
-
-  switch (layout) {
-    case "kaggle": {
-      root = path.join(out, "QaTa-COV19-v2");
-      for (const s of samples) {
-        const set = s.split === "test" ? "Test Set" : "Train Set";
-        await place(s, path.join(root, set, "Images"), path.join(root, set, "Ground-truths"));
-      }
-      // The Kaggle release has no text; reports come from a separate CSV (LViT's Image,Description).
-      reports = path.join(out, "reports.csv");
-      await writeFile(reports, csvText(["Image", "Description"], samples.map((s) => [maskName(s), lvitText(s)]), ","));
-      break;
-    }
-    case "lvit":
-    case "lvit-csv": {
-      const folders: Record<Split, string> = { train: "Train_Folder", val: "Val_Folder", test: "Test_Folder" };
-      const textName: Record<Split, string> = kind === "mosmeddata-plus" ? { train: "Train_text_MosMedData+ 1", val: "Val_text_MosMedData+ 1", test: "Test_text_MosMedData+ 1" } : { train: "Train_text", val: "Val_text", test: "Test_text" };
-      if (layout === "lvit-csv") {
-        reportFolder = path.join(out, "text");
-        await mkdir(reportFolder, { recursive: true });
-      } else reportFolder = out;
-      for (const split of ["train", "val", "test"] as const) {
-        if (!bySplit(split).length) continue;
-        for (const s of bySplit(split)) await place(s, path.join(out, folders[split], "img"), path.join(out, folders[split], "labelcol"));
-        const rows = bySplit(split).map((s) => [maskName(s), lvitText(s)]);
-        if (layout === "lvit") await writeXlsx(path.join(out, `${textName[split]}.xlsx`), ["Image", "Description"], rows);
-        else await writeFile(path.join(reportFolder, `${textName[split]}(in).csv`), csvText(["Image", "text"], rows, ";"));
-      }
-      break;
-    }
-    case "guideseg": {
-      reportFolder = path.join(out, "prompt");
-      await mkdir(reportFolder, { recursive: true });
-      const train = [...bySplit("train"), ...bySplit("val")];
-      for (const s of train) await place(s, path.join(out, "Train", "Images"), path.join(out, "Train", "GTs"));
-      for (const s of bySplit("test")) await place(s, path.join(out, "Test", "Images"), path.join(out, "Test", "GTs"));
-      await writeFile(path.join(reportFolder, "train.csv"), csvText(["Image", "Description"], train.map((s) => [maskName(s), s.report]), ","));
-      if (bySplit("test").length) await writeFile(path.join(reportFolder, "test.csv"), csvText(["Image", "Description"], bySplit("test").map((s) => [maskName(s), s.report]), ","));
-      break;
-    }
-    case "sgseg": {
-      const folder: Record<Split, string> = { train: "train", val: "valid", test: "test" };
-      const annotation: Record<string, unknown[]> = { train: [], valid: [], test: [] };
-      for (const s of samples) {
-        await place(s, path.join(out, "images", folder[s.split], "images"), path.join(out, "images", folder[s.split], "masks"));
-        const zones = s.zones ?? [0, 0, 0, 0, 0, 0];
-        const lungs = [zones.slice(0, 3).some(Boolean), zones.slice(3).some(Boolean)].filter(Boolean).length;
-        annotation[folder[s.split]]!.push({ image_path: maskName(s), caption: s.report.toLowerCase(), pulmonary_infection: lungs, infected_area: zones.reduce((a, b) => a + b, 0), pseudo_label: zones });
-      }
-      await mkdir(path.join(out, "prompts"), { recursive: true });
-      await writeFile(path.join(out, "prompts", "annotation.json"), JSON.stringify(annotation));
-      break;
-    }
-    case "prolearn": {
-      await mkdir(path.join(out, "reports"), { recursive: true });
-      for (const s of samples) {
-        await place(s, path.join(out, "images"), path.join(out, "masks"));
-        await writeFile(path.join(out, "reports", `${s.name}.txt`), `${s.report}\n`);
-      }
-      const split = { train: bySplit("train").map((s) => s.name), val: bySplit("val").map((s) => s.name), test: bySplit("test").map((s) => s.name) };
-      await writeFile(path.join(out, "split.json"), JSON.stringify(split, null, 2));
-      break;
-    }
-    case "kvasir": {
-      const bboxes: Record<string, unknown> = {};
-      for (const s of samples) {
-        await place(s, path.join(out, "images"), path.join(out, "masks"));
-        const [xmin, ymin, xmax, ymax] = s.bbox ?? [0, 0, 0, 0];
-        bboxes[s.name] = { height: s.height, width: s.width, bbox: [{ label: "polyp", xmin, ymin, xmax, ymax }] };
-      }
-      await writeFile(path.join(out, "kavsir_bboxes.json"), JSON.stringify(bboxes));
-      reportFolder = path.join(out, "reports-medvlsm");
-      await mkdir(reportFolder, { recursive: true });
-      for (const split of ["train", "val", "test"] as const) {
-        if (!bySplit(split).length) continue;
-        const records = bySplit(split).map((s) => ({ bbox: s.bbox, cat: 0, segment_id: s.name, img_name: `${s.name}.jpg`, mask_name: `${s.name}.jpg`, sentences: [{ idx: 0, sent_id: s.index, sent: "" }], prompts: s.prompts }));
-        await writeFile(path.join(reportFolder, `${split}.json`), JSON.stringify(records));
-      }
-      break;
-    }
-  }
+  const files = new FixtureFiles(kind, layout, out, samples);
+  const written = await LAYOUT_WRITERS[layout](files);
+  const root = written.root ?? out;
 
   // Generated samples without a lesion (MosMedData+ has slices without infection) are flagged, not dropped.
   const expectedQuarantine: QuarantineReason[] = samples.filter((s) => !s.mask.some((v) => v > 0)).map(() => "empty-mask" as const);
-  if (options.bad) expectedQuarantine.push(...(await addBadInputs({ kind, layout, out: root, placement: firstPlacement!, reportFolder: reportFolder!, ext, maskPrefix, samples, imageFormat })));
+  if (options.bad) {
+    const { ext, maskPrefix, imageFormat } = files;
+    expectedQuarantine.push(...(await addBadInputs({ kind, layout, out: root, placement: files.firstPlacement!, reportFolder: written.reportFolder!, ext, maskPrefix, samples, imageFormat })));
+  }
   expectedQuarantine.sort();
-  return { kind, layout, root, reports, samples: n, splits, expectedQuarantine };
+  return { kind, layout, root, reports: written.reports, samples: n, splits, expectedQuarantine };
+}
+
+function checkFixtureOptions(options: FixtureOptions, n: number, size: number): void {
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`--n must be a positive integer, got ${n}`);
+  if (!Number.isInteger(size) || size < 16) throw new UsageError(`--size must be an integer of at least 16, got ${size}`);
+  if (options.bad && !BAD_FIXTURE_LAYOUTS.includes(options.layout)) {
+    throw new UsageError(`--bad is available for the layouts ${BAD_FIXTURE_LAYOUTS.join(", ")}`, { hint: "their report sources are folders, where broken report files can sit beside the real ones" });
+  }
+  if (options.decoys && options.kind === "kvasir-seg") {
+    throw new UsageError("--decoys is available for the chest kinds (qata-cov19, mosmeddata-plus)", { hint: "decoys are placed in lung zones that the report does not name; polyp prompts have no zones" });
+  }
+}
+
+/** Writes samples' images and masks into a layout's folders, named as that release names them. */
+class FixtureFiles {
+  readonly imageFormat: "png" | "jpeg";
+  readonly ext: string;
+  /** Chest layouts name masks mask_<image>; MosMedData+ (LViT) and Kvasir use the image's own name. */
+  readonly maskPrefix: string;
+  firstPlacement: Placement | undefined;
+
+  constructor(
+    readonly kind: DatasetKind,
+    layout: FixtureLayout,
+    readonly out: string,
+    readonly samples: Named[],
+  ) {
+    this.imageFormat = layout === "kvasir" ? "jpeg" : "png";
+    this.ext = this.imageFormat === "jpeg" ? ".jpg" : ".png";
+    this.maskPrefix = kind === "qata-cov19" ? "mask_" : "";
+  }
+
+  async place(sample: Named, imageDir: string, maskDir: string): Promise<Placement> {
+    await mkdir(imageDir, { recursive: true });
+    await mkdir(maskDir, { recursive: true });
+    const imageFile = path.join(imageDir, `${sample.name}${this.ext}`);
+    const maskFile = path.join(maskDir, this.maskName(sample));
+    await writeFile(imageFile, await encodeImage(sample, this.imageFormat));
+    await writeFile(maskFile, await encodeMask(sample, this.imageFormat));
+    const placement = { imageDir, maskDir, imageFile, maskFile };
+    this.firstPlacement ??= placement;
+    return placement;
+  }
+
+  maskName(sample: Named): string {
+    return `${this.maskPrefix}${sample.name}${this.ext}`;
+  }
+
+  bySplit(split: Split): Named[] {
+    return this.samples.filter((s) => s.split === split);
+  }
+}
+
+/** Where a layout writer put the dataset root (when not `out`), a separate report file, and the report folder. */
+interface WrittenLayout {
+  root?: string;
+  reports?: string;
+  reportFolder?: string;
+}
+
+const LAYOUT_WRITERS: Record<FixtureLayout, (files: FixtureFiles) => Promise<WrittenLayout>> = {
+  async kaggle(files) {
+    const root = path.join(files.out, "QaTa-COV19-v2");
+    for (const s of files.samples) {
+      const set = s.split === "test" ? "Test Set" : "Train Set";
+      await files.place(s, path.join(root, set, "Images"), path.join(root, set, "Ground-truths"));
+    }
+    // The Kaggle release has no text; reports come from a separate CSV (LViT's Image,Description).
+    const reports = path.join(files.out, "reports.csv");
+    await writeFile(reports, csvText(["Image", "Description"], files.samples.map((s) => [files.maskName(s), lvitText(s)]), ","));
+    return { root, reports };
+  },
+  lvit: (files) => writeLvit(files, "xlsx"),
+  "lvit-csv": (files) => writeLvit(files, "csv"),
+  async guideseg(files) {
+    const { out } = files;
+    const reportFolder = path.join(out, "prompt");
+    await mkdir(reportFolder, { recursive: true });
+    const train = [...files.bySplit("train"), ...files.bySplit("val")];
+    const test = files.bySplit("test");
+    for (const s of train) await files.place(s, path.join(out, "Train", "Images"), path.join(out, "Train", "GTs"));
+    for (const s of test) await files.place(s, path.join(out, "Test", "Images"), path.join(out, "Test", "GTs"));
+    await writeFile(path.join(reportFolder, "train.csv"), csvText(["Image", "Description"], train.map((s) => [files.maskName(s), s.report]), ","));
+    if (test.length) await writeFile(path.join(reportFolder, "test.csv"), csvText(["Image", "Description"], test.map((s) => [files.maskName(s), s.report]), ","));
+    return { reportFolder };
+  },
+  async sgseg(files) {
+    const { out } = files;
+    const folder: Record<Split, string> = { train: "train", val: "valid", test: "test" };
+    const annotation: Record<string, unknown[]> = { train: [], valid: [], test: [] };
+    for (const s of files.samples) {
+      await files.place(s, path.join(out, "images", folder[s.split], "images"), path.join(out, "images", folder[s.split], "masks"));
+      const zones = s.zones ?? [0, 0, 0, 0, 0, 0];
+      const lungs = [zones.slice(0, 3).some(Boolean), zones.slice(3).some(Boolean)].filter(Boolean).length;
+      annotation[folder[s.split]]!.push({ image_path: files.maskName(s), caption: s.report.toLowerCase(), pulmonary_infection: lungs, infected_area: zones.reduce((a, b) => a + b, 0), pseudo_label: zones });
+    }
+    await mkdir(path.join(out, "prompts"), { recursive: true });
+    await writeFile(path.join(out, "prompts", "annotation.json"), JSON.stringify(annotation));
+    return {};
+  },
+  async prolearn(files) {
+    const { out } = files;
+    await mkdir(path.join(out, "reports"), { recursive: true });
+    for (const s of files.samples) {
+      await files.place(s, path.join(out, "images"), path.join(out, "masks"));
+      await writeFile(path.join(out, "reports", `${s.name}.txt`), `${s.report}\n`);
+    }
+    const names = (split: Split) => files.bySplit(split).map((s) => s.name);
+    await writeFile(path.join(out, "split.json"), JSON.stringify({ train: names("train"), val: names("val"), test: names("test") }, null, 2));
+    return {};
+  },
+  async kvasir(files) {
+    const { out } = files;
+    const bboxes: Record<string, unknown> = {};
+    for (const s of files.samples) {
+      await files.place(s, path.join(out, "images"), path.join(out, "masks"));
+      const [xmin, ymin, xmax, ymax] = s.bbox ?? [0, 0, 0, 0];
+      bboxes[s.name] = { height: s.height, width: s.width, bbox: [{ label: "polyp", xmin, ymin, xmax, ymax }] };
+    }
+    await writeFile(path.join(out, "kavsir_bboxes.json"), JSON.stringify(bboxes));
+    const reportFolder = path.join(out, "reports-medvlsm");
+    await mkdir(reportFolder, { recursive: true });
+    for (const split of ["train", "val", "test"] as const) {
+      if (!files.bySplit(split).length) continue;
+      const records = files.bySplit(split).map((s) => ({ bbox: s.bbox, cat: 0, segment_id: s.name, img_name: `${s.name}.jpg`, mask_name: `${s.name}.jpg`, sentences: [{ idx: 0, sent_id: s.index, sent: "" }], prompts: s.prompts }));
+      await writeFile(path.join(reportFolder, `${split}.json`), JSON.stringify(records));
+    }
+    return { reportFolder };
+  },
+};
+
+/** LViT's release: Train/Val/Test_Folder with img/ and labelcol/, text as one workbook (or `;` CSV) per split. */
+async function writeLvit(files: FixtureFiles, text: "xlsx" | "csv"): Promise<WrittenLayout> {
+  const { out } = files;
+  const folders: Record<Split, string> = { train: "Train_Folder", val: "Val_Folder", test: "Test_Folder" };
+  const textName: Record<Split, string> = files.kind === "mosmeddata-plus" ? { train: "Train_text_MosMedData+ 1", val: "Val_text_MosMedData+ 1", test: "Test_text_MosMedData+ 1" } : { train: "Train_text", val: "Val_text", test: "Test_text" };
+  const reportFolder = text === "csv" ? path.join(out, "text") : out;
+  await mkdir(reportFolder, { recursive: true });
+  for (const split of ["train", "val", "test"] as const) {
+    const samples = files.bySplit(split);
+    if (!samples.length) continue;
+    for (const s of samples) await files.place(s, path.join(out, folders[split], "img"), path.join(out, folders[split], "labelcol"));
+    const rows = samples.map((s) => [files.maskName(s), lvitText(s)]);
+    if (text === "xlsx") await writeXlsx(path.join(out, `${textName[split]}.xlsx`), ["Image", "Description"], rows);
+    else await writeFile(path.join(reportFolder, `${textName[split]}(in).csv`), csvText(["Image", "text"], rows, ";"));
+  }
+  return { reportFolder };
 }
 
 /** Adds one input per quarantine problem next to the good ones; returns the reasons they must produce. */

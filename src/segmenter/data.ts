@@ -1,8 +1,8 @@
 import sharp from "sharp";
 import { DataError } from "../errors.js";
-import { readParquetFile } from "../io/parquet.js";
+import { SAMPLES_TABLE } from "../ingest/tables.js";
+import { withTable } from "../io/tables.js";
 import type { RowCache } from "../pipeline/stage.js";
-import { sha256 } from "../util/hash.js";
 import type { Batch, BatchGuidance } from "./guidance.js";
 import { deriveSeed, mulberry32 } from "./prng.js";
 
@@ -29,48 +29,47 @@ export interface DecodeOptions {
   splits?: readonly string[];
 }
 
-const COLUMNS = ["id", "split", "image", "mask", "report_normalized", "report_available", "image_sha256", "mask_sha256"];
-
 /**
- * Reads samples.parquet and decodes every (selected) image and mask with sharp: images resized to
- * size x size (bilinear, aspect ratio not kept, as the reference code does), to grey or RGB;
- * masks resized with nearest neighbour and binarised (> 0).
+ * Reads samples.parquet (through its declaration, in slices of 256 rows so the image bytes of one
+ * slice are in memory at a time) and decodes every (selected) image and mask with sharp: images
+ * resized to size x size (bilinear, aspect ratio not kept, as the reference code does), to grey
+ * or RGB; masks resized with nearest neighbour and binarised (> 0).
  */
 export async function loadSamples(file: string, options: DecodeOptions): Promise<DecodedSample[]> {
-  const table = await readParquetFile(file, { columns: COLUMNS });
-  for (const column of COLUMNS.slice(0, 6)) {
-    if (!table.getChild(column)) throw new DataError(`samples table has no column ${column}`, { location: { file }, hint: "re-run the ingest stage (see docs/data-contracts.md)" });
-  }
-  const col = (name: string) => table.getChild(name);
-  const out: DecodedSample[] = [];
-  for (let row = 0; row < table.numRows; row++) {
-    const split = String(col("split")!.get(row));
-    if (options.splits && !options.splits.includes(split)) continue;
-    const id = String(col("id")!.get(row));
-    const image = col("image")!.get(row) as Uint8Array | null;
-    const mask = col("mask")!.get(row) as Uint8Array | null;
-    if (!image || !mask) throw new DataError(`sample ${id} has no image or mask bytes`, { location: { file, row } });
-    const available = col("report_available")!.get(row) === true;
-    const report = available ? ((col("report_normalized")!.get(row) as string | null) ?? null) : null;
-    const imageHash = (col("image_sha256")?.get(row) as string | null) ?? sha256(image);
-    const maskHash = (col("mask_sha256")?.get(row) as string | null) ?? sha256(mask);
-    const key = `${imageHash}:${maskHash}:${options.size}:${options.channels}`;
-    const pixelCount = options.size * options.size;
-    let decoded: { pixels: Uint8Array; mask: Uint8Array } | undefined;
-    const cached = options.cache?.get(key);
-    if (cached && cached.length === pixelCount * (options.channels + 1)) {
-      decoded = { pixels: new Uint8Array(cached.subarray(0, pixelCount * options.channels)), mask: new Uint8Array(cached.subarray(pixelCount * options.channels)) };
-    } else {
-      try {
-        decoded = await decodePair(image, mask, options.size, options.channels);
-      } catch (error) {
-        throw new DataError(`cannot decode image or mask of sample ${id}: ${(error as Error).message}`, { location: { file, row } });
+  return withTable(SAMPLES_TABLE, file, async (samples) => {
+    const out: DecodedSample[] = [];
+    const columns = ["id", "split", "image", "mask", "report_normalized", "report_available", "image_sha256", "mask_sha256"] as const;
+    for await (const { offset, rows } of samples.slices(columns, 256)) {
+      for (let i = 0; i < rows.numRows; i++) {
+        const split = rows.split[i]!;
+        if (options.splits && !options.splits.includes(split)) continue;
+        const row = offset + i;
+        const id = rows.id[i]!;
+        const report = rows.report_available[i] ? (rows.report_normalized[i] ?? null) : null;
+        const decoded = await decodeCached(rows.image[i]!, rows.mask[i]!, `${rows.image_sha256[i]}:${rows.mask_sha256[i]}`, options, { file, row, id });
+        out.push({ id, split, report, row, ...decoded });
       }
-      options.cache?.put(key, Buffer.concat([decoded.pixels, decoded.mask]));
     }
-    out.push({ id, split, report, row, ...decoded });
+    return out;
+  });
+}
+
+/** Decodes one pair, or takes it from the row cache (keyed by the content hashes and the decode size). */
+async function decodeCached(image: Uint8Array, mask: Uint8Array, hashes: string, options: DecodeOptions, where: { file: string; row: number; id: string }): Promise<{ pixels: Uint8Array; mask: Uint8Array }> {
+  const key = `${hashes}:${options.size}:${options.channels}`;
+  const pixelCount = options.size * options.size;
+  const cached = options.cache?.get(key);
+  if (cached && cached.length === pixelCount * (options.channels + 1)) {
+    return { pixels: new Uint8Array(cached.subarray(0, pixelCount * options.channels)), mask: new Uint8Array(cached.subarray(pixelCount * options.channels)) };
   }
-  return out;
+  let decoded: { pixels: Uint8Array; mask: Uint8Array };
+  try {
+    decoded = await decodePair(image, mask, options.size, options.channels);
+  } catch (error) {
+    throw new DataError(`cannot decode image or mask of sample ${where.id}: ${(error as Error).message}`, { location: { file: where.file, row: where.row } });
+  }
+  options.cache?.put(key, Buffer.concat([decoded.pixels, decoded.mask]));
+  return decoded;
 }
 
 export async function decodePair(image: Uint8Array, mask: Uint8Array, size: number, channels: 1 | 3): Promise<{ pixels: Uint8Array; mask: Uint8Array }> {

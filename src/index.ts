@@ -5,6 +5,13 @@ export { decide, formatReason, formatReasons, type Action, type Decision, type R
 export { runPipeline, planPipeline, type RunResult, type RunOptions, type StageResult, type EngineEvent } from "./pipeline/engine.js";
 export { STAGES, STAGE_NAMES, definePipeline, type PipelineInput, type StageName, type PipelineStagesInput } from "./stages.js";
 export { readParquetFile, writeParquetFile, writeParquetBatches, tableToParquet, parquetToTable } from "./io/parquet.js";
+export { readTable, withTable, TableReader, checkTableFile, readEmbeddingFile, readEmbeddingColumn } from "./io/tables.js";
+export type { TableContract, ColumnSpec, ColumnType, EmbeddingMatrix, RowRange, TableColumns } from "./io/columns.js";
+export { SAMPLES_TABLE, QUARANTINE_TABLE, ORPHANS_TABLE } from "./ingest/tables.js";
+export { FILTERED_TABLE } from "./filter/tables.js";
+export { EMBEDDINGS_TABLE } from "./embed/tables.js";
+export { PROTOTYPES_TABLE, ASSIGNMENTS_TABLE } from "./prototypes/tables.js";
+export { METRICS_TABLE, PER_IMAGE_TABLE, EXAMPLES_TABLE } from "./evaluate/tables.js";
 export { createEncoder, type EncoderConfig, type EncoderKind } from "./embed/factory.js";
 export type { Encoder, TokenFeatures } from "./embed/encoder.js";
 export { writeRunReport, ensureRunReport, gatherReport, renderReportHtml, type ReportModel, type ReportOptions } from "./report/index.js";

@@ -16,7 +16,7 @@ export function reportWriter(): RunOptions["writeReport"] {
 export function unchangedReport(catalog: Catalog, result: RunResult): string | undefined {
   if (result.status !== "ok" || result.totals.ran > 0 || result.totals.failed > 0 || result.totals.skipped > 0 || !result.stages.length) return undefined;
   const previous = catalog.runs({ pipeline: result.pipeline, limit: 2 }).find((r) => r.id !== result.runId);
-  if (!previous || previous.status !== "ok" || !previous.report || !existsSync(previous.report)) return undefined;
+  if (previous?.status !== "ok" || !previous.report || !existsSync(previous.report)) return undefined;
   const before = catalog.stageRuns(previous.id).map((s) => `${s.stage}=${s.outputDigest ?? "-"}`);
   const now = result.stages.map((s) => `${s.name}=${s.digest ?? "-"}`);
   return before.length === now.length && before.every((entry, i) => entry === now[i]) ? previous.report : undefined;

@@ -203,7 +203,7 @@ function listDirs(dir: string): string[] {
 
 /** Bytes under a path (files counted once per path; hard links shared with pointers count here too). */
 function du(target: string): number {
-  let stat;
+  let stat: ReturnType<typeof lstatSync>;
   try {
     stat = lstatSync(target);
   } catch {

@@ -1,6 +1,6 @@
 import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
 import { ArtifactError, UsageError } from "../errors.js";
 import { asCatalogError, CATALOG_FILE, markCatalog, openCatalogDatabase } from "../pipeline/catalog.js";
 import { ARTIFACT_DATA_FILES, assertArtifactIntact, readArtifactManifest, readPrototypesFile, verifyArtifactDir, type ArtifactManifest, type VerifyReport } from "./artifact.js";

@@ -106,7 +106,7 @@ describe("day two: outputs, diff, gc", () => {
     const { renderReportHtml } = await import("../../src/report/html.js");
     const { loadPipelineArg } = await import("../../src/cli/pipeline-arg.js");
     const catalog = new Catalog(workdir);
-    let model;
+    let model: Awaited<ReturnType<typeof gatherReport>>;
     try {
       model = await gatherReport({ pipeline: await loadPipelineArg(kvasirFile), result: runResultFromCatalog(catalog, catalog.getRun(runIds[0]!)!) });
     } finally {

@@ -86,7 +86,7 @@ test("prolearn verify finds a same-size change with its mtime put back; the next
 
   const found = await cli(["verify", file]);
   assert.equal(found.code, 1, found.stderr);
-  assert.match(found.stdout, /DAMAGED  embed\/[0-9a-f]{32}\n {4}embeddings\.parquet: sha256 .* is not the published/);
+  assert.match(found.stdout, /DAMAGED {2}embed\/[0-9a-f]{32}\n {4}embeddings\.parquet: sha256 .* is not the published/);
   assert.match(found.stderr, /1 damaged: run the pipeline again \(prolearn run .*pipeline\.yaml\); a damaged output is recomputed/);
   const json = JSON.parse((await cli(["verify", "--workdir", workdir, "--json"])).stdout) as { ok: boolean; outputs: { stage: string; ok: boolean }[] };
   assert.equal(json.ok, false);

@@ -29,7 +29,7 @@ export const rebuild = defineCommand({
       throw new UsageError(`no workdir ${workdir}`, { hint: "pass the workdir a pipeline ran in (--workdir DIR), or the pipeline file" });
     }
     const { catalog, report } = salvageCatalog(workdir);
-    let result;
+    let result: Awaited<ReturnType<ArtifactRegistry["registerFromManifests"]>>;
     try {
       const registry = new ArtifactRegistry(catalog.db, workdir);
       result = await registry.registerFromManifests();

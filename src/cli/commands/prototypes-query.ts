@@ -43,7 +43,7 @@ export default defineCommand({
     const column = stringOption(args, "column")!;
     const { embeddings, ids, numRows: n } = await readEmbeddingFile(input, column);
     const { values, dim, valid } = embeddings;
-    if (dim !== space.dim) throw new DataError(`${column} is ${dim}-d but the prototype space is ${space.dim}-d`, { location: { file: input }, hint: "embed with the encoder recorded in the artifact's manifest" });
+    if (dim !== space.dim) throw new DataError(`${column} has vectors of length ${dim}, expected ${space.dim} (the prototype space's width)`, { location: { file: input }, hint: "embed with the encoder recorded in the artifact's manifest" });
     const missing = valid.indexOf(0);
     if (missing >= 0) throw new DataError(`${column} is null in row ${missing}`, { location: { file: input, row: missing } });
     const topK = numberOption(args, "top-k")!;

@@ -3,6 +3,7 @@ import path from "node:path";
 import type { DatasetKind, DatasetLayout } from "../pipeline/spec.js";
 import { DataError } from "../errors.js";
 import type { Split } from "./reports.js";
+import { describeSpecial, notARegularFile } from "./file-kind.js";
 
 export type ConcreteLayout = Exclude<DatasetLayout, "auto">;
 
@@ -31,15 +32,25 @@ export interface LayoutPaths {
   reason: string;
 }
 
-async function childrenOf(dir: string): Promise<{ name: string; isDir: boolean; isLink: boolean }[]> {
+interface Child {
+  name: string;
+  isDir: boolean;
+  isLink: boolean;
+  /** Why the entry is not a regular file when it is not a folder either (a FIFO, a link to nothing). */
+  notRegular?: string;
+}
+
+async function childrenOf(dir: string): Promise<Child[]> {
   try {
     const entries = await readdir(dir, { withFileTypes: true });
-    const out: { name: string; isDir: boolean; isLink: boolean }[] = [];
+    const out: Child[] = [];
     for (const e of entries) {
-      let isDir = e.isDirectory();
       const isLink = e.isSymbolicLink();
-      if (isLink) isDir = (await stat(path.join(dir, e.name)).catch(() => undefined))?.isDirectory() ?? false;
-      out.push({ name: e.name, isDir, isLink });
+      if (isLink) {
+        const target = await stat(path.join(dir, e.name)).catch(() => undefined);
+        const isDir = target?.isDirectory() ?? false;
+        out.push({ name: e.name, isDir, isLink, notRegular: isDir || target?.isFile() ? undefined : notARegularFile(path.join(dir, e.name)) });
+      } else out.push({ name: e.name, isDir: e.isDirectory(), isLink, notRegular: e.isDirectory() || e.isFile() ? undefined : describeSpecial(e) });
     }
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   } catch {
@@ -251,6 +262,8 @@ export interface FoundFile {
   name: string;
   /** Resolved target when the file is a symbolic link pointing outside the root. */
   escapesTo?: string;
+  /** Why it cannot be read (a FIFO, a link to nothing, ...); such files are never opened. */
+  notRegular?: string;
 }
 
 /** Files commonly left by file managers; counted but not treated as data. */
@@ -272,7 +285,7 @@ export async function listFiles(dir: string, datasetRoot: string, realRoot: stri
     }
     const real = child.isLink || !realDir ? await realpath(abs).catch(() => abs) : path.join(realDir, child.name);
     const inside = real === realRoot || real.startsWith(realRoot + path.sep);
-    files.push({ abs, rel, name: child.name, escapesTo: inside ? undefined : real });
+    files.push({ abs, rel, name: child.name, escapesTo: inside ? undefined : real, notRegular: child.notRegular });
   }
   return { files, ignored };
 }

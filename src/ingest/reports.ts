@@ -3,6 +3,7 @@ import { readFile, readdir, realpath, stat } from "node:fs/promises";
 import path from "node:path";
 import { quarantineEntry, type QuarantineEntry } from "./reasons.js";
 import { readDelimited, sniffDelimiter } from "../io/csv.js";
+import { notARegularFile } from "./file-kind.js";
 
 export type Split = "train" | "val" | "test";
 
@@ -315,6 +316,11 @@ export async function readReportSources(sources: string[], reportKey: string, bo
         out.problems.push(quarantineEntry({ source: file, reason: "path-escapes-root", detail: `report file is a symbolic link to ${escapesTo}, outside ${inRoot ? "the dataset root" : source}`, scope: "report" }));
         continue;
       }
+      const odd = notARegularFile(file);
+      if (odd) {
+        out.problems.push(quarantineEntry({ source: file, reason: "malformed-report-file", detail: `report file is ${odd}`, scope: "report" }));
+        continue;
+      }
       out.files.push(file);
       const ext = path.extname(file).toLowerCase();
       if (ext === ".csv") await readCsv(file, out);
@@ -343,6 +349,13 @@ export async function readTextReports(folder: string, bounds: ReportBounds): Pro
     const escapesTo = dirent.isSymbolicLink() ? await escapeOf(file, bounds.realRoot) : insideDir(realFolder, bounds.realRoot) ? undefined : realFolder;
     if (escapesTo) {
       out.problems.push(quarantineEntry({ source: file, reason: "path-escapes-root", detail: `report file is a symbolic link to ${escapesTo}, outside the dataset root`, scope: "report" }));
+      continue;
+    }
+    // A plain file needs no further look; a link may lead to nothing, and a folder or a FIFO
+    // named like a report would fail or block the read.
+    const odd = dirent.isFile() ? undefined : notARegularFile(file);
+    if (odd) {
+      out.problems.push(quarantineEntry({ source: file, reason: "malformed-report-file", detail: `report file is ${odd}`, scope: "report" }));
       continue;
     }
     out.files.push(file);

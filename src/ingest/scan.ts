@@ -2,6 +2,7 @@ import { readFile, realpath } from "node:fs/promises";
 import path from "node:path";
 import type { ResolvedPipeline } from "../pipeline/spec.js";
 import { sha256File } from "../util/hash.js";
+import { notARegularFile } from "./file-kind.js";
 import { listFiles, resolveLayout, type FoundFile, type LayoutPaths } from "./layouts.js";
 import { quarantineEntry, type QuarantineEntry } from "./reasons.js";
 import { readReportSources, readTextReports, type ReportEntry, type ReportSet, type Split } from "./reports.js";
@@ -106,7 +107,7 @@ export async function planDataset(dataset: ResolvedPipeline["dataset"], log: Log
   const { splitOf, splitRule } = await assignSplits(dataset, layout, candidates, byKey, reports, findings);
   const samples = describeSamples(candidates, splitOf, byKey, dataset);
   const imageOnly = samples.filter((s) => s.report === null).length;
-  if (layout.bboxFile) findings.metaFiles.push(layout.bboxFile);
+  if (layout.bboxFile && !notARegularFile(layout.bboxFile) && `${await realpath(layout.bboxFile).catch(() => "")}${path.sep}`.startsWith(realRoot + path.sep)) findings.metaFiles.push(layout.bboxFile);
   const { quarantine, identicalCopies, ignoredFiles, metaFiles, found } = findings;
   for (const q of quarantine) q.source = q.source.split(path.sep).join("/");
   return { layout, root, samples, quarantine, orphans, found, imageOnly, identicalCopies, ignoredFiles, duplicateReports, splitRule, reportFiles: reports.files, reportRows: reports.entries.length, metaFiles };
@@ -151,7 +152,7 @@ async function pairFolder(
     const ext = path.extname(file.name).toLowerCase();
     const id = sampleId(file.name, lowerCaseIds);
     const previous = seenIds.get(id);
-    if (previous && previous.folderIndex === folder.index && previous.file.name !== file.name && previous.file.name.toLowerCase() === file.name.toLowerCase()) {
+    if (previous && !file.notRegular && !file.escapesTo && previous.folderIndex === folder.index && previous.file.name !== file.name && previous.file.name.toLowerCase() === file.name.toLowerCase()) {
       if ((await sha256File(previous.file.abs)) === (await sha256File(file.abs))) {
         findings.identicalCopies.push(file.rel);
         continue;
@@ -165,6 +166,10 @@ async function pairFolder(
     }
     if (file.escapesTo) {
       quarantine.push(quarantineEntry({ source: file.rel, id, reason: "path-escapes-root", detail: `symbolic link to ${file.escapesTo}, outside the dataset root`, scope: "image" }));
+      continue;
+    }
+    if (file.notRegular) {
+      quarantine.push(quarantineEntry({ source: file.rel, id, reason: "unreadable-image", detail: `${file.name} is ${file.notRegular}`, scope: "image" }));
       continue;
     }
     if (!SUPPORTED_IMAGE_EXTENSIONS.has(ext)) {
@@ -188,6 +193,10 @@ async function pairFolder(
       quarantine.push(quarantineEntry({ source: mask.rel, id, reason: "path-escapes-root", detail: `mask is a symbolic link to ${mask.escapesTo}, outside the dataset root`, scope: "image" }));
       continue;
     }
+    if (mask.notRegular) {
+      quarantine.push(quarantineEntry({ source: mask.rel, id, reason: "unreadable-mask", detail: `mask ${mask.name} is ${mask.notRegular}`, scope: "image" }));
+      continue;
+    }
     paired.push(candidate);
   }
   return paired;
@@ -199,7 +208,7 @@ async function accountForUnpairedMasks(masks: FoundFile[], paired: Candidate[], 
   const usedMaskNames = new Set(paired.map((c) => c.mask!.name.toLowerCase()));
   for (const m of masks) {
     if (usedMasks.has(m.abs)) continue;
-    if (usedMaskNames.has(m.name.toLowerCase())) {
+    if (usedMaskNames.has(m.name.toLowerCase()) && !m.notRegular && !m.escapesTo) {
       const twin = paired.find((c) => c.mask!.name.toLowerCase() === m.name.toLowerCase())!;
       if ((await sha256File(twin.mask!.abs)) === (await sha256File(m.abs))) {
         findings.identicalCopies.push(m.rel);
@@ -277,9 +286,9 @@ async function assignSplits(
   const root = dataset.root;
   const splitOf = new Map<string, Split>();
   if (layout.layout === "prolearn" && layout.splitFile) {
-    findings.metaFiles.push(layout.splitFile);
-    const parsed = await readSplitFile(layout.splitFile);
-    if (parsed.problem) findings.quarantine.push(quarantineEntry({ source: relativeToRoot(root, layout.splitFile), reason: "malformed-report-file", detail: parsed.problem, scope: "report" }));
+    const parsed = await readSplitFile(layout.splitFile, await realpath(root));
+    if (parsed.read) findings.metaFiles.push(layout.splitFile);
+    if (parsed.problem) findings.quarantine.push(quarantineEntry({ source: relativeToRoot(root, layout.splitFile), reason: parsed.escapes ? "path-escapes-root" : "malformed-report-file", detail: parsed.problem, scope: "report" }));
     for (const [id, split] of parsed.splits) splitOf.set(dataset.kind === "qata-cov19" ? id.toLowerCase() : id, split);
     const missing = candidates.filter((c) => !splitOf.has(c.id)).map((c) => c.id);
     for (const [id, split] of seededSplit(missing, dataset.seed, { train: 0.8, val: 0.1 })) splitOf.set(id, split);
@@ -330,19 +339,23 @@ function describeSamples(candidates: Candidate[], splitOf: Map<string, Split>, b
   return samples.sort((a, b) => SPLITS.indexOf(a.split) - SPLITS.indexOf(b.split) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
 
-async function readSplitFile(file: string): Promise<{ splits: Map<string, Split>; problem?: string }> {
+async function readSplitFile(file: string, realRoot: string): Promise<{ splits: Map<string, Split>; problem?: string; escapes?: boolean; read?: boolean }> {
   const splits = new Map<string, Split>();
+  const real = await realpath(file).catch(() => file);
+  if (real !== realRoot && !real.startsWith(realRoot + path.sep)) return { splits, escapes: true, problem: `split.json is a symbolic link to ${real}, outside the dataset root; it is not read (every id gets a seeded 8:1:1 split)` };
+  const odd = notARegularFile(file);
+  if (odd) return { splits, problem: `split.json is ${odd}; every id gets a seeded 8:1:1 split` };
   let data: unknown;
   try {
     data = JSON.parse(await readFile(file, "utf8"));
   } catch (error) {
-    return { splits, problem: `invalid JSON: ${(error as Error).message}` };
+    return { splits, read: true, problem: `invalid JSON: ${(error as Error).message}` };
   }
-  if (!data || typeof data !== "object" || Array.isArray(data)) return { splits, problem: "expected {train: [...], val: [...], test: [...]}" };
+  if (!data || typeof data !== "object" || Array.isArray(data)) return { splits, read: true, problem: "expected {train: [...], val: [...], test: [...]}" };
   for (const [name, ids] of Object.entries(data as Record<string, unknown>)) {
     const split: Split | undefined = name === "train" ? "train" : name === "val" || name === "valid" ? "val" : name === "test" ? "test" : undefined;
-    if (!split || !Array.isArray(ids)) return { splits, problem: `unexpected key ${name}: expected train, val and test id lists` };
+    if (!split || !Array.isArray(ids)) return { splits, read: true, problem: `unexpected key ${name}: expected train, val and test id lists` };
     for (const id of ids) if (typeof id === "string") splits.set(id.replace(/\.[A-Za-z0-9]+$/, ""), split);
   }
-  return { splits };
+  return { splits, read: true };
 }

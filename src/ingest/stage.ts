@@ -6,6 +6,7 @@ import { defineStage } from "../pipeline/stage.js";
 import { listFiles, resolveLayout } from "./layouts.js";
 import { listReportFiles } from "./reports.js";
 import { ORPHANS_TABLE, QUARANTINE_TABLE, SAMPLES_TABLE } from "./tables.js";
+import { notARegularFile } from "./file-kind.js";
 
 // The definition and the dataset digest (resources, computed at plan time) only: decoding
 // (sharp), Arrow and Parquet live in ./run.ts and are imported when a shard runs.
@@ -38,7 +39,7 @@ export async function datasetFiles(pipeline: ResolvedPipeline): Promise<string[]
   const realRoot = await realpath(dataset.root);
   const files: string[] = [];
   for (const folder of layout.folders) {
-    for (const dir of [folder.images, folder.masks]) files.push(...(await listFiles(dir, dataset.root, realRoot)).files.filter((f) => !f.escapesTo).map((f) => f.abs));
+    for (const dir of [folder.images, folder.masks]) files.push(...(await listFiles(dir, dataset.root, realRoot)).files.filter((f) => !f.escapesTo && !f.notRegular).map((f) => f.abs));
   }
   const reportSources = dataset.reports ? [dataset.reports] : layout.textReportFolder ? [] : layout.reports;
   // Report files that are links out of the root are quarantined, not read: nor are they digested.
@@ -46,13 +47,13 @@ export async function datasetFiles(pipeline: ResolvedPipeline): Promise<string[]
   for (const source of reportSources) {
     const info = await stat(source).catch(() => undefined);
     if (!info || !(await inRoot(source))) continue;
-    for (const file of info.isDirectory() ? await listReportFiles(source) : [source]) if (await inRoot(file)) files.push(file);
+    for (const file of info.isDirectory() ? await listReportFiles(source) : [source]) if ((await inRoot(file)) && !notARegularFile(file)) files.push(file);
   }
   if (!dataset.reports && layout.textReportFolder) {
-    files.push(...(await listFiles(layout.textReportFolder, dataset.root, realRoot)).files.filter((f) => f.name.toLowerCase().endsWith(".txt") && !f.escapesTo).map((f) => f.abs));
+    files.push(...(await listFiles(layout.textReportFolder, dataset.root, realRoot)).files.filter((f) => f.name.toLowerCase().endsWith(".txt") && !f.escapesTo && !f.notRegular).map((f) => f.abs));
   }
-  if (layout.splitFile) files.push(layout.splitFile);
-  if (layout.bboxFile) files.push(layout.bboxFile);
+  // split.json and the bbox file: read only when they are regular files inside the root.
+  for (const file of [layout.splitFile, layout.bboxFile]) if (file && (await inRoot(file)) && !notARegularFile(file)) files.push(file);
   return files.sort();
 }
 

@@ -1,0 +1,67 @@
+// Issue #16, tried again with inputs that are not regular files: a report, image or split.json
+// that is a link to nothing, a folder named like a file, or a FIFO (a read of which blocks
+// forever). Each is set aside with its reason, never opened, and not digested by resources().
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { test } from "node:test";
+import { readParquetFile } from "../../src/io/parquet.js";
+import { datasetFiles } from "../../src/ingest/stage.js";
+import { writeFixtureDataset } from "../../src/synthetic/index.js";
+import { pipelineFor, runIngest, scratchDir } from "../ingest/helpers.js";
+
+async function quarantineOf(outDir: string): Promise<{ source: string; reason: string; detail: string }[]> {
+  return (await readParquetFile(path.join(outDir, "quarantine.parquet"))).toArray().map((r) => ({ ...(r as { source: string; reason: string; detail: string }) }));
+}
+
+test("reports, images and split.json that are links to nothing, folders or FIFOs are set aside with their reason, and never read", { timeout: 60_000 }, async () => {
+  const dir = scratchDir("hard-files");
+  const fx = await writeFixtureDataset({ kind: "qata-cov19", layout: "prolearn", out: path.join(dir, "data"), n: 8, seed: 5, size: 32 });
+  const root = fx.root;
+  const [a, b, c, d] = readdirSync(path.join(root, "reports")).map((n) => n.slice(0, -4)).sort();
+  rmSync(path.join(root, "reports", `${a}.txt`));
+  symlinkSync("/nonexistent/report.txt", path.join(root, "reports", `${a}.txt`));
+  rmSync(path.join(root, "reports", `${b}.txt`));
+  mkdirSync(path.join(root, "reports", `${b}.txt`));
+  rmSync(path.join(root, "reports", `${c}.txt`));
+  execFileSync("mkfifo", [path.join(root, "reports", `${c}.txt`)]);
+  rmSync(path.join(root, "images", `${d}.png`));
+  execFileSync("mkfifo", [path.join(root, "images", `${d}.png`)]);
+  // split.json linked out of the root: not read; its ids get the seeded split.
+  const outsideSplit = path.join(dir, "split.json");
+  writeFileSync(outsideSplit, JSON.stringify({ train: [], val: [], test: [a] }));
+  rmSync(path.join(root, "split.json"));
+  symlinkSync(outsideSplit, path.join(root, "split.json"));
+
+  // resources() digests only what ingest reads: no link to nothing, no FIFO (both used to throw or hang).
+  const files = await datasetFiles(pipelineFor({ kind: "qata-cov19", root }, dir));
+  for (const odd of [`reports/${a}.txt`, `reports/${b}.txt`, `reports/${c}.txt`, `images/${d}.png`, "split.json"]) assert.ok(!files.includes(path.join(root, odd)), `${odd} is not digested`);
+
+  const { outDir, summary } = await runIngest({ kind: "qata-cov19", root });
+  const byReason = (await quarantineOf(outDir)).map((q) => `${q.reason} ${q.source}: ${q.detail}`).sort();
+  assert.deepEqual(byReason, [
+    `malformed-report-file reports/${a}.txt: report file is a symbolic link to /nonexistent/report.txt, which does not exist`,
+    `malformed-report-file reports/${b}.txt: report file is a folder`,
+    `malformed-report-file reports/${c}.txt: report file is a FIFO (named pipe)`,
+    `path-escapes-root split.json: split.json is a symbolic link to ${outsideSplit}, outside the dataset root; it is not read (every id gets a seeded 8:1:1 split)`,
+    `unreadable-image images/${d}.png: ${d}.png is a FIFO (named pipe)`,
+  ].sort());
+  assert.equal(summary.ingested, 7);
+});
+
+test("a folder or a dangling link named like a report table in a report folder is set aside, the other tables are read", { timeout: 60_000 }, async () => {
+  const dir = scratchDir("hard-files-csv");
+  const fx = await writeFixtureDataset({ kind: "qata-cov19", layout: "guideseg", out: path.join(dir, "data"), n: 8, seed: 5, size: 32 });
+  mkdirSync(path.join(fx.root, "prompt", "extra.csv"));
+  symlinkSync("/nonexistent/val.csv", path.join(fx.root, "prompt", "val.csv"));
+  execFileSync("mkfifo", [path.join(fx.root, "prompt", "zz.json")]);
+  const { outDir, summary } = await runIngest({ kind: "qata-cov19", root: fx.root });
+  const reasons = (await quarantineOf(outDir)).map((q) => `${q.reason} ${q.source}: ${q.detail}`).sort();
+  assert.deepEqual(reasons, [
+    "malformed-report-file prompt/extra.csv: report file is a folder",
+    "malformed-report-file prompt/val.csv: report file is a symbolic link to /nonexistent/val.csv, which does not exist",
+    "malformed-report-file prompt/zz.json: report file is a FIFO (named pipe)",
+  ]);
+  assert.equal(summary.ingested, 8);
+});

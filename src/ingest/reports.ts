@@ -61,13 +61,17 @@ async function readText(file: string): Promise<{ text: string; lossy: boolean }>
   }
 }
 
-/** Control characters (newline, tab, ...) have no place in a file name or report key. */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
-const CONTROL = /[\u0000-\u001f\u007f]/;
+/**
+ * Characters that have no place in a file name or report key: controls (newline, tab, C1),
+ * invisible format characters (bidi overrides such as U+202E, zero-width spaces, U+FEFF) and
+ * line/paragraph separators. A name holding one reads differently from what it is (a bidi
+ * override shows `covid_1\u202Egnp.png` as `covid_1png.png`) and cannot be matched by eye.
+ */
+export const UNSAFE_NAME_CHARACTER = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
 
-/** Shows a key with its control characters escaped, for messages. */
-function visible(key: string): string {
-  return JSON.stringify(key);
+/** Shows a name with its control and invisible characters escaped, for messages. */
+export function visibleName(name: string): string {
+  return JSON.stringify(name).replace(/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu, (c) => `\\u${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}`);
 }
 
 /**
@@ -75,8 +79,8 @@ function visible(key: string): string {
  * key or text holding U+FFFD where the file was not UTF-8 (`invalid-text-encoding`).
  */
 function addEntry(out: ReportSet, entry: ReportEntry, lossy: boolean, where: string): void {
-  if (CONTROL.test(entry.key)) {
-    out.problems.push(quarantineEntry({ source: entry.file, row: entry.row, reason: "invalid-id", detail: `${where}: image name ${visible(entry.key)} holds a control character`, scope: "report" }));
+  if (UNSAFE_NAME_CHARACTER.test(entry.key)) {
+    out.problems.push(quarantineEntry({ source: entry.file, row: entry.row, reason: "invalid-id", detail: `${where}: image name ${visibleName(entry.key)} holds a control or invisible character`, scope: "report" }));
     return;
   }
   if (lossy && (entry.key.includes("\uFFFD") || entry.text.includes("\uFFFD"))) {

@@ -5,7 +5,7 @@ import { sha256File } from "../util/hash.js";
 import { notARegularFile } from "./file-kind.js";
 import { listFiles, resolveLayout, type FoundFile, type LayoutPaths } from "./layouts.js";
 import { quarantineEntry, type QuarantineEntry } from "./reasons.js";
-import { readReportSources, readTextReports, type ReportEntry, type ReportSet, type Split } from "./reports.js";
+import { UNSAFE_NAME_CHARACTER, visibleName, readReportSources, readTextReports, type ReportEntry, type ReportSet, type Split } from "./reports.js";
 import { availableSubset, seededSplit, seededValidation } from "./split.js";
 
 export const SUPPORTED_IMAGE_EXTENSIONS = new Set([".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"]);
@@ -159,9 +159,8 @@ async function pairFolder(
       }
     }
     findings.found++;
-    // biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
-    if (/[\u0000-\u001f\u007f]/.test(file.name)) {
-      quarantine.push(quarantineEntry({ source: file.rel, id, reason: "invalid-id", detail: `file name ${JSON.stringify(file.name)} holds a control character`, scope: "image" }));
+    if (UNSAFE_NAME_CHARACTER.test(file.name)) {
+      quarantine.push(quarantineEntry({ source: file.rel, id, reason: "invalid-id", detail: `file name ${visibleName(file.name)} holds a control or invisible character`, scope: "image" }));
       continue;
     }
     if (file.escapesTo) {

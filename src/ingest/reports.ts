@@ -51,15 +51,26 @@ async function escapeOf(file: string, boundary: string): Promise<string | undefi
   return real !== undefined && !insideDir(real, boundary) ? real : undefined;
 }
 
-/** Text of a report file; bytes that are not UTF-8 mark the text lossy (U+FFFD where they were). */
-async function readText(file: string): Promise<{ text: string; lossy: boolean }> {
-  const bytes = await readFile(file);
+/**
+ * Text of a report file's bytes. UTF-8 (a byte-order mark dropped), or UTF-16 when the file
+ * starts with a UTF-16 byte-order mark (Excel's "Unicode Text" export); bytes that do not
+ * decode mark the text lossy (U+FFFD where they were).
+ */
+export function decodeReportBytes(bytes: Uint8Array): { text: string; lossy: boolean } {
+  const encoding = bytes[0] === 0xff && bytes[1] === 0xfe ? "utf-16le" : bytes[0] === 0xfe && bytes[1] === 0xff ? "utf-16be" : "utf-8";
   try {
-    return { text: new TextDecoder("utf-8", { fatal: true }).decode(bytes), lossy: false };
+    return { text: new TextDecoder(encoding, { fatal: true }).decode(bytes), lossy: false };
   } catch {
-    return { text: new TextDecoder("utf-8").decode(bytes), lossy: true };
+    return { text: new TextDecoder(encoding).decode(bytes), lossy: true };
   }
 }
+
+async function readText(file: string): Promise<{ text: string; lossy: boolean }> {
+  return decodeReportBytes(await readFile(file));
+}
+
+/** Control characters no report text holds (NUL, escape, ...); tab, line ends and form feeds are text. */
+const CONTROL_IN_TEXT = /[\u0000-\u0008\u000e-\u001f\u007f]/;
 
 /**
  * Characters that have no place in a file name or report key: controls (newline, tab, C1),
@@ -76,7 +87,8 @@ export function visibleName(name: string): string {
 
 /**
  * Adds a report row, or sets it aside: a key holding a control character (`invalid-id`), or a
- * key or text holding U+FFFD where the file was not UTF-8 (`invalid-text-encoding`).
+ * key or text holding U+FFFD where the file was not UTF-8, or text holding a control character
+ * such as NUL (`invalid-text-encoding`).
  */
 function addEntry(out: ReportSet, entry: ReportEntry, lossy: boolean, where: string): void {
   if (UNSAFE_NAME_CHARACTER.test(entry.key)) {
@@ -85,6 +97,12 @@ function addEntry(out: ReportSet, entry: ReportEntry, lossy: boolean, where: str
   }
   if (lossy && (entry.key.includes("\uFFFD") || entry.text.includes("\uFFFD"))) {
     out.problems.push(quarantineEntry({ source: entry.file, row: entry.row, reason: "invalid-text-encoding", detail: `${where}: the report for ${entry.key} holds bytes that are not UTF-8`, scope: "report" }));
+    return;
+  }
+  const control = CONTROL_IN_TEXT.exec(entry.text);
+  if (control) {
+    const code = `U+${control[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}`;
+    out.problems.push(quarantineEntry({ source: entry.file, row: entry.row, reason: "invalid-text-encoding", detail: `${where}: the report for ${entry.key} holds the control character ${code} at offset ${control.index} (a binary file, or a corrupted export?)`, scope: "report" }));
     return;
   }
   out.entries.push(entry);
@@ -365,15 +383,7 @@ export async function readTextReports(folder: string, bounds: ReportBounds): Pro
     out.files.push(file);
     // One small file per image (10,000s of them): a plain read costs a tenth of fs/promises'
     // open/stat/read/close round trips, and planning has nothing else to overlap with.
-    const bytes = readFileSync(file);
-    let text: string;
-    let lossy = false;
-    try {
-      text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-    } catch {
-      text = new TextDecoder("utf-8").decode(bytes);
-      lossy = true;
-    }
+    const { text, lossy } = decodeReportBytes(readFileSync(file));
     if (!text.trim()) {
       out.problems.push(quarantineEntry({ source: file, reason: "empty-report-file", detail: "the report file is empty", scope: "report" }));
       continue;

@@ -53,3 +53,32 @@ test("file names and report keys with bidi overrides, zero-width spaces, C1 cont
   assert.deepEqual(rows.map((q) => q.source), [`text/${csvName}`]);
   assert.match(rows[0]!.detail, /line 2: image name ".*\\u200B\.png" holds a control or invisible character/);
 });
+
+test("report text holding NUL or another control character is invalid-text-encoding; UTF-16 with a byte-order mark (Excel's Unicode Text) is read", async () => {
+  const dir = scratchDir("hard-text");
+  const fx = await writeFixtureDataset({ kind: "qata-cov19", layout: "prolearn", out: path.join(dir, "data"), n: 6, seed: 7, size: 32 });
+  const reports = path.join(fx.root, "reports");
+  const [nulId, utf16Id] = readdirSync(reports).sort().map((n) => n.slice(0, -4));
+  writeFileSync(path.join(reports, `${nulId}.txt`), "Bilateral\u0000\u0000 infection");
+  const utf16Text = readFileSync(path.join(reports, `${utf16Id}.txt`), "utf8");
+  writeFileSync(path.join(reports, `${utf16Id}.txt`), Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(utf16Text, "utf16le")]));
+  const { outDir } = await runIngest({ kind: "qata-cov19", root: fx.root });
+  const samples = (await readParquetFile(path.join(outDir, "samples.parquet"), { columns: ["id", "report"] })).toArray().map((r) => ({ ...(r as { id: string; report: string | null }) }));
+  assert.equal(samples.find((s) => s.id === nulId)!.report, null, "the NUL report is not stored");
+  assert.equal(samples.find((s) => s.id === utf16Id)!.report, utf16Text.replace(/\r?\n$/, ""), "the UTF-16 report is read whole");
+  const quarantine = await quarantineOf(outDir);
+  assert.deepEqual(quarantine.map((q) => `${q.reason} ${q.source}: ${q.detail}`), [`invalid-text-encoding reports/${nulId}.txt: ${nulId}.txt: the report for ${nulId} holds the control character U+0000 at offset 9 (a binary file, or a corrupted export?)`]);
+
+  // A tab-delimited UTF-16LE CSV with a byte-order mark, as Excel saves "Unicode Text".
+  const csvDir = scratchDir("hard-text-csv");
+  const lvit = await writeFixtureDataset({ kind: "qata-cov19", layout: "lvit-csv", out: path.join(csvDir, "data"), n: 6, seed: 7, size: 32 });
+  const before = await runIngest({ kind: "qata-cov19", root: lvit.root });
+  const expected = (await readParquetFile(path.join(before.outDir, "samples.parquet"), { columns: ["id", "report"] })).toArray().map((r) => ({ ...r }));
+  for (const name of readdirSync(path.join(lvit.root, "text"))) {
+    const file = path.join(lvit.root, "text", name);
+    writeFileSync(file, Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(readFileSync(file, "utf8").replaceAll(";", "\t").replaceAll("\n", "\r\n"), "utf16le")]));
+  }
+  const after = await runIngest({ kind: "qata-cov19", root: lvit.root });
+  assert.deepEqual((await readParquetFile(path.join(after.outDir, "samples.parquet"), { columns: ["id", "report"] })).toArray().map((r) => ({ ...r })), expected);
+  assert.deepEqual(await quarantineOf(after.outDir), await quarantineOf(before.outDir));
+});

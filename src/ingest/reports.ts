@@ -26,6 +26,8 @@ export interface ReportSet {
   problems: QuarantineEntry[];
   /** Absolute report files read, in reading order. */
   files: string[];
+  /** Report files (or a named reports path) found but not read: links out of the root, not regular files, missing. */
+  setAside: string[];
   /** What was recovered rather than set aside (printed as warnings). */
   warnings: string[];
 }
@@ -314,11 +316,12 @@ export async function listReportFiles(folder: string): Promise<string[]> {
 
 /** Reads report tables (xlsx, csv, json) from files or folders; problems are collected, not thrown. */
 export async function readReportSources(sources: string[], reportKey: string, bounds: ReportBounds): Promise<ReportSet> {
-  const out: ReportSet = { entries: [], problems: [], files: [], warnings: [] };
+  const out: ReportSet = { entries: [], problems: [], files: [], setAside: [], warnings: [] };
   for (const source of sources) {
     const info = await stat(source).catch(() => undefined);
     if (!info) {
       out.problems.push(quarantineEntry({ source, reason: "malformed-report-file", detail: "the reports path does not exist", scope: "report" }));
+      out.setAside.push(source);
       continue;
     }
     // A source inside the dataset root must stay in it; one named outside it bounds its own folder.
@@ -328,6 +331,7 @@ export async function readReportSources(sources: string[], reportKey: string, bo
       const escapesTo = await escapeOf(source, bounds.realRoot);
       if (escapesTo) {
         out.problems.push(quarantineEntry({ source, reason: "path-escapes-root", detail: `report ${info.isDirectory() ? "folder" : "file"} is a symbolic link to ${escapesTo}, outside the dataset root`, scope: "report" }));
+        out.setAside.push(source);
         continue;
       }
     }
@@ -336,11 +340,13 @@ export async function readReportSources(sources: string[], reportKey: string, bo
       const escapesTo = boundary && file !== source ? await escapeOf(file, boundary) : undefined;
       if (escapesTo) {
         out.problems.push(quarantineEntry({ source: file, reason: "path-escapes-root", detail: `report file is a symbolic link to ${escapesTo}, outside ${inRoot ? "the dataset root" : source}`, scope: "report" }));
+        out.setAside.push(file);
         continue;
       }
       const odd = notARegularFile(file);
       if (odd) {
         out.problems.push(quarantineEntry({ source: file, reason: "malformed-report-file", detail: `report file is ${odd}`, scope: "report" }));
+        out.setAside.push(file);
         continue;
       }
       out.files.push(file);
@@ -356,10 +362,11 @@ export async function readReportSources(sources: string[], reportKey: string, bo
 
 /** ProLearn layout: `reports/<id>.txt`, one report per file, each inside the dataset root. */
 export async function readTextReports(folder: string, bounds: ReportBounds): Promise<ReportSet> {
-  const out: ReportSet = { entries: [], problems: [], files: [], warnings: [] };
+  const out: ReportSet = { entries: [], problems: [], files: [], setAside: [], warnings: [] };
   const folderEscape = await escapeOf(folder, bounds.realRoot);
   if (folderEscape) {
     out.problems.push(quarantineEntry({ source: folder, reason: "path-escapes-root", detail: `report folder is a symbolic link to ${folderEscape}, outside the dataset root`, scope: "report" }));
+    out.setAside.push(folder);
     return out;
   }
   const realFolder = await realpath(folder);
@@ -371,6 +378,7 @@ export async function readTextReports(folder: string, bounds: ReportBounds): Pro
     const escapesTo = dirent.isSymbolicLink() ? await escapeOf(file, bounds.realRoot) : insideDir(realFolder, bounds.realRoot) ? undefined : realFolder;
     if (escapesTo) {
       out.problems.push(quarantineEntry({ source: file, reason: "path-escapes-root", detail: `report file is a symbolic link to ${escapesTo}, outside the dataset root`, scope: "report" }));
+      out.setAside.push(file);
       continue;
     }
     // A plain file needs no further look; a link may lead to nothing, and a folder or a FIFO
@@ -378,6 +386,7 @@ export async function readTextReports(folder: string, bounds: ReportBounds): Pro
     const odd = dirent.isFile() ? undefined : notARegularFile(file);
     if (odd) {
       out.problems.push(quarantineEntry({ source: file, reason: "malformed-report-file", detail: `report file is ${odd}`, scope: "report" }));
+      out.setAside.push(file);
       continue;
     }
     out.files.push(file);

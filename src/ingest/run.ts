@@ -101,9 +101,9 @@ function nothingToIngest(plan: DatasetPlan): DataError {
 /** The layout's report files were there but not one report came out of them (truncated, wrong format). */
 function noReportRead(plan: DatasetPlan): DataError {
   const reportProblems = plan.quarantine.filter((q) => q.scope === "report");
-  const files = plan.reportFiles.map((f) => path.relative(plan.root, f) || f);
+  const files = [...plan.reportFiles, ...plan.reportFilesSetAside].map((f) => path.relative(plan.root, f) || f);
   return new DataError(`report file${files.length === 1 ? "" : "s"} ${files.join(", ")} yielded no report at all${reportProblems.length ? `: ${reasonSummary(reportProblems)}` : ""}`, {
-    location: { file: plan.reportFiles[0]! },
+    location: { file: plan.reportFiles[0] ?? plan.reportFilesSetAside[0]! },
     hint: "repair the report file (a truncated download?), or set stages.ingest.allowNoReports: true to ingest every image without a report",
   });
 }
@@ -119,7 +119,9 @@ export async function planIngestShards(ctx: StageContext<IngestParams>): Promise
   const problems = plan.quarantine.filter((q) => !q.kept);
   if (ctx.params.strict && problems.length) throw strictFailure(problems, plan.root);
   if (plan.samples.length === 0) throw nothingToIngest(plan);
-  if (plan.reportFiles.length > 0 && plan.reportRows === 0 && !ctx.params.allowNoReports) throw noReportRead(plan);
+  // Report files set aside unread (linked out of the root, not regular files, a reports path that
+  // does not exist) count as found: a run that would silently go image-only is an error too.
+  if (plan.reportFiles.length + plan.reportFilesSetAside.length > 0 && plan.reportRows === 0 && !ctx.params.allowNoReports) throw noReportRead(plan);
   const digest = planDigest(plan);
   const shards: ShardSpec[] = [];
   for (let i = 0; i * ctx.params.shardSize < plan.samples.length; i++) {

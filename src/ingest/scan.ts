@@ -52,6 +52,8 @@ export interface DatasetPlan {
   reportRows: number;
   splitRule: string;
   reportFiles: string[];
+  /** Report files (or a named reports path) found but not read: links out of the root, not regular files, missing. */
+  reportFilesSetAside: string[];
   /** Absolute files the plan read, besides images and masks (report tables, split.json, bboxes). */
   metaFiles: string[];
 }
@@ -110,7 +112,7 @@ export async function planDataset(dataset: ResolvedPipeline["dataset"], log: Log
   if (layout.bboxFile && !notARegularFile(layout.bboxFile) && `${await realpath(layout.bboxFile).catch(() => "")}${path.sep}`.startsWith(realRoot + path.sep)) findings.metaFiles.push(layout.bboxFile);
   const { quarantine, identicalCopies, ignoredFiles, metaFiles, found } = findings;
   for (const q of quarantine) q.source = q.source.split(path.sep).join("/");
-  return { layout, root, samples, quarantine, orphans, found, imageOnly, identicalCopies, ignoredFiles, duplicateReports, splitRule, reportFiles: reports.files, reportRows: reports.entries.length, metaFiles };
+  return { layout, root, samples, quarantine, orphans, found, imageOnly, identicalCopies, ignoredFiles, duplicateReports, splitRule, reportFiles: reports.files, reportFilesSetAside: reports.setAside, reportRows: reports.entries.length, metaFiles };
 }
 
 /** Every folder's images paired with their masks; what cannot be paired is quarantined. */

@@ -3,9 +3,10 @@
 // forever). Each is set aside with its reason, never opened, and not digested by resources().
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { test } from "node:test";
+import { DataError } from "../../src/errors.js";
 import { readParquetFile } from "../../src/io/parquet.js";
 import { datasetFiles } from "../../src/ingest/stage.js";
 import { writeFixtureDataset } from "../../src/synthetic/index.js";
@@ -64,4 +65,25 @@ test("a folder or a dangling link named like a report table in a report folder i
     "malformed-report-file prompt/zz.json: report file is a FIFO (named pipe)",
   ]);
   assert.equal(summary.ingested, 8);
+});
+
+test("a layout whose only report file is set aside unread, or a dataset.reports that does not exist, fails ingest instead of going image-only", async () => {
+  const dir = scratchDir("hard-files-aside");
+  const fx = await writeFixtureDataset({ kind: "qata-cov19", layout: "sgseg", out: path.join(dir, "data"), n: 6, seed: 8, size: 32 });
+  const annotation = path.join(fx.root, "prompts", "annotation.json");
+  const outside = path.join(dir, "annotation.json");
+  writeFileSync(outside, readFileSync(annotation));
+  rmSync(annotation);
+  symlinkSync(outside, annotation);
+  await assert.rejects(runIngest({ kind: "qata-cov19", root: fx.root }), (error: unknown) => {
+    assert.ok(error instanceof DataError, String(error));
+    assert.match(error.message, /report file prompts\/annotation\.json yielded no report at all: 1 path-escapes-root/);
+    return true;
+  });
+  const { summary } = await runIngest({ kind: "qata-cov19", root: fx.root }, { allowNoReports: true });
+  assert.equal(summary.imageOnly, 6);
+
+  const kaggle = await writeFixtureDataset({ kind: "qata-cov19", layout: "kaggle", out: path.join(dir, "kaggle"), n: 6, seed: 8, size: 32 });
+  const typo = path.join(path.dirname(kaggle.reports!), "reprts.csv");
+  await assert.rejects(runIngest({ kind: "qata-cov19", root: kaggle.root, reports: typo }), /reprts\.csv yielded no report at all: 1 malformed-report-file \(.*the reports path does not exist\)/);
 });

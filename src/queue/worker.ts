@@ -148,6 +148,25 @@ function inside(child: string, parent: string): boolean {
   return relative === "" || (!relative.startsWith("..") && !path.isAbsolute(relative));
 }
 
+/**
+ * Deepest nesting a job payload may have. The package's own payloads are under 10 levels deep;
+ * a few hundred thousand nested arrays fit in the size limit and overflow the stack of every
+ * recursive walk (JSON.stringify, zod), which would fail the job with an unclear message.
+ */
+export const MAX_PAYLOAD_DEPTH = 64;
+
+/** Whether a JSON value nests arrays/objects more than `limit` levels deep (iterative: no stack to overflow). */
+function nestedDeeperThan(value: unknown, limit: number): boolean {
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length) {
+    const [item, depth] = stack.pop()!;
+    if (!item || typeof item !== "object") continue;
+    if (depth + 1 > limit) return true;
+    for (const child of Array.isArray(item) ? item : Object.values(item)) if (child && typeof child === "object") stack.push([child, depth + 1]);
+  }
+  return false;
+}
+
 /** Every string in a JSON value, with where it sits (for error messages). */
 function* strings(value: unknown, at: string): Generator<[string, string]> {
   if (typeof value === "string") yield [at, value];
@@ -162,6 +181,10 @@ function* strings(value: unknown, at: string): Generator<[string, string]> {
  * or with a separator) are resolved against the pipeline folder, so `../../etc` is caught too.
  */
 export function validateJobPayload(data: unknown, jobId: string, registry: StageRegistry, roots: readonly string[], queueName?: string, maxPayloadBytes = DEFAULT_MAX_PAYLOAD_BYTES): JobPayload {
+  // Checked first and without recursion: every later check walks the payload recursively.
+  if (nestedDeeperThan(data, MAX_PAYLOAD_DEPTH)) {
+    throw new RejectedJobError(`job ${jobId}: payload nests arrays or objects more than ${MAX_PAYLOAD_DEPTH} levels deep`, { hint: "jobs carry paths and params (a few levels deep); only `prolearn run --executor bullmq` should enqueue jobs" });
+  }
   const bytes = Buffer.byteLength(JSON.stringify(data) ?? "");
   if (bytes > maxPayloadBytes) {
     throw new RejectedJobError(`job ${jobId}: payload of ${bytes} bytes exceeds this worker's limit of ${maxPayloadBytes} bytes`, { hint: "jobs carry paths and params, never data; raise the limit with `prolearn worker --max-payload-mb N` if a real stage needs it" });

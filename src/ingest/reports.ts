@@ -227,18 +227,31 @@ async function readCsv(file: string, out: ReportSet): Promise<void> {
   tableToEntries(file, records, splitFromFileName(file), out, { delimiter, lossy, unreadable: errors });
 }
 
+/**
+ * A workbook's report table: the first sheet whose first row names an image and a text column
+ * (LViT's workbooks have one sheet; a workbook saved with an empty or notes sheet in front
+ * keeps its table on another). Further sheets with report columns are named in a warning.
+ */
 async function readXlsx(file: string, out: ReportSet): Promise<void> {
-  let data: unknown[][];
+  let sheets: { sheet: string; data: unknown[][] }[];
   try {
     // Loaded on first use: only LViT-style layouts keep reports in workbooks.
-    const { readSheet } = await import("read-excel-file/node");
-    data = (await readSheet(file)) as unknown[][];
+    const { default: readXlsxFile } = await import("read-excel-file/node");
+    sheets = (await readXlsxFile(file)) as unknown as { sheet: string; data: unknown[][] }[];
   } catch (error) {
     out.problems.push(quarantineEntry({ source: file, reason: "malformed-report-file", detail: `not a readable xlsx workbook: ${(error as Error).message}`, scope: "report" }));
     return;
   }
-  const rows = data.map((r, i) => ({ cells: r.map((c) => (c === null || c === undefined ? "" : String(c))), line: i + 1 }));
-  tableToEntries(file, rows, splitFromFileName(file), out);
+  const tables = sheets.map(({ sheet, data }) => ({ sheet, rows: data.map((r, i) => ({ cells: r.map((c) => (c === null || c === undefined ? "" : String(c))), line: i + 1 })) }));
+  const fitting = tables.filter((t) => t.rows.length > 0 && hasReportColumns(t.rows[0]!.cells));
+  const chosen = fitting[0] ?? tables[0];
+  if (!chosen) {
+    out.problems.push(quarantineEntry({ source: file, reason: "empty-report-file", detail: "the workbook holds no sheet", scope: "report" }));
+    return;
+  }
+  if (chosen !== tables[0]) out.warnings.push(`${file}: read sheet "${chosen.sheet}" (sheet ${tables.indexOf(chosen) + 1}); its first sheet "${tables[0]!.sheet}" has no ${IMAGE_COLUMNS[0]}/${TEXT_COLUMNS[0]} header`);
+  if (fitting.length > 1) out.warnings.push(`${file}: sheets ${fitting.slice(1).map((t) => `"${t.sheet}"`).join(", ")} also hold report columns and were not read (one report table per workbook: move them to a workbook of their own)`);
+  tableToEntries(file, chosen.rows, splitFromFileName(file), out);
 }
 
 function promptText(prompts: unknown, reportKey: string): string | undefined {

@@ -87,3 +87,26 @@ test("a layout whose only report file is set aside unread, or a dataset.reports 
   const typo = path.join(path.dirname(kaggle.reports!), "reprts.csv");
   await assert.rejects(runIngest({ kind: "qata-cov19", root: kaggle.root, reports: typo }), /reprts\.csv yielded no report at all: 1 malformed-report-file \(.*the reports path does not exist\)/);
 });
+
+test("an xlsx whose report table is not on its first sheet is read from the sheet that holds it, and said so", async () => {
+  const dir = scratchDir("hard-xlsx");
+  const fx = await writeFixtureDataset({ kind: "qata-cov19", layout: "lvit", out: path.join(dir, "data"), n: 6, seed: 9, size: 32 });
+  const before = await runIngest({ kind: "qata-cov19", root: fx.root });
+  const reportsOf = async (outDir: string) => (await readParquetFile(path.join(outDir, "samples.parquet"), { columns: ["id", "report"] })).toArray().map((r) => ({ ...r }));
+  const expected = await reportsOf(before.outDir);
+  const { default: ExcelJS } = await import("exceljs");
+  for (const name of readdirSync(fx.root).filter((n) => n.endsWith(".xlsx"))) {
+    const file = path.join(fx.root, name);
+    const original = new ExcelJS.Workbook();
+    await original.xlsx.readFile(file);
+    const rows = original.worksheets[0]!.getSheetValues().filter(Boolean).map((r) => (r as unknown[]).slice(1));
+    const saved = new ExcelJS.Workbook();
+    saved.addWorksheet("Notes").addRow(["exported by hand"]);
+    const data = saved.addWorksheet("Reports");
+    for (const row of rows) data.addRow(row);
+    await saved.xlsx.writeFile(file);
+  }
+  const after = await runIngest({ kind: "qata-cov19", root: fx.root });
+  assert.deepEqual(await reportsOf(after.outDir), expected, "every report read, none lost to an empty first sheet");
+  assert.ok(after.logs.some((l) => /read sheet "Reports" \(sheet 2\); its first sheet "Notes" has no image\/description header/.test(l)), after.logs.join("\n"));
+});

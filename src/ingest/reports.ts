@@ -220,11 +220,41 @@ function tableToEntries(file: string, rows: TableRow[], split: Split | undefined
   }
 }
 
+const ROW_DELIMITERS = [",", ";", "\t", "|"];
+const IMAGE_NAME_END = /\.(png|jpe?g|tiff?|webp|bmp)$/i;
+
+/**
+ * The delimiter the data rows use when it differs from the header's: a header re-saved as
+ * `Image,text` above `name.png;text` rows reads every row's image cell as `name.png;text...`
+ * (all reports orphans). Found when most image cells hold another delimiter right after an
+ * image file name.
+ */
+function rowDelimiterOf(records: { cells: string[] }[], headerDelimiter: string): string | undefined {
+  const header = records[0]?.cells.map((c) => c.trim().toLowerCase()) ?? [];
+  const imageColumn = header.findIndex((h) => IMAGE_COLUMNS.includes(h));
+  const rows = records.slice(1);
+  if (imageColumn < 0 || rows.length === 0) return undefined;
+  for (const candidate of ROW_DELIMITERS.filter((d) => d !== headerDelimiter)) {
+    const fitting = rows.filter((r) => IMAGE_NAME_END.test((r.cells[imageColumn] ?? "").split(candidate)[0]!.trim()) && (r.cells[imageColumn] ?? "").includes(candidate)).length;
+    if (fitting * 2 > rows.length) return candidate;
+  }
+  return undefined;
+}
+
 async function readCsv(file: string, out: ReportSet): Promise<void> {
   const { text, lossy } = await readText(file);
   const delimiter = sniffDelimiter(text, hasReportColumns);
-  const { records, errors } = readDelimited(text, delimiter);
-  tableToEntries(file, records, splitFromFileName(file), out, { delimiter, lossy, unreadable: errors });
+  let { records, errors } = readDelimited(text, delimiter);
+  const rowDelimiter = rowDelimiterOf(records, delimiter);
+  if (rowDelimiter !== undefined) {
+    // The header keeps its own split; the rows are read again with theirs.
+    const rows = readDelimited(text, rowDelimiter);
+    records = [records[0]!, ...rows.records.filter((r) => r.line > records[0]!.line)];
+    errors = rows.errors.filter((e) => e.line > records[0]!.line);
+    const show = (d: string) => (d === "\t" ? "tab" : `"${d}"`);
+    out.warnings.push(`${file}: the header is split by ${show(delimiter)} but the rows by ${show(rowDelimiter)}; the rows were read with ${show(rowDelimiter)} (re-save the file with one delimiter)`);
+  }
+  tableToEntries(file, records, splitFromFileName(file), out, { delimiter: rowDelimiter ?? delimiter, lossy, unreadable: errors });
 }
 
 /**

@@ -110,3 +110,20 @@ test("an xlsx whose report table is not on its first sheet is read from the shee
   assert.deepEqual(await reportsOf(after.outDir), expected, "every report read, none lost to an empty first sheet");
   assert.ok(after.logs.some((l) => /read sheet "Reports" \(sheet 2\); its first sheet "Notes" has no image\/description header/.test(l)), after.logs.join("\n"));
 });
+
+test("a CSV whose header was re-saved with ',' above ';' rows is read with the rows' delimiter, and said so (every report was an orphan)", async () => {
+  const dir = scratchDir("hard-rowdelim");
+  const fx = await writeFixtureDataset({ kind: "mosmeddata-plus", layout: "lvit-csv", out: path.join(dir, "data"), n: 8, seed: 10, size: 32 });
+  const reportsOf = async (outDir: string) => (await readParquetFile(path.join(outDir, "samples.parquet"), { columns: ["id", "report"] })).toArray().map((r) => ({ ...r }));
+  const before = await runIngest({ kind: "mosmeddata-plus", root: fx.root, layout: "lvit-csv" });
+  const expected = await reportsOf(before.outDir);
+  assert.ok(expected.some((r) => typeof r.report === "string" && r.report.includes(",")), "the fixture's reports hold commas");
+  for (const name of readdirSync(path.join(fx.root, "text"))) {
+    const file = path.join(fx.root, "text", name);
+    writeFileSync(file, readFileSync(file, "utf8").replace(/^Image;text/, "Image,text"));
+  }
+  const after = await runIngest({ kind: "mosmeddata-plus", root: fx.root, layout: "lvit-csv" });
+  assert.deepEqual(await reportsOf(after.outDir), expected);
+  assert.equal(after.summary.orphanReports, 0);
+  assert.ok(after.logs.some((l) => /the header is split by "," but the rows by ";"; the rows were read with ";"/.test(l)), after.logs.join("\n"));
+});

@@ -379,6 +379,12 @@ export async function readReportSources(sources: string[], reportKey: string, bo
       }
     }
     const files = info.isDirectory() ? await listReportFiles(source) : [source];
+    if (files.length === 0) {
+      // A reports folder named (or found by the layout) that holds no table would go image-only unnoticed.
+      out.problems.push(quarantineEntry({ source, reason: "empty-report-file", detail: `the reports folder holds no ${[...REPORT_EXTENSIONS].join(", ")} file`, scope: "report" }));
+      out.setAside.push(source);
+      continue;
+    }
     for (const file of files) {
       const escapesTo = boundary && file !== source ? await escapeOf(file, boundary) : undefined;
       if (escapesTo) {

@@ -67,7 +67,7 @@ test("a folder or a dangling link named like a report table in a report folder i
   assert.equal(summary.ingested, 8);
 });
 
-test("a layout whose only report file is set aside unread, or a dataset.reports that does not exist, fails ingest instead of going image-only", async () => {
+test("a layout whose only report file is set aside unread, or a dataset.reports that does not exist or holds no table, fails ingest instead of going image-only", async () => {
   const dir = scratchDir("hard-files-aside");
   const fx = await writeFixtureDataset({ kind: "qata-cov19", layout: "sgseg", out: path.join(dir, "data"), n: 6, seed: 8, size: 32 });
   const annotation = path.join(fx.root, "prompts", "annotation.json");
@@ -86,6 +86,8 @@ test("a layout whose only report file is set aside unread, or a dataset.reports 
   const kaggle = await writeFixtureDataset({ kind: "qata-cov19", layout: "kaggle", out: path.join(dir, "kaggle"), n: 6, seed: 8, size: 32 });
   const typo = path.join(path.dirname(kaggle.reports!), "reprts.csv");
   await assert.rejects(runIngest({ kind: "qata-cov19", root: kaggle.root, reports: typo }), /reprts\.csv yielded no report at all: 1 malformed-report-file \(.*the reports path does not exist\)/);
+  // A dataset.reports folder that holds no report table at all (the images folder named by mistake).
+  await assert.rejects(runIngest({ kind: "qata-cov19", root: kaggle.root, reports: path.join(kaggle.root, "Train Set") }), /Train Set yielded no report at all: 1 empty-report-file \(.*the reports folder holds no \.csv, \.xlsx, \.json file\)/);
 });
 
 test("an xlsx whose report table is not on its first sheet is read from the sheet that holds it, and said so", async () => {

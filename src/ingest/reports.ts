@@ -72,6 +72,7 @@ async function readText(file: string): Promise<{ text: string; lossy: boolean }>
 }
 
 /** Control characters no report text holds (NUL, escape, ...); tab, line ends and form feeds are text. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
 const CONTROL_IN_TEXT = /[\u0000-\u0008\u000e-\u001f\u007f]/;
 
 /**

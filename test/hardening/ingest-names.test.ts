@@ -2,7 +2,7 @@
 // see, or that no report has (bidi overrides, zero-width spaces, C1 controls, line separators,
 // NUL bytes). Each is set aside with its reason and shown escaped in the detail.
 import assert from "node:assert/strict";
-import { copyFileSync, readFileSync, readdirSync, renameSync, writeFileSync } from "node:fs";
+import { readFileSync, readdirSync, renameSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { test } from "node:test";
 import { readParquetFile } from "../../src/io/parquet.js";

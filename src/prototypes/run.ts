@@ -15,6 +15,7 @@ import { PrototypeSpace } from "./psa.js";
 import { ArtifactRegistry } from "./registry.js";
 import type { PrototypesParams } from "./stage.js";
 import { mulberry32 } from "../util/random.js";
+import { centredCosinePerRow, mean, ownReportAucPerRow, standardError } from "./retrieval.js";
 
 interface EmbeddingRows {
   ids: string[];
@@ -75,41 +76,125 @@ function cosine(a: Float32Array, aOffset: number, b: Float32Array, bOffset: numb
 
 export interface UsefulnessCheck {
   samples: number;
-  /** Mean cosine of the PSA approximation to the sample's own report embedding. */
-  psa: number;
-  /** Same for (a) the mean training report embedding and (b) one random prototype response per sample. */
-  meanTrainingReport: number;
-  randomPrototype: number;
+  /**
+   * Mean over held-out images of the fraction of the other held-out reports that are less
+   * cosine-similar to the image's PSA approximation than its own report (ties half): 0.5 = chance.
+   */
+  ownReportAuc: number;
+  /** Mean cos(PSA - m, own report - m), m = the mean training report: what the approximation says beyond the constant. */
+  centredCosine: number;
+  /** Uncentred cos(PSA, own report) minus cos(mean training report, own report) (kept for comparison; see docs/prototypes.md). */
   marginOverMean: number;
+  /** Uncentred cos(PSA, own report) minus cos(one random prototype response, own report). */
   marginOverRandom: number;
+  /** Both figures with the prototypes' responses permuted among them (the same queries), averaged over the permutations. */
+  shuffled: { ownReportAuc: number; centredCosine: number; permutations: number };
+  /** Paired per-image gains over the shuffled space and their standard errors; `passed` needs each gain > 2 standard errors. */
+  gains: { ownReportAuc: number; ownReportAucSe: number; centredCosine: number; centredCosineSe: number };
   passed: boolean;
+  /** Mean uncentred cosines behind the two margins. */
+  cosine: { psa: number; meanTrainingReport: number; randomPrototype: number };
+}
+
+/** Shuffled spaces averaged per image; 8 keep the baseline's own noise well below the gains' standard error. */
+const SHUFFLES = 8;
+
+function meanRows(values: Float32Array, dim: number): Float64Array {
+  const rows = values.length / dim;
+  const out = new Float64Array(dim);
+  for (let i = 0; i < rows; i++) for (let k = 0; k < dim; k++) out[k] += values[i * dim + k]! / rows;
+  return out;
 }
 
 /**
- * The usefulness check (issue 9): on held-out samples, is PSA's approximated text embedding
- * closer to the sample's own report embedding than the two trivial answers?
+ * The usefulness check (issue 15): on held-out images with reports, does PSA's approximated
+ * text find the image's own report among the others (ownReportAuc), and does it point the way
+ * the report departs from the mean report (centredCosine)? Each is compared, image by image,
+ * with the same space whose responses are permuted among the prototypes: a space whose
+ * retrieval carries no information about the report scores like its shuffled copy. The
+ * segmenter's linear layers absorb any constant offset, so the uncentred margins over the mean
+ * report are reported but do not decide.
  */
-export function usefulnessCheck(space: PrototypeSpace, responses: Float32Array, trainingTexts: Float32Array, heldOut: PairedSamples, options: { topK: number; temperature: number; seed: number }): UsefulnessCheck {
+export function usefulnessCheck(space: PrototypeSpace, queries: Float32Array, responses: Float32Array, trainingTexts: Float32Array, heldOut: PairedSamples, options: { topK: number; temperature: number; seed: number }): UsefulnessCheck {
   const { dim } = heldOut;
   const n = heldOut.ids.length;
-  const mean = new Float32Array(dim);
-  const trainRows = trainingTexts.length / dim;
-  for (let i = 0; i < trainRows; i++) for (let k = 0; k < dim; k++) mean[k] += trainingTexts[i * dim + k]! / trainRows;
-  const approx = space.query(heldOut.images, { topK: options.topK, temperature: options.temperature });
+  const centre = meanRows(trainingTexts, dim);
+  const query = { topK: options.topK, temperature: options.temperature };
+  const approx = space.query(heldOut.images, query).embeddings;
+  const auc = ownReportAucPerRow(approx, heldOut.texts, n, dim);
+  const centred = centredCosinePerRow(approx, heldOut.texts, centre, n, dim);
+
   const random = mulberry32(options.seed ^ 0x5eed);
+  const size = space.size;
+  const shuffledAuc = new Float64Array(n);
+  const shuffledCentred = new Float64Array(n);
+  const permutations = size > 1 ? SHUFFLES : 0;
+  for (let r = 0; r < permutations; r++) {
+    const order = shuffledOrder(size, random);
+    const permuted = new Float32Array(responses.length);
+    for (let p = 0; p < size; p++) permuted.set(responses.subarray(order[p]! * dim, (order[p]! + 1) * dim), p * dim);
+    const other = new PrototypeSpace(queries, permuted, dim).query(heldOut.images, query).embeddings;
+    const a = ownReportAucPerRow(other, heldOut.texts, n, dim);
+    const c = centredCosinePerRow(other, heldOut.texts, centre, n, dim);
+    for (let i = 0; i < n; i++) {
+      shuffledAuc[i] += a[i]! / permutations;
+      shuffledCentred[i] += c[i]! / permutations;
+    }
+  }
+  if (permutations === 0) {
+    // One prototype: every permutation is the space itself.
+    shuffledAuc.set(auc);
+    shuffledCentred.set(centred);
+  }
+  const aucGain = auc.map((v, i) => v - shuffledAuc[i]!);
+  const centredGain = centred.map((v, i) => v - shuffledCentred[i]!);
+
   let psa = 0;
   let meanScore = 0;
   let randomScore = 0;
+  const meanVector = Float32Array.from(centre);
   for (let i = 0; i < n; i++) {
-    psa += cosine(approx.embeddings, i * dim, heldOut.texts, i * dim, dim);
-    meanScore += cosine(mean, 0, heldOut.texts, i * dim, dim);
-    const p = Math.floor(random() * space.size);
-    randomScore += cosine(responses, p * dim, heldOut.texts, i * dim, dim);
+    psa += cosine(approx, i * dim, heldOut.texts, i * dim, dim) / n;
+    meanScore += cosine(meanVector, 0, heldOut.texts, i * dim, dim) / n;
+    const p = Math.floor(random() * size);
+    randomScore += cosine(responses, p * dim, heldOut.texts, i * dim, dim) / n;
   }
-  psa /= n;
-  meanScore /= n;
-  randomScore /= n;
-  return { samples: n, psa, meanTrainingReport: meanScore, randomPrototype: randomScore, marginOverMean: psa - meanScore, marginOverRandom: psa - randomScore, passed: psa > meanScore && psa > randomScore };
+  const gains = { ownReportAuc: mean(aucGain), ownReportAucSe: standardError(aucGain), centredCosine: mean(centredGain), centredCosineSe: standardError(centredGain) };
+  // A one-sided paired test at about the 2.3% level on each figure: gains of less than two
+  // standard errors are what a space without information shows on n held-out images by chance.
+  const passed = gains.ownReportAuc > 2 * gains.ownReportAucSe && gains.centredCosine > 2 * gains.centredCosineSe;
+  return {
+    samples: n,
+    ownReportAuc: mean(auc),
+    centredCosine: mean(centred),
+    marginOverMean: psa - meanScore,
+    marginOverRandom: psa - randomScore,
+    shuffled: { ownReportAuc: mean(shuffledAuc), centredCosine: mean(shuffledCentred), permutations },
+    gains,
+    passed,
+    cosine: { psa, meanTrainingReport: meanScore, randomPrototype: randomScore },
+  };
+}
+
+/** A permutation of 0..size-1 that moves every index (a derangement when size > 1), seeded. */
+function shuffledOrder(size: number, random: () => number): number[] {
+  const order = Array.from({ length: size }, (_, i) => i);
+  for (let i = size - 1; i > 0; i--) {
+    const j = Math.floor(random() * i); // Sattolo's algorithm: one cycle, so no prototype keeps its response
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  return order;
+}
+
+export function formatUsefulness(u: UsefulnessCheck): string {
+  const f = (v: number) => v.toFixed(4);
+  const signed = (v: number) => `${v >= 0 ? "+" : ""}${v.toFixed(4)}`;
+  return (
+    `usefulness on ${u.samples} validation samples: own-report AUC ${f(u.ownReportAuc)} (shuffled prototypes ${f(u.shuffled.ownReportAuc)}, gain ${signed(u.gains.ownReportAuc)} +- ${f(u.gains.ownReportAucSe)}), ` +
+    `centred cosine ${f(u.centredCosine)} (shuffled ${f(u.shuffled.centredCosine)}, gain ${signed(u.gains.centredCosine)} +- ${f(u.gains.centredCosineSe)}); ` +
+    `uncentred margin over the mean training report ${signed(u.marginOverMean)}, over a random prototype ${signed(u.marginOverRandom)}` +
+    (u.passed ? "" : " (PSA does NOT beat its shuffled copy by two standard errors on both figures)")
+  );
 }
 
 function upstreamFile(ctx: StageContext<PrototypesParams>, stage: string, name: string): string {
@@ -190,25 +275,23 @@ export async function runPrototypes(ctx: StageContext<PrototypesParams>) {
     usefulness = { samples: 0, skipped: "no validation sample has an available report with a text embedding" };
     ctx.warn("usefulness-check-skipped", `the usefulness check did not run: ${usefulness.skipped}`);
   } else {
-    usefulness = usefulnessCheck(space, p.responses, samples.texts, select(rows, validation), { topK: params.topK, temperature: params.temperature, seed });
-    ctx.log(
-      `usefulness on ${usefulness.samples} validation samples: cos(PSA, own report) ${usefulness.psa.toFixed(4)}; ` +
-        `margin over the mean training report ${usefulness.marginOverMean >= 0 ? "+" : ""}${usefulness.marginOverMean.toFixed(4)}, ` +
-        `over a random prototype ${usefulness.marginOverRandom >= 0 ? "+" : ""}${usefulness.marginOverRandom.toFixed(4)}${usefulness.passed ? "" : " (PSA does NOT beat both baselines)"}`,
-      usefulness.passed ? "info" : "warn",
-    );
+    usefulness = usefulnessCheck(space, p.queries, p.responses, samples.texts, select(rows, validation), { topK: params.topK, temperature: params.temperature, seed });
+    ctx.log(formatUsefulness(usefulness), usefulness.passed ? "info" : "warn");
     if (!usefulness.passed && params.onUseless === "warn") {
-      ctx.warn("prototypes-not-useful", `on ${usefulness.samples} validation samples PSA's approximated text is no closer to an image's own report than ${usefulness.marginOverMean < 0 ? "the mean training report" : "a random prototype"}`, {
+      ctx.warn("prototypes-not-useful", `on ${usefulness.samples} validation samples PSA's approximation does not find an image's own report better than its shuffled copy (own-report AUC ${usefulness.ownReportAuc.toFixed(4)} vs ${usefulness.shuffled.ownReportAuc.toFixed(4)}, centred cosine ${usefulness.centredCosine.toFixed(4)} vs ${usefulness.shuffled.centredCosine.toFixed(4)})`, {
         samples: usefulness.samples,
-        psa: usefulness.psa,
+        ownReportAuc: usefulness.ownReportAuc,
+        centredCosine: usefulness.centredCosine,
+        shuffledOwnReportAuc: usefulness.shuffled.ownReportAuc,
+        shuffledCentredCosine: usefulness.shuffled.centredCosine,
         marginOverMean: usefulness.marginOverMean,
         marginOverRandom: usefulness.marginOverRandom,
       });
     }
     if (!usefulness.passed && params.onUseless === "fail") {
       throw new DataError(
-        `the prototype space is not useful: on ${usefulness.samples} validation samples PSA's approximated text is no closer to an image's own report than ${usefulness.marginOverMean < 0 ? "the mean training report" : "a random prototype"} (margins ${usefulness.marginOverMean.toFixed(4)} / ${usefulness.marginOverRandom.toFixed(4)}); nothing was published`,
-        { hint: "image embeddings that cannot find their reports make PSA noise: use encoder: biomedclip (docs/embed.md), or onUseless: warn to train anyway" },
+        `the prototype space is not useful: on ${usefulness.samples} validation samples PSA's approximation finds an image's own report with AUC ${usefulness.ownReportAuc.toFixed(4)} and centred cosine ${usefulness.centredCosine.toFixed(4)}, against ${usefulness.shuffled.ownReportAuc.toFixed(4)} and ${usefulness.shuffled.centredCosine.toFixed(4)} with the responses shuffled among the prototypes (gains ${usefulness.gains.ownReportAuc.toFixed(4)} +- ${usefulness.gains.ownReportAucSe.toFixed(4)} and ${usefulness.gains.centredCosine.toFixed(4)} +- ${usefulness.gains.centredCosineSe.toFixed(4)}; both must exceed two standard errors); nothing was published`,
+        { hint: "image embeddings that cannot find their reports make PSA noise: use encoder: learned or biomedclip (docs/embed.md), or onUseless: warn to train anyway" },
       );
     }
   }

@@ -72,15 +72,21 @@ async function decodeCached(image: Uint8Array, mask: Uint8Array, hashes: string,
   return decoded;
 }
 
-export async function decodePair(image: Uint8Array, mask: Uint8Array, size: number, channels: 1 | 3): Promise<{ pixels: Uint8Array; mask: Uint8Array }> {
+/** An encoded image resized to size x size (bilinear, aspect ratio not kept), grey or RGB: what every model here sees. */
+export async function decodeImage(image: Uint8Array, size: number, channels: 1 | 3): Promise<Uint8Array> {
   let pipeline = sharp(image).resize(size, size, { fit: "fill", kernel: "linear" }).removeAlpha();
   pipeline = channels === 1 ? pipeline.greyscale() : pipeline.toColourspace("srgb");
   const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
   if (info.channels !== channels) throw new Error(`decoded ${info.channels} channels, wanted ${channels}`);
+  return new Uint8Array(data);
+}
+
+export async function decodePair(image: Uint8Array, mask: Uint8Array, size: number, channels: 1 | 3): Promise<{ pixels: Uint8Array; mask: Uint8Array }> {
+  const data = await decodeImage(image, size, channels);
   const maskRaw = await sharp(mask).resize(size, size, { fit: "fill", kernel: "nearest" }).greyscale().raw().toBuffer();
   const binary = new Uint8Array(size * size);
   for (let i = 0; i < binary.length; i++) binary[i] = maskRaw[i]! > 0 ? 1 : 0;
-  return { pixels: new Uint8Array(data), mask: binary };
+  return { pixels: data, mask: binary };
 }
 
 /** Copies samples into batch arrays: images [B*H*W*C] in 0..1, masks [B*H*W]. */

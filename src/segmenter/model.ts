@@ -177,6 +177,8 @@ export interface ForwardResult {
    * stage's resolution).
    */
   attention?: tf.Tensor2D[];
+  /** The deepest encoder feature map [B, h, w, C] (with `bottleneck`); the learned embed encoder pools it. */
+  bottleneck?: tf.Tensor4D;
 }
 
 function param(store: ParamStore, name: string): tf.Variable {
@@ -210,6 +212,8 @@ export interface ForwardOptions {
    * position the same too.
    */
   attentionFocus?: tf.Tensor4D;
+  /** Also return the deepest encoder feature map. */
+  bottleneck?: boolean;
 }
 
 /** The focus map average-pooled to a decoder stage's grid, as per-image position weights summing to 1: [B, N]. */
@@ -253,6 +257,7 @@ export function netForward(store: ParamStore, net: NetConfig, images: tf.Tensor4
     x = conv(store, `enc${level}.conv2`, conv(store, `enc${level}.conv1`, x));
     skips.push(x);
   }
+  const bottleneck = x;
   const attention: tf.Tensor2D[] = [];
   for (let stage = 0; stage < net.depth - 1; stage++) {
     const level = net.depth - 1 - stage;
@@ -266,7 +271,7 @@ export function netForward(store: ParamStore, net: NetConfig, images: tf.Tensor4
     x = conv(store, `dec${stage}.conv2`, conv(store, `dec${stage}.conv1`, x));
   }
   const logits = conv(store, "head", x, false);
-  return { logits, attention: options.attention ? attention : undefined };
+  return { logits, attention: options.attention ? attention : undefined, ...(options.bottleneck ? { bottleneck } : {}) };
 }
 
 /** Dice + BCE on logits (targets 0/1), both averaged over the batch. */

@@ -3,6 +3,7 @@ import { test } from "node:test";
 import { buildPrototypes, parseLungZones, bestKmeans, type BuildOptions } from "../../src/prototypes/build.js";
 import { PrototypeSpace } from "../../src/prototypes/psa.js";
 import { usefulnessCheck } from "../../src/prototypes/run.js";
+import { centredCosinePerRow, ownReportAucPerRow } from "../../src/prototypes/retrieval.js";
 import { adjustedRandIndex } from "../../src/prototypes/ari.js";
 import { syntheticPairs } from "./fixtures.js";
 
@@ -131,7 +132,7 @@ test("PSA query = softmax over top-k cosines of the response rows; sync, async (
   assert.throws(() => space.query(new Float32Array(5)), /not a whole number/);
 });
 
-test("usefulness: PSA beats the mean training report and a random prototype on held-out pairs", async () => {
+test("usefulness: PSA finds held-out images' own reports far better than its shuffled copy", async () => {
   // One draw around shared centres: the first 150 rows train, the last 40 are held out.
   const both = syntheticPairs({ groups: 5, perGroup: 38, dim: 32, seed: 12 });
   const trainIdx = both.ids.map((_, i) => i).filter((i) => i < 150);
@@ -140,7 +141,23 @@ test("usefulness: PSA beats the mean training report and a random prototype on h
   const samples = { ids: trainIdx.map((i) => both.ids[i]!), dim: 32, images: pick(trainIdx, both.images), texts: pick(trainIdx, both.texts) };
   const built = await buildPrototypes(samples, base);
   const space = new PrototypeSpace(built.prototypes.queries, built.prototypes.responses, 32);
-  const check = usefulnessCheck(space, built.prototypes.responses, samples.texts, { ids: valIdx.map((i) => both.ids[i]!), dim: 32, images: pick(valIdx, both.images), texts: pick(valIdx, both.texts) }, { topK: 3, temperature: 1, seed: 1 });
+  const check = usefulnessCheck(space, built.prototypes.queries, built.prototypes.responses, samples.texts, { ids: valIdx.map((i) => both.ids[i]!), dim: 32, images: pick(valIdx, both.images), texts: pick(valIdx, both.texts) }, { topK: 3, temperature: 1, seed: 1 });
   assert.ok(check.passed, JSON.stringify(check));
   assert.ok(check.marginOverMean > 0.2 && check.marginOverRandom > 0.2, JSON.stringify(check));
+  assert.equal(check.samples, 40);
+  // Five groups: an own report ties with its 7 group mates and beats the 32 others.
+  assert.ok(check.ownReportAuc > 0.85 && check.shuffled.ownReportAuc < 0.65, JSON.stringify(check));
+  assert.ok(check.centredCosine > 0.5 && check.centredCosine - check.shuffled.centredCosine > 0.4, JSON.stringify(check));
+  assert.ok(check.gains.ownReportAuc > 2 * check.gains.ownReportAucSe);
+  assert.equal(check.shuffled.permutations, 8);
+});
+
+test("own-report AUC: ties count half, a perfect prediction of distinct reports scores 1, a constant one 0.5", () => {
+  const reports = Float32Array.from([1, 0, 0, 1, 1, 0, -1, 0]); // rows 0 and 2 are the same report
+  assert.deepEqual([...ownReportAucPerRow(reports, reports, 4, 2)], [(2 + 0.5) / 3, 1, (2 + 0.5) / 3, 1]);
+  const constant = new Float32Array(8).fill(1);
+  const flat = ownReportAucPerRow(constant, Float32Array.from([1, 0, 1, 0, 1, 0, 1, 0]), 4, 2);
+  assert.deepEqual([...flat], [0.5, 0.5, 0.5, 0.5]);
+  const centred = centredCosinePerRow(Float32Array.from([2, 1]), Float32Array.from([0, 3]), Float32Array.from([1, 1]), 1, 2);
+  assert.ok(Math.abs(centred[0]! + 1 / Math.sqrt(5)) < 1e-12, String(centred[0])); // (1, 0) against (-1, 2)
 });

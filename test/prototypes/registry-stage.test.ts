@@ -93,7 +93,9 @@ test("prototypes stage: outputs per the data contract, lineage manifest, usefuln
   assert.match(manifest.lineage.packageVersion, /^\d+\.\d+\.\d+/);
   assert.ok(summary.usefulness.passed, JSON.stringify(summary.usefulness));
   assert.ok(summary.usefulness.marginOverMean > 0 && summary.usefulness.marginOverRandom > 0);
-  assert.ok(ctx.logs.some((l) => l.includes("margin over the mean training report")), "the stage prints both margins");
+  for (const key of ["samples", "ownReportAuc", "centredCosine", "marginOverMean", "marginOverRandom", "passed"]) assert.ok(key in summary.usefulness, key);
+  assert.ok(summary.usefulness.ownReportAuc > summary.usefulness.shuffled.ownReportAuc + 0.1, JSON.stringify(summary.usefulness));
+  assert.ok(ctx.logs.some((l) => /own-report AUC 0\.\d{4} \(shuffled prototypes 0\.\d{4}.*centred cosine/.test(l)), "the stage prints AUC and centred cosine with their shuffled baselines");
   assert.equal(summary.artifact.version, 1);
   assert.equal(summary.artifact.isNew, true);
 
@@ -219,8 +221,8 @@ test("onUseless: fail stops before publishing when PSA cannot find the reports; 
   const gated = context(path.join(root, "work"), embedDir, path.join(root, "out-fail"), { onUseless: "fail" });
   await assert.rejects(prototypesStage.run!(gated), (error: unknown) => {
     assert.ok(error instanceof DataError, String(error));
-    assert.match(error.message, /the prototype space is not useful: on \d+ validation samples .*nothing was published/);
-    assert.match(error.hint ?? "", /encoder: biomedclip/);
+    assert.match(error.message, /the prototype space is not useful: on \d+ validation samples .*own report with AUC 0\.\d+ .*shuffled among the prototypes.*nothing was published/);
+    assert.match(error.hint ?? "", /encoder: learned or biomedclip/);
     return true;
   });
   const registry = ArtifactRegistry.open(path.join(root, "work"));
@@ -233,9 +235,9 @@ test("onUseless: fail stops before publishing when PSA cannot find the reports; 
   const summary = (await prototypesStage.run!(warned)) as { usefulness: { passed: boolean }; artifact: { version: number } };
   assert.equal(summary.usefulness.passed, false);
   assert.equal(summary.artifact.version, 1);
-  assert.ok(warned.logs.some((l) => /PSA does NOT beat both baselines/.test(l)), warned.logs.join("\n"));
+  assert.ok(warned.logs.some((l) => /PSA does NOT beat its shuffled copy/.test(l)), warned.logs.join("\n"));
   // The failed check is a warning of the stage (the run stays ok, the report shows it amber), with its figures.
-  assert.ok(warned.logs.some((l) => /^warning prototypes-not-useful: on \d+ validation samples .*"marginOverMean":/.test(l)), warned.logs.join("\n"));
+  assert.ok(warned.logs.some((l) => /^warning prototypes-not-useful: on \d+ validation samples .*"ownReportAuc":/.test(l)), warned.logs.join("\n"));
 });
 
 test("prolearn prototypes query answers from a registered artifact", async () => {

@@ -1,5 +1,5 @@
 // The embed stage's implementation; its definition (./stage.ts) imports this module when the stage runs.
-import { readFile, writeFile } from "node:fs/promises";
+import { copyFile, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Bool, type RecordBatch, Table, Utf8, vectorFromArray } from "apache-arrow";
 import { DataError, StageError } from "../errors.js";
@@ -12,7 +12,9 @@ import { SAMPLES_TABLE } from "../ingest/tables.js";
 import { embedInBatches } from "./batches.js";
 import type { Encoder } from "./encoder.js";
 import { createEncoder } from "./factory.js";
-import { modelDir, type EmbedParams } from "./stage.js";
+import { modelDir, textEncoderKind, type EmbedParams } from "./stage.js";
+import { checkpointFolderFor } from "../segmenter/checkpoints.js";
+import { hasLearnedEncoder, LEARNED_ENCODER_FILE, LEARNED_ENCODER_VERSION, LEARNED_WEIGHTS_FILE, LearnedEncoder, type LearnedEncoderFile } from "./learned.js";
 
 const OUTPUT_ROW_GROUP = 1024;
 
@@ -85,19 +87,58 @@ let encoderMemo: { key: string; encoder: Promise<Encoder> } | undefined;
  * another process builds the same encoder from the same inputs, since the builtin fit is a pure
  * function of the training reports.
  */
-async function encoderFor(ctx: StageContext<EmbedParams>, plan: RowPlan): Promise<Encoder> {
+async function encoderFor(ctx: StageContext<EmbedParams>, plan: RowPlan, options: { train?: boolean } = {}): Promise<Encoder> {
   const params = ctx.params;
-  const key =
-    params.encoder === "builtin" ? hashJson({ kind: "builtin", dim: params.dim ?? 512, fit: sha256(JSON.stringify(plan.fitTexts)) }) : hashJson({ kind: "biomedclip", dir: modelDir(ctx.pipeline, params), digest: ctx.resources.model ?? null });
+  const textKind = textEncoderKind(params);
+  const textKey = textKind === "builtin" ? hashJson({ kind: "builtin", dim: params.dim ?? 512, fit: sha256(JSON.stringify(plan.fitTexts)) }) : hashJson({ kind: "biomedclip", dir: modelDir(ctx.pipeline, params), digest: ctx.resources.model ?? null });
+  const learned = params.encoder === "learned" ? learnedFolder(ctx) : undefined;
+  const key = learned ? hashJson({ kind: "learned", folder: learned.key, text: textKey }) : textKey;
   if (encoderMemo?.key === key) return encoderMemo.encoder;
   const previous = encoderMemo;
-  const encoder = params.encoder === "builtin" ? createEncoder({ encoder: "builtin", dim: params.dim ?? 512, fitTexts: plan.fitTexts }) : createEncoder({ encoder: "biomedclip", model: modelDir(ctx.pipeline, params) });
+  const makeText = () => (textKind === "builtin" ? createEncoder({ encoder: "builtin", dim: params.dim ?? 512, fitTexts: plan.fitTexts }) : createEncoder({ encoder: "biomedclip", model: modelDir(ctx.pipeline, params) }));
+  const encoder = learned ? learnedEncoder(ctx, plan, learned.dir, makeText, options.train === true) : makeText();
   encoderMemo = { key, encoder };
   encoder.catch(() => {
     if (encoderMemo?.key === key) encoderMemo = undefined;
   });
   if (previous) void previous.encoder.then((e) => e.close()).catch(() => undefined);
   return encoder;
+}
+
+/**
+ * Where the trained learned encoder lives between the plan step that trains it and the shards
+ * that use it (and across a killed run): a checkpoint folder keyed on the code version, the
+ * params that shape the encoder and the input digests. The stage copies it into its outputs.
+ */
+function learnedFolder(ctx: StageContext<EmbedParams>): { dir: string; key: string } {
+  const { concurrency: _c, shardRows: _s, batchSize: _b, ...shaping } = ctx.params;
+  const inputs = Object.fromEntries(Object.entries(ctx.inputs).map(([name, input]) => [name, input.digest]));
+  return checkpointFolderFor(ctx, "learned-encoder", { version: LEARNED_ENCODER_VERSION, params: shaping, inputs, resources: ctx.resources });
+}
+
+async function learnedEncoder(ctx: StageContext<EmbedParams>, plan: RowPlan, dir: string, makeText: () => Promise<Encoder>, train: boolean): Promise<Encoder> {
+  const text = await makeText();
+  try {
+    if (!hasLearnedEncoder(dir)) {
+      if (!train) throw new StageError(ctx.stage, `the learned encoder is not trained yet (${dir})`, { hint: "the embed stage's plan step trains it before any shard runs; re-run the stage" });
+      const { trainLearnedEncoder } = await import("./learned-train.js");
+      const paired = { ids: [] as string[], texts: [] as string[] };
+      plan.ids.forEach((id, i) => {
+        const text = plan.texts[i];
+        if (plan.splits[i] === "train" && text !== null && text !== undefined) {
+          paired.ids.push(id);
+          paired.texts.push(text);
+        }
+      });
+      await trainLearnedEncoder(ctx, dir, text, paired);
+    } else if (train) {
+      ctx.log(`learned encoder: reusing the trained encoder in ${dir}`);
+    }
+    return await LearnedEncoder.load(dir, text);
+  } catch (error) {
+    await text.close();
+    throw error;
+  }
 }
 
 /** Releases the encoder kept between shards (ONNX sessions hold hundreds of MB). */
@@ -280,6 +321,17 @@ export async function mergeEmbedShards(ctx: StageContext<EmbedParams>, shards: {
   await writeParquetBatches(path.join(ctx.outDir, "embeddings.parquet"), batches(), { rowGroupSize: OUTPUT_ROW_GROUP });
   const encoderJson = { id: info.id, dim: info.dim, digest: info.digest, preprocessing: info.preprocessing };
   await writeFile(path.join(ctx.outDir, "encoder.json"), `${JSON.stringify(encoderJson, null, 2)}\n`);
+  let learned: Record<string, unknown> | undefined;
+  if (ctx.params.encoder === "learned") {
+    // The trained weights are part of the stage's outputs (and so of its digest).
+    const { dir } = learnedFolder(ctx);
+    await copyFile(path.join(dir, LEARNED_WEIGHTS_FILE), path.join(ctx.outDir, LEARNED_WEIGHTS_FILE));
+    await copyFile(path.join(dir, LEARNED_ENCODER_FILE), path.join(ctx.outDir, LEARNED_ENCODER_FILE));
+    const file = JSON.parse(await readFile(path.join(dir, LEARNED_ENCODER_FILE), "utf8")) as LearnedEncoderFile;
+    const { grid: _grid, ...selection } = file.head.selection;
+    const { settings: _settings, ...training } = file.training;
+    learned = { head: file.head.kind, text: file.text.id, featureWidth: file.featureWidth, selection, trunk: training };
+  }
   await releaseEmbedEncoder();
   return {
     rows: totals.rows,
@@ -288,13 +340,14 @@ export async function mergeEmbedShards(ctx: StageContext<EmbedParams>, shards: {
     images: { embedded: totals.imagesEmbedded, cached: totals.imagesCached },
     texts: { embedded: totals.textsEmbedded, cached: totals.textsCached },
     encoderCalls: totals.encoderCalls,
+    ...(learned ? { learned } : {}),
   };
 }
 
 export async function planEmbedShards(ctx: StageContext<EmbedParams>): Promise<ShardSpec[]> {
   const plan = await loadRowPlan(ctx);
-  // Fail before any shard runs when the model folder is unusable.
-  const encoder = await encoderFor(ctx, plan);
+  // Fail before any shard runs when the model folder is unusable; a learned encoder trains here, once, for every shard.
+  const encoder = await encoderFor(ctx, plan, { train: true });
   ctx.log(`embedding ${plan.ids.length} samples (${plan.texts.filter((t) => t !== null).length} with text) with ${encoder.id} (${encoder.digest.slice(0, 12)})`);
   const shards: ShardSpec[] = [];
   const size = ctx.params.shardRows;

@@ -69,7 +69,7 @@ function context(workdir: string, embedDir: string, outDir: string, params: Part
 interface PrototypesSummary {
   emptyTexts: number;
   pairedSamples: number;
-  usefulness: { passed: boolean; marginOverMean: number; marginOverRandom: number };
+  usefulness: { passed: boolean; marginOverMean: number; marginOverRandom: number; ownReportAuc: number; shuffled: { ownReportAuc: number } };
   artifact: { version: number; isNew: boolean; digest: string };
 }
 test("prototypes stage: outputs per the data contract, lineage manifest, usefulness margins, published as version 1", async () => {

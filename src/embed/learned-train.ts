@@ -48,7 +48,7 @@ export function learnedSettings(ctx: StageContext<EmbedParams>): LearnedSettings
 }
 
 /** Relative ridge penalties and mask-block weights the head's cross-validation chooses from. */
-const LAMBDAS = [0.003, 0.01, 0.03, 0.1, 0.3, 1, 3];
+const LAMBDAS = [0.03, 0.1, 0.3, 1, 3, 10, 30];
 const MASK_WEIGHTS = [0.5, 1, 2, 4];
 /** Fewer paired rows than this: no cross-validation, the middle of each grid. */
 const MIN_ROWS_FOR_CV = 10;

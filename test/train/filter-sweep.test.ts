@@ -27,13 +27,13 @@ test("WordPiece continuations join their word", () => {
 test("sweep assignment parsing and the Table-1-like table", () => {
   assert.deepEqual(parseSweepAssignment("dataset.textAvailability=0.5,0.25,0.01"), { key: "dataset.textAvailability", values: [0.5, 0.25, 0.01] });
   const rows: SweepRow[] = [
-    { value: 0.5, status: "ok", prolearn: { dice: 0.8667, iou: 0.765, dicePooled: 0.87, iouPooled: 0.77 }, baseline: { dice: 0.819, iou: 0.7, dicePooled: 0.82, iouPooled: 0.7 }, psaMarginOverMean: -0.0072, ran: 7, cached: 0 },
+    { value: 0.5, status: "ok", prolearn: { dice: 0.8667, iou: 0.765, dicePooled: 0.87, iouPooled: 0.77 }, baseline: { dice: 0.819, iou: 0.7, dicePooled: 0.82, iouPooled: 0.7 }, psaOwnReportAuc: 0.6123, ran: 7, cached: 0 },
     { value: 0.01, status: "failed", prolearn: null, baseline: null, ran: 2, cached: 1, error: "prototypes: too few reports" },
   ];
   const table = formatSweepTable("dataset.textAvailability", rows).split("\n");
   assert.match(table[0]!, /^textAvailability\s+ProLearn Dice\s+ProLearn mIoU\s+U-Net Dice\s+U-Net mIoU/);
-  assert.match(table[0]!, /ProLearn Dice \(pooled\)\s+PSA vs mean report\s+stages ran\/cached$/);
-  assert.match(table[2]!, /^50%\s+0\.8667\s+0\.7650\s+0\.8190\s+0\.7000\s+0\.8700\s+-0\.0072\s+7\/0$/);
+  assert.match(table[0]!, /ProLearn Dice \(pooled\)\s+PSA own-report AUC\s+stages ran\/cached$/);
+  assert.match(table[2]!, /^50%\s+0\.8667\s+0\.7650\s+0\.8190\s+0\.7000\s+0\.8700\s+0\.6123\s+7\/0$/);
   assert.match(table[3]!, /^1%\s+failed: prototypes: too few reports/);
 });
 

@@ -170,7 +170,7 @@ export async function trainLearnedEncoder(ctx: StageContext<EmbedParams>, dir: s
       ridge: { lambda: best.lambda, maskWeight: best.maskWeight, crossValidatedAuc: Number.isFinite(best.auc) ? best.auc : null, folds: n >= MIN_ROWS_FOR_CV ? Math.min(FOLDS, n) : 0 },
     };
     if (settings.head === "contrastive") {
-      const result = await fitContrastive(xBest, y, n, width, m, folds, best.lambda, deriveSeed(settings.seed, "learned-contrastive"), n >= MIN_ROWS_FOR_CV);
+      const result = await fitContrastive(xBest, y, n, width, m, folds, best.lambda, n >= MIN_ROWS_FOR_CV);
       head = result.head;
       selection.contrastive = result.selection;
     }
@@ -215,7 +215,7 @@ const CHECK_EVERY = 25;
  * reports are not negatives of each other) and the ridge penalty as weight decay. The number of
  * steps is chosen by out-of-fold own-report AUC over the paired rows (0 steps = the ridge map).
  */
-async function fitContrastive(x: Float64Array, y: Float64Array, n: number, d: number, m: number, folds: Int32Array, lambda: number, seed: number, crossValidate: boolean): Promise<{ head: Float64Array; selection: Record<string, unknown> }> {
+async function fitContrastive(x: Float64Array, y: Float64Array, n: number, d: number, m: number, folds: Int32Array, lambda: number, crossValidate: boolean): Promise<{ head: Float64Array; selection: Record<string, unknown> }> {
   const checks = Array.from({ length: CONTRASTIVE_STEPS / CHECK_EVERY + 1 }, (_, i) => i * CHECK_EVERY);
   let bestSteps = CONTRASTIVE_STEPS / 2;
   const curve: { steps: number; auc: number }[] = [];
@@ -230,7 +230,7 @@ async function fitContrastive(x: Float64Array, y: Float64Array, n: number, d: nu
       const xs = pickRows(x, trainRows, d);
       const ys = pickRows(y, trainRows, m);
       const xh = pickRows(x, heldRows, d);
-      await contrastiveSteps(xs, ys, trainRows.length, d, m, ridge(xs, ys, trainRows.length, d, m, lambda), lambda, seed + f, CONTRASTIVE_STEPS, (steps, w) => {
+      await contrastiveSteps(xs, ys, trainRows.length, d, m, ridge(xs, ys, trainRows.length, d, m, lambda), lambda, CONTRASTIVE_STEPS, (steps, w) => {
         const c = checks.indexOf(steps);
         if (c < 0) return;
         const p = project(xh, w, heldRows.length, d, m);
@@ -247,20 +247,25 @@ async function fitContrastive(x: Float64Array, y: Float64Array, n: number, d: nu
       }
     });
   }
-  const head = await contrastiveSteps(x, y, n, d, m, ridge(x, y, n, d, m, lambda), lambda, seed, bestSteps);
+  const head = await contrastiveSteps(x, y, n, d, m, ridge(x, y, n, d, m, lambda), lambda, bestSteps);
   const chosen = curve.find((c) => c.steps === bestSteps);
   return { head, selection: { steps: bestSteps, temperature: TEMPERATURE, textTemperature: TEXT_TEMPERATURE, crossValidatedAuc: chosen?.auc ?? null, curve } };
 }
 
-async function contrastiveSteps(x: Float64Array, y: Float64Array, n: number, d: number, m: number, start: Float64Array, lambda: number, seed: number, steps: number, onCheck?: (steps: number, w: Float64Array) => void): Promise<Float64Array> {
-  void seed; // full-batch and started from the ridge map: nothing random left to seed
+/** [n, 1] L2 norms from ops whose gradients src/segmenter registers (tf.norm's Pow has none here). */
+function rowNorms(t: tf.Tensor): tf.Tensor2D {
+  return tf.sqrt(tf.sum(tf.square(t), 1, true)) as tf.Tensor2D;
+}
+
+/** Full-batch Adam from the ridge map: nothing random, so no seed. */
+async function contrastiveSteps(x: Float64Array, y: Float64Array, n: number, d: number, m: number, start: Float64Array, lambda: number, steps: number, onCheck?: (steps: number, w: Float64Array) => void): Promise<Float64Array> {
   let trace = 0;
   for (let i = 0; i < n * d; i++) trace += x[i]! * x[i]!;
   const decay = (lambda * trace) / d / n;
   const xt = tf.tensor2d(Float32Array.from(x), [n, d]);
   const yt = tf.tidy(() => {
     const t = tf.tensor2d(Float32Array.from(y), [n, m]);
-    return tf.div(t, tf.add(tf.norm(t, 2, 1, true), 1e-8));
+    return tf.div(t, tf.add(rowNorms(t), 1e-8));
   });
   const targets = tf.tidy(() => tf.softmax(tf.div(tf.matMul(yt, yt, false, true), TEXT_TEMPERATURE)));
   const w = tf.variable(tf.tensor2d(Float32Array.from(start), [d, m]));
@@ -271,8 +276,8 @@ async function contrastiveSteps(x: Float64Array, y: Float64Array, n: number, d: 
     for (let step = 1; step <= steps; step++) {
       optimizer.minimize(() =>
         tf.tidy(() => {
-          const p = tf.matMul(xt, w);
-          const pn = tf.div(p, tf.add(tf.norm(p, 2, 1, true), 1e-8));
+          const p = tf.matMul(xt, w as tf.Tensor2D);
+          const pn = tf.div(p, tf.add(rowNorms(p), 1e-8));
           const logits = tf.div(tf.matMul(pn, yt, false, true), TEMPERATURE);
           const imageToText = tf.neg(tf.mean(tf.sum(tf.mul(targets, tf.logSoftmax(logits, 1)), 1)));
           const textToImage = tf.neg(tf.mean(tf.sum(tf.mul(tf.transpose(targets), tf.logSoftmax(tf.transpose(logits), 1)), 1)));

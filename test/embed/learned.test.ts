@@ -162,9 +162,16 @@ describe("embed: { encoder: learned }", () => {
     const row = ids.indexOf(sampleId);
     assert.deepEqual(Array.from(query), Array.from(images.values.subarray(row * images.dim, (row + 1) * images.dim)));
 
-    // A changed head is a changed cache key; the same params are cached.
+    // The same params are cached; another head is another cache key, and reuses the trained trunk.
     const again = await run(root, path.join(dir, "work-a"), { ...LEARNED });
     assert.equal(again.summaries.embed.encoder.digest, embed.encoder.digest);
+    const contrastive = await run(root, path.join(dir, "work-a"), { ...LEARNED, head: "contrastive" });
+    assert.equal(contrastive.status, "ok", contrastive.errors.join("\n"));
+    const c = contrastive.summaries.embed.learned;
+    assert.equal(contrastive.summaries.embed.encoder.id, "learned-contrastive+builtin");
+    assert.equal(c.trunk.resumedEpochs, LEARNED.epochs, "the trunk came from its checkpoint");
+    assert.ok(c.selection.contrastive.steps >= 0 && c.selection.contrastive.curve.length > 1, JSON.stringify(c.selection));
+    assert.ok(contrastive.summaries.prototypes.usefulness.ownReportAuc > b.ownReportAuc, JSON.stringify(contrastive.summaries.prototypes.usefulness));
   });
 
   test("a killed trunk training resumes from its checkpoint and ends with the uninterrupted run's weights", async () => {

@@ -45,6 +45,7 @@ interface Row {
   seconds: number;
   trunkSeconds: number | null;
   cvAuc: number | null;
+  // biome-ignore lint/suspicious/noExplicitAny: stage summaries are free-form JSON, read here by key path
   usefulness: Record<string, any>;
   load: string;
 }
@@ -69,7 +70,9 @@ async function measure(availability: number, embed: Record<string, unknown>): Pr
   });
   if (result.status !== "ok") throw new Error(result.stages.map((s) => s.error).filter(Boolean).join("\n"));
   const embedResult = result.stages.find((s) => s.name === "embed")!;
+  // biome-ignore lint/suspicious/noExplicitAny: stage summaries are free-form JSON, read here by key path
   const learned = embedResult.summary.learned as { head: string; selection: Record<string, any>; trunk: Record<string, any> } | undefined;
+  // biome-ignore lint/suspicious/noExplicitAny: stage summaries are free-form JSON, read here by key path
   const usefulness = result.stages.find((s) => s.name === "prototypes")!.summary.usefulness as Record<string, any>;
   const cv = learned ? (learned.head === "contrastive" ? learned.selection.contrastive?.crossValidatedAuc : learned.selection.ridge?.crossValidatedAuc) : null;
   return {

@@ -70,6 +70,7 @@ async function scratch(prefix: string): Promise<string> {
 
 interface Run {
   status: string;
+  // biome-ignore lint/suspicious/noExplicitAny: stage summaries are free-form JSON, read here by key path
   summaries: Record<string, any>;
   outputs: Record<string, Record<string, string>>;
   logs: string[];

@@ -3,7 +3,7 @@ import path from "node:path";
 import { ModelError } from "../errors.js";
 import type { StageContext } from "../pipeline/stage.js";
 import { checkpointFolder, historyJson, inputFile, resolveChannels, saveModel, trainingSummary, trainSettings, disposeParams, logResumed } from "../segmenter/checkpoints.js";
-import { blankedBatches, loadSamples, makeBatch } from "../segmenter/data.js";
+import { blankedBatches, budgetedPairs, loadSamples, makeBatch } from "../segmenter/data.js";
 import { guideTextSide } from "../segmenter/text-side.js";
 import type { GuideParams } from "./stage.js";
 import { guideChanceWarning } from "./checks.js";
@@ -17,8 +17,10 @@ export async function runGuide(ctx: StageContext<GuideParams>) {
   const backend = await initBackend(params.backend, (line) => ctx.log(line));
   const channels = resolveChannels(params.channels, ctx.pipeline);
   const samples = await loadSamples(inputFile(ctx, "ingest", "samples.parquet"), { size: params.imageSize, channels, cache: ctx.rowCache("train-decoded"), splits: ["train", "val"] });
-  const paired = samples.filter((s) => s.split === "train" && s.report !== null && s.report.trim() !== "");
-  const val = samples.filter((s) => s.split === "val" && s.report !== null && s.report.trim() !== "");
+  // The text budget (docs/training.md): the guide learns from the available training reports and
+  // stops early on the validation reports within the budget, never on the others.
+  const paired = budgetedPairs(samples, "train");
+  const val = budgetedPairs(samples, "val");
   if (paired.length === 0) {
     throw new ModelError("no training sample has an available report: the guide model has nothing to learn from", { hint: "raise dataset.textAvailability above 0" });
   }
@@ -39,7 +41,7 @@ export async function runGuide(ctx: StageContext<GuideParams>) {
   const settings = trainSettings(params, ctx.pipeline);
   const store = initParams(config, settings.seed);
   const checkpoint = checkpointFolder(ctx, "guide");
-  ctx.log(`${paired.length} paired training samples, ${val.length} validation samples, checkpoints in ${checkpoint.dir}`);
+  ctx.log(`${paired.length} paired training samples, ${val.length} validation samples within the text budget${val.length === 0 ? " (no early stopping: every epoch runs)" : ""}, checkpoints in ${checkpoint.dir}`);
   try {
     const result = await trainSegmenter({
       config,

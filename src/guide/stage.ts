@@ -22,7 +22,7 @@ export type GuideParams = z.output<typeof guideParams>;
 
 export const guideStage = defineStage({
   name: "guide",
-  version: "3",
+  version: "4",
   description: "Trains the language-guided U-Net with token-level report features on the paired training samples (the model whose cross-attention scores report tokens for filtering).",
   params: guideParams,
   inputs: ["ingest"],

@@ -260,6 +260,7 @@ export interface SampleRow {
   report: string | null;
   report_normalized: string | null;
   report_available: boolean;
+  report_in_budget: boolean;
   image_sha256: string;
   mask_sha256: string;
   source_image: string;
@@ -320,6 +321,7 @@ export async function ingestSample(
     report: sample.report,
     report_normalized: sample.report === null ? null : normalize(sample.report),
     report_available: sample.available,
+    report_in_budget: sample.inBudget,
     image_sha256: imageSha,
     mask_sha256: maskSha,
     source_image: sample.image,

@@ -20,6 +20,8 @@ export interface SampleDescriptor {
   mask: string;
   report: string | null;
   available: boolean;
+  /** The report counts within the text budget: a model choice may read it (docs/training.md, "The text budget"). */
+  inBudget: boolean;
 }
 
 export interface OrphanReport {
@@ -320,11 +322,19 @@ async function assignSplits(
 
 /**
  * The samples to decode, in split then id order. Text availability: nested seeded subsets of the
- * training samples that have a report; val/test reports are available wherever they exist.
+ * training samples that have a report; val/test reports are available wherever they exist. The
+ * text budget (docs/training.md): the available training reports and the same share of the
+ * validation reports; never a test report.
  */
 function describeSamples(candidates: Candidate[], splitOf: Map<string, Split>, byKey: Map<string, ReportEntry>, dataset: ResolvedPipeline["dataset"]): SampleDescriptor[] {
   const trainWithReport = candidates.filter((c) => splitOf.get(c.id) === "train" && byKey.has(c.key)).map((c) => c.id);
   const available = availableSubset(trainWithReport, dataset.seed, dataset.textAvailability);
+  // The budget on validation: the same share r of the validation samples that have a report
+  // (nested in r as on train). Model choices (early stopping, the filter's threshold and trust)
+  // read only these; the other validation reports stay readable for diagnostics.
+  const valWithReport = candidates.filter((c) => splitOf.get(c.id) === "val" && byKey.has(c.key)).map((c) => c.id);
+  const valInBudget = availableSubset(valWithReport, dataset.seed, dataset.textAvailability);
+
   const samples: SampleDescriptor[] = candidates.map((c) => {
     const split = splitOf.get(c.id)!;
     const entry = byKey.get(c.key);
@@ -335,6 +345,7 @@ function describeSamples(candidates: Candidate[], splitOf: Map<string, Split>, b
       mask: c.mask!.rel.split(path.sep).join("/"),
       report: entry ? entry.text : null,
       available: entry ? (split === "train" ? available.has(c.id) : true) : false,
+      inBudget: entry ? (split === "train" ? available.has(c.id) : split === "val" ? valInBudget.has(c.id) : false) : false,
     };
   });
   return samples.sort((a, b) => SPLITS.indexOf(a.split) - SPLITS.indexOf(b.split) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));

@@ -59,7 +59,7 @@ export async function datasetFiles(pipeline: ResolvedPipeline): Promise<string[]
 
 export const ingestStage = defineStage({
   name: "ingest",
-  version: "1",
+  version: "2",
   description: "Read a dataset (QaTa-COV19, MosMedData+, Kvasir-SEG) in any public layout into samples.parquet with partial reports.",
   params: ingestParamsSchema,
   inputs: [],

@@ -16,6 +16,7 @@ export const SAMPLES_TABLE = defineTable("ingest", "samples.parquet", "One inges
   { name: "report", type: "utf8", nullable: true, description: "Report text verbatim; null when no report names the image. Kept for evaluation even when report_available is false." },
   { name: "report_normalized", type: "utf8", nullable: true, description: "Report with padding markers (EOF XXX) removed, whitespace folded, '..' reduced to '.'." },
   { name: "report_available", type: "bool", nullable: false, description: "Later stages may read the report: the textAvailability subset of train; val/test wherever a report exists." },
+  { name: "report_in_budget", type: "bool", nullable: false, description: "The report counts within the text budget, so a model choice (early stopping, the filter's threshold) may read it: train as report_available; val: the same seeded share textAvailability of the validation reports; test: never. Val reports outside it feed diagnostics only." },
   { name: "image_sha256", type: "utf8", nullable: false, description: "SHA-256 of the source image file." },
   { name: "mask_sha256", type: "utf8", nullable: false, description: "SHA-256 of the source mask file (before binarisation)." },
   { name: "source_image", type: "utf8", nullable: false, description: "Image path relative to the dataset root, '/'-separated." },

@@ -12,6 +12,12 @@ export interface DecodedSample {
   split: string;
   /** The normalised report where `report_available`, else null (later stages must not see it). */
   report: string | null;
+  /**
+   * The report counts within the text budget (`report_in_budget`): only these may feed a model
+   * choice such as early stopping or the filter's threshold. Validation reports outside it are
+   * still in `report` for diagnostics; test reports are never in it.
+   */
+  inBudget: boolean;
   /** Row index in samples.parquet (same order as embeddings.parquet). */
   row: number;
   /** H * W * C bytes, 0..255. */
@@ -38,7 +44,7 @@ export interface DecodeOptions {
 export async function loadSamples(file: string, options: DecodeOptions): Promise<DecodedSample[]> {
   return withTable(SAMPLES_TABLE, file, async (samples) => {
     const out: DecodedSample[] = [];
-    const columns = ["id", "split", "image", "mask", "report_normalized", "report_available", "image_sha256", "mask_sha256"] as const;
+    const columns = ["id", "split", "image", "mask", "report_normalized", "report_available", "report_in_budget", "image_sha256", "mask_sha256"] as const;
     for await (const { offset, rows } of samples.slices(columns, 256)) {
       for (let i = 0; i < rows.numRows; i++) {
         const split = rows.split[i]!;
@@ -46,8 +52,9 @@ export async function loadSamples(file: string, options: DecodeOptions): Promise
         const row = offset + i;
         const id = rows.id[i]!;
         const report = rows.report_available[i] ? (rows.report_normalized[i] ?? null) : null;
+        const inBudget = report !== null && rows.report_in_budget[i] === true;
         const decoded = await decodeCached(rows.image[i]!, rows.mask[i]!, `${rows.image_sha256[i]}:${rows.mask_sha256[i]}`, options, { file, row, id });
-        out.push({ id, split, report, row, ...decoded });
+        out.push({ id, split, report, inBudget, row, ...decoded });
       }
     }
     return out;
@@ -133,4 +140,9 @@ export function blankedBatches(samples: readonly DecodedSample[], guidance: (ind
 export function makeBatch(samples: readonly DecodedSample[], indices: number[], guidance: (indices: number[]) => BatchGuidance): Batch {
   const { images, masks } = stackBatch(indices.map((i) => samples[i]!));
   return { size: indices.length, images, masks, guidance: guidance(indices) };
+}
+
+/** Samples of `split` whose report may feed a model choice (within the text budget, non-empty). */
+export function budgetedPairs(samples: readonly DecodedSample[], split: string): DecodedSample[] {
+  return samples.filter((s) => s.split === split && s.inBudget && s.report !== null && s.report.trim() !== "");
 }

@@ -27,6 +27,8 @@ export interface FixtureSample {
   mask: Uint8Array;
   report: string;
   reportAvailable: boolean;
+  /** Within the text budget (report_in_budget): train as reportAvailable; val: `valInBudget` of them; test: never. */
+  reportInBudget: boolean;
   zones: number[];
 }
 
@@ -104,10 +106,15 @@ export async function makeFixture(options: { counts?: { train: number; val: numb
         mask: new Uint8Array(await sharp(mask, { raw: { width: size, height: size, channels: 1 } }).png().toBuffer()),
         report,
         reportAvailable: split !== "train" || random() < availability,
+        reportInBudget: false,
         zones,
       });
     }
   }
+  // The budget: every available training report, and the same share of validation reports.
+  const val = samples.filter((s) => s.split === "val");
+  const valInBudget = Math.round((options.textAvailability ?? 1) * val.length);
+  for (const s of samples) s.reportInBudget = s.split === "train" ? s.reportAvailable : s.split === "val" ? val.indexOf(s) < valInBudget : false;
   return samples;
 }
 
@@ -124,6 +131,7 @@ export function samplesTable(samples: readonly FixtureSample[], size = 64): Tabl
     report: vectorFromArray(samples.map((s) => s.report), new Utf8()),
     report_normalized: vectorFromArray(samples.map((s) => s.report), new Utf8()),
     report_available: vectorFromArray(samples.map((s) => s.reportAvailable), new Bool()),
+    report_in_budget: vectorFromArray(samples.map((s) => s.reportInBudget), new Bool()),
     image_sha256: vectorFromArray(samples.map((s) => sha256(s.image)), new Utf8()),
     mask_sha256: vectorFromArray(samples.map((s) => sha256(s.mask)), new Utf8()),
     source_image: vectorFromArray(samples.map((s) => `images/${s.id}.png`), new Utf8()),

@@ -4,22 +4,25 @@ import path from "node:path";
 import { DataError, ModelError } from "../errors.js";
 import { readParquetFile, writeParquetFile } from "../io/parquet.js";
 import { hashJson } from "../util/hash.js";
+import { pairedBootstrap } from "../util/bootstrap.js";
 import type { StageContext } from "../pipeline/stage.js";
-import { checkpointFolderFor, disposeParams, historyJson, inputFile, loadModel, trainingSummary, logResumed } from "../segmenter/checkpoints.js";
+import { checkpointFolderFor, disposeParams, historyJson, inputFile, loadModel, logResumed, trainingSummary } from "../segmenter/checkpoints.js";
 import { writeJsonAtomic } from "../segmenter/weights.js";
-import { greyPng, loadSamples, pixelsPng, type DecodedSample } from "../segmenter/data.js";
-import { psaBatch, psaLookups, readEmbeddings } from "../segmenter/embeddings.js";
-import type { EvaluateParams, Headline } from "./stage.js";
-import { makeBatch } from "../segmenter/data.js";
-import { PrototypeIndex } from "../segmenter/guidance.js";
-import { evaluateBatches, trainSegmenter } from "../segmenter/loop.js";
+import { greyPng, loadSamples, makeBatch, pixelsPng, type DecodedSample } from "../segmenter/data.js";
+import { psaBatch, psaLookups, readEmbeddings, readPrototypes, type PsaLookups, type SampleEmbeddings } from "../segmenter/embeddings.js";
+import type { EvaluateParams, Headline, ModelName } from "./stage.js";
+import { MODEL_NAMES } from "./stage.js";
+import { PrototypeIndex, type BatchGuidance } from "../segmenter/guidance.js";
+import { evaluateBatches, trainSegmenter, type TrainSettings } from "../segmenter/loop.js";
 import { diceFromCounts, iouFromCounts, overlapCounts, type SegmentationScores } from "../segmenter/metrics.js";
 import { initParams, type ModelConfig, type ParamStore } from "../segmenter/model.js";
+import { deriveSeed, mulberry32, permutation } from "../segmenter/prng.js";
 import { computedOn, initBackend } from "../segmenter/runtime.js";
 
 interface ImageScore {
   id: string;
-  model: string;
+  model: ModelName;
+  seed: number;
   dice: number;
   iou: number;
   intersection: number;
@@ -27,106 +30,290 @@ interface ImageScore {
   truth: number;
 }
 
+/** One model at one seed on the test split. */
+interface ModelScore {
+  name: ModelName;
+  seed: number;
+  scores: SegmentationScores;
+  /** Per-image Dice in test order (for the paired bootstrap). */
+  dice: number[];
+}
+
+/** What one trained model reports about its training (resumed epochs show reuse). */
+interface TrainingRecord {
+  name: ModelName;
+  seed: number;
+  epochsRun: number;
+  bestEpoch: number;
+  bestValDice: number | null;
+  resumedEpochs: number;
+}
+
 function headline(scores: SegmentationScores): Headline {
   return { dice: scores.dice, iou: scores.iou, dicePooled: scores.dicePooled, iouPooled: scores.iouPooled };
 }
 
-/** Scores one model on the test samples; keeps per-image rows and the first predictions. */
-async function scoreModel(name: string, config: ModelConfig, store: ParamStore, test: readonly DecodedSample[], batchSize: number, guidance: Parameters<typeof makeBatch>[2], keep: number, perImage: ImageScore[]): Promise<{ scores: SegmentationScores; predictions: Map<number, Float32Array> }> {
+/** Means of the headline metrics over a model's seeds. */
+function seedMean(runs: readonly ModelScore[]): Headline {
+  const m = (pick: (s: SegmentationScores) => number) => runs.reduce((sum, r) => sum + pick(r.scores), 0) / runs.length;
+  return { dice: m((s) => s.dice), iou: m((s) => s.iou), dicePooled: m((s) => s.dicePooled), iouPooled: m((s) => s.iouPooled) };
+}
+
+/** Scores one model on the test samples; keeps per-image rows and, when asked, the first predictions. */
+async function scoreModel(name: ModelName, seed: number, config: ModelConfig, store: ParamStore, test: readonly DecodedSample[], batchSize: number, guidance: (indices: number[]) => BatchGuidance, keep: number, perImage: ImageScore[]): Promise<{ run: ModelScore; predictions: Map<number, Float32Array> }> {
   const predictions = new Map<number, Float32Array>();
+  const dice = new Array<number>(test.length).fill(Number.NaN);
   const scores = await evaluateBatches(config, store, test.length, batchSize, (indices) => makeBatch(test, indices, guidance), (i, p) => {
     const counts = overlapCounts(p, test[i]!.mask);
-    perImage.push({ id: test[i]!.id, model: name, dice: diceFromCounts(counts), iou: iouFromCounts(counts), intersection: counts.intersection, predicted: counts.predicted, truth: counts.truth });
+    dice[i] = diceFromCounts(counts);
+    perImage.push({ id: test[i]!.id, model: name, seed, dice: dice[i]!, iou: iouFromCounts(counts), intersection: counts.intersection, predicted: counts.predicted, truth: counts.truth });
     if (i < keep) predictions.set(i, Float32Array.from(p));
   });
-  return { scores, predictions };
+  return { run: { name, seed, scores, dice }, predictions };
+}
+
+/**
+ * A derangement of 0..n-1 (no image keeps its own lookup), seeded: a permutation whose fixed
+ * points are swapped with their successor.
+ */
+export function derangement(n: number, seed: number): number[] {
+  const order = permutation(mulberry32(seed), n);
+  if (n < 2) return order;
+  for (let i = 0; i < n; i++) {
+    if (order[i] === i) {
+      const j = (i + 1) % n;
+      [order[i], order[j]] = [order[j]!, order[i]!];
+    }
+  }
+  return order;
+}
+
+/** The lookups of `source` rearranged: image i gets the lookup of image order[i]. */
+export function shuffledLookups(source: PsaLookups, order: readonly number[], topK: number): PsaLookups {
+  const indices = new Int32Array(source.indices.length);
+  const weights = new Float32Array(source.weights.length);
+  order.forEach((from, to) => {
+    indices.set(source.indices.subarray(from * topK, (from + 1) * topK), to * topK);
+    weights.set(source.weights.subarray(from * topK, (from + 1) * topK), to * topK);
+  });
+  return { indices, weights, own: null, useOwn: null };
+}
+
+/** `base` with a text vector per image where `text(sample)` gives one (used instead of PSA's t^). */
+function withText(base: PsaLookups, samples: readonly DecodedSample[], dim: number, text: (sample: DecodedSample) => Float32Array | undefined): { lookups: PsaLookups; used: number } {
+  const own = new Float32Array(samples.length * dim);
+  const useOwn = new Float32Array(samples.length);
+  let used = 0;
+  samples.forEach((s, i) => {
+    const vector = text(s);
+    if (!vector) return;
+    own.set(vector, i * dim);
+    useOwn[i] = 1;
+    used++;
+  });
+  return { lookups: { indices: base.indices, weights: base.weights, own, useOwn }, used };
+}
+
+/** Mean text embedding of the training samples with an available report. */
+function meanTrainingText(train: readonly DecodedSample[], embeddings: SampleEmbeddings, dim: number): Float32Array | null {
+  const mean = new Float32Array(dim);
+  let n = 0;
+  for (const s of train) {
+    const t = s.report !== null ? embeddings.text.get(s.id) : undefined;
+    if (!t) continue;
+    for (let d = 0; d < dim; d++) mean[d]! += t[d]!;
+    n++;
+  }
+  if (n === 0) return null;
+  for (let d = 0; d < dim; d++) mean[d]! /= n;
+  return mean;
 }
 
 export async function runEvaluate(ctx: StageContext<EvaluateParams>) {
   const params = ctx.params;
   const backend = await initBackend(params.backend, (line) => ctx.log(line));
-  const { file: modelFile, store } = await loadModel(inputFile(ctx, "train", "model.json"));
+  const { file: modelFile, store: trainedStore } = await loadModel(inputFile(ctx, "train", "model.json"));
   const config = modelFile.config;
-  if (config.guidance.kind !== "psa") throw new ModelError(`evaluate needs a ProLearn (PSA) model, got ${config.guidance.kind}`);
+  if (config.guidance.kind !== "psa") {
+    disposeParams(trainedStore);
+    throw new ModelError(`evaluate needs a ProLearn (PSA) model, got ${config.guidance.kind}`);
+  }
   const psa = config.guidance;
   const channels = config.net.inChannels as 1 | 3;
   const samplesFile = inputFile(ctx, "ingest", "samples.parquet");
   const embeddingsFile = inputFile(ctx, "embed", "embeddings.parquet");
-  const [samples, embeddings] = await Promise.all([
-    loadSamples(samplesFile, { size: config.net.imageSize, channels, cache: ctx.rowCache("train-decoded"), splits: ["train", "val", "test"] }),
-    readEmbeddings(embeddingsFile),
-  ]);
-  const test = samples.filter((s) => s.split === "test");
-  if (test.length === 0) throw new DataError("the test split is empty", { location: { file: samplesFile } });
-  // Inference is image-only: the PSA query uses the model's own (frozen) query prototypes and
-  // its learned responses, never the test reports.
-  const queries = (await store.get("psa.query")!.variable.data()) as Float32Array;
-  const index = new PrototypeIndex(Float32Array.from(queries), psa.embeddingDim);
-  const testLookups = psaLookups(test, embeddings, index, psa.topK, psa.temperature, false, embeddingsFile);
-  const perImage: ImageScore[] = [];
-  const keep = Math.min(params.examples, test.length);
-  const metrics: { model: string; scores: SegmentationScores }[] = [];
-  let prolearnPredictions: Map<number, Float32Array>;
+  let samples: DecodedSample[], embeddings: SampleEmbeddings, space: Awaited<ReturnType<typeof readPrototypes>>;
   try {
-    const result = await scoreModel("prolearn", config, store, test, params.batchSize, (ix) => psaBatch(testLookups, psa.topK, psa.embeddingDim, ix), keep, perImage);
-    metrics.push({ model: "prolearn", scores: result.scores });
-    prolearnPredictions = result.predictions;
-  } finally {
-    disposeParams(store);
+    [samples, embeddings, space] = await Promise.all([
+      loadSamples(samplesFile, { size: config.net.imageSize, channels, cache: ctx.rowCache("train-decoded"), splits: ["train", "val", "test"] }),
+      readEmbeddings(embeddingsFile),
+      readPrototypes(inputFile(ctx, "prototypes", "prototypes.parquet")),
+    ]);
+  } catch (error) {
+    disposeParams(trainedStore);
+    throw error;
   }
+  const test = samples.filter((s) => s.split === "test");
+  const train = samples.filter((s) => s.split === "train");
+  const val = samples.filter((s) => s.split === "val");
+  if (test.length === 0) {
+    disposeParams(trainedStore);
+    throw new DataError("the test split is empty", { location: { file: samplesFile } });
+  }
+  const { backend: _backend, bestEpoch: _b, bestValDice: _v, epochsRun: _e, stoppedEarly: _s, ...trainedSettings } = modelFile.training;
+  const baseSettings: TrainSettings = trainedSettings;
+  const seeds = Array.from({ length: params.seeds }, (_, j) => baseSettings.seed + j);
+  const controls = new Set(params.controls);
+  const { topK, embeddingDim: dim } = psa;
 
+  // Inference is image-only: the PSA query uses the model's own (frozen) query prototypes and
+  // its learned responses, never the test reports. The queries are the same for every seed.
+  const index = new PrototypeIndex(space.queries, space.dim);
+  const testLookups = psaLookups(test, embeddings, index, topK, psa.temperature, false, embeddingsFile);
+  const shuffled = shuffledLookups(testLookups, derangement(test.length, deriveSeed(ctx.pipeline.dataset.seed, "shuffled-psa")), topK);
+  const psaOf = (lookups: PsaLookups) => (ix: number[]) => psaBatch(lookups, topK, dim, ix);
+  const none = (): BatchGuidance => ({ kind: "none" });
+
+  const perImage: ImageScore[] = [];
+  const runs: ModelScore[] = [];
+  const trainings: TrainingRecord[] = [];
+  const keep = Math.min(params.examples, test.length);
+  let prolearnPredictions = new Map<number, Float32Array>();
   let baselinePredictions = new Map<number, Float32Array>();
   let baselineTraining: Record<string, unknown> | null = null;
-  if (params.baseline === "unet") {
-    const baselineConfig: ModelConfig = { net: { ...config.net, tokenDim: null }, guidance: { kind: "none" } };
-    const { backend: _backend, bestEpoch: _b, bestValDice: _v, epochsRun: _e, stoppedEarly: _s, ...settings } = modelFile.training;
-    const baselineStore = initParams(baselineConfig, settings.seed);
-    const train = samples.filter((s) => s.split === "train");
-    const val = samples.filter((s) => s.split === "val");
-    const none = () => ({ kind: "none" as const });
-    // The baseline's training depends on the training and validation images and masks, the
-    // network and the budget: not on evaluate's own params, the ProLearn weights, nor on which
-    // reports are available, so a text-availability sweep trains it once and resumes it after.
-    const images = await imageSetDigest(samplesFile);
-    const checkpoint = checkpointFolderFor(ctx, "baseline-unet", { images, net: baselineConfig.net, settings });
+
+  /** Trains one model (resuming its checkpoint), scores it with `testGuidance`, disposes it. */
+  const trainAndScore = async (name: ModelName, seed: number, modelConfig: ModelConfig, external: Record<string, Float32Array> | undefined, work: Record<string, unknown>, batches: { train: (ix: number[]) => BatchGuidance; val: (ix: number[]) => BatchGuidance; test: (ix: number[]) => BatchGuidance }) => {
+    const settings = { ...baseSettings, seed };
+    const store = initParams(modelConfig, seed, external);
     try {
+      const checkpoint = checkpointFolderFor(ctx, `${name}-seed-${seed}`, { ...work, net: modelConfig.net, settings });
       const trained = await trainSegmenter({
-        config: baselineConfig,
-        store: baselineStore,
+        config: modelConfig,
+        store,
         settings,
         trainCount: train.length,
         valCount: val.length,
-        trainBatch: (ix) => makeBatch(train, ix, none),
-        valBatch: (ix) => makeBatch(val, ix, none),
+        trainBatch: (ix) => makeBatch(train, ix, batches.train),
+        valBatch: (ix) => makeBatch(val, ix, batches.val),
         checkpointDir: checkpoint.dir,
         checkpointKey: checkpoint.key,
         signal: ctx.signal,
-        onEpoch: (r) => ctx.log(`baseline epoch ${r.epoch}: loss ${r.loss.toFixed(4)}, val Dice ${Number.isFinite(r.valDice) ? r.valDice.toFixed(4) : "n/a"}`),
-        onStep: (done, total) => ctx.emit({ kind: "progress", stage: ctx.stage, task: "baseline U-Net training", done, total, unit: "steps" }),
+        onEpoch: (r) => ctx.log(`${name} seed ${seed} epoch ${r.epoch}: loss ${r.loss.toFixed(4)}, val Dice ${Number.isFinite(r.valDice) ? r.valDice.toFixed(4) : "n/a"}`),
+        onStep: (done, total) => ctx.emit({ kind: "progress", stage: ctx.stage, task: `${name} training (seed ${seed})`, done, total, unit: "steps" }),
       });
-      logResumed(ctx, "baseline-unet", checkpoint.dir, trained);
-      // The baseline's learning curves, for the report (undeclared: absent when there is no baseline).
-      await writeJsonAtomic(path.join(ctx.outDir, "baseline-history.json"), historyJson(trained, { model: "image-only U-Net" }));
-      baselineTraining = { ...trainingSummary(trained), checkpoint: path.basename(checkpoint.dir) };
-      const result = await scoreModel("baseline", baselineConfig, baselineStore, test, params.batchSize, none, keep, perImage);
-      metrics.push({ model: "baseline", scores: result.scores });
-      baselinePredictions = result.predictions;
+      logResumed(ctx, `${name} (seed ${seed})`, checkpoint.dir, trained);
+      // The image-only U-Net's learning curves (first seed), for the report (undeclared: absent when there is no baseline).
+      if (name === "unet" && seed === seeds[0]) await writeJsonAtomic(path.join(ctx.outDir, "baseline-history.json"), historyJson(trained, { model: "image-only U-Net" }));
+      const summary: Record<string, unknown> = { ...trainingSummary(trained), checkpoint: path.basename(checkpoint.dir) };
+      trainings.push({ name, seed, epochsRun: trained.epochsRun, bestEpoch: trained.bestEpoch, bestValDice: summary.bestValDice as number | null, resumedEpochs: trained.resumedEpochs });
+      const scored = await scoreModel(name, seed, modelConfig, store, test, params.batchSize, batches.test, seed === seeds[0] ? keep : 0, perImage);
+      runs.push(scored.run);
+      return { summary, predictions: scored.predictions };
     } finally {
-      disposeParams(baselineStore);
+      disposeParams(store);
     }
-  }
+  };
 
+  const psaInit = { "psa.query": space.queries, "psa.response": space.responses };
+  const ownReports = modelFile.extra?.guidance === "own-report-when-available";
+  const trainPsa = psaLookups(train, embeddings, index, topK, psa.temperature, ownReports, embeddingsFile);
+  const valPsa = psaLookups(val, embeddings, index, topK, psa.temperature, false, embeddingsFile);
+  const meanText = controls.has("mean-text") ? meanTrainingText(train, embeddings, dim) : null;
+  let ownReportMissing = 0;
+  try {
+    if (controls.has("mean-text") && !meanText) throw new ModelError("control mean-text needs at least one training report with a text embedding", { hint: "raise dataset.textAvailability, or drop mean-text from evaluate.controls" });
+    const images = await imageSetDigest(samplesFile);
+    for (const seed of seeds) {
+      // ProLearn: the train stage's model at the first seed; further seeds are trained here with
+      // its settings (same PSA lookups, same prototypes), so the seeds differ only in init and order.
+      if (seed === seeds[0]) {
+        const scored = await scoreModel("prolearn", seed, config, trainedStore, test, params.batchSize, psaOf(testLookups), keep, perImage);
+        runs.push(scored.run);
+        prolearnPredictions = scored.predictions;
+        if (controls.has("shuffled-psa")) runs.push((await scoreModel("shuffled-psa", seed, config, trainedStore, test, params.batchSize, psaOf(shuffled), 0, perImage)).run);
+      } else {
+        const settings = { ...baseSettings, seed };
+        const store = initParams(config, seed, psaInit);
+        try {
+          const checkpoint = checkpointFolderFor(ctx, `prolearn-seed-${seed}`, { train: ctx.inputs.train?.digest, settings });
+          const trained = await trainSegmenter({
+            config,
+            store,
+            settings,
+            trainCount: train.length,
+            valCount: val.length,
+            trainBatch: (ix) => makeBatch(train, ix, psaOf(trainPsa)),
+            valBatch: (ix) => makeBatch(val, ix, psaOf(valPsa)),
+            checkpointDir: checkpoint.dir,
+            checkpointKey: checkpoint.key,
+            signal: ctx.signal,
+            onEpoch: (r) => ctx.log(`prolearn seed ${seed} epoch ${r.epoch}: loss ${r.loss.toFixed(4)}, val Dice ${Number.isFinite(r.valDice) ? r.valDice.toFixed(4) : "n/a"}`),
+            onStep: (done, total) => ctx.emit({ kind: "progress", stage: ctx.stage, task: `prolearn training (seed ${seed})`, done, total, unit: "steps" }),
+          });
+          logResumed(ctx, `prolearn (seed ${seed})`, checkpoint.dir, trained);
+          trainings.push({ name: "prolearn", seed, epochsRun: trained.epochsRun, bestEpoch: trained.bestEpoch, bestValDice: Number.isFinite(trained.bestValDice) ? trained.bestValDice : null, resumedEpochs: trained.resumedEpochs });
+          runs.push((await scoreModel("prolearn", seed, config, store, test, params.batchSize, psaOf(testLookups), 0, perImage)).run);
+          if (controls.has("shuffled-psa")) runs.push((await scoreModel("shuffled-psa", seed, config, store, test, params.batchSize, psaOf(shuffled), 0, perImage)).run);
+        } finally {
+          disposeParams(store);
+        }
+      }
+
+      if (params.baseline === "unet") {
+        // The baseline's training depends on the training and validation images and masks, the
+        // network and the budget: not on evaluate's own params, the ProLearn weights, nor on which
+        // reports are available, so a text-availability sweep trains it once and resumes it after.
+        const unetConfig: ModelConfig = { net: { ...config.net, tokenDim: null }, guidance: { kind: "none" } };
+        const result = await trainAndScore("unet", seed, unetConfig, undefined, { images }, { train: none, val: none, test: none });
+        if (seed === seeds[0]) {
+          baselineTraining = result.summary;
+          baselinePredictions = result.predictions;
+        }
+      }
+
+      if (meanText) {
+        // One constant text for every image, in training, validation and test: the network and
+        // budget of ProLearn with the information of the reports taken out.
+        const constant = (samplesOf: readonly DecodedSample[], base: PsaLookups) => psaOf(withText(base, samplesOf, dim, () => meanText).lookups);
+        await trainAndScore("mean-text", seed, config, psaInit, { meanText: hashJson(Array.from(meanText)), images }, { train: constant(train, trainPsa), val: constant(val, valPsa), test: constant(test, testLookups) });
+      }
+
+      if (controls.has("own-report")) {
+        // Each image's own report where the run may use one: training reports within the budget
+        // (PSA's t^ for the others), validation reports within the budget (early stopping is a
+        // choice), and every test report (the upper bound: what ProLearn approximates).
+        const textOf = (use: (s: DecodedSample) => boolean) => (s: DecodedSample) => (use(s) ? embeddings.text.get(s.id) : undefined);
+        const ownTest = withText(testLookups, test, dim, textOf((s) => s.report !== null));
+        ownReportMissing = test.length - ownTest.used;
+        const batches = {
+          train: psaOf(withText(trainPsa, train, dim, textOf((s) => s.report !== null)).lookups),
+          val: psaOf(withText(valPsa, val, dim, textOf((s) => s.inBudget)).lookups),
+          test: psaOf(ownTest.lookups),
+        };
+        await trainAndScore("own-report", seed, config, psaInit, { ingest: ctx.inputs.ingest?.digest, embed: ctx.inputs.embed?.digest, prototypes: ctx.inputs.prototypes?.digest }, batches);
+      }
+    }
+  } finally {
+    disposeParams(trainedStore);
+  }
+  if (ownReportMissing > 0) ctx.log(`own-report: ${ownReportMissing} test images have no report embedding and use PSA's t^ instead`);
+
+  // Runs in a fixed order: models as in MODEL_NAMES, then seeds.
+  runs.sort((a, b) => MODEL_NAMES.indexOf(a.name) - MODEL_NAMES.indexOf(b.name) || a.seed - b.seed);
+  perImage.sort((a, b) => MODEL_NAMES.indexOf(a.model) - MODEL_NAMES.indexOf(b.model) || a.seed - b.seed);
   const availability = ctx.pipeline.dataset.textAvailability;
   await writeParquetFile(
     path.join(ctx.outDir, "metrics.parquet"),
     new Table({
-      model: vectorFromArray(metrics.map((m) => m.model), new Utf8()),
-      dice: vectorFromArray(metrics.map((m) => m.scores.dice), new Float32()),
-      iou: vectorFromArray(metrics.map((m) => m.scores.iou), new Float32()),
-      dice_pooled: vectorFromArray(metrics.map((m) => m.scores.dicePooled), new Float32()),
-      iou_pooled: vectorFromArray(metrics.map((m) => m.scores.iouPooled), new Float32()),
-      images: vectorFromArray(metrics.map((m) => m.scores.images), new Int32()),
-      text_availability: vectorFromArray(metrics.map(() => availability), new Float32()),
+      model: vectorFromArray(runs.map((m) => m.name), new Utf8()),
+      seed: vectorFromArray(runs.map((m) => m.seed), new Int32()),
+      dice: vectorFromArray(runs.map((m) => m.scores.dice), new Float32()),
+      iou: vectorFromArray(runs.map((m) => m.scores.iou), new Float32()),
+      dice_pooled: vectorFromArray(runs.map((m) => m.scores.dicePooled), new Float32()),
+      iou_pooled: vectorFromArray(runs.map((m) => m.scores.iouPooled), new Float32()),
+      images: vectorFromArray(runs.map((m) => m.scores.images), new Int32()),
+      text_availability: vectorFromArray(runs.map(() => availability), new Float32()),
     }),
   );
   await writeParquetFile(
@@ -134,6 +321,7 @@ export async function runEvaluate(ctx: StageContext<EvaluateParams>) {
     new Table({
       id: vectorFromArray(perImage.map((r) => r.id), new Utf8()),
       model: vectorFromArray(perImage.map((r) => r.model), new Utf8()),
+      seed: vectorFromArray(perImage.map((r) => r.seed), new Int32()),
       dice: vectorFromArray(perImage.map((r) => r.dice), new Float32()),
       iou: vectorFromArray(perImage.map((r) => r.iou), new Float32()),
       intersection: vectorFromArray(perImage.map((r) => r.intersection), new Int32()),
@@ -161,28 +349,63 @@ export async function runEvaluate(ctx: StageContext<EvaluateParams>) {
       baseline_prediction: vectorFromArray(examples.map((e) => e.baseline), new Binary()),
     }),
   );
-  const byModel = new Map(metrics.map((m) => [m.model, m.scores]));
-  const prolearn = headline(byModel.get("prolearn")!);
-  const baseline = byModel.has("baseline") ? headline(byModel.get("baseline")!) : null;
+
+  const byModel = new Map<ModelName, ModelScore[]>();
+  for (const r of runs) byModel.set(r.name, [...(byModel.get(r.name) ?? []), r]);
+  const paired = pairedComparisons(byModel, test.length, { seed: deriveSeed(ctx.pipeline.dataset.seed, "evaluate-paired"), resamples: params.resamples });
+  const prolearn = seedMean(byModel.get("prolearn")!);
+  const baseline = byModel.has("unet") ? seedMean(byModel.get("unet")!) : null;
+  const controlHeadlines = Object.fromEntries([...byModel].filter(([name]) => name !== "prolearn" && name !== "unet").map(([name, r]) => [name, seedMean(r)]));
   return {
     testImages: test.length,
     textAvailability: availability,
+    seeds,
+    models: runs.map((r) => ({ name: r.name, seed: r.seed, ...headline(r.scores) })),
+    paired,
+    // Seed means, for the one-line headline and `prolearn sweep`.
     prolearn,
     baseline,
+    controls: controlHeadlines,
     baselineTraining,
+    trainings,
+    ownReportMissing,
     // What ran inference and trained the baseline.
     ...computedOn(backend),
     // One line for `prolearn run` / `demo` to print under the run (render.ts: formatRunSummary).
-    headline: headlineText(test.length, prolearn, baseline),
+    headline: headlineText(test.length, prolearn, baseline, controlHeadlines, seeds.length),
   };
 }
 
-/** "test Dice / IoU on 23 images, per-image mean: ProLearn 0.834 / 0.725 (pooled ...); image-only U-Net ..." */
-function headlineText(images: number, prolearn: Headline, baseline: Headline | null): string {
+export interface PairedComparison {
+  a: ModelName;
+  b: ModelName;
+  meanDiff: number;
+  ci95: [number, number];
+}
+
+/**
+ * ProLearn against every other model: per test image, each model's Dice averaged over its seeds
+ * (seeds pooled), then the paired bootstrap of the difference over test images.
+ */
+export function pairedComparisons(byModel: ReadonlyMap<ModelName, readonly ModelScore[]>, images: number, options: { seed: number; resamples: number }): PairedComparison[] {
+  const perImageMean = (runs: readonly ModelScore[]) => Array.from({ length: images }, (_, i) => runs.reduce((s, r) => s + r.dice[i]!, 0) / runs.length);
+  const a = byModel.get("prolearn");
+  if (!a) return [];
+  const aDice = perImageMean(a);
+  return MODEL_NAMES.filter((name) => name !== "prolearn" && byModel.has(name)).map((b) => {
+    const result = pairedBootstrap(aDice, perImageMean(byModel.get(b)!), { seed: deriveSeed(options.seed, b), resamples: options.resamples });
+    return { a: "prolearn", b, meanDiff: result.meanDiff, ci95: result.ci95 };
+  });
+}
+
+const LABELS: Record<ModelName, string> = { prolearn: "ProLearn", unet: "image-only U-Net", "shuffled-psa": "shuffled PSA", "mean-text": "mean text", "own-report": "own report" };
+
+/** "test Dice / IoU on 23 images, per-image mean: ProLearn 0.834 / 0.725 (pooled ...); image-only U-Net ...; own report ..." */
+function headlineText(images: number, prolearn: Headline, baseline: Headline | null, controls: Record<string, Headline>, seeds: number): string {
   const f = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : "n/a");
   const part = (label: string, s: Headline) => `${label} ${f(s.dice)} / ${f(s.iou)} (pooled ${f(s.dicePooled)} / ${f(s.iouPooled)})`;
-  const parts = [part("ProLearn", prolearn), ...(baseline ? [part("image-only U-Net", baseline)] : [])];
-  return `test Dice / IoU on ${images} images, per-image mean: ${parts.join("; ")}`;
+  const parts = [part("ProLearn", prolearn), ...(baseline ? [part("image-only U-Net", baseline)] : []), ...Object.entries(controls).map(([name, s]) => part(LABELS[name as ModelName], s))];
+  return `test Dice / IoU on ${images} images, per-image mean${seeds > 1 ? ` over ${seeds} seeds` : ""}: ${parts.join("; ")}`;
 }
 
 /** Digest of the images and masks of the train and val splits, in table order (what an image-only model learns from). */

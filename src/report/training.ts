@@ -69,7 +69,9 @@ const METRIC_COLUMNS = METRICS_TABLE.columns.map((c) => c.name);
 async function gatherMetrics(file: string): Promise<Part<MetricsPart>> {
   const table = await readTable(METRICS_TABLE, file, METRIC_COLUMNS);
   const rows = Array.from({ length: table.numRows }, (_, i) => METRIC_COLUMNS.map((name) => table[name][i]!));
-  const baselineRow = table.model.indexOf("baseline");
+  // evaluate names the image-only U-Net `unet` (before version 4: `baseline`); with seeds, its first row.
+  const unetRow = table.model.indexOf("unet");
+  const baselineRow = unetRow >= 0 ? unetRow : table.model.indexOf("baseline");
   return { state: "ok", data: { columns: [...METRIC_COLUMNS], rows, baselineRow: baselineRow >= 0 ? baselineRow : null } };
 }
 
@@ -78,7 +80,8 @@ async function gatherExamples(file: string, perImageFile: string, opts: ReportOp
   const perImage = await readTable(PER_IMAGE_TABLE, perImageFile, ["id", "model", "dice", "iou"]);
   const scoresOf = new Map<string, [string, number][]>();
   perImage.id.forEach((id, i) => {
-    if (perImage.model[i] === "prolearn") scoresOf.set(id, [["dice", perImage.dice[i]!], ["iou", perImage.iou[i]!]]);
+    // With seeds, the first ProLearn row of an image is the first seed's, whose prediction examples.parquet holds.
+    if (perImage.model[i] === "prolearn" && !scoresOf.has(id)) scoresOf.set(id, [["dice", perImage.dice[i]!], ["iou", perImage.iou[i]!]]);
   });
   const size = Math.round((opts.thumbnailSize * 4) / 3);
   return withTable(EXAMPLES_TABLE, file, async (reader) => {

@@ -31,10 +31,38 @@ test("sweep assignment parsing and the Table-1-like table", () => {
     { value: 0.01, status: "failed", prolearn: null, baseline: null, ran: 2, cached: 1, error: "prototypes: too few reports" },
   ];
   const table = formatSweepTable("dataset.textAvailability", rows).split("\n");
-  assert.match(table[0]!, /^textAvailability\s+ProLearn Dice\s+ProLearn mIoU\s+U-Net Dice\s+U-Net mIoU/);
+  assert.match(table[0]!, /^textAvailability\s+ProLearn Dice\s+ProLearn mIoU\s+U-Net Dice\s+U-Net mIoU\s+ProLearn Dice \(pooled\)/);
   assert.match(table[0]!, /ProLearn Dice \(pooled\)\s+PSA own-report AUC\s+stages ran\/cached$/);
   assert.match(table[2]!, /^50%\s+0\.8667\s+0\.7650\s+0\.8190\s+0\.7000\s+0\.8700\s+0\.6123\s+7\/0$/);
   assert.match(table[3]!, /^1%\s+failed: prototypes: too few reports/);
+});
+
+test("the sweep table prints the controls' Dice and ProLearn's paired differences with their intervals", () => {
+  const h = (dice: number) => ({ dice, iou: dice - 0.1, dicePooled: dice, iouPooled: dice - 0.1 });
+  const rows: SweepRow[] = [
+    {
+      value: 0.1,
+      status: "ok",
+      prolearn: h(0.7),
+      baseline: h(0.6),
+      controls: { "shuffled-psa": h(0.5), "mean-text": h(0.55), "own-report": h(0.9) },
+      paired: [
+        { b: "unet", meanDiff: 0.1, ci95: [0.05, 0.15] },
+        { b: "shuffled-psa", meanDiff: 0.2, ci95: [0.1, 0.3] },
+        { b: "mean-text", meanDiff: 0.15, ci95: [-0.01, 0.3] },
+        { b: "own-report", meanDiff: -0.2, ci95: [-0.3, -0.1] },
+      ],
+      seeds: 3,
+      psaOwnReportAuc: null,
+      ran: 7,
+      cached: 0,
+    },
+    { value: 0.01, status: "failed", prolearn: null, baseline: null, ran: 2, cached: 1, error: "prototypes: too few reports" },
+  ];
+  const table = formatSweepTable("dataset.textAvailability", rows).split("\n");
+  assert.match(table[0]!, /U-Net mIoU\s+shuffled-PSA Dice\s+mean-text Dice\s+own-report Dice\s+ProLearn Dice \(pooled\)\s+ProLearn - U-Net \[95% CI\]\s+ProLearn - shuffled-PSA \[95% CI\]\s+ProLearn - mean-text \[95% CI\]\s+ProLearn - own-report \[95% CI\]\s+PSA own-report AUC\s+seeds\s+stages ran\/cached$/);
+  assert.match(table[2]!, /^10%\s+0\.7000\s+0\.6000\s+0\.6000\s+0\.5000\s+0\.5000\s+0\.5500\s+0\.9000\s+0\.7000\s+\+0\.1000 \[\+0\.0500, \+0\.1500\]\s+\+0\.2000 \[\+0\.1000, \+0\.3000\]\s+\+0\.1500 \[-0\.0100, \+0\.3000\]\s+-0\.2000 \[-0\.3000, -0\.1000\]\s+-\s+3\s+7\/0$/);
+  assert.equal(table[3]!.split(/\s{2,}/).length <= table[0]!.split(/\s{2,}/).length, true, "a failed row spans no more columns than the header");
 });
 
 test("prolearn inspect filter prints a report's tokens and scores", async () => {

@@ -142,6 +142,14 @@ interface ZoneScores {
   guideValDice: number;
   samplesFile: string;
   seconds: number;
+  filter: FilterSummary;
+  filtered: { reports: string[]; filteredReports: string[]; kept: boolean[][] };
+}
+
+interface FilterSummary {
+  decision: "filter" | "keep-all";
+  keptFraction: number;
+  trust: { validationPairs: number; diceAllTokens: number; diceKeptTokens: number; keptVsAll: { meanDiff: number }; keptVsTrivial: { meanDiff: number; ci95: [number, number] }; trusted: boolean; reason: string };
 }
 
 /** ingest -> guide -> filter on a decoy fixture (writeFixtureDataset decoys: true); filter params are the defaults (METHOD.md §2: attention averaged over heads, all image positions and decoder stages). */
@@ -177,7 +185,10 @@ async function zoneScores(fixtureSeed: number): Promise<ZoneScores> {
     totals.fillerCount += filler.length;
   }
   const guide = result.stages.find((s) => s.name === "guide")!.summary as { bestValDice: number };
-  return { zoneMean: totals.zone / totals.zoneCount, fillerMean: totals.filler / totals.fillerCount, zoneWins, reports, guideValDice: guide.bestValDice, samplesFile: outputsOf(result, "ingest")["samples.parquet"]!, seconds: result.seconds };
+  const filter = result.stages.find((s) => s.name === "filter")!.summary as unknown as FilterSummary;
+  const list = (name: string) => Array.from({ length: filtered.numRows }, (_, i) => filtered.getChild(name)!.get(i));
+  const rows = { reports: list("report").map(String), filteredReports: list("filtered_report").map(String), kept: list("kept").map((k) => [...(k as Iterable<boolean>)]) };
+  return { zoneMean: totals.zone / totals.zoneCount, fillerMean: totals.filler / totals.fillerCount, zoneWins, reports, guideValDice: guide.bestValDice, samplesFile: outputsOf(result, "ingest")["samples.parquet"]!, seconds: result.seconds, filter, filtered: rows };
 }
 
 /** The same network without attention, trained with the guide's budget on the same images: it sees both lesions and cannot tell which one the mask holds. */
@@ -209,5 +220,22 @@ test(`filter: zone words score higher than filler words on generated QaTa (SGSeg
     assert.ok(reports > 40, `seed ${fixtureSeed}: reports with both kinds of words: ${reports}`);
     assert.ok(zoneMean > fillerMean * 1.05, `seed ${fixtureSeed}: zone words should score higher than filler words on average (${zoneMean} vs ${fillerMean})`);
     assert.ok(zoneWins > reports * 0.75, `seed ${fixtureSeed}: zone words should outscore filler words in most reports (${zoneWins}/${reports})`);
+    // The filter's trust check (default tolerance 0.02): on both fixtures the kept words beat the
+    // better trivial ranking of the same count; on seed 3 they lose 0.037 Dice against the whole
+    // report, so the filter keeps every token, on seed 5 they lose nothing and it filters.
+    const { trust, decision } = measured.filter;
+    console.log(`fixture seed ${fixtureSeed}: filter ${decision}; ${trust.reason}`);
+    assert.ok(trust.keptVsTrivial.ci95[0] > 0, `seed ${fixtureSeed}: the guide's attention beats a trivial ranking`);
+    if (fixtureSeed === 3) {
+      assert.equal(decision, "keep-all");
+      assert.ok(trust.keptVsAll.meanDiff < -0.02 && !trust.trusted);
+      assert.equal(measured.filter.keptFraction, 1);
+      assert.deepEqual(measured.filtered.filteredReports, measured.filtered.reports, "a distrusted filter hands on the reports unchanged");
+      assert.ok(measured.filtered.kept.every((k) => k.every(Boolean)));
+    } else {
+      assert.equal(decision, "filter");
+      assert.ok(trust.trusted && trust.keptVsAll.meanDiff >= -0.02);
+      assert.ok(measured.filter.keptFraction < 0.6, `the trusted filter drops words (kept ${measured.filter.keptFraction})`);
+    }
   }
 });

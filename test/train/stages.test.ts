@@ -44,7 +44,8 @@ test("ingest -> guide -> filter -> embed -> prototypes -> train -> evaluate thro
     embed: { encoder: "builtin" },
     prototypes: { minClusterSize: 4, k: 4 },
     train: { ...NET, ...FAST, learningRate: 5e-3, epochs: 12, tokenDim: 16, guidanceTokens: 4 },
-    evaluate: { backend: "cpu", examples: 3 },
+    // The controls and seeds have their own test (evaluate-controls.test.ts).
+    evaluate: { backend: "cpu", examples: 3, controls: [] },
   };
   const spec = { name: "e2e", workdir: path.join(dir, "work"), dataset: { kind: "qata-cov19", root: fixture.root, layout: "sgseg", textAvailability: 0.5, seed: 11 }, stages };
   const pipeline = resolvePipeline(spec, STAGES, { baseDir: dir });
@@ -88,7 +89,7 @@ test("ingest -> guide -> filter -> embed -> prototypes -> train -> evaluate thro
     assert.ok(Number.isFinite(summary.prolearn[key]) && Number.isFinite(summary.baseline[key]), `headline ${key}`);
   }
   const metrics = await readParquetFile(evaluate.outputs["metrics.parquet"]!);
-  assert.deepEqual([...metrics.getChild("model")!].map(String), ["prolearn", "baseline"]);
+  assert.deepEqual([...metrics.getChild("model")!].map(String), ["prolearn", "unet"]);
   const perImage = await readParquetFile(evaluate.outputs["per_image.parquet"]!);
   assert.equal(perImage.numRows, 2 * summary.testImages);
   // The baseline's learning curves travel with evaluate's outputs, and the report draws them.

@@ -40,7 +40,9 @@ test("ingest -> guide -> filter -> embed -> prototypes -> train -> evaluate thro
   const stages = {
     ingest: {},
     guide: { ...NET, ...FAST, tokenDim: 32, maxTokens: 32, epochs: 4 },
-    filter: { backend: "cpu" },
+    // trust: always applies the threshold whatever the trust check finds, so the rule is checked
+    // below; the check's two branches have their own test (zone words, decoy fixtures).
+    filter: { backend: "cpu", trust: "always" },
     embed: { encoder: "builtin" },
     prototypes: { minClusterSize: 4, k: 4 },
     train: { ...NET, ...FAST, learningRate: 5e-3, epochs: 12, tokenDim: 16, guidanceTokens: 4 },
@@ -65,6 +67,9 @@ test("ingest -> guide -> filter -> embed -> prototypes -> train -> evaluate thro
   const filtered = await readParquetFile(outputsOf(result, "filter")["filtered.parquet"]!);
   assert.ok(filtered.numRows > 10, "a filtered sentence per paired training report");
   assert.deepEqual(filtered.schema.fields.map((f) => f.name), ["id", "report", "filtered_report", "tokens", "scores", "kept", "threshold"]);
+  const filterSummary = result.stages.find((s) => s.name === "filter")!.summary as { decision: string; trust: { validationPairs: number; reason: string } };
+  assert.equal(filterSummary.decision, "filter", "trust: always");
+  assert.ok(filterSummary.trust.validationPairs > 0 && filterSummary.trust.reason.length > 0, "the check still measured");
   for (let i = 0; i < filtered.numRows; i++) {
     const scores = [...(filtered.getChild("scores")!.get(i) as Iterable<number>)];
     const kept = [...(filtered.getChild("kept")!.get(i) as Iterable<boolean>)];

@@ -128,7 +128,8 @@ export function demoFacts(): DemoFacts {
     finalValDice: history()[11]!.valDice,
     metrics: [
       { model: "prolearn", dice: 0.8123, iou: 0.7011, dice_pooled: 0.8244, iou_pooled: 0.7121, images: 10 },
-      { model: "baseline", dice: 0.7719, iou: 0.6502, dice_pooled: 0.7801, iou_pooled: 0.6633, images: 10 },
+      // evaluate's names (docs/training.md): the image-only U-Net is `unet`, one row per seed.
+      { model: "unet", dice: 0.7719, iou: 0.6502, dice_pooled: 0.7801, iou_pooled: 0.6633, images: 10 },
     ],
     examples: 4,
   };
@@ -294,6 +295,7 @@ export async function writeEvaluateOutputs(dir: string): Promise<void> {
     path.join(dir, "metrics.parquet"),
     table({
       model: { values: facts.metrics.map((m) => m.model), type: new Utf8() },
+      seed: { values: facts.metrics.map(() => 7), type: new Int32() },
       dice: { values: facts.metrics.map((m) => m.dice), type: new Float32() },
       iou: { values: facts.metrics.map((m) => m.iou), type: new Float32() },
       dice_pooled: { values: facts.metrics.map((m) => m.dice_pooled), type: new Float32() },

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { test } from "node:test";
 import { writeParquetFile } from "../../src/io/parquet.js";
-import { applyThreshold, filteredTable, joinTokens } from "../../src/filter/run.js";
+import { applyThreshold, checkTrust, filteredTable, joinTokens } from "../../src/filter/run.js";
 import { formatSweepTable, parseSweepAssignment, type SweepRow } from "../../src/evaluate/sweep.js";
 import { cli } from "../helpers/cli.js";
 import { scratchDir } from "./helpers.js";
@@ -18,6 +18,15 @@ test("a numeric threshold that nothing passes keeps the best token", () => {
   const r = applyThreshold(["a", "b", "c"], [0.2, 0.5, 0.3], 0.9);
   assert.deepEqual(r.kept, [false, true, false]);
   assert.equal(r.filtered, "b");
+});
+
+test("the filter's trust check keeps every token when too few validation reports are within the text budget", async () => {
+  // With fewer pairs than minPairs the check returns before running the guide, so no model is needed.
+  const trust = await checkTrust({ store: new Map(), config: {} as never, text: {} as never, val: [], trainTokens: [["upper", "left"]], threshold: "auto", positions: "all", batchSize: 8, tolerance: 0.02, minPairs: 8, seed: 1 });
+  assert.equal(trust.trusted, false);
+  assert.equal(trust.validationPairs, 0);
+  assert.equal(trust.diceAllTokens, null);
+  assert.match(trust.reason, /only 0 validation reports within the text budget \(the check needs 8\): every token is kept/);
 });
 
 test("WordPiece continuations join their word", () => {

@@ -158,7 +158,7 @@ export async function checkTrust(args: { store: ParamStore; config: ModelConfig;
   const trivialRanking = mean(rareDice) > mean(frequentDice) ? "rare" : "frequent";
   const keptVsAll = pairedBootstrap(keptDice, all, { seed: deriveSeed(args.seed, "filter-trust", "all") });
   const keptVsTrivial = pairedBootstrap(keptDice, trivialRanking === "rare" ? rareDice : frequentDice, { seed: deriveSeed(args.seed, "filter-trust", "trivial") });
-  const f = (x: number) => x.toFixed(3);
+  const f = (x: number) => (Math.abs(x) < 5e-4 ? 0 : x).toFixed(3);
   const losesToAll = keptVsAll.meanDiff < -args.tolerance;
   const beatsTrivial = keptVsTrivial.ci95[0] > 0;
   const trusted = !losesToAll && beatsTrivial;

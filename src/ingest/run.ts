@@ -30,6 +30,7 @@ interface FingerprintEntry {
   height: number;
   withReport: boolean;
   available: boolean;
+  inBudget: boolean;
   empty: boolean;
   coverage: number;
   format: string;
@@ -63,15 +64,19 @@ function strictFailure(problems: readonly QuarantineEntry[], root: string): Data
   });
 }
 
-/** A shard's Arrow stream with its report_available column recomputed row by row; every other column as it was. */
-function withAvailability(stream: Uint8Array, availableOf: (id: string, split: string, old: boolean) => boolean): Uint8Array {
+/** A shard's Arrow stream with its report_available and report_in_budget columns recomputed row by row; every other column as it was. */
+function withAvailability(stream: Uint8Array, availableOf: (id: string, split: string, old: boolean) => boolean, inBudgetOf: (id: string, split: string) => boolean): Uint8Array {
   const batches = tableFromIPC(stream).batches.map((batch) => {
     const ids = batch.getChild("id")!;
     const splits = batch.getChild("split")!;
     const old = batch.getChild("report_available")!;
-    const values = Array.from({ length: batch.numRows }, (_, i) => availableOf(ids.get(i) as string, splits.get(i) as string, old.get(i) as boolean));
-    const at = batch.schema.fields.findIndex((f) => f.name === "report_available");
-    const children = batch.data.children.map((child, j) => (j === at ? vectorFromArray(values, new Bool()).data[0]! : child));
+    const available = Array.from({ length: batch.numRows }, (_, i) => availableOf(ids.get(i) as string, splits.get(i) as string, old.get(i) as boolean));
+    const inBudget = Array.from({ length: batch.numRows }, (_, i) => inBudgetOf(ids.get(i) as string, splits.get(i) as string));
+    const columns = new Map([
+      [batch.schema.fields.findIndex((f) => f.name === "report_available"), available],
+      [batch.schema.fields.findIndex((f) => f.name === "report_in_budget"), inBudget],
+    ]);
+    const children = batch.data.children.map((child, j) => (columns.has(j) ? vectorFromArray(columns.get(j)!, new Bool()).data[0]! : child));
     return new RecordBatch(batch.schema, makeData({ type: new Struct(batch.schema.fields), length: batch.numRows, nullCount: 0, children }));
   });
   return tableToIPC(new Table(batches), "stream");
@@ -158,6 +163,7 @@ export async function runIngestShard(ctx: StageContext<IngestParams>, shard: Sha
           height: r.row.height,
           withReport: r.row.report !== null,
           available: r.row.report_available,
+          inBudget: r.row.report_in_budget,
           empty: r.row.mask_empty,
           coverage: r.row.mask_coverage,
           format: r.row.image_format,
@@ -225,7 +231,14 @@ export async function mergeIngestShards(ctx: StageContext<IngestParams>, shards:
     ctx.pipeline.dataset.textAvailability,
   );
   const availability = (r: FingerprintEntry) => (r.split === "train" ? available.has(r.id) : r.available);
-  const redrawn = shardRows.map((rows) => rows.some((r) => availability(r) !== r.available));
+  // The text budget's validation share, drawn the same way from the validation samples that survived.
+  const valInBudget = availableSubset(
+    shardRows.flatMap((rows) => rows.filter((r) => r.split === "val" && r.withReport).map((r) => r.id)),
+    ctx.pipeline.dataset.seed,
+    ctx.pipeline.dataset.textAvailability,
+  );
+  const inBudgetOf = (id: string, split: string) => (split === "train" ? available.has(id) : split === "val" ? valInBudget.has(id) : false);
+  const redrawn = shardRows.map((rows) => rows.some((r) => availability(r) !== r.available || inBudgetOf(r.id, r.split) !== r.inBudget));
   for (const rows of shardRows) {
     for (const r of rows) {
       fingerprint.add({ split: r.split, width: r.width, height: r.height, report: r.withReport ? "" : null, report_available: availability(r), mask_empty: r.empty, mask_coverage: r.coverage, image_format: r.format });
@@ -245,7 +258,7 @@ export async function mergeIngestShards(ctx: StageContext<IngestParams>, shards:
         any = true;
         // One shard in memory at a time: merge stays bounded whatever the dataset size.
         const bytes = await readFile(path.join(dir, SHARD_ROWS));
-        yield redrawn[i] ? withAvailability(bytes, (id, split, old) => (split === "train" ? available.has(id) : old)) : bytes;
+        yield redrawn[i] ? withAvailability(bytes, (id, split, old) => (split === "train" ? available.has(id) : old), inBudgetOf) : bytes;
       }
       if (!any) yield tableToIPC(new Table([samplesBatch([])]), "stream");
     } catch (error) {

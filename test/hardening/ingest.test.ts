@@ -23,9 +23,9 @@ async function quarantineOf(outDir: string): Promise<QuarantineRow[]> {
   return (await readParquetFile(path.join(outDir, "quarantine.parquet"))).toArray().map((r) => ({ ...(r as QuarantineRow) }));
 }
 
-async function samplesOf(outDir: string): Promise<{ id: string; split: string; report: string | null; report_available: boolean }[]> {
-  const table = await readParquetFile(path.join(outDir, "samples.parquet"), { columns: ["id", "split", "report", "report_available"] });
-  return table.toArray().map((r) => ({ ...(r as { id: string; split: string; report: string | null; report_available: boolean }) }));
+async function samplesOf(outDir: string): Promise<{ id: string; split: string; report: string | null; report_available: boolean; report_in_budget: boolean }[]> {
+  const table = await readParquetFile(path.join(outDir, "samples.parquet"), { columns: ["id", "split", "report", "report_available", "report_in_budget"] });
+  return table.toArray().map((r) => ({ ...(r as { id: string; split: string; report: string | null; report_available: boolean; report_in_budget: boolean }) }));
 }
 
 test("report files and folders that are symbolic links out of the root are quarantined as path-escapes-root; links inside keep working", async () => {
@@ -172,6 +172,10 @@ test("the text-availability fraction holds over the samples that survive decode 
   // set, all among those picked: drawn before decoding, the subset would keep too few unpicked.
   const whole = await runIngest({ kind: "qata-cov19", root: fx.root, textAvailability: 0.5, seed: 9 });
   const picked = (await samplesOf(whole.outDir)).filter((s) => s.split === "train" && s.report_available).map((s) => s.id);
+  const valPicked = (await samplesOf(whole.outDir)).filter((s) => s.split === "val" && s.report_in_budget).map((s) => s.id);
+  assert.ok(valPicked.length >= 1, "the fixture has validation reports within the text budget");
+  const brokenVal = valPicked.slice(0, Math.max(1, Math.floor(valPicked.length / 2)));
+  for (const id of brokenVal) writeFileSync(path.join(fx.root, "images", `${id}.png`), "not an image");
   const broken = picked.slice(0, Math.floor(trainIds.length / 3));
   for (const id of broken) writeFileSync(path.join(fx.root, "images", `${id}.png`), "not an image");
   // Small shards: some are rewritten at merge, some pass through as they were.
@@ -182,5 +186,10 @@ test("the text-availability fraction holds over the samples that survive decode 
   assert.equal(train.length, trainIds.length - broken.length);
   const available = train.filter((s) => s.report_available).length;
   assert.equal(available, Math.round(0.5 * train.length), `${available} of ${train.length} surviving train samples available`);
-  assert.ok((await quarantineOf(outDir)).filter((q) => q.reason === "unreadable-image").length === broken.length);
+  for (const s of train) assert.equal(s.report_in_budget, s.report_available, `${s.id}: train reports are within the text budget exactly when available`);
+  // The text budget's validation share is drawn again over the surviving validation reports too.
+  const val = (await samplesOf(outDir)).filter((s) => s.split === "val" && s.report !== null);
+  const valInBudget = val.filter((s) => s.report_in_budget).length;
+  assert.equal(valInBudget, Math.round(0.5 * val.length), `${valInBudget} of ${val.length} surviving validation reports within the budget`);
+  assert.ok((await quarantineOf(outDir)).filter((q) => q.reason === "unreadable-image").length === broken.length + brokenVal.length);
 });

@@ -9,7 +9,8 @@ import type { StageContext } from "../pipeline/stage.js";
 import { checkpointFolderFor, disposeParams, historyJson, inputFile, loadModel, logResumed, trainingSummary } from "../segmenter/checkpoints.js";
 import { writeJsonAtomic } from "../segmenter/weights.js";
 import { greyPng, loadSamples, makeBatch, pixelsPng, type DecodedSample } from "../segmenter/data.js";
-import { psaBatch, psaLookups, readEmbeddings, readPrototypes, type PsaLookups, type SampleEmbeddings } from "../segmenter/embeddings.js";
+import { psaBatch, psaLookups, readEmbeddings, type PsaLookups, type SampleEmbeddings } from "../segmenter/embeddings.js";
+import { loadVerifiedPrototypes } from "../train/prototypes-input.js";
 import type { EvaluateParams, Headline, ModelName } from "./stage.js";
 import { MODEL_NAMES } from "./stage.js";
 import { PrototypeIndex, type BatchGuidance } from "../segmenter/guidance.js";
@@ -142,12 +143,14 @@ export async function runEvaluate(ctx: StageContext<EvaluateParams>) {
   const channels = config.net.inChannels as 1 | 3;
   const samplesFile = inputFile(ctx, "ingest", "samples.parquet");
   const embeddingsFile = inputFile(ctx, "embed", "embeddings.parquet");
-  let samples: DecodedSample[], embeddings: SampleEmbeddings, space: Awaited<ReturnType<typeof readPrototypes>>;
+  let samples: DecodedSample[], embeddings: SampleEmbeddings, space: Awaited<ReturnType<typeof loadVerifiedPrototypes>>;
   try {
     [samples, embeddings, space] = await Promise.all([
       loadSamples(samplesFile, { size: config.net.imageSize, channels, cache: ctx.rowCache("train-decoded"), splits: ["train", "val", "test"] }),
       readEmbeddings(embeddingsFile),
-      readPrototypes(inputFile(ctx, "prototypes", "prototypes.parquet")),
+      // The space ProLearn's further seeds and the controls start from, through the same verified
+      // artifact path as the train stage.
+      loadVerifiedPrototypes(ctx),
     ]);
   } catch (error) {
     disposeParams(trainedStore);

@@ -8,7 +8,7 @@ import { resolvePipeline } from "../../src/pipeline/spec.js";
 import { STAGES } from "../../src/stages.js";
 import { writeFixtureDataset } from "../../src/synthetic/index.js";
 import { pairedBootstrap } from "../../src/util/bootstrap.js";
-import { scratchDir } from "./fixture.js";
+import { scratchDir } from "./helpers.js";
 
 test("paired bootstrap: seeded and deterministic, a constant difference has a zero-width interval, the interval holds the mean", () => {
   const a = [0.9, 0.8, 0.7, 0.95, 0.6, 0.85, 0.75, 0.9];

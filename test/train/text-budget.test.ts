@@ -8,7 +8,7 @@ import { resolvePipeline } from "../../src/pipeline/spec.js";
 import type { StageSummary } from "../../src/pipeline/stage.js";
 import { STAGES } from "../../src/stages.js";
 import { writeFixtureDataset } from "../../src/synthetic/index.js";
-import { artifact, makeFixture, pipelineFor, scratchDir, stageContext, writeSamples, type FixtureSample } from "./fixture.js";
+import { artifact, makeFixture, pipelineFor, scratchDir, stageContext, writeSamples, type FixtureSample } from "./helpers.js";
 
 test("ingest marks the text budget: train as available, the same seeded share of val, no test report; nested in r", { timeout: 120_000 }, async () => {
   const dir = await scratchDir("budget-ingest");

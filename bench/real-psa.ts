@@ -109,7 +109,7 @@ async function runRow(row: Row): Promise<Outcome> {
     ...sets,
   };
   const started = performance.now();
-  let result;
+  let result: Awaited<ReturnType<typeof runPipeline>>;
   try {
     const pipeline = loadPipelineFile(path.resolve(import.meta.dirname, "../pipelines", dataset.pipeline), STAGES, overrides);
     result = await runPipeline(pipeline, {

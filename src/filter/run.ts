@@ -184,7 +184,7 @@ export async function runFilter(ctx: StageContext<FilterParams>) {
     const guideParamsUsed = (ctx.pipeline.stages.guide ?? {}) as GuideParams;
     const encoderKind = config.guidance.kind === "features" ? "biomedclip" : "builtin";
     const text = await guideTextSide({ ...guideParamsUsed, encoder: encoderKind } as GuideParams, ctx.pipeline.baseDir, [], config.guidance);
-    let encoded, trust: FilterTrust;
+    let encoded: Awaited<ReturnType<GuideTextSide["encode"]>>, trust: FilterTrust;
     try {
       encoded = await text.encode(paired);
       trust = await checkTrust({ store, config, text, val, trainTokens: encoded.tokens, threshold: params.threshold, positions: params.positions, batchSize: params.batchSize, tolerance: params.tolerance, minPairs: params.minValidationPairs, seed: ctx.pipeline.dataset.seed });

@@ -169,6 +169,8 @@ export async function writeIngestOutputs(dir: string): Promise<void> {
       report: utf8(rows.map((r) => r.s.report)),
       report_normalized: utf8(rows.map((r) => r.s.report)),
       report_available: { values: rows.map((r) => r.s.available), type: new Bool() },
+      // The text budget: every available train and val report; test reports never.
+      report_in_budget: { values: rows.map((r) => r.s.available && r.s.split !== "test"), type: new Bool() },
       image_format: utf8(rows.map(() => "png")),
       image_sha256: utf8(rows.map((r) => `sha-image-${r.s.id}`)),
       mask_sha256: utf8(rows.map((r) => `sha-mask-${r.s.id}`)),
@@ -333,6 +335,7 @@ export async function writeEvaluateOutputs(dir: string): Promise<void> {
     table({
       id: { values: rows.map((r) => r.id), type: new Utf8() },
       model: { values: rows.map(() => "prolearn"), type: new Utf8() },
+      seed: { values: rows.map(() => 7), type: new Int32() },
       dice: { values: rows.map((r) => r.dice), type: new Float32() },
       iou: { values: rows.map((r) => r.dice - 0.1), type: new Float32() },
       intersection: { values: rows.map(() => 100), type: new Int32() },

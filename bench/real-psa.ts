@@ -142,7 +142,7 @@ async function runRow(row: Row): Promise<Outcome> {
 }
 
 const f3 = (x: number) => x.toFixed(3);
-const signed = (x: number) => `${x >= 0 ? "+" : ""}${x.toFixed(3)}`;
+const signed = (x: number) => (Math.abs(x) < 5e-4 ? "+0.000" : `${x >= 0 ? "+" : ""}${x.toFixed(3)}`);
 
 /** The markdown table: Dice as seed mean ± sd; differences with their paired bootstrap 95% CI. */
 export function markdownTable(outcomes: readonly Outcome[]): string {

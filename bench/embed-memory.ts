@@ -38,6 +38,8 @@ interface ChildReport {
   stages: { name: string; status: string; seconds: number; error?: string }[];
   /** RSS once the engine, the stage registry and the embed implementation are loaded, before the run. */
   loadedRssMiB: number;
+  /** ru_maxrss at the last progress event of the embed stage: the peak through planning and the shards' reads and encoding, before the merge. */
+  shardsPeakRssMiB: number | null;
   /** ru_maxrss of the child: the peak over its whole life. */
   peakRssMiB: number;
 }
@@ -55,11 +57,16 @@ async function runChild(): Promise<void> {
   const loadedRssMiB = process.memoryUsage().rss / 2 ** 20;
   // No report writer: the run report reads the tables too, and this measures the stage alone.
   // Shards run one after another, as `prolearn run` does by default (--concurrency 1).
-  const result = await runPipeline(loadPipelineFile(values.pipeline!, STAGES), { registry: STAGES, executor: new InProcessExecutor(STAGES, 1), ...(values.until ? { until: values.until } : {}) });
+  let shardsPeakRssMiB: number | null = null;
+  const onEvent = (event: { kind: string; stage?: string }) => {
+    if (event.kind === "progress" && event.stage === "embed") shardsPeakRssMiB = process.resourceUsage().maxRSS / 1024;
+  };
+  const result = await runPipeline(loadPipelineFile(values.pipeline!, STAGES), { registry: STAGES, executor: new InProcessExecutor(STAGES, 1), onEvent, ...(values.until ? { until: values.until } : {}) });
   const report: ChildReport = {
     status: result.status,
     stages: result.stages.map((s) => ({ name: s.name, status: s.status, seconds: s.seconds, ...(s.error ? { error: String(s.error) } : {}) })),
     loadedRssMiB,
+    shardsPeakRssMiB,
     peakRssMiB: process.resourceUsage().maxRSS / 1024,
   };
   process.stdout.write(`${JSON.stringify(report)}\n`);
@@ -131,11 +138,11 @@ async function main(): Promise<void> {
     console.log(`code: ${repo} at ${git("rev-parse", "--short", "HEAD")} (${git("log", "-1", "--format=%s").slice(0, 70)})`);
     console.log(`machine: ${os.cpus().length} x ${os.cpus()[0]?.model ?? "cpu"}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}; load average at the end ${load}`);
     console.log(`data: ${n} generated ${size}x${size} QaTa-like pairs; samples.parquet ${samplesMiB.toFixed(1)} MiB; ingest ${ingest.stages[0]!.seconds.toFixed(0)} s, peak RSS ${ingest.peakRssMiB.toFixed(0)} MiB`);
-    console.log("| shardRows | shards | embed wall s | RSS with modules loaded | embed peak RSS |");
-    console.log("|---|---|---|---|---|");
+    console.log("| shardRows | shards | embed wall s | RSS with modules loaded | peak through the shards | embed peak RSS (with merge) |");
+    console.log("|---|---|---|---|---|---|");
     for (const { shardRows: r, report } of rows) {
       const embed = report.stages.find((s) => s.name === "embed")!;
-      console.log(`| ${r} | ${Math.ceil(n / r)} | ${embed.seconds.toFixed(0)} | ${report.loadedRssMiB.toFixed(0)} MiB | ${report.peakRssMiB.toFixed(0)} MiB |`);
+      console.log(`| ${r} | ${Math.ceil(n / r)} | ${embed.seconds.toFixed(0)} | ${report.loadedRssMiB.toFixed(0)} MiB | ${report.shardsPeakRssMiB === null ? "-" : `${report.shardsPeakRssMiB.toFixed(0)} MiB`} | ${report.peakRssMiB.toFixed(0)} MiB |`);
     }
   } finally {
     if (!values.keep) rmSync(work, { recursive: true, force: true });

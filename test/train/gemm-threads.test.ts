@@ -202,7 +202,7 @@ describe("thread configuration", () => {
 
   test("a process whose GEMM workers sit idle still exits by itself", () => {
     const script = [
-      'import { conv2dForward, GemmWorkspace } from "./src/tfjs/index.js";',
+      'import { conv2dForward, GemmWorkspace } from "./src/tfjs/backends.js";',
       "const ws = new GemmWorkspace({ threads: 2 });",
       "const g = { batch: 2, inHeight: 64, inWidth: 64, inChannels: 16, outHeight: 64, outWidth: 64, outChannels: 16, filterHeight: 3, filterWidth: 3, strideHeight: 1, strideWidth: 1, padTop: 1, padLeft: 1 };",
       "const y = conv2dForward(new Float32Array(2 * 64 * 64 * 16).fill(1), new Float32Array(9 * 16 * 16).fill(1), g, ws);",

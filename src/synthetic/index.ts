@@ -1,7 +1,7 @@
 import { mkdir, rm, symlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import sharp from "sharp";
-import { UsageError } from "../errors.js";
+import { EnvironmentError, UsageError } from "../errors.js";
 import type { DatasetKind, DatasetLayout } from "../pipeline/spec.js";
 import type { QuarantineReason } from "../ingest/reasons.js";
 import type { Split } from "../ingest/reports.js";
@@ -86,9 +86,18 @@ async function encodeMask(sample: SyntheticSample, format: "png" | "jpeg"): Prom
 }
 
 async function writeXlsx(file: string, header: string[], rows: string[][]): Promise<void> {
-  // Loaded on first use: only the LViT fixtures write workbooks (exceljs is ~190 packages; the
-  // readers use read-excel-file). It stays a runtime dependency for `prolearn fixtures --layout lvit`.
-  const { default: ExcelJS } = await import("exceljs");
+  // Only the LViT fixtures write workbooks, and exceljs is ~190 packages that no reader needs (the
+  // readers use read-excel-file), so it is a development dependency: an installed package that
+  // lacks it says how to get an LViT-style fixture anyway.
+  let ExcelJS: typeof import("exceljs");
+  try {
+    ExcelJS = (await import("exceljs")).default as unknown as typeof import("exceljs");
+  } catch (error) {
+    throw new EnvironmentError(`writing ${file} needs the development dependency exceljs, which is not installed`, {
+      hint: "use --layout lvit-csv (the same reports as a CSV), or `npm install exceljs` beside prolearn",
+      cause: error,
+    });
+  }
   const workbook = new ExcelJS.Workbook();
   const sheet = workbook.addWorksheet("Sheet1");
   if (header.length) sheet.addRow(header);

@@ -86,10 +86,16 @@ export function l2NormalizeRows(points: Float32Array, n: number, dim: number, wh
  * |a|^2 + |b|^2 - 2ab loses precision with the size of the norms: centring first keeps the
  * cancellation error small for close points.
  */
-function centerColumns(points: Float32Array, n: number, dim: number): Float32Array {
+function centerColumns(points: Float32Array, n: number, dim: number, weights?: ArrayLike<number>): Float32Array {
+  // Weighted by multiplicity, so distinct points with weights are centred as their expansion is.
   const mean = new Float64Array(dim);
-  for (let i = 0; i < n; i++) for (let k = 0; k < dim; k++) mean[k] += points[i * dim + k]!;
-  for (let k = 0; k < dim; k++) mean[k] /= Math.max(1, n);
+  let total = 0;
+  for (let i = 0; i < n; i++) {
+    const w = weights ? weights[i]! : 1;
+    total += w;
+    for (let k = 0; k < dim; k++) mean[k] += w * points[i * dim + k]!;
+  }
+  for (let k = 0; k < dim; k++) mean[k] /= Math.max(1, total);
   const out = new Float32Array(n * dim);
   for (let i = 0; i < n; i++) for (let k = 0; k < dim; k++) out[i * dim + k] = points[i * dim + k]! - mean[k]!;
   return out;
@@ -109,6 +115,8 @@ export interface DistanceOptions {
   /** Rows per ORT call: bounds ORT's intermediate buffers (MatMul result + elementwise temporaries). */
   blockRows?: number;
   onProgress?: (doneRows: number, totalRows: number) => void;
+  /** Multiplicity of each row (distinct points standing for duplicates); only the centring uses it. */
+  weights?: ArrayLike<number>;
 }
 
 /**
@@ -121,7 +129,7 @@ export async function pairwiseDistances(points: Float32Array, n: number, dim: nu
   const matrix = new Float32Array(n * n);
   if (n === 0) return matrix;
   const s = await session(metric);
-  const source = metric === "cosine" ? l2NormalizeRows(points, n, dim) : centerColumns(points, n, dim);
+  const source = metric === "cosine" ? l2NormalizeRows(points, n, dim) : centerColumns(points, n, dim, options.weights);
   const norms = metric === "euclidean" ? squaredNorms(source, n, dim) : undefined;
   // ORT's intermediates are a few blocks of m x n floats; ~64 MB of them per call keeps the peak low.
   const blockRows = Math.max(1, Math.min(n, options.blockRows ?? (Math.floor((16 * 1024 * 1024) / n) || 1)));
@@ -261,4 +269,66 @@ export async function crossDistances(a: Float32Array, na: number, b: Float32Arra
     out.dispose();
   }
   return result;
+}
+
+/**
+ * Distances from the rows of `a` to the rows of `b` in blocks of rows of `a`, handed to `visit`
+ * one block at a time (m x nb, row-major, valid until the next call), so a large query set never
+ * needs its full na x nb matrix: memory stays at about `maxBlockValues` floats.
+ */
+export async function forEachDistanceBlock(
+  a: Float32Array,
+  na: number,
+  b: Float32Array,
+  nb: number,
+  dim: number,
+  metric: Metric,
+  visit: (start: number, rows: number, block: Float32Array) => void,
+  options: { maxBlockValues?: number; normalized?: boolean } = {},
+): Promise<void> {
+  if (na === 0 || nb === 0) return;
+  const s = await session(metric);
+  const left = metric === "cosine" && !options.normalized ? l2NormalizeRows(a, na, dim) : a;
+  const right = metric === "cosine" && !options.normalized ? l2NormalizeRows(b, nb, dim) : b;
+  const blockRows = Math.max(1, Math.floor((options.maxBlockValues ?? 16 * 1024 * 1024) / nb) || 1);
+  const rightNorms = metric === "euclidean" ? squaredNorms(right, nb, dim) : undefined;
+  const rightTensor = new ort.Tensor("float32", right, [nb, dim]);
+  const one = new ort.Tensor("float32", Float32Array.of(1), [1]);
+  const minusTwo = new ort.Tensor("float32", Float32Array.of(-2), [1]);
+  for (let start = 0; start < na; start += blockRows) {
+    const m = Math.min(blockRows, na - start);
+    const slice = left.subarray(start * dim, (start + m) * dim);
+    const feeds: Record<string, ort.Tensor> = { A: new ort.Tensor("float32", slice, [m, dim]), B: rightTensor };
+    if (metric === "cosine") feeds.one = one;
+    else {
+      feeds.an = new ort.Tensor("float32", squaredNorms(slice, m, dim), [m, 1]);
+      feeds.bn = new ort.Tensor("float32", rightNorms!, [1, nb]);
+      feeds.minus_two = minusTwo;
+    }
+    const out = (await s.run(feeds)).D!;
+    visit(start, m, out.data as Float32Array);
+    out.dispose();
+  }
+}
+
+/** Index of (and distance to) the nearest row of `b` for each row of `a`, in bounded blocks. */
+export async function nearestRows(a: Float32Array, na: number, b: Float32Array, nb: number, dim: number, metric: Metric): Promise<{ index: Int32Array; distance: Float32Array }> {
+  const index = new Int32Array(na).fill(-1);
+  const distance = new Float32Array(na).fill(Infinity);
+  await forEachDistanceBlock(a, na, b, nb, dim, metric, (start, rows, block) => {
+    for (let r = 0; r < rows; r++) {
+      let best = 0;
+      let bestValue = block[r * nb]!;
+      for (let c = 1; c < nb; c++) {
+        const d = block[r * nb + c]!;
+        if (d < bestValue) {
+          bestValue = d;
+          best = c;
+        }
+      }
+      index[start + r] = best;
+      distance[start + r] = bestValue;
+    }
+  });
+  return { index, distance };
 }

@@ -1,5 +1,6 @@
 import { DataError, UsageError } from "../errors.js";
-import { pairwiseDistances, type Metric } from "./distances.js";
+import { l2NormalizeRows, pairwiseDistances, type Metric } from "./distances.js";
+import { approximateHdbscan } from "./hdbscan-approximate.js";
 
 /**
  * HDBSCAN (Campello, Moulavi & Sander 2013; McInnes et al.'s hdbscan library):
@@ -42,7 +43,12 @@ export interface HdbscanResult {
   /** Stability of each selected cluster, by label. */
   stabilities: Float64Array;
   coreDistances: Float32Array;
+  /**
+   * Over the distinct points (identical rows collapse into one, `size` = its multiplicity);
+   * `distinctOf` maps each input row to its distinct point (absent: rows are the points).
+   */
   condensedTree: CondensedTree;
+  distinctOf?: Int32Array;
 }
 
 type PointsInput = Float32Array | Float64Array | ArrayLike<ArrayLike<number>>;
@@ -79,29 +85,167 @@ function checkOptions(options: HdbscanOptions): { minClusterSize: number; minSam
   return { minClusterSize, minSamples, selection };
 }
 
+/** Distinct points above which `auto` leaves the dense matrix (4 bytes a pair: 16,384 -> 1 GiB). */
+export const DEFAULT_MAX_EXACT_POINTS = 16_384;
+
+export type HdbscanMethod = "auto" | "exact" | "approximate";
+
+export interface ScalingOptions {
+  /** `exact`: dense distance matrix over the distinct points; `approximate`: k-nearest-neighbour graph + MST; `auto` (default): exact up to `maxExactPoints` distinct points. */
+  method?: HdbscanMethod;
+  maxExactPoints?: number;
+  /** Neighbours per point on the approximate path (default max(2 x minSamples, 16)). */
+  neighbours?: number;
+  /** Seed of the approximate path's index (its cells are k-means centroids of a sample). */
+  seed?: number;
+  /** One line saying which path ran and why. */
+  log?: (message: string) => void;
+}
+
 /** HDBSCAN over points (number[][], or a flat Float32Array with options.dim). */
-export async function hdbscan(points: PointsInput, options: HdbscanOptions & { dim?: number }): Promise<HdbscanResult> {
+export async function hdbscan(points: PointsInput, options: HdbscanOptions & ScalingOptions & { dim?: number }): Promise<HdbscanResult> {
   checkOptions(options);
   const { data, n, dim } = toMatrix(points, options.dim);
   for (let i = 0; i < data.length; i++) {
     if (!Number.isFinite(data[i]!)) throw new DataError(`point ${Math.floor(i / dim)} has a non-finite value`, { location: { row: Math.floor(i / dim) } });
   }
-  const distances = await pairwiseDistances(data, n, dim, options.metric ?? "euclidean", {
-    onProgress: options.onProgress ? (done, total) => options.onProgress!("distances", done, total) : undefined,
-  });
-  return hdbscanFromDistances(distances, n, options);
+  const metric = options.metric ?? "euclidean";
+  if (metric === "cosine") checkNonZeroRows(data, n, dim);
+  const groups = groupDuplicates(data, n, dim);
+  const m = groups.weights.length;
+  const distinct = gatherRows(data, groups.representative, dim);
+  const method = options.method ?? "auto";
+  const maxExact = options.maxExactPoints ?? DEFAULT_MAX_EXACT_POINTS;
+  const approximate = method === "approximate" || (method === "auto" && m > maxExact);
+  const gib = (m * m * 4) / 2 ** 30;
+  options.log?.(
+    approximate
+      ? `hdbscan: ${m} distinct of ${n} points; approximate path (k-nearest-neighbour graph + MST)${method === "auto" ? `: a dense matrix would take ${gib.toFixed(1)} GiB, over the ${maxExact}-point limit` : ", as asked"}`
+      : `hdbscan: ${m} distinct of ${n} points; exact path (dense ${m} x ${m} matrix, ${gib.toFixed(2)} GiB)`,
+  );
+  const weighted = approximate
+    ? await approximateHdbscan(distinct, m, dim, groups.weights, metric, options)
+    : hdbscanFromDistances(
+        await pairwiseDistances(distinct, m, dim, metric, {
+          weights: groups.weights,
+          onProgress: options.onProgress ? (done, total) => options.onProgress!("distances", done, total) : undefined,
+        }),
+        m,
+        { ...options, weights: groups.weights },
+      );
+  return expandResult(weighted, groups.groupOf);
 }
 
-/** HDBSCAN over a precomputed dense n x n distance matrix (row-major, symmetric, zero diagonal). */
-export function hdbscanFromDistances(distances: Float32Array | Float64Array, n: number, options: HdbscanOptions): HdbscanResult {
+/**
+ * Groups bit-identical rows: `groupOf[i]` is row i's distinct point, `representative[g]` the
+ * first row of group g, `weights[g]` its multiplicity. Distinct points keep first-seen order.
+ */
+export function groupDuplicates(data: Float32Array, n: number, dim: number): { groupOf: Int32Array; representative: Int32Array; weights: Int32Array } {
+  const words = new Uint32Array(data.buffer, data.byteOffset, n * dim);
+  const buckets = new Map<number, number[]>();
+  const groupOf = new Int32Array(n);
+  const representative: number[] = [];
+  const weights: number[] = [];
+  for (let i = 0; i < n; i++) {
+    let h = 0x811c9dc5;
+    for (let k = 0; k < dim; k++) h = Math.imul(h ^ words[i * dim + k]!, 0x01000193);
+    let bucket = buckets.get(h);
+    if (!bucket) buckets.set(h, (bucket = []));
+    let group = -1;
+    for (const g of bucket) {
+      const j = representative[g]!;
+      let same = true;
+      for (let k = 0; k < dim && same; k++) same = words[i * dim + k] === words[j * dim + k];
+      if (same) {
+        group = g;
+        break;
+      }
+    }
+    if (group < 0) {
+      group = representative.length;
+      representative.push(i);
+      weights.push(0);
+      bucket.push(group);
+    }
+    groupOf[i] = group;
+    weights[group]!++;
+  }
+  return { groupOf, representative: Int32Array.from(representative), weights: Int32Array.from(weights) };
+}
+
+/** Cosine distance is undefined for a zero row: fail naming it, in input order, before any work. */
+function checkNonZeroRows(data: Float32Array, n: number, dim: number): void {
+  for (let i = 0; i < n; i++) {
+    let sum = 0;
+    for (let k = 0; k < dim; k++) sum += data[i * dim + k]! ** 2;
+    if (!(sum > 0)) l2NormalizeRows(data.subarray(i * dim, (i + 1) * dim), 1, dim, `point ${i}:`);
+  }
+}
+
+function gatherRows(data: Float32Array, rows: Int32Array, dim: number): Float32Array {
+  const out = new Float32Array(rows.length * dim);
+  for (let r = 0; r < rows.length; r++) out.set(data.subarray(rows[r]! * dim, (rows[r]! + 1) * dim), r * dim);
+  return out;
+}
+
+/** Per-point arrays from per-distinct-point ones; the condensed tree stays over distinct points (`size` = weight). */
+function expandResult(result: HdbscanResult, groupOf: Int32Array): HdbscanResult {
+  const n = groupOf.length;
+  const labels = new Int32Array(n);
+  const probabilities = new Float32Array(n);
+  const coreDistances = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const g = groupOf[i]!;
+    labels[i] = result.labels[g]!;
+    probabilities[i] = result.probabilities[g]!;
+    coreDistances[i] = result.coreDistances[g]!;
+  }
+  return { ...result, labels, probabilities, coreDistances, distinctOf: groupOf };
+}
+
+/**
+ * HDBSCAN over a precomputed dense n x n distance matrix (row-major, symmetric, zero diagonal).
+ * With `weights`, row i stands for weights[i] identical points: labels equal those of the
+ * expanded input (every count — core distances, minClusterSize, stabilities — is a weight sum).
+ */
+export function hdbscanFromDistances(distances: Float32Array | Float64Array, n: number, options: HdbscanOptions & { weights?: ArrayLike<number> }): HdbscanResult {
   const { minClusterSize, minSamples, selection } = checkOptions(options);
   if (distances.length !== n * n) throw new DataError(`distance matrix has ${distances.length} entries, expected ${n} x ${n}`);
-  const coreDistances = computeCoreDistances(distances, n, Math.min(minSamples, n));
-  if (n < 2) return emptyResult(n, coreDistances);
+  const weights = checkWeights(options.weights, n);
+  const coreDistances = computeCoreDistances(distances, n, Math.min(minSamples, totalWeight(weights)), weights);
+  if (totalWeight(weights) < 2) return emptyResult(n, coreDistances);
   const mst = primMutualReachabilityMst(distances, coreDistances, n, options.onProgress);
-  const hierarchy = singleLinkage(mst, n);
-  const condensedTree = condenseTree(hierarchy, n, minClusterSize);
+  return clusterFromMst(mst, n, weights, coreDistances, minClusterSize, selection);
+}
+
+/** Single linkage over a mutual-reachability spanning tree of n weighted points -> flat clusters. */
+export function clusterFromMst(mst: Mst, n: number, weights: Int32Array, coreDistances: Float32Array, minClusterSize: number, selection: "eom" | "leaf"): HdbscanResult {
+  if (totalWeight(weights) < 2) return emptyResult(n, coreDistances);
+  const hierarchy = singleLinkage(mst, n, weights);
+  const condensedTree = condenseTree(hierarchy, n, weights, coreDistances, minClusterSize);
   return extractClusters(condensedTree, n, selection, coreDistances);
+}
+
+export function checkWeights(weights: ArrayLike<number> | undefined, n: number): Int32Array {
+  if (!weights) return new Int32Array(n).fill(1);
+  if (weights.length !== n) throw new DataError(`${weights.length} weights for ${n} points`);
+  const out = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const w = weights[i]!;
+    if (!Number.isInteger(w) || w < 1) throw new DataError(`point ${i} has weight ${w}; a weight is a multiplicity, an integer >= 1`, { location: { row: i } });
+    out[i] = w;
+  }
+  return out;
+}
+
+function totalWeight(weights: Int32Array): number {
+  let sum = 0;
+  for (let i = 0; i < weights.length; i++) sum += weights[i]!;
+  return sum;
+}
+
+export function checkedOptions(options: HdbscanOptions) {
+  return checkOptions(options);
 }
 
 function emptyResult(n: number, coreDistances: Float32Array): HdbscanResult {
@@ -109,32 +253,62 @@ function emptyResult(n: number, coreDistances: Float32Array): HdbscanResult {
   return { labels: new Int32Array(n).fill(-1), probabilities: new Float32Array(n), numClusters: 0, stabilities: new Float64Array(0), coreDistances, condensedTree: empty };
 }
 
-/** k-th smallest distance in each row, the zero self-distance counted (k = 1 gives 0). */
-export function computeCoreDistances(distances: Float32Array | Float64Array, n: number, k: number): Float32Array {
+/**
+ * Weighted k-th smallest distance in each row: the smallest d such that the points within d
+ * (the point itself, weights[i] of them at 0, counted) weigh at least k. k = 1 gives 0, and so
+ * does any point duplicated k times or more.
+ */
+export function computeCoreDistances(distances: Float32Array | Float64Array, n: number, k: number, weights?: Int32Array): Float32Array {
   const core = new Float32Array(n);
-  const best = new Float64Array(k);
+  const best = new KthWeighted(k);
   for (let i = 0; i < n; i++) {
-    best.fill(Infinity);
+    best.reset();
     const base = i * n;
-    let worst = Infinity;
-    for (let j = 0; j < n; j++) {
-      const d = distances[base + j]!;
-      if (d < worst) {
-        let p = k - 1;
-        while (p > 0 && best[p - 1]! > d) {
-          best[p] = best[p - 1]!;
-          p--;
-        }
-        best[p] = d;
-        worst = best[k - 1]!;
-      }
-    }
-    core[i] = best[k - 1]!;
+    for (let j = 0; j < n; j++) best.offer(i === j ? 0 : distances[base + j]!, weights ? weights[j]! : 1);
+    core[i] = best.value();
   }
   return core;
 }
 
-interface Mst {
+/** The k-th smallest of a stream of (value, weight) pairs, each pair counting `weight` times; O(k) memory. */
+export class KthWeighted {
+  private readonly values: Float64Array;
+  private readonly counts: Float64Array;
+  private length = 0;
+  private weight = 0;
+  constructor(private readonly k: number) {
+    this.values = new Float64Array(k + 1);
+    this.counts = new Float64Array(k + 1);
+  }
+  reset(): void {
+    this.length = 0;
+    this.weight = 0;
+  }
+  offer(value: number, count: number): void {
+    if (this.weight >= this.k && value >= this.values[this.length - 1]!) return;
+    let p = this.length;
+    while (p > 0 && this.values[p - 1]! > value) {
+      this.values[p] = this.values[p - 1]!;
+      this.counts[p] = this.counts[p - 1]!;
+      p--;
+    }
+    this.values[p] = value;
+    this.counts[p] = count;
+    this.length++;
+    this.weight += count;
+    // Drop the largest entries the k-th no longer needs.
+    while (this.length > 1 && this.weight - this.counts[this.length - 1]! >= this.k) {
+      this.weight -= this.counts[this.length - 1]!;
+      this.length--;
+    }
+  }
+  /** Infinity while fewer than k have been offered. */
+  value(): number {
+    return this.weight >= this.k ? this.values[this.length - 1]! : Infinity;
+  }
+}
+
+export interface Mst {
   a: Int32Array;
   b: Int32Array;
   weight: Float64Array;
@@ -146,7 +320,8 @@ interface Mst {
  * joins the tree, so nothing beyond the distance matrix is materialised.
  */
 function primMutualReachabilityMst(distances: Float32Array | Float64Array, core: Float32Array, n: number, onProgress?: HdbscanOptions["onProgress"]): Mst {
-  const edges: Mst = { a: new Int32Array(n - 1), b: new Int32Array(n - 1), weight: new Float64Array(n - 1) };
+  const edges: Mst = { a: new Int32Array(Math.max(0, n - 1)), b: new Int32Array(Math.max(0, n - 1)), weight: new Float64Array(Math.max(0, n - 1)) };
+  if (n < 2) return edges;
   // Vertices not yet in the tree, with their best known edge, kept compact (swap-remove) and in
   // parallel arrays, so the O(n^2) loop reads one gathered distance and three sequential values.
   const vertex = new Int32Array(n - 1);
@@ -204,12 +379,13 @@ interface Hierarchy {
   size: Int32Array;
 }
 
-function singleLinkage(mst: Mst, n: number): Hierarchy {
+function singleLinkage(mst: Mst, n: number, weights: Int32Array): Hierarchy {
   const m = n - 1;
   const order = Array.from({ length: m }, (_, i) => i).sort((x, y) => mst.weight[x]! - mst.weight[y]! || x - y);
   const parent = new Int32Array(2 * n - 1);
   for (let i = 0; i < parent.length; i++) parent[i] = i;
-  const size = new Int32Array(2 * n - 1).fill(1);
+  const size = new Int32Array(2 * n - 1);
+  size.set(weights);
   const find = (x: number) => {
     let root = x;
     while (parent[root] !== root) root = parent[root]!;
@@ -237,16 +413,25 @@ function singleLinkage(mst: Mst, n: number): Hierarchy {
   return h;
 }
 
-function condenseTree(h: Hierarchy, n: number, minClusterSize: number): CondensedTree {
+/**
+ * The condensed tree, top down. Merges at the same distance happen at once: at a node's distance
+ * D its children are the parts connected below D, whatever order the tied merges were recorded
+ * in, so the tree does not depend on how ties were processed (neither zero distances between
+ * duplicates nor a point's copies joining at its core distance). A leaf is a distinct point of
+ * weight w whose copies are joined at its core distance: below that it is one part of w points,
+ * at it w single points.
+ */
+function condenseTree(h: Hierarchy, n: number, weights: Int32Array, core: Float32Array, minClusterSize: number): CondensedTree {
   const parents: number[] = [];
   const children: number[] = [];
   const lambdas: number[] = [];
   const sizes: number[] = [];
-  const root = 2 * n - 2;
+  const root = n === 1 ? 0 : 2 * n - 2;
   const relabel = new Int32Array(2 * n - 1);
   relabel[root] = n;
   let nextLabel = n + 1;
-  const nodeSize = (node: number) => (node < n ? 1 : h.size[node - n]!);
+  const nodeSize = (node: number) => (node < n ? weights[node]! : h.size[node - n]!);
+  const nodeDistance = (node: number) => (node < n ? core[node]! : h.distance[node - n]!);
   const fallOut = (subtree: number, clusterLabel: number, lambda: number) => {
     const stack = [subtree];
     while (stack.length) {
@@ -255,21 +440,17 @@ function condenseTree(h: Hierarchy, n: number, minClusterSize: number): Condense
         parents.push(clusterLabel);
         children.push(node);
         lambdas.push(lambda);
-        sizes.push(1);
+        sizes.push(weights[node]!);
       } else {
         stack.push(h.right[node - n]!, h.left[node - n]!);
       }
     }
   };
-  // Merges at distance 0 (duplicated reports) happen at once: points at the same place cannot be
-  // split, so zero-distance children are expanded into one level instead of binary splits whose
-  // shape depends on the order the ties were processed. Positive ties stay binary, as in the
-  // reference implementations.
   const levelChildren = (node: number, distance: number, out: number[]) => {
     const stack = [h.right[node - n]!, h.left[node - n]!];
     while (stack.length) {
       const child = stack.pop()!;
-      if (child >= n && distance === 0 && h.distance[child - n] === 0) stack.push(h.right[child - n]!, h.left[child - n]!);
+      if (child >= n && h.distance[child - n] === distance) stack.push(h.right[child - n]!, h.left[child - n]!);
       else out.push(child);
     }
   };
@@ -277,16 +458,23 @@ function condenseTree(h: Hierarchy, n: number, minClusterSize: number): Condense
   const level: number[] = [];
   for (let head = 0; head < queue.length; head++) {
     const node = queue[head]!;
-    const distance = h.distance[node - n]!;
+    const distance = nodeDistance(node);
     const lambda = distance > 0 ? 1 / distance : Infinity;
     const label = relabel[node]!;
+    if (node < n) {
+      // A distinct point reached as a cluster of its own copies: they part at its core distance.
+      fallOut(node, label, lambda);
+      continue;
+    }
     level.length = 0;
     levelChildren(node, distance, level);
+    // A point whose core distance is this level's is w single points here, never a part.
+    const isPart = (child: number) => child >= n || core[child]! < distance;
     let big = 0;
-    for (const child of level) if (nodeSize(child) >= minClusterSize) big++;
+    for (const child of level) if (isPart(child) && nodeSize(child) >= minClusterSize) big++;
     for (const child of level) {
       const count = nodeSize(child);
-      if (count < minClusterSize) fallOut(child, label, lambda);
+      if (!isPart(child) || count < minClusterSize) fallOut(child, label, lambda);
       else if (big >= 2) {
         relabel[child] = nextLabel++;
         parents.push(label);

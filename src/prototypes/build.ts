@@ -1,7 +1,9 @@
 import { kmeans } from "ml-kmeans";
 import { DataError } from "../errors.js";
-import { crossDistances, type Metric } from "./distances.js";
-import { hdbscan } from "./hdbscan.js";
+import { nearestRows, type Metric } from "./distances.js";
+import { hdbscan, type HdbscanMethod } from "./hdbscan.js";
+import type { NeighbourGraph } from "./hdbscan-approximate.js";
+import { mulberry32 } from "../util/random.js";
 
 /**
  * Prototype construction (METHOD.md §2, steps 4-7), a pure core over typed arrays:
@@ -28,6 +30,10 @@ export interface BuildOptions {
   minSamples?: number;
   metric: Metric;
   clusterSelection?: "eom" | "leaf";
+  /** HDBSCAN path: exact (dense matrix over distinct texts), approximate (neighbour graph), or auto by size. */
+  hdbscanMethod?: HdbscanMethod;
+  /** Distinct texts up to which `auto` takes the exact path. */
+  maxExactPoints?: number;
   /** Sub-clusters per surrogate label (capped by the label's size). */
   k: number;
   noise: NoiseHandling;
@@ -118,21 +124,82 @@ export function parseLungZones(report: string): Uint8Array {
   return zones;
 }
 
-function normalizedHalves(samples: PairedSamples, members: ArrayLike<number>): number[][] {
+/** [image ; text] of one sample, each half L2-normalised, into `out` (2 x dim). */
+function featureRow(samples: PairedSamples, i: number, out: Float32Array | number[]): void {
   const { dim } = samples;
+  for (const [offset, source] of [[0, samples.images], [dim, samples.texts]] as const) {
+    let sum = 0;
+    for (let k = 0; k < dim; k++) sum += source[i * dim + k]! ** 2;
+    const inv = sum > 0 ? 1 / Math.sqrt(sum) : 0;
+    for (let k = 0; k < dim; k++) out[offset + k] = source[i * dim + k]! * inv;
+  }
+}
+
+function normalizedHalves(samples: PairedSamples, members: ArrayLike<number>): number[][] {
   const rows: number[][] = [];
   for (let m = 0; m < members.length; m++) {
-    const i = members[m]!;
-    const row = new Array<number>(2 * dim);
-    for (const [offset, source] of [[0, samples.images], [dim, samples.texts]] as const) {
-      let sum = 0;
-      for (let k = 0; k < dim; k++) sum += source[i * dim + k]! ** 2;
-      const inv = sum > 0 ? 1 / Math.sqrt(sum) : 0;
-      for (let k = 0; k < dim; k++) row[offset + k] = source[i * dim + k]! * inv;
-    }
+    const row = new Array<number>(2 * samples.dim);
+    featureRow(samples, members[m]!, row);
     rows.push(row);
   }
   return rows;
+}
+
+/**
+ * Members of a label beyond which K-means is fitted on a seeded sample of this many, and every
+ * member then joins its nearest centroid: the fit costs the same at 4,000 or 400,000 members,
+ * and nothing of size members x features is held (rows are featurised one at a time).
+ */
+export const KMEANS_FIT_SAMPLE = 4096;
+
+interface SubclusterResult {
+  /** Per member, its centroid (0..k-1). */
+  clusters: Int32Array;
+  centroids: number[][];
+  /** Per member, its squared distance to its centroid. */
+  distances: Float64Array;
+}
+
+function kmeansSubclusters(samples: PairedSamples, members: number[], k: number, seed: number, restarts: number, maxIterations?: number): SubclusterResult {
+  const width = 2 * samples.dim;
+  let fitMembers = members;
+  if (members.length > KMEANS_FIT_SAMPLE) {
+    const random = mulberry32(seed ^ 0x5a3d1e);
+    const order = members.slice();
+    for (let s = 0; s < KMEANS_FIT_SAMPLE; s++) {
+      const t = s + Math.floor(random() * (order.length - s));
+      [order[s], order[t]] = [order[t]!, order[s]!];
+    }
+    fitMembers = order.slice(0, KMEANS_FIT_SAMPLE).sort((a, b) => a - b);
+  }
+  const fit = bestKmeans(normalizedHalves(samples, fitMembers), k, seed, restarts, maxIterations);
+  const centroids = fit.centroids;
+  const clusters = new Int32Array(members.length);
+  const distances = new Float64Array(members.length);
+  const row = new Array<number>(width);
+  for (let m = 0; m < members.length; m++) {
+    featureRow(samples, members[m]!, row);
+    let best = 0;
+    let bestDistance = Infinity;
+    for (let c = 0; c < centroids.length; c++) {
+      const centroid = centroids[c]!;
+      let d = 0;
+      for (let x = 0; x < width; x++) d += (row[x]! - centroid[x]!) ** 2;
+      if (d < bestDistance) {
+        bestDistance = d;
+        best = c;
+      }
+    }
+    // Below the sample size the fit's own assignment stands (it is what ml-kmeans converged to).
+    clusters[m] = fitMembers === members ? fit.clusters[m]! : best;
+    if (fitMembers === members) {
+      const centroid = centroids[clusters[m]!]!;
+      let d = 0;
+      for (let x = 0; x < width; x++) d += (row[x]! - centroid[x]!) ** 2;
+      distances[m] = d;
+    } else distances[m] = bestDistance;
+  }
+  return { clusters, centroids, distances };
 }
 
 /** Best-of-`restarts` seeded k-means++ (ml-kmeans has no restarts, and one seed can land badly). */
@@ -200,7 +267,17 @@ async function buildHdbscanKmeans(samples: PairedSamples, options: BuildOptions)
   const { dim } = samples;
   const clustering =
     n >= 2
-      ? await hdbscan(samples.texts, { dim, minClusterSize: options.minClusterSize, minSamples: options.minSamples, metric: options.metric, clusterSelection: options.clusterSelection })
+      ? await hdbscan(samples.texts, {
+          dim,
+          minClusterSize: options.minClusterSize,
+          minSamples: options.minSamples,
+          metric: options.metric,
+          clusterSelection: options.clusterSelection,
+          method: options.hdbscanMethod,
+          maxExactPoints: options.maxExactPoints,
+          seed: options.seed,
+          log: options.log,
+        })
       : { labels: new Int32Array(n).fill(-1), probabilities: new Float32Array(n), numClusters: 0 };
   const labels = Int32Array.from(clustering.labels);
   const probabilities = Float32Array.from(clustering.probabilities);
@@ -216,51 +293,33 @@ async function buildHdbscanKmeans(samples: PairedSamples, options: BuildOptions)
     labels.fill(0);
     numClusters = 1;
   } else if (noiseIndices.length > 0) {
-    if (options.noise === "drop") {
-      dropped = noiseIndices.length;
-    } else {
-      const clustered: number[] = [];
-      for (let i = 0; i < n; i++) if (labels[i]! >= 0) clustered.push(i);
-      const gather = (indices: number[]) => {
-        const out = new Float32Array(indices.length * dim);
-        indices.forEach((i, r) => out.set(samples.texts.subarray(i * dim, (i + 1) * dim), r * dim));
-        return out;
-      };
-      const d = await crossDistances(gather(noiseIndices), noiseIndices.length, gather(clustered), clustered.length, dim, options.metric);
-      noiseIndices.forEach((i, r) => {
-        let best = 0;
-        for (let c = 1; c < clustered.length; c++) if (d[r * clustered.length + c]! < d[r * clustered.length + best]!) best = c;
-        labels[i] = labels[clustered[best]!]!;
-      });
-    }
+    if (options.noise === "drop") dropped = noiseIndices.length;
+    else await assignNoiseToNearest(samples, labels, noiseIndices, options.metric, clustering as { distinctOf?: Int32Array; neighbours?: NeighbourGraph });
   }
+  // Members per label in one pass (labels x samples scans would cost 1,000 x 200,000).
+  const membersOf: number[][] = Array.from({ length: numClusters }, () => []);
+  for (let i = 0; i < n; i++) if (labels[i]! >= 0) membersOf[labels[i]!]!.push(i);
   const rows: PrototypeRow[] = [];
   const subclusterOf = new Int32Array(n).fill(-1);
   for (let c = 0; c < numClusters; c++) {
-    const members: number[] = [];
-    for (let i = 0; i < n; i++) if (labels[i] === c) members.push(i);
+    const members = membersOf[c]!;
     if (members.length === 0) continue;
-    const features = normalizedHalves(samples, members);
     const k = Math.min(options.k, members.length);
-    const result = bestKmeans(features, k, options.seed + c * 7919, options.restarts, options.maxIterations);
+    const result = kmeansSubclusters(samples, members, k, options.seed + c * 7919, options.restarts, options.maxIterations);
+    let subcluster = 0;
     for (let j = 0; j < k; j++) {
       let nearest = -1;
       let nearestDistance = Infinity;
       let size = 0;
-      const centroid = result.centroids[j]!;
       for (let m = 0; m < members.length; m++) {
         if (result.clusters[m] !== j) continue;
         size++;
-        let d = 0;
-        const f = features[m]!;
-        for (let x = 0; x < f.length; x++) d += (f[x]! - centroid[x]!) ** 2;
-        if (d < nearestDistance) {
-          nearestDistance = d;
+        if (result.distances[m]! < nearestDistance) {
+          nearestDistance = result.distances[m]!;
           nearest = members[m]!;
         }
       }
       if (nearest < 0) continue; // k-means left this centroid without members: no sample to take
-      const subcluster = rows.filter((r) => r.cluster === c).length;
       for (let m = 0; m < members.length; m++) if (result.clusters[m] === j) subclusterOf[members[m]!] = subcluster;
       rows.push({
         cluster: c,
@@ -270,6 +329,7 @@ async function buildHdbscanKmeans(samples: PairedSamples, options: BuildOptions)
         query: samples.images.slice(nearest * dim, (nearest + 1) * dim),
         response: samples.texts.slice(nearest * dim, (nearest + 1) * dim),
       });
+      subcluster++;
     }
   }
   const assignments: Assignment[] = [];
@@ -279,6 +339,59 @@ async function buildHdbscanKmeans(samples: PairedSamples, options: BuildOptions)
     assignments.push({ sample: i, cluster: isDropped ? -1 : labels[i]!, probability: probabilities[i]!, subcluster: isDropped ? -1 : subclusterOf[i]! });
   }
   return { prototypes: packPrototypes(rows, dim), assignments, numClusters, noisePoints: noiseIndices.length, droppedPoints: dropped };
+}
+
+/**
+ * Each noise report joins the label of its nearest clustered report. Works on distinct texts
+ * (a repeated report is looked up once); on the approximate path a noise text's own neighbour
+ * list answers first, and only texts with no clustered neighbour are compared with every
+ * clustered text, in bounded blocks.
+ */
+async function assignNoiseToNearest(samples: PairedSamples, labels: Int32Array, noiseIndices: number[], metric: Metric, clustering: { distinctOf?: Int32Array; neighbours?: NeighbourGraph }): Promise<void> {
+  const { dim } = samples;
+  const n = labels.length;
+  const distinctOf = clustering.distinctOf ?? Int32Array.from({ length: n }, (_, i) => i);
+  let distinctCount = 0;
+  for (let i = 0; i < n; i++) if (distinctOf[i]! + 1 > distinctCount) distinctCount = distinctOf[i]! + 1;
+  const representative = new Int32Array(distinctCount).fill(-1);
+  const distinctLabel = new Int32Array(distinctCount).fill(-1);
+  for (let i = 0; i < n; i++) {
+    const g = distinctOf[i]!;
+    if (representative[g]! < 0) representative[g] = i;
+    distinctLabel[g] = labels[i]!;
+  }
+  const answer = new Int32Array(distinctCount).fill(-2);
+  const unresolved: number[] = [];
+  const seen = new Uint8Array(distinctCount);
+  for (const i of noiseIndices) {
+    const g = distinctOf[i]!;
+    if (seen[g]) continue;
+    seen[g] = 1;
+    const graph = clustering.neighbours;
+    if (graph) {
+      for (let r = 0; r < graph.k; r++) {
+        const j = graph.index[g * graph.k + r]!;
+        if (j < 0) break;
+        if (distinctLabel[j]! >= 0) {
+          answer[g] = distinctLabel[j]!;
+          break;
+        }
+      }
+    }
+    if (answer[g] === -2) unresolved.push(g);
+  }
+  if (unresolved.length > 0) {
+    const clustered: number[] = [];
+    for (let g = 0; g < distinctCount; g++) if (distinctLabel[g]! >= 0) clustered.push(g);
+    const gather = (groups: number[]) => {
+      const out = new Float32Array(groups.length * dim);
+      groups.forEach((g, r) => out.set(samples.texts.subarray(representative[g]! * dim, (representative[g]! + 1) * dim), r * dim));
+      return out;
+    };
+    const nearest = await nearestRows(gather(unresolved), unresolved.length, gather(clustered), clustered.length, dim, metric);
+    unresolved.forEach((g, r) => (answer[g] = distinctLabel[clustered[nearest.index[r]!]!]!));
+  }
+  for (const i of noiseIndices) labels[i] = answer[distinctOf[i]!]!;
 }
 
 /** Official-code variant: lung-zone labels (a sample may join several), K-means per label, prototype = member mean. */
@@ -301,9 +414,8 @@ function buildZonesMean(samples: PairedSamples, options: BuildOptions): BuildRes
       if (label < 6 ? z[label] === 1 : !z.some((v) => v === 1)) members.push(i);
     }
     if (members.length === 0) continue;
-    const features = normalizedHalves(samples, members);
     const k = Math.min(options.k, members.length);
-    const result = bestKmeans(features, k, options.seed + label * 7919, options.restarts, options.maxIterations);
+    const result = kmeansSubclusters(samples, members, k, options.seed + label * 7919, options.restarts, options.maxIterations);
     let subcluster = 0;
     for (let j = 0; j < k; j++) {
       const query = new Float32Array(dim);

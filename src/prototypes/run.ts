@@ -240,11 +240,13 @@ export async function runPrototypes(ctx: StageContext<PrototypesParams>) {
     minSamples: params.minSamples,
     metric: params.metric,
     clusterSelection: params.clusterSelection,
+    hdbscanMethod: params.hdbscan.method,
+    maxExactPoints: params.hdbscan.maxExactPoints,
     k: params.k,
     noise: params.noise,
     seed,
     restarts: params.restarts,
-    log: (message) => ctx.log(message, "warn"),
+    log: (message) => ctx.log(message, message.startsWith("hdbscan:") ? "info" : "warn"),
   });
   ctx.emit({ kind: "progress", stage: ctx.stage, task: "prototypes", done: 1, total: 3 });
   const p = built.prototypes;

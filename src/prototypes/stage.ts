@@ -12,6 +12,13 @@ export const prototypesParams = z.strictObject({
   minSamples: z.number().int().min(1).optional().describe("HDBSCAN core-distance k, the point itself counted (default: minClusterSize)."),
   metric: z.enum(METRICS).default("cosine").describe("Distance between text embeddings for HDBSCAN and for assigning noise."),
   clusterSelection: z.enum(["eom", "leaf"]).default("eom").describe("HDBSCAN flat clustering: excess of mass or the condensed tree's leaves."),
+  hdbscan: z
+    .strictObject({
+      method: z.enum(["auto", "exact", "approximate"]).default("auto").describe("`exact`: dense distance matrix over the distinct report embeddings (identical reports collapse to one weighted point, with the expanded input's labels); `approximate`: k-nearest-neighbour graph + MST, for more distinct reports than the matrix can hold; `auto`: exact up to maxExactPoints distinct reports. See docs/prototypes.md."),
+      maxExactPoints: z.number().int().min(2).default(16384).describe("Distinct report embeddings up to which `auto` takes the exact path (the matrix takes 4 bytes a pair: 16,384 -> 1 GiB)."),
+    })
+    .default({ method: "auto", maxExactPoints: 16384 })
+    .describe("How HDBSCAN scales: the exact or the approximate path."),
   k: z.number().int().min(1).default(16).describe("K-means sub-clusters per surrogate label (capped by the label's size); code zoo: 2, 4, 8, 16."),
   restarts: z.number().int().min(1).default(3).describe("K-means++ runs per label with different seeds; the lowest inertia wins."),
   noise: z.enum(["nearest", "drop"]).default("nearest").describe("HDBSCAN noise: join the cluster of the nearest clustered report (default, keeps every paired sample) or drop it."),

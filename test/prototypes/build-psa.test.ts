@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { buildPrototypes, parseLungZones, bestKmeans, type BuildOptions } from "../../src/prototypes/build.js";
+import { buildPrototypes, parseLungZones, bestKmeans, KMEANS_FIT_SAMPLE, type BuildOptions } from "../../src/prototypes/build.js";
 import { PrototypeSpace } from "../../src/prototypes/psa.js";
 import { usefulnessCheck } from "../../src/prototypes/run.js";
 import { centredCosinePerRow, ownReportAucPerRow } from "../../src/prototypes/retrieval.js";
@@ -160,4 +160,39 @@ test("own-report AUC: ties count half, a perfect prediction of distinct reports 
   assert.deepEqual([...flat], [0.5, 0.5, 0.5, 0.5]);
   const centred = centredCosinePerRow(Float32Array.from([2, 1]), Float32Array.from([0, 3]), Float32Array.from([1, 1]), 1, 2);
   assert.ok(Math.abs(centred[0]! + 1 / Math.sqrt(5)) < 1e-12, String(centred[0])); // (1, 0) against (-1, 2)
+});
+
+test("a label beyond the K-means fit sample: every member joins its nearest centroid; a repeated text is one weighted point", async () => {
+  // 4,400 samples with distinct images: 4,200 share one report text (a templated report, over
+  // the fit sample), 200 have distinct texts around another centre.
+  const dim = 8;
+  const texts200 = syntheticPairs({ groups: 2, perGroup: 200, dim, seed: 9 });
+  const images = syntheticPairs({ groups: 2, perGroup: 2200, dim, seed: 10, noise: 0.6 });
+  const n = 4400;
+  const texts = new Float32Array(n * dim);
+  const group = Array.from({ length: n }, (_, i) => (i < 4200 ? 0 : 1));
+  for (let i = 0; i < n; i++) {
+    const source = i < 4200 ? 0 : 2 * (i - 4200) + 1; // row 0 is group 0's text, odd rows group 1's
+    texts.set(texts200.texts.subarray(source * dim, (source + 1) * dim), i * dim);
+  }
+  assert.ok(4200 > KMEANS_FIT_SAMPLE);
+  const samples = { ids: Array.from({ length: n }, (_, i) => `s${i}`), dim, images: images.images, texts };
+  const logs: string[] = [];
+  const result = await buildPrototypes(samples, { ...base, k: 6, restarts: 1, log: (l) => logs.push(l) });
+  assert.ok(logs.some((l) => /^hdbscan: 201 distinct of 4400 points; exact path/.test(l)), logs.join("\n"));
+  assert.ok(adjustedRandIndex(result.assignments.map((a) => a.cluster), group) > 0.99);
+  const p = result.prototypes;
+  let total = 0;
+  for (let j = 0; j < p.cluster.length; j++) {
+    total += p.size[j]!;
+    const own = result.assignments[p.sampleIndex[j]!]!;
+    assert.equal(own.cluster, p.cluster[j]);
+    assert.equal(own.subcluster, p.subcluster[j], "the prototype sample belongs to its own sub-cluster");
+  }
+  assert.equal(total, n);
+  assert.ok(result.assignments.every((a) => a.subcluster >= 0 && a.subcluster < 6));
+  const big = result.assignments[0]!.cluster;
+  assert.equal(p.cluster.filter((c) => c === big).length, 6);
+  const again = await buildPrototypes(samples, { ...base, k: 6, restarts: 1 });
+  assert.deepEqual(again.prototypes, result.prototypes);
 });

@@ -276,3 +276,17 @@ test("exported Q.npy / R.npy load in NumPy", { skip: skipUnless(hasNumpy, "pytho
   assert.equal(out.q0, protos.queries[0]);
   assert.equal(out.rLast, protos.responses[protos.responses.length - 1]);
 });
+
+test("hdbscan.method: the stage logs the path it took; approximate on this small set gives the exact path's labels", async () => {
+  const root = mkdtempSync(path.join(os.tmpdir(), "prolearn-proto-method-"));
+  const embedDir = await embedFixture(path.join(root, "embed"), 47);
+  const labelsOf = async (dir: string) => Array.from((await readParquetFile(path.join(dir, "assignments.parquet"))).getChild("cluster")!.toArray() as Int32Array);
+  const exact = context(path.join(root, "work"), embedDir, path.join(root, "out-exact"), { hdbscan: { method: "auto", maxExactPoints: 16384 } });
+  await prototypesStage.run!(exact);
+  assert.ok(exact.logs.some((l) => /^hdbscan: 96 distinct of 96 points; exact path/.test(l)), exact.logs.join("\n"));
+  const approximate = context(path.join(root, "work"), embedDir, path.join(root, "out-approx"), { hdbscan: { method: "approximate", maxExactPoints: 16384 } });
+  await prototypesStage.run!(approximate);
+  assert.ok(approximate.logs.some((l) => /^hdbscan: 96 distinct of 96 points; approximate path .*as asked/.test(l)), approximate.logs.join("\n"));
+  assert.deepEqual(await labelsOf(approximate.outDir), await labelsOf(exact.outDir));
+  assert.throws(() => prototypesParams.parse({ hdbscan: { method: "fast" } }), /method/);
+});

@@ -1,9 +1,9 @@
-import { kmeans } from "ml-kmeans";
 import { DataError } from "../errors.js";
 import { nearestRows, type Metric } from "./distances.js";
 import { hdbscan, type HdbscanMethod } from "./hdbscan.js";
 import type { NeighbourGraph } from "./hdbscan-approximate.js";
 import { mulberry32 } from "../util/random.js";
+import { kmeans } from "./kmeans.js";
 
 /**
  * Prototype construction (METHOD.md §2, steps 4-7), a pure core over typed arrays:
@@ -135,32 +135,34 @@ function featureRow(samples: PairedSamples, i: number, out: Float32Array | numbe
   }
 }
 
-function normalizedHalves(samples: PairedSamples, members: ArrayLike<number>): number[][] {
-  const rows: number[][] = [];
+/** Rows [image ; text] of the given samples, float32, each half L2-normalised. */
+function featureRows(samples: PairedSamples, members: ArrayLike<number>): Float32Array {
+  const width = 2 * samples.dim;
+  const out = new Float32Array(members.length * width);
+  const row = new Array<number>(width);
   for (let m = 0; m < members.length; m++) {
-    const row = new Array<number>(2 * samples.dim);
     featureRow(samples, members[m]!, row);
-    rows.push(row);
+    for (let x = 0; x < width; x++) out[m * width + x] = row[x]!;
   }
-  return rows;
+  return out;
 }
 
 /**
  * Members of a label beyond which K-means is fitted on a seeded sample of this many, and every
  * member then joins its nearest centroid: the fit costs the same at 4,000 or 400,000 members,
- * and nothing of size members x features is held (rows are featurised one at a time).
+ * and features are built a block of members at a time.
  */
 export const KMEANS_FIT_SAMPLE = 4096;
+const ASSIGN_BLOCK = 4096;
 
 interface SubclusterResult {
   /** Per member, its centroid (0..k-1). */
   clusters: Int32Array;
-  centroids: number[][];
   /** Per member, its squared distance to its centroid. */
   distances: Float64Array;
 }
 
-function kmeansSubclusters(samples: PairedSamples, members: number[], k: number, seed: number, restarts: number, maxIterations?: number): SubclusterResult {
+async function kmeansSubclusters(samples: PairedSamples, members: number[], k: number, seed: number, restarts: number, maxIterations?: number): Promise<SubclusterResult> {
   const width = 2 * samples.dim;
   let fitMembers = members;
   if (members.length > KMEANS_FIT_SAMPLE) {
@@ -172,50 +174,35 @@ function kmeansSubclusters(samples: PairedSamples, members: number[], k: number,
     }
     fitMembers = order.slice(0, KMEANS_FIT_SAMPLE).sort((a, b) => a - b);
   }
-  const fit = bestKmeans(normalizedHalves(samples, fitMembers), k, seed, restarts, maxIterations);
-  const centroids = fit.centroids;
+  const fit = await kmeans(featureRows(samples, fitMembers), fitMembers.length, width, k, { seed, restarts, maxIterations });
   const clusters = new Int32Array(members.length);
   const distances = new Float64Array(members.length);
   const row = new Array<number>(width);
-  for (let m = 0; m < members.length; m++) {
+  const distanceTo = (m: number, c: number) => {
     featureRow(samples, members[m]!, row);
-    let best = 0;
-    let bestDistance = Infinity;
-    for (let c = 0; c < centroids.length; c++) {
-      const centroid = centroids[c]!;
-      let d = 0;
-      for (let x = 0; x < width; x++) d += (row[x]! - centroid[x]!) ** 2;
-      if (d < bestDistance) {
-        bestDistance = d;
-        best = c;
-      }
+    let d = 0;
+    for (let x = 0; x < width; x++) d += (row[x]! - fit.centroids[c * width + x]!) ** 2;
+    return d;
+  };
+  if (fitMembers === members) {
+    clusters.set(fit.clusters);
+  } else {
+    for (let start = 0; start < members.length; start += ASSIGN_BLOCK) {
+      const block = members.slice(start, start + ASSIGN_BLOCK);
+      const nearest = await nearestRows(featureRows(samples, block), block.length, fit.centroids, k, width, "euclidean");
+      clusters.set(nearest.index, start);
     }
-    // Below the sample size the fit's own assignment stands (it is what ml-kmeans converged to).
-    clusters[m] = fitMembers === members ? fit.clusters[m]! : best;
-    if (fitMembers === members) {
-      const centroid = centroids[clusters[m]!]!;
-      let d = 0;
-      for (let x = 0; x < width; x++) d += (row[x]! - centroid[x]!) ** 2;
-      distances[m] = d;
-    } else distances[m] = bestDistance;
   }
-  return { clusters, centroids, distances };
+  for (let m = 0; m < members.length; m++) distances[m] = distanceTo(m, clusters[m]!);
+  return { clusters, distances };
 }
 
-/** Best-of-`restarts` seeded k-means++ (ml-kmeans has no restarts, and one seed can land badly). */
-export function bestKmeans(rows: number[][], k: number, seed: number, restarts: number, maxIterations = 100): { clusters: number[]; centroids: number[][]; inertia: number } {
-  let best: { clusters: number[]; centroids: number[][]; inertia: number } | undefined;
-  for (let r = 0; r < Math.max(1, restarts); r++) {
-    const result = kmeans(rows, k, { initialization: "kmeans++", seed: seed * 1000 + r + 1, maxIterations });
-    let inertia = 0;
-    for (let i = 0; i < rows.length; i++) {
-      const c = result.centroids[result.clusters[i]!]!;
-      const row = rows[i]!;
-      for (let d = 0; d < row.length; d++) inertia += (row[d]! - c[d]!) ** 2;
-    }
-    if (!best || inertia < best.inertia) best = { clusters: result.clusters, centroids: result.centroids, inertia };
-  }
-  return best!;
+/** Best-of-`restarts` seeded k-means++ over number rows (see ./kmeans.ts). */
+export async function bestKmeans(rows: number[][], k: number, seed: number, restarts: number, maxIterations = 100): Promise<{ clusters: Int32Array; inertia: number }> {
+  const width = rows[0]?.length ?? 0;
+  const flat = new Float32Array(rows.length * width);
+  rows.forEach((r, i) => flat.set(r, i * width));
+  return kmeans(flat, rows.length, width, k, { seed, restarts, maxIterations });
 }
 
 interface PrototypeRow {
@@ -305,7 +292,7 @@ async function buildHdbscanKmeans(samples: PairedSamples, options: BuildOptions)
     const members = membersOf[c]!;
     if (members.length === 0) continue;
     const k = Math.min(options.k, members.length);
-    const result = kmeansSubclusters(samples, members, k, options.seed + c * 7919, options.restarts, options.maxIterations);
+    const result = await kmeansSubclusters(samples, members, k, options.seed + c * 7919, options.restarts, options.maxIterations);
     let subcluster = 0;
     for (let j = 0; j < k; j++) {
       let nearest = -1;
@@ -395,7 +382,7 @@ async function assignNoiseToNearest(samples: PairedSamples, labels: Int32Array, 
 }
 
 /** Official-code variant: lung-zone labels (a sample may join several), K-means per label, prototype = member mean. */
-function buildZonesMean(samples: PairedSamples, options: BuildOptions): BuildResult {
+async function buildZonesMean(samples: PairedSamples, options: BuildOptions): Promise<BuildResult> {
   const n = samples.ids.length;
   const { dim } = samples;
   if (!samples.reports) {
@@ -415,7 +402,7 @@ function buildZonesMean(samples: PairedSamples, options: BuildOptions): BuildRes
     }
     if (members.length === 0) continue;
     const k = Math.min(options.k, members.length);
-    const result = kmeansSubclusters(samples, members, k, options.seed + label * 7919, options.restarts, options.maxIterations);
+    const result = await kmeansSubclusters(samples, members, k, options.seed + label * 7919, options.restarts, options.maxIterations);
     let subcluster = 0;
     for (let j = 0; j < k; j++) {
       const query = new Float32Array(dim);

@@ -39,11 +39,11 @@ test("deterministic for a seed; another seed may differ but stays valid", async 
   assert.deepEqual(a.assignments, b.assignments);
 });
 
-test("best-of-restarts k-means never has higher inertia than a single run", () => {
+test("best-of-restarts k-means never has higher inertia than a single run", async () => {
   const data = syntheticPairs({ groups: 6, perGroup: 10, dim: 8, seed: 3, noise: 0.6 });
   const rows = Array.from({ length: 60 }, (_, i) => Array.from(data.texts.subarray(i * 8, (i + 1) * 8)));
-  const one = bestKmeans(rows, 6, 5, 1);
-  const many = bestKmeans(rows, 6, 5, 6);
+  const one = await bestKmeans(rows, 6, 5, 1);
+  const many = await bestKmeans(rows, 6, 5, 6);
   assert.ok(many.inertia <= one.inertia + 1e-9);
 });
 
@@ -195,4 +195,15 @@ test("a label beyond the K-means fit sample: every member joins its nearest cent
   assert.equal(p.cluster.filter((c) => c === big).length, 6);
   const again = await buildPrototypes(samples, { ...base, k: 6, restarts: 1 });
   assert.deepEqual(again.prototypes, result.prototypes);
+});
+
+test("k-means (float32 rows, ORT assignment) recovers separated blobs, deterministically for a seed", async () => {
+  const { kmeans } = await import("../../src/prototypes/kmeans.js");
+  const data = syntheticPairs({ groups: 5, perGroup: 60, dim: 24, seed: 12, noise: 0.2 });
+  const a = await kmeans(data.texts, 300, 24, 5, { seed: 3, restarts: 2 });
+  assert.ok(adjustedRandIndex(Array.from(a.clusters), data.group) > 0.99);
+  const b = await kmeans(data.texts, 300, 24, 5, { seed: 3, restarts: 2 });
+  assert.deepEqual(b, a);
+  const one = await kmeans(data.texts, 3, 24, 5, { seed: 3, restarts: 1 });
+  assert.equal(new Set(one.clusters).size, 3, "k is capped by the rows");
 });

@@ -1,0 +1,109 @@
+import { nearestRows } from "./distances.js";
+import { mulberry32 } from "../util/random.js";
+
+/**
+ * Seeded k-means++ and Lloyd iterations over float32 rows, best of `restarts` by inertia. The
+ * assignment step (rows x centroids distances) runs through ORT's MatMul, the update step is one
+ * pass over the rows: ~100x ml-kmeans on 1,024-d [image ; text] rows (68 s -> under 1 s for
+ * 4,096 rows, k 16, 3 restarts on this 2-core machine), and no number[][] copy of the rows.
+ */
+export interface KmeansResult {
+  /** Centroid of each row, 0..k-1. */
+  clusters: Int32Array;
+  /** k x width, row-major. */
+  centroids: Float32Array;
+  /** Sum of squared distances to the assigned centroids. */
+  inertia: number;
+}
+
+export async function kmeans(rows: Float32Array, n: number, width: number, k: number, options: { seed: number; restarts: number; maxIterations?: number }): Promise<KmeansResult> {
+  let best: KmeansResult | undefined;
+  for (let r = 0; r < Math.max(1, options.restarts); r++) {
+    const result = await lloyd(rows, n, width, Math.min(k, n), options.seed * 1000 + r + 1, options.maxIterations ?? 100);
+    if (!best || result.inertia < best.inertia) best = result;
+  }
+  return best!;
+}
+
+function squaredDistance(rows: Float32Array, i: number, centroids: Float32Array, c: number, width: number): number {
+  let sum = 0;
+  for (let x = 0; x < width; x++) {
+    const d = rows[i * width + x]! - centroids[c * width + x]!;
+    sum += d * d;
+  }
+  return sum;
+}
+
+/**
+ * Greedy k-means++ seeding (as scikit-learn): each next centre is the best, by the potential it
+ * leaves, of 2 + ln k candidates drawn with probability proportional to the squared distance to
+ * the nearest centre so far. Plain k-means++ puts two centres in one group often enough (1 run
+ * in 7 on five 24-d blobs here) that restarts alone do not cure it.
+ */
+export function seedCentroids(rows: Float32Array, n: number, width: number, k: number, random: () => number): Float32Array {
+  const centroids = new Float32Array(k * width);
+  const nearest = new Float64Array(n);
+  const trial = new Float64Array(n);
+  const bestTrial = new Float64Array(n);
+  const candidates = 2 + Math.floor(Math.log(k));
+  const first = Math.floor(random() * n);
+  centroids.set(rows.subarray(first * width, (first + 1) * width), 0);
+  let potential = 0;
+  for (let i = 0; i < n; i++) potential += nearest[i] = squaredDistance(rows, i, centroids, 0, width);
+  for (let c = 1; c < k; c++) {
+    let bestPick = -1;
+    let bestPotential = Infinity;
+    for (let t = 0; t < candidates; t++) {
+      let pick = Math.floor(random() * n);
+      if (potential > 0) {
+        let target = random() * potential;
+        pick = n - 1;
+        for (let i = 0; i < n; i++) {
+          target -= nearest[i]!;
+          if (target < 0) {
+            pick = i;
+            break;
+          }
+        }
+      }
+      centroids.set(rows.subarray(pick * width, (pick + 1) * width), c * width);
+      let sum = 0;
+      for (let i = 0; i < n; i++) sum += trial[i] = Math.min(nearest[i]!, squaredDistance(rows, i, centroids, c, width));
+      if (sum < bestPotential) {
+        bestPotential = sum;
+        bestPick = pick;
+        bestTrial.set(trial);
+      }
+    }
+    centroids.set(rows.subarray(bestPick * width, (bestPick + 1) * width), c * width);
+    nearest.set(bestTrial);
+    potential = bestPotential;
+  }
+  return centroids;
+}
+
+async function lloyd(rows: Float32Array, n: number, width: number, k: number, seed: number, maxIterations: number): Promise<KmeansResult> {
+  const centroids = seedCentroids(rows, n, width, k, mulberry32(seed));
+  let clusters: Int32Array = new Int32Array(n).fill(-1);
+  const sums = new Float64Array(k * width);
+  const counts = new Int32Array(k);
+  for (let iteration = 0; iteration < maxIterations; iteration++) {
+    const assigned = (await nearestRows(rows, n, centroids, k, width, "euclidean")).index;
+    let changed = 0;
+    for (let i = 0; i < n; i++) if (assigned[i] !== clusters[i]) changed++;
+    clusters = assigned;
+    if (changed === 0) break;
+    sums.fill(0);
+    counts.fill(0);
+    for (let i = 0; i < n; i++) {
+      const c = clusters[i]!;
+      counts[c]!++;
+      for (let x = 0; x < width; x++) sums[c * width + x] += rows[i * width + x]!;
+    }
+    // A centroid that lost all its rows stays where it was.
+    for (let c = 0; c < k; c++) if (counts[c]! > 0) for (let x = 0; x < width; x++) centroids[c * width + x] = sums[c * width + x]! / counts[c]!;
+  }
+  let inertia = 0;
+  for (let i = 0; i < n; i++) inertia += squaredDistance(rows, i, centroids, clusters[i]!, width);
+  return { clusters, centroids, inertia };
+}

@@ -107,6 +107,12 @@ test("prolearn cluster hdbscan writes a label column in input order", () => {
   const ref = JSON.parse(readFileSync(path.join(here, "reference", `${set.name}.labels.json`), "utf8")) as { labels: number[] };
   assert.equal(labels.length, set.n);
   assert.ok(adjustedRandIndex(labels, ref.labels) >= 0.99);
+  const approximate = path.join(dir, "approximate.csv");
+  const run = spawnSync(process.execPath, ["--import", "tsx", path.join(repoRoot, "src/cli/main.ts"), "cluster", "hdbscan", input, "--min-cluster-size", "8", "--method", "approximate", "--out", approximate], { cwd: repoRoot, encoding: "utf8" });
+  assert.equal(run.status, 0, run.stderr);
+  assert.match(run.stderr, /approximate path .*as asked/);
+  const approximateLabels = readFileSync(approximate, "utf8").trim().split("\n").slice(1).map((l) => Number(l.split(",")[0]));
+  assert.ok(adjustedRandIndex(approximateLabels, ref.labels) >= 0.95);
 });
 
 /**

@@ -44,6 +44,7 @@ export default defineCommand({
     "min-samples": { type: "number", valueName: "S", description: "core-distance k, the point itself counted (default: min-cluster-size)" },
     metric: { type: "string", choices: ["euclidean", "cosine"], valueName: "euclidean|cosine", description: "distance", default: "euclidean" },
     selection: { type: "string", choices: ["eom", "leaf"], valueName: "eom|leaf", description: "cluster selection", default: "eom" },
+    method: { type: "string", choices: ["auto", "exact", "approximate"], valueName: "auto|exact|approximate", description: "dense matrix over distinct points, or neighbour graph + MST (auto: exact up to 16,384 distinct points)", default: "auto" },
     out: { type: "string", valueName: "FILE", description: "labels CSV to write" },
     json: { type: "boolean", description: "print a JSON summary on stdout", default: false },
   },
@@ -56,9 +57,11 @@ export default defineCommand({
     if (metric !== "euclidean" && metric !== "cosine") throw new UsageError(`--metric must be euclidean or cosine, got ${metric}`);
     const selection = stringOption(args, "selection")!;
     if (selection !== "eom" && selection !== "leaf") throw new UsageError(`--selection must be eom or leaf, got ${selection}`);
+    const method = stringOption(args, "method")!;
+    if (method !== "auto" && method !== "exact" && method !== "approximate") throw new UsageError(`--method must be auto, exact or approximate, got ${method}`);
     const points = /\.parquet$/i.test(input) ? await readPointsParquet(input, stringOption(args, "column")) : readPointsCsv(input);
     const started = performance.now();
-    const result = await hdbscan(points.data, { dim: points.dim, minClusterSize, minSamples: numberOption(args, "min-samples"), metric, clusterSelection: selection });
+    const result = await hdbscan(points.data, { dim: points.dim, minClusterSize, minSamples: numberOption(args, "min-samples"), metric, clusterSelection: selection, method, log: (line) => io.stderr.write(`${line}\n`) });
     const seconds = (performance.now() - started) / 1000;
     const lines = ["label,probability"];
     for (let i = 0; i < points.n; i++) lines.push(`${result.labels[i]},${result.probabilities[i]!.toFixed(6)}`);

@@ -9,9 +9,10 @@
  * Prints a Markdown table per part plus the growth exponent (log time ratio / log size ratio).
  *   node --import tsx bench/scale-100k.ts [--part images|reports|all] [--sizes 10000,30000,100000]
  *        [--reports 200000] [--distinct 4000] [--image-size 32] [--dir DIR]
+ *   node --import tsx bench/scale-100k.ts --phase tables --dir DIR   # tables from every run kept in DIR
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -38,6 +39,7 @@ interface StageRun {
   stage: string;
   rows: number;
   seconds: number;
+  cpuSeconds: number;
   peakRssMiB: number;
   load: number;
   note: string;
@@ -51,6 +53,12 @@ function child(args: string[]): StageRun {
   return run;
 }
 
+/** CPU seconds of this process, all threads (ORT and libuv's pool included): on a machine shared with other jobs, the part of the wall time that was ours. */
+function cpuSeconds(): number {
+  const usage = process.resourceUsage();
+  return (usage.userCPUTime + usage.systemCPUTime) / 1e6;
+}
+
 /** Child: one stage of the pipeline (its inputs cached by the previous children). */
 async function runStage(pipelineFile: string, stage: string): Promise<void> {
   const { loadPipelineFile } = await import("../src/pipeline/spec.js");
@@ -62,7 +70,9 @@ async function runStage(pipelineFile: string, stage: string): Promise<void> {
   const summary = s.summary as Record<string, unknown>;
   const rows = Number(summary.rows ?? summary.pairedSamples ?? summary.ingested ?? 0);
   const note = stage === "prototypes" ? `${summary.pairedSamples} pairs, ${summary.surrogateLabels} labels, ${summary.prototypes} prototypes` : "";
-  process.stdout.write(`${JSON.stringify({ stage, rows, seconds: s.seconds, peakRssMiB: process.resourceUsage().maxRSS / 1024, note })}\n`);
+  const line = JSON.stringify({ stage, rows, seconds: s.seconds, cpuSeconds: cpuSeconds(), peakRssMiB: process.resourceUsage().maxRSS / 1024, note, load: os.loadavg()[0] });
+  appendFileSync(path.join(path.dirname(pipelineFile), "runs.jsonl"), `${line}\n`);
+  process.stdout.write(`${line}\n`);
 }
 
 /** Child: the prototypes stage on a generated embeddings.parquet, through the stage's own run. */
@@ -90,7 +100,9 @@ async function runPrototypesOnEmbeddings(embedDir: string, method: string): Prom
   } as never)) as Record<string, unknown>;
   const seconds = (performance.now() - started) / 1000;
   const path_ = logs.find((l) => l.startsWith("hdbscan:")) ?? "";
-  process.stdout.write(`${JSON.stringify({ stage: `prototypes (${method})`, rows: summary.pairedSamples, seconds, peakRssMiB: process.resourceUsage().maxRSS / 1024, note: `${path_.replace(/^hdbscan: /, "")}; ${summary.surrogateLabels} labels, ${summary.noise} noise, ${summary.prototypes} prototypes` })}\n`);
+  const line = JSON.stringify({ stage: `prototypes (${method})`, rows: summary.pairedSamples, seconds, cpuSeconds: cpuSeconds(), peakRssMiB: process.resourceUsage().maxRSS / 1024, note: `${path_.replace(/^hdbscan: /, "")}; ${summary.surrogateLabels} labels, ${summary.noise} noise, ${summary.prototypes} prototypes`, load: os.loadavg()[0] });
+  appendFileSync(path.join(path.dirname(embedDir), "runs.jsonl"), `${line}\n`);
+  process.stdout.write(`${line}\n`);
 }
 
 /** n report embeddings (512-d): `distinct` texts around 60 topics, repeated with skewed counts (distinct = n: no repetition). */
@@ -129,28 +141,38 @@ async function writeReportEmbeddings(dir: string, n: number, distinct: number): 
 }
 
 function table(title: string, runs: StageRun[]): string {
-  const lines = [`### ${title}`, "", "| stage | rows | wall s | ms / row | peak RSS MiB | load avg | note |", "|---|---|---|---|---|---|---|"];
-  for (const r of runs) lines.push(`| ${r.stage} | ${r.rows.toLocaleString("en-US")} | ${r.seconds.toFixed(1)} | ${((1000 * r.seconds) / Math.max(1, r.rows)).toFixed(3)} | ${r.peakRssMiB.toFixed(0)} | ${r.load.toFixed(1)} | ${r.note} |`);
+  const lines = [`### ${title}`, "", "| stage | rows | wall s | CPU s | CPU ms / row | peak RSS MiB | load avg | note |", "|---|---|---|---|---|---|---|---|"];
+  for (const r of runs) lines.push(`| ${r.stage} | ${r.rows.toLocaleString("en-US")} | ${r.seconds.toFixed(1)} | ${r.cpuSeconds.toFixed(1)} | ${((1000 * r.cpuSeconds) / Math.max(1, r.rows)).toFixed(3)} | ${r.peakRssMiB.toFixed(0)} | ${r.load.toFixed(1)} | ${r.note} |`);
   return lines.join("\n");
 }
 
 function growth(runs: StageRun[]): string {
   const byStage = new Map<string, StageRun[]>();
   for (const r of runs) byStage.set(r.stage, [...(byStage.get(r.stage) ?? []), r]);
-  const lines = ["", "| stage | time exponent (first -> last size) | ms/row last / first |", "|---|---|---|"];
+  const lines = ["", "| stage | CPU-time exponent (first -> last size) | CPU ms/row last / first |", "|---|---|---|"];
   for (const [stage, list] of byStage) {
     if (list.length < 2) continue;
     const a = list[0]!;
     const b = list[list.length - 1]!;
-    const exponent = Math.log(b.seconds / a.seconds) / Math.log(b.rows / a.rows);
-    lines.push(`| ${stage} | ${exponent.toFixed(2)} | ${(b.seconds / b.rows / (a.seconds / a.rows)).toFixed(2)}x |`);
+    const exponent = Math.log(b.cpuSeconds / a.cpuSeconds) / Math.log(b.rows / a.rows);
+    lines.push(`| ${stage} | ${exponent.toFixed(2)} | ${(b.cpuSeconds / b.rows / (a.cpuSeconds / a.rows)).toFixed(2)}x |`);
   }
   return lines.join("\n");
+}
+
+/** Tables from the runs.jsonl files the children append to under `dir` (runs split over several invocations). */
+function printTables(dir: string): void {
+  const read = (file: string) => (existsSync(file) ? readFileSync(file, "utf8").trim().split("\n").filter(Boolean).map((l) => JSON.parse(l) as StageRun) : []);
+  const sizes = readdirSync(dir).filter((d) => d.startsWith("images-")).sort((a, b) => Number(a.slice(7)) - Number(b.slice(7)));
+  const images = sizes.flatMap((d) => read(path.join(dir, d, "runs.jsonl")));
+  const reports = readdirSync(dir).filter((d) => d.startsWith("reports-")).sort().flatMap((d) => read(path.join(dir, d, "runs.jsonl")));
+  console.log([table("images: ingest -> embed (builtin) -> prototypes", images), growth(images), table("prototypes alone on report embeddings (512-d)", reports)].join("\n\n"));
 }
 
 async function main(): Promise<void> {
   if (values.phase === "stage") return runStage(values.pipeline!, values.stage!);
   if (values.phase === "prototypes") return runPrototypesOnEmbeddings(values.embed!, values.method!);
+  if (values.phase === "tables") return printTables(values.dir!);
   const root = values.dir ?? mkdtempSync(path.join(os.tmpdir(), "prolearn-scale-100k-"));
   console.error(`working in ${root}; ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, load ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`);
   const out: string[] = [];

@@ -1,4 +1,4 @@
-import { nearestRows } from "./distances.js";
+import { forEachDistanceBlock, nearestRows } from "./distances.js";
 import { mulberry32 } from "../util/random.js";
 
 /**
@@ -40,19 +40,18 @@ function squaredDistance(rows: Float32Array, i: number, centroids: Float32Array,
  * the nearest centre so far. Plain k-means++ puts two centres in one group often enough (1 run
  * in 7 on five 24-d blobs here) that restarts alone do not cure it.
  */
-export function seedCentroids(rows: Float32Array, n: number, width: number, k: number, random: () => number): Float32Array {
+export async function seedCentroids(rows: Float32Array, n: number, width: number, k: number, random: () => number): Promise<Float32Array> {
   const centroids = new Float32Array(k * width);
   const nearest = new Float64Array(n);
-  const trial = new Float64Array(n);
-  const bestTrial = new Float64Array(n);
   const candidates = 2 + Math.floor(Math.log(k));
+  const trial = new Float64Array(n * candidates);
   const first = Math.floor(random() * n);
   centroids.set(rows.subarray(first * width, (first + 1) * width), 0);
   let potential = 0;
   for (let i = 0; i < n; i++) potential += nearest[i] = squaredDistance(rows, i, centroids, 0, width);
+  const picks = new Int32Array(candidates);
+  const picked = new Float32Array(candidates * width);
   for (let c = 1; c < k; c++) {
-    let bestPick = -1;
-    let bestPotential = Infinity;
     for (let t = 0; t < candidates; t++) {
       let pick = Math.floor(random() * n);
       if (potential > 0) {
@@ -66,24 +65,40 @@ export function seedCentroids(rows: Float32Array, n: number, width: number, k: n
           }
         }
       }
-      centroids.set(rows.subarray(pick * width, (pick + 1) * width), c * width);
+      picks[t] = pick;
+      picked.set(rows.subarray(pick * width, (pick + 1) * width), t * width);
+    }
+    await squaredDistancesTo(rows, n, picked, candidates, width, trial);
+    let best = 0;
+    let bestPotential = Infinity;
+    for (let t = 0; t < candidates; t++) {
       let sum = 0;
-      for (let i = 0; i < n; i++) sum += trial[i] = Math.min(nearest[i]!, squaredDistance(rows, i, centroids, c, width));
+      for (let i = 0; i < n; i++) sum += Math.min(nearest[i]!, trial[i * candidates + t]!);
       if (sum < bestPotential) {
         bestPotential = sum;
-        bestPick = pick;
-        bestTrial.set(trial);
+        best = t;
       }
     }
-    centroids.set(rows.subarray(bestPick * width, (bestPick + 1) * width), c * width);
-    nearest.set(bestTrial);
+    centroids.set(picked.subarray(best * width, (best + 1) * width), c * width);
+    for (let i = 0; i < n; i++) nearest[i] = Math.min(nearest[i]!, trial[i * candidates + best]!);
     potential = bestPotential;
   }
   return centroids;
 }
 
+/** n x m squared distances into `out`: plain loops for small work, ORT's MatMul beyond (one call instead of n x m x width JS steps). */
+async function squaredDistancesTo(rows: Float32Array, n: number, targets: Float32Array, m: number, width: number, out: Float64Array): Promise<void> {
+  if (n * m * width <= 1 << 20) {
+    for (let i = 0; i < n; i++) for (let t = 0; t < m; t++) out[i * m + t] = squaredDistance(rows, i, targets, t, width);
+    return;
+  }
+  await forEachDistanceBlock(rows, n, targets, m, width, "euclidean", (start, blockRows, block) => {
+    for (let r = 0; r < blockRows * m; r++) out[start * m + r] = block[r]! * block[r]!;
+  });
+}
+
 async function lloyd(rows: Float32Array, n: number, width: number, k: number, seed: number, maxIterations: number): Promise<KmeansResult> {
-  const centroids = seedCentroids(rows, n, width, k, mulberry32(seed));
+  const centroids = await seedCentroids(rows, n, width, k, mulberry32(seed));
   let clusters: Int32Array = new Int32Array(n).fill(-1);
   const sums = new Float64Array(k * width);
   const counts = new Int32Array(k);

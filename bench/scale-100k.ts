@@ -96,6 +96,7 @@ async function runPrototypesOnEmbeddings(embedDir: string, method: string): Prom
     resources: {},
     emit: () => undefined,
     log: (message: string) => void logs.push(message),
+    warn: (code: string, message: string) => void logs.push(`warning ${code}: ${message}`),
     signal: new AbortController().signal,
   } as never)) as Record<string, unknown>;
   const seconds = (performance.now() - started) / 1000;

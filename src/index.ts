@@ -15,7 +15,7 @@ export { METRICS_TABLE, PER_IMAGE_TABLE, EXAMPLES_TABLE } from "./evaluate/table
 export { createEncoder, type EncoderConfig, type EncoderKind } from "./embed/factory.js";
 export type { Encoder, TokenFeatures } from "./embed/encoder.js";
 export { writeRunReport, ensureRunReport, gatherReport, renderReportHtml, type ReportModel, type ReportOptions } from "./report/index.js";
-export { hdbscan, hdbscanFromDistances, type HdbscanOptions, type HdbscanResult } from "./prototypes/hdbscan.js";
+export { hdbscan, hdbscanFromDistances, type HdbscanOptions, type HdbscanResult, type HdbscanMethod, type ScalingOptions } from "./prototypes/hdbscan.js";
 export { PrototypeSpace, type QueryOptions, type QueryResult } from "./prototypes/psa.js";
 export { ArtifactRegistry, type ArtifactVersion } from "./prototypes/registry.js";
 export { initTrainingBackend, probeTrainingBackends, type TrainingBackendInfo, type TrainingBackendOptions, type BackendProbe } from "./tfjs/backends.js";

@@ -18,11 +18,28 @@ export interface KmeansResult {
 
 export async function kmeans(rows: Float32Array, n: number, width: number, k: number, options: { seed: number; restarts: number; maxIterations?: number }): Promise<KmeansResult> {
   let best: KmeansResult | undefined;
+  // Small sets (most labels of templated reports): the squared distances between rows, once for
+  // all restarts, so seeding reads candidates' distances instead of recomputing n x width each.
+  const pairwise = n <= SMALL_SET ? pairwiseSquared(rows, n, width) : undefined;
   for (let r = 0; r < Math.max(1, options.restarts); r++) {
-    const result = await lloyd(rows, n, width, Math.min(k, n), options.seed * 1000 + r + 1, options.maxIterations ?? 100);
+    const result = await lloyd(rows, n, width, Math.min(k, n), options.seed * 1000 + r + 1, options.maxIterations ?? 100, pairwise);
     if (!best || result.inertia < best.inertia) best = result;
   }
   return best!;
+}
+
+const SMALL_SET = 128;
+
+function pairwiseSquared(rows: Float32Array, n: number, width: number): Float64Array {
+  const out = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = i + 1; j < n; j++) {
+      const d = squaredDistance(rows, i, rows, j, width);
+      out[i * n + j] = d;
+      out[j * n + i] = d;
+    }
+  }
+  return out;
 }
 
 function squaredDistance(rows: Float32Array, i: number, centroids: Float32Array, c: number, width: number): number {
@@ -40,7 +57,7 @@ function squaredDistance(rows: Float32Array, i: number, centroids: Float32Array,
  * the nearest centre so far. Plain k-means++ puts two centres in one group often enough (1 run
  * in 7 on five 24-d blobs here) that restarts alone do not cure it.
  */
-export async function seedCentroids(rows: Float32Array, n: number, width: number, k: number, random: () => number): Promise<Float32Array> {
+export async function seedCentroids(rows: Float32Array, n: number, width: number, k: number, random: () => number, pairwise?: Float64Array): Promise<Float32Array> {
   const centroids = new Float32Array(k * width);
   const nearest = new Float64Array(n);
   const candidates = 2 + Math.floor(Math.log(k));
@@ -48,7 +65,7 @@ export async function seedCentroids(rows: Float32Array, n: number, width: number
   const first = Math.floor(random() * n);
   centroids.set(rows.subarray(first * width, (first + 1) * width), 0);
   let potential = 0;
-  for (let i = 0; i < n; i++) potential += nearest[i] = squaredDistance(rows, i, centroids, 0, width);
+  for (let i = 0; i < n; i++) potential += nearest[i] = pairwise ? pairwise[i * n + first]! : squaredDistance(rows, i, centroids, 0, width);
   const picks = new Int32Array(candidates);
   const picked = new Float32Array(candidates * width);
   for (let c = 1; c < k; c++) {
@@ -68,7 +85,9 @@ export async function seedCentroids(rows: Float32Array, n: number, width: number
       picks[t] = pick;
       picked.set(rows.subarray(pick * width, (pick + 1) * width), t * width);
     }
-    await squaredDistancesTo(rows, n, picked, candidates, width, trial);
+    if (pairwise) {
+      for (let i = 0; i < n; i++) for (let t = 0; t < candidates; t++) trial[i * candidates + t] = pairwise[i * n + picks[t]!]!;
+    } else await squaredDistancesTo(rows, n, picked, candidates, width, trial);
     let best = 0;
     let bestPotential = Infinity;
     for (let t = 0; t < candidates; t++) {
@@ -97,8 +116,8 @@ async function squaredDistancesTo(rows: Float32Array, n: number, targets: Float3
   });
 }
 
-async function lloyd(rows: Float32Array, n: number, width: number, k: number, seed: number, maxIterations: number): Promise<KmeansResult> {
-  const centroids = await seedCentroids(rows, n, width, k, mulberry32(seed));
+async function lloyd(rows: Float32Array, n: number, width: number, k: number, seed: number, maxIterations: number, pairwise?: Float64Array): Promise<KmeansResult> {
+  const centroids = await seedCentroids(rows, n, width, k, mulberry32(seed), pairwise);
   let clusters: Int32Array = new Int32Array(n).fill(-1);
   const sums = new Float64Array(k * width);
   const counts = new Int32Array(k);

@@ -109,7 +109,7 @@ async function runPrototypesOnEmbeddings(embedDir: string, method: string): Prom
 /** n report embeddings (512-d): `distinct` texts around 60 topics, repeated with skewed counts (distinct = n: no repetition). */
 async function writeReportEmbeddings(dir: string, n: number, distinct: number): Promise<void> {
   const { blobs, withRepetition } = await import("../test/prototypes/blobs.js");
-  const { embeddingVector } = await import("../src/embed/arrow-columns.js");
+  const { embeddingVector } = await import("../src/io/tables.js");
   const { writeParquetBatches } = await import("../src/io/parquet.js");
   const dim = 512;
   const base = blobs({ points: distinct, dim, blobs: 60, seed: 5, noiseShare: 0.03, separation: 1.5 });

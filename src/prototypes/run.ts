@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { DataError, StageError } from "../errors.js";
 import { writeParquetFile } from "../io/parquet.js";
-import { readTable } from "../io/tables.js";
+import { readTable, withTable } from "../io/tables.js";
 import { EMBEDDINGS_TABLE } from "../embed/tables.js";
 import { SAMPLES_TABLE } from "../ingest/tables.js";
 import type { StageContext } from "../pipeline/stage.js";
@@ -17,40 +17,68 @@ import type { PrototypesParams } from "./stage.js";
 import { mulberry32 } from "../util/random.js";
 import { centredCosinePerRow, mean, ownReportAucPerRow, standardError } from "./retrieval.js";
 
-interface EmbeddingRows {
-  ids: string[];
-  split: string[];
-  available: Uint8Array;
-  images: Float32Array;
-  texts: Float32Array;
-  textValid: Uint8Array;
+/** Rows a slice of embeddings.parquet holds; one slice of every column read is in memory at a time. */
+const SLICE_ROWS = 4096;
+
+interface PairedRows {
   dim: number;
+  train: PairedSamples;
+  validation: PairedSamples;
+  /** Available reports whose text embedding is all zero (left out). */
+  emptyTexts: number;
 }
 
-async function readEmbeddings(file: string): Promise<EmbeddingRows> {
-  const table = await readTable(EMBEDDINGS_TABLE, file, ["id", "split", "report_available", "image_embedding", "text_embedding"]);
-  const { image_embedding: image, text_embedding: text } = table;
-  if (image.dim !== text.dim && text.valid.includes(1)) throw new DataError(`image (${image.dim}-d) and text (${text.dim}-d) embeddings differ in width`, { location: { file } });
-  return {
-    ids: table.id,
-    split: table.split,
-    available: Uint8Array.from(table.report_available, (v) => (v ? 1 : 0)),
-    images: image.values,
-    texts: text.dim === image.dim ? text.values : new Float32Array(image.values.length),
-    textValid: text.valid,
-    dim: image.dim,
-  };
-}
-
-function select(rows: EmbeddingRows, indices: number[]): PairedSamples {
-  const { dim } = rows;
-  const images = new Float32Array(indices.length * dim);
-  const texts = new Float32Array(indices.length * dim);
-  indices.forEach((i, r) => {
-    images.set(rows.images.subarray(i * dim, (i + 1) * dim), r * dim);
-    texts.set(rows.texts.subarray(i * dim, (i + 1) * dim), r * dim);
+/**
+ * Reads the training and validation pairs from embeddings.parquet in slices through the table
+ * reader: a first pass over ids, splits and text embeddings picks the rows, a second copies only
+ * those rows' embeddings, so memory holds the kept pairs and one slice, never the whole table.
+ */
+async function readPairedRows(file: string): Promise<PairedRows> {
+  return withTable(EMBEDDINGS_TABLE, file, async (reader) => {
+    const kept = new Int8Array(reader.numRows); // 1 train, 2 val, 0 neither
+    const ids: [string[], string[]] = [[], []];
+    let emptyTexts = 0;
+    for await (const { offset, rows } of reader.slices(["id", "split", "report_available", "text_embedding"], SLICE_ROWS)) {
+      const text = rows.text_embedding;
+      for (let r = 0; r < rows.numRows; r++) {
+        if (!rows.report_available[r] || !text.valid[r]) continue;
+        // An all-zero text embedding (a report with no known token) carries no text to cluster or compare.
+        let norm = 0;
+        for (let k = 0; k < text.dim; k++) norm += text.values[r * text.dim + k]! ** 2;
+        if (!(norm > 0)) {
+          emptyTexts++;
+          continue;
+        }
+        const which = rows.split[r] === "train" ? 1 : rows.split[r] === "val" ? 2 : 0;
+        if (which === 0) continue;
+        kept[offset + r] = which;
+        ids[which - 1]!.push(rows.id[r]!);
+      }
+    }
+    let dim = -1;
+    let train: PairedSamples = { ids: ids[0], dim: 0, images: new Float32Array(0), texts: new Float32Array(0) };
+    let validation: PairedSamples = { ids: ids[1], dim: 0, images: new Float32Array(0), texts: new Float32Array(0) };
+    const filled = [0, 0];
+    for await (const { offset, rows } of reader.slices(["image_embedding", "text_embedding"], SLICE_ROWS)) {
+      const { image_embedding: image, text_embedding: text } = rows;
+      if (dim < 0) {
+        dim = image.dim;
+        train = { ids: ids[0], dim, images: new Float32Array(ids[0].length * dim), texts: new Float32Array(ids[0].length * dim) };
+        validation = { ids: ids[1], dim, images: new Float32Array(ids[1].length * dim), texts: new Float32Array(ids[1].length * dim) };
+      }
+      if (image.dim !== dim && image.valid.includes(1)) throw new DataError(`image embeddings change width from ${dim} to ${image.dim} at row ${offset}`, { location: { file, row: offset } });
+      if (text.dim !== dim && text.valid.includes(1)) throw new DataError(`image (${dim}-d) and text (${text.dim}-d) embeddings differ in width`, { location: { file } });
+      for (let r = 0; r < rows.numRows; r++) {
+        const which = kept[offset + r]!;
+        if (which === 0) continue;
+        const target = which === 1 ? train : validation;
+        const row = filled[which - 1]!++;
+        target.images.set(image.values.subarray(r * dim, (r + 1) * dim), row * dim);
+        target.texts.set(text.values.subarray(r * dim, (r + 1) * dim), row * dim);
+      }
+    }
+    return { dim: Math.max(dim, 0), train, validation, emptyTexts };
   });
-  return { ids: indices.map((i) => rows.ids[i]!), dim, images, texts };
 }
 
 async function readReports(file: string, ids: string[]): Promise<(string | null)[]> {
@@ -207,27 +235,15 @@ export async function runPrototypes(ctx: StageContext<PrototypesParams>) {
   const params = ctx.params;
   const seed = params.seed ?? ctx.pipeline.dataset.seed;
   const embeddingsFile = upstreamFile(ctx, "embed", "embeddings.parquet");
-  const rows = await readEmbeddings(embeddingsFile);
-  const train: number[] = [];
-  const validation: number[] = [];
-  let emptyTexts = 0;
-  for (let i = 0; i < rows.ids.length; i++) {
-    if (!rows.available[i] || !rows.textValid[i]) continue;
-    // An all-zero text embedding (a report with no known token) carries no text to cluster or compare.
-    let norm = 0;
-    for (let k = 0; k < rows.dim; k++) norm += rows.texts[i * rows.dim + k]! ** 2;
-    if (!(norm > 0)) {
-      emptyTexts++;
-      continue;
-    }
-    if (rows.split[i] === "train") train.push(i);
-    else if (rows.split[i] === "val") validation.push(i);
-  }
+  const rows = await readPairedRows(embeddingsFile);
+  const { emptyTexts } = rows;
+  const train = rows.train.ids;
+  const validation = rows.validation.ids;
   if (emptyTexts > 0) ctx.log(`${emptyTexts} report(s) have an all-zero text embedding and are left out`, "warn");
   if (train.length === 0) {
     throw new StageError("prototypes", "no training row has an available report with a text embedding", { location: { file: embeddingsFile }, hint: "raise dataset.textAvailability, or check that the embed stage embedded the reports" });
   }
-  const samples = select(rows, train);
+  const samples = rows.train;
   if (params.mode === "zones-mean") {
     if (!ctx.inputs.ingest) throw new StageError("prototypes", "mode zones-mean reads the report texts from the ingest stage, which is not in the pipeline", { hint: "add `ingest: {}` under stages" });
     samples.reports = await readReports(upstreamFile(ctx, "ingest", "samples.parquet"), samples.ids);
@@ -277,7 +293,7 @@ export async function runPrototypes(ctx: StageContext<PrototypesParams>) {
     usefulness = { samples: 0, skipped: "no validation sample has an available report with a text embedding" };
     ctx.warn("usefulness-check-skipped", `the usefulness check did not run: ${usefulness.skipped}`);
   } else {
-    usefulness = usefulnessCheck(space, p.queries, p.responses, samples.texts, select(rows, validation), { topK: params.topK, temperature: params.temperature, seed });
+    usefulness = usefulnessCheck(space, p.queries, p.responses, samples.texts, rows.validation, { topK: params.topK, temperature: params.temperature, seed });
     ctx.log(formatUsefulness(usefulness), usefulness.passed ? "info" : "warn");
     if (!usefulness.passed && params.onUseless === "warn") {
       ctx.warn("prototypes-not-useful", `on ${usefulness.samples} validation samples PSA's approximation does not find an image's own report better than its shuffled copy (own-report AUC ${usefulness.ownReportAuc.toFixed(4)} vs ${usefulness.shuffled.ownReportAuc.toFixed(4)}, centred cosine ${usefulness.centredCosine.toFixed(4)} vs ${usefulness.shuffled.centredCosine.toFixed(4)})`, {

@@ -20,7 +20,7 @@ import { centredCosinePerRow, mean, ownReportAucPerRow, standardError } from "./
 /** Rows a slice of embeddings.parquet holds; one slice of every column read is in memory at a time. */
 const SLICE_ROWS = 4096;
 
-interface PairedRows {
+export interface PairedRows {
   dim: number;
   train: PairedSamples;
   validation: PairedSamples;
@@ -33,12 +33,12 @@ interface PairedRows {
  * reader: a first pass over ids, splits and text embeddings picks the rows, a second copies only
  * those rows' embeddings, so memory holds the kept pairs and one slice, never the whole table.
  */
-async function readPairedRows(file: string): Promise<PairedRows> {
+export async function readPairedRows(file: string, sliceRows = SLICE_ROWS): Promise<PairedRows> {
   return withTable(EMBEDDINGS_TABLE, file, async (reader) => {
     const kept = new Int8Array(reader.numRows); // 1 train, 2 val, 0 neither
     const ids: [string[], string[]] = [[], []];
     let emptyTexts = 0;
-    for await (const { offset, rows } of reader.slices(["id", "split", "report_available", "text_embedding"], SLICE_ROWS)) {
+    for await (const { offset, rows } of reader.slices(["id", "split", "report_available", "text_embedding"], sliceRows)) {
       const text = rows.text_embedding;
       for (let r = 0; r < rows.numRows; r++) {
         if (!rows.report_available[r] || !text.valid[r]) continue;
@@ -59,7 +59,7 @@ async function readPairedRows(file: string): Promise<PairedRows> {
     let train: PairedSamples = { ids: ids[0], dim: 0, images: new Float32Array(0), texts: new Float32Array(0) };
     let validation: PairedSamples = { ids: ids[1], dim: 0, images: new Float32Array(0), texts: new Float32Array(0) };
     const filled = [0, 0];
-    for await (const { offset, rows } of reader.slices(["image_embedding", "text_embedding"], SLICE_ROWS)) {
+    for await (const { offset, rows } of reader.slices(["image_embedding", "text_embedding"], sliceRows)) {
       const { image_embedding: image, text_embedding: text } = rows;
       if (dim < 0) {
         dim = image.dim;

@@ -32,7 +32,7 @@ export type PrototypesParams = z.output<typeof prototypesParams>;
 
 export const prototypesStage = defineStage({
   name: "prototypes",
-  version: "1",
+  version: "2",
   description: "Prototype space (PSA): surrogate labels, K-means sub-clusters, nearest-sample query/response prototypes; published as a versioned artifact.",
   params: prototypesParams,
   inputs: ["embed"],

@@ -24,7 +24,7 @@ const GOLDEN_KEYS: Record<StageName, string> = {
   guide: "a763da9d8975a7ed533b0039c8b6e1dc",
   filter: "6939fdd4c35a1c05d8cf3a9cc42e6620",
   embed: "35b4b24c0a4839c12d903c7c1f2870f0",
-  prototypes: "c7908bece4a550576327302362f0856e",
+  prototypes: "10d2fc29ed89a5b9a9480ec1580790f7",
   train: "0daff734648f77669a5ef5dcd11a60b5",
   evaluate: "9a0c3be915bd2db03bc74fac3da8df31",
 };

@@ -49,7 +49,9 @@ async function runChild(): Promise<void> {
   const load = <T>(file: string) => import(pathToFileURL(path.join(repo, file)).href) as Promise<T>;
   const { STAGES } = await load<{ STAGES: unknown }>("src/stages.ts");
   const { loadPipelineFile } = await load<{ loadPipelineFile: (file: string, registry: unknown) => unknown }>("src/pipeline/spec.ts");
-  const { runPipeline } = await load<{ runPipeline: (pipeline: unknown, options: Record<string, unknown>) => Promise<ChildReport & { stages: ChildReport["stages"] }> }>("src/pipeline/engine.ts");
+  const { runPipeline } = await load<{
+    runPipeline: (pipeline: unknown, options: Record<string, unknown>) => Promise<ChildReport & { stages: ChildReport["stages"] }>;
+  }>("src/pipeline/engine.ts");
   const { InProcessExecutor } = await load<{ InProcessExecutor: new (registry: unknown, concurrency: number) => unknown }>("src/pipeline/executor.ts");
   // The stage would import these on its first shard; loading them first keeps module code out of
   // the difference between "loaded" and "peak".
@@ -61,7 +63,12 @@ async function runChild(): Promise<void> {
   const onEvent = (event: { kind: string; stage?: string }) => {
     if (event.kind === "progress" && event.stage === "embed") shardsPeakRssMiB = process.resourceUsage().maxRSS / 1024;
   };
-  const result = await runPipeline(loadPipelineFile(values.pipeline!, STAGES), { registry: STAGES, executor: new InProcessExecutor(STAGES, 1), onEvent, ...(values.until ? { until: values.until } : {}) });
+  const result = await runPipeline(loadPipelineFile(values.pipeline!, STAGES), {
+    registry: STAGES,
+    executor: new InProcessExecutor(STAGES, 1),
+    onEvent,
+    ...(values.until ? { until: values.until } : {}),
+  });
   const report: ChildReport = {
     status: result.status,
     stages: result.stages.map((s) => ({ name: s.name, status: s.status, seconds: s.seconds, ...(s.error ? { error: String(s.error) } : {}) })),
@@ -104,7 +111,11 @@ async function main(): Promise<void> {
       mkdirSync(path.dirname(data), { recursive: true });
       const started = performance.now();
       // Generated with this checkout's CLI, so both versions see the very same files.
-      const out = execFileSync(process.execPath, ["--import", "tsx", path.join(BENCH_REPO, "src/cli/main.ts"), "fixtures", "qata-cov19", "--out", data, "--n", String(n), "--size", String(size)], { cwd: BENCH_REPO, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
+      const out = execFileSync(
+        process.execPath,
+        ["--import", "tsx", path.join(BENCH_REPO, "src/cli/main.ts"), "fixtures", "qata-cov19", "--out", data, "--n", String(n), "--size", String(size)],
+        { cwd: BENCH_REPO, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] },
+      );
       writeFileSync(fixtureInfo, out);
       console.error(`generated ${n} pairs in ${((performance.now() - started) / 1000).toFixed(0)} s`);
     }
@@ -114,7 +125,10 @@ async function main(): Promise<void> {
     const pipelineFile = (name: string, rows: number) => {
       const file = path.join(work, `${name}.yaml`);
       const reports = fixtures.reports ? `, reports: ${JSON.stringify(fixtures.reports)}` : "";
-      writeFileSync(file, `name: bench-embed-memory\nworkdir: wd-${name}\ndataset: { kind: qata-cov19, root: ${JSON.stringify(fixtures.root)}${reports} }\nstages:\n  ingest: {}\n  embed: { encoder: builtin, shardRows: ${rows} }\n`);
+      writeFileSync(
+        file,
+        `name: bench-embed-memory\nworkdir: wd-${name}\ndataset: { kind: qata-cov19, root: ${JSON.stringify(fixtures.root)}${reports} }\nstages:\n  ingest: {}\n  embed: { encoder: builtin, shardRows: ${rows} }\n`,
+      );
       return file;
     };
 
@@ -134,15 +148,24 @@ async function main(): Promise<void> {
       rmSync(path.join(work, `wd-rows-${r}`), { recursive: true, force: true });
     }
 
-    const load = os.loadavg().map((l) => l.toFixed(1)).join(", ");
+    const load = os
+      .loadavg()
+      .map((l) => l.toFixed(1))
+      .join(", ");
     console.log(`code: ${repo} at ${git("rev-parse", "--short", "HEAD")} (${git("log", "-1", "--format=%s").slice(0, 70)})`);
-    console.log(`machine: ${os.cpus().length} x ${os.cpus()[0]?.model ?? "cpu"}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}; load average at the end ${load}`);
-    console.log(`data: ${n} generated ${size}x${size} QaTa-like pairs; samples.parquet ${samplesMiB.toFixed(1)} MiB; ingest ${ingest.stages[0]!.seconds.toFixed(0)} s, peak RSS ${ingest.peakRssMiB.toFixed(0)} MiB`);
+    console.log(
+      `machine: ${os.cpus().length} x ${os.cpus()[0]?.model ?? "cpu"}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}; load average at the end ${load}`,
+    );
+    console.log(
+      `data: ${n} generated ${size}x${size} QaTa-like pairs; samples.parquet ${samplesMiB.toFixed(1)} MiB; ingest ${ingest.stages[0]!.seconds.toFixed(0)} s, peak RSS ${ingest.peakRssMiB.toFixed(0)} MiB`,
+    );
     console.log("| shardRows | shards | embed wall s | RSS with modules loaded | peak through the shards | embed peak RSS (with merge) |");
     console.log("|---|---|---|---|---|---|");
     for (const { shardRows: r, report } of rows) {
       const embed = report.stages.find((s) => s.name === "embed")!;
-      console.log(`| ${r} | ${Math.ceil(n / r)} | ${embed.seconds.toFixed(0)} | ${report.loadedRssMiB.toFixed(0)} MiB | ${report.shardsPeakRssMiB === null ? "-" : `${report.shardsPeakRssMiB.toFixed(0)} MiB`} | ${report.peakRssMiB.toFixed(0)} MiB |`);
+      console.log(
+        `| ${r} | ${Math.ceil(n / r)} | ${embed.seconds.toFixed(0)} | ${report.loadedRssMiB.toFixed(0)} MiB | ${report.shardsPeakRssMiB === null ? "-" : `${report.shardsPeakRssMiB.toFixed(0)} MiB`} | ${report.peakRssMiB.toFixed(0)} MiB |`,
+      );
     }
   } finally {
     if (!values.keep) rmSync(work, { recursive: true, force: true });

@@ -24,7 +24,10 @@ const ANNOTATION = path.join(REAL, "qata-cov19/QaTa/prompts/annotation.json");
 async function loadImages(n: number): Promise<{ images: Uint8Array[]; source: string }> {
   if (existsSync(IMAGES_DIR)) {
     const names = (await readdir(IMAGES_DIR)).sort().slice(0, n);
-    return { images: await Promise.all(names.map(async (f) => new Uint8Array(await readFile(path.join(IMAGES_DIR, f))))), source: `${names.length} real QaTa 224x224 PNGs` };
+    return {
+      images: await Promise.all(names.map(async (f) => new Uint8Array(await readFile(path.join(IMAGES_DIR, f))))),
+      source: `${names.length} real QaTa 224x224 PNGs`,
+    };
   }
   return { images: await Promise.all(Array.from({ length: n }, (_, i) => blobImage(i))), source: `${n} generated 224x224 PNGs` };
 }
@@ -34,7 +37,10 @@ async function loadTexts(n: number): Promise<{ texts: string[]; source: string }
     const data = JSON.parse(await readFile(ANNOTATION, "utf8")) as Record<string, { caption: string }[]>;
     return { texts: data.train!.slice(0, n).map((r) => r.caption), source: `${n} real QaTa captions` };
   }
-  return { texts: Array.from({ length: n }, (_, i) => `Unilateral pulmonary infection, one infected area, lower left lung ${i}.`), source: `${n} generated captions` };
+  return {
+    texts: Array.from({ length: n }, (_, i) => `Unilateral pulmonary infection, one infected area, lower left lung ${i}.`),
+    source: `${n} generated captions`,
+  };
 }
 
 async function rate(count: number, run: () => Promise<unknown>): Promise<number> {

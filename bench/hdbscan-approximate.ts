@@ -18,7 +18,18 @@ import { parseArgs } from "node:util";
 import { adjustedRandIndex } from "../src/prototypes/ari.js";
 import { benchPoints } from "./hdbscan.js";
 
-const { values } = parseArgs({ options: { n: { type: "string", default: "20000" }, part: { type: "string", default: "all" }, phase: { type: "string" }, input: { type: "string" }, method: { type: "string" }, metric: { type: "string" }, mcs: { type: "string" }, out: { type: "string" } } });
+const { values } = parseArgs({
+  options: {
+    n: { type: "string", default: "20000" },
+    part: { type: "string", default: "all" },
+    phase: { type: "string" },
+    input: { type: "string" },
+    method: { type: "string" },
+    metric: { type: "string" },
+    mcs: { type: "string" },
+    out: { type: "string" },
+  },
+});
 const SELF = import.meta.filename;
 const repoRoot = path.resolve(path.dirname(SELF), "..");
 const realData = process.env.PROLEARN_REAL_DATA ?? path.resolve(repoRoot, "../shared/data");
@@ -39,10 +50,22 @@ async function runPath(): Promise<void> {
   const data = new Float32Array(bytes.buffer.slice(bytes.byteOffset + 4, bytes.byteOffset + bytes.length));
   const lines: string[] = [];
   const started = performance.now();
-  const result = await hdbscan(data, { dim, minClusterSize: Number(values.mcs), metric: values.metric as "cosine" | "euclidean", method: values.method as "exact" | "approximate", log: (l) => lines.push(l) });
+  const result = await hdbscan(data, {
+    dim,
+    minClusterSize: Number(values.mcs),
+    metric: values.metric as "cosine" | "euclidean",
+    method: values.method as "exact" | "approximate",
+    log: (l) => lines.push(l),
+  });
   const seconds = (performance.now() - started) / 1000;
   writeFileSync(values.out!, Buffer.from(result.labels.buffer));
-  const run: PathRun = { seconds, peakRssMiB: process.resourceUsage().maxRSS / 1024, clusters: result.numClusters, noise: result.labels.filter((l) => l < 0).length, log: lines.join("; ") };
+  const run: PathRun = {
+    seconds,
+    peakRssMiB: process.resourceUsage().maxRSS / 1024,
+    clusters: result.numClusters,
+    noise: result.labels.filter((l) => l < 0).length,
+    log: lines.join("; "),
+  };
   process.stdout.write(`${JSON.stringify(run)}\n`);
 }
 
@@ -54,11 +77,17 @@ function compare(name: string, data: Float32Array, dim: number, metric: string, 
   const runs: Record<string, PathRun & { labels: Int32Array }> = {};
   for (const method of ["exact", "approximate"]) {
     const out = path.join(dir, `${name}-${metric}-${method}.labels`);
-    const stdout = execFileSync(process.execPath, ["--import", "tsx", SELF, "--phase", "path", "--input", input, "--method", method, "--metric", metric, "--mcs", String(mcs), "--out", out], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
+    const stdout = execFileSync(
+      process.execPath,
+      ["--import", "tsx", SELF, "--phase", "path", "--input", input, "--method", method, "--metric", metric, "--mcs", String(mcs), "--out", out],
+      { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] },
+    );
     const run = JSON.parse(stdout.trim().split("\n").pop()!) as PathRun;
     const raw = readFileSync(out);
     runs[method] = { ...run, labels: new Int32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length)) };
-    console.error(`${name} ${metric} ${method}: ${run.seconds.toFixed(1)} s, ${run.peakRssMiB.toFixed(0)} MiB, ${run.clusters} clusters, ${run.noise} noise (${run.log}); load ${os.loadavg()[0]!.toFixed(1)}`);
+    console.error(
+      `${name} ${metric} ${method}: ${run.seconds.toFixed(1)} s, ${run.peakRssMiB.toFixed(0)} MiB, ${run.clusters} clusters, ${run.noise} noise (${run.log}); load ${os.loadavg()[0]!.toFixed(1)}`,
+    );
   }
   const ari = adjustedRandIndex(runs.exact!.labels, runs.approximate!.labels);
   const n = data.length / dim;
@@ -71,7 +100,16 @@ async function reportEmbeddings(): Promise<{ data: Float32Array; dim: number; n:
   const lvitCsv = path.join(realData, "qata-cov19/prompt-lvit/train.csv");
   const annotation = path.join(realData, "qata-cov19/QaTa/prompts/annotation.json");
   if (!existsSync(lvitCsv) || !existsSync(annotation)) return `real QaTa text not found under ${realData}`;
-  const lvit = readFileSync(lvitCsv, "utf8").split(/\r?\n/).slice(1).filter(Boolean).map((line) => line.slice(line.indexOf(",") + 1).replace(/^"|"$/g, "").replace(/""/g, '"'));
+  const lvit = readFileSync(lvitCsv, "utf8")
+    .split(/\r?\n/)
+    .slice(1)
+    .filter(Boolean)
+    .map((line) =>
+      line
+        .slice(line.indexOf(",") + 1)
+        .replace(/^"|"$/g, "")
+        .replace(/""/g, '"'),
+    );
   const sgseg = (JSON.parse(readFileSync(annotation, "utf8")) as { train: { caption: string }[] }).train.map((r) => r.caption);
   const texts = [...sgseg, ...lvit];
   const { BuiltinEncoder } = await import("../src/embed/builtin.js");
@@ -83,8 +121,16 @@ async function reportEmbeddings(): Promise<{ data: Float32Array; dim: number; n:
 async function main(): Promise<void> {
   if (values.phase === "path") return runPath();
   const dir = mkdtempSync(path.join(os.tmpdir(), "prolearn-hdbscan-approx-"));
-  console.error(`${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, load ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`);
-  const rows = ["| data | points | metric | minClusterSize | ARI approx vs exact | clusters exact / approx | noise exact / approx | seconds exact / approx | peak RSS MiB exact / approx |", "|---|---|---|---|---|---|---|---|---|"];
+  console.error(
+    `${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, load ${os
+      .loadavg()
+      .map((l) => l.toFixed(1))
+      .join(" ")}`,
+  );
+  const rows = [
+    "| data | points | metric | minClusterSize | ARI approx vs exact | clusters exact / approx | noise exact / approx | seconds exact / approx | peak RSS MiB exact / approx |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ];
   if (values.part !== "reports") {
     const n = Number(values.n);
     const points = benchPoints(n);

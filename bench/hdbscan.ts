@@ -69,7 +69,9 @@ async function child(kind: string, n: number): Promise<void> {
   let noise = 0;
   // Modules load before the clock starts (for both); creating ONNX Runtime's session is counted.
   const { hdbscan } = await import("../src/prototypes/hdbscan.js");
-  const { HDBSCAN } = (await import("hdbscan-ts")) as unknown as { HDBSCAN: new (o: { minClusterSize: number; minSamples: number }) => { fit(d: number[][]): number[] } };
+  const { HDBSCAN } = (await import("hdbscan-ts")) as unknown as {
+    HDBSCAN: new (o: { minClusterSize: number; minSamples: number }) => { fit(d: number[][]): number[] };
+  };
   const start = performance.now();
   if (kind === "ours") {
     const result = await hdbscan(points, { dim: DIM, minClusterSize: MIN_CLUSTER_SIZE });
@@ -92,16 +94,30 @@ function runChild(kind: string, n: number): ChildResult {
 }
 
 function runR(n: number): { seconds: number; clusters: number } | string {
-  if (spawnSync("Rscript", ["-e", "suppressPackageStartupMessages(library(dbscan))"], { stdio: "ignore" }).status !== 0) return "Rscript with dbscan not installed (apt r-cran-dbscan)";
+  if (spawnSync("Rscript", ["-e", "suppressPackageStartupMessages(library(dbscan))"], { stdio: "ignore" }).status !== 0)
+    return "Rscript with dbscan not installed (apt r-cran-dbscan)";
   const dir = mkdtempSync(path.join(os.tmpdir(), "prolearn-bench-r-"));
   try {
     const points = benchPoints(n);
     const lines: string[] = [];
     for (let i = 0; i < n; i++) lines.push(Array.from(points.subarray(i * DIM, (i + 1) * DIM)).join(","));
     writeFileSync(path.join(dir, "points.csv"), lines.join("\n") + "\n");
-    const log = execFileSync("Rscript", [path.join(repoRoot, "test/prototypes/reference/make-reference.R"), path.join(dir, "points.csv"), String(MIN_CLUSTER_SIZE), "euclidean", path.join(dir, "labels.txt")], { encoding: "utf8" });
+    const log = execFileSync(
+      "Rscript",
+      [
+        path.join(repoRoot, "test/prototypes/reference/make-reference.R"),
+        path.join(dir, "points.csv"),
+        String(MIN_CLUSTER_SIZE),
+        "euclidean",
+        path.join(dir, "labels.txt"),
+      ],
+      { encoding: "utf8" },
+    );
     const seconds = Number(/elapsed ([\d.]+)/.exec(log)?.[1]);
-    const labels = execFileSync("cat", [path.join(dir, "labels.txt")], { encoding: "utf8" }).trim().split("\n").map(Number);
+    const labels = execFileSync("cat", [path.join(dir, "labels.txt")], { encoding: "utf8" })
+      .trim()
+      .split("\n")
+      .map(Number);
     return { seconds, clusters: new Set(labels.filter((l) => l >= 0)).size };
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -115,11 +131,18 @@ async function main(): Promise<void> {
   const sizesArg = args.indexOf("--sizes");
   const sizes = sizesArg >= 0 ? args[sizesArg + 1]!.split(",").map(Number) : [500, 1000, 2000, 5716, 20000];
   console.log(`HDBSCAN bench: ${DIM}-d blobs + 10% noise, minClusterSize = minSamples = ${MIN_CLUSTER_SIZE}, euclidean`);
-  console.log(`machine: ${os.cpus().length} x ${os.cpus()[0]?.model ?? "cpu"}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}, load ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`);
+  console.log(
+    `machine: ${os.cpus().length} x ${os.cpus()[0]?.model ?? "cpu"}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}, load ${os
+      .loadavg()
+      .map((l) => l.toFixed(1))
+      .join(" ")}`,
+  );
   for (const n of [1000, 2000]) {
     const out = execFileSync(process.execPath, ["--import", "tsx", self, "--child", "distances", String(n)], { cwd: repoRoot, encoding: "utf8" });
     const d = JSON.parse(out.trim().split("\n").pop()!) as { ortSeconds: number; jsSeconds: number; maxDiff: number };
-    console.log(`distance matrix n=${n}: ORT Gemm blocks ${d.ortSeconds.toFixed(3)} s, plain JS ${d.jsSeconds.toFixed(3)} s -> x${(d.jsSeconds / d.ortSeconds).toFixed(1)} (max |diff| ${d.maxDiff.toExponential(1)})`);
+    console.log(
+      `distance matrix n=${n}: ORT Gemm blocks ${d.ortSeconds.toFixed(3)} s, plain JS ${d.jsSeconds.toFixed(3)} s -> x${(d.jsSeconds / d.ortSeconds).toFixed(1)} (max |diff| ${d.maxDiff.toExponential(1)})`,
+    );
   }
   const theirs = new Map<number, number>();
   for (const n of sizes) {
@@ -142,7 +165,10 @@ async function main(): Promise<void> {
     }
     if (n === 5716) {
       const r = runR(n);
-      line += typeof r === "string" ? `  | R: skipped (${r})` : `  | R dbscan::hdbscan ${r.seconds.toFixed(1)} s (${r.clusters} clusters) -> ours at ${((100 * ours.seconds) / r.seconds).toFixed(1)}% of R's time`;
+      line +=
+        typeof r === "string"
+          ? `  | R: skipped (${r})`
+          : `  | R dbscan::hdbscan ${r.seconds.toFixed(1)} s (${r.clusters} clusters) -> ours at ${((100 * ours.seconds) / r.seconds).toFixed(1)}% of R's time`;
     }
     console.log(line);
   }

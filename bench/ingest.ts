@@ -23,7 +23,15 @@ import { ingestParamsSchema, ingestStage } from "../src/ingest/stage.js";
 import type { StageContext } from "../src/pipeline/stage.js";
 import type { IngestParams } from "../src/ingest/stage.js";
 
-const { values } = parseArgs({ options: { n: { type: "string", default: "10000" }, concurrency: { type: "string", default: "4" }, repeat: { type: "string", default: "2" }, phase: { type: "string" }, root: { type: "string" } } });
+const { values } = parseArgs({
+  options: {
+    n: { type: "string", default: "10000" },
+    concurrency: { type: "string", default: "4" },
+    repeat: { type: "string", default: "2" },
+    phase: { type: "string" },
+    root: { type: "string" },
+  },
+});
 const n = Number(values.n);
 const concurrency = Number(values.concurrency);
 const repeat = Number(values.repeat);
@@ -36,8 +44,13 @@ async function decodeOnly(root: string): Promise<number> {
   const queue = new PQueue({ concurrency });
   for (const name of images) {
     void queue.add(async () => {
-      await sharp(await readFile(path.join(root, "images", name))).raw().toBuffer();
-      await sharp(await readFile(path.join(root, "masks", `mask_${name}`))).greyscale().raw().toBuffer();
+      await sharp(await readFile(path.join(root, "images", name)))
+        .raw()
+        .toBuffer();
+      await sharp(await readFile(path.join(root, "masks", `mask_${name}`)))
+        .greyscale()
+        .raw()
+        .toBuffer();
     });
   }
   await queue.onIdle();
@@ -69,7 +82,13 @@ async function ingest(root: string): Promise<number> {
   const ctx: StageContext<IngestParams> = {
     stage: "ingest",
     version: ingestStage.version,
-    pipeline: { name: "bench", baseDir: work, workdir: work, dataset: { kind: "qata-cov19", root, layout: "auto", reportKey: "p6", textAvailability: 1, seed: 42 }, stages: {} },
+    pipeline: {
+      name: "bench",
+      baseDir: work,
+      workdir: work,
+      dataset: { kind: "qata-cov19", root, layout: "auto", reportKey: "p6", textAvailability: 1, seed: 42 },
+      stages: {},
+    },
     params: ingestParamsSchema.parse({ concurrency }),
     inputs: {},
     outDir: mkdtempSync(path.join(work, "out-")),
@@ -101,7 +120,9 @@ async function ingest(root: string): Promise<number> {
 
 /** The kernel's high-water mark of this process's resident set (VmHWM starts afresh at exec, unlike ru_maxrss). */
 function vmHwmMiB(): number {
-  const line = readFileSync("/proc/self/status", "utf8").split("\n").find((l) => l.startsWith("VmHWM:"));
+  const line = readFileSync("/proc/self/status", "utf8")
+    .split("\n")
+    .find((l) => l.startsWith("VmHWM:"));
   return line ? Number(line.split(/\s+/)[1]) / 1024 : NaN;
 }
 
@@ -125,7 +146,8 @@ if (values.phase) {
   const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
   const cpu = process.cpuUsage();
   const start = performance.now();
-  const count = values.phase === "decode" ? await decodeOnly(values.root!) : values.phase === "joined" ? await decodeJoinedOnly(values.root!) : await ingest(values.root!);
+  const count =
+    values.phase === "decode" ? await decodeOnly(values.root!) : values.phase === "joined" ? await decodeJoinedOnly(values.root!) : await ingest(values.root!);
   const seconds = (performance.now() - start) / 1000;
   const used = process.cpuUsage(cpu);
   clearInterval(sampler);
@@ -139,11 +161,24 @@ if (values.phase) {
     await writeFixtureDataset({ kind: "qata-cov19", layout: "prolearn", out: root, n, seed: 1, size: 224 });
     console.error(`generated ${n} pairs in ${((performance.now() - t) / 1000).toFixed(1)} s at ${root}`);
   }
-  const run = (phase: string) => JSON.parse(execFileSync(process.execPath, ["--import", "tsx", path.resolve(import.meta.dirname, "ingest.ts"), "--phase", phase, "--root", root, "--concurrency", String(concurrency)], { encoding: "utf8" })) as PhaseResult;
+  const run = (phase: string) =>
+    JSON.parse(
+      execFileSync(
+        process.execPath,
+        ["--import", "tsx", path.resolve(import.meta.dirname, "ingest.ts"), "--phase", phase, "--root", root, "--concurrency", String(concurrency)],
+        { encoding: "utf8" },
+      ),
+    ) as PhaseResult;
   // Warm the page cache so both measurements read from memory.
   for (const dir of ["images", "masks", "reports"]) for (const f of readdirSync(path.join(root, dir))) readFileSync(path.join(root, dir, f));
-  const load = () => os.loadavg().map((l) => l.toFixed(2)).join(" ");
-  console.log(`machine: ${os.cpus().length} x ${os.cpus()[0]?.model}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}, sharp ${sharp.versions.sharp}, concurrency ${concurrency}, ${n} pairs`);
+  const load = () =>
+    os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(" ");
+  console.log(
+    `machine: ${os.cpus().length} x ${os.cpus()[0]?.model}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}, sharp ${sharp.versions.sharp}, concurrency ${concurrency}, ${n} pairs`,
+  );
   console.log(`load average before: ${load()}`);
   const ratios: number[] = [];
   const strictRatios: number[] = [];
@@ -158,11 +193,21 @@ if (values.phase) {
     ratios.push(ingestRate / decodeRate);
     strictRatios.push(ingestRate / joinedRate);
     worstRss = Math.max(worstRss, full.maxRssMiB, full.vmHwmMiB);
-    const stepText = Object.entries(full.steps).map(([k, v]) => `${k} ${v.toFixed(1)} s`).join(", ");
-    console.log(`run ${r + 1}: decode-only        ${decodeRate.toFixed(0)} pairs/s (${decode.seconds.toFixed(1)} s, cpu ${decode.cpuSeconds.toFixed(1)} s, peak RSS ${decode.maxRssMiB.toFixed(0)} MiB)`);
-    console.log(`       joined decode-only ${joinedRate.toFixed(0)} pairs/s (${joined.seconds.toFixed(1)} s, cpu ${joined.cpuSeconds.toFixed(1)} s, peak RSS ${joined.maxRssMiB.toFixed(0)} MiB)`);
-    console.log(`       ingest             ${ingestRate.toFixed(0)} pairs/s (${full.seconds.toFixed(1)} s: ${stepText}; cpu ${full.cpuSeconds.toFixed(1)} s, peak RSS ${full.maxRssMiB.toFixed(0)} MiB sampled, VmHWM ${full.vmHwmMiB.toFixed(0)} MiB)`);
-    console.log(`       ingest / decode-only ${(ingestRate / decodeRate).toFixed(2)}, ingest / joined decode-only ${(ingestRate / joinedRate).toFixed(2)}; load average now ${load()}`);
+    const stepText = Object.entries(full.steps)
+      .map(([k, v]) => `${k} ${v.toFixed(1)} s`)
+      .join(", ");
+    console.log(
+      `run ${r + 1}: decode-only        ${decodeRate.toFixed(0)} pairs/s (${decode.seconds.toFixed(1)} s, cpu ${decode.cpuSeconds.toFixed(1)} s, peak RSS ${decode.maxRssMiB.toFixed(0)} MiB)`,
+    );
+    console.log(
+      `       joined decode-only ${joinedRate.toFixed(0)} pairs/s (${joined.seconds.toFixed(1)} s, cpu ${joined.cpuSeconds.toFixed(1)} s, peak RSS ${joined.maxRssMiB.toFixed(0)} MiB)`,
+    );
+    console.log(
+      `       ingest             ${ingestRate.toFixed(0)} pairs/s (${full.seconds.toFixed(1)} s: ${stepText}; cpu ${full.cpuSeconds.toFixed(1)} s, peak RSS ${full.maxRssMiB.toFixed(0)} MiB sampled, VmHWM ${full.vmHwmMiB.toFixed(0)} MiB)`,
+    );
+    console.log(
+      `       ingest / decode-only ${(ingestRate / decodeRate).toFixed(2)}, ingest / joined decode-only ${(ingestRate / joinedRate).toFixed(2)}; load average now ${load()}`,
+    );
   }
   const list = (xs: number[]) => xs.map((x) => x.toFixed(2)).join(", ");
   console.log(`ingest / decode-only: median ${median(ratios).toFixed(2)} of ${list(ratios)} (target >= 0.80)`);

@@ -35,11 +35,19 @@ for (let i = 0; i < args.length; i++) {
   overrides[key!] = parseValue(rest.join("="));
 }
 const pipeline = loadPipelineFile(path.resolve(import.meta.dirname, "../pipelines/kvasir-seg.yaml"), STAGES, overrides);
-console.log(`kvasir-seg benchmark: workdir ${pipeline.workdir}, load ${os.loadavg().map((l) => l.toFixed(2)).join(" ")} on ${os.cpus().length} x ${os.cpus()[0]?.model.trim()}`);
+console.log(
+  `kvasir-seg benchmark: workdir ${pipeline.workdir}, load ${os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(" ")} on ${os.cpus().length} x ${os.cpus()[0]?.model.trim()}`,
+);
 const result = await runPipeline(pipeline, {
   registry: STAGES,
   onEvent: (event) => {
-    if (event.kind === "stage-end") console.log(`  ${event.result.name.padEnd(10)} ${event.result.status.padEnd(6)} ${event.result.seconds.toFixed(1).padStart(7)} s${event.result.error ? `  ${event.result.error}` : ""}`);
+    if (event.kind === "stage-end")
+      console.log(
+        `  ${event.result.name.padEnd(10)} ${event.result.status.padEnd(6)} ${event.result.seconds.toFixed(1).padStart(7)} s${event.result.error ? `  ${event.result.error}` : ""}`,
+      );
   },
 });
 if (result.status !== "ok") {
@@ -54,12 +62,24 @@ const evaluate = result.stages.find((s) => s.name === "evaluate")!.summary as {
 };
 const train = result.stages.find((s) => s.name === "train")!.summary as Record<string, unknown>;
 const rows = [["ProLearn", evaluate.prolearn] as const, ...(evaluate.baseline ? [["U-Net baseline", evaluate.baseline] as const] : [])];
-console.log(`\ntest images ${evaluate.testImages}, text availability ${evaluate.textAvailability}, train images ${String(train.trainImages)} (${String(train.pairedImages)} with reports); run ${result.seconds.toFixed(1)} s`);
+console.log(
+  `\ntest images ${evaluate.testImages}, text availability ${evaluate.textAvailability}, train images ${String(train.trainImages)} (${String(train.pairedImages)} with reports); run ${result.seconds.toFixed(1)} s`,
+);
 console.log("model            Dice    mIoU    Dice(pooled)  IoU(pooled)");
-for (const [name, m] of rows) console.log(`${name.padEnd(15)}  ${m.dice!.toFixed(4)}  ${m.iou!.toFixed(4)}  ${m.dicePooled!.toFixed(4).padStart(12)}  ${m.iouPooled!.toFixed(4).padStart(11)}`);
+for (const [name, m] of rows)
+  console.log(
+    `${name.padEnd(15)}  ${m.dice!.toFixed(4)}  ${m.iou!.toFixed(4)}  ${m.dicePooled!.toFixed(4).padStart(12)}  ${m.iouPooled!.toFixed(4).padStart(11)}`,
+  );
 if (evaluate.baseline) console.log(`ratio ProLearn / baseline Dice: ${(evaluate.prolearn.dice! / evaluate.baseline.dice!).toFixed(3)}`);
 const outDir = process.env.PROLEARN_BENCH_OUT ?? path.resolve(import.meta.dirname, "out");
 await mkdir(outDir, { recursive: true });
 const file = path.join(outDir, "kvasir-metrics.json");
-await writeFile(file, JSON.stringify({ seconds: result.seconds, stages: result.stages.map((s) => ({ name: s.name, status: s.status, seconds: s.seconds })), evaluate, train }, null, 2) + "\n");
+await writeFile(
+  file,
+  JSON.stringify(
+    { seconds: result.seconds, stages: result.stages.map((s) => ({ name: s.name, status: s.status, seconds: s.seconds })), evaluate, train },
+    null,
+    2,
+  ) + "\n",
+);
 console.log(`metrics written to ${file}`);

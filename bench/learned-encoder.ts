@@ -68,7 +68,13 @@ async function measure(availability: number, embed: Record<string, unknown>): Pr
       if (e.kind === "log" && e.stage !== "ingest") console.error(`  ${e.stage}: ${e.message}`);
     },
   });
-  if (result.status !== "ok") throw new Error(result.stages.map((s) => s.error).filter(Boolean).join("\n"));
+  if (result.status !== "ok")
+    throw new Error(
+      result.stages
+        .map((s) => s.error)
+        .filter(Boolean)
+        .join("\n"),
+    );
   const embedResult = result.stages.find((s) => s.name === "embed")!;
   // biome-ignore lint/suspicious/noExplicitAny: stage summaries are free-form JSON, read here by key path
   const learned = embedResult.summary.learned as { head: string; selection: Record<string, any>; trunk: Record<string, any> } | undefined;
@@ -93,7 +99,9 @@ const print = (r: Row) =>
     `| ${Math.round(r.availability * 100)}% | ${r.encoder} | ${r.usefulness.samples} | **${f(r.usefulness.ownReportAuc)}** | ${f(r.usefulness.shuffled?.ownReportAuc)} | ${f(r.usefulness.centredCosine)} | ${f(r.usefulness.shuffled?.centredCosine)} | ${r.usefulness.passed ? "yes" : "no"} | ${f(r.cvAuc)} | ${f(r.seconds, 0)} s${r.trunkSeconds !== null ? ` (trunk ${f(r.trunkSeconds, 0)} s)` : ""} | ${r.load} |`,
   );
 console.log(`machine: ${os.cpus().length} x ${os.cpus()[0]?.model ?? "cpu"}, node ${process.version}; workdir ${values.workdir}`);
-console.log("| text | query encoder | val images | own-report AUC | shuffled | centred cosine | shuffled | passed | head CV AUC (paired train rows) | embed stage wall time | load avg (1 min) |");
+console.log(
+  "| text | query encoder | val images | own-report AUC | shuffled | centred cosine | shuffled | passed | head CV AUC (paired train rows) | embed stage wall time | load avg (1 min) |",
+);
 console.log("|---|---|---|---|---|---|---|---|---|---|---|");
 for (const availability of values.availability!.split(",").map(Number)) {
   for (const head of values.heads!.split(",").filter(Boolean)) {

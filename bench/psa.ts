@@ -14,7 +14,7 @@ const TOP_K = 3;
 
 function lcg(seed: number) {
   let s = seed >>> 0;
-  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296) - 0.5;
+  return () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296 - 0.5;
 }
 const random = lcg(1);
 const queries = Float32Array.from({ length: P * DIM }, random);
@@ -61,11 +61,15 @@ async function timeIt(label: string, batch: number, fn: () => unknown | Promise<
   const used = process.cpuUsage(cpu);
   const cpuUs = (used.user + used.system) / (reps * batch);
   // CPU time (all threads) per query is printed too: on a shared, loaded machine wall time overstates the work.
-  console.log(`  ${label.padEnd(34)} ${us.toFixed(2).padStart(9)} us/query wall  ${cpuUs.toFixed(2).padStart(9)} us/query CPU  ${(1e6 / us).toFixed(0).padStart(9)} queries/s`);
+  console.log(
+    `  ${label.padEnd(34)} ${us.toFixed(2).padStart(9)} us/query wall  ${cpuUs.toFixed(2).padStart(9)} us/query CPU  ${(1e6 / us).toFixed(0).padStart(9)} queries/s`,
+  );
   return us;
 }
 
-console.log(`PSA bench: ${P} prototypes x ${DIM}-d, top-${TOP_K}; ${os.cpus().length} x ${os.cpus()[0]?.model ?? "cpu"}, load ${os.loadavg()[0]!.toFixed(1)}, node ${process.version}`);
+console.log(
+  `PSA bench: ${P} prototypes x ${DIM}-d, top-${TOP_K}; ${os.cpus().length} x ${os.cpus()[0]?.model ?? "cpu"}, load ${os.loadavg()[0]!.toFixed(1)}, node ${process.version}`,
+);
 const space = new PrototypeSpace(queries, responses, DIM);
 for (const batch of [1, 1024]) {
   const images = Float32Array.from({ length: batch * DIM }, random);

@@ -56,7 +56,10 @@ function option(name: string, fallback: string): string {
 }
 
 const rowsArg = option("rows", "qata:0.01,qata:0.1,qata:0.5,kvasir:0.1");
-const encoders = option("encoder", "builtin").split(",").map((e) => e.trim()).filter(Boolean);
+const encoders = option("encoder", "builtin")
+  .split(",")
+  .map((e) => e.trim())
+  .filter(Boolean);
 const seeds = Number(option("seeds", "3"));
 const epochs = process.argv.includes("--epochs") ? Number(option("epochs", "")) : undefined;
 const outFile = path.resolve(option("out", path.join(process.env.PROLEARN_BENCH_OUT ?? path.join(import.meta.dirname, "out"), "real-psa.md")));
@@ -69,7 +72,8 @@ process.argv.forEach((arg, i) => {
 });
 const grid: Row[] = rowsArg.split(",").flatMap((spec) => {
   const [dataset, r] = spec.split(":");
-  if (!(dataset! in DATASETS) || !Number.isFinite(Number(r))) throw new Error(`--rows entries are dataset:availability with dataset qata or kvasir, got "${spec}"`);
+  if (!(dataset! in DATASETS) || !Number.isFinite(Number(r)))
+    throw new Error(`--rows entries are dataset:availability with dataset qata or kvasir, got "${spec}"`);
   return encoders.map((encoder) => ({ dataset: dataset as DatasetName, textAvailability: Number(r), encoder }));
 });
 if (!Number.isInteger(seeds) || seeds < 1) throw new Error(`--seeds must be a positive integer, got ${seeds}`);
@@ -115,7 +119,10 @@ async function runRow(row: Row): Promise<Outcome> {
     result = await runPipeline(pipeline, {
       registry: STAGES,
       onEvent: (event) => {
-        if (event.kind === "stage-end") console.log(`  ${event.result.name.padEnd(10)} ${event.result.status.padEnd(6)} ${event.result.seconds.toFixed(1).padStart(8)} s${event.result.error ? `  ${event.result.error}` : ""}`);
+        if (event.kind === "stage-end")
+          console.log(
+            `  ${event.result.name.padEnd(10)} ${event.result.status.padEnd(6)} ${event.result.seconds.toFixed(1).padStart(8)} s${event.result.error ? `  ${event.result.error}` : ""}`,
+          );
         if (event.kind === "log" && /usefulness|filter:|own-report:/.test(event.message)) console.log(`    ${event.message}`);
       },
     });
@@ -127,7 +134,11 @@ async function runRow(row: Row): Promise<Outcome> {
     const failed = result.stages.find((s) => s.status === "failed");
     return { ...row, status: "failed", error: failed ? `${failed.name}: ${failed.error ?? failed.reason}` : "the run failed", minutes };
   }
-  const evaluate = result.stages.find((s) => s.name === "evaluate")!.summary as { testImages: number; models: ({ name: (typeof MODELS)[number] } & Headline)[]; paired: { b: string; meanDiff: number; ci95: [number, number] }[] };
+  const evaluate = result.stages.find((s) => s.name === "evaluate")!.summary as {
+    testImages: number;
+    models: ({ name: (typeof MODELS)[number] } & Headline)[];
+    paired: { b: string; meanDiff: number; ci95: [number, number] }[];
+  };
   const dice: Outcome["dice"] = {};
   for (const name of MODELS) {
     const values = evaluate.models.filter((m) => m.name === name).map((m) => m.dice);
@@ -138,7 +149,16 @@ async function runRow(row: Row): Promise<Outcome> {
   }
   const prototypes = result.stages.find((s) => s.name === "prototypes")?.summary as { usefulness?: Record<string, unknown> } | undefined;
   const filter = result.stages.find((s) => s.name === "filter")?.summary as { decision?: string; trust?: { reason?: string } } | undefined;
-  return { ...row, status: "ok", minutes, testImages: evaluate.testImages, dice, paired: evaluate.paired, usefulness: prototypes?.usefulness ?? null, filter: filter ? { decision: filter.decision, reason: filter.trust?.reason } : null };
+  return {
+    ...row,
+    status: "ok",
+    minutes,
+    testImages: evaluate.testImages,
+    dice,
+    paired: evaluate.paired,
+    usefulness: prototypes?.usefulness ?? null,
+    filter: filter ? { decision: filter.decision, reason: filter.trust?.reason } : null,
+  };
 }
 
 const f3 = (x: number) => x.toFixed(3);
@@ -146,12 +166,27 @@ const signed = (x: number) => (Math.abs(x) < 5e-4 ? "+0.000" : `${x >= 0 ? "+" :
 
 /** The markdown table: Dice as seed mean ± sd; differences with their paired bootstrap 95% CI. */
 export function markdownTable(outcomes: readonly Outcome[]): string {
-  const header = ["dataset", "text", "encoder", "test images", ...MODELS.map((m) => `${m} Dice`), ...CONTROLS.map((m) => `ProLearn - ${m} [95% CI]`), "PSA own-report AUC", "filter", "minutes"];
+  const header = [
+    "dataset",
+    "text",
+    "encoder",
+    "test images",
+    ...MODELS.map((m) => `${m} Dice`),
+    ...CONTROLS.map((m) => `ProLearn - ${m} [95% CI]`),
+    "PSA own-report AUC",
+    "filter",
+    "minutes",
+  ];
   const lines = [`| ${header.join(" | ")} |`, `|${header.map(() => "---").join("|")}|`];
   for (const o of outcomes) {
     const text = `${+(o.textAvailability * 100).toFixed(2)}%`;
     if (o.status !== "ok") {
-      lines.push(`| ${DATASETS[o.dataset].label} | ${text} | ${o.encoder} | ${o.status}: ${(o.error ?? "").replace(/\|/g, "/").replace(/\n/g, " ")} |${header.slice(4).map(() => "").join(" |")} |`);
+      lines.push(
+        `| ${DATASETS[o.dataset].label} | ${text} | ${o.encoder} | ${o.status}: ${(o.error ?? "").replace(/\|/g, "/").replace(/\n/g, " ")} |${header
+          .slice(4)
+          .map(() => "")
+          .join(" |")} |`,
+      );
       continue;
     }
     const dice = MODELS.map((m) => (o.dice?.[m] ? `${f3(o.dice[m]!.mean)} ± ${f3(o.dice[m]!.sd)}` : "-"));
@@ -160,12 +195,19 @@ export function markdownTable(outcomes: readonly Outcome[]): string {
       return p && Number.isFinite(p.meanDiff) ? `${signed(p.meanDiff)} [${signed(p.ci95[0])}, ${signed(p.ci95[1])}]` : "-";
     });
     const auc = typeof o.usefulness?.ownReportAuc === "number" ? f3(o.usefulness.ownReportAuc) : "-";
-    lines.push(`| ${DATASETS[o.dataset].label} | ${text} | ${o.encoder} | ${o.testImages} | ${dice.join(" | ")} | ${diffs.join(" | ")} | ${auc} | ${o.filter?.decision ?? "-"} | ${o.minutes.toFixed(1)} |`);
+    lines.push(
+      `| ${DATASETS[o.dataset].label} | ${text} | ${o.encoder} | ${o.testImages} | ${dice.join(" | ")} | ${diffs.join(" | ")} | ${auc} | ${o.filter?.decision ?? "-"} | ${o.minutes.toFixed(1)} |`,
+    );
   }
   return lines.join("\n");
 }
 
-console.log(`real-data PSA benchmark: ${grid.length} rows, seeds ${seeds}${epochs !== undefined ? `, epochs capped at ${epochs}` : ""}, workdir ${workdir}, load ${os.loadavg().map((l) => l.toFixed(2)).join(" ")} on ${os.cpus().length} x ${os.cpus()[0]?.model.trim()}`);
+console.log(
+  `real-data PSA benchmark: ${grid.length} rows, seeds ${seeds}${epochs !== undefined ? `, epochs capped at ${epochs}` : ""}, workdir ${workdir}, load ${os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(" ")} on ${os.cpus().length} x ${os.cpus()[0]?.model.trim()}`,
+);
 await mkdir(path.dirname(outFile), { recursive: true });
 const outcomes: Outcome[] = [];
 for (const row of grid) {

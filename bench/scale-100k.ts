@@ -47,7 +47,11 @@ interface StageRun {
 
 function child(args: string[]): StageRun {
   const before = os.loadavg()[0]!;
-  const out = execFileSync(process.execPath, ["--import", "tsx", SELF, ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], maxBuffer: 1 << 26 });
+  const out = execFileSync(process.execPath, ["--import", "tsx", SELF, ...args], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"],
+    maxBuffer: 1 << 26,
+  });
   const run = JSON.parse(out.trim().split("\n").pop()!) as StageRun;
   run.load = Math.max(before, os.loadavg()[0]!);
   return run;
@@ -70,7 +74,15 @@ async function runStage(pipelineFile: string, stage: string): Promise<void> {
   const summary = s.summary as Record<string, unknown>;
   const rows = Number(summary.rows ?? summary.pairedSamples ?? summary.ingested ?? 0);
   const note = stage === "prototypes" ? `${summary.pairedSamples} pairs, ${summary.surrogateLabels} labels, ${summary.prototypes} prototypes` : "";
-  const line = JSON.stringify({ stage, rows, seconds: s.seconds, cpuSeconds: cpuSeconds(), peakRssMiB: process.resourceUsage().maxRSS / 1024, note, load: os.loadavg()[0] });
+  const line = JSON.stringify({
+    stage,
+    rows,
+    seconds: s.seconds,
+    cpuSeconds: cpuSeconds(),
+    peakRssMiB: process.resourceUsage().maxRSS / 1024,
+    note,
+    load: os.loadavg()[0],
+  });
   appendFileSync(path.join(path.dirname(pipelineFile), "runs.jsonl"), `${line}\n`);
   process.stdout.write(`${line}\n`);
 }
@@ -82,14 +94,22 @@ async function runPrototypesOnEmbeddings(embedDir: string, method: string): Prom
   const outDir = path.join(workdir, "out");
   mkdirSync(outDir, { recursive: true });
   const logs: string[] = [];
-  const pipeline = { name: "scale", baseDir: workdir, workdir, dataset: { kind: "qata-cov19", root: workdir, layout: "auto", textAvailability: 1, seed: 42 }, stages: {} };
+  const pipeline = {
+    name: "scale",
+    baseDir: workdir,
+    workdir,
+    dataset: { kind: "qata-cov19", root: workdir, layout: "auto", textAvailability: 1, seed: 42 },
+    stages: {},
+  };
   const started = performance.now();
   const summary = (await prototypesStage.run!({
     stage: "prototypes",
     version: prototypesStage.version,
     pipeline: pipeline as never,
     params: prototypesParams.parse({ hdbscan: { method: "auto", maxExactPoints: 16384 } }),
-    inputs: { embed: { stage: "embed", digest: "bench", dir: embedDir, files: { "embeddings.parquet": path.join(embedDir, "embeddings.parquet") }, summary: {} } },
+    inputs: {
+      embed: { stage: "embed", digest: "bench", dir: embedDir, files: { "embeddings.parquet": path.join(embedDir, "embeddings.parquet") }, summary: {} },
+    },
     outDir,
     tmpDir: os.tmpdir(),
     rowCache: () => ({ get: () => undefined, put: () => undefined }),
@@ -101,7 +121,15 @@ async function runPrototypesOnEmbeddings(embedDir: string, method: string): Prom
   } as never)) as Record<string, unknown>;
   const seconds = (performance.now() - started) / 1000;
   const path_ = logs.find((l) => l.startsWith("hdbscan:")) ?? "";
-  const line = JSON.stringify({ stage: `prototypes (${method})`, rows: summary.pairedSamples, seconds, cpuSeconds: cpuSeconds(), peakRssMiB: process.resourceUsage().maxRSS / 1024, note: `${path_.replace(/^hdbscan: /, "")}; ${summary.surrogateLabels} labels, ${summary.noise} noise, ${summary.prototypes} prototypes`, load: os.loadavg()[0] });
+  const line = JSON.stringify({
+    stage: `prototypes (${method})`,
+    rows: summary.pairedSamples,
+    seconds,
+    cpuSeconds: cpuSeconds(),
+    peakRssMiB: process.resourceUsage().maxRSS / 1024,
+    note: `${path_.replace(/^hdbscan: /, "")}; ${summary.surrogateLabels} labels, ${summary.noise} noise, ${summary.prototypes} prototypes`,
+    load: os.loadavg()[0],
+  });
   appendFileSync(path.join(path.dirname(embedDir), "runs.jsonl"), `${line}\n`);
   process.stdout.write(`${line}\n`);
 }
@@ -130,7 +158,10 @@ async function writeReportEmbeddings(dir: string, n: number, distinct: number): 
       const table = new Table({
         id: vectorFromArray(ids, new Utf8()),
         split: vectorFromArray(split, new Utf8()),
-        report_available: vectorFromArray(ids.map(() => true), new Bool()),
+        report_available: vectorFromArray(
+          ids.map(() => true),
+          new Bool(),
+        ),
         image_embedding: embeddingVector(images.subarray(start * dim, end * dim), dim),
         text_embedding: embeddingVector(texts.subarray(start * dim, end * dim), dim),
       });
@@ -143,7 +174,10 @@ async function writeReportEmbeddings(dir: string, n: number, distinct: number): 
 
 function table(title: string, runs: StageRun[]): string {
   const lines = [`### ${title}`, "", "| stage | rows | wall s | CPU s | CPU ms / row | peak RSS MiB | load avg | note |", "|---|---|---|---|---|---|---|---|"];
-  for (const r of runs) lines.push(`| ${r.stage} | ${r.rows.toLocaleString("en-US")} | ${r.seconds.toFixed(1)} | ${r.cpuSeconds.toFixed(1)} | ${((1000 * r.cpuSeconds) / Math.max(1, r.rows)).toFixed(3)} | ${r.peakRssMiB.toFixed(0)} | ${r.load.toFixed(1)} | ${r.note} |`);
+  for (const r of runs)
+    lines.push(
+      `| ${r.stage} | ${r.rows.toLocaleString("en-US")} | ${r.seconds.toFixed(1)} | ${r.cpuSeconds.toFixed(1)} | ${((1000 * r.cpuSeconds) / Math.max(1, r.rows)).toFixed(3)} | ${r.peakRssMiB.toFixed(0)} | ${r.load.toFixed(1)} | ${r.note} |`,
+    );
   return lines.join("\n");
 }
 
@@ -163,11 +197,27 @@ function growth(runs: StageRun[]): string {
 
 /** Tables from the runs.jsonl files the children append to under `dir` (runs split over several invocations). */
 function printTables(dir: string): void {
-  const read = (file: string) => (existsSync(file) ? readFileSync(file, "utf8").trim().split("\n").filter(Boolean).map((l) => JSON.parse(l) as StageRun) : []);
-  const sizes = readdirSync(dir).filter((d) => d.startsWith("images-")).sort((a, b) => Number(a.slice(7)) - Number(b.slice(7)));
+  const read = (file: string) =>
+    existsSync(file)
+      ? readFileSync(file, "utf8")
+          .trim()
+          .split("\n")
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as StageRun)
+      : [];
+  const sizes = readdirSync(dir)
+    .filter((d) => d.startsWith("images-"))
+    .sort((a, b) => Number(a.slice(7)) - Number(b.slice(7)));
   const images = sizes.flatMap((d) => read(path.join(dir, d, "runs.jsonl")));
-  const reports = readdirSync(dir).filter((d) => d.startsWith("reports-")).sort().flatMap((d) => read(path.join(dir, d, "runs.jsonl")));
-  console.log([table("images: ingest -> embed (builtin) -> prototypes", images), growth(images), table("prototypes alone on report embeddings (512-d)", reports)].join("\n\n"));
+  const reports = readdirSync(dir)
+    .filter((d) => d.startsWith("reports-"))
+    .sort()
+    .flatMap((d) => read(path.join(dir, d, "runs.jsonl")));
+  console.log(
+    [table("images: ingest -> embed (builtin) -> prototypes", images), growth(images), table("prototypes alone on report embeddings (512-d)", reports)].join(
+      "\n\n",
+    ),
+  );
 }
 
 async function main(): Promise<void> {
@@ -175,7 +225,12 @@ async function main(): Promise<void> {
   if (values.phase === "prototypes") return runPrototypesOnEmbeddings(values.embed!, values.method!);
   if (values.phase === "tables") return printTables(values.dir!);
   const root = values.dir ?? mkdtempSync(path.join(os.tmpdir(), "prolearn-scale-100k-"));
-  console.error(`working in ${root}; ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, load ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`);
+  console.error(
+    `working in ${root}; ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, load ${os
+      .loadavg()
+      .map((l) => l.toFixed(1))
+      .join(" ")}`,
+  );
   const out: string[] = [];
   if (values.part === "images" || values.part === "all") {
     const { writeFixtureDataset } = await import("../src/synthetic/index.js");
@@ -184,11 +239,21 @@ async function main(): Promise<void> {
       const dir = path.join(root, `images-${size}`);
       if (!existsSync(path.join(dir, "data"))) {
         const t = performance.now();
-        await writeFixtureDataset({ kind: "qata-cov19", layout: "prolearn", out: path.join(dir, "data"), n: size, seed: 1, size: Number(values["image-size"]) });
+        await writeFixtureDataset({
+          kind: "qata-cov19",
+          layout: "prolearn",
+          out: path.join(dir, "data"),
+          n: size,
+          seed: 1,
+          size: Number(values["image-size"]),
+        });
         console.error(`generated ${size} pairs in ${((performance.now() - t) / 1000).toFixed(0)} s`);
       }
       const pipelineFile = path.join(dir, "pipeline.yaml");
-      writeFileSync(pipelineFile, `name: scale\nworkdir: work\ndataset: { kind: qata-cov19, root: data, layout: prolearn, seed: 1 }\nstages:\n  ingest: {}\n  embed: { encoder: builtin }\n  prototypes: {}\n`);
+      writeFileSync(
+        pipelineFile,
+        `name: scale\nworkdir: work\ndataset: { kind: qata-cov19, root: data, layout: prolearn, seed: 1 }\nstages:\n  ingest: {}\n  embed: { encoder: builtin }\n  prototypes: {}\n`,
+      );
       for (const stage of ["ingest", "embed", "prototypes"]) {
         const run = child(["--phase", "stage", "--pipeline", pipelineFile, "--stage", stage]);
         console.error(`${size} ${stage}: ${run.seconds.toFixed(1)} s, ${run.peakRssMiB.toFixed(0)} MiB, load ${run.load.toFixed(1)} ${run.note}`);
@@ -200,7 +265,10 @@ async function main(): Promise<void> {
   if (values.part === "reports" || values.part === "all") {
     const n = Number(values.reports);
     const runs: StageRun[] = [];
-    for (const [name, distinct] of [["repeated", Number(values.distinct)], ["distinct", n]] as const) {
+    for (const [name, distinct] of [
+      ["repeated", Number(values.distinct)],
+      ["distinct", n],
+    ] as const) {
       const embedDir = path.join(root, `reports-${n}-${name}`, "embed");
       if (!existsSync(path.join(embedDir, "embeddings.parquet"))) await writeReportEmbeddings(embedDir, n, distinct);
       const run = child(["--phase", "prototypes", "--embed", embedDir, "--method", name]);

@@ -13,7 +13,9 @@ import { STAGES } from "../src/stages.js";
 import { startRedis } from "../test/helpers/redis.js";
 import { writeSyntheticDataset } from "../test/helpers/synthetic-dataset.js";
 
-const { values } = parseArgs({ options: { images: { type: "string", default: "2000" }, size: { type: "string", default: "224" }, "shard-rows": { type: "string", default: "250" } } });
+const { values } = parseArgs({
+  options: { images: { type: "string", default: "2000" }, size: { type: "string", default: "224" }, "shard-rows": { type: "string", default: "250" } },
+});
 const images = Number(values.images);
 const size = Number(values.size);
 const shardRows = Number(values["shard-rows"]);
@@ -25,7 +27,10 @@ const children: ChildProcess[] = [];
 
 function pipelineFile(name: string): string {
   const file = path.join(dir, `${name}.yaml`);
-  writeFileSync(file, `name: bench-scale\nworkdir: wd-${name}\ndataset: { kind: qata-cov19, root: data }\nstages:\n  ingest: { shardSize: 256 }\n  embed: { shardRows: ${shardRows} }\n`);
+  writeFileSync(
+    file,
+    `name: bench-scale\nworkdir: wd-${name}\ndataset: { kind: qata-cov19, root: data }\nstages:\n  ingest: { shardSize: 256 }\n  embed: { shardRows: ${shardRows} }\n`,
+  );
   return file;
 }
 
@@ -86,11 +91,19 @@ try {
   if (new Set([inProcess.digest, one.digest, two.digest]).size !== 1) throw new Error("embed digests differ between executors");
 
   console.log(`machine: ${cpus().length} x ${cpus()[0]?.model ?? "cpu"}, Node ${process.version}`);
-  console.log(`dataset: ${images} generated ${size}x${size} PNG images (+ masks, reports) in ${generateSeconds.toFixed(1)} s; ingest ${ingest.stages[0]!.seconds.toFixed(1)} s in-process`);
-  console.log(`embed: builtin encoder, shardRows ${shardRows} (${Math.ceil(images / shardRows)} shards); identical output digest ${inProcess.digest.slice(0, 12)} in all three runs`);
+  console.log(
+    `dataset: ${images} generated ${size}x${size} PNG images (+ masks, reports) in ${generateSeconds.toFixed(1)} s; ingest ${ingest.stages[0]!.seconds.toFixed(1)} s in-process`,
+  );
+  console.log(
+    `embed: builtin encoder, shardRows ${shardRows} (${Math.ceil(images / shardRows)} shards); identical output digest ${inProcess.digest.slice(0, 12)} in all three runs`,
+  );
   console.log("| executor | embed wall s | vs 1 worker |");
   console.log("|---|---|---|");
-  for (const [label, r] of [["in-process", inProcess], ["bullmq, 1 worker", one], ["bullmq, 2 workers", two]] as const) {
+  for (const [label, r] of [
+    ["in-process", inProcess],
+    ["bullmq, 1 worker", one],
+    ["bullmq, 2 workers", two],
+  ] as const) {
     console.log(`| ${label} | ${r.seconds.toFixed(2)} | ${(one.seconds / r.seconds).toFixed(2)}x |`);
   }
 } finally {

@@ -36,7 +36,10 @@ function stepper(config: ModelConfig): () => number {
   const batch: Batch = { size: batchSize, images, masks, guidance: config.guidance.kind === "vocab" ? { kind: "vocab", ids } : { kind: "none" } };
   return () => {
     const started = performance.now();
-    const { value, grads } = tf.variableGrads(() => diceBceLoss(segmenterForward(store, config, batch).logits, tf.tensor4d(masks, [batchSize, size, size, 1])), [...variables.values()]);
+    const { value, grads } = tf.variableGrads(
+      () => diceBceLoss(segmenterForward(store, config, batch).logits, tf.tensor4d(masks, [batchSize, size, size, 1])),
+      [...variables.values()],
+    );
     const named: Record<string, tf.Tensor> = {};
     for (const [name, v] of variables) named[name] = grads[v.name]!;
     optimizer.apply(variables, named, 1e-3);
@@ -59,7 +62,9 @@ for (let s = 0; s < steps + 1; s++) {
 setFusedOps(true);
 const median = (xs: number[]) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const m = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)])) as Record<keyof typeof runs, number>;
-console.log(`U-Net step on cpu, ${size}x${size}, base ${base}, depth ${depth}, batch ${batchSize}, ${words} words in ${slots} slots; median of ${steps}; load ${os.loadavg()[0]!.toFixed(2)} on ${os.cpus().length} cores`);
+console.log(
+  `U-Net step on cpu, ${size}x${size}, base ${base}, depth ${depth}, batch ${batchSize}, ${words} words in ${slots} slots; median of ${steps}; load ${os.loadavg()[0]!.toFixed(2)} on ${os.cpus().length} cores`,
+);
 console.log(`  guided, composite tfjs ops (baseline): ${m.composite.toFixed(0)} ms`);
 console.log(`  guided, fused model kernels:           ${m.fused.toFixed(0)} ms  (${(m.composite / m.fused).toFixed(1)}x faster)`);
 console.log(`  image-only, composite tfjs ops:        ${m.plainComposite.toFixed(0)} ms`);

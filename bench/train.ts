@@ -37,7 +37,10 @@ const batch = 4;
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 function torchReference(): string | undefined {
-  const candidates = [process.env.PROLEARN_SHARED && path.join(process.env.PROLEARN_SHARED, "reference", "unet_torch.py"), path.join(repoRoot, "..", "shared", "reference", "unet_torch.py")];
+  const candidates = [
+    process.env.PROLEARN_SHARED && path.join(process.env.PROLEARN_SHARED, "reference", "unet_torch.py"),
+    path.join(repoRoot, "..", "shared", "reference", "unet_torch.py"),
+  ];
   return candidates.find((c): c is string => Boolean(c && existsSync(c)));
 }
 
@@ -49,7 +52,12 @@ function torchReference(): string | undefined {
 function torchStep(script: string, size: number, cpuTime: boolean): { ms: number; threads: string; params: string } | { error: string } {
   const argv = [String(size), String(batch), String(steps)];
   const args = cpuTime
-    ? ["-c", "import sys, time, runpy; time.perf_counter = time.process_time; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')", script, ...argv]
+    ? [
+        "-c",
+        "import sys, time, runpy; time.perf_counter = time.process_time; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')",
+        script,
+        ...argv,
+      ]
     : [script, ...argv];
   const run = spawnSync("/usr/bin/python3", args, { encoding: "utf8", timeout: 30 * 60_000 });
   if (run.error) return { error: run.error.message };
@@ -63,10 +71,16 @@ function torchStep(script: string, size: number, cpuTime: boolean): { ms: number
 const info = await initTrainingBackend({ backend: "cpu" });
 const threads = info.threads ?? 1;
 const script = values["skip-torch"] ? undefined : torchReference();
-const load = os.loadavg().map((l) => l.toFixed(1)).join(" ");
-console.log(`machine: ${info.adapter}, cpu+fast on ${threads} thread(s), ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, load average ${load}`);
+const load = os
+  .loadavg()
+  .map((l) => l.toFixed(1))
+  .join(" ");
+console.log(
+  `machine: ${info.adapter}, cpu+fast on ${threads} thread(s), ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, load average ${load}`,
+);
 console.log(`batch ${batch}, ${steps} measured steps after 1 warm-up; ms = median wall time per step, cpu = median process CPU time per step (both sides)`);
-if (!script) console.log(values["skip-torch"] ? "PyTorch skipped (--skip-torch)" : "PyTorch reference not found (set PROLEARN_SHARED or check ../shared/reference)");
+if (!script)
+  console.log(values["skip-torch"] ? "PyTorch skipped (--skip-torch)" : "PyTorch reference not found (set PROLEARN_SHARED or check ../shared/reference)");
 
 const rows: string[] = [];
 const header = `${"size".padEnd(5)} ${"backend".padEnd(12)} ${"ms/step".padStart(9)} ${"torch ms".padStart(9)} ${"ratio".padStart(8)} | ${"cpu ms".padStart(8)} ${"torch cpu".padStart(9)} ${"cpu ratio".padStart(9)}`;
@@ -100,4 +114,9 @@ for (const size of sizes) {
   gemmWorkspace().setThreads(threads);
   if (torch && "threads" in torch) console.log(`  (PyTorch ${torch.threads} thread(s))`);
 }
-console.log(`load average after: ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`);
+console.log(
+  `load average after: ${os
+    .loadavg()
+    .map((l) => l.toFixed(1))
+    .join(" ")}`,
+);

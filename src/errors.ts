@@ -95,8 +95,10 @@ export class StageError extends ProlearnError {
   /** The failure of `stage` that `error` stands for: `error` itself when it already names that stage. */
   static of(stage: string, error: unknown): StageError {
     if (error instanceof StageError && error.stage === stage) return error;
-    if (error instanceof StageError) return new StageError(stage, `${error.stage}: ${error.detail}`, { location: error.location, hint: error.hint, cause: error, exitCode: error.exitCode });
-    if (error instanceof ProlearnError) return new StageError(stage, error.message, { location: error.location, hint: error.hint, cause: error, exitCode: error.exitCode });
+    if (error instanceof StageError)
+      return new StageError(stage, `${error.stage}: ${error.detail}`, { location: error.location, hint: error.hint, cause: error, exitCode: error.exitCode });
+    if (error instanceof ProlearnError)
+      return new StageError(stage, error.message, { location: error.location, hint: error.hint, cause: error, exitCode: error.exitCode });
     return new StageError(stage, (error as Error)?.message ?? String(error), { cause: error });
   }
 

@@ -110,7 +110,13 @@ export function commandHelp(spec: CommandSpec): string {
     lines.push("", "Options:");
     for (const [name, o] of Object.entries(spec.options)) {
       const flag = `${o.short ? `-${o.short}, ` : ""}--${name}${o.type !== "boolean" ? ` <${o.valueName ?? "value"}>` : ""}`;
-      const meta = [o.choices ? o.choices.join(" | ") : o.type, o.default !== undefined ? `default: ${String(o.default)}` : undefined, o.multiple ? "repeatable" : undefined].filter(Boolean).join(", ");
+      const meta = [
+        o.choices ? o.choices.join(" | ") : o.type,
+        o.default !== undefined ? `default: ${String(o.default)}` : undefined,
+        o.multiple ? "repeatable" : undefined,
+      ]
+        .filter(Boolean)
+        .join(", ");
       lines.push(`  ${flag.padEnd(30)} ${o.description} (${meta})`);
     }
   }

@@ -63,11 +63,16 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
         const given = argv[1] && !argv[1].startsWith("-") ? argv[1] : undefined;
         if (given) {
           const suggestion = didYouMean(given, subcommands);
-          throw new UsageError(`unknown subcommand "${argv[0]} ${given}"`, { hint: suggestion ? `did you mean "${argv[0]} ${suggestion}"?` : `one of: ${groups.join(", ")}` });
+          throw new UsageError(`unknown subcommand "${argv[0]} ${given}"`, {
+            hint: suggestion ? `did you mean "${argv[0]} ${suggestion}"?` : `one of: ${groups.join(", ")}`,
+          });
         }
         throw new UsageError(`prolearn ${argv[0]} needs a subcommand`, { hint: `one of: ${groups.join(", ")}` });
       }
-      const suggestion = didYouMean(argv[0]!, Object.keys(COMMANDS).map((n) => n.split(" ")[0]!));
+      const suggestion = didYouMean(
+        argv[0]!,
+        Object.keys(COMMANDS).map((n) => n.split(" ")[0]!),
+      );
       throw new UsageError(`unknown command "${argv[0]}"`, { hint: suggestion ? `did you mean "${suggestion}"?` : "run prolearn --help" });
     }
     const spec = await COMMANDS[match.name]!.load();

@@ -43,7 +43,12 @@ export function selectionOptionSpecs(verb: "run" | "plan"): Record<string, Optio
   return {
     until: { type: "string", valueName: "STAGE", description: `${verb} this stage and what it depends on` },
     only: { type: "string", valueName: "STAGE", description: `${verb} only this stage (its inputs must be cached)` },
-    force: { type: "string", valueName: "STAGE|all", multiple: true, description: verb === "run" ? "rerun this stage even if cached" : "treat this stage as forced" },
+    force: {
+      type: "string",
+      valueName: "STAGE|all",
+      multiple: true,
+      description: verb === "run" ? "rerun this stage even if cached" : "treat this stage as forced",
+    },
     set: { type: "string", valueName: "KEY=VALUE", multiple: true, description: "override a pipeline key, e.g. dataset.textAvailability=0.1" },
   };
 }
@@ -74,4 +79,9 @@ export async function pipelineTarget(arg: string, workdir: string): Promise<Pipe
   return { name: arg, workdir: path.resolve(workdir) };
 }
 
-export const WORKDIR_OPTION: OptionSpec = { type: "string", valueName: "DIR", description: "workdir whose catalog to read when a pipeline is given by name, not by file", default: ".prolearn" };
+export const WORKDIR_OPTION: OptionSpec = {
+  type: "string",
+  valueName: "DIR",
+  description: "workdir whose catalog to read when a pipeline is given by name, not by file",
+  default: ".prolearn",
+};

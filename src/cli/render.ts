@@ -10,7 +10,10 @@ import { formatWarning } from "../pipeline/warnings.js";
 export class ProgressRenderer {
   private bar: { key: string; started: number; lastDraw: number; lastLogged: number } | undefined;
 
-  constructor(private readonly io: CliIO, private readonly quiet = false) {}
+  constructor(
+    private readonly io: CliIO,
+    private readonly quiet = false,
+  ) {}
 
   handle = (event: EngineEvent): void => {
     if (this.quiet) return;
@@ -24,7 +27,9 @@ export class ProgressRenderer {
       case "stage-end": {
         const r = event.result;
         const icon = r.status === "ran" ? "+" : r.status === "cached" ? "=" : r.status === "failed" ? "x" : "-";
-        this.line(`${icon} ${r.name}: ${r.status}${warningCount(r.warnings)} in ${r.seconds.toFixed(2)} s${r.status === "failed" && r.error ? `\n    ${r.error.replace(/\n/g, "\n    ")}` : ""}`);
+        this.line(
+          `${icon} ${r.name}: ${r.status}${warningCount(r.warnings)} in ${r.seconds.toFixed(2)} s${r.status === "failed" && r.error ? `\n    ${r.error.replace(/\n/g, "\n    ")}` : ""}`,
+        );
         // Once per stage, at its end; a cached stage repeats those of the run that produced its output.
         for (const w of r.warnings) this.line(`  ${r.name}: warning: ${formatWarning(w)}`);
         break;
@@ -59,7 +64,9 @@ export class ProgressRenderer {
       const fraction = total ? Math.min(1, event.done / total) : 0;
       const bar = total ? `[${"#".repeat(Math.round(fraction * width)).padEnd(width, ".")}] ` : "";
       const eta = total && rate > 0 ? ` ETA ${formatSeconds((total - event.done) / rate)}` : "";
-      this.io.stderr.write(`\r  ${event.stage} ${task} ${bar}${event.done}${total ? `/${total}` : ""} ${unit}${measured ? ` ${rate.toFixed(1)}/s` : ""}${eta}\x1b[K${finished ? "\n" : ""}`);
+      this.io.stderr.write(
+        `\r  ${event.stage} ${task} ${bar}${event.done}${total ? `/${total}` : ""} ${unit}${measured ? ` ${rate.toFixed(1)}/s` : ""}${eta}\x1b[K${finished ? "\n" : ""}`,
+      );
     } else if (total) {
       const decile = Math.floor((event.done / total) * 4);
       if (decile > this.bar.lastLogged) {
@@ -119,10 +126,16 @@ export function runToJson(result: RunResult) {
 /** The run's outcome; first, the one-line `headline` any ran or cached stage gave in its summary (evaluate's test scores). */
 export function formatRunSummary(result: RunResult): string {
   const t = result.totals;
-  const headlines = result.stages.filter((s) => (s.status === "ran" || s.status === "cached") && typeof s.summary?.headline === "string").map((s) => `${s.name}: ${String(s.summary!.headline)}`);
+  const headlines = result.stages
+    .filter((s) => (s.status === "ran" || s.status === "cached") && typeof s.summary?.headline === "string")
+    .map((s) => `${s.name}: ${String(s.summary!.headline)}`);
   const warnings = result.stages.flatMap((s) => s.warnings.map((w) => `${s.name}: warning: ${formatWarning(w)}`));
   const count = warnings.length;
-  const lines = [...headlines, ...warnings, `run ${result.runId}: ${result.status}${count ? ` with ${count} warning${count === 1 ? "" : "s"}` : ""} in ${result.seconds.toFixed(2)} s (${t.ran} ran, ${t.cached} cached, ${t.failed} failed${t.skipped ? `, ${t.skipped} skipped` : ""})`];
+  const lines = [
+    ...headlines,
+    ...warnings,
+    `run ${result.runId}: ${result.status}${count ? ` with ${count} warning${count === 1 ? "" : "s"}` : ""} in ${result.seconds.toFixed(2)} s (${t.ran} ran, ${t.cached} cached, ${t.failed} failed${t.skipped ? `, ${t.skipped} skipped` : ""})`,
+  ];
   if (result.report) lines.push(`report: ${result.report}`);
   return lines.join("\n");
 }

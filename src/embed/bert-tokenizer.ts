@@ -55,17 +55,23 @@ export class BertTokenizer {
     const data = json as TokenizerJson;
     const model = data?.model;
     if (model?.type !== "WordPiece" || typeof model.vocab !== "object" || model.vocab === null) {
-      throw new ModelError(`tokenizer is not a BERT WordPiece tokenizer: expected model.type "WordPiece" with a vocab, found ${JSON.stringify(model?.type ?? null)}`, {
-        location: { file, keyPath: "model.type" },
-        hint: "export the tokenizer of microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract with tools/export_biomedclip.py",
-      });
+      throw new ModelError(
+        `tokenizer is not a BERT WordPiece tokenizer: expected model.type "WordPiece" with a vocab, found ${JSON.stringify(model?.type ?? null)}`,
+        {
+          location: { file, keyPath: "model.type" },
+          hint: "export the tokenizer of microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract with tools/export_biomedclip.py",
+        },
+      );
     }
     const vocab = model.vocab;
     const need = (token: string, expectedId?: number): number => {
       const id = vocab[token];
       if (id === undefined) throw new ModelError(`tokenizer vocab has no ${token} token`, { location: { file, keyPath: `model.vocab["${token}"]` } });
       if (expectedId !== undefined && id !== expectedId) {
-        throw new ModelError(`tokenizer mismatch: expected ${token} = ${expectedId}, found ${id}`, { location: { file, keyPath: `model.vocab["${token}"]` }, hint: "BiomedCLIP's text tower masks padding as input_ids != 0" });
+        throw new ModelError(`tokenizer mismatch: expected ${token} = ${expectedId}, found ${id}`, {
+          location: { file, keyPath: `model.vocab["${token}"]` },
+          hint: "BiomedCLIP's text tower masks padding as input_ids != 0",
+        });
       }
       return id;
     };
@@ -82,7 +88,10 @@ export class BertTokenizer {
     }
     const lowercase = data.normalizer?.type === "BertNormalizer" ? data.normalizer.lowercase !== false : Boolean(data.normalizer?.lowercase);
     if (options.expectLowercase !== undefined && lowercase !== options.expectLowercase) {
-      throw new ModelError(`tokenizer mismatch: expected an ${options.expectLowercase ? "uncased" : "cased"} tokenizer, found ${lowercase ? "uncased" : "cased"}`, { location: { file, keyPath: "normalizer.lowercase" } });
+      throw new ModelError(
+        `tokenizer mismatch: expected an ${options.expectLowercase ? "uncased" : "cased"} tokenizer, found ${lowercase ? "uncased" : "cased"}`,
+        { location: { file, keyPath: "normalizer.lowercase" } },
+      );
     }
     if (!Number.isInteger(options.contextLength) || options.contextLength < 2) {
       throw new ModelError(`context length must be an integer >= 2, found ${options.contextLength}`, { location: { file } });

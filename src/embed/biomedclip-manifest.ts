@@ -106,4 +106,3 @@ export async function biomedclipFolderDigest(dir: string, digester: FileDigester
   }
   return hashJson({ manifest, files: digests });
 }
-

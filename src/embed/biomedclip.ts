@@ -31,7 +31,14 @@ export class BiomedclipEncoder implements Encoder {
   private readonly textHidden?: LoadedOnnxModel;
   private closed = false;
 
-  private constructor(manifest: BiomedclipManifest, image: LoadedOnnxModel, text: LoadedOnnxModel, textHidden: LoadedOnnxModel | undefined, tokenizer: BertTokenizer, tokenizerSha: string) {
+  private constructor(
+    manifest: BiomedclipManifest,
+    image: LoadedOnnxModel,
+    text: LoadedOnnxModel,
+    textHidden: LoadedOnnxModel | undefined,
+    tokenizer: BertTokenizer,
+    tokenizerSha: string,
+  ) {
     this.manifest = manifest;
     this.image = image;
     this.text = text;
@@ -41,7 +48,13 @@ export class BiomedclipEncoder implements Encoder {
     this.imagePreprocessing = { ...BIOMEDCLIP_IMAGE_PREPROCESSING, size: manifest.image.size, mean: manifest.image.mean, std: manifest.image.std };
     this.preprocessing = { image: { ...this.imagePreprocessing }, text: { ...tokenizer.preprocessing } };
     this.imageDigest = hashJson({ id: this.id, weights: image.sha256, preprocessing: this.preprocessing.image, output: manifest.image.output });
-    this.textDigest = hashJson({ id: this.id, weights: text.sha256, tokenizer: tokenizerSha, preprocessing: this.preprocessing.text, output: manifest.text.output });
+    this.textDigest = hashJson({
+      id: this.id,
+      weights: text.sha256,
+      tokenizer: tokenizerSha,
+      preprocessing: this.preprocessing.text,
+      output: manifest.text.output,
+    });
     this.digest = hashJson({ image: this.imageDigest, text: this.textDigest, hidden: textHidden?.sha256 ?? null });
   }
 
@@ -53,18 +66,30 @@ export class BiomedclipEncoder implements Encoder {
     const size = manifest.image.size;
     const L = manifest.text.contextLength;
     const tokenizerFile = path.join(dir, manifest.tokenizer.file);
-    const tokenizer = await BertTokenizer.fromFile(tokenizerFile, { contextLength: L, expectLowercase: manifest.tokenizer.lowercase, expectVocabSize: manifest.text.vocabSize });
+    const tokenizer = await BertTokenizer.fromFile(tokenizerFile, {
+      contextLength: L,
+      expectLowercase: manifest.tokenizer.lowercase,
+      expectVocabSize: manifest.text.vocabSize,
+    });
     const loaded: LoadedOnnxModel[] = [];
     try {
       const image = await loadOnnxModel(
         path.join(dir, manifest.image.file),
-        { opset, inputs: [{ name: manifest.image.input, type: "float32", shape: ["batch", 3, size, size] }], outputs: [{ name: manifest.image.output, type: "float32", shape: ["batch", manifest.embedDim] }] },
+        {
+          opset,
+          inputs: [{ name: manifest.image.input, type: "float32", shape: ["batch", 3, size, size] }],
+          outputs: [{ name: manifest.image.output, type: "float32", shape: ["batch", manifest.embedDim] }],
+        },
         sessionOptions,
       );
       loaded.push(image);
       const text = await loadOnnxModel(
         path.join(dir, manifest.text.file),
-        { opset, inputs: [{ name: manifest.text.input, type: "int64", shape: ["batch", L] }], outputs: [{ name: manifest.text.output, type: "float32", shape: ["batch", manifest.embedDim] }] },
+        {
+          opset,
+          inputs: [{ name: manifest.text.input, type: "int64", shape: ["batch", L] }],
+          outputs: [{ name: manifest.text.output, type: "float32", shape: ["batch", manifest.embedDim] }],
+        },
         sessionOptions,
       );
       loaded.push(text);
@@ -72,7 +97,11 @@ export class BiomedclipEncoder implements Encoder {
       if (manifest.textHidden) {
         hidden = await loadOnnxModel(
           path.join(dir, manifest.textHidden.file),
-          { opset, inputs: [{ name: manifest.textHidden.input, type: "int64", shape: ["batch", L] }], outputs: [{ name: manifest.textHidden.output, type: "float32", shape: ["batch", L, manifest.textHidden.hiddenSize] }] },
+          {
+            opset,
+            inputs: [{ name: manifest.textHidden.input, type: "int64", shape: ["batch", L] }],
+            outputs: [{ name: manifest.textHidden.output, type: "float32", shape: ["batch", L, manifest.textHidden.hiddenSize] }],
+          },
           sessionOptions,
         );
         loaded.push(hidden);
@@ -111,16 +140,28 @@ export class BiomedclipEncoder implements Encoder {
     const hidden = this.textHidden;
     const spec = this.manifest.textHidden;
     if (!hidden || !spec) {
-      throw new ModelError(`this model folder has no text hidden-states model`, { location: { file: path.dirname(this.text.file) }, hint: `export it with tools/export_biomedclip.py (it writes ${E.files.textHidden})` });
+      throw new ModelError(`this model folder has no text hidden-states model`, {
+        location: { file: path.dirname(this.text.file) },
+        hint: `export it with tools/export_biomedclip.py (it writes ${E.files.textHidden})`,
+      });
     }
     const batch = this.tokenizer.encode(texts);
     const result = await hidden.session.run({ [spec.input]: new ort.Tensor("int64", batch.ids, [texts.length, batch.contextLength]) });
     const tensor = result[spec.output]!;
     const expected = texts.length * batch.contextLength * spec.hiddenSize;
     if (tensor.data.length !== expected) {
-      throw new ModelError(`output "${spec.output}" has ${tensor.data.length} values, expected ${expected} ([${texts.length}, ${batch.contextLength}, ${spec.hiddenSize}])`, { location: { file: hidden.file } });
+      throw new ModelError(
+        `output "${spec.output}" has ${tensor.data.length} values, expected ${expected} ([${texts.length}, ${batch.contextLength}, ${spec.hiddenSize}])`,
+        { location: { file: hidden.file } },
+      );
     }
-    return { features: new Float32Array(tensor.data as Float32Array), mask: batch.mask, tokens: batch.tokens, length: batch.contextLength, width: spec.hiddenSize };
+    return {
+      features: new Float32Array(tensor.data as Float32Array),
+      mask: batch.mask,
+      tokens: batch.tokens,
+      length: batch.contextLength,
+      width: spec.hiddenSize,
+    };
   }
 
   private takeEmbeddings(tensor: ort.Tensor, n: number, file: string): Float32Array {

@@ -60,11 +60,19 @@ async function planes(bytes: Uint8Array, size: number, label?: string): Promise<
   let data: Buffer;
   let channels: number;
   try {
-    const result = await sharp(bytes, { failOn: "error" }).removeAlpha().resize({ width: size, height: size, fit: "fill", kernel: "cubic" }).raw({ depth: "uchar" }).toBuffer({ resolveWithObject: true });
+    const result = await sharp(bytes, { failOn: "error" })
+      .removeAlpha()
+      .resize({ width: size, height: size, fit: "fill", kernel: "cubic" })
+      .raw({ depth: "uchar" })
+      .toBuffer({ resolveWithObject: true });
     data = result.data;
     channels = result.info.channels;
   } catch (error) {
-    throw new DataError(`cannot decode image${label ? ` ${label}` : ""}: ${(error as Error).message}`, { location: { file: label }, hint: "images must be PNG or JPEG files", cause: error });
+    throw new DataError(`cannot decode image${label ? ` ${label}` : ""}: ${(error as Error).message}`, {
+      location: { file: label },
+      hint: "images must be PNG or JPEG files",
+      cause: error,
+    });
   }
   const n = size * size;
   const luma = new Float32Array(n);

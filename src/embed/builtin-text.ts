@@ -32,7 +32,16 @@ export interface TfidfConfig {
 const TOKEN_PATTERN = /[\p{L}\p{N}]+/gu;
 
 export function tfidfConfig(dim: number, seed = 20250715): TfidfConfig {
-  return { kind: "tfidf-word-ngrams", ngrams: [1, 2], lowercase: true, tokenPattern: TOKEN_PATTERN.source, tf: "sublinear", idf: "smooth", projection: { kind: "sparse-signed-hash", bucketsPerTerm: 4, seed }, dim };
+  return {
+    kind: "tfidf-word-ngrams",
+    ngrams: [1, 2],
+    lowercase: true,
+    tokenPattern: TOKEN_PATTERN.source,
+    tf: "sublinear",
+    idf: "smooth",
+    projection: { kind: "sparse-signed-hash", bucketsPerTerm: 4, seed },
+    dim,
+  };
 }
 
 /** Lower-cased word unigrams and adjacent-word bigrams, in text order. */

@@ -34,7 +34,10 @@ export class BuiltinEncoder implements Encoder {
     this.fit = fitTfidf(options.fitTexts);
     this.text = new TfidfProjector(this.fit, tfidfConfig(dim));
     this.image = new GridImageProjector(gridImageConfig(dim));
-    this.preprocessing = { image: { ...this.image.config }, text: { ...this.text.config, fit: { documents: this.fit.documents, terms: this.fit.df.size, digest: this.fit.digest } } };
+    this.preprocessing = {
+      image: { ...this.image.config },
+      text: { ...this.text.config, fit: { documents: this.fit.documents, terms: this.fit.df.size, digest: this.fit.digest } },
+    };
     this.imageDigest = hashJson({ id: this.id, version: BUILTIN_ENCODER_VERSION, image: this.image.config });
     this.textDigest = hashJson({ id: this.id, version: BUILTIN_ENCODER_VERSION, text: this.text.config, fit: this.fit.digest });
     this.digest = hashJson({ image: this.imageDigest, text: this.textDigest });

@@ -23,7 +23,8 @@ export interface EmbedFilesOptions {
 
 export async function encoderForFiles(options: EmbedFilesOptions, fitTexts: readonly string[]): Promise<Encoder> {
   if (options.encoder === "biomedclip") {
-    if (!options.model) throw new UsageError("--encoder biomedclip needs --model <exported folder>", { hint: "see docs/embed.md for tools/export_biomedclip.py" });
+    if (!options.model)
+      throw new UsageError("--encoder biomedclip needs --model <exported folder>", { hint: "see docs/embed.md for tools/export_biomedclip.py" });
     if (options.dim !== undefined) throw new UsageError("--dim applies to the builtin encoder only");
     return createEncoder({ encoder: "biomedclip", model: path.resolve(options.model) });
   }
@@ -44,7 +45,9 @@ export async function embedTextFile(file: string, options: EmbedFilesOptions & {
   const encoder = await encoderForFiles(options, fit);
   try {
     const present = rows.texts.map((t, i) => (t !== null && t.trim() !== "" ? i : -1)).filter((i) => i >= 0);
-    const embedded = await embedInBatches(present.length, encoder.dim, { ...options, onProgress: (n) => options.onProgress?.(n, present.length) }, (s, e) => encoder.embedTexts(present.slice(s, e).map((i) => rows.texts[i]!)));
+    const embedded = await embedInBatches(present.length, encoder.dim, { ...options, onProgress: (n) => options.onProgress?.(n, present.length) }, (s, e) =>
+      encoder.embedTexts(present.slice(s, e).map((i) => rows.texts[i]!)),
+    );
     const values = new Float32Array(rows.texts.length * encoder.dim);
     const valid = new Uint8Array(rows.texts.length);
     present.forEach((row, k) => {
@@ -55,7 +58,11 @@ export async function embedTextFile(file: string, options: EmbedFilesOptions & {
     if (rows.splits) columns.split = vectorFromArray(rows.splits, new Utf8());
     columns.text = vectorFromArray(rows.texts, new Utf8());
     columns.embedding = embeddingVector(values, encoder.dim, valid);
-    return { table: new Table(columns), rows, encoder: { id: encoder.id, dim: encoder.dim, digest: encoder.digest, fittedOn: encoder.id === "builtin" ? fit.length : undefined } };
+    return {
+      table: new Table(columns),
+      rows,
+      encoder: { id: encoder.id, dim: encoder.dim, digest: encoder.digest, fittedOn: encoder.id === "builtin" ? fit.length : undefined },
+    };
   } finally {
     await encoder.close();
   }
@@ -70,14 +77,19 @@ export async function listImages(folders: readonly string[]): Promise<string[]> 
     const entries = await readdir(folder, { recursive: true, withFileTypes: true }).catch((error: unknown) => {
       throw new UsageError(`cannot read folder ${folder}: ${(error as Error).message}`, { cause: error });
     });
-    const files = entries.filter((e) => e.isFile() && IMAGE_EXTENSIONS.has(path.extname(e.name).toLowerCase())).map((e) => path.join(e.parentPath ?? (e as unknown as { path: string }).path, e.name));
+    const files = entries
+      .filter((e) => e.isFile() && IMAGE_EXTENSIONS.has(path.extname(e.name).toLowerCase()))
+      .map((e) => path.join(e.parentPath ?? (e as unknown as { path: string }).path, e.name));
     out.push(...files.sort());
   }
   return out;
 }
 
 /** One row per image: path (as found under the given folders), sha256, embedding. */
-export async function embedImageFolders(folders: readonly string[], options: EmbedFilesOptions): Promise<{ table: Table; encoder: { id: string; dim: number; digest: string } }> {
+export async function embedImageFolders(
+  folders: readonly string[],
+  options: EmbedFilesOptions,
+): Promise<{ table: Table; encoder: { id: string; dim: number; digest: string } }> {
   const files = await listImages(folders);
   if (files.length === 0) throw new UsageError(`no .png/.jpg images under ${folders.join(", ")}`);
   const encoder = await encoderForFiles(options, []);

@@ -42,7 +42,11 @@ export async function preprocessImageInto(bytes: Uint8Array, config: ImagePrepro
     pipeline = pipeline.extract({ left: centerCropOffset(resized.width, size), top: centerCropOffset(resized.height, size), width: size, height: size });
     decoded = await pipeline.raw({ depth: "uchar" }).toBuffer({ resolveWithObject: true });
   } catch (error) {
-    throw new DataError(`cannot decode image${label ? ` ${label}` : ""}: ${(error as Error).message}`, { location: { file: label }, hint: "images must be PNG or JPEG files", cause: error });
+    throw new DataError(`cannot decode image${label ? ` ${label}` : ""}: ${(error as Error).message}`, {
+      location: { file: label },
+      hint: "images must be PNG or JPEG files",
+      cause: error,
+    });
   }
   const { data, info } = decoded;
   const channels = info.channels;

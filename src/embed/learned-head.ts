@@ -35,7 +35,17 @@ export function featureCount(bottleneckChannels: number): number {
  * cell (r, q) covers rows floor(r*h/rows)..floor((r+1)*h/rows)-1 (and the same for columns), so
  * grids that do not divide the map still cover every pixel once. Output order: cell-major, channel-minor.
  */
-export function poolGrid(map: Float32Array, base: number, h: number, w: number, c: number, rows: number, cols: number, out: Float32Array, offset: number): number {
+export function poolGrid(
+  map: Float32Array,
+  base: number,
+  h: number,
+  w: number,
+  c: number,
+  rows: number,
+  cols: number,
+  out: Float32Array,
+  offset: number,
+): number {
   let o = offset;
   for (let r = 0; r < rows; r++) {
     const y0 = Math.floor((r * h) / rows);
@@ -230,7 +240,15 @@ export function pickRows(values: Float64Array, rows: readonly number[], width: n
  * Out-of-fold own-report AUC of a head: every paired row is predicted by a head fitted on the
  * other folds, then each prediction ranks all rows' (centred) reports.
  */
-export function crossValidatedAuc(x: Float64Array, y: Float64Array, n: number, d: number, m: number, folds: Int32Array, fit: (x: Float64Array, y: Float64Array, n: number) => Float64Array): number {
+export function crossValidatedAuc(
+  x: Float64Array,
+  y: Float64Array,
+  n: number,
+  d: number,
+  m: number,
+  folds: Int32Array,
+  fit: (x: Float64Array, y: Float64Array, n: number) => Float64Array,
+): number {
   const predicted = new Float64Array(n * m);
   const k = Math.max(...folds) + 1;
   for (let f = 0; f < k; f++) {

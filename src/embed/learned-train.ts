@@ -79,17 +79,44 @@ export async function trainLearnedEncoder(ctx: StageContext<EmbedParams>, dir: s
   if (!samplesFile) throw new StageError(ctx.stage, "input ingest/samples.parquet is missing");
   const backend = await initBackend(settings.backend, (line) => ctx.log(line));
   // Only the training split is decoded: validation and test masks are never read.
-  const train = await loadSamples(samplesFile, { size: settings.imageSize, channels: settings.channels, cache: ctx.rowCache("train-decoded"), splits: ["train"] });
+  const train = await loadSamples(samplesFile, {
+    size: settings.imageSize,
+    channels: settings.channels,
+    cache: ctx.rowCache("train-decoded"),
+    splits: ["train"],
+  });
   if (train.length === 0) throw new StageError(ctx.stage, "encoder: learned needs training images with masks; the train split is empty");
-  const net: NetConfig = { imageSize: settings.imageSize, inChannels: settings.channels, baseChannels: settings.baseChannels, depth: settings.depth, heads: 1, tokenDim: null };
+  const net: NetConfig = {
+    imageSize: settings.imageSize,
+    inChannels: settings.channels,
+    baseChannels: settings.baseChannels,
+    depth: settings.depth,
+    heads: 1,
+    tokenDim: null,
+  };
   const config = { net, guidance: { kind: "none" as const } };
-  const trainSettings = { epochs: settings.epochs, batchSize: settings.batchSize, learningRate: settings.learningRate, minLearningRate: settings.learningRate / 300, weightDecay: 0.01, patience: 0, seed: settings.seed };
+  const trainSettings = {
+    epochs: settings.epochs,
+    batchSize: settings.batchSize,
+    learningRate: settings.learningRate,
+    minLearningRate: settings.learningRate / 300,
+    weightDecay: 0.01,
+    patience: 0,
+    seed: settings.seed,
+  };
   const store = initParams(config, settings.seed);
   try {
-    const checkpoint = checkpointFolderFor(ctx, "learned-trunk", { version: LEARNED_ENCODER_VERSION, images: await trainImageDigest(samplesFile), net, settings: trainSettings });
+    const checkpoint = checkpointFolderFor(ctx, "learned-trunk", {
+      version: LEARNED_ENCODER_VERSION,
+      images: await trainImageDigest(samplesFile),
+      net,
+      settings: trainSettings,
+    });
     const none = () => ({ kind: "none" as const });
     const started = performance.now();
-    ctx.log(`training the learned encoder's trunk on ${train.length} training images and masks (${settings.imageSize} px, ${settings.epochs} epochs, ${backend.backend})`);
+    ctx.log(
+      `training the learned encoder's trunk on ${train.length} training images and masks (${settings.imageSize} px, ${settings.epochs} epochs, ${backend.backend})`,
+    );
     const trained = await trainSegmenter({
       config,
       store,
@@ -109,7 +136,11 @@ export async function trainLearnedEncoder(ctx: StageContext<EmbedParams>, dir: s
     const trunkSeconds = (performance.now() - started) / 1000;
 
     const featuresStarted = performance.now();
-    const features = await trunkFeatures(store, net, train.map((s) => s.pixels));
+    const features = await trunkFeatures(
+      store,
+      net,
+      train.map((s) => s.pixels),
+    );
     const bottleneckWidth = BOTTLENECK_GRID[0] * BOTTLENECK_GRID[1] * channelsAt(net, net.depth - 1);
     const width = features.length / train.length;
     const standardizer = fitStandardizer(features, train.length, width, bottleneckWidth, 1);
@@ -134,7 +165,10 @@ export async function trainLearnedEncoder(ctx: StageContext<EmbedParams>, dir: s
       if (norm > 0) keep.push(i);
     }
     const n = keep.length;
-    if (n < 2) throw new StageError(ctx.stage, `encoder: learned needs at least 2 training rows with an available report to align its head to the text, found ${n}`, { hint: "raise dataset.textAvailability" });
+    if (n < 2)
+      throw new StageError(ctx.stage, `encoder: learned needs at least 2 training rows with an available report to align its head to the text, found ${n}`, {
+        hint: "raise dataset.textAvailability",
+      });
     const pairedFeatures = new Float32Array(n * width);
     const pairedTexts = new Float32Array(n * m);
     keep.forEach((k, i) => {
@@ -167,7 +201,12 @@ export async function trainLearnedEncoder(ctx: StageContext<EmbedParams>, dir: s
     let head = ridge(xBest, y, n, width, m, best.lambda);
     const selection: Record<string, unknown> = {
       pairedRows: n,
-      ridge: { lambda: best.lambda, maskWeight: best.maskWeight, crossValidatedAuc: Number.isFinite(best.auc) ? best.auc : null, folds: n >= MIN_ROWS_FOR_CV ? Math.min(FOLDS, n) : 0 },
+      ridge: {
+        lambda: best.lambda,
+        maskWeight: best.maskWeight,
+        crossValidatedAuc: Number.isFinite(best.auc) ? best.auc : null,
+        folds: n >= MIN_ROWS_FOR_CV ? Math.min(FOLDS, n) : 0,
+      },
     };
     if (settings.head === "contrastive") {
       const result = await fitContrastive(xBest, y, n, width, m, folds, best.lambda, n >= MIN_ROWS_FOR_CV);
@@ -179,7 +218,9 @@ export async function trainLearnedEncoder(ctx: StageContext<EmbedParams>, dir: s
     ctx.log(
       `learned encoder: ${settings.head} head on ${n} paired training rows, ${width} features -> ${m}-d ${text.id} text space; ` +
         `ridge lambda ${best.lambda}, mask weight ${best.maskWeight}, cross-validated own-report AUC ${Number.isFinite(best.auc) ? best.auc.toFixed(4) : "n/a"}` +
-        (settings.head === "contrastive" ? `, contrastive ${(selection.contrastive as { crossValidatedAuc: number | null }).crossValidatedAuc?.toFixed(4) ?? "n/a"}` : ""),
+        (settings.head === "contrastive"
+          ? `, contrastive ${(selection.contrastive as { crossValidatedAuc: number | null }).crossValidatedAuc?.toFixed(4) ?? "n/a"}`
+          : ""),
     );
     await mkdir(dir, { recursive: true });
     await saveLearnedEncoder(
@@ -215,7 +256,16 @@ const CHECK_EVERY = 25;
  * reports are not negatives of each other) and the ridge penalty as weight decay. The number of
  * steps is chosen by out-of-fold own-report AUC over the paired rows (0 steps = the ridge map).
  */
-async function fitContrastive(x: Float64Array, y: Float64Array, n: number, d: number, m: number, folds: Int32Array, lambda: number, crossValidate: boolean): Promise<{ head: Float64Array; selection: Record<string, unknown> }> {
+async function fitContrastive(
+  x: Float64Array,
+  y: Float64Array,
+  n: number,
+  d: number,
+  m: number,
+  folds: Int32Array,
+  lambda: number,
+  crossValidate: boolean,
+): Promise<{ head: Float64Array; selection: Record<string, unknown> }> {
   const checks = Array.from({ length: CONTRASTIVE_STEPS / CHECK_EVERY + 1 }, (_, i) => i * CHECK_EVERY);
   let bestSteps = CONTRASTIVE_STEPS / 2;
   const curve: { steps: number; auc: number }[] = [];
@@ -258,7 +308,17 @@ function rowNorms(t: tf.Tensor): tf.Tensor2D {
 }
 
 /** Full-batch Adam from the ridge map: nothing random, so no seed. */
-async function contrastiveSteps(x: Float64Array, y: Float64Array, n: number, d: number, m: number, start: Float64Array, lambda: number, steps: number, onCheck?: (steps: number, w: Float64Array) => void): Promise<Float64Array> {
+async function contrastiveSteps(
+  x: Float64Array,
+  y: Float64Array,
+  n: number,
+  d: number,
+  m: number,
+  start: Float64Array,
+  lambda: number,
+  steps: number,
+  onCheck?: (steps: number, w: Float64Array) => void,
+): Promise<Float64Array> {
   let trace = 0;
   for (let i = 0; i < n * d; i++) trace += x[i]! * x[i]!;
   const decay = (lambda * trace) / d / n;

@@ -73,7 +73,14 @@ export async function trunkFeatures(store: ParamStore, net: NetConfig, pixels: r
 }
 
 /** Standardised features times the head matrix, L2-normalised: the query embedding. */
-export function applyHead(features: Float32Array, n: number, featureMean: Float32Array, featureScale: Float32Array, head: Float32Array, outputDim: number): Float32Array {
+export function applyHead(
+  features: Float32Array,
+  n: number,
+  featureMean: Float32Array,
+  featureScale: Float32Array,
+  head: Float32Array,
+  outputDim: number,
+): Float32Array {
   const width = featureMean.length;
   const out = new Float32Array(n * outputDim);
   const row = new Float32Array(width);
@@ -89,7 +96,12 @@ export function applyHead(features: Float32Array, n: number, featureMean: Float3
 }
 
 /** Writes the trained encoder (weights first, then the JSON that points at them). */
-export async function saveLearnedEncoder(dir: string, file: Omit<LearnedEncoderFile, "format" | "version" | "weights" | "tensors">, trunk: ParamStore, head: Float32Array): Promise<void> {
+export async function saveLearnedEncoder(
+  dir: string,
+  file: Omit<LearnedEncoderFile, "format" | "version" | "weights" | "tensors">,
+  trunk: ParamStore,
+  head: Float32Array,
+): Promise<void> {
   const tensors: [string, tf.Tensor | Float32Array][] = [...trunk].map(([name, entry]) => [`trunk/${name}`, entry.variable]);
   tensors.push(["head.w", head]);
   const { entries, values } = await packTensors(tensors);
@@ -133,7 +145,16 @@ export class LearnedEncoder implements Encoder {
     this.featureScale = Float32Array.from(file.featureScale);
     this.dim = file.head.outputDim;
     this.id = `learned-${file.head.kind}+${text.id}`;
-    const image = { kind: "learned-unet-grid", version: LEARNED_ENCODER_VERSION, size: file.net.imageSize, channels: file.channels, resize: "fill-bilinear", grids: file.grids, head: file.head.kind, weights: weightsDigest };
+    const image = {
+      kind: "learned-unet-grid",
+      version: LEARNED_ENCODER_VERSION,
+      size: file.net.imageSize,
+      channels: file.channels,
+      resize: "fill-bilinear",
+      grids: file.grids,
+      head: file.head.kind,
+      weights: weightsDigest,
+    };
     this.preprocessing = { image, text: text.preprocessing.text };
     this.imageDigest = hashJson({ image, mean: sha256(new Uint8Array(this.featureMean.buffer)), scale: sha256(new Uint8Array(this.featureScale.buffer)) });
     this.textDigest = text.textDigest;
@@ -147,7 +168,10 @@ export class LearnedEncoder implements Encoder {
     const file = await readJson<LearnedEncoderFile>(jsonFile);
     if (file.format !== FORMAT) throw new ModelError(`unknown learned encoder format ${String(file.format)}`, { location: { file: jsonFile } });
     if (file.text.textDigest !== text.textDigest || file.text.dim !== text.dim) {
-      throw new ModelError(`the learned head was aligned to text encoder ${file.text.id} (${file.text.textDigest.slice(0, 12)}), not to ${text.id} (${text.textDigest.slice(0, 12)})`, { location: { file: jsonFile }, hint: "re-run the embed stage (--force embed)" });
+      throw new ModelError(
+        `the learned head was aligned to text encoder ${file.text.id} (${file.text.textDigest.slice(0, 12)}), not to ${text.id} (${text.textDigest.slice(0, 12)})`,
+        { location: { file: jsonFile }, hint: "re-run the embed stage (--force embed)" },
+      );
     }
     const weightsFile = path.join(dir, file.weights);
     const raw = await readFloat32File(weightsFile);

@@ -129,10 +129,13 @@ export async function loadOnnxModel(file: string, spec: OnnxModelSpec, sessionOp
   }
   const opset = header.opsets[""];
   if (opset === undefined || opset < spec.opset.min || opset > spec.opset.max) {
-    throw new ModelError(`wrong opset: expected ${spec.opset.min === spec.opset.max ? spec.opset.min : `${spec.opset.min}..${spec.opset.max}`}, found ${opset ?? "none"}`, {
-      location: { file, keyPath: "opset_import" },
-      hint: "re-export with tools/export_biomedclip.py (opset 17)",
-    });
+    throw new ModelError(
+      `wrong opset: expected ${spec.opset.min === spec.opset.max ? spec.opset.min : `${spec.opset.min}..${spec.opset.max}`}, found ${opset ?? "none"}`,
+      {
+        location: { file, keyPath: "opset_import" },
+        hint: "re-export with tools/export_biomedclip.py (opset 17)",
+      },
+    );
   }
   let session: ort.InferenceSession;
   try {
@@ -156,7 +159,10 @@ function checkTensors(file: string, role: "input" | "output", found: readonly or
     const meta = found.find((m) => m.name === want.name);
     const expectedShape = formatShape(want.shape);
     if (!meta) {
-      throw new ModelError(`${role} "${want.name}" not found: expected ${want.type} ${expectedShape}, the model's ${role}s are ${foundNames.map((n) => `"${n}"`).join(", ") || "none"}`, { location: { file, keyPath: `${role}s.${want.name}` } });
+      throw new ModelError(
+        `${role} "${want.name}" not found: expected ${want.type} ${expectedShape}, the model's ${role}s are ${foundNames.map((n) => `"${n}"`).join(", ") || "none"}`,
+        { location: { file, keyPath: `${role}s.${want.name}` } },
+      );
     }
     if (!meta.isTensor) throw new ModelError(`${role} "${want.name}" is not a tensor`, { location: { file, keyPath: `${role}s.${want.name}` } });
     const shape = meta.shape;
@@ -173,6 +179,8 @@ function checkTensors(file: string, role: "input" | "output", found: readonly or
   }
   if (role === "input" && found.length !== expected.length) {
     const extra = foundNames.filter((n) => !expected.some((e) => e.name === n));
-    throw new ModelError(`unexpected model inputs ${extra.map((n) => `"${n}"`).join(", ")}: expected only ${expected.map((e) => `"${e.name}"`).join(", ")}`, { location: { file, keyPath: "inputs" } });
+    throw new ModelError(`unexpected model inputs ${extra.map((n) => `"${n}"`).join(", ")}: expected only ${expected.map((e) => `"${e.name}"`).join(", ")}`, {
+      location: { file, keyPath: "inputs" },
+    });
   }
 }

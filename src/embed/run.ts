@@ -90,12 +90,18 @@ let encoderMemo: { key: string; encoder: Promise<Encoder> } | undefined;
 async function encoderFor(ctx: StageContext<EmbedParams>, plan: RowPlan, options: { train?: boolean } = {}): Promise<Encoder> {
   const params = ctx.params;
   const textKind = textEncoderKind(params);
-  const textKey = textKind === "builtin" ? hashJson({ kind: "builtin", dim: params.dim ?? 512, fit: sha256(JSON.stringify(plan.fitTexts)) }) : hashJson({ kind: "biomedclip", dir: modelDir(ctx.pipeline, params), digest: ctx.resources.model ?? null });
+  const textKey =
+    textKind === "builtin"
+      ? hashJson({ kind: "builtin", dim: params.dim ?? 512, fit: sha256(JSON.stringify(plan.fitTexts)) })
+      : hashJson({ kind: "biomedclip", dir: modelDir(ctx.pipeline, params), digest: ctx.resources.model ?? null });
   const learned = params.encoder === "learned" ? learnedFolder(ctx) : undefined;
   const key = learned ? hashJson({ kind: "learned", folder: learned.key, text: textKey }) : textKey;
   if (encoderMemo?.key === key) return encoderMemo.encoder;
   const previous = encoderMemo;
-  const makeText = () => (textKind === "builtin" ? createEncoder({ encoder: "builtin", dim: params.dim ?? 512, fitTexts: plan.fitTexts }) : createEncoder({ encoder: "biomedclip", model: modelDir(ctx.pipeline, params) }));
+  const makeText = () =>
+    textKind === "builtin"
+      ? createEncoder({ encoder: "builtin", dim: params.dim ?? 512, fitTexts: plan.fitTexts })
+      : createEncoder({ encoder: "biomedclip", model: modelDir(ctx.pipeline, params) });
   const encoder = learned ? learnedEncoder(ctx, plan, learned.dir, makeText, options.train === true) : makeText();
   encoderMemo = { key, encoder };
   encoder.catch(() => {
@@ -120,7 +126,10 @@ async function learnedEncoder(ctx: StageContext<EmbedParams>, plan: RowPlan, dir
   const text = await makeText();
   try {
     if (!hasLearnedEncoder(dir)) {
-      if (!train) throw new StageError(ctx.stage, `the learned encoder is not trained yet (${dir})`, { hint: "the embed stage's plan step trains it before any shard runs; re-run the stage" });
+      if (!train)
+        throw new StageError(ctx.stage, `the learned encoder is not trained yet (${dir})`, {
+          hint: "the embed stage's plan step trains it before any shard runs; re-run the stage",
+        });
       const { trainLearnedEncoder } = await import("./learned-train.js");
       const paired = { ids: [] as string[], texts: [] as string[] };
       plan.ids.forEach((id, i) => {
@@ -166,7 +175,14 @@ interface ShardStats {
 }
 
 function encoderInfo(encoder: Encoder) {
-  return { id: encoder.id, dim: encoder.dim, digest: encoder.digest, imageDigest: encoder.imageDigest, textDigest: encoder.textDigest, preprocessing: encoder.preprocessing };
+  return {
+    id: encoder.id,
+    dim: encoder.dim,
+    digest: encoder.digest,
+    imageDigest: encoder.imageDigest,
+    textDigest: encoder.textDigest,
+    preprocessing: encoder.preprocessing,
+  };
 }
 
 export async function runEmbedShard(ctx: StageContext<EmbedParams>, shard: ShardSpec, shardDir: string): Promise<void> {
@@ -211,17 +227,27 @@ export async function runEmbedShard(ctx: StageContext<EmbedParams>, shard: Shard
     // Image bytes are read only when some row misses the cache, and only for this shard's rows.
     const samplesFile = inputFile(ctx, "ingest", "samples.parquet");
     const { image: column } = await readTable(SAMPLES_TABLE, samplesFile, ["image"], { offset: start, limit: count });
-    const embedded = await embedInBatches(imageMisses.length, dim, { ...options, onProgress: (n) => {
-        done = n;
-        progress();
-      } }, (s, e) => {
-      stats.encoderCalls++;
-      return encoder.embedImages(imageMisses.slice(s, e).map((r) => {
-        const bytes = column[r];
-        if (!bytes) throw new DataError(`sample ${plan.ids[start + r]} has no image bytes`, { location: { file: samplesFile, row: start + r } });
-        return bytes;
-      }));
-    });
+    const embedded = await embedInBatches(
+      imageMisses.length,
+      dim,
+      {
+        ...options,
+        onProgress: (n) => {
+          done = n;
+          progress();
+        },
+      },
+      (s, e) => {
+        stats.encoderCalls++;
+        return encoder.embedImages(
+          imageMisses.slice(s, e).map((r) => {
+            const bytes = column[r];
+            if (!bytes) throw new DataError(`sample ${plan.ids[start + r]} has no image bytes`, { location: { file: samplesFile, row: start + r } });
+            return bytes;
+          }),
+        );
+      },
+    );
     imageMisses.forEach((r, i) => {
       const row = embedded.subarray(i * dim, (i + 1) * dim);
       images.set(row, r * dim);
@@ -231,13 +257,21 @@ export async function runEmbedShard(ctx: StageContext<EmbedParams>, shard: Shard
   }
   if (textMisses.length) {
     const base = imageMisses.length;
-    const embedded = await embedInBatches(textMisses.length, dim, { ...options, onProgress: (n) => {
-        done = base + n;
-        progress();
-      } }, (s, e) => {
-      stats.encoderCalls++;
-      return encoder.embedTexts(textMisses.slice(s, e).map((r) => plan.texts[start + r]!));
-    });
+    const embedded = await embedInBatches(
+      textMisses.length,
+      dim,
+      {
+        ...options,
+        onProgress: (n) => {
+          done = base + n;
+          progress();
+        },
+      },
+      (s, e) => {
+        stats.encoderCalls++;
+        return encoder.embedTexts(textMisses.slice(s, e).map((r) => plan.texts[start + r]!));
+      },
+    );
     textMisses.forEach((r, i) => {
       const row = embedded.subarray(i * dim, (i + 1) * dim);
       texts.set(row, r * dim);
@@ -274,11 +308,18 @@ export async function mergeEmbedShards(ctx: StageContext<EmbedParams>, shards: {
   let info: ReturnType<typeof encoderInfo> | undefined;
   let expectedStart = 0;
   for (const { shard, dir } of ordered) {
-    const meta = JSON.parse(await readFile(path.join(dir, "shard.json"), "utf8")) as { start: number; count: number; stats: ShardStats; encoder: ReturnType<typeof encoderInfo> };
+    const meta = JSON.parse(await readFile(path.join(dir, "shard.json"), "utf8")) as {
+      start: number;
+      count: number;
+      stats: ShardStats;
+      encoder: ReturnType<typeof encoderInfo>;
+    };
     if (meta.start !== expectedStart) throw new StageError(ctx.stage, `shard ${shard.id} starts at row ${meta.start}, expected ${expectedStart}`);
     expectedStart += meta.count;
     if (info && info.digest !== meta.encoder.digest) {
-      throw new StageError(ctx.stage, `shards used different encoders (${info.digest.slice(0, 12)} vs ${meta.encoder.digest.slice(0, 12)})`, { hint: "every worker must see the same model folder and inputs" });
+      throw new StageError(ctx.stage, `shards used different encoders (${info.digest.slice(0, 12)} vs ${meta.encoder.digest.slice(0, 12)})`, {
+        hint: "every worker must see the same model folder and inputs",
+      });
     }
     info = meta.encoder;
     for (const k of Object.keys(totals) as (keyof ShardStats)[]) totals[k] += meta.stats[k];
@@ -316,7 +357,8 @@ export async function mergeEmbedShards(ctx: StageContext<EmbedParams>, shards: {
         }
       }
     }
-    if (filled > 0 || emitted === 0) yield outputBatch(plan, emitted, images.subarray(0, filled * dim), texts.subarray(0, filled * dim), valid.subarray(0, filled), dim);
+    if (filled > 0 || emitted === 0)
+      yield outputBatch(plan, emitted, images.subarray(0, filled * dim), texts.subarray(0, filled * dim), valid.subarray(0, filled), dim);
   }
   await writeParquetBatches(path.join(ctx.outDir, "embeddings.parquet"), batches(), { rowGroupSize: OUTPUT_ROW_GROUP });
   const encoderJson = { id: info.id, dim: info.dim, digest: info.digest, preprocessing: info.preprocessing };
@@ -348,7 +390,9 @@ export async function planEmbedShards(ctx: StageContext<EmbedParams>): Promise<S
   const plan = await loadRowPlan(ctx);
   // Fail before any shard runs when the model folder is unusable; a learned encoder trains here, once, for every shard.
   const encoder = await encoderFor(ctx, plan, { train: true });
-  ctx.log(`embedding ${plan.ids.length} samples (${plan.texts.filter((t) => t !== null).length} with text) with ${encoder.id} (${encoder.digest.slice(0, 12)})`);
+  ctx.log(
+    `embedding ${plan.ids.length} samples (${plan.texts.filter((t) => t !== null).length} with text) with ${encoder.id} (${encoder.digest.slice(0, 12)})`,
+  );
   const shards: ShardSpec[] = [];
   const size = ctx.params.shardRows;
   for (let start = 0; start < plan.ids.length || shards.length === 0; start += size) {

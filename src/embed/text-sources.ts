@@ -81,7 +81,9 @@ export async function readTextRows(file: string, options: { column?: string } = 
       if (data.every((v) => typeof v === "string" || v === null)) return { texts: data as (string | null)[], column: "(array)", format: "json" };
       const keys = [...new Set(data.flatMap((r) => (r && typeof r === "object" ? Object.keys(r) : [])))];
       const column = pickColumn(file, keys, options.column);
-      const splits = data.every((r) => r && typeof r === "object" && typeof (r as Record<string, unknown>).split === "string") ? data.map((r) => (r as Record<string, string>).split!) : undefined;
+      const splits = data.every((r) => r && typeof r === "object" && typeof (r as Record<string, unknown>).split === "string")
+        ? data.map((r) => (r as Record<string, string>).split!)
+        : undefined;
       return { texts: data.map((r, i) => asText(valueAt(r, column), file, i, column)), splits, column, format: "json" };
     }
     if (data && typeof data === "object" && Object.values(data).every(Array.isArray)) {

@@ -61,15 +61,41 @@ function seedMean(runs: readonly ModelScore[]): Headline {
 }
 
 /** Scores one model on the test samples; keeps per-image rows and, when asked, the first predictions. */
-async function scoreModel(name: ModelName, seed: number, config: ModelConfig, store: ParamStore, test: readonly DecodedSample[], batchSize: number, guidance: (indices: number[]) => BatchGuidance, keep: number, perImage: ImageScore[]): Promise<{ run: ModelScore; predictions: Map<number, Float32Array> }> {
+async function scoreModel(
+  name: ModelName,
+  seed: number,
+  config: ModelConfig,
+  store: ParamStore,
+  test: readonly DecodedSample[],
+  batchSize: number,
+  guidance: (indices: number[]) => BatchGuidance,
+  keep: number,
+  perImage: ImageScore[],
+): Promise<{ run: ModelScore; predictions: Map<number, Float32Array> }> {
   const predictions = new Map<number, Float32Array>();
   const dice = new Array<number>(test.length).fill(Number.NaN);
-  const scores = await evaluateBatches(config, store, test.length, batchSize, (indices) => makeBatch(test, indices, guidance), (i, p) => {
-    const counts = overlapCounts(p, test[i]!.mask);
-    dice[i] = diceFromCounts(counts);
-    perImage.push({ id: test[i]!.id, model: name, seed, dice: dice[i]!, iou: iouFromCounts(counts), intersection: counts.intersection, predicted: counts.predicted, truth: counts.truth });
-    if (i < keep) predictions.set(i, Float32Array.from(p));
-  });
+  const scores = await evaluateBatches(
+    config,
+    store,
+    test.length,
+    batchSize,
+    (indices) => makeBatch(test, indices, guidance),
+    (i, p) => {
+      const counts = overlapCounts(p, test[i]!.mask);
+      dice[i] = diceFromCounts(counts);
+      perImage.push({
+        id: test[i]!.id,
+        model: name,
+        seed,
+        dice: dice[i]!,
+        iou: iouFromCounts(counts),
+        intersection: counts.intersection,
+        predicted: counts.predicted,
+        truth: counts.truth,
+      });
+      if (i < keep) predictions.set(i, Float32Array.from(p));
+    },
+  );
   return { run: { name, seed, scores, dice }, predictions };
 }
 
@@ -101,7 +127,12 @@ export function shuffledLookups(source: PsaLookups, order: readonly number[], to
 }
 
 /** `base` with a text vector per image where `text(sample)` gives one (used instead of PSA's t^). */
-function withText(base: PsaLookups, samples: readonly DecodedSample[], dim: number, text: (sample: DecodedSample) => Float32Array | undefined): { lookups: PsaLookups; used: number } {
+function withText(
+  base: PsaLookups,
+  samples: readonly DecodedSample[],
+  dim: number,
+  text: (sample: DecodedSample) => Float32Array | undefined,
+): { lookups: PsaLookups; used: number } {
   const own = new Float32Array(samples.length * dim);
   const useOwn = new Float32Array(samples.length);
   let used = 0;
@@ -186,7 +217,14 @@ export async function runEvaluate(ctx: StageContext<EvaluateParams>) {
   let baselineTraining: Record<string, unknown> | null = null;
 
   /** Trains one model (resuming its checkpoint), scores it with `testGuidance`, disposes it. */
-  const trainAndScore = async (name: ModelName, seed: number, modelConfig: ModelConfig, external: Record<string, Float32Array> | undefined, work: Record<string, unknown>, batches: { train: (ix: number[]) => BatchGuidance; val: (ix: number[]) => BatchGuidance; test: (ix: number[]) => BatchGuidance }) => {
+  const trainAndScore = async (
+    name: ModelName,
+    seed: number,
+    modelConfig: ModelConfig,
+    external: Record<string, Float32Array> | undefined,
+    work: Record<string, unknown>,
+    batches: { train: (ix: number[]) => BatchGuidance; val: (ix: number[]) => BatchGuidance; test: (ix: number[]) => BatchGuidance },
+  ) => {
     const settings = { ...baseSettings, seed };
     const store = initParams(modelConfig, seed, external);
     try {
@@ -202,14 +240,23 @@ export async function runEvaluate(ctx: StageContext<EvaluateParams>) {
         checkpointDir: checkpoint.dir,
         checkpointKey: checkpoint.key,
         signal: ctx.signal,
-        onEpoch: (r) => ctx.log(`${name} seed ${seed} epoch ${r.epoch}: loss ${r.loss.toFixed(4)}, val Dice ${Number.isFinite(r.valDice) ? r.valDice.toFixed(4) : "n/a"}`),
+        onEpoch: (r) =>
+          ctx.log(`${name} seed ${seed} epoch ${r.epoch}: loss ${r.loss.toFixed(4)}, val Dice ${Number.isFinite(r.valDice) ? r.valDice.toFixed(4) : "n/a"}`),
         onStep: (done, total) => ctx.emit({ kind: "progress", stage: ctx.stage, task: `${name} training (seed ${seed})`, done, total, unit: "steps" }),
       });
       logResumed(ctx, `${name} (seed ${seed})`, checkpoint.dir, trained);
       // The image-only U-Net's learning curves (first seed), for the report (undeclared: absent when there is no baseline).
-      if (name === "unet" && seed === seeds[0]) await writeJsonAtomic(path.join(ctx.outDir, "baseline-history.json"), historyJson(trained, { model: "image-only U-Net" }));
+      if (name === "unet" && seed === seeds[0])
+        await writeJsonAtomic(path.join(ctx.outDir, "baseline-history.json"), historyJson(trained, { model: "image-only U-Net" }));
       const summary: Record<string, unknown> = { ...trainingSummary(trained), checkpoint: path.basename(checkpoint.dir) };
-      trainings.push({ name, seed, epochsRun: trained.epochsRun, bestEpoch: trained.bestEpoch, bestValDice: summary.bestValDice as number | null, resumedEpochs: trained.resumedEpochs });
+      trainings.push({
+        name,
+        seed,
+        epochsRun: trained.epochsRun,
+        bestEpoch: trained.bestEpoch,
+        bestValDice: summary.bestValDice as number | null,
+        resumedEpochs: trained.resumedEpochs,
+      });
       const scored = await scoreModel(name, seed, modelConfig, store, test, params.batchSize, batches.test, seed === seeds[0] ? keep : 0, perImage);
       runs.push(scored.run);
       return { summary, predictions: scored.predictions };
@@ -225,7 +272,10 @@ export async function runEvaluate(ctx: StageContext<EvaluateParams>) {
   const meanText = controls.has("mean-text") ? meanTrainingText(train, embeddings, dim) : null;
   let ownReportMissing = 0;
   try {
-    if (controls.has("mean-text") && !meanText) throw new ModelError("control mean-text needs at least one training report with a text embedding", { hint: "raise dataset.textAvailability, or drop mean-text from evaluate.controls" });
+    if (controls.has("mean-text") && !meanText)
+      throw new ModelError("control mean-text needs at least one training report with a text embedding", {
+        hint: "raise dataset.textAvailability, or drop mean-text from evaluate.controls",
+      });
     const images = await imageSetDigest(samplesFile);
     for (const seed of seeds) {
       // ProLearn: the train stage's model at the first seed; further seeds are trained here with
@@ -234,7 +284,8 @@ export async function runEvaluate(ctx: StageContext<EvaluateParams>) {
         const scored = await scoreModel("prolearn", seed, config, trainedStore, test, params.batchSize, psaOf(testLookups), keep, perImage);
         runs.push(scored.run);
         prolearnPredictions = scored.predictions;
-        if (controls.has("shuffled-psa")) runs.push((await scoreModel("shuffled-psa", seed, config, trainedStore, test, params.batchSize, psaOf(shuffled), 0, perImage)).run);
+        if (controls.has("shuffled-psa"))
+          runs.push((await scoreModel("shuffled-psa", seed, config, trainedStore, test, params.batchSize, psaOf(shuffled), 0, perImage)).run);
       } else {
         const settings = { ...baseSettings, seed };
         const store = initParams(config, seed, psaInit);
@@ -251,13 +302,24 @@ export async function runEvaluate(ctx: StageContext<EvaluateParams>) {
             checkpointDir: checkpoint.dir,
             checkpointKey: checkpoint.key,
             signal: ctx.signal,
-            onEpoch: (r) => ctx.log(`prolearn seed ${seed} epoch ${r.epoch}: loss ${r.loss.toFixed(4)}, val Dice ${Number.isFinite(r.valDice) ? r.valDice.toFixed(4) : "n/a"}`),
+            onEpoch: (r) =>
+              ctx.log(
+                `prolearn seed ${seed} epoch ${r.epoch}: loss ${r.loss.toFixed(4)}, val Dice ${Number.isFinite(r.valDice) ? r.valDice.toFixed(4) : "n/a"}`,
+              ),
             onStep: (done, total) => ctx.emit({ kind: "progress", stage: ctx.stage, task: `prolearn training (seed ${seed})`, done, total, unit: "steps" }),
           });
           logResumed(ctx, `prolearn (seed ${seed})`, checkpoint.dir, trained);
-          trainings.push({ name: "prolearn", seed, epochsRun: trained.epochsRun, bestEpoch: trained.bestEpoch, bestValDice: Number.isFinite(trained.bestValDice) ? trained.bestValDice : null, resumedEpochs: trained.resumedEpochs });
+          trainings.push({
+            name: "prolearn",
+            seed,
+            epochsRun: trained.epochsRun,
+            bestEpoch: trained.bestEpoch,
+            bestValDice: Number.isFinite(trained.bestValDice) ? trained.bestValDice : null,
+            resumedEpochs: trained.resumedEpochs,
+          });
           runs.push((await scoreModel("prolearn", seed, config, store, test, params.batchSize, psaOf(testLookups), 0, perImage)).run);
-          if (controls.has("shuffled-psa")) runs.push((await scoreModel("shuffled-psa", seed, config, store, test, params.batchSize, psaOf(shuffled), 0, perImage)).run);
+          if (controls.has("shuffled-psa"))
+            runs.push((await scoreModel("shuffled-psa", seed, config, store, test, params.batchSize, psaOf(shuffled), 0, perImage)).run);
         } finally {
           disposeParams(store);
         }
@@ -279,7 +341,14 @@ export async function runEvaluate(ctx: StageContext<EvaluateParams>) {
         // One constant text for every image, in training, validation and test: the network and
         // budget of ProLearn with the information of the reports taken out.
         const constant = (samplesOf: readonly DecodedSample[], base: PsaLookups) => psaOf(withText(base, samplesOf, dim, () => meanText).lookups);
-        await trainAndScore("mean-text", seed, config, psaInit, { meanText: hashJson(Array.from(meanText)), images }, { train: constant(train, trainPsa), val: constant(val, valPsa), test: constant(test, testLookups) });
+        await trainAndScore(
+          "mean-text",
+          seed,
+          config,
+          psaInit,
+          { meanText: hashJson(Array.from(meanText)), images },
+          { train: constant(train, trainPsa), val: constant(val, valPsa), test: constant(test, testLookups) },
+        );
       }
 
       if (controls.has("own-report")) {
@@ -287,14 +356,40 @@ export async function runEvaluate(ctx: StageContext<EvaluateParams>) {
         // (PSA's t^ for the others), validation reports within the budget (early stopping is a
         // choice), and every test report (the upper bound: what ProLearn approximates).
         const textOf = (use: (s: DecodedSample) => boolean) => (s: DecodedSample) => (use(s) ? embeddings.text.get(s.id) : undefined);
-        const ownTest = withText(testLookups, test, dim, textOf((s) => s.report !== null));
+        const ownTest = withText(
+          testLookups,
+          test,
+          dim,
+          textOf((s) => s.report !== null),
+        );
         ownReportMissing = test.length - ownTest.used;
         const batches = {
-          train: psaOf(withText(trainPsa, train, dim, textOf((s) => s.report !== null)).lookups),
-          val: psaOf(withText(valPsa, val, dim, textOf((s) => s.inBudget)).lookups),
+          train: psaOf(
+            withText(
+              trainPsa,
+              train,
+              dim,
+              textOf((s) => s.report !== null),
+            ).lookups,
+          ),
+          val: psaOf(
+            withText(
+              valPsa,
+              val,
+              dim,
+              textOf((s) => s.inBudget),
+            ).lookups,
+          ),
           test: psaOf(ownTest.lookups),
         };
-        await trainAndScore("own-report", seed, config, psaInit, { ingest: ctx.inputs.ingest?.digest, embed: ctx.inputs.embed?.digest, prototypes: ctx.inputs.prototypes?.digest }, batches);
+        await trainAndScore(
+          "own-report",
+          seed,
+          config,
+          psaInit,
+          { ingest: ctx.inputs.ingest?.digest, embed: ctx.inputs.embed?.digest, prototypes: ctx.inputs.prototypes?.digest },
+          batches,
+        );
       }
     }
   } finally {
@@ -309,27 +404,75 @@ export async function runEvaluate(ctx: StageContext<EvaluateParams>) {
   await writeParquetFile(
     path.join(ctx.outDir, "metrics.parquet"),
     new Table({
-      model: vectorFromArray(runs.map((m) => m.name), new Utf8()),
-      seed: vectorFromArray(runs.map((m) => m.seed), new Int32()),
-      dice: vectorFromArray(runs.map((m) => m.scores.dice), new Float32()),
-      iou: vectorFromArray(runs.map((m) => m.scores.iou), new Float32()),
-      dice_pooled: vectorFromArray(runs.map((m) => m.scores.dicePooled), new Float32()),
-      iou_pooled: vectorFromArray(runs.map((m) => m.scores.iouPooled), new Float32()),
-      images: vectorFromArray(runs.map((m) => m.scores.images), new Int32()),
-      text_availability: vectorFromArray(runs.map(() => availability), new Float32()),
+      model: vectorFromArray(
+        runs.map((m) => m.name),
+        new Utf8(),
+      ),
+      seed: vectorFromArray(
+        runs.map((m) => m.seed),
+        new Int32(),
+      ),
+      dice: vectorFromArray(
+        runs.map((m) => m.scores.dice),
+        new Float32(),
+      ),
+      iou: vectorFromArray(
+        runs.map((m) => m.scores.iou),
+        new Float32(),
+      ),
+      dice_pooled: vectorFromArray(
+        runs.map((m) => m.scores.dicePooled),
+        new Float32(),
+      ),
+      iou_pooled: vectorFromArray(
+        runs.map((m) => m.scores.iouPooled),
+        new Float32(),
+      ),
+      images: vectorFromArray(
+        runs.map((m) => m.scores.images),
+        new Int32(),
+      ),
+      text_availability: vectorFromArray(
+        runs.map(() => availability),
+        new Float32(),
+      ),
     }),
   );
   await writeParquetFile(
     path.join(ctx.outDir, "per_image.parquet"),
     new Table({
-      id: vectorFromArray(perImage.map((r) => r.id), new Utf8()),
-      model: vectorFromArray(perImage.map((r) => r.model), new Utf8()),
-      seed: vectorFromArray(perImage.map((r) => r.seed), new Int32()),
-      dice: vectorFromArray(perImage.map((r) => r.dice), new Float32()),
-      iou: vectorFromArray(perImage.map((r) => r.iou), new Float32()),
-      intersection: vectorFromArray(perImage.map((r) => r.intersection), new Int32()),
-      predicted_pixels: vectorFromArray(perImage.map((r) => r.predicted), new Int32()),
-      truth_pixels: vectorFromArray(perImage.map((r) => r.truth), new Int32()),
+      id: vectorFromArray(
+        perImage.map((r) => r.id),
+        new Utf8(),
+      ),
+      model: vectorFromArray(
+        perImage.map((r) => r.model),
+        new Utf8(),
+      ),
+      seed: vectorFromArray(
+        perImage.map((r) => r.seed),
+        new Int32(),
+      ),
+      dice: vectorFromArray(
+        perImage.map((r) => r.dice),
+        new Float32(),
+      ),
+      iou: vectorFromArray(
+        perImage.map((r) => r.iou),
+        new Float32(),
+      ),
+      intersection: vectorFromArray(
+        perImage.map((r) => r.intersection),
+        new Int32(),
+      ),
+      predicted_pixels: vectorFromArray(
+        perImage.map((r) => r.predicted),
+        new Int32(),
+      ),
+      truth_pixels: vectorFromArray(
+        perImage.map((r) => r.truth),
+        new Int32(),
+      ),
     }),
   );
   const size = config.net.imageSize;
@@ -345,11 +488,26 @@ export async function runEvaluate(ctx: StageContext<EvaluateParams>) {
   await writeParquetFile(
     path.join(ctx.outDir, "examples.parquet"),
     new Table({
-      id: vectorFromArray(examples.map((e) => e.id), new Utf8()),
-      image: vectorFromArray(examples.map((e) => e.image), new Binary()),
-      mask: vectorFromArray(examples.map((e) => e.mask), new Binary()),
-      prediction: vectorFromArray(examples.map((e) => e.prediction), new Binary()),
-      baseline_prediction: vectorFromArray(examples.map((e) => e.baseline), new Binary()),
+      id: vectorFromArray(
+        examples.map((e) => e.id),
+        new Utf8(),
+      ),
+      image: vectorFromArray(
+        examples.map((e) => e.image),
+        new Binary(),
+      ),
+      mask: vectorFromArray(
+        examples.map((e) => e.mask),
+        new Binary(),
+      ),
+      prediction: vectorFromArray(
+        examples.map((e) => e.prediction),
+        new Binary(),
+      ),
+      baseline_prediction: vectorFromArray(
+        examples.map((e) => e.baseline),
+        new Binary(),
+      ),
     }),
   );
 
@@ -390,7 +548,11 @@ export interface PairedComparison {
  * ProLearn against every other model: per test image, each model's Dice averaged over its seeds
  * (seeds pooled), then the paired bootstrap of the difference over test images.
  */
-export function pairedComparisons(byModel: ReadonlyMap<ModelName, readonly ModelScore[]>, images: number, options: { seed: number; resamples: number }): PairedComparison[] {
+export function pairedComparisons(
+  byModel: ReadonlyMap<ModelName, readonly ModelScore[]>,
+  images: number,
+  options: { seed: number; resamples: number },
+): PairedComparison[] {
   const perImageMean = (runs: readonly ModelScore[]) => Array.from({ length: images }, (_, i) => runs.reduce((s, r) => s + r.dice[i]!, 0) / runs.length);
   const a = byModel.get("prolearn");
   if (!a) return [];
@@ -401,13 +563,23 @@ export function pairedComparisons(byModel: ReadonlyMap<ModelName, readonly Model
   });
 }
 
-const LABELS: Record<ModelName, string> = { prolearn: "ProLearn", unet: "image-only U-Net", "shuffled-psa": "shuffled PSA", "mean-text": "mean text", "own-report": "own report" };
+const LABELS: Record<ModelName, string> = {
+  prolearn: "ProLearn",
+  unet: "image-only U-Net",
+  "shuffled-psa": "shuffled PSA",
+  "mean-text": "mean text",
+  "own-report": "own report",
+};
 
 /** "test Dice / IoU on 23 images, per-image mean: ProLearn 0.834 / 0.725 (pooled ...); image-only U-Net ...; own report ..." */
 function headlineText(images: number, prolearn: Headline, baseline: Headline | null, controls: Record<string, Headline>, seeds: number): string {
   const f = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : "n/a");
   const part = (label: string, s: Headline) => `${label} ${f(s.dice)} / ${f(s.iou)} (pooled ${f(s.dicePooled)} / ${f(s.iouPooled)})`;
-  const parts = [part("ProLearn", prolearn), ...(baseline ? [part("image-only U-Net", baseline)] : []), ...Object.entries(controls).map(([name, s]) => part(LABELS[name as ModelName], s))];
+  const parts = [
+    part("ProLearn", prolearn),
+    ...(baseline ? [part("image-only U-Net", baseline)] : []),
+    ...Object.entries(controls).map(([name, s]) => part(LABELS[name as ModelName], s)),
+  ];
   return `test Dice / IoU on ${images} images, per-image mean${seeds > 1 ? ` over ${seeds} seeds` : ""}: ${parts.join("; ")}`;
 }
 

@@ -14,12 +14,27 @@ export const MODEL_NAMES = ["prolearn", "unet", ...CONTROLS] as const;
 export type ModelName = (typeof MODEL_NAMES)[number];
 
 export const evaluateParams = z.strictObject({
-  baseline: z.enum(["unet", "none"]).default("unet").describe("`unet` also trains the image-only U-Net (same network without guidance, same training budget and seed) and scores it as model `unet`; `none` skips it."),
+  baseline: z
+    .enum(["unet", "none"])
+    .default("unet")
+    .describe(
+      "`unet` also trains the image-only U-Net (same network without guidance, same training budget and seed) and scores it as model `unet`; `none` skips it.",
+    ),
   controls: z
     .array(z.enum(CONTROLS))
     .default([...CONTROLS])
-    .describe("Controls scored beside ProLearn: `shuffled-psa` = the ProLearn model with each test image given another test image's PSA lookup (no training); `mean-text` = the same network trained and tested with one constant text, the mean embedding of the available training reports; `own-report` = the same network trained with each image's own report where available (PSA elsewhere) and tested with each test image's own report, the upper bound."),
-  seeds: z.number().int().min(1).max(20).default(1).describe("Train and score every model with this many seeds (the train stage's seed, then seed + 1, ...); ProLearn's extra seeds are trained here with the train stage's settings."),
+    .describe(
+      "Controls scored beside ProLearn: `shuffled-psa` = the ProLearn model with each test image given another test image's PSA lookup (no training); `mean-text` = the same network trained and tested with one constant text, the mean embedding of the available training reports; `own-report` = the same network trained with each image's own report where available (PSA elsewhere) and tested with each test image's own report, the upper bound.",
+    ),
+  seeds: z
+    .number()
+    .int()
+    .min(1)
+    .max(20)
+    .default(1)
+    .describe(
+      "Train and score every model with this many seeds (the train stage's seed, then seed + 1, ...); ProLearn's extra seeds are trained here with the train stage's settings.",
+    ),
   resamples: z.number().int().min(100).max(100000).default(2000).describe("Paired bootstrap resamples over test images for the `paired` confidence intervals."),
   examples: z.number().int().min(0).max(64).default(4).describe("Test samples written to examples.parquet with their predictions."),
   batchSize: z.number().int().min(1).default(16).describe("Images per forward pass."),
@@ -37,7 +52,8 @@ export interface Headline {
 export const evaluateStage = defineStage({
   name: "evaluate",
   version: "4",
-  description: "Scores the ProLearn segmenter on the test split with image-only inference through PSA (Dice and IoU, per-image mean and pooled), next to an image-only U-Net and text controls (shuffled PSA, mean text, own report) trained with the same budget, over seeds, with paired bootstrap intervals.",
+  description:
+    "Scores the ProLearn segmenter on the test split with image-only inference through PSA (Dice and IoU, per-image mean and pooled), next to an image-only U-Net and text controls (shuffled PSA, mean text, own report) trained with the same budget, over seeds, with paired bootstrap intervals.",
   params: evaluateParams,
   inputs: ["ingest", "embed", "prototypes", "train"],
   outputs: ["metrics.parquet", "per_image.parquet", "examples.parquet"],

@@ -27,14 +27,24 @@ export interface SweepRow {
 export function parseSweepAssignment(assignment: string): { key: string; values: unknown[] } | undefined {
   const eq = assignment.indexOf("=");
   if (eq <= 0) return undefined;
-  const raw = assignment.slice(eq + 1).split(",").map((v) => v.trim()).filter((v) => v !== "");
+  const raw = assignment
+    .slice(eq + 1)
+    .split(",")
+    .map((v) => v.trim())
+    .filter((v) => v !== "");
   return { key: assignment.slice(0, eq), values: raw.map((v) => (v === "true" ? true : v === "false" ? false : Number.isFinite(Number(v)) ? Number(v) : v)) };
 }
 
 /** Reads the evaluate stage's headline metrics out of a run result. */
 export function sweepRowFromRun(value: unknown, result: RunResult): SweepRow {
   const evaluate = result.stages.find((s) => s.name === "evaluate");
-  const summary = (evaluate?.summary ?? {}) as { prolearn?: Headline; baseline?: Headline | null; controls?: Partial<Record<ModelName, Headline>>; paired?: { b: ModelName; meanDiff: number; ci95: [number, number] }[]; seeds?: number[] };
+  const summary = (evaluate?.summary ?? {}) as {
+    prolearn?: Headline;
+    baseline?: Headline | null;
+    controls?: Partial<Record<ModelName, Headline>>;
+    paired?: { b: ModelName; meanDiff: number; ci95: [number, number] }[];
+    seeds?: number[];
+  };
   const failed = result.stages.find((s) => s.status === "failed");
   const usefulness = (result.stages.find((s) => s.name === "prototypes")?.summary as { usefulness?: { ownReportAuc?: number } } | undefined)?.usefulness;
   return {
@@ -70,7 +80,13 @@ function difference(p: { meanDiff: number; ci95: [number, number] } | undefined)
   return `${signed(p.meanDiff)} [${signed(p.ci95[0])}, ${signed(p.ci95[1])}]`;
 }
 
-const SHORT: Record<ModelName, string> = { prolearn: "ProLearn", unet: "U-Net", "shuffled-psa": "shuffled-PSA", "mean-text": "mean-text", "own-report": "own-report" };
+const SHORT: Record<ModelName, string> = {
+  prolearn: "ProLearn",
+  unet: "U-Net",
+  "shuffled-psa": "shuffled-PSA",
+  "mean-text": "mean-text",
+  "own-report": "own-report",
+};
 
 /**
  * A table in the shape of the paper's Table 1: one row per swept value, Dice and mIoU (per-image
@@ -113,6 +129,10 @@ export function formatSweepTable(key: string, rows: readonly SweepRow[]): string
         ],
   );
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ").trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
+      .join("  ")
+      .trimEnd();
   return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...body.map(line)].join("\n");
 }

@@ -2,7 +2,17 @@
 import path from "node:path";
 import { ModelError } from "../errors.js";
 import type { StageContext } from "../pipeline/stage.js";
-import { checkpointFolder, historyJson, inputFile, resolveChannels, saveModel, trainingSummary, trainSettings, disposeParams, logResumed } from "../segmenter/checkpoints.js";
+import {
+  checkpointFolder,
+  historyJson,
+  inputFile,
+  resolveChannels,
+  saveModel,
+  trainingSummary,
+  trainSettings,
+  disposeParams,
+  logResumed,
+} from "../segmenter/checkpoints.js";
 import { blankedBatches, budgetedPairs, loadSamples, makeBatch } from "../segmenter/data.js";
 import { guideTextSide } from "../segmenter/text-side.js";
 import type { GuideParams } from "./stage.js";
@@ -16,15 +26,26 @@ export async function runGuide(ctx: StageContext<GuideParams>) {
   const params = ctx.params;
   const backend = await initBackend(params.backend, (line) => ctx.log(line));
   const channels = resolveChannels(params.channels, ctx.pipeline);
-  const samples = await loadSamples(inputFile(ctx, "ingest", "samples.parquet"), { size: params.imageSize, channels, cache: ctx.rowCache("train-decoded"), splits: ["train", "val"] });
+  const samples = await loadSamples(inputFile(ctx, "ingest", "samples.parquet"), {
+    size: params.imageSize,
+    channels,
+    cache: ctx.rowCache("train-decoded"),
+    splits: ["train", "val"],
+  });
   // The text budget (docs/training.md): the guide learns from the available training reports and
   // stops early on the validation reports within the budget, never on the others.
   const paired = budgetedPairs(samples, "train");
   const val = budgetedPairs(samples, "val");
   if (paired.length === 0) {
-    throw new ModelError("no training sample has an available report: the guide model has nothing to learn from", { hint: "raise dataset.textAvailability above 0" });
+    throw new ModelError("no training sample has an available report: the guide model has nothing to learn from", {
+      hint: "raise dataset.textAvailability above 0",
+    });
   }
-  const text = await guideTextSide(params, ctx.pipeline.baseDir, paired.map((s) => s.report!));
+  const text = await guideTextSide(
+    params,
+    ctx.pipeline.baseDir,
+    paired.map((s) => s.report!),
+  );
   let trainText: Awaited<ReturnType<typeof text.encode>>;
   let valText: Awaited<ReturnType<typeof text.encode>>;
   try {
@@ -41,7 +62,9 @@ export async function runGuide(ctx: StageContext<GuideParams>) {
   const settings = trainSettings(params, ctx.pipeline);
   const store = initParams(config, settings.seed);
   const checkpoint = checkpointFolder(ctx, "guide");
-  ctx.log(`${paired.length} paired training samples, ${val.length} validation samples within the text budget${val.length === 0 ? " (no early stopping: every epoch runs)" : ""}, checkpoints in ${checkpoint.dir}`);
+  ctx.log(
+    `${paired.length} paired training samples, ${val.length} validation samples within the text budget${val.length === 0 ? " (no early stopping: every epoch runs)" : ""}, checkpoints in ${checkpoint.dir}`,
+  );
   try {
     const result = await trainSegmenter({
       config,
@@ -58,9 +81,19 @@ export async function runGuide(ctx: StageContext<GuideParams>) {
       onStep: (done, total) => ctx.emit({ kind: "progress", stage: ctx.stage, task: "training", done, total, unit: "steps" }),
     });
     logResumed(ctx, "guide", checkpoint.dir, result);
-    await saveModel(ctx.outDir, "guide-model.json", "guide-weights.bin", "guide", config, store, { ...settings, backend: backend.backend, bestEpoch: result.bestEpoch, bestValDice: result.bestValDice, epochsRun: result.epochsRun, stoppedEarly: result.stoppedEarly });
+    await saveModel(ctx.outDir, "guide-model.json", "guide-weights.bin", "guide", config, store, {
+      ...settings,
+      backend: backend.backend,
+      bestEpoch: result.bestEpoch,
+      bestValDice: result.bestValDice,
+      epochsRun: result.epochsRun,
+      stoppedEarly: result.stoppedEarly,
+    });
     await writeJsonAtomic(path.join(ctx.outDir, "guide-history.json"), historyJson(result, { pairedSamples: paired.length, valSamples: val.length }));
-    const chance = guideChanceWarning(result.bestValDice, val.map((s) => s.mask));
+    const chance = guideChanceWarning(
+      result.bestValDice,
+      val.map((s) => s.mask),
+    );
     if (chance) ctx.warn(chance.code, chance.message, chance.figures);
     return {
       pairedSamples: paired.length,

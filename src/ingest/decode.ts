@@ -44,7 +44,13 @@ const histogram = new Float64Array(256);
  * bytes, filter byte 0 per row), so no intermediate bit plane is built. The mask is read four
  * pixels at a time: a 0/255 mask is mostly whole words of 0 or 255, which cost one compare.
  */
-export function binarizeIntoScanlines(grey: Uint8Array, width: number, height: number, params: DecodeParams, out: Uint8Array): { foreground: number; ambiguousFraction: number } {
+export function binarizeIntoScanlines(
+  grey: Uint8Array,
+  width: number,
+  height: number,
+  params: DecodeParams,
+  out: Uint8Array,
+): { foreground: number; ambiguousFraction: number } {
   const n = width * height;
   const t = params.maskThreshold;
   const hist = histogram;
@@ -133,7 +139,8 @@ async function classifyFailure(bytes: Uint8Array, error: unknown): Promise<{ rea
   const message = (error as Error).message.split("\n")[0]!;
   try {
     const meta = await sharp(bytes).metadata();
-    if (meta.format && !SUPPORTED_FORMATS.has(meta.format)) return { reason: "unsupported-format", detail: `${meta.format} image; use PNG, JPEG, TIFF or WebP` };
+    if (meta.format && !SUPPORTED_FORMATS.has(meta.format))
+      return { reason: "unsupported-format", detail: `${meta.format} image; use PNG, JPEG, TIFF or WebP` };
     return { reason: "truncated-image", detail: `header reads as ${meta.format} ${meta.width}x${meta.height} but decoding fails: ${message}` };
   } catch {
     return { reason: "unreadable-image", detail: message };
@@ -227,7 +234,8 @@ export async function decodePairSeparately(imageBytes: Uint8Array, maskBytes: Ui
 }
 
 function encodeCached(outcome: DecodeOutcome): Buffer {
-  if (!outcome.ok) return Buffer.concat([Buffer.from([0]), Buffer.from(JSON.stringify({ reason: outcome.reason, detail: outcome.detail, source: outcome.source }))]);
+  if (!outcome.ok)
+    return Buffer.concat([Buffer.from([0]), Buffer.from(JSON.stringify({ reason: outcome.reason, detail: outcome.detail, source: outcome.source }))]);
   const { maskPng, ...meta } = outcome.value;
   const header = Buffer.from(JSON.stringify(meta));
   const length = Buffer.alloc(4);
@@ -237,7 +245,8 @@ function encodeCached(outcome: DecodeOutcome): Buffer {
 
 function decodeCached(buffer: Buffer): DecodeOutcome | undefined {
   try {
-    if (buffer[0] === 0) return { ok: false, ...(JSON.parse(buffer.subarray(1).toString("utf8")) as { reason: QuarantineReason; detail: string; source: "image" | "mask" }) };
+    if (buffer[0] === 0)
+      return { ok: false, ...(JSON.parse(buffer.subarray(1).toString("utf8")) as { reason: QuarantineReason; detail: string; source: "image" | "mask" }) };
     if (buffer[0] !== 1) return undefined;
     const length = buffer.readUInt32LE(1);
     const meta = JSON.parse(buffer.subarray(5, 5 + length).toString("utf8")) as Omit<DecodedSample, "maskPng">;
@@ -288,12 +297,18 @@ export async function ingestSample(
   try {
     imageBytes = await readFile(imagePath);
   } catch (error) {
-    return { problem: quarantineEntry({ source: sample.image, id: sample.id, reason: "unreadable-image", detail: (error as Error).message, scope: "image" }), cacheHit: false };
+    return {
+      problem: quarantineEntry({ source: sample.image, id: sample.id, reason: "unreadable-image", detail: (error as Error).message, scope: "image" }),
+      cacheHit: false,
+    };
   }
   try {
     maskBytes = await readFile(maskPath);
   } catch (error) {
-    return { problem: quarantineEntry({ source: sample.mask, id: sample.id, reason: "unreadable-mask", detail: (error as Error).message, scope: "image" }), cacheHit: false };
+    return {
+      problem: quarantineEntry({ source: sample.mask, id: sample.id, reason: "unreadable-mask", detail: (error as Error).message, scope: "image" }),
+      cacheHit: false,
+    };
   }
   const imageSha = sha256(imageBytes);
   const maskSha = sha256(maskBytes);
@@ -306,7 +321,16 @@ export async function ingestSample(
     cache?.put(key, encodeCached(outcome));
   }
   if (!outcome.ok) {
-    return { problem: quarantineEntry({ source: outcome.source === "image" ? sample.image : sample.mask, id: sample.id, reason: outcome.reason, detail: outcome.detail, scope: "image" }), cacheHit };
+    return {
+      problem: quarantineEntry({
+        source: outcome.source === "image" ? sample.image : sample.mask,
+        id: sample.id,
+        reason: outcome.reason,
+        detail: outcome.detail,
+        scope: "image",
+      }),
+      cacheHit,
+    };
   }
   const v = outcome.value;
   const row: SampleRow = {
@@ -329,6 +353,14 @@ export async function ingestSample(
     mask_empty: v.maskEmpty,
     mask_coverage: v.maskCoverage,
   };
-  const problem = v.maskEmpty ? quarantineEntry({ source: sample.mask, id: sample.id, reason: "empty-mask", detail: "the mask has no foreground pixel; the sample is kept with mask_empty = true", scope: "image" }) : undefined;
+  const problem = v.maskEmpty
+    ? quarantineEntry({
+        source: sample.mask,
+        id: sample.id,
+        reason: "empty-mask",
+        detail: "the mask has no foreground pixel; the sample is kept with mask_empty = true",
+        scope: "image",
+      })
+    : undefined;
   return { row, problem, cacheHit };
 }

@@ -26,7 +26,9 @@ export function notARegularFile(file: string): string | undefined {
         return undefined;
       }
     })();
-    return link !== undefined ? `a symbolic link to ${link}, which does not exist` : `unreadable (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`;
+    return link !== undefined
+      ? `a symbolic link to ${link}, which does not exist`
+      : `unreadable (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`;
   }
   return info.isFile() ? undefined : describeSpecial(info);
 }

@@ -50,7 +50,16 @@ export class FingerprintBuilder {
   private readonly coverages: number[] = [];
   private readonly formats: Record<string, number> = {};
 
-  add(row: { split: string; width: number; height: number; report: string | null; report_available: boolean; mask_empty: boolean; mask_coverage: number; image_format: string }): void {
+  add(row: {
+    split: string;
+    width: number;
+    height: number;
+    report: string | null;
+    report_available: boolean;
+    mask_empty: boolean;
+    mask_coverage: number;
+    image_format: string;
+  }): void {
     const s = this.splits[row.split as Split];
     s.samples++;
     if (row.report !== null) s.withReport++;
@@ -62,7 +71,13 @@ export class FingerprintBuilder {
     this.formats[row.image_format] = (this.formats[row.image_format] ?? 0) + 1;
   }
 
-  build(meta: Omit<Fingerprint, "splits" | "reportCoverage" | "imageWidth" | "imageHeight" | "imageFormats" | "maskCoverage" | "quarantineByReason" | "ingested" | "quarantined">, quarantine: readonly QuarantineEntry[]): Fingerprint {
+  build(
+    meta: Omit<
+      Fingerprint,
+      "splits" | "reportCoverage" | "imageWidth" | "imageHeight" | "imageFormats" | "maskCoverage" | "quarantineByReason" | "ingested" | "quarantined"
+    >,
+    quarantine: readonly QuarantineEntry[],
+  ): Fingerprint {
     const ingested = this.widths.length;
     const total = (key: keyof SplitCounts) => this.splits.train[key] + this.splits.val[key] + this.splits.test[key];
     const byReason: Record<string, number> = {};
@@ -126,10 +141,16 @@ export function formatFingerprint(f: Fingerprint): string {
   ];
   for (const split of ["train", "val", "test"] as const) {
     const s = f.splits[split];
-    lines.push(`${split.padEnd(6)} ${String(s.samples).padStart(8)} ${String(s.withReport).padStart(12)} ${String(s.reportAvailable).padStart(10)} ${String(s.emptyMasks).padStart(12)}`);
+    lines.push(
+      `${split.padEnd(6)} ${String(s.samples).padStart(8)} ${String(s.withReport).padStart(12)} ${String(s.reportAvailable).padStart(10)} ${String(s.emptyMasks).padStart(12)}`,
+    );
   }
   lines.push(
-    `image size ${f.imageWidth.min}-${f.imageWidth.max} x ${f.imageHeight.min}-${f.imageHeight.max}; formats ${Object.entries(f.imageFormats).map(([k, v]) => `${k} ${v}`).join(", ") || "-"}`,
+    `image size ${f.imageWidth.min}-${f.imageWidth.max} x ${f.imageHeight.min}-${f.imageHeight.max}; formats ${
+      Object.entries(f.imageFormats)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(", ") || "-"
+    }`,
     `mask coverage mean ${pct(f.maskCoverage.mean)}, quartiles ${pct(f.maskCoverage.p25)} / ${pct(f.maskCoverage.median)} / ${pct(f.maskCoverage.p75)}, max ${pct(f.maskCoverage.max)}`,
     `train reports available: ${pct(f.reportCoverage.trainAvailable)} (textAvailability ${f.textAvailability}, seed ${f.seed})`,
   );
@@ -142,7 +163,10 @@ export function formatFingerprint(f: Fingerprint): string {
   const total = (entries: [string, number][]) => entries.reduce((n, [, c]) => n + c, 0);
   if (!reasons.length) lines.push("quarantine: none");
   else {
-    if (setAside.length) lines.push(`quarantine, set aside: ${total(setAside)} input${total(setAside) === 1 ? "" : "s"} (${f.quarantined} image${f.quarantined === 1 ? "" : "s"}, ${total(setAside) - f.quarantined} other): ${list(setAside)}`);
+    if (setAside.length)
+      lines.push(
+        `quarantine, set aside: ${total(setAside)} input${total(setAside) === 1 ? "" : "s"} (${f.quarantined} image${f.quarantined === 1 ? "" : "s"}, ${total(setAside) - f.quarantined} other): ${list(setAside)}`,
+      );
     if (kept.length) lines.push(`quarantine, kept and flagged: ${total(kept)} sample${total(kept) === 1 ? "" : "s"}: ${list(kept)}`);
   }
   return lines.join("\n");

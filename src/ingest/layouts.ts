@@ -78,7 +78,9 @@ async function findFile(dir: string, candidates: string[]): Promise<string | und
 }
 
 async function filesWithExtension(dir: string, ext: string): Promise<string[]> {
-  return (await childrenOf(dir)).filter((c) => !c.isDir && !c.name.startsWith("~$") && !c.name.startsWith(".") && c.name.toLowerCase().endsWith(ext)).map((c) => path.join(dir, c.name));
+  return (await childrenOf(dir))
+    .filter((c) => !c.isDir && !c.name.startsWith("~$") && !c.name.startsWith(".") && c.name.toLowerCase().endsWith(ext))
+    .map((c) => path.join(dir, c.name));
 }
 
 async function kaggle(root: string): Promise<LayoutPaths | undefined> {
@@ -86,19 +88,32 @@ async function kaggle(root: string): Promise<LayoutPaths | undefined> {
   const test = await findDir(root, ["Test Set", "Test_Set", "TestSet"]);
   if (!train && !test) return undefined;
   const folders: ImageFolder[] = [];
-  for (const [dir, split] of [[train, "train"], [test, "test"]] as const) {
+  for (const [dir, split] of [
+    [train, "train"],
+    [test, "test"],
+  ] as const) {
     if (!dir) continue;
     const images = await findDir(dir, ["Images"]);
     const masks = await findDir(dir, ["Ground-truths", "Ground_truths", "GroundTruths", "Masks"]);
     if (!images || !masks) return undefined;
     folders.push({ images, masks, split });
   }
-  return { layout: "kaggle", root, folders, reports: [], reason: `found ${folders.map((f) => path.relative(root, path.dirname(f.images))).join(" and ")} with Images/ and Ground-truths/ (QaTa-COV19 Kaggle original)` };
+  return {
+    layout: "kaggle",
+    root,
+    folders,
+    reports: [],
+    reason: `found ${folders.map((f) => path.relative(root, path.dirname(f.images))).join(" and ")} with Images/ and Ground-truths/ (QaTa-COV19 Kaggle original)`,
+  };
 }
 
 async function lvitFolders(root: string): Promise<ImageFolder[] | undefined> {
   const folders: ImageFolder[] = [];
-  for (const [name, split] of [["Train_Folder", "train"], ["Val_Folder", "val"], ["Test_Folder", "test"]] as const) {
+  for (const [name, split] of [
+    ["Train_Folder", "train"],
+    ["Val_Folder", "val"],
+    ["Test_Folder", "test"],
+  ] as const) {
     const dir = await findDir(root, [name]);
     if (!dir) continue;
     const images = await findDir(dir, ["img"]);
@@ -130,7 +145,10 @@ async function lvit(root: string, wantCsv: boolean | undefined): Promise<LayoutP
 
 async function guideseg(root: string): Promise<LayoutPaths | undefined> {
   const folders: ImageFolder[] = [];
-  for (const [name, split] of [["Train", "train"], ["Test", "test"]] as const) {
+  for (const [name, split] of [
+    ["Train", "train"],
+    ["Test", "test"],
+  ] as const) {
     const dir = await findDir(root, [name]);
     if (!dir) continue;
     const images = await findDir(dir, ["Images"]);
@@ -140,14 +158,25 @@ async function guideseg(root: string): Promise<LayoutPaths | undefined> {
   }
   if (!folders.length) return undefined;
   const prompt = await findDir(root, ["prompt", "prompts"]);
-  return { layout: "guideseg", root, folders, reports: prompt ? [prompt] : [], reason: `found Train/ and Test/ with Images/ and GTs/${prompt ? " and prompt/*.csv" : ""} (GuideSeg)` };
+  return {
+    layout: "guideseg",
+    root,
+    folders,
+    reports: prompt ? [prompt] : [],
+    reason: `found Train/ and Test/ with Images/ and GTs/${prompt ? " and prompt/*.csv" : ""} (GuideSeg)`,
+  };
 }
 
 async function sgseg(root: string): Promise<LayoutPaths | undefined> {
   const imagesRoot = await findDir(root, ["images"]);
   if (!imagesRoot) return undefined;
   const folders: ImageFolder[] = [];
-  for (const [name, split] of [["train", "train"], ["valid", "val"], ["val", "val"], ["test", "test"]] as const) {
+  for (const [name, split] of [
+    ["train", "train"],
+    ["valid", "val"],
+    ["val", "val"],
+    ["test", "test"],
+  ] as const) {
     const dir = await findDir(imagesRoot, [name]);
     if (!dir || (await childrenOf(dir)).length === 0) continue;
     const images = await findDir(dir, ["images"]);
@@ -158,7 +187,13 @@ async function sgseg(root: string): Promise<LayoutPaths | undefined> {
   if (!folders.length) return undefined;
   const prompts = await findDir(root, ["prompts"]);
   const annotation = prompts ? await findFile(prompts, ["annotation.json"]) : undefined;
-  return { layout: "sgseg", root, folders, reports: annotation ? [annotation] : [], reason: `found images/{${folders.map((f) => path.basename(path.dirname(f.images))).join(",")}}/{images,masks}${annotation ? " and prompts/annotation.json" : ""} (SGSeg)` };
+  return {
+    layout: "sgseg",
+    root,
+    folders,
+    reports: annotation ? [annotation] : [],
+    reason: `found images/{${folders.map((f) => path.basename(path.dirname(f.images))).join(",")}}/{images,masks}${annotation ? " and prompts/annotation.json" : ""} (SGSeg)`,
+  };
 }
 
 async function prolearn(root: string): Promise<LayoutPaths | undefined> {
@@ -167,7 +202,15 @@ async function prolearn(root: string): Promise<LayoutPaths | undefined> {
   const masks = await findDir(root, ["masks"]);
   if (!splitFile || !images || !masks) return undefined;
   const reports = await findDir(root, ["reports"]);
-  return { layout: "prolearn", root, folders: [{ images, masks }], reports: [], textReportFolder: reports, splitFile, reason: "found images/, masks/ and split.json (ProLearn)" };
+  return {
+    layout: "prolearn",
+    root,
+    folders: [{ images, masks }],
+    reports: [],
+    textReportFolder: reports,
+    splitFile,
+    reason: "found images/, masks/ and split.json (ProLearn)",
+  };
 }
 
 async function kvasir(root: string): Promise<LayoutPaths | undefined> {
@@ -216,11 +259,20 @@ const DETECTION_ORDER: ConcreteLayout[] = ["prolearn", "kaggle", "lvit", "guides
  */
 export async function resolveLayout(root: string, layout: DatasetLayout, kind: DatasetKind): Promise<LayoutPaths> {
   const rootInfo = await stat(root).catch(() => undefined);
-  if (!rootInfo?.isDirectory()) throw new DataError(`dataset root ${root} is not a folder`, { location: { file: root, keyPath: "dataset.root" }, hint: "set dataset.root to the folder that holds the images" });
+  if (!rootInfo?.isDirectory())
+    throw new DataError(`dataset root ${root} is not a folder`, {
+      location: { file: root, keyPath: "dataset.root" },
+      hint: "set dataset.root to the folder that holds the images",
+    });
   const candidates = [root];
   const children = (await childrenOf(root)).filter((c) => c.isDir && !c.name.startsWith("."));
   if (children.length === 1) candidates.push(path.join(root, children[0]!.name));
-  const order = layout === "auto" ? (kind === "kvasir-seg" ? (["prolearn", "kvasir", ...DETECTION_ORDER.filter((l) => l !== "kvasir" && l !== "prolearn")] as ConcreteLayout[]) : DETECTION_ORDER) : [layout];
+  const order =
+    layout === "auto"
+      ? kind === "kvasir-seg"
+        ? (["prolearn", "kvasir", ...DETECTION_ORDER.filter((l) => l !== "kvasir" && l !== "prolearn")] as ConcreteLayout[])
+        : DETECTION_ORDER
+      : [layout];
   for (const dir of candidates) {
     for (const candidate of order) {
       const found = await tryLayout(candidate, dir, layout === "auto");
@@ -231,7 +283,11 @@ export async function resolveLayout(root: string, layout: DatasetLayout, kind: D
       }
     }
   }
-  const listing = children.map((c) => c.name).slice(0, 12).join(", ") || "(empty)";
+  const listing =
+    children
+      .map((c) => c.name)
+      .slice(0, 12)
+      .join(", ") || "(empty)";
   // A root one folder too high (several datasets side by side): name the child folders that fit.
   const fitting: string[] = [];
   if (children.length > 1) {

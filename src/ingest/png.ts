@@ -41,7 +41,14 @@ export function encodeGreyPngScanlines(scanlines: Uint8Array, width: number, hei
   header[8] = 8; // bit depth
   header[9] = 0; // grey
   const idat = deflateSync(scanlines.subarray(0, scanlineLength(width, height)), { level: 6, strategy: constants.Z_RLE });
-  return new Uint8Array(Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk("IHDR", header), chunk("IDAT", idat), chunk("IEND", new Uint8Array(0))]));
+  return new Uint8Array(
+    Buffer.concat([
+      Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+      chunk("IHDR", header),
+      chunk("IDAT", idat),
+      chunk("IEND", new Uint8Array(0)),
+    ]),
+  );
 }
 
 /** Image format from the first bytes, as sharp names it. */

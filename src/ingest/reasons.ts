@@ -17,7 +17,8 @@ export const QUARANTINE_REASONS = {
   "empty-report-file": "a report table (xlsx/csv/json) holds no rows",
   "malformed-report-file": "a report table cannot be parsed or lacks the expected columns",
   "malformed-report-row": "a report row lacks its image name or text, cannot be parsed (unbalanced quote), or has more cells than its header",
-  "invalid-text-encoding": "a report holds bytes that are not UTF-8 or UTF-16 with a byte-order mark (they would have become U+FFFD), or a control character such as NUL; re-save the file as UTF-8",
+  "invalid-text-encoding":
+    "a report holds bytes that are not UTF-8 or UTF-16 with a byte-order mark (they would have become U+FFFD), or a control character such as NUL; re-save the file as UTF-8",
   "invalid-id": "an image name or report key holds a control or invisible character (newline, tab, bidi override, zero-width space, ...)",
 } as const;
 
@@ -43,6 +44,8 @@ export interface QuarantineEntry {
   kept: boolean;
 }
 
-export function quarantineEntry(partial: Omit<QuarantineEntry, "id" | "row" | "kept"> & Partial<Pick<QuarantineEntry, "id" | "row" | "kept">>): QuarantineEntry {
+export function quarantineEntry(
+  partial: Omit<QuarantineEntry, "id" | "row" | "kept"> & Partial<Pick<QuarantineEntry, "id" | "row" | "kept">>,
+): QuarantineEntry {
   return { id: null, row: null, kept: KEPT_REASONS.has(partial.reason), ...partial };
 }

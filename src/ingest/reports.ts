@@ -95,17 +95,41 @@ export function visibleName(name: string): string {
  */
 function addEntry(out: ReportSet, entry: ReportEntry, lossy: boolean, where: string): void {
   if (UNSAFE_NAME_CHARACTER.test(entry.key)) {
-    out.problems.push(quarantineEntry({ source: entry.file, row: entry.row, reason: "invalid-id", detail: `${where}: image name ${visibleName(entry.key)} holds a control or invisible character`, scope: "report" }));
+    out.problems.push(
+      quarantineEntry({
+        source: entry.file,
+        row: entry.row,
+        reason: "invalid-id",
+        detail: `${where}: image name ${visibleName(entry.key)} holds a control or invisible character`,
+        scope: "report",
+      }),
+    );
     return;
   }
   if (lossy && (entry.key.includes("\uFFFD") || entry.text.includes("\uFFFD"))) {
-    out.problems.push(quarantineEntry({ source: entry.file, row: entry.row, reason: "invalid-text-encoding", detail: `${where}: the report for ${entry.key} holds bytes that are not UTF-8`, scope: "report" }));
+    out.problems.push(
+      quarantineEntry({
+        source: entry.file,
+        row: entry.row,
+        reason: "invalid-text-encoding",
+        detail: `${where}: the report for ${entry.key} holds bytes that are not UTF-8`,
+        scope: "report",
+      }),
+    );
     return;
   }
   const control = CONTROL_IN_TEXT.exec(entry.text);
   if (control) {
     const code = `U+${control[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}`;
-    out.problems.push(quarantineEntry({ source: entry.file, row: entry.row, reason: "invalid-text-encoding", detail: `${where}: the report for ${entry.key} holds the control character ${code} at offset ${control.index} (a binary file, or a corrupted export?)`, scope: "report" }));
+    out.problems.push(
+      quarantineEntry({
+        source: entry.file,
+        row: entry.row,
+        reason: "invalid-text-encoding",
+        detail: `${where}: the report for ${entry.key} holds the control character ${code} at offset ${control.index} (a binary file, or a corrupted export?)`,
+        scope: "report",
+      }),
+    );
     return;
   }
   out.entries.push(entry);
@@ -157,12 +181,25 @@ const hasReportColumns = (cells: string[]) => {
  * recovered when the text is the last column: a report cut at its commas by a file saved
  * with another delimiter than the header's is joined back, and said so in a warning.
  */
-function tableToEntries(file: string, rows: TableRow[], split: Split | undefined, out: ReportSet, options: { delimiter?: string; lossy?: boolean; unreadable?: { line: number; message: string }[] } = {}): void {
+function tableToEntries(
+  file: string,
+  rows: TableRow[],
+  split: Split | undefined,
+  out: ReportSet,
+  options: { delimiter?: string; lossy?: boolean; unreadable?: { line: number; message: string }[] } = {},
+): void {
   const display = file;
   const unreadable = options.unreadable ?? [];
   if (rows.length === 0 || (rows.length === 1 && rows[0]!.cells.every((c) => c.trim() === ""))) {
     if (unreadable.length) {
-      out.problems.push(quarantineEntry({ source: display, reason: "malformed-report-file", detail: `line ${unreadable[0]!.line}: ${unreadable[0]!.message}`, scope: "report" }));
+      out.problems.push(
+        quarantineEntry({
+          source: display,
+          reason: "malformed-report-file",
+          detail: `line ${unreadable[0]!.line}: ${unreadable[0]!.message}`,
+          scope: "report",
+        }),
+      );
       return;
     }
     out.problems.push(quarantineEntry({ source: display, reason: "empty-report-file", detail: "the file holds no rows", scope: "report" }));
@@ -193,7 +230,15 @@ function tableToEntries(file: string, rows: TableRow[], split: Split | undefined
   for (const [index, item] of body.entries()) {
     const r = index + 1;
     if (!("cells" in item)) {
-      out.problems.push(quarantineEntry({ source: display, row: r, reason: "malformed-report-row", detail: `line ${item.line}: the record starting here cannot be read (${item.message}); an unbalanced quote?`, scope: "report" }));
+      out.problems.push(
+        quarantineEntry({
+          source: display,
+          row: r,
+          reason: "malformed-report-row",
+          detail: `line ${item.line}: the record starting here cannot be read (${item.message}); an unbalanced quote?`,
+          scope: "report",
+        }),
+      );
       continue;
     }
     let cells = item.cells;
@@ -202,7 +247,15 @@ function tableToEntries(file: string, rows: TableRow[], split: Split | undefined
         cells = [...cells.slice(0, textColumn), cells.slice(textColumn).join(options.delimiter)];
         rejoined++;
       } else {
-        out.problems.push(quarantineEntry({ source: display, row: r, reason: "malformed-report-row", detail: `line ${item.line} has ${cells.length} cells, the header ${header.length}: an unquoted ${options.delimiter === "\t" ? "tab" : `"${options.delimiter ?? ","}"`} inside a field?`, scope: "report" }));
+        out.problems.push(
+          quarantineEntry({
+            source: display,
+            row: r,
+            reason: "malformed-report-row",
+            detail: `line ${item.line} has ${cells.length} cells, the header ${header.length}: an unquoted ${options.delimiter === "\t" ? "tab" : `"${options.delimiter ?? ","}"`} inside a field?`,
+            scope: "report",
+          }),
+        );
         continue;
       }
     }
@@ -210,14 +263,22 @@ function tableToEntries(file: string, rows: TableRow[], split: Split | undefined
     const text = cells[textColumn] ?? "";
     if (!key || !text.trim()) {
       out.problems.push(
-        quarantineEntry({ source: display, row: r, reason: "malformed-report-row", detail: `line ${item.line}: ${!key ? "no image name" : `no text for ${key}`}`, scope: "report" }),
+        quarantineEntry({
+          source: display,
+          row: r,
+          reason: "malformed-report-row",
+          detail: `line ${item.line}: ${!key ? "no image name" : `no text for ${key}`}`,
+          scope: "report",
+        }),
       );
       continue;
     }
     addEntry(out, { key, text, file, row: r, split }, options.lossy ?? false, `line ${item.line}`);
   }
   if (rejoined) {
-    out.warnings.push(`${file}: ${rejoined} row${rejoined === 1 ? "" : "s"} had more cells than the header; the extra cells were joined back into the ${headerCells[textColumn]} column with "${options.delimiter === "\t" ? "\\t" : options.delimiter}" (a file saved with another delimiter than its header's, or unquoted text)`);
+    out.warnings.push(
+      `${file}: ${rejoined} row${rejoined === 1 ? "" : "s"} had more cells than the header; the extra cells were joined back into the ${headerCells[textColumn]} column with "${options.delimiter === "\t" ? "\\t" : options.delimiter}" (a file saved with another delimiter than its header's, or unquoted text)`,
+    );
   }
 }
 
@@ -236,7 +297,9 @@ function rowDelimiterOf(records: { cells: string[] }[], headerDelimiter: string)
   const rows = records.slice(1);
   if (imageColumn < 0 || rows.length === 0) return undefined;
   for (const candidate of ROW_DELIMITERS.filter((d) => d !== headerDelimiter)) {
-    const fitting = rows.filter((r) => IMAGE_NAME_END.test((r.cells[imageColumn] ?? "").split(candidate)[0]!.trim()) && (r.cells[imageColumn] ?? "").includes(candidate)).length;
+    const fitting = rows.filter(
+      (r) => IMAGE_NAME_END.test((r.cells[imageColumn] ?? "").split(candidate)[0]!.trim()) && (r.cells[imageColumn] ?? "").includes(candidate),
+    ).length;
     if (fitting * 2 > rows.length) return candidate;
   }
   return undefined;
@@ -253,7 +316,9 @@ async function readCsv(file: string, out: ReportSet): Promise<void> {
     records = [records[0]!, ...rows.records.filter((r) => r.line > records[0]!.line)];
     errors = rows.errors.filter((e) => e.line > records[0]!.line);
     const show = (d: string) => (d === "\t" ? "tab" : `"${d}"`);
-    out.warnings.push(`${file}: the header is split by ${show(delimiter)} but the rows by ${show(rowDelimiter)}; the rows were read with ${show(rowDelimiter)} (re-save the file with one delimiter)`);
+    out.warnings.push(
+      `${file}: the header is split by ${show(delimiter)} but the rows by ${show(rowDelimiter)}; the rows were read with ${show(rowDelimiter)} (re-save the file with one delimiter)`,
+    );
   }
   tableToEntries(file, records, splitFromFileName(file), out, { delimiter: rowDelimiter ?? delimiter, lossy, unreadable: errors });
 }
@@ -270,18 +335,32 @@ async function readXlsx(file: string, out: ReportSet): Promise<void> {
     const { default: readXlsxFile } = await import("read-excel-file/node");
     sheets = (await readXlsxFile(file)) as unknown as { sheet: string; data: unknown[][] }[];
   } catch (error) {
-    out.problems.push(quarantineEntry({ source: file, reason: "malformed-report-file", detail: `not a readable xlsx workbook: ${(error as Error).message}`, scope: "report" }));
+    out.problems.push(
+      quarantineEntry({ source: file, reason: "malformed-report-file", detail: `not a readable xlsx workbook: ${(error as Error).message}`, scope: "report" }),
+    );
     return;
   }
-  const tables = sheets.map(({ sheet, data }) => ({ sheet, rows: data.map((r, i) => ({ cells: r.map((c) => (c === null || c === undefined ? "" : String(c))), line: i + 1 })) }));
+  const tables = sheets.map(({ sheet, data }) => ({
+    sheet,
+    rows: data.map((r, i) => ({ cells: r.map((c) => (c === null || c === undefined ? "" : String(c))), line: i + 1 })),
+  }));
   const fitting = tables.filter((t) => t.rows.length > 0 && hasReportColumns(t.rows[0]!.cells));
   const chosen = fitting[0] ?? tables[0];
   if (!chosen) {
     out.problems.push(quarantineEntry({ source: file, reason: "empty-report-file", detail: "the workbook holds no sheet", scope: "report" }));
     return;
   }
-  if (chosen !== tables[0]) out.warnings.push(`${file}: read sheet "${chosen.sheet}" (sheet ${tables.indexOf(chosen) + 1}); its first sheet "${tables[0]!.sheet}" has no ${IMAGE_COLUMNS[0]}/${TEXT_COLUMNS[0]} header`);
-  if (fitting.length > 1) out.warnings.push(`${file}: sheets ${fitting.slice(1).map((t) => `"${t.sheet}"`).join(", ")} also hold report columns and were not read (one report table per workbook: move them to a workbook of their own)`);
+  if (chosen !== tables[0])
+    out.warnings.push(
+      `${file}: read sheet "${chosen.sheet}" (sheet ${tables.indexOf(chosen) + 1}); its first sheet "${tables[0]!.sheet}" has no ${IMAGE_COLUMNS[0]}/${TEXT_COLUMNS[0]} header`,
+    );
+  if (fitting.length > 1)
+    out.warnings.push(
+      `${file}: sheets ${fitting
+        .slice(1)
+        .map((t) => `"${t.sheet}"`)
+        .join(", ")} also hold report columns and were not read (one report table per workbook: move them to a workbook of their own)`,
+    );
   tableToEntries(file, chosen.rows, splitFromFileName(file), out);
 }
 
@@ -306,7 +385,9 @@ async function readJson(file: string, reportKey: string, out: ReportSet): Promis
     }
     data = JSON.parse(text.replace(/^\uFEFF/, ""));
   } catch (error) {
-    out.problems.push(quarantineEntry({ source: file, reason: "malformed-report-file", detail: `invalid JSON (truncated?): ${(error as Error).message}`, scope: "report" }));
+    out.problems.push(
+      quarantineEntry({ source: file, reason: "malformed-report-file", detail: `invalid JSON (truncated?): ${(error as Error).message}`, scope: "report" }),
+    );
     return;
   }
   const sections: { records: unknown[]; split: Split | undefined }[] = [];
@@ -319,7 +400,14 @@ async function readJson(file: string, reportKey: string, out: ReportSet): Promis
     }
   }
   if (sections.length === 0) {
-    out.problems.push(quarantineEntry({ source: file, reason: "malformed-report-file", detail: "expected an array of records or an object of arrays (train/valid/test)", scope: "report" }));
+    out.problems.push(
+      quarantineEntry({
+        source: file,
+        reason: "malformed-report-file",
+        detail: "expected an array of records or an object of arrays (train/valid/test)",
+        scope: "report",
+      }),
+    );
     return;
   }
   if (sections.every((s) => s.records.length === 0)) {
@@ -332,7 +420,14 @@ async function readJson(file: string, reportKey: string, out: ReportSet): Promis
       row++;
       const r = (record ?? {}) as Record<string, unknown>;
       const key = [r.image_path, r.img_name, r.image, r.Image, r.mask_name].find((v) => typeof v === "string" && v.trim()) as string | undefined;
-      const text = typeof r.caption === "string" ? r.caption : typeof r.Description === "string" ? r.Description : typeof r.report === "string" ? r.report : promptText(r.prompts, reportKey);
+      const text =
+        typeof r.caption === "string"
+          ? r.caption
+          : typeof r.Description === "string"
+            ? r.Description
+            : typeof r.report === "string"
+              ? r.report
+              : promptText(r.prompts, reportKey);
       if (!key || text === undefined || !text.trim()) {
         out.problems.push(
           quarantineEntry({
@@ -374,7 +469,14 @@ export async function readReportSources(sources: string[], reportKey: string, bo
     if (inRoot) {
       const escapesTo = await escapeOf(source, bounds.realRoot);
       if (escapesTo) {
-        out.problems.push(quarantineEntry({ source, reason: "path-escapes-root", detail: `report ${info.isDirectory() ? "folder" : "file"} is a symbolic link to ${escapesTo}, outside the dataset root`, scope: "report" }));
+        out.problems.push(
+          quarantineEntry({
+            source,
+            reason: "path-escapes-root",
+            detail: `report ${info.isDirectory() ? "folder" : "file"} is a symbolic link to ${escapesTo}, outside the dataset root`,
+            scope: "report",
+          }),
+        );
         out.setAside.push(source);
         continue;
       }
@@ -382,14 +484,28 @@ export async function readReportSources(sources: string[], reportKey: string, bo
     const files = info.isDirectory() ? await listReportFiles(source) : [source];
     if (files.length === 0) {
       // A reports folder named (or found by the layout) that holds no table would go image-only unnoticed.
-      out.problems.push(quarantineEntry({ source, reason: "empty-report-file", detail: `the reports folder holds no ${[...REPORT_EXTENSIONS].join(", ")} file`, scope: "report" }));
+      out.problems.push(
+        quarantineEntry({
+          source,
+          reason: "empty-report-file",
+          detail: `the reports folder holds no ${[...REPORT_EXTENSIONS].join(", ")} file`,
+          scope: "report",
+        }),
+      );
       out.setAside.push(source);
       continue;
     }
     for (const file of files) {
       const escapesTo = boundary && file !== source ? await escapeOf(file, boundary) : undefined;
       if (escapesTo) {
-        out.problems.push(quarantineEntry({ source: file, reason: "path-escapes-root", detail: `report file is a symbolic link to ${escapesTo}, outside ${inRoot ? "the dataset root" : source}`, scope: "report" }));
+        out.problems.push(
+          quarantineEntry({
+            source: file,
+            reason: "path-escapes-root",
+            detail: `report file is a symbolic link to ${escapesTo}, outside ${inRoot ? "the dataset root" : source}`,
+            scope: "report",
+          }),
+        );
         out.setAside.push(file);
         continue;
       }
@@ -404,7 +520,15 @@ export async function readReportSources(sources: string[], reportKey: string, bo
       if (ext === ".csv") await readCsv(file, out);
       else if (ext === ".xlsx") await readXlsx(file, out);
       else if (ext === ".json") await readJson(file, reportKey, out);
-      else out.problems.push(quarantineEntry({ source: file, reason: "malformed-report-file", detail: `unsupported report format ${ext || "(no extension)"}: use .xlsx, .csv or .json`, scope: "report" }));
+      else
+        out.problems.push(
+          quarantineEntry({
+            source: file,
+            reason: "malformed-report-file",
+            detail: `unsupported report format ${ext || "(no extension)"}: use .xlsx, .csv or .json`,
+            scope: "report",
+          }),
+        );
     }
   }
   return out;
@@ -415,19 +539,35 @@ export async function readTextReports(folder: string, bounds: ReportBounds): Pro
   const out: ReportSet = { entries: [], problems: [], files: [], setAside: [], warnings: [] };
   const folderEscape = await escapeOf(folder, bounds.realRoot);
   if (folderEscape) {
-    out.problems.push(quarantineEntry({ source: folder, reason: "path-escapes-root", detail: `report folder is a symbolic link to ${folderEscape}, outside the dataset root`, scope: "report" }));
+    out.problems.push(
+      quarantineEntry({
+        source: folder,
+        reason: "path-escapes-root",
+        detail: `report folder is a symbolic link to ${folderEscape}, outside the dataset root`,
+        scope: "report",
+      }),
+    );
     out.setAside.push(folder);
     return out;
   }
   const realFolder = await realpath(folder);
-  const entries = (await readdir(folder, { withFileTypes: true })).filter((e) => e.name.toLowerCase().endsWith(".txt")).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const entries = (await readdir(folder, { withFileTypes: true }))
+    .filter((e) => e.name.toLowerCase().endsWith(".txt"))
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   for (const dirent of entries) {
     const name = dirent.name;
     const file = path.join(folder, name);
     // Only links need resolving one by one: any other entry lies where its folder really is.
     const escapesTo = dirent.isSymbolicLink() ? await escapeOf(file, bounds.realRoot) : insideDir(realFolder, bounds.realRoot) ? undefined : realFolder;
     if (escapesTo) {
-      out.problems.push(quarantineEntry({ source: file, reason: "path-escapes-root", detail: `report file is a symbolic link to ${escapesTo}, outside the dataset root`, scope: "report" }));
+      out.problems.push(
+        quarantineEntry({
+          source: file,
+          reason: "path-escapes-root",
+          detail: `report file is a symbolic link to ${escapesTo}, outside the dataset root`,
+          scope: "report",
+        }),
+      );
       out.setAside.push(file);
       continue;
     }

@@ -65,7 +65,11 @@ function strictFailure(problems: readonly QuarantineEntry[], root: string): Data
 }
 
 /** A shard's Arrow stream with its report_available and report_in_budget columns recomputed row by row; every other column as it was. */
-function withAvailability(stream: Uint8Array, availableOf: (id: string, split: string, old: boolean) => boolean, inBudgetOf: (id: string, split: string) => boolean): Uint8Array {
+function withAvailability(
+  stream: Uint8Array,
+  availableOf: (id: string, split: string, old: boolean) => boolean,
+  inBudgetOf: (id: string, split: string) => boolean,
+): Uint8Array {
   const batches = tableFromIPC(stream).batches.map((batch) => {
     const ids = batch.getChild("id")!;
     const splits = batch.getChild("split")!;
@@ -107,10 +111,13 @@ function nothingToIngest(plan: DatasetPlan): DataError {
 function noReportRead(plan: DatasetPlan): DataError {
   const reportProblems = plan.quarantine.filter((q) => q.scope === "report");
   const files = [...plan.reportFiles, ...plan.reportFilesSetAside].map((f) => path.relative(plan.root, f) || f);
-  return new DataError(`report file${files.length === 1 ? "" : "s"} ${files.join(", ")} yielded no report at all${reportProblems.length ? `: ${reasonSummary(reportProblems)}` : ""}`, {
-    location: { file: plan.reportFiles[0] ?? plan.reportFilesSetAside[0]! },
-    hint: "repair the report file (a truncated download?), or set stages.ingest.allowNoReports: true to ingest every image without a report",
-  });
+  return new DataError(
+    `report file${files.length === 1 ? "" : "s"} ${files.join(", ")} yielded no report at all${reportProblems.length ? `: ${reasonSummary(reportProblems)}` : ""}`,
+    {
+      location: { file: plan.reportFiles[0] ?? plan.reportFilesSetAside[0]! },
+      hint: "repair the report file (a truncated download?), or set stages.ingest.allowNoReports: true to ingest every image without a report",
+    },
+  );
 }
 
 export async function planIngestShards(ctx: StageContext<IngestParams>): Promise<ShardSpec[]> {
@@ -119,7 +126,10 @@ export async function planIngestShards(ctx: StageContext<IngestParams>): Promise
   for (const s of plan.samples) counts[s.split]++;
   ctx.log(`split (${plan.splitRule}): train ${counts.train}, val ${counts.val}, test ${counts.test}`);
   if (plan.found === 0) {
-    throw new DataError(`no images found under ${plan.root}`, { location: { file: plan.root }, hint: `the ${plan.layout.layout} layout keeps images in ${plan.layout.folders.map((f) => path.relative(plan.root, f.images)).join(", ")}` });
+    throw new DataError(`no images found under ${plan.root}`, {
+      location: { file: plan.root },
+      hint: `the ${plan.layout.layout} layout keeps images in ${plan.layout.folders.map((f) => path.relative(plan.root, f.images)).join(", ")}`,
+    });
   }
   const problems = plan.quarantine.filter((q) => !q.kept);
   if (ctx.params.strict && problems.length) throw strictFailure(problems, plan.root);
@@ -183,7 +193,8 @@ export async function runIngestShard(ctx: StageContext<IngestParams>, shard: Sha
         results[i] = await ingestSample(root, sample, ctx.pipeline.dataset.kind, params, cache, normalizeReport);
         appendReady();
         done++;
-        if (done % 32 === 0 || done === total) ctx.emit({ kind: "progress", stage: ctx.stage, task: `decode shard ${payload.index}`, done, total, unit: "images" });
+        if (done % 32 === 0 || done === total)
+          ctx.emit({ kind: "progress", stage: ctx.stage, task: `decode shard ${payload.index}`, done, total, unit: "images" });
       }),
     ),
   );
@@ -241,7 +252,16 @@ export async function mergeIngestShards(ctx: StageContext<IngestParams>, shards:
   const redrawn = shardRows.map((rows) => rows.some((r) => availability(r) !== r.available || inBudgetOf(r.id, r.split) !== r.inBudget));
   for (const rows of shardRows) {
     for (const r of rows) {
-      fingerprint.add({ split: r.split, width: r.width, height: r.height, report: r.withReport ? "" : null, report_available: availability(r), mask_empty: r.empty, mask_coverage: r.coverage, image_format: r.format });
+      fingerprint.add({
+        split: r.split,
+        width: r.width,
+        height: r.height,
+        report: r.withReport ? "" : null,
+        report_available: availability(r),
+        mask_empty: r.empty,
+        mask_coverage: r.coverage,
+        image_format: r.format,
+      });
     }
   }
   const problems = [...plan.quarantine, ...shardProblems];
@@ -266,9 +286,11 @@ export async function mergeIngestShards(ctx: StageContext<IngestParams>, shards:
       throw error;
     }
   }
-  const written = await writeParquetIpcStreams(path.join(ctx.outDir, "samples.parquet"), shardStreams(), { rowGroupSize: ctx.params.shardSize }).catch((error: unknown) => {
-    throw sourceError ?? error;
-  });
+  const written = await writeParquetIpcStreams(path.join(ctx.outDir, "samples.parquet"), shardStreams(), { rowGroupSize: ctx.params.shardSize }).catch(
+    (error: unknown) => {
+      throw sourceError ?? error;
+    },
+  );
   await writeParquetFile(path.join(ctx.outDir, "quarantine.parquet"), new Table([quarantineBatch(problems)]));
   await writeParquetFile(path.join(ctx.outDir, "orphans.parquet"), new Table([orphansBatch(plan.orphans)]));
 

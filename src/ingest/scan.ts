@@ -111,21 +111,50 @@ export async function planDataset(dataset: ResolvedPipeline["dataset"], log: Log
   const { splitOf, splitRule } = await assignSplits(dataset, layout, candidates, byKey, reports, findings);
   const samples = describeSamples(candidates, splitOf, byKey, dataset);
   const imageOnly = samples.filter((s) => s.report === null).length;
-  if (layout.bboxFile && !notARegularFile(layout.bboxFile) && `${await realpath(layout.bboxFile).catch(() => "")}${path.sep}`.startsWith(realRoot + path.sep)) findings.metaFiles.push(layout.bboxFile);
+  if (layout.bboxFile && !notARegularFile(layout.bboxFile) && `${await realpath(layout.bboxFile).catch(() => "")}${path.sep}`.startsWith(realRoot + path.sep))
+    findings.metaFiles.push(layout.bboxFile);
   const { quarantine, identicalCopies, ignoredFiles, metaFiles, found } = findings;
   for (const q of quarantine) q.source = q.source.split(path.sep).join("/");
-  return { layout, root, samples, quarantine, orphans, found, imageOnly, identicalCopies, ignoredFiles, duplicateReports, splitRule, reportFiles: reports.files, reportFilesSetAside: reports.setAside, reportRows: reports.entries.length, metaFiles };
+  return {
+    layout,
+    root,
+    samples,
+    quarantine,
+    orphans,
+    found,
+    imageOnly,
+    identicalCopies,
+    ignoredFiles,
+    duplicateReports,
+    splitRule,
+    reportFiles: reports.files,
+    reportFilesSetAside: reports.setAside,
+    reportRows: reports.entries.length,
+    metaFiles,
+  };
 }
 
 /** Every folder's images paired with their masks; what cannot be paired is quarantined. */
-async function pairImagesWithMasks(layout: LayoutPaths, { root, realRoot }: { root: string; realRoot: string }, lowerCaseIds: boolean, findings: ScanFindings): Promise<Candidate[]> {
+async function pairImagesWithMasks(
+  layout: LayoutPaths,
+  { root, realRoot }: { root: string; realRoot: string },
+  lowerCaseIds: boolean,
+  findings: ScanFindings,
+): Promise<Candidate[]> {
   const candidates: Candidate[] = [];
   const seenIds = new Map<string, Candidate>();
   for (const [folderIndex, folder] of layout.folders.entries()) {
     const images = await listFiles(folder.images, root, realRoot);
     const masks = await listFiles(folder.masks, root, realRoot);
     findings.ignoredFiles.push(...images.ignored, ...masks.ignored);
-    const folderCandidates = await pairFolder(images.files, masks.files, { index: folderIndex, split: folder.split, masksDir: relativeToRoot(root, folder.masks) }, lowerCaseIds, seenIds, findings);
+    const folderCandidates = await pairFolder(
+      images.files,
+      masks.files,
+      { index: folderIndex, split: folder.split, masksDir: relativeToRoot(root, folder.masks) },
+      lowerCaseIds,
+      seenIds,
+      findings,
+    );
     candidates.push(...folderCandidates);
     await accountForUnpairedMasks(masks.files, folderCandidates, relativeToRoot(root, folder.images), findings);
   }
@@ -156,7 +185,14 @@ async function pairFolder(
     const ext = path.extname(file.name).toLowerCase();
     const id = sampleId(file.name, lowerCaseIds);
     const previous = seenIds.get(id);
-    if (previous && !file.notRegular && !file.escapesTo && previous.folderIndex === folder.index && previous.file.name !== file.name && previous.file.name.toLowerCase() === file.name.toLowerCase()) {
+    if (
+      previous &&
+      !file.notRegular &&
+      !file.escapesTo &&
+      previous.folderIndex === folder.index &&
+      previous.file.name !== file.name &&
+      previous.file.name.toLowerCase() === file.name.toLowerCase()
+    ) {
       if ((await sha256File(previous.file.abs)) === (await sha256File(file.abs))) {
         findings.identicalCopies.push(file.rel);
         continue;
@@ -164,11 +200,27 @@ async function pairFolder(
     }
     findings.found++;
     if (UNSAFE_NAME_CHARACTER.test(file.name)) {
-      quarantine.push(quarantineEntry({ source: file.rel, id, reason: "invalid-id", detail: `file name ${visibleName(file.name)} holds a control or invisible character`, scope: "image" }));
+      quarantine.push(
+        quarantineEntry({
+          source: file.rel,
+          id,
+          reason: "invalid-id",
+          detail: `file name ${visibleName(file.name)} holds a control or invisible character`,
+          scope: "image",
+        }),
+      );
       continue;
     }
     if (file.escapesTo) {
-      quarantine.push(quarantineEntry({ source: file.rel, id, reason: "path-escapes-root", detail: `symbolic link to ${file.escapesTo}, outside the dataset root`, scope: "image" }));
+      quarantine.push(
+        quarantineEntry({
+          source: file.rel,
+          id,
+          reason: "path-escapes-root",
+          detail: `symbolic link to ${file.escapesTo}, outside the dataset root`,
+          scope: "image",
+        }),
+      );
       continue;
     }
     if (file.notRegular) {
@@ -176,11 +228,21 @@ async function pairFolder(
       continue;
     }
     if (!SUPPORTED_IMAGE_EXTENSIONS.has(ext)) {
-      quarantine.push(quarantineEntry({ source: file.rel, id, reason: "unsupported-format", detail: `extension ${ext || "(none)"} is not one of ${[...SUPPORTED_IMAGE_EXTENSIONS].join(" ")}`, scope: "image" }));
+      quarantine.push(
+        quarantineEntry({
+          source: file.rel,
+          id,
+          reason: "unsupported-format",
+          detail: `extension ${ext || "(none)"} is not one of ${[...SUPPORTED_IMAGE_EXTENSIONS].join(" ")}`,
+          scope: "image",
+        }),
+      );
       continue;
     }
     if (previous) {
-      quarantine.push(quarantineEntry({ source: file.rel, id, reason: "duplicate-id", detail: `id ${id} is already taken by ${previous.file.rel}`, scope: "image" }));
+      quarantine.push(
+        quarantineEntry({ source: file.rel, id, reason: "duplicate-id", detail: `id ${id} is already taken by ${previous.file.rel}`, scope: "image" }),
+      );
       continue;
     }
     const lower = file.name.toLowerCase();
@@ -189,11 +251,21 @@ async function pairFolder(
     const candidate: Candidate = { id, key: matchKey(file.name), file, mask, folderSplit: folder.split, folderIndex: folder.index };
     seenIds.set(id, candidate);
     if (!mask) {
-      quarantine.push(quarantineEntry({ source: file.rel, id, reason: "missing-mask", detail: `no mask_${file.name} or ${file.name} in ${folder.masksDir}`, scope: "image" }));
+      quarantine.push(
+        quarantineEntry({ source: file.rel, id, reason: "missing-mask", detail: `no mask_${file.name} or ${file.name} in ${folder.masksDir}`, scope: "image" }),
+      );
       continue;
     }
     if (mask.escapesTo) {
-      quarantine.push(quarantineEntry({ source: mask.rel, id, reason: "path-escapes-root", detail: `mask is a symbolic link to ${mask.escapesTo}, outside the dataset root`, scope: "image" }));
+      quarantine.push(
+        quarantineEntry({
+          source: mask.rel,
+          id,
+          reason: "path-escapes-root",
+          detail: `mask is a symbolic link to ${mask.escapesTo}, outside the dataset root`,
+          scope: "image",
+        }),
+      );
       continue;
     }
     if (mask.notRegular) {
@@ -220,12 +292,20 @@ async function accountForUnpairedMasks(masks: FoundFile[], paired: Candidate[], 
     }
     // A mask of a quarantined image is accounted for by that image's entry.
     if (findings.quarantine.some((q) => q.scope === "image" && q.id !== null && matchKey(q.source) === matchKey(m.name))) continue;
-    findings.quarantine.push(quarantineEntry({ source: m.rel, reason: "mask-without-image", detail: `no image in ${imagesDir} pairs with this mask`, scope: "mask" }));
+    findings.quarantine.push(
+      quarantineEntry({ source: m.rel, reason: "mask-without-image", detail: `no image in ${imagesDir} pairs with this mask`, scope: "mask" }),
+    );
   }
 }
 
 /** The report rows: the user's source replaces the layout's own. */
-async function readDatasetReports(dataset: ResolvedPipeline["dataset"], layout: LayoutPaths, bounds: { root: string; realRoot: string }, findings: ScanFindings, log: Log): Promise<ReportSet> {
+async function readDatasetReports(
+  dataset: ResolvedPipeline["dataset"],
+  layout: LayoutPaths,
+  bounds: { root: string; realRoot: string },
+  findings: ScanFindings,
+  log: Log,
+): Promise<ReportSet> {
   const root = dataset.root;
   let reports: ReportSet;
   if (dataset.reports) reports = await readReportSources([dataset.reports], dataset.reportKey, bounds);
@@ -235,33 +315,60 @@ async function readDatasetReports(dataset: ResolvedPipeline["dataset"], layout: 
   for (const p of reports.problems) p.source = relativeToRoot(root, p.source);
   findings.quarantine.push(...reports.problems);
   findings.metaFiles.push(...reports.files);
-  const sourceText = dataset.reports ? relativeToRoot(root, dataset.reports) : layout.textReportFolder ? relativeToRoot(root, layout.textReportFolder) : layout.reports.map((r) => relativeToRoot(root, r)).join(", ");
-  log(`reports: ${reports.entries.length} rows from ${reports.files.length} file${reports.files.length === 1 ? "" : "s"}${sourceText ? ` (${sourceText})` : " (none found: every image is image-only)"}`);
+  const sourceText = dataset.reports
+    ? relativeToRoot(root, dataset.reports)
+    : layout.textReportFolder
+      ? relativeToRoot(root, layout.textReportFolder)
+      : layout.reports.map((r) => relativeToRoot(root, r)).join(", ");
+  log(
+    `reports: ${reports.entries.length} rows from ${reports.files.length} file${reports.files.length === 1 ? "" : "s"}${sourceText ? ` (${sourceText})` : " (none found: every image is image-only)"}`,
+  );
   return reports;
 }
 
 /** The first report row for each image key; rows naming paths outside the root are quarantined, later duplicates dropped. */
-function indexReportsByImage(reports: ReportSet, root: string, findings: ScanFindings, log: Log): { byKey: Map<string, ReportEntry>; duplicateReports: DatasetPlan["duplicateReports"] } {
+function indexReportsByImage(
+  reports: ReportSet,
+  root: string,
+  findings: ScanFindings,
+  log: Log,
+): { byKey: Map<string, ReportEntry>; duplicateReports: DatasetPlan["duplicateReports"] } {
   const byKey = new Map<string, ReportEntry>();
   const duplicateReports: DatasetPlan["duplicateReports"] = [];
   for (const entry of reports.entries) {
     if (/[\\/]/.test(entry.key)) {
       const resolved = path.resolve(root, entry.key);
       if (resolved !== root && !resolved.startsWith(root + path.sep)) {
-        findings.quarantine.push(quarantineEntry({ source: relativeToRoot(root, entry.file), row: entry.row, reason: "path-escapes-root", detail: `report names ${entry.key}, outside the dataset root`, scope: "report" }));
+        findings.quarantine.push(
+          quarantineEntry({
+            source: relativeToRoot(root, entry.file),
+            row: entry.row,
+            reason: "path-escapes-root",
+            detail: `report names ${entry.key}, outside the dataset root`,
+            scope: "report",
+          }),
+        );
         continue;
       }
     }
     const key = matchKey(entry.key);
     const first = byKey.get(key);
     if (first) {
-      duplicateReports.push({ kept: `${relativeToRoot(root, first.file)}:${first.row}`, dropped: `${relativeToRoot(root, entry.file)}:${entry.row}`, sameText: first.text === entry.text });
+      duplicateReports.push({
+        kept: `${relativeToRoot(root, first.file)}:${first.row}`,
+        dropped: `${relativeToRoot(root, entry.file)}:${entry.row}`,
+        sameText: first.text === entry.text,
+      });
       continue;
     }
     byKey.set(key, entry);
   }
   const conflicting = duplicateReports.filter((d) => !d.sameText);
-  if (conflicting.length) log(`${conflicting.length} report rows name an image an earlier row already named, with different text; the first row is used (e.g. ${conflicting[0]!.dropped} vs ${conflicting[0]!.kept})`, "warn");
+  if (conflicting.length)
+    log(
+      `${conflicting.length} report rows name an image an earlier row already named, with different text; the first row is used (e.g. ${conflicting[0]!.dropped} vs ${conflicting[0]!.kept})`,
+      "warn",
+    );
   return { byKey, duplicateReports };
 }
 
@@ -291,7 +398,15 @@ async function assignSplits(
   if (layout.layout === "prolearn" && layout.splitFile) {
     const parsed = await readSplitFile(layout.splitFile, await realpath(root));
     if (parsed.read) findings.metaFiles.push(layout.splitFile);
-    if (parsed.problem) findings.quarantine.push(quarantineEntry({ source: relativeToRoot(root, layout.splitFile), reason: parsed.escapes ? "path-escapes-root" : "malformed-report-file", detail: parsed.problem, scope: "report" }));
+    if (parsed.problem)
+      findings.quarantine.push(
+        quarantineEntry({
+          source: relativeToRoot(root, layout.splitFile),
+          reason: parsed.escapes ? "path-escapes-root" : "malformed-report-file",
+          detail: parsed.problem,
+          scope: "report",
+        }),
+      );
     for (const [id, split] of parsed.splits) splitOf.set(dataset.kind === "qata-cov19" ? id.toLowerCase() : id, split);
     const missing = candidates.filter((c) => !splitOf.has(c.id)).map((c) => c.id);
     for (const [id, split] of seededSplit(missing, dataset.seed, { train: 0.8, val: 0.1 })) splitOf.set(id, split);
@@ -302,11 +417,20 @@ async function assignSplits(
     for (const c of fromReports) splitOf.set(c.id, byKey.get(c.key)!.split!);
     const rest = candidates.filter((c) => !splitOf.has(c.id)).map((c) => c.id);
     for (const [id, split] of seededSplit(rest, dataset.seed, { train: 0.8, val: 0.1 })) splitOf.set(id, split);
-    return { splitOf, splitRule: fromReports.length ? `the report files' own split (train/val/test.json) for ${fromReports.length} images${rest.length ? `, seeded 8:1:1 for ${rest.length}` : ""}` : "seeded 8:1:1" };
+    return {
+      splitOf,
+      splitRule: fromReports.length
+        ? `the report files' own split (train/val/test.json) for ${fromReports.length} images${rest.length ? `, seeded 8:1:1 for ${rest.length}` : ""}`
+        : "seeded 8:1:1",
+    };
   }
   for (const c of candidates) if (c.folderSplit) splitOf.set(c.id, c.folderSplit);
   if (layout.layout === "kaggle") {
-    const val = seededValidation(candidates.filter((c) => c.folderSplit === "train").map((c) => c.id), dataset.seed, 0.2);
+    const val = seededValidation(
+      candidates.filter((c) => c.folderSplit === "train").map((c) => c.id),
+      dataset.seed,
+      0.2,
+    );
     for (const id of val) splitOf.set(id, "val");
     return { splitOf, splitRule: "Train Set / Test Set folders; val = seeded 20% of Train Set" };
   }
@@ -326,7 +450,12 @@ async function assignSplits(
  * text budget (docs/training.md): the available training reports and the same share of the
  * validation reports; never a test report.
  */
-function describeSamples(candidates: Candidate[], splitOf: Map<string, Split>, byKey: Map<string, ReportEntry>, dataset: ResolvedPipeline["dataset"]): SampleDescriptor[] {
+function describeSamples(
+  candidates: Candidate[],
+  splitOf: Map<string, Split>,
+  byKey: Map<string, ReportEntry>,
+  dataset: ResolvedPipeline["dataset"],
+): SampleDescriptor[] {
   const trainWithReport = candidates.filter((c) => splitOf.get(c.id) === "train" && byKey.has(c.key)).map((c) => c.id);
   const available = availableSubset(trainWithReport, dataset.seed, dataset.textAvailability);
   // The budget on validation: the same share r of the validation samples that have a report
@@ -354,7 +483,12 @@ function describeSamples(candidates: Candidate[], splitOf: Map<string, Split>, b
 async function readSplitFile(file: string, realRoot: string): Promise<{ splits: Map<string, Split>; problem?: string; escapes?: boolean; read?: boolean }> {
   const splits = new Map<string, Split>();
   const real = await realpath(file).catch(() => file);
-  if (real !== realRoot && !real.startsWith(realRoot + path.sep)) return { splits, escapes: true, problem: `split.json is a symbolic link to ${real}, outside the dataset root; it is not read (every id gets a seeded 8:1:1 split)` };
+  if (real !== realRoot && !real.startsWith(realRoot + path.sep))
+    return {
+      splits,
+      escapes: true,
+      problem: `split.json is a symbolic link to ${real}, outside the dataset root; it is not read (every id gets a seeded 8:1:1 split)`,
+    };
   const odd = notARegularFile(file);
   if (odd) return { splits, problem: `split.json is ${odd}; every id gets a seeded 8:1:1 split` };
   let data: unknown;

@@ -1,4 +1,20 @@
-import { Binary, Bool, Field, Float32, Float64, Int32, List, Schema, Utf8, makeBuilder, makeData, RecordBatch, Struct, type Builder, type DataType } from "apache-arrow";
+import {
+  Binary,
+  Bool,
+  Field,
+  Float32,
+  Float64,
+  Int32,
+  List,
+  Schema,
+  Utf8,
+  makeBuilder,
+  makeData,
+  RecordBatch,
+  Struct,
+  type Builder,
+  type DataType,
+} from "apache-arrow";
 import type { SampleRow } from "./decode.js";
 import type { QuarantineEntry } from "./reasons.js";
 import type { OrphanReport } from "./scan.js";

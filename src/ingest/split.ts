@@ -3,7 +3,13 @@ import type { Split } from "./reports.js";
 
 /** Deterministic rank of an id for a purpose: sha256("seed:purpose:id"), ties broken by id. */
 export function seededRank<T>(items: readonly T[], idOf: (item: T) => string, seed: number, purpose: string): T[] {
-  const keyed = items.map((item) => ({ item, id: idOf(item), h: createHash("sha256").update(`${seed}:${purpose}:${idOf(item)}`).digest("hex") }));
+  const keyed = items.map((item) => ({
+    item,
+    id: idOf(item),
+    h: createHash("sha256")
+      .update(`${seed}:${purpose}:${idOf(item)}`)
+      .digest("hex"),
+  }));
   keyed.sort((a, b) => (a.h < b.h ? -1 : a.h > b.h ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   return keyed.map((k) => k.item);
 }

@@ -17,10 +17,18 @@ export const ingestParamsSchema = z
     allowNoReports: z
       .boolean()
       .default(false)
-      .describe("Go on (every image image-only) when the dataset's report files yield no report at all, instead of failing (exit 1): by default a truncated or unreadable report file stops the run."),
+      .describe(
+        "Go on (every image image-only) when the dataset's report files yield no report at all, instead of failing (exit 1): by default a truncated or unreadable report file stops the run.",
+      ),
     concurrency: z.number().int().min(1).max(64).default(4).describe("Images decoded at once within a shard."),
     shardSize: z.number().int().min(1).max(10000).default(256).describe("Images per shard (unit of parallel work and of a Parquet row group)."),
-    maskThreshold: z.number().int().min(0).max(254).default(127).describe("Mask pixels above this grey level are foreground (masks whose maximum is 1 are taken as 0/1 labels)."),
+    maskThreshold: z
+      .number()
+      .int()
+      .min(0)
+      .max(254)
+      .default(127)
+      .describe("Mask pixels above this grey level are foreground (masks whose maximum is 1 are taken as 0/1 labels)."),
     maskAmbiguousFraction: z
       .number()
       .min(0)
@@ -39,18 +47,24 @@ export async function datasetFiles(pipeline: ResolvedPipeline): Promise<string[]
   const realRoot = await realpath(dataset.root);
   const files: string[] = [];
   for (const folder of layout.folders) {
-    for (const dir of [folder.images, folder.masks]) files.push(...(await listFiles(dir, dataset.root, realRoot)).files.filter((f) => !f.escapesTo && !f.notRegular).map((f) => f.abs));
+    for (const dir of [folder.images, folder.masks])
+      files.push(...(await listFiles(dir, dataset.root, realRoot)).files.filter((f) => !f.escapesTo && !f.notRegular).map((f) => f.abs));
   }
   const reportSources = dataset.reports ? [dataset.reports] : layout.textReportFolder ? [] : layout.reports;
   // Report files that are links out of the root are quarantined, not read: nor are they digested.
-  const inRoot = async (file: string) => !path.resolve(file).startsWith(path.resolve(dataset.root) + path.sep) || (await realpath(file).catch(() => file)).startsWith(realRoot + path.sep);
+  const inRoot = async (file: string) =>
+    !path.resolve(file).startsWith(path.resolve(dataset.root) + path.sep) || (await realpath(file).catch(() => file)).startsWith(realRoot + path.sep);
   for (const source of reportSources) {
     const info = await stat(source).catch(() => undefined);
     if (!info || !(await inRoot(source))) continue;
     for (const file of info.isDirectory() ? await listReportFiles(source) : [source]) if ((await inRoot(file)) && !notARegularFile(file)) files.push(file);
   }
   if (!dataset.reports && layout.textReportFolder) {
-    files.push(...(await listFiles(layout.textReportFolder, dataset.root, realRoot)).files.filter((f) => f.name.toLowerCase().endsWith(".txt") && !f.escapesTo && !f.notRegular).map((f) => f.abs));
+    files.push(
+      ...(await listFiles(layout.textReportFolder, dataset.root, realRoot)).files
+        .filter((f) => f.name.toLowerCase().endsWith(".txt") && !f.escapesTo && !f.notRegular)
+        .map((f) => f.abs),
+    );
   }
   // split.json and the bbox file: read only when they are regular files inside the root.
   for (const file of [layout.splitFile, layout.bboxFile]) if (file && (await inRoot(file)) && !notARegularFile(file)) files.push(file);

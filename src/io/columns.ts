@@ -26,7 +26,12 @@ export interface TableContract<Columns extends readonly ColumnSpec[] = readonly 
 }
 
 /** Keeps the column names and types as literals, so readers can type what they return. */
-export function defineTable<const Columns extends readonly ColumnSpec[]>(stage: string, file: string, description: string, columns: Columns): TableContract<Columns> {
+export function defineTable<const Columns extends readonly ColumnSpec[]>(
+  stage: string,
+  file: string,
+  description: string,
+  columns: Columns,
+): TableContract<Columns> {
   const names = new Set<string>();
   for (const column of columns) {
     if (names.has(column.name)) throw new Error(`table ${stage}/${file} declares column ${column.name} twice`);

@@ -32,7 +32,9 @@ export function sniffDelimiter(text: string, accept: (cells: string[]) => boolea
   const split = CANDIDATES.map((d) => ({ d, cells: header.split(d).map((c) => c.trim().replace(/^"|"$/g, "")) }));
   const accepted = split.find((s) => s.cells.length > 1 && accept(s.cells));
   if (accepted) return accepted.d;
-  return [...split].sort((a, b) => b.cells.length - a.cells.length)[0]!.cells.length > 1 ? [...split].sort((a, b) => b.cells.length - a.cells.length)[0]!.d : ",";
+  return [...split].sort((a, b) => b.cells.length - a.cells.length)[0]!.cells.length > 1
+    ? [...split].sort((a, b) => b.cells.length - a.cells.length)[0]!.d
+    : ",";
 }
 
 /** Start offset of every line (after `\n`, so `\r\n` files work too). */
@@ -85,7 +87,9 @@ export function readDelimited(text: string, delimiter: string): DelimitedTable {
       const line = nextStart();
       if (line > starts.length) break;
       // A quote inside an unquoted field (`5" lesion`) is text, not quoting: read that one line leniently.
-      const lenient = ["CSV_INVALID_OPENING_QUOTE", "INVALID_OPENING_QUOTE"].includes((error as CsvError).code) ? readLineLeniently(text.slice(starts[line - 1]!, line < starts.length ? starts[line]! : text.length), delimiter) : undefined;
+      const lenient = ["CSV_INVALID_OPENING_QUOTE", "INVALID_OPENING_QUOTE"].includes((error as CsvError).code)
+        ? readLineLeniently(text.slice(starts[line - 1]!, line < starts.length ? starts[line]! : text.length), delimiter)
+        : undefined;
       if (lenient) {
         records.push({ cells: lenient, line });
         first = line + 1;
@@ -103,7 +107,13 @@ export function readDelimited(text: string, delimiter: string): DelimitedTable {
 function readLineLeniently(line: string, delimiter: string): string[] | undefined {
   if (/^\s*$/.test(line) || /(^|[,;\t|])\s*"/.test(line.replace(/""/g, ""))) return undefined;
   try {
-    const rows = parse(line, { delimiter, record_delimiter: ["\r\n", "\n", "\r"], relax_quotes: true, relax_column_count: true, skip_empty_lines: true }) as string[][];
+    const rows = parse(line, {
+      delimiter,
+      record_delimiter: ["\r\n", "\n", "\r"],
+      relax_quotes: true,
+      relax_column_count: true,
+      skip_empty_lines: true,
+    }) as string[][];
     return rows.length === 1 ? rows[0] : undefined;
   } catch {
     return undefined;

@@ -25,7 +25,10 @@ export class LazyParquet {
     try {
       handle = await parquet.ParquetFile.fromFile(await openAsBlob(file));
     } catch (error) {
-      throw new DataError(`cannot read Parquet file: ${(error as Error).message ?? String(error)}`, { location: { file }, hint: "the stage output may be corrupt; rerun the stage with --force" });
+      throw new DataError(`cannot read Parquet file: ${(error as Error).message ?? String(error)}`, {
+        location: { file },
+        hint: "the stage output may be corrupt; rerun the stage with --force",
+      });
     }
     const numRows = handle.metadata().fileMetadata().numRows();
     const schema = tableFromIPC(handle.schema().intoIPCStream()).schema;
@@ -40,13 +43,20 @@ export class LazyParquet {
   require(columns: readonly string[]): void {
     const missing = columns.filter((c) => !this.has(c));
     if (missing.length) {
-      throw new DataError(`missing column${missing.length === 1 ? "" : "s"} ${missing.join(", ")}`, { location: { file: this.file }, hint: `columns present: ${this.columns.join(", ")}` });
+      throw new DataError(`missing column${missing.length === 1 ? "" : "s"} ${missing.join(", ")}`, {
+        location: { file: this.file },
+        hint: `columns present: ${this.columns.join(", ")}`,
+      });
     }
   }
 
   async read(columns: readonly string[], range: { offset?: number; limit?: number } = {}): Promise<Table> {
     this.require(columns);
-    const table = await this.handle.read({ columns: [...columns], ...(range.offset !== undefined ? { offset: range.offset } : {}), ...(range.limit !== undefined ? { limit: range.limit } : {}) });
+    const table = await this.handle.read({
+      columns: [...columns],
+      ...(range.offset !== undefined ? { offset: range.offset } : {}),
+      ...(range.limit !== undefined ? { limit: range.limit } : {}),
+    });
     return tableFromIPC(table.intoIPCStream());
   }
 

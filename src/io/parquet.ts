@@ -8,11 +8,7 @@ import * as parquet from "parquet-wasm/node";
  * stage never needs the whole table in memory.
  */
 function writerProperties(rowGroupSize: number) {
-  return new parquet.WriterPropertiesBuilder()
-    .setCompression(parquet.Compression.SNAPPY)
-    .setMaxRowGroupSize(rowGroupSize)
-    .setCreatedBy("prolearn")
-    .build();
+  return new parquet.WriterPropertiesBuilder().setCompression(parquet.Compression.SNAPPY).setMaxRowGroupSize(rowGroupSize).setCreatedBy("prolearn").build();
 }
 
 /** Encodes a whole Arrow table as Parquet bytes. */
@@ -42,7 +38,11 @@ export async function readParquetFile(file: string, options: ParquetReadOptions 
  * Streams record batches (each becomes at least one row group) into a Parquet file. The caller
  * bounds memory by the size of the batches it yields. The file is fsynced before returning.
  */
-export async function writeParquetBatches(file: string, batches: AsyncIterable<RecordBatch> | Iterable<RecordBatch>, options: { rowGroupSize?: number } = {}): Promise<{ rows: number }> {
+export async function writeParquetBatches(
+  file: string,
+  batches: AsyncIterable<RecordBatch> | Iterable<RecordBatch>,
+  options: { rowGroupSize?: number } = {},
+): Promise<{ rows: number }> {
   async function* asIpcStreams() {
     for await (const batch of batches) yield tableToIPC(new Table([batch]), "stream");
   }
@@ -62,9 +62,15 @@ export async function writeParquetFile(file: string, table: Table, options: { ro
  * that shard workers wrote): parquet-wasm reads each stream directly, sparing a decode and
  * re-encode in JS. Each stream's batches become at least one row group, in order.
  */
-export async function writeParquetIpcStreams(file: string, streams: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options: { rowGroupSize?: number } = {}): Promise<{ rows: number }> {
+export async function writeParquetIpcStreams(
+  file: string,
+  streams: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  options: { rowGroupSize?: number } = {},
+): Promise<{ rows: number }> {
   let rows = 0;
-  const iterator = (Symbol.asyncIterator in streams ? (streams as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]() : (streams as Iterable<Uint8Array>)[Symbol.iterator]()) as AsyncIterator<Uint8Array> | Iterator<Uint8Array>;
+  const iterator = (
+    Symbol.asyncIterator in streams ? (streams as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]() : (streams as Iterable<Uint8Array>)[Symbol.iterator]()
+  ) as AsyncIterator<Uint8Array> | Iterator<Uint8Array>;
   const source = new ReadableStream({
     async pull(controller) {
       const next = await iterator.next();

@@ -38,7 +38,12 @@ export class TableReader<Contract extends TableContract> {
   /** Reads the named columns over the range and decodes them by their declared types. */
   async read<Names extends ColumnName<Contract>>(columns: readonly Names[], range: RowRange = {}): Promise<TableColumns<Contract, Names>> {
     const missing = columns.filter((name) => !this.parquet.has(name));
-    if (missing.length) throw contractError(this.contract, this.file, missing.map((name) => `column ${name} is missing`));
+    if (missing.length)
+      throw contractError(
+        this.contract,
+        this.file,
+        missing.map((name) => `column ${name} is missing`),
+      );
     const table = await this.parquet.read(columns, range);
     const out: Record<string, unknown> = { numRows: table.numRows };
     for (const name of columns) out[name] = decodeColumn(specOf(this.contract, name), table.getChild(name)!, this.file, range.offset ?? 0);
@@ -46,7 +51,10 @@ export class TableReader<Contract extends TableContract> {
   }
 
   /** Reads the named columns in slices of `batchRows` rows, so one slice is in memory at a time. */
-  async *slices<Names extends ColumnName<Contract>>(columns: readonly Names[], batchRows = 2048): AsyncGenerator<{ offset: number; rows: TableColumns<Contract, Names> }> {
+  async *slices<Names extends ColumnName<Contract>>(
+    columns: readonly Names[],
+    batchRows = 2048,
+  ): AsyncGenerator<{ offset: number; rows: TableColumns<Contract, Names> }> {
     for (let offset = 0; offset < this.numRows; offset += batchRows) {
       yield { offset, rows: await this.read(columns, { offset, limit: Math.min(batchRows, this.numRows - offset) }) };
     }
@@ -58,11 +66,20 @@ export class TableReader<Contract extends TableContract> {
 }
 
 /** Opens, reads the named columns over the range, closes. */
-export async function readTable<Contract extends TableContract, Names extends ColumnName<Contract>>(contract: Contract, file: string, columns: readonly Names[], range: RowRange = {}): Promise<TableColumns<Contract, Names>> {
+export async function readTable<Contract extends TableContract, Names extends ColumnName<Contract>>(
+  contract: Contract,
+  file: string,
+  columns: readonly Names[],
+  range: RowRange = {},
+): Promise<TableColumns<Contract, Names>> {
   return withTable(contract, file, (reader) => reader.read(columns, range));
 }
 
-export async function withTable<Contract extends TableContract, T>(contract: Contract, file: string, fn: (reader: TableReader<Contract>) => Promise<T>): Promise<T> {
+export async function withTable<Contract extends TableContract, T>(
+  contract: Contract,
+  file: string,
+  fn: (reader: TableReader<Contract>) => Promise<T>,
+): Promise<T> {
   const reader = await TableReader.open(contract, file);
   try {
     return await fn(reader);
@@ -159,7 +176,8 @@ function decodeColumn(spec: ColumnSpec, vector: Vector, file: string, firstRow: 
   if (spec.type === "embedding") {
     const matrix = decodeEmbedding(vector, spec.name, file, firstRow);
     const nullRow = spec.nullable ? -1 : matrix.valid.indexOf(0);
-    if (nullRow >= 0) throw new DataError(`column ${spec.name} is declared non-null but row ${firstRow + nullRow} is null`, { location: { file, row: firstRow + nullRow } });
+    if (nullRow >= 0)
+      throw new DataError(`column ${spec.name} is declared non-null but row ${firstRow + nullRow} is null`, { location: { file, row: firstRow + nullRow } });
     return matrix;
   }
   if (!spec.nullable && vector.nullCount > 0) {
@@ -194,12 +212,19 @@ export function isEmbeddingField(field: Field): boolean {
  * column when it has one; with no column named, the file's only vector column. Reads those
  * columns only.
  */
-export async function readEmbeddingFile(file: string, column?: string): Promise<{ column: string; embeddings: EmbeddingMatrix; ids: string[] | null; numRows: number }> {
+export async function readEmbeddingFile(
+  file: string,
+  column?: string,
+): Promise<{ column: string; embeddings: EmbeddingMatrix; ids: string[] | null; numRows: number }> {
   const parquet = await LazyParquet.open(file);
   try {
     const vectors = parquet.fields.filter(isEmbeddingField).map((f) => f.name);
     const name = column ?? (vectors.length === 1 ? vectors[0] : undefined);
-    if (!name) throw new UsageError("say which column holds the embeddings (--column)", { location: { file }, hint: vectors.length ? `vector columns: ${vectors.join(", ")}` : "the file has no list-of-floats column (FixedSizeList<float32> or List<float>)" });
+    if (!name)
+      throw new UsageError("say which column holds the embeddings (--column)", {
+        location: { file },
+        hint: vectors.length ? `vector columns: ${vectors.join(", ")}` : "the file has no list-of-floats column (FixedSizeList<float32> or List<float>)",
+      });
     const hasIds = parquet.has("id");
     const table = await parquet.read(hasIds ? [name, "id"] : [name]);
     const ids = hasIds ? Array.from({ length: table.numRows }, (_, i) => String(table.getChild("id")!.get(i))) : null;
@@ -224,7 +249,10 @@ function decodeEmbedding(vector: Vector, name: string, file: string | undefined,
   const type = vector.type as DataType;
   const fixed = type.typeId === Type.FixedSizeList;
   if (!(fixed || isList(type)) || !isFloat(childType(type))) {
-    throw new DataError(`column ${name} is ${String(type)}, not a vector of floats`, { location: { file }, hint: "an embedding column is FixedSizeList<float32>[dim] or a list of float/double of one length" });
+    throw new DataError(`column ${name} is ${String(type)}, not a vector of floats`, {
+      location: { file },
+      hint: "an embedding column is FixedSizeList<float32>[dim] or a list of float/double of one length",
+    });
   }
   const rows = vector.length;
   const dim = fixed ? (type as FixedSizeList).listSize : listWidth(vector.data, name, file, firstRow);
@@ -237,9 +265,19 @@ function decodeEmbedding(vector: Vector, name: string, file: string | undefined,
     for (let r = 0; r < data.length; r++, row++) {
       if (!data.getValid(r)) continue;
       const [start, end] = fixed ? [(data.offset + r) * dim, (data.offset + r + 1) * dim] : listBounds(data, r);
-      if (end - start !== dim) throw new DataError(`column ${name}: row ${firstRow + row} has ${end - start} values, earlier rows ${dim}`, { location: { file, row: firstRow + row }, hint: "every embedding of a column has one width" });
+      if (end - start !== dim)
+        throw new DataError(`column ${name}: row ${firstRow + row} has ${end - start} values, earlier rows ${dim}`, {
+          location: { file, row: firstRow + row },
+          hint: "every embedding of a column has one width",
+        });
       // Slots under a null row may be null; inside a vector that is present, none may be.
-      if (child.nullCount > 0) for (let k = start; k < end; k++) if (!child.getValid(k)) throw new DataError(`column ${name}: row ${firstRow + row} has a null inside its vector`, { location: { file, row: firstRow + row }, hint: "an embedding is a whole vector or null" });
+      if (child.nullCount > 0)
+        for (let k = start; k < end; k++)
+          if (!child.getValid(k))
+            throw new DataError(`column ${name}: row ${firstRow + row} has a null inside its vector`, {
+              location: { file, row: firstRow + row },
+              hint: "an embedding is a whole vector or null",
+            });
       valid[row] = 1;
       values.set(flat.subarray(child.offset + start, child.offset + end), row * dim);
     }

@@ -22,7 +22,20 @@ export const GEMM_CALL_INTS = 10;
  * leading dimensions in floats: the 4-row kernel over whole 8-column strips, the 1-row kernel for
  * leftover rows, scalar code for columns that do not fill a strip (e.g. a 1-channel head).
  */
-export function runGemmCall(kernels: GemmKernels, f: Float32Array, transposedA: boolean, m: number, n: number, k: number, a: number, lda: number, b: number, ldb: number, c: number, ldc: number): void {
+export function runGemmCall(
+  kernels: GemmKernels,
+  f: Float32Array,
+  transposedA: boolean,
+  m: number,
+  n: number,
+  k: number,
+  a: number,
+  lda: number,
+  b: number,
+  ldb: number,
+  c: number,
+  ldc: number,
+): void {
   if (m === 0 || n === 0 || k === 0) return;
   const n8 = n & ~7;
   const m4 = m & ~3;
@@ -71,7 +84,16 @@ export function runGemmCalls(kernels: GemmKernels, f: Float32Array, d: Int32Arra
  * `ends` at int32 index `groupEnds` of `d`. Every thread of a dispatch runs this loop, so a thread
  * that starts late or runs slow simply takes fewer groups. Returns how many groups it ran.
  */
-export function runGemmGroups(kernels: GemmKernels, f: Float32Array, d: Int32Array, ctrl: Int32Array, next: number, descriptors: number, groupEnds: number, groupCount: number): number {
+export function runGemmGroups(
+  kernels: GemmKernels,
+  f: Float32Array,
+  d: Int32Array,
+  ctrl: Int32Array,
+  next: number,
+  descriptors: number,
+  groupEnds: number,
+  groupCount: number,
+): number {
   for (let ran = 0; ; ran++) {
     const group = Atomics.add(ctrl, next, 1);
     if (group >= groupCount) return ran;

@@ -87,7 +87,16 @@ function gemmWorkerMain(workerThreads: typeof import("node:worker_threads"), run
     if ((active & closed) !== 0) continue;
     try {
       const buffer = memory.buffer;
-      const ran = runGroups(kernels, new Float32Array(buffer), new Int32Array(buffer), ctrl, layout.next, ctrl[layout.descriptors]!, ctrl[layout.groupEnds]!, ctrl[layout.groupCount]!);
+      const ran = runGroups(
+        kernels,
+        new Float32Array(buffer),
+        new Int32Array(buffer),
+        ctrl,
+        layout.next,
+        ctrl[layout.descriptors]!,
+        ctrl[layout.groupEnds]!,
+        ctrl[layout.groupCount]!,
+      );
       Atomics.add(ctrl, layout.workerGroups, ran);
     } catch {
       Atomics.store(ctrl, layout.failed, 1);
@@ -114,7 +123,9 @@ export function configuredGemmThreads(): number {
   if (fromEnv !== undefined && fromEnv !== "") {
     const threads = Number(fromEnv);
     if (!Number.isInteger(threads) || threads < 1 || threads > MAX_GEMM_THREADS) {
-      throw new EnvironmentError(`PROLEARN_CPU_THREADS must be an integer from 1 to ${MAX_GEMM_THREADS}, got "${fromEnv}"`, { hint: "unset it to use every core" });
+      throw new EnvironmentError(`PROLEARN_CPU_THREADS must be an integer from 1 to ${MAX_GEMM_THREADS}, got "${fromEnv}"`, {
+        hint: "unset it to use every core",
+      });
     }
     return threads;
   }

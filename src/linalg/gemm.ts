@@ -82,13 +82,20 @@ const brIf = (depth: number) => [0x0d, ...uleb(depth)];
 function microKernel(rows: number, transposedA: boolean): number[] {
   const [M, N, K, A, LDA, B, LDB, C, LDC] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
   let next = 9;
-  const i = next++, j = next++, p = next++, pa = next++, pb = next++, pc = next++;
+  const i = next++,
+    j = next++,
+    p = next++,
+    pa = next++,
+    pb = next++,
+    pc = next++;
   const rowOffset: number[] = [];
   for (let r = 1; r < rows; r++) rowOffset.push(next++);
   const i32Locals = next - 9;
   const acc: Array<[number, number]> = [];
   for (let r = 0; r < rows; r++) acc.push([next++, next++]);
-  const b0 = next++, b1 = next++, av = next++;
+  const b0 = next++,
+    b1 = next++,
+    av = next++;
   const v128Locals = next - 9 - i32Locals;
 
   const code: number[] = [];
@@ -130,7 +137,13 @@ function microKernel(rows: number, transposedA: boolean): number[] {
   }
   code.push(...localGet(j), ...i32Const(8), ...I32_ADD, ...localSet(j), ...br(0), ...END, ...END);
   code.push(...localGet(i), ...i32Const(rows), ...I32_ADD, ...localSet(i), ...br(0), ...END, ...END, ...END);
-  const body = [...vector([[...uleb(i32Locals), T_I32], [...uleb(v128Locals), T_V128]]), ...code];
+  const body = [
+    ...vector([
+      [...uleb(i32Locals), T_I32],
+      [...uleb(v128Locals), T_V128],
+    ]),
+    ...code,
+  ];
   return [...uleb(body.length), ...body];
 }
 

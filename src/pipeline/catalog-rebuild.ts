@@ -61,7 +61,11 @@ export function salvageCatalog(workdir: string): { catalog: Catalog; report: Sal
         // Rows are read until the first unreadable page; those read are kept.
         const rows: unknown[][] = [];
         try {
-          for (const row of old.prepare(`SELECT ${shared.join(", ")} FROM ${table}`).raw().iterate() as IterableIterator<unknown[]>) rows.push(row);
+          for (const row of old
+            .prepare(`SELECT ${shared.join(", ")} FROM ${table}`)
+            .raw()
+            .iterate() as IterableIterator<unknown[]>)
+            rows.push(row);
         } catch (error) {
           report.unreadable[table] = `${(error as Error).message} (after ${rows.length} rows)`;
         }

@@ -135,7 +135,10 @@ export class Catalog {
    */
   private migrate(): void {
     const columns = new Set((this.db.prepare("PRAGMA table_info(stage_runs)").all() as { name: string }[]).map((c) => c.name));
-    for (const [column, type] of [["reasons", "TEXT"], ["warnings", "TEXT"]] as const) {
+    for (const [column, type] of [
+      ["reasons", "TEXT"],
+      ["warnings", "TEXT"],
+    ] as const) {
       if (!columns.has(column)) {
         try {
           this.db.exec(`ALTER TABLE stage_runs ADD COLUMN ${column} ${type}`);
@@ -167,7 +170,9 @@ export class Catalog {
   }
 
   finishRun(id: string, status: "ok" | "failed", report?: string, error?: string): void {
-    this.db.prepare("UPDATE runs SET finished_at = ?, status = ?, report = COALESCE(?, report), error = COALESCE(?, error) WHERE id = ?").run(new Date().toISOString(), status, report ?? null, error ?? null, id);
+    this.db
+      .prepare("UPDATE runs SET finished_at = ?, status = ?, report = COALESCE(?, report), error = COALESCE(?, error) WHERE id = ?")
+      .run(new Date().toISOString(), status, report ?? null, error ?? null, id);
   }
 
   setRunReport(id: string, report: string): void {
@@ -192,7 +197,16 @@ export class Catalog {
         `INSERT INTO outputs (cache_key, stage, pipeline, digest, dir, files, summary, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (cache_key) DO UPDATE SET digest = excluded.digest, dir = excluded.dir, files = excluded.files, summary = excluded.summary`,
       )
-      .run(output.cacheKey, output.stage, output.pipeline, output.digest, output.dir, JSON.stringify(output.files), JSON.stringify(output.summary), output.createdAt);
+      .run(
+        output.cacheKey,
+        output.stage,
+        output.pipeline,
+        output.digest,
+        output.dir,
+        JSON.stringify(output.files),
+        JSON.stringify(output.summary),
+        output.createdAt,
+      );
   }
 
   getOutput(cacheKey: string): OutputRecord | undefined {
@@ -295,7 +309,9 @@ export class Catalog {
   }
 
   fileStat(file: string): { size: number; mtimeMs: number; sha256: string } | undefined {
-    const row = this.db.prepare("SELECT size, mtime_ms, sha256 FROM file_stats WHERE path = ?").get(file) as { size: number; mtime_ms: number; sha256: string } | undefined;
+    const row = this.db.prepare("SELECT size, mtime_ms, sha256 FROM file_stats WHERE path = ?").get(file) as
+      | { size: number; mtime_ms: number; sha256: string }
+      | undefined;
     return row ? { size: row.size, mtimeMs: row.mtime_ms, sha256: row.sha256 } : undefined;
   }
 
@@ -312,7 +328,9 @@ export class Catalog {
   }
 
   putFileStats(entries: { path: string; size: number; mtimeMs: number; sha256: string }[]): void {
-    const insert = this.db.prepare("INSERT INTO file_stats (path, size, mtime_ms, sha256) VALUES (?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET size = excluded.size, mtime_ms = excluded.mtime_ms, sha256 = excluded.sha256");
+    const insert = this.db.prepare(
+      "INSERT INTO file_stats (path, size, mtime_ms, sha256) VALUES (?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET size = excluded.size, mtime_ms = excluded.mtime_ms, sha256 = excluded.sha256",
+    );
     this.db.transaction(() => {
       for (const e of entries) insert.run(e.path, e.size, e.mtimeMs, e.sha256);
     })();
@@ -336,7 +354,9 @@ export function requireCatalog(workdir: string): void {
   const state = catalogState(workdir);
   if (state.state === "lost") throw lostCatalog(workdir, state.why);
   if (state.state === "absent") {
-    throw new UsageError(`no catalog in ${workdir} (${CATALOG_FILE} is missing)`, { hint: "run a pipeline first, or pass the workdir a pipeline ran in (--workdir DIR) or the pipeline file" });
+    throw new UsageError(`no catalog in ${workdir} (${CATALOG_FILE} is missing)`, {
+      hint: "run a pipeline first, or pass the workdir a pipeline ran in (--workdir DIR) or the pipeline file",
+    });
   }
 }
 
@@ -374,7 +394,11 @@ export function asCatalogError(error: unknown, file: string): CatalogError | und
   const code = (error as { code?: unknown })?.code;
   if (typeof code !== "string" || !/^SQLITE_(CORRUPT|NOTADB)/.test(code)) return undefined;
   const workdir = path.dirname(file);
-  return new CatalogError(`the catalog ${file} is damaged (${code}: ${(error as Error).message})`, { location: { file }, hint: rebuildHint(workdir), cause: error });
+  return new CatalogError(`the catalog ${file} is damaged (${code}: ${(error as Error).message})`, {
+    location: { file },
+    hint: rebuildHint(workdir),
+    cause: error,
+  });
 }
 
 /**
@@ -388,7 +412,9 @@ export function openCatalogDatabase(workdir: string, options: { timeoutMs?: numb
   try {
     mkdirSync(workdir, { recursive: true });
   } catch (error) {
-    throw new UsageError(`cannot create the workdir ${workdir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { hint: "workdir must be a folder (or a path where one can be created)" });
+    throw new UsageError(`cannot create the workdir ${workdir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, {
+      hint: "workdir must be a folder (or a path where one can be created)",
+    });
   }
   const state = catalogState(workdir);
   if (state.state === "lost" && !options.recovering) throw lostCatalog(workdir, state.why);
@@ -405,7 +431,10 @@ export function openCatalogDatabase(workdir: string, options: { timeoutMs?: numb
       closeSync(fd);
     }
     if (read < 16 || header.toString("latin1") !== SQLITE_HEADER) {
-      throw new CatalogError(`the catalog ${file} is damaged: it is not a SQLite database (its first bytes are not the SQLite header)`, { location: { file }, hint: rebuildHint(workdir) });
+      throw new CatalogError(`the catalog ${file} is damaged: it is not a SQLite database (its first bytes are not the SQLite header)`, {
+        location: { file },
+        hint: rebuildHint(workdir),
+      });
     }
   }
   let db: Database.Database | undefined;
@@ -416,7 +445,10 @@ export function openCatalogDatabase(workdir: string, options: { timeoutMs?: numb
       const rows = db.pragma("quick_check") as { quick_check: string }[];
       const problems = rows.map((r) => r.quick_check).filter((r) => r !== "ok");
       if (problems.length) {
-        throw new CatalogError(`the catalog ${file} is damaged: SQLite's quick_check found ${problems.length} problem${problems.length === 1 ? "" : "s"} (${problems.slice(0, 3).join("; ")})`, { location: { file }, hint: rebuildHint(workdir) });
+        throw new CatalogError(
+          `the catalog ${file} is damaged: SQLite's quick_check found ${problems.length} problem${problems.length === 1 ? "" : "s"} (${problems.slice(0, 3).join("; ")})`,
+          { location: { file }, hint: rebuildHint(workdir) },
+        );
       }
     }
     return db;
@@ -430,7 +462,18 @@ export function openCatalogDatabase(workdir: string, options: { timeoutMs?: numb
 export function markCatalog(workdir: string): void {
   const marker = path.join(workdir, CATALOG_MARKER);
   if (existsSync(marker)) return;
-  writeFileSync(marker, JSON.stringify({ format: "prolearn.catalog/1", catalog: CATALOG_FILE, note: "this workdir has a catalog; if catalog.sqlite goes missing or empty, prolearn reports it lost (prolearn catalog rebuild)" }, null, 2) + "\n");
+  writeFileSync(
+    marker,
+    JSON.stringify(
+      {
+        format: "prolearn.catalog/1",
+        catalog: CATALOG_FILE,
+        note: "this workdir has a catalog; if catalog.sqlite goes missing or empty, prolearn reports it lost (prolearn catalog rebuild)",
+      },
+      null,
+      2,
+    ) + "\n",
+  );
 }
 
 export function processAlive(pid: number): boolean {

@@ -134,15 +134,20 @@ function diffValues(prefix: string, a: unknown, b: unknown, out: ValueChange[]):
 
 /** The comparison as text, for people. */
 export function formatComparison(c: RunComparison): string {
-  const lines = [`A: run ${c.a.id}  ${c.a.pipeline}  ${c.a.status}  started ${c.a.startedAt}`, `B: run ${c.b.id}  ${c.b.pipeline}  ${c.b.status}  started ${c.b.startedAt}`];
-  const show = (v: unknown) => (v === null || v === undefined ? "(unset)" : typeof v === "string" && /^[0-9a-f]{16,}$/.test(v) ? v.slice(0, 12) : JSON.stringify(v));
+  const lines = [
+    `A: run ${c.a.id}  ${c.a.pipeline}  ${c.a.status}  started ${c.a.startedAt}`,
+    `B: run ${c.b.id}  ${c.b.pipeline}  ${c.b.status}  started ${c.b.startedAt}`,
+  ];
+  const show = (v: unknown) =>
+    v === null || v === undefined ? "(unset)" : typeof v === "string" && /^[0-9a-f]{16,}$/.test(v) ? v.slice(0, 12) : JSON.stringify(v);
   for (const s of c.stages) {
     lines.push("", `${s.stage}: ${s.statusA ?? "absent"} -> ${s.statusB ?? "absent"}${s.sameKey ? " (same work: cache key unchanged)" : ""}`);
     if (s.code) lines.push(`  code version ${s.code.a ?? "?"} -> ${s.code.b ?? "?"}`);
     for (const v of s.params) lines.push(`  params.${v.path}: ${show(v.a)} -> ${show(v.b)}`);
     for (const v of s.dataset) lines.push(`  dataset.${v.path}: ${show(v.a)} -> ${show(v.b)}`);
     for (const v of s.inputs) lines.push(`  ${v.path} changed: ${show(v.a)} -> ${show(v.b)}`);
-    if (!s.sameKey && s.statusA && s.statusB && !s.code && !s.params.length && !s.dataset.length && !s.inputs.length) lines.push("  nothing in its key changed (forced, or the output was missing)");
+    if (!s.sameKey && s.statusA && s.statusB && !s.code && !s.params.length && !s.dataset.length && !s.inputs.length)
+      lines.push("  nothing in its key changed (forced, or the output was missing)");
     const rows = s.metrics;
     if (s.sameOutput && rows.every((r) => r.delta === 0)) {
       if (rows.length) lines.push(`  same output: its ${rows.length} figures are equal (--json lists them)`);
@@ -150,7 +155,9 @@ export function formatComparison(c: RunComparison): string {
       const width = Math.min(40, Math.max(...rows.map((r) => r.path.length)));
       lines.push(`  ${"metric".padEnd(width)}  ${"A".padStart(12)}  ${"B".padStart(12)}  ${"B - A".padStart(12)}`);
       for (const r of rows) {
-        lines.push(`  ${r.path.padEnd(width)}  ${fmt(r.a).padStart(12)}  ${fmt(r.b).padStart(12)}  ${(r.delta === null ? "" : r.delta === 0 ? "=" : (r.delta > 0 ? "+" : "") + fmt(r.delta)).padStart(12)}`);
+        lines.push(
+          `  ${r.path.padEnd(width)}  ${fmt(r.a).padStart(12)}  ${fmt(r.b).padStart(12)}  ${(r.delta === null ? "" : r.delta === 0 ? "=" : (r.delta > 0 ? "+" : "") + fmt(r.delta)).padStart(12)}`,
+        );
       }
     }
   }

@@ -94,10 +94,12 @@ export function changedParts(previous: KeyParts | undefined, current: KeyParts):
   for (const change of diffValues("params", previous.params, current.params)) reasons.push({ code: "param-changed", ...change });
   for (const change of diffValues("dataset", previous.dataset, current.dataset)) reasons.push({ code: "dataset-changed", ...change });
   for (const input of unionKeys(previous.inputs, current.inputs)) {
-    if (previous.inputs[input] !== current.inputs[input]) reasons.push({ code: "input-changed", input, from: previous.inputs[input] ?? null, to: current.inputs[input] ?? null });
+    if (previous.inputs[input] !== current.inputs[input])
+      reasons.push({ code: "input-changed", input, from: previous.inputs[input] ?? null, to: current.inputs[input] ?? null });
   }
   for (const resource of unionKeys(previous.resources, current.resources)) {
-    if (previous.resources[resource] !== current.resources[resource]) reasons.push({ code: "resource-changed", resource, from: previous.resources[resource] ?? null, to: current.resources[resource] ?? null });
+    if (previous.resources[resource] !== current.resources[resource])
+      reasons.push({ code: "resource-changed", resource, from: previous.resources[resource] ?? null, to: current.resources[resource] ?? null });
   }
   return reasons;
 }
@@ -109,7 +111,9 @@ function unionKeys(a: Record<string, unknown>, b: Record<string, unknown>): stri
 function diffValues(path: string, a: unknown, b: unknown): { path: string; from: unknown; to: unknown }[] {
   if (canonicalJson(a) === canonicalJson(b)) return [];
   if (a && b && typeof a === "object" && typeof b === "object" && !Array.isArray(a) && !Array.isArray(b)) {
-    return unionKeys(a as Record<string, unknown>, b as Record<string, unknown>).flatMap((key) => diffValues(`${path}.${key}`, (a as Record<string, unknown>)[key], (b as Record<string, unknown>)[key]));
+    return unionKeys(a as Record<string, unknown>, b as Record<string, unknown>).flatMap((key) =>
+      diffValues(`${path}.${key}`, (a as Record<string, unknown>)[key], (b as Record<string, unknown>)[key]),
+    );
   }
   return [{ path, from: a, to: b }];
 }

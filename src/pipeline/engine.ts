@@ -153,7 +153,18 @@ function openSession(pipeline: ResolvedPipeline, registry: StageRegistry, option
     const digester = new FileDigester(catalog.fileStatCache());
     // The store checks outputs before reuse with the same digester: a published file whose size
     // and mtime are as recorded at publish costs a stat, not a re-hash.
-    return { pipeline, registry, catalog, store: new OutputStore(pipeline.workdir, digester), digester, selected: new Set(selected), all, options, upstream: new Map(), onStaleOutput: () => {} };
+    return {
+      pipeline,
+      registry,
+      catalog,
+      store: new OutputStore(pipeline.workdir, digester),
+      digester,
+      selected: new Set(selected),
+      all,
+      options,
+      upstream: new Map(),
+      onStaleOutput: () => {},
+    };
   } catch (error) {
     catalog.close();
     throw error;
@@ -221,7 +232,10 @@ async function keyParts(session: Session, stage: StageDefinition): Promise<KeyPa
       continue;
     }
     const entry = upstream.output.manifest.files[file];
-    if (!entry) throw new StageError(stage.name, `stage ${stage.name} reads ${file} of stage ${dep}, which ${dep} does not publish`, { hint: `${dep} publishes: ${Object.keys(upstream.output.manifest.files).join(", ")}` });
+    if (!entry)
+      throw new StageError(stage.name, `stage ${stage.name} reads ${file} of stage ${dep}, which ${dep} does not publish`, {
+        hint: `${dep} publishes: ${Object.keys(upstream.output.manifest.files).join(", ")}`,
+      });
     inputs[ref] = entry.sha256;
   }
   const resources = stage.resources ? await stage.resources(pipeline, pipeline.stages[stage.name] as never, { digester: session.digester }) : {};
@@ -234,7 +248,14 @@ async function keyParts(session: Session, stage: StageDefinition): Promise<KeyPa
  * contract test pins every registered stage's key (golden keys).
  */
 export function keyPartsOf(stage: StageDefinition, pipeline: ResolvedPipeline, inputs: Record<string, string>, resources: Record<string, string>): KeyParts {
-  return { stage: stage.name, version: stage.version, params: keyedParams(pipeline.stages[stage.name], stage.nonKeyParams), dataset: datasetKeyPart(pipeline), inputs, resources };
+  return {
+    stage: stage.name,
+    version: stage.version,
+    params: keyedParams(pipeline.stages[stage.name], stage.nonKeyParams),
+    dataset: datasetKeyPart(pipeline),
+    inputs,
+    resources,
+  };
 }
 
 function keyedParams(params: unknown, excluded: readonly string[] | undefined): unknown {
@@ -325,7 +346,7 @@ export async function runPipeline(pipeline: ResolvedPipeline, options: RunOption
     const stages = await runStages(run);
     return await finishRun(run, stages, started, options.writeReport);
   } catch (error) {
-    run.recorder.finish("failed", undefined, error instanceof ProlearnError ? error.format() : (error as Error)?.message ?? String(error));
+    run.recorder.finish("failed", undefined, error instanceof ProlearnError ? error.format() : ((error as Error)?.message ?? String(error)));
     throw error;
   } finally {
     session.catalog.close();
@@ -334,7 +355,12 @@ export async function runPipeline(pipeline: ResolvedPipeline, options: RunOption
 
 /** Staging folders of runs that are no longer running (killed mid-stage) are never trusted: remove them. */
 function sweepAbandonedStaging(session: Session): void {
-  const liveRuns = new Set(session.catalog.runs({ limit: 1000 }).filter((r) => r.status === "running").map((r) => r.id));
+  const liveRuns = new Set(
+    session.catalog
+      .runs({ limit: 1000 })
+      .filter((r) => r.status === "running")
+      .map((r) => r.id),
+  );
   session.store.sweepStaging((id) => liveRuns.has(id));
 }
 
@@ -355,7 +381,18 @@ async function runStages(run: RunContext): Promise<StageResult[]> {
       }
       if (decision.reasons[0]?.code === "input-has-no-output") throw new UsageError(`cannot run ${name}: ${formatReasons(decision.reasons)}`);
       session.upstream.set(name, { state: "missing" });
-      results.push({ name, status: "skipped", reason: formatReasons(decision.reasons), reasons: decision.reasons, seconds: 0, cacheKey: null, digest: null, outputs: {}, summary: {}, warnings: [] });
+      results.push({
+        name,
+        status: "skipped",
+        reason: formatReasons(decision.reasons),
+        reasons: decision.reasons,
+        seconds: 0,
+        cacheKey: null,
+        digest: null,
+        outputs: {},
+        summary: {},
+        warnings: [],
+      });
       continue;
     }
     const result = decision.action === "cached" ? reuseStage(run, name, assessment, stageStart) : await executeStage(run, name, assessment, stageStart);
@@ -374,7 +411,17 @@ function reuseStage(run: RunContext, name: string, assessment: Assessment, stage
   const warnings = session.catalog.producerWarnings(name, assessment.cacheKey!);
   const result = outputResult(name, "cached", assessment.decision.reasons, assessment.cacheKey!, output, warnings, stageStart);
   session.upstream.set(name, { state: "ready", output });
-  run.recorder.stageFinished({ stage: name, status: "cached", reasons: result.reasons, cacheKey: assessment.cacheKey!, parts: assessment.parts!, startedAt, seconds: result.seconds, output, warnings });
+  run.recorder.stageFinished({
+    stage: name,
+    status: "cached",
+    reasons: result.reasons,
+    cacheKey: assessment.cacheKey!,
+    parts: assessment.parts!,
+    startedAt,
+    seconds: result.seconds,
+    output,
+    warnings,
+  });
   return result;
 }
 
@@ -399,9 +446,31 @@ async function executeStage(run: RunContext, name: string, assessment: Assessmen
     recorder.stageFinished({ stage: name, status, reasons, cacheKey, parts: parts!, startedAt, seconds: result.seconds, output: produced.output, warnings });
   } catch (error) {
     const message = StageError.of(name, error).format();
-    result = { name, status: "failed", reason: formatReasons(decision.reasons), reasons: decision.reasons, seconds: (performance.now() - stageStart) / 1000, cacheKey, digest: null, outputs: {}, summary: {}, warnings: [], error: message };
+    result = {
+      name,
+      status: "failed",
+      reason: formatReasons(decision.reasons),
+      reasons: decision.reasons,
+      seconds: (performance.now() - stageStart) / 1000,
+      cacheKey,
+      digest: null,
+      outputs: {},
+      summary: {},
+      warnings: [],
+      error: message,
+    };
     session.upstream.set(name, { state: "missing" });
-    recorder.stageFinished({ stage: name, status: "failed", reasons: decision.reasons, cacheKey, parts: parts!, startedAt, seconds: result.seconds, warnings: [], error: message });
+    recorder.stageFinished({
+      stage: name,
+      status: "failed",
+      reasons: decision.reasons,
+      cacheKey,
+      parts: parts!,
+      startedAt,
+      seconds: result.seconds,
+      warnings: [],
+      error: message,
+    });
   }
   return result;
 }
@@ -420,7 +489,18 @@ async function produce(run: RunContext, name: string, assessment: Assessment): P
   if (existing.state === "damaged") store.setAside(name, cacheKey);
   const staging = store.makeStaging(run.recorder.runId, name);
   try {
-    const task: StageTask = { runId: run.recorder.runId, stage: name, cacheKey, pipeline, params: pipeline.stages[name], inputs: inputArtifacts(session, stage), resources: assessment.parts!.resources, outDir: staging.outDir, tmpDir: staging.tmpDir, fresh: forced };
+    const task: StageTask = {
+      runId: run.recorder.runId,
+      stage: name,
+      cacheKey,
+      pipeline,
+      params: pipeline.stages[name],
+      inputs: inputArtifacts(session, stage),
+      resources: assessment.parts!.resources,
+      outDir: staging.outDir,
+      tmpDir: staging.tmpDir,
+      fresh: forced,
+    };
     const { summary, warnings } = takeWarnings(name, await run.executor.execute(task, run.emit, run.signal));
     if (stage.tables?.length) await (await import("../io/tables.js")).checkOutputTables(stage.tables, staging.outDir);
     if (forced) rmSync(store.outputDir(name, cacheKey), { recursive: true, force: true });
@@ -430,15 +510,41 @@ async function produce(run: RunContext, name: string, assessment: Assessment): P
   }
 }
 
-function outputResult(name: string, status: "ran" | "cached", reasons: Reason[], cacheKey: string, output: PublishedOutput, warnings: StageWarning[], stageStart: number): StageResult {
-  return { name, status, reason: formatReasons(reasons), reasons, seconds: (performance.now() - stageStart) / 1000, cacheKey, digest: output.digest, outputs: output.files, summary: output.manifest.summary, warnings };
+function outputResult(
+  name: string,
+  status: "ran" | "cached",
+  reasons: Reason[],
+  cacheKey: string,
+  output: PublishedOutput,
+  warnings: StageWarning[],
+  stageStart: number,
+): StageResult {
+  return {
+    name,
+    status,
+    reason: formatReasons(reasons),
+    reasons,
+    seconds: (performance.now() - stageStart) / 1000,
+    cacheKey,
+    digest: output.digest,
+    outputs: output.files,
+    summary: output.manifest.summary,
+    warnings,
+  };
 }
 
 /** Totals, the report, the run's final record and its end event. */
 async function finishRun(run: RunContext, stages: StageResult[], started: number, writeReport: RunOptions["writeReport"]): Promise<RunResult> {
   const totals = { ran: 0, cached: 0, failed: 0, skipped: 0 };
   for (const r of stages) totals[r.status]++;
-  const result: RunResult = { runId: run.recorder.runId, pipeline: run.session.pipeline.name, status: totals.failed ? "failed" : "ok", seconds: (performance.now() - started) / 1000, stages, totals };
+  const result: RunResult = {
+    runId: run.recorder.runId,
+    pipeline: run.session.pipeline.name,
+    status: totals.failed ? "failed" : "ok",
+    seconds: (performance.now() - started) / 1000,
+    stages,
+    totals,
+  };
   if (writeReport) {
     try {
       result.report = await writeReport({ pipeline: run.session.pipeline, result, catalog: run.session.catalog });
@@ -452,9 +558,19 @@ async function finishRun(run: RunContext, stages: StageResult[], started: number
   if (result.status === "ok") {
     const { pipeline } = run.session;
     try {
-      updatePointers(pipeline.workdir, pipeline.name, result.runId, stages.filter((r) => r.status === "ran" || r.status === "cached"));
+      updatePointers(
+        pipeline.workdir,
+        pipeline.name,
+        result.runId,
+        stages.filter((r) => r.status === "ran" || r.status === "cached"),
+      );
     } catch (error) {
-      run.emit({ kind: "log", stage: "outputs", level: "warn", message: `could not refresh ${pipelinePointerDir(pipeline.workdir, pipeline.name)}: ${(error as Error).message}` });
+      run.emit({
+        kind: "log",
+        stage: "outputs",
+        level: "warn",
+        message: `could not refresh ${pipelinePointerDir(pipeline.workdir, pipeline.name)}: ${(error as Error).message}`,
+      });
     }
   }
   run.emit({ kind: "run-end", result });

@@ -90,4 +90,3 @@ export class FileDigester {
     return this.memo.get(file) ?? this.persistent?.get(file);
   }
 }
-

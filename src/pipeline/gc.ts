@@ -49,11 +49,15 @@ export function planGc(workdir: string, options: GcOptions): GcPlan {
   try {
     const live = catalog.runs({ limit: 100_000 }).filter((r) => r.status === "running");
     if (live.length) {
-      throw new UsageError(`run ${live[0]!.id} of ${live[0]!.pipeline} is in progress in ${workdir} (pid ${live[0]!.pid})`, { hint: "run gc when no run is going on: it could remove what that run is publishing" });
+      throw new UsageError(`run ${live[0]!.id} of ${live[0]!.pipeline} is in progress in ${workdir} (pid ${live[0]!.pid})`, {
+        hint: "run gc when no run is going on: it could remove what that run is publishing",
+      });
     }
     const pipelines = catalog.pipelines();
     if (options.pipeline && !pipelines.includes(options.pipeline)) {
-      throw new UsageError(`no runs of pipeline ${options.pipeline} in ${workdir}`, { hint: pipelines.length ? `pipelines there: ${pipelines.join(", ")}` : "nothing to clean" });
+      throw new UsageError(`no runs of pipeline ${options.pipeline} in ${workdir}`, {
+        hint: pipelines.length ? `pipelines there: ${pipelines.join(", ")}` : "nothing to clean",
+      });
     }
     const inScope = (pipeline: string) => !options.pipeline || options.pipeline === pipeline;
 
@@ -70,7 +74,8 @@ export function planGc(workdir: string, options: GcOptions): GcPlan {
     for (const ref of references) if (keptRuns.has(ref.runId)) protectedKeys.set(ref.cacheKey, `used by run ${ref.runId}`);
     for (const pipeline of pipelines) {
       for (const s of catalog.currentStageRuns(pipeline)) if (s.cacheKey) protectedKeys.set(s.cacheKey, `current output of ${pipeline}`);
-      for (const stage of Object.values(readCurrentPointers(workdir, pipeline)?.stages ?? {})) protectedKeys.set(stage.cacheKey, `current output of ${pipeline}`);
+      for (const stage of Object.values(readCurrentPointers(workdir, pipeline)?.stages ?? {}))
+        protectedKeys.set(stage.cacheKey, `current output of ${pipeline}`);
     }
     const registry = new ArtifactRegistry(catalog.db, workdir);
     const registered = registry.list();
@@ -93,7 +98,13 @@ export function planGc(workdir: string, options: GcOptions): GcPlan {
         const users = referencedBy.get(key);
         if (options.pipeline && (!users || [...users].some((p) => p !== options.pipeline))) continue;
         const dir = path.join(storeRoot, stage, key);
-        remove.push({ kind: "output", path: dir, bytes: du(dir), cacheKey: key, reason: users ? `${stage} output used only by runs older than the last ${options.keep}` : `${stage} output no run refers to` });
+        remove.push({
+          kind: "output",
+          path: dir,
+          bytes: du(dir),
+          cacheKey: key,
+          reason: users ? `${stage} output used only by runs older than the last ${options.keep}` : `${stage} output no run refers to`,
+        });
         removedKeys.add(key);
       }
     }
@@ -101,7 +112,8 @@ export function planGc(workdir: string, options: GcOptions): GcPlan {
     // Reports: kept when a kept run names it.
     const keptReports = new Set(allRuns.filter((r) => keptRuns.has(r.id) && r.report).map((r) => path.resolve(r.report!)));
     const reportRuns = new Map<string, string[]>();
-    for (const run of allRuns) if (run.report) (reportRuns.get(path.resolve(run.report)) ?? reportRuns.set(path.resolve(run.report), []).get(path.resolve(run.report))!).push(run.id);
+    for (const run of allRuns)
+      if (run.report) (reportRuns.get(path.resolve(run.report)) ?? reportRuns.set(path.resolve(run.report), []).get(path.resolve(run.report))!).push(run.id);
     const reportsDir = path.join(workdir, "reports");
     let keptReportCount = 0;
     if (existsSync(reportsDir)) {
@@ -113,13 +125,20 @@ export function planGc(workdir: string, options: GcOptions): GcPlan {
         }
         const runs = reportRuns.get(file);
         if (options.pipeline && (!runs || runs.some((id) => allRuns.find((r) => r.id === id)?.pipeline !== options.pipeline))) continue;
-        remove.push({ kind: "report", path: file, bytes: du(file), runIds: runs ?? [], reason: runs ? `report of run${runs.length > 1 ? "s" : ""} ${runs.join(", ")} (older than the last ${options.keep})` : "report no run refers to" });
+        remove.push({
+          kind: "report",
+          path: file,
+          bytes: du(file),
+          runIds: runs ?? [],
+          reason: runs ? `report of run${runs.length > 1 ? "s" : ""} ${runs.join(", ")} (older than the last ${options.keep})` : "report no run refers to",
+        });
       }
     }
 
     // Checkpoints: kept when an output that stays names it, or when its training is unfinished.
     const named = new Map<string, Set<string>>();
-    for (const output of outputs) for (const name of checkpointNames(output.summary)) (named.get(name) ?? named.set(name, new Set()).get(name)!).add(output.cacheKey);
+    for (const output of outputs)
+      for (const name of checkpointNames(output.summary)) (named.get(name) ?? named.set(name, new Set()).get(name)!).add(output.cacheKey);
     const checkpointsDir = path.join(workdir, "checkpoints");
     let keptCheckpoints = 0;
     let unfinished = 0;
@@ -137,7 +156,12 @@ export function planGc(workdir: string, options: GcOptions): GcPlan {
           continue;
         }
       }
-      remove.push({ kind: "checkpoint", path: dir, bytes: du(dir), reason: users.length ? "its outputs are removed too" : "finished training no output refers to" });
+      remove.push({
+        kind: "checkpoint",
+        path: dir,
+        bytes: du(dir),
+        reason: users.length ? "its outputs are removed too" : "finished training no output refers to",
+      });
     }
 
     const keptOutputs = listDirs(storeRoot).reduce((n, stage) => n + listDirs(path.join(storeRoot, stage)).length, 0) - removedKeys.size;
@@ -198,7 +222,9 @@ function checkpointFinished(dir: string): boolean {
 
 function listDirs(dir: string): string[] {
   if (!existsSync(dir)) return [];
-  return readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+  return readdirSync(dir, { withFileTypes: true })
+    .filter((e) => e.isDirectory())
+    .map((e) => e.name);
 }
 
 /** Bytes under a path (files counted once per path; hard links shared with pointers count here too). */

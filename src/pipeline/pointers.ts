@@ -59,7 +59,12 @@ export function readCurrentPointers(workdir: string, pipeline: string): CurrentP
  * never a missing or half one; files the stage no longer writes are removed afterwards. Stages not
  * given keep their folder (a `--until` run leaves later stages at their last successful output).
  */
-export function updatePointers(workdir: string, pipeline: string, runId: string, stages: { name: string; cacheKey: string | null; outputs: Record<string, string> }[]): CurrentPointers {
+export function updatePointers(
+  workdir: string,
+  pipeline: string,
+  runId: string,
+  stages: { name: string; cacheKey: string | null; outputs: Record<string, string> }[],
+): CurrentPointers {
   const root = pipelinePointerDir(workdir, pipeline);
   mkdirSync(root, { recursive: true });
   const current: CurrentPointers = readCurrentPointers(workdir, pipeline) ?? { pipeline, updatedAt: "", stages: {} };

@@ -38,14 +38,36 @@ export class RunRecorder {
 
   /** A stage is about to execute: visible as `running` in `status` while it works. */
   stageStarted(stage: string, cacheKey: string, reasons: Reason[], parts: KeyParts, startedAt: string): void {
-    this.catalog.recordStage({ runId: this.runId, stage, status: "running", cacheKey, reason: formatReasons(reasons), reasons, startedAt, seconds: null, error: null, outputDigest: null, keyParts: canonicalJson(parts), warnings: [] });
+    this.catalog.recordStage({
+      runId: this.runId,
+      stage,
+      status: "running",
+      cacheKey,
+      reason: formatReasons(reasons),
+      reasons,
+      startedAt,
+      seconds: null,
+      error: null,
+      outputDigest: null,
+      keyParts: canonicalJson(parts),
+      warnings: [],
+    });
   }
 
   stageFinished(record: StageRecord): void {
     const { output } = record;
     this.catalog.db.transaction(() => {
       if (output) {
-        this.catalog.recordOutput({ cacheKey: record.cacheKey, stage: record.stage, pipeline: this.pipeline, digest: output.digest, dir: output.dir, files: output.files, summary: output.manifest.summary, createdAt: new Date().toISOString() });
+        this.catalog.recordOutput({
+          cacheKey: record.cacheKey,
+          stage: record.stage,
+          pipeline: this.pipeline,
+          digest: output.digest,
+          dir: output.dir,
+          files: output.files,
+          summary: output.manifest.summary,
+          createdAt: new Date().toISOString(),
+        });
       }
       this.catalog.recordStage({
         runId: this.runId,

@@ -42,7 +42,10 @@ export function buildPipelineSchema(registry: StageRegistry) {
   return z
     .strictObject({
       $schema: z.string().optional(),
-      name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, "use letters, digits, '.', '_' or '-'").describe("Pipeline name; versions of its artifacts are counted per name."),
+      name: z
+        .string()
+        .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, "use letters, digits, '.', '_' or '-'")
+        .describe("Pipeline name; versions of its artifacts are counted per name."),
       workdir: z.string().optional().describe("Where caches, the catalog and outputs live (default: .prolearn next to the pipeline file)."),
       dataset: datasetSchema,
       stages: z.strictObject(stageShape).describe("Stage name -> its params. Only the stages listed run."),
@@ -98,7 +101,10 @@ export function resolvePipeline(
   const parsed = schema.safeParse(input);
   const file = options.file ? path.resolve(options.file) : undefined;
   if (!parsed.success) {
-    throw new PipelineSpecError(file, parsed.error.issues.flatMap((issue) => toSpecIssues(issue, registry, options.lineOf)));
+    throw new PipelineSpecError(
+      file,
+      parsed.error.issues.flatMap((issue) => toSpecIssues(issue, registry, options.lineOf)),
+    );
   }
   const value = parsed.data;
   const baseDir = options.baseDir ?? (file ? path.dirname(file) : process.cwd());
@@ -110,7 +116,12 @@ export function resolvePipeline(
     stages[name] = params;
     for (const dep of inputStages(stage, "required")) {
       if (!(dep in (value.stages as Record<string, unknown>))) {
-        issues.push({ keyPath: `stages.${name}`, message: `stage ${name} needs stage ${dep}, which is not in the pipeline`, hint: `add \`${dep}: {}\` under stages`, line: options.lineOf?.(["stages", name]) });
+        issues.push({
+          keyPath: `stages.${name}`,
+          message: `stage ${name} needs stage ${dep}, which is not in the pipeline`,
+          hint: `add \`${dep}: {}\` under stages`,
+          line: options.lineOf?.(["stages", name]),
+        });
       }
     }
   }
@@ -126,7 +137,12 @@ export function resolvePipeline(
     workdir,
     dataset: { ...dataset, root, reports: dataset.reports ? path.resolve(baseDir, dataset.reports) : undefined },
     stages,
-    schedule: value.schedule === undefined ? undefined : typeof value.schedule === "string" ? { cron: value.schedule, timezone: "UTC", overlap: "skip" } : value.schedule,
+    schedule:
+      value.schedule === undefined
+        ? undefined
+        : typeof value.schedule === "string"
+          ? { cron: value.schedule, timezone: "UTC", overlap: "skip" }
+          : value.schedule,
   };
 }
 
@@ -135,19 +151,33 @@ export function resolvePipeline(
  * ingest would read the workdir's own files as dataset files (and quarantine them), and every
  * run would change the dataset's digest.
  */
-function workdirIssues(workdir: string, root: string, explicit: boolean, lineOf: ((keyPath: (string | number)[]) => number | undefined) | undefined): SpecIssue[] {
+function workdirIssues(
+  workdir: string,
+  root: string,
+  explicit: boolean,
+  lineOf: ((keyPath: (string | number)[]) => number | undefined) | undefined,
+): SpecIssue[] {
   const keyPath = explicit ? "workdir" : "";
   const line = explicit ? lineOf?.(["workdir"]) : undefined;
   const where = explicit ? "" : " (the default: .prolearn next to the pipeline file)";
   if (existsSync(workdir) && !statSync(workdir).isDirectory()) {
-    return [{ keyPath, line, message: `workdir ${workdir}${where} exists and is not a folder`, hint: "point workdir at a folder (it is created when missing)" }];
+    return [
+      { keyPath, line, message: `workdir ${workdir}${where} exists and is not a folder`, hint: "point workdir at a folder (it is created when missing)" },
+    ];
   }
   const inside = (child: string, parent: string) => {
     const relative = path.relative(parent, child);
     return relative === "" || (!relative.startsWith("..") && !path.isAbsolute(relative));
   };
   if (inside(workdir, root) || inside(realPathOfNearest(workdir), realPathOfNearest(root))) {
-    return [{ keyPath, line, message: `workdir ${workdir}${where} is inside the dataset root ${root}: ingest would read the workdir's own files as dataset files`, hint: "set workdir to a folder outside dataset.root, e.g. next to it" }];
+    return [
+      {
+        keyPath,
+        line,
+        message: `workdir ${workdir}${where} is inside the dataset root ${root}: ingest would read the workdir's own files as dataset files`,
+        hint: "set workdir to a folder outside dataset.root, e.g. next to it",
+      },
+    ];
   }
   return [];
 }
@@ -188,7 +218,11 @@ export function loadPipelineFile(file: string, registry: StageRegistry, override
   if (doc.errors.length) {
     throw new PipelineSpecError(
       absolute,
-      doc.errors.map((e) => ({ keyPath: "", line: e.linePos?.[0]?.line ?? lineCounter.linePos(e.pos[0]).line, message: `YAML syntax: ${e.message.split("\n")[0]}` })),
+      doc.errors.map((e) => ({
+        keyPath: "",
+        line: e.linePos?.[0]?.line ?? lineCounter.linePos(e.pos[0]).line,
+        message: `YAML syntax: ${e.message.split("\n")[0]}`,
+      })),
     );
   }
   const duplicates = duplicateKeys(doc.contents as YamlNode | null, [], lineCounter);
@@ -199,7 +233,9 @@ export function loadPipelineFile(file: string, registry: StageRegistry, override
     // bomb) with a ReferenceError: a problem of the file, not of prolearn.
     data = doc.toJS({ maxAliasCount: 1000 }) as unknown;
   } catch (error) {
-    throw new PipelineSpecError(absolute, [{ keyPath: "", message: `YAML: ${(error as Error).message}`, hint: "aliases (*name) may repeat a node a bounded number of times; write the values out" }]);
+    throw new PipelineSpecError(absolute, [
+      { keyPath: "", message: `YAML: ${(error as Error).message}`, hint: "aliases (*name) may repeat a node a bounded number of times; write the values out" },
+    ]);
   }
   for (const [key, value] of Object.entries(overrides)) setPath(data, key.split("."), value);
   // Key -> pair per YAML map, built once per map on first lookup: a file with many unknown keys
@@ -241,7 +277,12 @@ function duplicateKeys(node: YamlNode | null | undefined, keyPath: string[], lin
         if (key !== undefined) {
           if (seen.has(key)) {
             const range = (pair.key as YamlNode).range;
-            issues.push({ keyPath: [...at, key].join("."), line: range ? lineCounter.linePos(range[0]).line : undefined, message: `duplicate key "${key}"`, hint: "a key may appear once per map" });
+            issues.push({
+              keyPath: [...at, key].join("."),
+              line: range ? lineCounter.linePos(range[0]).line : undefined,
+              message: `duplicate key "${key}"`,
+              hint: "a key may appear once per map",
+            });
           }
           seen.add(key);
         }
@@ -263,7 +304,8 @@ export function setPath(target: unknown, keys: string[], value: unknown): void {
   const dotted = keys.join(".");
   for (const key of keys) {
     if (key === "") throw new UsageError(`--set ${dotted}: empty key`, { hint: "keys are dotted names, e.g. --set dataset.textAvailability=0.1" });
-    if (FORBIDDEN_KEYS.has(key)) throw new UsageError(`--set ${dotted}: key "${key}" is not allowed`, { hint: "pipeline keys are names like dataset.seed or stages.embed.dim" });
+    if (FORBIDDEN_KEYS.has(key))
+      throw new UsageError(`--set ${dotted}: key "${key}" is not allowed`, { hint: "pipeline keys are names like dataset.seed or stages.embed.dim" });
   }
   if (typeof target !== "object" || target === null) return;
   let node = target as Record<string, unknown>;

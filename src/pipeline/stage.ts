@@ -172,12 +172,15 @@ export function stageCapabilities(stage: StageDefinition, params: unknown): read
  * Identity helper that keeps the params type and the literal name attached to the definition,
  * so the registry (src/stages.ts) can derive `StageName` and the pipeline's typed input.
  */
-export function defineStage<Schema extends z.ZodType, const Name extends string>(definition: StageDefinition<Schema> & { name: Name }): StageDefinition<Schema> & { name: Name } {
+export function defineStage<Schema extends z.ZodType, const Name extends string>(
+  definition: StageDefinition<Schema> & { name: Name },
+): StageDefinition<Schema> & { name: Name } {
   if (!definition.run && !definition.sharding) {
     throw new Error(`stage ${definition.name} defines neither run nor sharding`);
   }
   for (const table of definition.tables ?? []) {
-    if (table.stage !== definition.name || !definition.outputs.includes(table.file)) throw new Error(`stage ${definition.name} declares table ${table.stage}/${table.file}, which is not one of its outputs`);
+    if (table.stage !== definition.name || !definition.outputs.includes(table.file))
+      throw new Error(`stage ${definition.name} declares table ${table.stage}/${table.file}, which is not one of its outputs`);
   }
   return definition;
 }

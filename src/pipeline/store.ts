@@ -147,7 +147,13 @@ export class OutputStore {
   setAside(stage: string, cacheKey: string): string | undefined {
     const dir = this.outputDir(stage, cacheKey);
     if (!existsSync(dir)) return undefined;
-    const target = path.join(this.workdir, DAMAGED_DIR, "store", stage, `${cacheKey}-${new Date().toISOString().replace(/[-:.]/g, "")}-${randomBytes(3).toString("hex")}`);
+    const target = path.join(
+      this.workdir,
+      DAMAGED_DIR,
+      "store",
+      stage,
+      `${cacheKey}-${new Date().toISOString().replace(/[-:.]/g, "")}-${randomBytes(3).toString("hex")}`,
+    );
     mkdirSync(path.dirname(target), { recursive: true });
     try {
       renameSync(dir, target);
@@ -166,7 +172,8 @@ export class OutputStore {
   async publish(stage: string, cacheKey: string, outDir: string, declared: readonly string[], summary: StageSummary): Promise<PublishedOutput> {
     const present = new Set(listFiles(outDir));
     const missing = declared.filter((name) => !present.has(name));
-    if (missing.length) throw new Error(`stage ${stage} did not write its declared output${missing.length > 1 ? "s" : ""} ${missing.join(", ")} (in ${outDir})`);
+    if (missing.length)
+      throw new Error(`stage ${stage} did not write its declared output${missing.length > 1 ? "s" : ""} ${missing.join(", ")} (in ${outDir})`);
     const files: OutputManifest["files"] = {};
     for (const name of [...present].sort()) {
       const file = path.join(outDir, name);

@@ -46,6 +46,8 @@ export function takeWarnings(stage: string, summary: StageSummary): { summary: S
 
 /** "prototypes-not-useful: PSA is no closer ... (marginOverMean -0.01, marginOverRandom 0.02)" */
 export function formatWarning(warning: StageWarning): string {
-  const figures = warning.figures ? Object.entries(warning.figures).map(([k, v]) => `${k} ${typeof v === "number" ? Number(v.toPrecision(4)) : String(v)}`) : [];
+  const figures = warning.figures
+    ? Object.entries(warning.figures).map(([k, v]) => `${k} ${typeof v === "number" ? Number(v.toPrecision(4)) : String(v)}`)
+    : [];
   return `${warning.code}: ${warning.message}${figures.length ? ` (${figures.join(", ")})` : ""}`;
 }

@@ -54,7 +54,8 @@ export async function writeArtifactManifest(dir: string, lineage: Lineage): Prom
 
 export function readArtifactManifest(dir: string): ArtifactManifest {
   const file = path.join(dir, "manifest.json");
-  if (!existsSync(file)) throw new ArtifactError(`no manifest.json in ${dir}`, { location: { file }, hint: "point at a prototype-space artifact folder (prolearn artifacts list)" });
+  if (!existsSync(file))
+    throw new ArtifactError(`no manifest.json in ${dir}`, { location: { file }, hint: "point at a prototype-space artifact folder (prolearn artifacts list)" });
   let manifest: ArtifactManifest;
   try {
     manifest = JSON.parse(readFileSync(file, "utf8")) as ArtifactManifest;
@@ -94,8 +95,12 @@ export async function verifyArtifactDir(dir: string, expectedDigest?: string): P
     }
   }
   const recomputed = manifestDigest(manifest);
-  if (recomputed !== manifest.digest) problems.push(`manifest.json: content digest ${recomputed.slice(0, 12)}... does not match its recorded digest ${manifest.digest.slice(0, 12)}... (manifest edited)`);
-  if (expectedDigest && manifest.digest !== expectedDigest) problems.push(`manifest.json: digest ${manifest.digest.slice(0, 12)}... is not the registered ${expectedDigest.slice(0, 12)}...`);
+  if (recomputed !== manifest.digest)
+    problems.push(
+      `manifest.json: content digest ${recomputed.slice(0, 12)}... does not match its recorded digest ${manifest.digest.slice(0, 12)}... (manifest edited)`,
+    );
+  if (expectedDigest && manifest.digest !== expectedDigest)
+    problems.push(`manifest.json: digest ${manifest.digest.slice(0, 12)}... is not the registered ${expectedDigest.slice(0, 12)}...`);
   return { dir, ok: problems.length === 0, digest: manifest.digest, problems };
 }
 
@@ -115,7 +120,10 @@ export function prototypesTable(p: Prototypes, sampleIds: (string | null)[]): Ta
     prototype_id: makeVector(Int32Array.from({ length: p.cluster.length }, (_, i) => i)),
     cluster: makeVector(p.cluster),
     subcluster: makeVector(p.subcluster),
-    sample_id: vectorFromArray(Array.from(p.sampleIndex, (i) => (i >= 0 ? sampleIds[i]! : null)), new Utf8()),
+    sample_id: vectorFromArray(
+      Array.from(p.sampleIndex, (i) => (i >= 0 ? sampleIds[i]! : null)),
+      new Utf8(),
+    ),
     size: makeVector(p.size),
     query: embeddingVector(p.queries, p.dim, undefined, false),
     response: embeddingVector(p.responses, p.dim, undefined, false),
@@ -124,7 +132,10 @@ export function prototypesTable(p: Prototypes, sampleIds: (string | null)[]): Ta
 
 export function assignmentsTable(assignments: Assignment[], sampleIds: string[]): Table {
   return new Table({
-    id: vectorFromArray(assignments.map((a) => sampleIds[a.sample]!), new Utf8()),
+    id: vectorFromArray(
+      assignments.map((a) => sampleIds[a.sample]!),
+      new Utf8(),
+    ),
     cluster: makeVector(Int32Array.from(assignments, (a) => a.cluster)),
     probability: makeVector(Float32Array.from(assignments, (a) => a.probability)),
     subcluster: makeVector(Int32Array.from(assignments, (a) => a.subcluster)),
@@ -132,7 +143,9 @@ export function assignmentsTable(assignments: Assignment[], sampleIds: string[])
 }
 
 /** Reads the query and response halves of prototypes.parquet (and each prototype's cluster). */
-export async function readPrototypesFile(file: string): Promise<{ queries: Float32Array; responses: Float32Array; dim: number; count: number; cluster: Int32Array }> {
+export async function readPrototypesFile(
+  file: string,
+): Promise<{ queries: Float32Array; responses: Float32Array; dim: number; count: number; cluster: Int32Array }> {
   const table = await readTable(PROTOTYPES_TABLE, file, ["query", "response", "cluster"]);
   const { query, response } = table;
   if (query.dim !== response.dim) throw new ArtifactError(`query vectors are ${query.dim}-d, response vectors ${response.dim}-d`, { location: { file } });

@@ -100,7 +100,11 @@ const ZONE_FILLER_WORDS = new Set(["lung", "lungs", "and", "the", "of", "in", "p
  */
 export function parseLungZones(report: string): Uint8Array {
   const zones = new Uint8Array(6);
-  const words = report.toLowerCase().replace(/[^a-z]+/g, " ").trim().split(" ");
+  const words = report
+    .toLowerCase()
+    .replace(/[^a-z]+/g, " ")
+    .trim()
+    .split(" ");
   let pending: number[] = [];
   for (let i = 0; i < words.length; i++) {
     const word = words[i]!;
@@ -127,7 +131,10 @@ export function parseLungZones(report: string): Uint8Array {
 /** [image ; text] of one sample, each half L2-normalised, into `out` (2 x dim). */
 function featureRow(samples: PairedSamples, i: number, out: Float32Array | number[]): void {
   const { dim } = samples;
-  for (const [offset, source] of [[0, samples.images], [dim, samples.texts]] as const) {
+  for (const [offset, source] of [
+    [0, samples.images],
+    [dim, samples.texts],
+  ] as const) {
     let sum = 0;
     for (let k = 0; k < dim; k++) sum += source[i * dim + k]! ** 2;
     const inv = sum > 0 ? 1 / Math.sqrt(sum) : 0;
@@ -162,7 +169,14 @@ interface SubclusterResult {
   distances: Float64Array;
 }
 
-async function kmeansSubclusters(samples: PairedSamples, members: number[], k: number, seed: number, restarts: number, maxIterations?: number): Promise<SubclusterResult> {
+async function kmeansSubclusters(
+  samples: PairedSamples,
+  members: number[],
+  k: number,
+  seed: number,
+  restarts: number,
+  maxIterations?: number,
+): Promise<SubclusterResult> {
   const width = 2 * samples.dim;
   let fitMembers = members;
   if (members.length > KMEANS_FIT_SAMPLE) {
@@ -198,7 +212,13 @@ async function kmeansSubclusters(samples: PairedSamples, members: number[], k: n
 }
 
 /** Best-of-`restarts` seeded k-means++ over number rows (see ./kmeans.ts). */
-export async function bestKmeans(rows: number[][], k: number, seed: number, restarts: number, maxIterations = 100): Promise<{ clusters: Int32Array; inertia: number }> {
+export async function bestKmeans(
+  rows: number[][],
+  k: number,
+  seed: number,
+  restarts: number,
+  maxIterations = 100,
+): Promise<{ clusters: Int32Array; inertia: number }> {
   const width = rows[0]?.length ?? 0;
   const flat = new Float32Array(rows.length * width);
   rows.forEach((r, i) => flat.set(r, i * width));
@@ -240,7 +260,10 @@ function checkSamples(samples: PairedSamples): number {
   if (samples.images.length !== n * samples.dim || samples.texts.length !== n * samples.dim) {
     throw new DataError(`expected ${n} x ${samples.dim} image and text embeddings, got ${samples.images.length} and ${samples.texts.length} values`);
   }
-  if (n === 0) throw new DataError("no paired samples (training rows with an available report and a text embedding)", { hint: "raise dataset.textAvailability or check the embed stage output" });
+  if (n === 0)
+    throw new DataError("no paired samples (training rows with an available report and a text embedding)", {
+      hint: "raise dataset.textAvailability or check the embed stage output",
+    });
   return n;
 }
 
@@ -274,7 +297,9 @@ async function buildHdbscanKmeans(samples: PairedSamples, options: BuildOptions)
   let dropped = 0;
   if (numClusters === 0) {
     if (options.noise === "drop") {
-      throw new DataError(`HDBSCAN found no cluster among ${n} reports (all noise) and noise is "drop"`, { hint: "lower minClusterSize / minSamples, or use noise: nearest (all reports then form one label)" });
+      throw new DataError(`HDBSCAN found no cluster among ${n} reports (all noise) and noise is "drop"`, {
+        hint: "lower minClusterSize / minSamples, or use noise: nearest (all reports then form one label)",
+      });
     }
     options.log?.(`HDBSCAN found no cluster among ${n} reports; all of them form one surrogate label`);
     labels.fill(0);
@@ -334,7 +359,13 @@ async function buildHdbscanKmeans(samples: PairedSamples, options: BuildOptions)
  * list answers first, and only texts with no clustered neighbour are compared with every
  * clustered text, in bounded blocks.
  */
-async function assignNoiseToNearest(samples: PairedSamples, labels: Int32Array, noiseIndices: number[], metric: Metric, clustering: { distinctOf?: Int32Array; neighbours?: NeighbourGraph }): Promise<void> {
+async function assignNoiseToNearest(
+  samples: PairedSamples,
+  labels: Int32Array,
+  noiseIndices: number[],
+  metric: Metric,
+  clustering: { distinctOf?: Int32Array; neighbours?: NeighbourGraph },
+): Promise<void> {
   const { dim } = samples;
   const n = labels.length;
   const distinctOf = clustering.distinctOf ?? Int32Array.from({ length: n }, (_, i) => i);
@@ -386,7 +417,9 @@ async function buildZonesMean(samples: PairedSamples, options: BuildOptions): Pr
   const n = samples.ids.length;
   const { dim } = samples;
   if (!samples.reports) {
-    throw new DataError("mode zones-mean needs the report texts", { hint: "add the ingest stage to the pipeline (prototypes reads report_normalized from it)" });
+    throw new DataError("mode zones-mean needs the report texts", {
+      hint: "add the ingest stage to the pipeline (prototypes reads report_normalized from it)",
+    });
   }
   const zonesOf = samples.reports.map((r) => (r ? parseLungZones(r) : new Uint8Array(6)));
   const rows: PrototypeRow[] = [];
@@ -422,7 +455,8 @@ async function buildZonesMean(samples: PairedSamples, options: BuildOptions): Pr
         query[x] /= size;
         response[x] /= size;
       }
-      for (let m = 0; m < members.length; m++) if (result.clusters[m] === j) assignments.push({ sample: members[m]!, cluster: label, probability: 1, subcluster });
+      for (let m = 0; m < members.length; m++)
+        if (result.clusters[m] === j) assignments.push({ sample: members[m]!, cluster: label, probability: 1, subcluster });
       rows.push({ cluster: label, subcluster, sampleIndex: -1, size, query, response });
       subcluster++;
     }

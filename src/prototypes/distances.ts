@@ -312,7 +312,14 @@ export async function forEachDistanceBlock(
 }
 
 /** Index of (and distance to) the nearest row of `b` for each row of `a`, in bounded blocks. */
-export async function nearestRows(a: Float32Array, na: number, b: Float32Array, nb: number, dim: number, metric: Metric): Promise<{ index: Int32Array; distance: Float32Array }> {
+export async function nearestRows(
+  a: Float32Array,
+  na: number,
+  b: Float32Array,
+  nb: number,
+  dim: number,
+  metric: Metric,
+): Promise<{ index: Int32Array; distance: Float32Array }> {
   const index = new Int32Array(na).fill(-1);
   const distance = new Float32Array(na).fill(Infinity);
   await forEachDistanceBlock(a, na, b, nb, dim, metric, (start, rows, block) => {

@@ -22,7 +22,14 @@ export interface NeighbourGraph {
   distance: Float32Array;
 }
 
-export async function approximateHdbscan(points: Float32Array, n: number, dim: number, weights: Int32Array, metric: Metric, options: HdbscanOptions & ScalingOptions): Promise<HdbscanResult & { neighbours: NeighbourGraph }> {
+export async function approximateHdbscan(
+  points: Float32Array,
+  n: number,
+  dim: number,
+  weights: Int32Array,
+  metric: Metric,
+  options: HdbscanOptions & ScalingOptions,
+): Promise<HdbscanResult & { neighbours: NeighbourGraph }> {
   const { minClusterSize, minSamples, selection } = checkedOptions(options);
   let total = 0;
   for (let i = 0; i < n; i++) total += weights[i]!;
@@ -82,7 +89,15 @@ class UnionFind {
  * cross edge can then replace a heavier in-component edge, not only bridge components, so the
  * tree stays closer to the true MST than bridging alone would (as cuML does it).
  */
-async function spanningTree(source: Float32Array, n: number, dim: number, metric: Metric, core: Float32Array, graph: NeighbourGraph, options: ScalingOptions & HdbscanOptions): Promise<Mst> {
+async function spanningTree(
+  source: Float32Array,
+  n: number,
+  dim: number,
+  metric: Metric,
+  core: Float32Array,
+  graph: NeighbourGraph,
+  options: ScalingOptions & HdbscanOptions,
+): Promise<Mst> {
   const { k } = graph;
   let count = 0;
   for (let e = 0; e < n * k; e++) if (graph.index[e]! >= 0) count++;
@@ -165,7 +180,15 @@ function sortedByWeight(weight: Float64Array): Uint32Array {
 }
 
 /** For up to ~4,096 sampled points (all of a small component), the lightest edge into another component. */
-async function crossEdges(source: Float32Array, n: number, dim: number, metric: Metric, core: Float32Array, sets: UnionFind, random: () => number): Promise<{ from: number[]; to: number[]; weight: number[] }> {
+async function crossEdges(
+  source: Float32Array,
+  n: number,
+  dim: number,
+  metric: Metric,
+  core: Float32Array,
+  sets: UnionFind,
+  random: () => number,
+): Promise<{ from: number[]; to: number[]; weight: number[] }> {
   const byComponent = new Map<number, number[]>();
   for (let i = 0; i < n; i++) {
     const root = sets.find(i);
@@ -194,32 +217,48 @@ async function crossEdges(source: Float32Array, n: number, dim: number, metric: 
     componentOf[r] = sets.find(i);
   });
   const out = { from: [] as number[], to: [] as number[], weight: [] as number[] };
-  await forEachDistanceBlock(rows, count, rows, count, dim, metric, (start, blockRows, block) => {
-    for (let r = 0; r < blockRows; r++) {
-      const a = members[start + r]!;
-      const ca = componentOf[start + r]!;
-      let best = -1;
-      let bestWeight = Infinity;
-      for (let c = 0; c < count; c++) {
-        if (componentOf[c] === ca) continue;
-        const w = Math.max(core[a]!, core[members[c]!]!, block[r * count + c]!);
-        if (w < bestWeight) {
-          bestWeight = w;
-          best = members[c]!;
+  await forEachDistanceBlock(
+    rows,
+    count,
+    rows,
+    count,
+    dim,
+    metric,
+    (start, blockRows, block) => {
+      for (let r = 0; r < blockRows; r++) {
+        const a = members[start + r]!;
+        const ca = componentOf[start + r]!;
+        let best = -1;
+        let bestWeight = Infinity;
+        for (let c = 0; c < count; c++) {
+          if (componentOf[c] === ca) continue;
+          const w = Math.max(core[a]!, core[members[c]!]!, block[r * count + c]!);
+          if (w < bestWeight) {
+            bestWeight = w;
+            best = members[c]!;
+          }
+        }
+        if (best >= 0) {
+          out.from.push(a);
+          out.to.push(best);
+          out.weight.push(bestWeight);
         }
       }
-      if (best >= 0) {
-        out.from.push(a);
-        out.to.push(best);
-        out.weight.push(bestWeight);
-      }
-    }
-  }, { normalized: true });
+    },
+    { normalized: true },
+  );
   return out;
 }
 
 /** Approximate k nearest neighbours (self excluded) through an inverted file of k-means cells. */
-export async function approximateNeighbours(source: Float32Array, n: number, dim: number, metric: Metric, k: number, options: ScalingOptions & HdbscanOptions = {} as HdbscanOptions): Promise<NeighbourGraph> {
+export async function approximateNeighbours(
+  source: Float32Array,
+  n: number,
+  dim: number,
+  metric: Metric,
+  k: number,
+  options: ScalingOptions & HdbscanOptions = {} as HdbscanOptions,
+): Promise<NeighbourGraph> {
   const graph: NeighbourGraph = { k, index: new Int32Array(n * k).fill(-1), distance: new Float32Array(n * k).fill(Infinity) };
   if (k < 1) return graph;
   const cells = Math.max(1, Math.min(2048, Math.round(Math.sqrt(n))));
@@ -228,24 +267,33 @@ export async function approximateNeighbours(source: Float32Array, n: number, dim
   // Each point's `probes` nearest centroids, nearest first.
   const probe = new Int32Array(n * probes);
   const probeDistance = new Float32Array(probes);
-  await forEachDistanceBlock(source, n, centroids, cells, dim, metric, (start, rows, block) => {
-    for (let r = 0; r < rows; r++) {
-      const i = start + r;
-      let length = 0;
-      for (let c = 0; c < cells; c++) {
-        const d = block[r * cells + c]!;
-        if (length === probes && d >= probeDistance[probes - 1]!) continue;
-        let p = length < probes ? length++ : probes - 1;
-        while (p > 0 && probeDistance[p - 1]! > d) {
-          probeDistance[p] = probeDistance[p - 1]!;
-          probe[i * probes + p] = probe[i * probes + p - 1]!;
-          p--;
+  await forEachDistanceBlock(
+    source,
+    n,
+    centroids,
+    cells,
+    dim,
+    metric,
+    (start, rows, block) => {
+      for (let r = 0; r < rows; r++) {
+        const i = start + r;
+        let length = 0;
+        for (let c = 0; c < cells; c++) {
+          const d = block[r * cells + c]!;
+          if (length === probes && d >= probeDistance[probes - 1]!) continue;
+          let p = length < probes ? length++ : probes - 1;
+          while (p > 0 && probeDistance[p - 1]! > d) {
+            probeDistance[p] = probeDistance[p - 1]!;
+            probe[i * probes + p] = probe[i * probes + p - 1]!;
+            p--;
+          }
+          probeDistance[p] = d;
+          probe[i * probes + p] = c;
         }
-        probeDistance[p] = d;
-        probe[i * probes + p] = c;
       }
-    }
-  }, { normalized: true });
+    },
+    { normalized: true },
+  );
   const members = invert(n, cells, (i, visit) => visit(probe[i * probes]!));
   const queries = invert(n, cells, (i, visit) => {
     for (let p = 0; p < probes; p++) visit(probe[i * probes + p]!);
@@ -258,26 +306,35 @@ export async function approximateNeighbours(source: Float32Array, n: number, dim
     const memberRows = gather(source, memberIds, dim);
     const queryRows = gather(source, queryIds, dim);
     const width = memberIds.length;
-    await forEachDistanceBlock(queryRows, queryIds.length, memberRows, width, dim, metric, (start, rows, block) => {
-      for (let r = 0; r < rows; r++) {
-        const i = queryIds[start + r]!;
-        const base = i * k;
-        for (let col = 0; col < width; col++) {
-          const j = memberIds[col]!;
-          if (j === i) continue;
-          const d = block[r * width + col]!;
-          if (d >= distance[base + k - 1]!) continue;
-          let p = k - 1;
-          while (p > 0 && distance[base + p - 1]! > d) {
-            distance[base + p] = distance[base + p - 1]!;
-            index[base + p] = index[base + p - 1]!;
-            p--;
+    await forEachDistanceBlock(
+      queryRows,
+      queryIds.length,
+      memberRows,
+      width,
+      dim,
+      metric,
+      (start, rows, block) => {
+        for (let r = 0; r < rows; r++) {
+          const i = queryIds[start + r]!;
+          const base = i * k;
+          for (let col = 0; col < width; col++) {
+            const j = memberIds[col]!;
+            if (j === i) continue;
+            const d = block[r * width + col]!;
+            if (d >= distance[base + k - 1]!) continue;
+            let p = k - 1;
+            while (p > 0 && distance[base + p - 1]! > d) {
+              distance[base + p] = distance[base + p - 1]!;
+              index[base + p] = index[base + p - 1]!;
+              p--;
+            }
+            distance[base + p] = d;
+            index[base + p] = j;
           }
-          distance[base + p] = d;
-          index[base + p] = j;
         }
-      }
-    }, { normalized: true });
+      },
+      { normalized: true },
+    );
     options.onProgress?.("distances", c + 1, cells);
   }
   return graph;

@@ -208,7 +208,11 @@ function expandResult(result: HdbscanResult, groupOf: Int32Array): HdbscanResult
  * With `weights`, row i stands for weights[i] identical points: labels equal those of the
  * expanded input (every count — core distances, minClusterSize, stabilities — is a weight sum).
  */
-export function hdbscanFromDistances(distances: Float32Array | Float64Array, n: number, options: HdbscanOptions & { weights?: ArrayLike<number> }): HdbscanResult {
+export function hdbscanFromDistances(
+  distances: Float32Array | Float64Array,
+  n: number,
+  options: HdbscanOptions & { weights?: ArrayLike<number> },
+): HdbscanResult {
   const { minClusterSize, minSamples, selection } = checkOptions(options);
   if (distances.length !== n * n) throw new DataError(`distance matrix has ${distances.length} entries, expected ${n} x ${n}`);
   const weights = checkWeights(options.weights, n);
@@ -219,7 +223,14 @@ export function hdbscanFromDistances(distances: Float32Array | Float64Array, n: 
 }
 
 /** Single linkage over a mutual-reachability spanning tree of n weighted points -> flat clusters. */
-export function clusterFromMst(mst: Mst, n: number, weights: Int32Array, coreDistances: Float32Array, minClusterSize: number, selection: "eom" | "leaf"): HdbscanResult {
+export function clusterFromMst(
+  mst: Mst,
+  n: number,
+  weights: Int32Array,
+  coreDistances: Float32Array,
+  minClusterSize: number,
+  selection: "eom" | "leaf",
+): HdbscanResult {
   if (totalWeight(weights) < 2) return emptyResult(n, coreDistances);
   const hierarchy = singleLinkage(mst, n, weights);
   const condensedTree = condenseTree(hierarchy, n, weights, coreDistances, minClusterSize);
@@ -250,7 +261,14 @@ export function checkedOptions(options: HdbscanOptions) {
 
 function emptyResult(n: number, coreDistances: Float32Array): HdbscanResult {
   const empty = { parent: new Int32Array(0), child: new Int32Array(0), lambda: new Float64Array(0), size: new Int32Array(0) };
-  return { labels: new Int32Array(n).fill(-1), probabilities: new Float32Array(n), numClusters: 0, stabilities: new Float64Array(0), coreDistances, condensedTree: empty };
+  return {
+    labels: new Int32Array(n).fill(-1),
+    probabilities: new Float32Array(n),
+    numClusters: 0,
+    stabilities: new Float64Array(0),
+    coreDistances,
+    condensedTree: empty,
+  };
 }
 
 /**

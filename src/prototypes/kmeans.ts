@@ -16,7 +16,13 @@ export interface KmeansResult {
   inertia: number;
 }
 
-export async function kmeans(rows: Float32Array, n: number, width: number, k: number, options: { seed: number; restarts: number; maxIterations?: number }): Promise<KmeansResult> {
+export async function kmeans(
+  rows: Float32Array,
+  n: number,
+  width: number,
+  k: number,
+  options: { seed: number; restarts: number; maxIterations?: number },
+): Promise<KmeansResult> {
   let best: KmeansResult | undefined;
   // Small sets (most labels of templated reports): the squared distances between rows, once for
   // all restarts, so seeding reads candidates' distances instead of recomputing n x width each.
@@ -57,7 +63,14 @@ function squaredDistance(rows: Float32Array, i: number, centroids: Float32Array,
  * the nearest centre so far. Plain k-means++ puts two centres in one group often enough (1 run
  * in 7 on five 24-d blobs here) that restarts alone do not cure it.
  */
-export async function seedCentroids(rows: Float32Array, n: number, width: number, k: number, random: () => number, pairwise?: Float64Array): Promise<Float32Array> {
+export async function seedCentroids(
+  rows: Float32Array,
+  n: number,
+  width: number,
+  k: number,
+  random: () => number,
+  pairwise?: Float64Array,
+): Promise<Float32Array> {
   const centroids = new Float32Array(k * width);
   const nearest = new Float64Array(n);
   const candidates = 2 + Math.floor(Math.log(k));
@@ -116,7 +129,15 @@ async function squaredDistancesTo(rows: Float32Array, n: number, targets: Float3
   });
 }
 
-async function lloyd(rows: Float32Array, n: number, width: number, k: number, seed: number, maxIterations: number, pairwise?: Float64Array): Promise<KmeansResult> {
+async function lloyd(
+  rows: Float32Array,
+  n: number,
+  width: number,
+  k: number,
+  seed: number,
+  maxIterations: number,
+  pairwise?: Float64Array,
+): Promise<KmeansResult> {
   const centroids = await seedCentroids(rows, n, width, k, mulberry32(seed), pairwise);
   let clusters: Int32Array = new Int32Array(n).fill(-1);
   const sums = new Float64Array(k * width);

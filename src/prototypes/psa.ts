@@ -65,7 +65,9 @@ export class PrototypeSpace {
 
   constructor(queries: Float32Array, responses: Float32Array, dim: number, manifest?: ArtifactManifest) {
     if (dim < 1 || queries.length % dim !== 0 || queries.length !== responses.length || queries.length === 0) {
-      throw new DataError(`a prototype space needs equal, non-empty P x ${dim} query and response arrays (got ${queries.length} and ${responses.length} values)`);
+      throw new DataError(
+        `a prototype space needs equal, non-empty P x ${dim} query and response arrays (got ${queries.length} and ${responses.length} values)`,
+      );
     }
     this.dim = dim;
     this.size = queries.length / dim;
@@ -126,7 +128,8 @@ export class PrototypeSpace {
     const temperature = options.temperature ?? 1;
     if (!Number.isInteger(topK) || topK < 1) throw new DataError(`topK must be a positive integer, got ${options.topK}`);
     if (!(temperature > 0)) throw new DataError(`temperature must be > 0, got ${temperature}`);
-    if (out.embeddings.length < n * dim || out.ids.length < n * topK || out.weights.length < n * topK) throw new DataError("output buffers are too small for this batch");
+    if (out.embeddings.length < n * dim || out.ids.length < n * topK || out.weights.length < n * topK)
+      throw new DataError("output buffers are too small for this batch");
     if (this.scores.length < QUERY_BLOCK * size) this.scores = new Float32Array(QUERY_BLOCK * size);
     if (this.topIds.length < topK) {
       this.topIds = new Int32Array(topK);
@@ -177,7 +180,8 @@ export class PrototypeSpace {
   }
 
   private rowsOf(imageEmbeddings: Float32Array): number {
-    if (imageEmbeddings.length % this.dim !== 0) throw new DataError(`${imageEmbeddings.length} values are not a whole number of ${this.dim}-d image embeddings`);
+    if (imageEmbeddings.length % this.dim !== 0)
+      throw new DataError(`${imageEmbeddings.length} values are not a whole number of ${this.dim}-d image embeddings`);
     return imageEmbeddings.length / this.dim;
   }
 

@@ -3,7 +3,15 @@ import path from "node:path";
 import type Database from "better-sqlite3";
 import { ArtifactError, UsageError } from "../errors.js";
 import { asCatalogError, CATALOG_FILE, markCatalog, openCatalogDatabase } from "../pipeline/catalog.js";
-import { ARTIFACT_DATA_FILES, assertArtifactIntact, readArtifactManifest, readPrototypesFile, verifyArtifactDir, type ArtifactManifest, type VerifyReport } from "./artifact.js";
+import {
+  ARTIFACT_DATA_FILES,
+  assertArtifactIntact,
+  readArtifactManifest,
+  readPrototypesFile,
+  verifyArtifactDir,
+  type ArtifactManifest,
+  type VerifyReport,
+} from "./artifact.js";
 
 /**
  * The artifact registry: versions of published prototype spaces per pipeline name, kept in the
@@ -147,12 +155,16 @@ export class ArtifactRegistry {
     const manifestText = readFileSync(path.join(target, "manifest.json"), "utf8");
     const storedManifest = JSON.parse(manifestText) as ArtifactManifest;
     const insert = this.db.transaction((): { version: number; isNew: boolean; created: string } => {
-      const existing = this.db.prepare("SELECT version, created FROM artifact_versions WHERE name = ? AND digest = ?").get(name, digest) as { version: number; created: string } | undefined;
+      const existing = this.db.prepare("SELECT version, created FROM artifact_versions WHERE name = ? AND digest = ?").get(name, digest) as
+        | { version: number; created: string }
+        | undefined;
       if (existing) return { version: existing.version, isNew: false, created: existing.created };
       const last = this.db.prepare("SELECT MAX(version) AS v FROM artifact_versions WHERE name = ?").get(name) as { v: number | null };
       const version = (last.v ?? 0) + 1;
       const created = new Date().toISOString();
-      this.db.prepare("INSERT INTO artifact_versions (name, version, digest, path, manifest, created) VALUES (?, ?, ?, ?, ?, ?)").run(name, version, digest, path.relative(this.workdir, target), manifestText, created);
+      this.db
+        .prepare("INSERT INTO artifact_versions (name, version, digest, path, manifest, created) VALUES (?, ?, ?, ?, ?, ?)")
+        .run(name, version, digest, path.relative(this.workdir, target), manifestText, created);
       return { version, isNew: true, created };
     });
     const { version, isNew, created } = insert.immediate();
@@ -192,7 +204,9 @@ export class ArtifactRegistry {
         const last = this.db.prepare("SELECT MAX(version) AS v FROM artifact_versions WHERE name = ?").get(name) as { v: number | null };
         const version = (last.v ?? 0) + 1;
         const created = manifest.created ?? new Date(folder.mtimeMs).toISOString();
-        this.db.prepare("INSERT INTO artifact_versions (name, version, digest, path, manifest, created) VALUES (?, ?, ?, ?, ?, ?)").run(name, version, folder.digest, path.relative(this.workdir, folder.dir), manifestText, created);
+        this.db
+          .prepare("INSERT INTO artifact_versions (name, version, digest, path, manifest, created) VALUES (?, ?, ?, ?, ?, ?)")
+          .run(name, version, folder.digest, path.relative(this.workdir, folder.dir), manifestText, created);
         return version;
       });
       const version = insert.immediate();
@@ -202,9 +216,11 @@ export class ArtifactRegistry {
   }
 
   list(name?: string): ArtifactVersion[] {
-    const rows = (name
-      ? this.db.prepare("SELECT * FROM artifact_versions WHERE name = ? ORDER BY version").all(name)
-      : this.db.prepare("SELECT * FROM artifact_versions ORDER BY name, version").all()) as VersionRow[];
+    const rows = (
+      name
+        ? this.db.prepare("SELECT * FROM artifact_versions WHERE name = ? ORDER BY version").all(name)
+        : this.db.prepare("SELECT * FROM artifact_versions ORDER BY name, version").all()
+    ) as VersionRow[];
     return rows.map((r) => this.toVersion(r));
   }
 
@@ -229,9 +245,15 @@ export class ArtifactRegistry {
     const selector = ref.slice(at + 1);
     let version: number | undefined;
     if (/^\d+$/.test(selector)) version = Number(selector);
-    else if (selector === "latest") version = (this.db.prepare("SELECT MAX(version) AS v FROM artifact_versions WHERE name = ?").get(name) as { v: number | null }).v ?? undefined;
-    else version = (this.db.prepare("SELECT version FROM artifact_aliases WHERE name = ? AND alias = ?").get(name, selector) as { version: number } | undefined)?.version;
-    const row = version === undefined ? undefined : (this.db.prepare("SELECT * FROM artifact_versions WHERE name = ? AND version = ?").get(name, version) as VersionRow | undefined);
+    else if (selector === "latest")
+      version = (this.db.prepare("SELECT MAX(version) AS v FROM artifact_versions WHERE name = ?").get(name) as { v: number | null }).v ?? undefined;
+    else
+      version = (this.db.prepare("SELECT version FROM artifact_aliases WHERE name = ? AND alias = ?").get(name, selector) as { version: number } | undefined)
+        ?.version;
+    const row =
+      version === undefined
+        ? undefined
+        : (this.db.prepare("SELECT * FROM artifact_versions WHERE name = ? AND version = ?").get(name, version) as VersionRow | undefined);
     if (!row) throw this.notFound(ref);
     return this.toVersion(row);
   }
@@ -244,18 +266,28 @@ export class ArtifactRegistry {
     const target = this.resolve(ref);
     const changed = new Date().toISOString();
     const run = this.db.transaction((): AliasEvent => {
-      const previous = this.db.prepare("SELECT version FROM artifact_aliases WHERE name = ? AND alias = ?").get(target.name, alias) as { version: number } | undefined;
-      this.db.prepare("INSERT INTO artifact_aliases (name, alias, version, updated) VALUES (?, ?, ?, ?) ON CONFLICT(name, alias) DO UPDATE SET version = excluded.version, updated = excluded.updated").run(target.name, alias, target.version, changed);
-      this.db.prepare("INSERT INTO artifact_alias_history (name, alias, version, previous_version, changed) VALUES (?, ?, ?, ?, ?)").run(target.name, alias, target.version, previous?.version ?? null, changed);
+      const previous = this.db.prepare("SELECT version FROM artifact_aliases WHERE name = ? AND alias = ?").get(target.name, alias) as
+        | { version: number }
+        | undefined;
+      this.db
+        .prepare(
+          "INSERT INTO artifact_aliases (name, alias, version, updated) VALUES (?, ?, ?, ?) ON CONFLICT(name, alias) DO UPDATE SET version = excluded.version, updated = excluded.updated",
+        )
+        .run(target.name, alias, target.version, changed);
+      this.db
+        .prepare("INSERT INTO artifact_alias_history (name, alias, version, previous_version, changed) VALUES (?, ?, ?, ?, ?)")
+        .run(target.name, alias, target.version, previous?.version ?? null, changed);
       return { name: target.name, alias, version: target.version, previousVersion: previous?.version ?? null, changed };
     });
     return run.immediate();
   }
 
   aliasHistory(name: string, alias?: string): AliasEvent[] {
-    const rows = (alias
-      ? this.db.prepare("SELECT * FROM artifact_alias_history WHERE name = ? AND alias = ? ORDER BY seq").all(name, alias)
-      : this.db.prepare("SELECT * FROM artifact_alias_history WHERE name = ? ORDER BY seq").all(name)) as { name: string; alias: string; version: number; previous_version: number | null; changed: string }[];
+    const rows = (
+      alias
+        ? this.db.prepare("SELECT * FROM artifact_alias_history WHERE name = ? AND alias = ? ORDER BY seq").all(name, alias)
+        : this.db.prepare("SELECT * FROM artifact_alias_history WHERE name = ? ORDER BY seq").all(name)
+    ) as { name: string; alias: string; version: number; previous_version: number | null; changed: string }[];
     return rows.map((r) => ({ name: r.name, alias: r.alias, version: r.version, previousVersion: r.previous_version, changed: r.changed }));
   }
 
@@ -267,7 +299,8 @@ export class ArtifactRegistry {
       const report = await verifyArtifactDir(v.path, v.digest);
       const manifestFile = path.join(v.path, "manifest.json");
       if (existsSync(manifestFile)) {
-        const stored = (this.db.prepare("SELECT manifest FROM artifact_versions WHERE name = ? AND version = ?").get(v.name, v.version) as { manifest: string }).manifest;
+        const stored = (this.db.prepare("SELECT manifest FROM artifact_versions WHERE name = ? AND version = ?").get(v.name, v.version) as { manifest: string })
+          .manifest;
         if (readFileSync(manifestFile, "utf8") !== stored) report.problems.push("manifest.json: bytes differ from the copy registered in the catalog");
       }
       if (existsSync(v.path)) {
@@ -284,7 +317,11 @@ export class ArtifactRegistry {
   async pathOf(ref: string): Promise<ArtifactVersion> {
     const v = this.resolve(ref);
     const [report] = await this.verify(`${v.name}@${v.version}`);
-    if (!report!.ok) throw new ArtifactError(`${v.name}@${v.version} failed verification: ${report!.problems.join("; ")}`, { location: { file: v.path }, hint: "rerun the prototypes stage to publish a fresh copy" });
+    if (!report!.ok)
+      throw new ArtifactError(`${v.name}@${v.version} failed verification: ${report!.problems.join("; ")}`, {
+        location: { file: v.path },
+        hint: "rerun the prototypes stage to publish a fresh copy",
+      });
     return v;
   }
 
@@ -296,17 +333,23 @@ export class ArtifactRegistry {
     // Checked before the artifact is resolved and verified, so the message names the path at fault.
     for (let at = outDir; ; at = path.dirname(at)) {
       if (existsSync(at)) {
-        if (!statSync(at).isDirectory()) throw new UsageError(`export folder ${outDir}: ${at === outDir ? "it" : at} is a file, not a folder`, { hint: "choose a new folder; exports never overwrite" });
+        if (!statSync(at).isDirectory())
+          throw new UsageError(`export folder ${outDir}: ${at === outDir ? "it" : at} is a file, not a folder`, {
+            hint: "choose a new folder; exports never overwrite",
+          });
         break;
       }
       if (path.dirname(at) === at) break;
     }
     const v = await this.pathOf(ref);
-    if (existsSync(outDir) && readdirSync(outDir).length > 0) throw new UsageError(`export folder ${outDir} is not empty`, { hint: "choose a new folder; exports never overwrite" });
+    if (existsSync(outDir) && readdirSync(outDir).length > 0)
+      throw new UsageError(`export folder ${outDir} is not empty`, { hint: "choose a new folder; exports never overwrite" });
     try {
       mkdirSync(outDir, { recursive: true });
     } catch (error) {
-      throw new UsageError(`cannot create the export folder ${outDir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { hint: "choose a folder whose parents are folders you can write to" });
+      throw new UsageError(`cannot create the export folder ${outDir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, {
+        hint: "choose a folder whose parents are folders you can write to",
+      });
     }
     const { queries, responses, dim, count } = await readPrototypesFile(path.join(v.path, "prototypes.parquet"));
     writeFileSync(path.join(outDir, "Q.npy"), encodeNpy(queries, [count, dim]));
@@ -318,7 +361,9 @@ export class ArtifactRegistry {
   }
 
   private aliasesOf(name: string, version: number): string[] {
-    return (this.db.prepare("SELECT alias FROM artifact_aliases WHERE name = ? AND version = ? ORDER BY alias").all(name, version) as { alias: string }[]).map((r) => r.alias);
+    return (this.db.prepare("SELECT alias FROM artifact_aliases WHERE name = ? AND version = ? ORDER BY alias").all(name, version) as { alias: string }[]).map(
+      (r) => r.alias,
+    );
   }
 
   private toVersion(row: VersionRow): ArtifactVersion {
@@ -336,7 +381,9 @@ export class ArtifactRegistry {
   private notFound(ref: string): ArtifactError {
     const names = (this.db.prepare("SELECT DISTINCT name FROM artifact_versions ORDER BY name").all() as { name: string }[]).map((r) => r.name);
     return new ArtifactError(`no artifact ${ref} in ${path.join(this.workdir, CATALOG_FILE)}`, {
-      hint: names.length ? `registered: ${names.join(", ")} (use NAME, NAME@VERSION or NAME@ALIAS)` : "no artifact is registered yet: run a pipeline with a prototypes stage",
+      hint: names.length
+        ? `registered: ${names.join(", ")} (use NAME, NAME@VERSION or NAME@ALIAS)`
+        : "no artifact is registered yet: run a pipeline with a prototypes stage",
     });
   }
 }
@@ -369,7 +416,11 @@ export function decodeNpy(bytes: Uint8Array): { values: Float32Array; shape: num
   const start = major === 1 ? 10 : 12;
   const header = buf.toString("latin1", start, start + headerLength);
   if (!header.includes("'descr': '<f4'") || header.includes("'fortran_order': True")) throw new ArtifactError(`unsupported .npy header ${header.trim()}`);
-  const shape = (/'shape': \(([^)]*)\)/.exec(header)?.[1] ?? "").split(",").map((s) => s.trim()).filter(Boolean).map(Number);
+  const shape = (/'shape': \(([^)]*)\)/.exec(header)?.[1] ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map(Number);
   const offset = start + headerLength;
   const values = new Float32Array(buf.buffer.slice(buf.byteOffset + offset, buf.byteOffset + buf.byteLength));
   return { values, shape };

@@ -47,7 +47,13 @@ export function ownReportAucPerRow(predicted: Float32Array | Float64Array, repor
 }
 
 /** Per row: cos(predicted - mean, report - mean); 0 where either side is zero after centring. */
-export function centredCosinePerRow(predicted: Float32Array | Float64Array, reports: Float32Array | Float64Array, mean: Float32Array | Float64Array, n: number, dim: number): Float64Array {
+export function centredCosinePerRow(
+  predicted: Float32Array | Float64Array,
+  reports: Float32Array | Float64Array,
+  mean: Float32Array | Float64Array,
+  n: number,
+  dim: number,
+): Float64Array {
   const out = new Float64Array(n);
   for (let i = 0; i < n; i++) {
     let dot = 0;

@@ -66,8 +66,10 @@ export async function readPairedRows(file: string, sliceRows = SLICE_ROWS): Prom
         train = { ids: ids[0], dim, images: new Float32Array(ids[0].length * dim), texts: new Float32Array(ids[0].length * dim) };
         validation = { ids: ids[1], dim, images: new Float32Array(ids[1].length * dim), texts: new Float32Array(ids[1].length * dim) };
       }
-      if (image.dim !== dim && image.valid.includes(1)) throw new DataError(`image embeddings change width from ${dim} to ${image.dim} at row ${offset}`, { location: { file, row: offset } });
-      if (text.dim !== dim && text.valid.includes(1)) throw new DataError(`image (${dim}-d) and text (${text.dim}-d) embeddings differ in width`, { location: { file } });
+      if (image.dim !== dim && image.valid.includes(1))
+        throw new DataError(`image embeddings change width from ${dim} to ${image.dim} at row ${offset}`, { location: { file, row: offset } });
+      if (text.dim !== dim && text.valid.includes(1))
+        throw new DataError(`image (${dim}-d) and text (${text.dim}-d) embeddings differ in width`, { location: { file } });
       for (let r = 0; r < rows.numRows; r++) {
         const which = kept[offset + r]!;
         if (which === 0) continue;
@@ -143,7 +145,14 @@ function meanRows(values: Float32Array, dim: number): Float64Array {
  * segmenter's linear layers absorb any constant offset, so the uncentred margins over the mean
  * report are reported but do not decide.
  */
-export function usefulnessCheck(space: PrototypeSpace, queries: Float32Array, responses: Float32Array, trainingTexts: Float32Array, heldOut: PairedSamples, options: { topK: number; temperature: number; seed: number }): UsefulnessCheck {
+export function usefulnessCheck(
+  space: PrototypeSpace,
+  queries: Float32Array,
+  responses: Float32Array,
+  trainingTexts: Float32Array,
+  heldOut: PairedSamples,
+  options: { topK: number; temperature: number; seed: number },
+): UsefulnessCheck {
   const { dim } = heldOut;
   const n = heldOut.ids.length;
   const centre = meanRows(trainingTexts, dim);
@@ -187,7 +196,12 @@ export function usefulnessCheck(space: PrototypeSpace, queries: Float32Array, re
     const p = Math.floor(random() * size);
     randomScore += cosine(responses, p * dim, heldOut.texts, i * dim, dim) / n;
   }
-  const gains = { ownReportAuc: mean(aucGain), ownReportAucSe: standardError(aucGain), centredCosine: mean(centredGain), centredCosineSe: standardError(centredGain) };
+  const gains = {
+    ownReportAuc: mean(aucGain),
+    ownReportAucSe: standardError(aucGain),
+    centredCosine: mean(centredGain),
+    centredCosineSe: standardError(centredGain),
+  };
   // A one-sided paired test at about the 2.3% level on each figure: gains of less than two
   // standard errors are what a space without information shows on n held-out images by chance.
   const passed = gains.ownReportAuc > 2 * gains.ownReportAucSe && gains.centredCosine > 2 * gains.centredCosineSe;
@@ -227,7 +241,8 @@ export function formatUsefulness(u: UsefulnessCheck): string {
 
 function upstreamFile(ctx: StageContext<PrototypesParams>, stage: string, name: string): string {
   const file = ctx.inputs[stage]?.files[name];
-  if (!file || !existsSync(file)) throw new StageError("prototypes", `input ${stage}/${name} is missing`, { hint: `the ${stage} stage must publish ${name} (docs/data-contracts.md)` });
+  if (!file || !existsSync(file))
+    throw new StageError("prototypes", `input ${stage}/${name} is missing`, { hint: `the ${stage} stage must publish ${name} (docs/data-contracts.md)` });
   return file;
 }
 
@@ -241,11 +256,17 @@ export async function runPrototypes(ctx: StageContext<PrototypesParams>) {
   const validation = rows.validation.ids;
   if (emptyTexts > 0) ctx.log(`${emptyTexts} report(s) have an all-zero text embedding and are left out`, "warn");
   if (train.length === 0) {
-    throw new StageError("prototypes", "no training row has an available report with a text embedding", { location: { file: embeddingsFile }, hint: "raise dataset.textAvailability, or check that the embed stage embedded the reports" });
+    throw new StageError("prototypes", "no training row has an available report with a text embedding", {
+      location: { file: embeddingsFile },
+      hint: "raise dataset.textAvailability, or check that the embed stage embedded the reports",
+    });
   }
   const samples = rows.train;
   if (params.mode === "zones-mean") {
-    if (!ctx.inputs.ingest) throw new StageError("prototypes", "mode zones-mean reads the report texts from the ingest stage, which is not in the pipeline", { hint: "add `ingest: {}` under stages" });
+    if (!ctx.inputs.ingest)
+      throw new StageError("prototypes", "mode zones-mean reads the report texts from the ingest stage, which is not in the pipeline", {
+        hint: "add `ingest: {}` under stages",
+      });
     samples.reports = await readReports(upstreamFile(ctx, "ingest", "samples.parquet"), samples.ids);
   }
   ctx.log(`building prototypes from ${train.length} paired training samples (${params.mode})`);
@@ -270,7 +291,8 @@ export async function runPrototypes(ctx: StageContext<PrototypesParams>) {
   await writeParquetFile(path.join(ctx.outDir, "assignments.parquet"), assignmentsTable(built.assignments, samples.ids));
 
   const encoderFile = ctx.inputs.embed?.files["encoder.json"];
-  const encoder = encoderFile && existsSync(encoderFile) ? (JSON.parse(readFileSync(encoderFile, "utf8")) as { id?: string; dim?: number; digest?: string }) : {};
+  const encoder =
+    encoderFile && existsSync(encoderFile) ? (JSON.parse(readFileSync(encoderFile, "utf8")) as { id?: string; dim?: number; digest?: string }) : {};
   const fingerprintFile = ctx.inputs.ingest?.files["fingerprint.json"];
   const upstream: Record<string, string> = {};
   for (const [stage, input] of Object.entries(ctx.inputs)) upstream[stage] = input.digest;
@@ -282,7 +304,13 @@ export async function runPrototypes(ctx: StageContext<PrototypesParams>) {
     params: { ...withoutGate(params), seed },
     seed,
     packageVersion: PACKAGE_VERSION,
-    counts: { pairedSamples: train.length, prototypes: p.cluster.length, surrogateLabels: built.numClusters, noise: built.noisePoints, dropped: built.droppedPoints },
+    counts: {
+      pairedSamples: train.length,
+      prototypes: p.cluster.length,
+      surrogateLabels: built.numClusters,
+      noise: built.noisePoints,
+      dropped: built.droppedPoints,
+    },
   };
   const manifest = await writeArtifactManifest(ctx.outDir, lineage);
   ctx.emit({ kind: "progress", stage: ctx.stage, task: "prototypes", done: 2, total: 3 });
@@ -296,20 +324,26 @@ export async function runPrototypes(ctx: StageContext<PrototypesParams>) {
     usefulness = usefulnessCheck(space, p.queries, p.responses, samples.texts, rows.validation, { topK: params.topK, temperature: params.temperature, seed });
     ctx.log(formatUsefulness(usefulness), usefulness.passed ? "info" : "warn");
     if (!usefulness.passed && params.onUseless === "warn") {
-      ctx.warn("prototypes-not-useful", `on ${usefulness.samples} validation samples PSA's approximation does not find an image's own report better than its shuffled copy (own-report AUC ${usefulness.ownReportAuc.toFixed(4)} vs ${usefulness.shuffled.ownReportAuc.toFixed(4)}, centred cosine ${usefulness.centredCosine.toFixed(4)} vs ${usefulness.shuffled.centredCosine.toFixed(4)})`, {
-        samples: usefulness.samples,
-        ownReportAuc: usefulness.ownReportAuc,
-        centredCosine: usefulness.centredCosine,
-        shuffledOwnReportAuc: usefulness.shuffled.ownReportAuc,
-        shuffledCentredCosine: usefulness.shuffled.centredCosine,
-        marginOverMean: usefulness.marginOverMean,
-        marginOverRandom: usefulness.marginOverRandom,
-      });
+      ctx.warn(
+        "prototypes-not-useful",
+        `on ${usefulness.samples} validation samples PSA's approximation does not find an image's own report better than its shuffled copy (own-report AUC ${usefulness.ownReportAuc.toFixed(4)} vs ${usefulness.shuffled.ownReportAuc.toFixed(4)}, centred cosine ${usefulness.centredCosine.toFixed(4)} vs ${usefulness.shuffled.centredCosine.toFixed(4)})`,
+        {
+          samples: usefulness.samples,
+          ownReportAuc: usefulness.ownReportAuc,
+          centredCosine: usefulness.centredCosine,
+          shuffledOwnReportAuc: usefulness.shuffled.ownReportAuc,
+          shuffledCentredCosine: usefulness.shuffled.centredCosine,
+          marginOverMean: usefulness.marginOverMean,
+          marginOverRandom: usefulness.marginOverRandom,
+        },
+      );
     }
     if (!usefulness.passed && params.onUseless === "fail") {
       throw new DataError(
         `the prototype space is not useful: on ${usefulness.samples} validation samples PSA's approximation finds an image's own report with AUC ${usefulness.ownReportAuc.toFixed(4)} and centred cosine ${usefulness.centredCosine.toFixed(4)}, against ${usefulness.shuffled.ownReportAuc.toFixed(4)} and ${usefulness.shuffled.centredCosine.toFixed(4)} with the responses shuffled among the prototypes (gains ${usefulness.gains.ownReportAuc.toFixed(4)} +- ${usefulness.gains.ownReportAucSe.toFixed(4)} and ${usefulness.gains.centredCosine.toFixed(4)} +- ${usefulness.gains.centredCosineSe.toFixed(4)}; both must exceed two standard errors); nothing was published`,
-        { hint: "image embeddings that cannot find their reports make PSA noise: use encoder: learned or biomedclip (docs/embed.md), or onUseless: warn to train anyway" },
+        {
+          hint: "image embeddings that cannot find their reports make PSA noise: use encoder: learned or biomedclip (docs/embed.md), or onUseless: warn to train anyway",
+        },
       );
     }
   }

@@ -65,7 +65,8 @@ export function isJobId(jobId: string): boolean {
 
 /** Folder of one job inside the workdir; an id outside the executor's grammar is refused. */
 export function jobDir(workdir: string, jobId: string): string {
-  if (!isJobId(jobId)) throw new StageError("queue", `job id ${JSON.stringify(jobId)} is not one this executor makes (<tag>.<cache key>[.plan|.merge|.shard.<n>.<id>])`);
+  if (!isJobId(jobId))
+    throw new StageError("queue", `job id ${JSON.stringify(jobId)} is not one this executor makes (<tag>.<cache key>[.plan|.merge|.shard.<n>.<id>])`);
   return path.join(workdir, "jobs", jobId);
 }
 
@@ -155,7 +156,10 @@ export class BullMqExecutor implements Executor {
     const jobTask = (jobId: string): StageTask => ({ ...task, outDir: jobDir(workdir, jobId), tmpDir: jobDir(workdir, jobId) });
 
     if (!stage.sharding) {
-      const result = (await this.runJob(queue, events, base, { kind: "run", task: jobTask(base) }, emit, signal)) as Extract<JobResult, { kind: "run" | "merge" }>;
+      const result = (await this.runJob(queue, events, base, { kind: "run", task: jobTask(base) }, emit, signal)) as Extract<
+        JobResult,
+        { kind: "run" | "merge" }
+      >;
       this.takeOutputs(workdir, base, result.outDir, task.outDir);
       return result.summary;
     }
@@ -206,7 +210,14 @@ export class BullMqExecutor implements Executor {
   }
 
   /** Adds the job unless the same id is already queued or running, then waits for its result. */
-  private async runJob(queue: Queue, events: QueueEvents, jobId: string, payload: JobPayload, emit: (event: ProgressEvent) => void, signal: AbortSignal): Promise<JobResult> {
+  private async runJob(
+    queue: Queue,
+    events: QueueEvents,
+    jobId: string,
+    payload: JobPayload,
+    emit: (event: ProgressEvent) => void,
+    signal: AbortSignal,
+  ): Promise<JobResult> {
     const existing = await queue.getJob(jobId);
     if (existing) {
       const state = await existing.getState();
@@ -223,10 +234,22 @@ export class BullMqExecutor implements Executor {
     const workers = await queue.getWorkers().catch(() => undefined);
     if (!workers || workers.length > 0) return;
     const capabilities = queue.name.slice(STAGE_QUEUE.length + 1);
-    emit({ kind: "log", stage, level: "warn", message: `no worker serves queue ${queue.name} yet; the job waits for one (start: prolearn worker --redis URL${capabilities ? ` --capabilities ${capabilities.split("-").join(",")}` : ""})` });
+    emit({
+      kind: "log",
+      stage,
+      level: "warn",
+      message: `no worker serves queue ${queue.name} yet; the job waits for one (start: prolearn worker --redis URL${capabilities ? ` --capabilities ${capabilities.split("-").join(",")}` : ""})`,
+    });
   }
 
-  private async waitFor(queue: Queue, events: QueueEvents, jobId: string, emit: (event: ProgressEvent) => void, signal: AbortSignal, childIds: string[]): Promise<JobResult> {
+  private async waitFor(
+    queue: Queue,
+    events: QueueEvents,
+    jobId: string,
+    emit: (event: ProgressEvent) => void,
+    signal: AbortSignal,
+    childIds: string[],
+  ): Promise<JobResult> {
     const job = await queue.getJob(jobId);
     if (!job) throw new EnvironmentError(`job ${jobId} vanished from the queue before it finished`);
     this.listeners.set(jobId, emit);
@@ -283,7 +306,10 @@ export class BullMqExecutor implements Executor {
     const root = jobDir(workdir, jobId);
     const source = path.resolve(from);
     if (!source.startsWith(root + path.sep)) throw new EnvironmentError(`job ${jobId} reported outputs outside its folder: ${from}`);
-    if (!existsSync(source)) throw new EnvironmentError(`job ${jobId} finished but its folder ${source} is gone`, { hint: "workers and this process must share the workdir's filesystem" });
+    if (!existsSync(source))
+      throw new EnvironmentError(`job ${jobId} finished but its folder ${source} is gone`, {
+        hint: "workers and this process must share the workdir's filesystem",
+      });
     linkTree(source, to);
   }
 

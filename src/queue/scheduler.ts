@@ -238,7 +238,9 @@ export class PipelineScheduler {
         writeReport: this.options.writeReport,
       });
       const { ran, cached, failed, skipped } = result.totals;
-      this.log(`${entry.name}: run ${result.runId} ${result.status} in ${result.seconds.toFixed(2)} s (ran ${ran}, cached ${cached}, failed ${failed}, skipped ${skipped})`);
+      this.log(
+        `${entry.name}: run ${result.runId} ${result.status} in ${result.seconds.toFixed(2)} s (ran ${ran}, cached ${cached}, failed ${failed}, skipped ${skipped})`,
+      );
       this.options.onRunEnd?.(entry.name, result);
     } catch (error) {
       this.log(`${entry.name}: run failed: ${(error as Error)?.message ?? String(error)}`);
@@ -261,7 +263,8 @@ export class PipelineScheduler {
     this.stopping = true;
     for (const cron of this.crons) cron.stop();
     const running = [...this.states.values()].map((s) => s.running).filter(Boolean) as Promise<void>[];
-    if (running.length) this.log(`stopping: waiting up to ${(graceMs / 1000).toFixed(0)} s for ${running.length} run${running.length > 1 ? "s" : ""} to finish`);
+    if (running.length)
+      this.log(`stopping: waiting up to ${(graceMs / 1000).toFixed(0)} s for ${running.length} run${running.length > 1 ? "s" : ""} to finish`);
     const all = Promise.all(running);
     const timer = setTimeout(() => {
       this.log("stopping: grace period over, aborting the running stages");

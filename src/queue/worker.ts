@@ -59,7 +59,13 @@ function timeout(ms: number): Promise<"timeout"> {
   return new Promise((resolve) => setTimeout(() => resolve("timeout"), ms).unref());
 }
 
-const artifactSchema = z.object({ stage: z.string(), digest: z.string(), dir: z.string(), files: z.record(z.string(), z.string()), summary: z.record(z.string(), z.unknown()) });
+const artifactSchema = z.object({
+  stage: z.string(),
+  digest: z.string(),
+  dir: z.string(),
+  files: z.record(z.string(), z.string()),
+  summary: z.record(z.string(), z.unknown()),
+});
 const taskSchema = z.object({
   runId: z.string(),
   stage: z.string(),
@@ -120,14 +126,23 @@ export function realpathNearest(target: string): string {
  */
 export function ownJobFolder(workdir: string, jobId: string): string {
   if (!isJobId(jobId)) {
-    throw new RejectedJobError(`job id ${JSON.stringify(jobId)} is not one the bullmq executor makes`, { hint: "job ids are <workdir tag>.<cache key>[.plan|.merge|.shard.<n>.<id>]; only `prolearn run --executor bullmq` should enqueue jobs" });
+    throw new RejectedJobError(`job id ${JSON.stringify(jobId)} is not one the bullmq executor makes`, {
+      hint: "job ids are <workdir tag>.<cache key>[.plan|.merge|.shard.<n>.<id>]; only `prolearn run --executor bullmq` should enqueue jobs",
+    });
   }
   const jobs = path.join(workdir, "jobs");
   const realJobs = realpathNearest(jobs);
-  if (realJobs !== path.join(realpathNearest(workdir), "jobs")) throw new RejectedJobError(`job ${jobId}: ${jobs} resolves to ${realJobs}, outside the workdir`, { hint: "the jobs folder must be a plain folder of the workdir, not a symbolic link" });
+  if (realJobs !== path.join(realpathNearest(workdir), "jobs"))
+    throw new RejectedJobError(`job ${jobId}: ${jobs} resolves to ${realJobs}, outside the workdir`, {
+      hint: "the jobs folder must be a plain folder of the workdir, not a symbolic link",
+    });
   const folder = path.join(jobs, jobId);
   const info = lstatSync(folder, { throwIfNoEntry: false });
-  if (info && !info.isDirectory()) throw new RejectedJobError(`job ${jobId}: its folder ${folder} is ${info.isSymbolicLink() ? `a symbolic link to ${realpathNearest(folder)}` : "not a folder"}`, { hint: "remove it; a worker only writes into plain folders under <workdir>/jobs" });
+  if (info && !info.isDirectory())
+    throw new RejectedJobError(
+      `job ${jobId}: its folder ${folder} is ${info.isSymbolicLink() ? `a symbolic link to ${realpathNearest(folder)}` : "not a folder"}`,
+      { hint: "remove it; a worker only writes into plain folders under <workdir>/jobs" },
+    );
   if (info && !inside(realpathNearest(folder), realJobs)) throw new RejectedJobError(`job ${jobId}: its folder ${folder} resolves outside ${jobs}`);
   return folder;
 }
@@ -136,10 +151,19 @@ export function ownJobFolder(workdir: string, jobId: string): string {
 function checkJobIdFits(payload: JobPayload, jobId: string): void {
   const base = jobId.slice(0, 9 + payload.task.cacheKey.length);
   const rest = jobId.slice(base.length);
-  const suffixOk = payload.kind === "run" ? rest === "" : payload.kind === "plan" ? rest === ".plan" : payload.kind === "merge" ? rest === ".merge" : rest.startsWith(".shard.");
-  if (base.slice(9) !== payload.task.cacheKey || !suffixOk) throw new RejectedJobError(`job ${jobId}: the id does not fit a ${payload.kind} job of cache key ${payload.task.cacheKey}`);
+  const suffixOk =
+    payload.kind === "run"
+      ? rest === ""
+      : payload.kind === "plan"
+        ? rest === ".plan"
+        : payload.kind === "merge"
+          ? rest === ".merge"
+          : rest.startsWith(".shard.");
+  if (base.slice(9) !== payload.task.cacheKey || !suffixOk)
+    throw new RejectedJobError(`job ${jobId}: the id does not fit a ${payload.kind} job of cache key ${payload.task.cacheKey}`);
   if (payload.kind === "merge") {
-    for (const id of payload.shardJobIds) if (!id.startsWith(`${base}.shard.`)) throw new RejectedJobError(`job ${jobId}: shard job ${id} belongs to another stage run`);
+    for (const id of payload.shardJobIds)
+      if (!id.startsWith(`${base}.shard.`)) throw new RejectedJobError(`job ${jobId}: shard job ${id} belongs to another stage run`);
   }
 }
 
@@ -180,14 +204,25 @@ function* strings(value: unknown, at: string): Generator<[string, string]> {
  * folder, all of which must lie in the worker's roots. Strings that look like paths (absolute,
  * or with a separator) are resolved against the pipeline folder, so `../../etc` is caught too.
  */
-export function validateJobPayload(data: unknown, jobId: string, registry: StageRegistry, roots: readonly string[], queueName?: string, maxPayloadBytes = DEFAULT_MAX_PAYLOAD_BYTES): JobPayload {
+export function validateJobPayload(
+  data: unknown,
+  jobId: string,
+  registry: StageRegistry,
+  roots: readonly string[],
+  queueName?: string,
+  maxPayloadBytes = DEFAULT_MAX_PAYLOAD_BYTES,
+): JobPayload {
   // Checked first and without recursion: every later check walks the payload recursively.
   if (nestedDeeperThan(data, MAX_PAYLOAD_DEPTH)) {
-    throw new RejectedJobError(`job ${jobId}: payload nests arrays or objects more than ${MAX_PAYLOAD_DEPTH} levels deep`, { hint: "jobs carry paths and params (a few levels deep); only `prolearn run --executor bullmq` should enqueue jobs" });
+    throw new RejectedJobError(`job ${jobId}: payload nests arrays or objects more than ${MAX_PAYLOAD_DEPTH} levels deep`, {
+      hint: "jobs carry paths and params (a few levels deep); only `prolearn run --executor bullmq` should enqueue jobs",
+    });
   }
   const bytes = Buffer.byteLength(JSON.stringify(data) ?? "");
   if (bytes > maxPayloadBytes) {
-    throw new RejectedJobError(`job ${jobId}: payload of ${bytes} bytes exceeds this worker's limit of ${maxPayloadBytes} bytes`, { hint: "jobs carry paths and params, never data; raise the limit with `prolearn worker --max-payload-mb N` if a real stage needs it" });
+    throw new RejectedJobError(`job ${jobId}: payload of ${bytes} bytes exceeds this worker's limit of ${maxPayloadBytes} bytes`, {
+      hint: "jobs carry paths and params, never data; raise the limit with `prolearn worker --max-payload-mb N` if a real stage needs it",
+    });
   }
   if (!isJobId(jobId)) ownJobFolder("", jobId);
   const parsed = payloadSchema.safeParse(data);
@@ -199,30 +234,40 @@ export function validateJobPayload(data: unknown, jobId: string, registry: Stage
   const { task } = payload;
   const stage = registry.get(task.stage);
   if (!stage) {
-    throw new RejectedJobError(`job ${jobId}: stage "${task.stage}" is not registered in this worker`, { hint: `registered: ${[...registry.keys()].join(", ") || "(none)"}` });
+    throw new RejectedJobError(`job ${jobId}: stage "${task.stage}" is not registered in this worker`, {
+      hint: `registered: ${[...registry.keys()].join(", ") || "(none)"}`,
+    });
   }
   if (!(task.stage in task.pipeline.stages)) throw new RejectedJobError(`job ${jobId}: stage ${task.stage} is not part of pipeline ${task.pipeline.name}`);
   if ((payload.kind === "run") !== !stage.sharding) throw new RejectedJobError(`job ${jobId}: a ${payload.kind} job does not fit stage ${task.stage}`);
   const expectedQueue = queueNameFor(stageCapabilities(stage, task.params));
-  if (queueName !== undefined && queueName !== expectedQueue) throw new RejectedJobError(`job ${jobId}: stage ${task.stage} with these params belongs on queue ${expectedQueue}, not ${queueName}`);
+  if (queueName !== undefined && queueName !== expectedQueue)
+    throw new RejectedJobError(`job ${jobId}: stage ${task.stage} with these params belongs on queue ${expectedQueue}, not ${queueName}`);
 
   checkJobIdFits(payload, jobId);
   const realRoots = roots.map((r) => realpathNearest(r));
-  const anchors: Record<string, string> = { "pipeline.workdir": task.pipeline.workdir, "pipeline.dataset.root": task.pipeline.dataset.root, "pipeline.baseDir": task.pipeline.baseDir };
+  const anchors: Record<string, string> = {
+    "pipeline.workdir": task.pipeline.workdir,
+    "pipeline.dataset.root": task.pipeline.dataset.root,
+    "pipeline.baseDir": task.pipeline.baseDir,
+  };
   if (task.pipeline.dataset.reports) anchors["pipeline.dataset.reports"] = task.pipeline.dataset.reports;
   const realAnchors: string[] = [];
   for (const [key, value] of Object.entries(anchors)) {
     if (!path.isAbsolute(value)) throw new RejectedJobError(`job ${jobId}: task.${key} must be an absolute path, got ${value}`);
     const real = realpathNearest(value);
     if (!realRoots.some((root) => inside(real, root))) {
-      throw new RejectedJobError(`job ${jobId}: task.${key} ${value} is outside the folders this worker serves`, { hint: `worker roots: ${realRoots.join(", ")} (prolearn worker --root DIR)` });
+      throw new RejectedJobError(`job ${jobId}: task.${key} ${value} is outside the folders this worker serves`, {
+        hint: `worker roots: ${realRoots.join(", ")} (prolearn worker --root DIR)`,
+      });
     }
     realAnchors.push(real);
   }
   const workdir = realpathNearest(task.pipeline.workdir);
   const expected = realpathNearest(ownJobFolder(task.pipeline.workdir, jobId));
   for (const key of ["outDir", "tmpDir"] as const) {
-    if (realpathNearest(task[key]) !== expected) throw new RejectedJobError(`job ${jobId}: task.${key} must be the job's folder ${jobDir(task.pipeline.workdir, jobId)}, got ${task[key]}`);
+    if (realpathNearest(task[key]) !== expected)
+      throw new RejectedJobError(`job ${jobId}: task.${key} must be the job's folder ${jobDir(task.pipeline.workdir, jobId)}, got ${task[key]}`);
   }
   for (const [name, input] of Object.entries(task.inputs)) {
     for (const [at, file] of strings({ dir: input.dir, files: input.files }, `inputs.${name}`)) {
@@ -235,7 +280,9 @@ export function validateJobPayload(data: unknown, jobId: string, registry: Stage
     if (!path.isAbsolute(value) && !/[\\/]/.test(value)) continue;
     const real = realpathNearest(path.resolve(task.pipeline.baseDir, value));
     if (!realAnchors.some((anchor) => inside(real, anchor))) {
-      throw new RejectedJobError(`job ${jobId}: ${at} names ${value}, outside the workdir and the dataset folders`, { hint: "jobs may only name files of the pipeline's workdir, dataset and pipeline folder" });
+      throw new RejectedJobError(`job ${jobId}: ${at} names ${value}, outside the workdir and the dataset folders`, {
+        hint: "jobs may only name files of the pipeline's workdir, dataset and pipeline folder",
+      });
     }
   }
   // The submitter validated the params too; a worker trusts no one with what reaches a stage.
@@ -248,7 +295,13 @@ export function validateJobPayload(data: unknown, jobId: string, registry: Stage
 }
 
 /** Runs one validated job in this process; files go to a fresh attempt folder inside the job's folder. */
-export async function runJob(payload: JobPayload, job: Pick<Job, "id" | "attemptsStarted" | "getChildrenValues">, registry: StageRegistry, emit: (event: ProgressEvent) => void, signal: AbortSignal): Promise<JobResult> {
+export async function runJob(
+  payload: JobPayload,
+  job: Pick<Job, "id" | "attemptsStarted" | "getChildrenValues">,
+  registry: StageRegistry,
+  emit: (event: ProgressEvent) => void,
+  signal: AbortSignal,
+): Promise<JobResult> {
   const jobId = job.id!;
   const stage = registry.get(payload.task.stage)!;
   // Checked again just before anything is deleted: the folder may have changed since validation.
@@ -282,7 +335,8 @@ export async function runJob(payload: JobPayload, job: Pick<Job, "id" | "attempt
           const value = byId.get(id);
           if (value?.kind !== "shard") throw new Error(`shard job ${id} has no result`);
           const dir = realpathNearest(value.dir);
-          if (!inside(dir, realpathNearest(jobDir(payload.task.pipeline.workdir, id)))) throw new Error(`shard job ${id} reported a folder outside its own: ${value.dir}`);
+          if (!inside(dir, realpathNearest(jobDir(payload.task.pipeline.workdir, id))))
+            throw new Error(`shard job ${id} reported a folder outside its own: ${value.dir}`);
           return { shard, dir };
         });
         return { kind: "merge", outDir, summary: withCollectedWarnings(ctx, await stage.sharding!.merge(ctx, shards)) };
@@ -309,7 +363,9 @@ export async function startStageWorker(options: StageWorkerOptions): Promise<Sta
   const roots = (options.roots?.length ? options.roots : [process.cwd()]).map((r) => path.resolve(r));
   const lockDuration = options.lockDurationMs ?? 30_000;
   const capabilities = [...new Set(options.capabilities ?? [])];
-  for (const capability of capabilities) if (!(CAPABILITIES as readonly string[]).includes(capability)) throw new UsageError(`unknown capability "${capability}"`, { hint: `known: ${CAPABILITIES.join(", ")}` });
+  for (const capability of capabilities)
+    if (!(CAPABILITIES as readonly string[]).includes(capability))
+      throw new UsageError(`unknown capability "${capability}"`, { hint: `known: ${CAPABILITIES.join(", ")}` });
   const queues = [queueNameFor([]), ...capabilities.map((c) => queueNameFor([c]))];
   const connection = redisOptionsFromUrl(options.redisUrl);
 
@@ -333,7 +389,7 @@ export async function startStageWorker(options: StageWorkerOptions): Promise<Sta
       return result;
     } catch (error) {
       await forwarder.flush();
-      const message = error instanceof ProlearnError ? error.format() : (error as Error)?.message ?? String(error);
+      const message = error instanceof ProlearnError ? error.format() : ((error as Error)?.message ?? String(error));
       log(`${label} failed: ${message}`);
       throw new Error(message);
     }
@@ -360,7 +416,15 @@ export async function startStageWorker(options: StageWorkerOptions): Promise<Sta
     async close({ graceMs = options.graceMs ?? DEFAULT_WORKER_GRACE_MS, now = false } = {}) {
       // With Redis gone every BullMQ command waits for a reconnect that never comes (commands
       // retry forever, as workers need), so closing would wait forever too: ask first.
-      const answers = now ? false : (await Promise.race([checkRedis(options.redisUrl, 2000).then(() => true, () => false), timeout(3000)])) === true;
+      const answers = now
+        ? false
+        : (await Promise.race([
+            checkRedis(options.redisUrl, 2000).then(
+              () => true,
+              () => false,
+            ),
+            timeout(3000),
+          ])) === true;
       let reason: string;
       if (now) reason = "stopping at once";
       else if (!answers) reason = "Redis does not answer";

@@ -55,7 +55,9 @@ export async function gatherDataset(outputs: StageOutputs, opts: ReportOptions):
       data: {
         rows: samples.numRows,
         splits: splitNames.map((split) => ({ split, ...stats.get(split)! })),
-        quarantine: quarantineFile ? await guarded(() => gatherQuarantine(quarantineFile)) : { state: "absent", message: "ingest published no quarantine.parquet" },
+        quarantine: quarantineFile
+          ? await guarded(() => gatherQuarantine(quarantineFile))
+          : { state: "absent", message: "ingest published no quarantine.parquet" },
         fingerprint: fingerprintFile ? flattenSummary(JSON.parse(readFileSync(fingerprintFile, "utf8")) as Record<string, unknown>, 16) : null,
         thumbnails,
       },

@@ -37,7 +37,13 @@ export async function gatherReport(input: ReportInput, options: Partial<ReportOp
     executor: run?.executor ?? null,
     generatedAt: new Date().toISOString(),
     workdir: pipeline.workdir,
-    dataset: { kind: pipeline.dataset.kind, root: pipeline.dataset.root, layout: pipeline.dataset.layout, textAvailability: pipeline.dataset.textAvailability, seed: pipeline.dataset.seed },
+    dataset: {
+      kind: pipeline.dataset.kind,
+      root: pipeline.dataset.root,
+      layout: pipeline.dataset.layout,
+      textAvailability: pipeline.dataset.textAvailability,
+      seed: pipeline.dataset.seed,
+    },
     totals: result.totals,
     stages: overviewStages(pipeline, result),
     warnings: result.stages.flatMap((s) => (s.warnings ?? []).map((w) => ({ stage: s.name, ...w }))),
@@ -55,7 +61,27 @@ function overviewStages(pipeline: ResolvedPipeline, result: RunResult): Overview
   const names = [...Object.keys(pipeline.stages), ...result.stages.map((s) => s.name).filter((n) => !(n in pipeline.stages))];
   return names.map((name) => {
     const s = byName.get(name);
-    if (!s) return { name, status: "not run", reason: "not selected in this run (--until / --only)", seconds: null, cacheKey: null, digest: null, summary: [], warnings: [] };
-    return { name, status: s.status, reason: s.reason, seconds: s.seconds, cacheKey: s.cacheKey, digest: s.digest, ...(s.error ? { error: s.error } : {}), summary: flattenSummary(s.summary), warnings: s.warnings ?? [] };
+    if (!s)
+      return {
+        name,
+        status: "not run",
+        reason: "not selected in this run (--until / --only)",
+        seconds: null,
+        cacheKey: null,
+        digest: null,
+        summary: [],
+        warnings: [],
+      };
+    return {
+      name,
+      status: s.status,
+      reason: s.reason,
+      seconds: s.seconds,
+      cacheKey: s.cacheKey,
+      digest: s.digest,
+      ...(s.error ? { error: s.error } : {}),
+      summary: flattenSummary(s.summary),
+      warnings: s.warnings ?? [],
+    };
   });
 }

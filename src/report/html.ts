@@ -1,4 +1,16 @@
-import type { DatasetPart, ExamplesPart, FilteringPart, HistoryPart, MetricsPart, OverviewStage, Part, PrototypesPart, ReportModel, Thumbnail, TrainingPart } from "./model.js";
+import type {
+  DatasetPart,
+  ExamplesPart,
+  FilteringPart,
+  HistoryPart,
+  MetricsPart,
+  OverviewStage,
+  Part,
+  PrototypesPart,
+  ReportModel,
+  Thumbnail,
+  TrainingPart,
+} from "./model.js";
 import type { StageWarning } from "../pipeline/stage.js";
 import { NOISE_COLOR, PALETTE, barChart, categoryColor, escapeXml as esc, formatNumber, lineChart, scatterPlot } from "./svg.js";
 
@@ -94,11 +106,19 @@ function formatPercent(fraction: number, digits = 0): string {
 }
 
 const WARNED_COLOR = "#bf8700";
-const STATUS_COLORS: Record<OverviewStage["status"], string> = { ran: "#4e79a7", cached: "#59a14f", failed: "#e15759", skipped: "#9aa0a6", "not run": "#c4c8cc" };
+const STATUS_COLORS: Record<OverviewStage["status"], string> = {
+  ran: "#4e79a7",
+  cached: "#59a14f",
+  failed: "#e15759",
+  skipped: "#9aa0a6",
+  "not run": "#c4c8cc",
+};
 
 function overviewSection(model: ReportModel): string {
   const rows = model.stages.map((s) => {
-    const summary = s.summary.length ? `<div class="summary">${s.summary.map(([k, v]) => `<span><span class="muted">${esc(k)}</span> ${esc(v)}</span>`).join("")}</div>` : "";
+    const summary = s.summary.length
+      ? `<div class="summary">${s.summary.map(([k, v]) => `<span><span class="muted">${esc(k)}</span> ${esc(v)}</span>`).join("")}</div>`
+      : "";
     return `<tr data-stage="${esc(s.name)}">
       <td><b>${esc(s.name)}</b></td>
       <td><span class="badge stage-${s.warnings.length ? "warned" : s.status.replace(" ", "-")}" data-metric="stage-status"${s.warnings.length ? ` data-warnings="${s.warnings.length}" title="${esc(plural(s.warnings.length, "warning"))}"` : ""}>${esc(s.status)}</span></td>
@@ -115,10 +135,21 @@ function overviewSection(model: ReportModel): string {
 }
 
 function datasetSection(d: DatasetPart): string {
-  const total = d.splits.reduce((a, s) => ({ samples: a.samples + s.samples, withReport: a.withReport + s.withReport, reportAvailable: a.reportAvailable + s.reportAvailable, emptyMasks: a.emptyMasks + (s.emptyMasks ?? 0) }), { samples: 0, withReport: 0, reportAvailable: 0, emptyMasks: 0 });
+  const total = d.splits.reduce(
+    (a, s) => ({
+      samples: a.samples + s.samples,
+      withReport: a.withReport + s.withReport,
+      reportAvailable: a.reportAvailable + s.reportAvailable,
+      emptyMasks: a.emptyMasks + (s.emptyMasks ?? 0),
+    }),
+    { samples: 0, withReport: 0, reportAvailable: 0, emptyMasks: 0 },
+  );
   const hasEmpty = d.splits.some((s) => s.emptyMasks !== null);
   const splitRows = d.splits
-    .map((s) => `<tr data-split="${esc(s.split)}"><td>${esc(s.split)}</td><td class="num" data-metric="split-samples">${s.samples.toLocaleString("en-US")}</td><td class="num" data-metric="split-with-report">${s.withReport.toLocaleString("en-US")}</td><td class="num" data-metric="split-report-available">${s.reportAvailable.toLocaleString("en-US")} <span class="muted">(${formatPercent(s.samples ? s.reportAvailable / s.samples : 0)})</span></td>${hasEmpty ? `<td class="num">${s.emptyMasks}</td>` : ""}</tr>`)
+    .map(
+      (s) =>
+        `<tr data-split="${esc(s.split)}"><td>${esc(s.split)}</td><td class="num" data-metric="split-samples">${s.samples.toLocaleString("en-US")}</td><td class="num" data-metric="split-with-report">${s.withReport.toLocaleString("en-US")}</td><td class="num" data-metric="split-report-available">${s.reportAvailable.toLocaleString("en-US")} <span class="muted">(${formatPercent(s.samples ? s.reportAvailable / s.samples : 0)})</span></td>${hasEmpty ? `<td class="num">${s.emptyMasks}</td>` : ""}</tr>`,
+    )
     .join("");
   const splitTable = `<table class="compact"><thead><tr><th>split</th><th class="num">samples</th><th class="num">with a report</th><th class="num">report usable</th>${hasEmpty ? `<th class="num">empty masks</th>` : ""}</tr></thead><tbody>${splitRows}<tr class="total"><td>all</td><td class="num" data-metric="samples-total">${total.samples.toLocaleString("en-US")}</td><td class="num">${total.withReport.toLocaleString("en-US")}</td><td class="num">${total.reportAvailable.toLocaleString("en-US")}</td>${hasEmpty ? `<td class="num">${total.emptyMasks}</td>` : ""}</tr></tbody></table>`;
   const availability = barChart({
@@ -132,12 +163,16 @@ function datasetSection(d: DatasetPart): string {
   });
   let quarantine: string;
   if (d.quarantine.state !== "ok") quarantine = notice(d.quarantine);
-  else if (!d.quarantine.data.total) quarantine = `<p data-metric="quarantine-total" data-value="0">Nothing was quarantined: every file found was ingested.</p>`;
+  else if (!d.quarantine.data.total)
+    quarantine = `<p data-metric="quarantine-total" data-value="0">Nothing was quarantined: every file found was ingested.</p>`;
   else {
     const q = d.quarantine.data;
     quarantine = `<p><b data-metric="quarantine-total">${q.total.toLocaleString("en-US")}</b> quarantine entr${q.total === 1 ? "y" : "ies"} (kept samples are flagged, not dropped).</p>
     <table class="compact quarantine"><thead><tr><th>reason</th><th class="num">count</th><th class="num">kept</th><th>examples</th></tr></thead><tbody>${q.reasons
-      .map((r) => `<tr data-reason="${esc(r.reason)}"><td><code>${esc(r.reason)}</code></td><td class="num" data-metric="quarantine-count">${r.count}</td><td class="num">${r.kept}</td><td class="paths">${r.examples.map((e) => `<div><code>${esc(e)}</code></div>`).join("")}${r.count > r.examples.length ? `<div class="muted">and ${r.count - r.examples.length} more</div>` : ""}</td></tr>`)
+      .map(
+        (r) =>
+          `<tr data-reason="${esc(r.reason)}"><td><code>${esc(r.reason)}</code></td><td class="num" data-metric="quarantine-count">${r.count}</td><td class="num">${r.kept}</td><td class="paths">${r.examples.map((e) => `<div><code>${esc(e)}</code></div>`).join("")}${r.count > r.examples.length ? `<div class="muted">and ${r.count - r.examples.length} more</div>` : ""}</td></tr>`,
+      )
       .join("")}</tbody></table>`;
   }
   const fingerprint = d.fingerprint?.length
@@ -199,7 +234,10 @@ function prototypesSection(p: PrototypesPart): string {
     id: "cluster-sizes",
     title: "Members per surrogate label",
     width: 460,
-    bars: [...p.clusters.map((c) => ({ label: clusterName(c.cluster), value: c.members, color: categoryColor(c.cluster), note: `${c.prototypes} proto` })), ...(p.noise - p.noiseReassigned > 0 ? [{ label: "noise", value: p.noise - p.noiseReassigned, color: NOISE_COLOR }] : [])],
+    bars: [
+      ...p.clusters.map((c) => ({ label: clusterName(c.cluster), value: c.members, color: categoryColor(c.cluster), note: `${c.prototypes} proto` })),
+      ...(p.noise - p.noiseReassigned > 0 ? [{ label: "noise", value: p.noise - p.noiseReassigned, color: NOISE_COLOR }] : []),
+    ],
   });
   let projection: string;
   if (p.projection.state !== "ok") projection = notice(p.projection);
@@ -213,11 +251,27 @@ function prototypesSection(p: PrototypesPart): string {
       yLabel: `PC2 (${formatPercent(pr.explained[1], 1)})`,
       width: 620,
       height: 400,
-      legend: [...clusters.map((c) => ({ label: clusterName(c), color: categoryColor(c) })), ...(pr.prototypes.length ? [{ label: "prototype (response)", color: "#ffffff", shape: "diamond" as const }] : [])],
+      legend: [
+        ...clusters.map((c) => ({ label: clusterName(c), color: categoryColor(c) })),
+        ...(pr.prototypes.length ? [{ label: "prototype (response)", color: "#ffffff", shape: "diamond" as const }] : []),
+      ],
       points: [
         // Area proportional to the reports a point stands for (identical reports share one point).
-        ...pr.points.map((q) => ({ x: q.x, y: q.y, color: categoryColor(q.cluster), radius: Math.min(16, 3 * Math.sqrt(q.count)), count: q.count, title: `${q.id}: ${clusterName(q.cluster)}${q.count > 1 ? ` (${q.count} identical reports)` : ""}` })),
-        ...pr.prototypes.map((q) => ({ x: q.x, y: q.y, color: categoryColor(q.cluster), emphasis: true, title: `prototype ${q.id} (${clusterName(q.cluster)})` })),
+        ...pr.points.map((q) => ({
+          x: q.x,
+          y: q.y,
+          color: categoryColor(q.cluster),
+          radius: Math.min(16, 3 * Math.sqrt(q.count)),
+          count: q.count,
+          title: `${q.id}: ${clusterName(q.cluster)}${q.count > 1 ? ` (${q.count} identical reports)` : ""}`,
+        })),
+        ...pr.prototypes.map((q) => ({
+          x: q.x,
+          y: q.y,
+          color: categoryColor(q.cluster),
+          emphasis: true,
+          title: `prototype ${q.id} (${clusterName(q.cluster)})`,
+        })),
       ],
     })}<figcaption data-metric="projection-points">${pr.points.length.toLocaleString("en-US")} point${pr.points.length === 1 ? "" : "s"} for ${pr.points.reduce((a, q) => a + q.count, 0).toLocaleString("en-US")} of ${pr.population.toLocaleString("en-US")} embedded reports, coloured by surrogate label; a point's area grows with the number of identical reports it stands for (hover for the count); diamonds are the response prototypes.</figcaption></figure>`;
   }
@@ -244,7 +298,16 @@ function trainingSection(t: TrainingPart): string {
 
 /** `prefix` keeps the chart and metric names of a second block (the baseline's) apart from the first. */
 function historyBlock(h: HistoryPart, prefix = ""): string {
-  const kind = (name: string) => (/loss/i.test(name) ? "loss" : /dice|iou|acc|f1/i.test(name) ? "quality" : /learning.?rate|^lr$/i.test(name) ? "lr" : /second|time|duration/i.test(name) ? "time" : "other");
+  const kind = (name: string) =>
+    /loss/i.test(name)
+      ? "loss"
+      : /dice|iou|acc|f1/i.test(name)
+        ? "quality"
+        : /learning.?rate|^lr$/i.test(name)
+          ? "lr"
+          : /second|time|duration/i.test(name)
+            ? "time"
+            : "other";
   const marker = h.bestEpoch !== null ? { x: h.bestEpoch, label: `best (${h.bestEpoch})` } : undefined;
   let colour = 0;
   const chart = (series: HistoryPart["series"], title: string, yLabel: string, id: string, yDomain?: [number, number]) =>
@@ -255,11 +318,20 @@ function historyBlock(h: HistoryPart, prefix = ""): string {
   const quality = of("quality");
   const last = (name: string) => h.series.find((s) => s.name === name)?.points.at(-1)?.y;
   const shown = h.series.filter((s) => kind(s.name) !== "time");
-  const finals = shown.map((s) => `<span><span class="muted">${esc(s.name)}</span> <b data-metric="${prefix}final-${esc(s.name)}">${esc(formatNumber(last(s.name) ?? Number.NaN, 4))}</b></span>`).join("");
+  const finals = shown
+    .map(
+      (s) =>
+        `<span><span class="muted">${esc(s.name)}</span> <b data-metric="${prefix}final-${esc(s.name)}">${esc(formatNumber(last(s.name) ?? Number.NaN, 4))}</b></span>`,
+    )
+    .join("");
   const times = of("time").flatMap((s) => s.points.map((p) => p.y));
   const timing = times.length ? `; ${formatSeconds(times.reduce((a, b) => a + b, 0) / times.length)} per epoch` : "";
   return `<p class="summary-line"><b data-metric="${prefix}epochs">${h.epochs}</b> epoch${h.epochs === 1 ? "" : "s"}${h.bestEpoch !== null ? `, best at epoch <b data-metric="${prefix}best-epoch">${h.bestEpoch}</b>` : ""}${esc(timing)}. Last epoch: ${finals}</p>
-  <div class="cols">${chart(of("loss"), "Training loss per epoch", "loss", "loss")}${chart(quality, "Validation quality per epoch", "score", "quality", quality.every((s) => s.points.every((p) => p.y >= 0 && p.y <= 1)) ? [0, 1] : undefined)}${chart(of("lr"), "Learning rate per epoch", "learning rate", "learning-rate")}${of("other").map((s) => chart([s], `${s.name} per epoch`, s.name, `other-${s.name}`)).join("")}</div>`;
+  <div class="cols">${chart(of("loss"), "Training loss per epoch", "loss", "loss")}${chart(quality, "Validation quality per epoch", "score", "quality", quality.every((s) => s.points.every((p) => p.y >= 0 && p.y <= 1)) ? [0, 1] : undefined)}${chart(of("lr"), "Learning rate per epoch", "learning rate", "learning-rate")}${of(
+    "other",
+  )
+    .map((s) => chart([s], `${s.name} per epoch`, s.name, `other-${s.name}`))
+    .join("")}</div>`;
 }
 
 function metricsBlock(m: MetricsPart): string {
@@ -268,8 +340,14 @@ function metricsBlock(m: MetricsPart): string {
     if (value === null) return `<td class="muted">—</td>`;
     if (typeof value !== "number") return `<td>${esc(String(value))}</td>`;
     const base = baseline?.[col];
-    const delta = baseline && rowIndex !== m.baselineRow && typeof base === "number" && !/^(images|count|n|samples|rows|seed)$|availability/i.test(m.columns[col]!) ? value - base : undefined;
-    const deltaHtml = delta !== undefined && Number.isFinite(delta) ? ` <span class="delta ${delta > 0 ? "up" : delta < 0 ? "down" : ""}">${delta >= 0 ? "+" : "−"}${formatNumber(Math.abs(delta), 4)}</span>` : "";
+    const delta =
+      baseline && rowIndex !== m.baselineRow && typeof base === "number" && !/^(images|count|n|samples|rows|seed)$|availability/i.test(m.columns[col]!)
+        ? value - base
+        : undefined;
+    const deltaHtml =
+      delta !== undefined && Number.isFinite(delta)
+        ? ` <span class="delta ${delta > 0 ? "up" : delta < 0 ? "down" : ""}">${delta >= 0 ? "+" : "−"}${formatNumber(Math.abs(delta), 4)}</span>`
+        : "";
     return `<td class="num" data-metric="${esc(m.columns[col]!)}">${esc(formatNumber(value, 4))}${deltaHtml}</td>`;
   };
   const rows = m.rows.map((row, i) => `<tr${i === m.baselineRow ? ' class="baseline"' : ""}>${row.map((v, c) => cell(v, c, i)).join("")}</tr>`).join("");

@@ -4,10 +4,7 @@ import type { StageWarning } from "../pipeline/stage.js";
  * turned into HTML by html.ts. Every part that may be missing says why instead of inventing
  * numbers: the stage is not in the pipeline, did not run, failed, or its output was unreadable.
  */
-export type Part<T> =
-  | { state: "ok"; data: T }
-  | { state: "absent"; message: string }
-  | { state: "error"; message: string };
+export type Part<T> = { state: "ok"; data: T } | { state: "absent"; message: string } | { state: "error"; message: string };
 
 export interface ReportOptions {
   /** Dataset thumbnails, spread over the splits. */
@@ -87,7 +84,18 @@ export interface PrototypesPart {
   noiseReassigned: number;
   assigned: number;
   projection: Part<ProjectionPart>;
-  gallery: Part<{ total: number; cards: { prototypeId: number; cluster: number; subcluster: number; size: number; sampleId: string | null; thumbnail: Thumbnail | null; report: string | null }[] }>;
+  gallery: Part<{
+    total: number;
+    cards: {
+      prototypeId: number;
+      cluster: number;
+      subcluster: number;
+      size: number;
+      sampleId: string | null;
+      thumbnail: Thumbnail | null;
+      report: string | null;
+    }[];
+  }>;
 }
 
 export interface HistoryPart {

@@ -24,7 +24,10 @@ export class StageOutputs {
     if (!this.inPipeline(stage)) return `This pipeline has no \`${stage}\` stage.`;
     const s = this.byName.get(stage);
     if (!s) return `The \`${stage}\` stage was not selected in this run (--until / --only).`;
-    if (s.status === "failed") return sentence(`The \`${stage}\` stage failed in this run: ${(s.error ?? s.reason).split("\n")[0]!.replace(new RegExp(`^stage ${stage} failed: `), "")}`);
+    if (s.status === "failed")
+      return sentence(
+        `The \`${stage}\` stage failed in this run: ${(s.error ?? s.reason).split("\n")[0]!.replace(new RegExp(`^stage ${stage} failed: `), "")}`,
+      );
     if (s.status === "skipped") return sentence(`The \`${stage}\` stage was skipped: ${s.reason}`);
     return undefined;
   }

@@ -69,7 +69,12 @@ async function readPrototypeRows(file: string): Promise<PrototypeRow[]> {
 }
 
 /** Clustered reports' text embeddings (a sample of at most maxPoints) and the prototypes, on their first two principal components. */
-async function gatherProjection(outputs: StageOutputs, opts: ReportOptions, assignment: Map<string, number>, prototypes: PrototypeRow[]): Promise<Part<ProjectionPart>> {
+async function gatherProjection(
+  outputs: StageOutputs,
+  opts: ReportOptions,
+  assignment: Map<string, number>,
+  prototypes: PrototypeRow[],
+): Promise<Part<ProjectionPart>> {
   const why = outputs.missing("embed");
   if (why) return { state: "absent", message: `${why} The projection needs the text embeddings.` };
   return withTable(EMBEDDINGS_TABLE, outputs.file("embed", "embeddings.parquet"), async (reader) => {
@@ -94,7 +99,11 @@ async function gatherProjection(outputs: StageOutputs, opts: ReportOptions, assi
     const all = [...distinct.values()];
     const stride = Math.max(1, Math.ceil(all.length / opts.maxPoints));
     const kept = all.filter((_, i) => i % stride === 0);
-    if (population < 2) return { state: "absent", message: `Only ${population} clustered report${population === 1 ? " has" : "s have"} a text embedding; a projection needs at least 2.` };
+    if (population < 2)
+      return {
+        state: "absent",
+        message: `Only ${population} clustered report${population === 1 ? " has" : "s have"} a text embedding; a projection needs at least 2.`,
+      };
     if (kept.length < 2) return { state: "absent", message: `All ${population} clustered reports have the same text embedding; there is nothing to project.` };
     const vectors = kept.map((k) => k.row);
     const pca = fitPca2(vectors, vectors[0]!.length);

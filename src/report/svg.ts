@@ -69,12 +69,16 @@ export function barChart(options: { bars: Bar[]; title: string; width?: number; 
   const rows = bars.map((b, i) => {
     const y = 4 + i * rowHeight;
     const w = scale(b.value);
-    return `<g class="bar"><text x="${labelWidth - 8}" y="${y + 15}" text-anchor="end" class="axis-label">${escapeXml(b.label)}</text>`
-      + `<rect x="${labelWidth}" y="${y + 3}" width="${w.toFixed(1)}" height="${rowHeight - 6}" rx="2" fill="${b.color ?? PALETTE[0]}"><title>${escapeXml(`${b.label}: ${format(b.value)}`)}</title></rect>`
-      + `<text x="${(labelWidth + w + 6).toFixed(1)}" y="${y + 15}" class="value-label">${escapeXml(format(b.value))}${b.note ? ` <tspan class="muted">${escapeXml(b.note)}</tspan>` : ""}</text></g>`;
+    return (
+      `<g class="bar"><text x="${labelWidth - 8}" y="${y + 15}" text-anchor="end" class="axis-label">${escapeXml(b.label)}</text>` +
+      `<rect x="${labelWidth}" y="${y + 3}" width="${w.toFixed(1)}" height="${rowHeight - 6}" rx="2" fill="${b.color ?? PALETTE[0]}"><title>${escapeXml(`${b.label}: ${format(b.value)}`)}</title></rect>` +
+      `<text x="${(labelWidth + w + 6).toFixed(1)}" y="${y + 15}" class="value-label">${escapeXml(format(b.value))}${b.note ? ` <tspan class="muted">${escapeXml(b.note)}</tspan>` : ""}</text></g>`
+    );
   });
-  return `<svg xmlns="http://www.w3.org/2000/svg" class="chart bar-chart" role="img" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}"${options.id ? ` data-chart="${escapeXml(options.id)}"` : ""}><title>${escapeXml(title)}</title>`
-    + `<line x1="${labelWidth}" y1="2" x2="${labelWidth}" y2="${height - 2}" class="axis"/>${rows.join("")}</svg>`;
+  return (
+    `<svg xmlns="http://www.w3.org/2000/svg" class="chart bar-chart" role="img" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}"${options.id ? ` data-chart="${escapeXml(options.id)}"` : ""}><title>${escapeXml(title)}</title>` +
+    `<line x1="${labelWidth}" y1="2" x2="${labelWidth}" y2="${height - 2}" class="axis"/>${rows.join("")}</svg>`
+  );
 }
 
 export interface Series {
@@ -99,7 +103,9 @@ function axes(frame: Frame, x: { min: number; max: number; label: string; intege
   const sx = (v: number) => left + (x.max === x.min ? plotW / 2 : ((v - x.min) / (x.max - x.min)) * plotW);
   const sy = (v: number) => top + plotH - (y.max === y.min ? plotH / 2 : ((v - y.min) / (y.max - y.min)) * plotH);
   const parts: string[] = [];
-  const xTicks = niceTicks(x.min, x.max, Math.max(2, Math.floor(plotW / 70))).filter((t) => t >= x.min - 1e-9 && t <= x.max + 1e-9 && (!x.integer || Number.isInteger(t)));
+  const xTicks = niceTicks(x.min, x.max, Math.max(2, Math.floor(plotW / 70))).filter(
+    (t) => t >= x.min - 1e-9 && t <= x.max + 1e-9 && (!x.integer || Number.isInteger(t)),
+  );
   const yTicks = niceTicks(y.min, y.max, Math.max(2, Math.floor(plotH / 45))).filter((t) => t >= y.min - 1e-9 && t <= y.max + 1e-9);
   for (const t of yTicks) {
     parts.push(`<line x1="${left}" x2="${width - right}" y1="${sy(t).toFixed(1)}" y2="${sy(t).toFixed(1)}" class="grid"/>`);
@@ -153,9 +159,24 @@ function legendRows(labels: string[], maxWidth: number): number {
 }
 
 /** Lines over a numeric x axis (epochs); `yDomain` fixes the axis, e.g. [0, 1] for Dice. */
-export function lineChart(options: { series: Series[]; title: string; xLabel: string; yLabel: string; width?: number; height?: number; yDomain?: [number, number]; integerX?: boolean; marker?: { x: number; label: string }; id?: string }): string {
+export function lineChart(options: {
+  series: Series[];
+  title: string;
+  xLabel: string;
+  yLabel: string;
+  width?: number;
+  height?: number;
+  yDomain?: [number, number];
+  integerX?: boolean;
+  marker?: { x: number; label: string };
+  id?: string;
+}): string {
   const width = options.width ?? 520;
-  const legendH = legendRows(options.series.map((s) => s.name), width - 60) * 16;
+  const legendH =
+    legendRows(
+      options.series.map((s) => s.name),
+      width - 60,
+    ) * 16;
   const height = (options.height ?? 240) + legendH;
   const all = options.series.flatMap((s) => s.points).filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
   const xs = all.map((p) => p.x);
@@ -169,18 +190,42 @@ export function lineChart(options: { series: Series[]; title: string; xLabel: st
     yMax += pad;
   }
   const frame = { width, height, left: 56, right: 16, top: 12 + legendH, bottom: 36 };
-  const { sx, sy, svg } = axes(frame, { min: xMin, max: xMax, label: options.xLabel, integer: options.integerX }, { min: yMin, max: yMax, label: options.yLabel });
+  const { sx, sy, svg } = axes(
+    frame,
+    { min: xMin, max: xMax, label: options.xLabel, integer: options.integerX },
+    { min: yMin, max: yMax, label: options.yLabel },
+  );
   const lines = options.series.map((s) => {
     const pts = s.points.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
     const d = pts.map((p, i) => `${i ? "L" : "M"}${sx(p.x).toFixed(1)} ${sy(p.y).toFixed(1)}`).join(" ");
-    const dots = pts.length <= 80 ? pts.map((p) => `<circle cx="${sx(p.x).toFixed(1)}" cy="${sy(p.y).toFixed(1)}" r="2.6" fill="${s.color}"><title>${escapeXml(`${s.name} at ${formatNumber(p.x)}: ${formatNumber(p.y, 4)}`)}</title></circle>`).join("") : "";
+    const dots =
+      pts.length <= 80
+        ? pts
+            .map(
+              (p) =>
+                `<circle cx="${sx(p.x).toFixed(1)}" cy="${sy(p.y).toFixed(1)}" r="2.6" fill="${s.color}"><title>${escapeXml(`${s.name} at ${formatNumber(p.x)}: ${formatNumber(p.y, 4)}`)}</title></circle>`,
+            )
+            .join("")
+        : "";
     return `<g class="series" data-series="${escapeXml(s.name)}"><path d="${d}" fill="none" stroke="${s.color}" stroke-width="2"/>${dots}</g>`;
   });
-  const marker = options.marker && Number.isFinite(options.marker.x)
-    ? `<line x1="${sx(options.marker.x).toFixed(1)}" x2="${sx(options.marker.x).toFixed(1)}" y1="${frame.top}" y2="${height - frame.bottom}" class="marker"/><text x="${(sx(options.marker.x) + 4).toFixed(1)}" y="${frame.top + 11}" class="tick">${escapeXml(options.marker.label)}</text>`
-    : "";
-  return `<svg xmlns="http://www.w3.org/2000/svg" class="chart line-chart" role="img" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}"${options.id ? ` data-chart="${escapeXml(options.id)}"` : ""}><title>${escapeXml(options.title)}</title>`
-    + svg + marker + lines.join("") + legend(options.series.map((s) => ({ label: s.name, color: s.color, shape: "line" as const })), frame.left, 12, width - 60) + `</svg>`;
+  const marker =
+    options.marker && Number.isFinite(options.marker.x)
+      ? `<line x1="${sx(options.marker.x).toFixed(1)}" x2="${sx(options.marker.x).toFixed(1)}" y1="${frame.top}" y2="${height - frame.bottom}" class="marker"/><text x="${(sx(options.marker.x) + 4).toFixed(1)}" y="${frame.top + 11}" class="tick">${escapeXml(options.marker.label)}</text>`
+      : "";
+  return (
+    `<svg xmlns="http://www.w3.org/2000/svg" class="chart line-chart" role="img" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}"${options.id ? ` data-chart="${escapeXml(options.id)}"` : ""}><title>${escapeXml(options.title)}</title>` +
+    svg +
+    marker +
+    lines.join("") +
+    legend(
+      options.series.map((s) => ({ label: s.name, color: s.color, shape: "line" as const })),
+      frame.left,
+      12,
+      width - 60,
+    ) +
+    `</svg>`
+  );
 }
 
 export interface ScatterPoint {
@@ -196,9 +241,22 @@ export interface ScatterPoint {
   count?: number;
 }
 
-export function scatterPlot(options: { points: ScatterPoint[]; title: string; xLabel: string; yLabel: string; legend: { label: string; color: string; shape?: "dot" | "diamond" }[]; width?: number; height?: number; id?: string }): string {
+export function scatterPlot(options: {
+  points: ScatterPoint[];
+  title: string;
+  xLabel: string;
+  yLabel: string;
+  legend: { label: string; color: string; shape?: "dot" | "diamond" }[];
+  width?: number;
+  height?: number;
+  id?: string;
+}): string {
   const width = options.width ?? 600;
-  const legendH = legendRows(options.legend.map((l) => l.label), width - 60) * 16;
+  const legendH =
+    legendRows(
+      options.legend.map((l) => l.label),
+      width - 60,
+    ) * 16;
   const height = (options.height ?? 420) + legendH;
   const xs = options.points.map((p) => p.x);
   const ys = options.points.map((p) => p.y);
@@ -210,12 +268,24 @@ export function scatterPlot(options: { points: ScatterPoint[]; title: string; xL
   const [yMin, yMax] = pad(Math.min(...ys), Math.max(...ys));
   const frame = { width, height, left: 56, right: 16, top: 12 + legendH, bottom: 36 };
   const { sx, sy, svg } = axes(frame, { min: xMin, max: xMax, label: options.xLabel }, { min: yMin, max: yMax, label: options.yLabel });
-  const plain = options.points.filter((p) => !p.emphasis).map((p) => `<circle cx="${sx(p.x).toFixed(1)}" cy="${sy(p.y).toFixed(1)}" r="${(p.radius ?? 3).toFixed(1)}"${p.count !== undefined ? ` data-count="${p.count}"` : ""} fill="${p.color}" fill-opacity="0.72">${p.title ? `<title>${escapeXml(p.title)}</title>` : ""}</circle>`);
-  const emphasised = options.points.filter((p) => p.emphasis).map((p) => {
-    const cx = sx(p.x);
-    const cy = sy(p.y);
-    return `<path d="M${cx.toFixed(1)} ${(cy - 6).toFixed(1)} l6 6 l-6 6 l-6 -6 z" fill="${p.color}" stroke="#1f2328" stroke-width="1.1">${p.title ? `<title>${escapeXml(p.title)}</title>` : ""}</path>`;
-  });
-  return `<svg xmlns="http://www.w3.org/2000/svg" class="chart scatter-plot" role="img" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}"${options.id ? ` data-chart="${escapeXml(options.id)}"` : ""}><title>${escapeXml(options.title)}</title>`
-    + svg + `<g class="points">${plain.join("")}</g><g class="prototypes">${emphasised.join("")}</g>` + legend(options.legend, frame.left, 12, width - 60) + `</svg>`;
+  const plain = options.points
+    .filter((p) => !p.emphasis)
+    .map(
+      (p) =>
+        `<circle cx="${sx(p.x).toFixed(1)}" cy="${sy(p.y).toFixed(1)}" r="${(p.radius ?? 3).toFixed(1)}"${p.count !== undefined ? ` data-count="${p.count}"` : ""} fill="${p.color}" fill-opacity="0.72">${p.title ? `<title>${escapeXml(p.title)}</title>` : ""}</circle>`,
+    );
+  const emphasised = options.points
+    .filter((p) => p.emphasis)
+    .map((p) => {
+      const cx = sx(p.x);
+      const cy = sy(p.y);
+      return `<path d="M${cx.toFixed(1)} ${(cy - 6).toFixed(1)} l6 6 l-6 6 l-6 -6 z" fill="${p.color}" stroke="#1f2328" stroke-width="1.1">${p.title ? `<title>${escapeXml(p.title)}</title>` : ""}</path>`;
+    });
+  return (
+    `<svg xmlns="http://www.w3.org/2000/svg" class="chart scatter-plot" role="img" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}"${options.id ? ` data-chart="${escapeXml(options.id)}"` : ""}><title>${escapeXml(options.title)}</title>` +
+    svg +
+    `<g class="points">${plain.join("")}</g><g class="prototypes">${emphasised.join("")}</g>` +
+    legend(options.legend, frame.left, 12, width - 60) +
+    `</svg>`
+  );
 }

@@ -16,7 +16,11 @@ export const PREDICTION_COLOR: [number, number, number] = [0, 170, 255];
  * outline so thin structures stay visible at 96 px. The image keeps its aspect ratio inside a
  * size x size box; masks are resized with nearest-neighbour so their edges stay crisp.
  */
-export async function thumbnailDataUri(image: Uint8Array, overlays: readonly Overlay[] = [], size = 96): Promise<{ uri: string; width: number; height: number }> {
+export async function thumbnailDataUri(
+  image: Uint8Array,
+  overlays: readonly Overlay[] = [],
+  size = 96,
+): Promise<{ uri: string; width: number; height: number }> {
   const base = sharp(image, { failOn: "none" }).rotate().resize(size, size, { fit: "inside", kernel: "lanczos3" }).removeAlpha().toColourspace("srgb");
   const { data, info } = await base.raw().toBuffer({ resolveWithObject: true });
   const { width, height, channels } = info;
@@ -27,7 +31,11 @@ export async function thumbnailDataUri(image: Uint8Array, overlays: readonly Ove
     rgb[i * 3 + 2] = data[channels >= 3 ? j + 2 : j]!;
   }
   for (const overlay of overlays) {
-    const { data: maskPixels } = await sharp(overlay.mask, { failOn: "none" }).greyscale().resize(width, height, { fit: "fill", kernel: "nearest" }).raw().toBuffer({ resolveWithObject: true });
+    const { data: maskPixels } = await sharp(overlay.mask, { failOn: "none" })
+      .greyscale()
+      .resize(width, height, { fit: "fill", kernel: "nearest" })
+      .raw()
+      .toBuffer({ resolveWithObject: true });
     let threshold = overlay.threshold ?? "auto";
     if (threshold === "auto") {
       let max = 0;
@@ -49,6 +57,8 @@ export async function thumbnailDataUri(image: Uint8Array, overlays: readonly Ove
       }
     }
   }
-  const png = await sharp(rgb, { raw: { width, height, channels: 3 } }).png({ compressionLevel: 9, palette: false }).toBuffer();
+  const png = await sharp(rgb, { raw: { width, height, channels: 3 } })
+    .png({ compressionLevel: 9, palette: false })
+    .toBuffer();
   return { uri: `data:image/png;base64,${png.toString("base64")}`, width, height };
 }

@@ -15,10 +15,14 @@ export async function gatherTraining(outputs: StageOutputs, opts: ReportOptions)
   return {
     state: "ok",
     data: {
-      history: trainMissing ? { state: "absent", message: trainMissing } : await guarded(async () => ({ state: "ok" as const, data: parseHistory(JSON.parse(readFileSync(outputs.file("train", "history.json"), "utf8"))) })),
+      history: trainMissing
+        ? { state: "absent", message: trainMissing }
+        : await guarded(async () => ({ state: "ok" as const, data: parseHistory(JSON.parse(readFileSync(outputs.file("train", "history.json"), "utf8"))) })),
       baselineHistory: await baselineHistory(outputs, evalMissing),
       metrics: evalMissing ? { state: "absent", message: evalMissing } : await guarded(() => gatherMetrics(outputs.file("evaluate", "metrics.parquet"))),
-      examples: evalMissing ? { state: "absent", message: evalMissing } : await guarded(() => gatherExamples(outputs.file("evaluate", "examples.parquet"), outputs.file("evaluate", "per_image.parquet"), opts)),
+      examples: evalMissing
+        ? { state: "absent", message: evalMissing }
+        : await guarded(() => gatherExamples(outputs.file("evaluate", "examples.parquet"), outputs.file("evaluate", "per_image.parquet"), opts)),
     },
   };
 }
@@ -27,7 +31,12 @@ export async function gatherTraining(outputs: StageOutputs, opts: ReportOptions)
 async function baselineHistory(outputs: StageOutputs, evalMissing: string | undefined): Promise<Part<HistoryPart>> {
   if (evalMissing) return { state: "absent", message: evalMissing };
   const file = outputs.optionalFile("evaluate", "baseline-history.json");
-  if (!file) return { state: "absent", message: "This evaluate output has no baseline-history.json: no baseline was trained (baseline: none), or it was written by an evaluate before version 3." };
+  if (!file)
+    return {
+      state: "absent",
+      message:
+        "This evaluate output has no baseline-history.json: no baseline was trained (baseline: none), or it was written by an evaluate before version 3.",
+    };
   return guarded(async () => ({ state: "ok" as const, data: parseHistory(JSON.parse(readFileSync(file, "utf8"))) }));
 }
 
@@ -45,7 +54,10 @@ export function parseHistory(json: unknown): HistoryPart {
     if (Array.isArray(list)) records = list as Record<string, unknown>[];
     else {
       const source = list && typeof list === "object" ? (list as Record<string, unknown>) : doc;
-      const columns = Object.entries(source).filter(([, v]) => Array.isArray(v) && v.every((x) => typeof x === "number" || x === null)) as [string, (number | null)[]][];
+      const columns = Object.entries(source).filter(([, v]) => Array.isArray(v) && v.every((x) => typeof x === "number" || x === null)) as [
+        string,
+        (number | null)[],
+      ][];
       if (columns.length) {
         const length = Math.max(...columns.map(([, v]) => v.length));
         records = [...Array(length).keys()].map((i) => Object.fromEntries(columns.map(([k, v]) => [k, v[i]])));
@@ -57,7 +69,9 @@ export function parseHistory(json: unknown): HistoryPart {
   for (const r of records) for (const [k, v] of Object.entries(r)) if (k !== "epoch" && typeof v === "number" && !names.includes(k)) names.push(k);
   const series = names.map((name) => ({
     name,
-    points: records!.map((r, i) => ({ x: typeof r.epoch === "number" ? r.epoch : i + 1, y: r[name] as number })).filter((p) => typeof p.y === "number" && Number.isFinite(p.y)),
+    points: records!
+      .map((r, i) => ({ x: typeof r.epoch === "number" ? r.epoch : i + 1, y: r[name] as number }))
+      .filter((p) => typeof p.y === "number" && Number.isFinite(p.y)),
   }));
   const best = doc && !Array.isArray(json) ? (doc.bestEpoch ?? doc.best_epoch) : undefined;
   return { epochs: records.length, series, bestEpoch: typeof best === "number" ? best : null };
@@ -81,7 +95,11 @@ async function gatherExamples(file: string, perImageFile: string, opts: ReportOp
   const scoresOf = new Map<string, [string, number][]>();
   perImage.id.forEach((id, i) => {
     // With seeds, the first ProLearn row of an image is the first seed's, whose prediction examples.parquet holds.
-    if (perImage.model[i] === "prolearn" && !scoresOf.has(id)) scoresOf.set(id, [["dice", perImage.dice[i]!], ["iou", perImage.iou[i]!]]);
+    if (perImage.model[i] === "prolearn" && !scoresOf.has(id))
+      scoresOf.set(id, [
+        ["dice", perImage.dice[i]!],
+        ["iou", perImage.iou[i]!],
+      ]);
   });
   const size = Math.round((opts.thumbnailSize * 4) / 3);
   return withTable(EXAMPLES_TABLE, file, async (reader) => {

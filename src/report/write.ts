@@ -18,7 +18,10 @@ export function reportPath(workdir: string, runId: string): string {
  * Writes `<workdir>/reports/<runId>.html` and returns its path. The page is written to a
  * temporary file, fsynced and renamed, so a reader never sees half a report.
  */
-export async function writeRunReport(context: { pipeline: ResolvedPipeline; result: RunResult; catalog?: Catalog }, options: Partial<ReportOptions> = {}): Promise<string> {
+export async function writeRunReport(
+  context: { pipeline: ResolvedPipeline; result: RunResult; catalog?: Catalog },
+  options: Partial<ReportOptions> = {},
+): Promise<string> {
   const run = context.catalog?.getRun(context.result.runId);
   const model = await gatherReport({ pipeline: context.pipeline, result: context.result, ...(run ? { run } : {}) }, options);
   const html = renderReportHtml(model);
@@ -71,7 +74,12 @@ export function runResultFromCatalog(catalog: Catalog, run: RunRecord): RunResul
 }
 
 /** The report of a run: the recorded file when it still exists, else written anew and recorded. */
-export async function ensureRunReport(pipeline: ResolvedPipeline, catalog: Catalog, runId: string, options: { rebuild?: boolean } & Partial<ReportOptions> = {}): Promise<string> {
+export async function ensureRunReport(
+  pipeline: ResolvedPipeline,
+  catalog: Catalog,
+  runId: string,
+  options: { rebuild?: boolean } & Partial<ReportOptions> = {},
+): Promise<string> {
   const run = catalog.getRun(runId);
   if (!run) throw new ArtifactError(`no run ${runId} in ${catalog.file}`, { hint: "see `prolearn status` for the run ids" });
   if (!options.rebuild && run.report && existsSync(run.report)) return run.report;

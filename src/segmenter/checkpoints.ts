@@ -90,10 +90,27 @@ export interface ModelFile {
   extra?: Record<string, unknown>;
 }
 
-export async function saveModel(dir: string, jsonName: string, binName: string, kind: ModelFile["kind"], config: ModelConfig, store: ParamStore, training: ModelFile["training"], extra?: Record<string, unknown>): Promise<void> {
+export async function saveModel(
+  dir: string,
+  jsonName: string,
+  binName: string,
+  kind: ModelFile["kind"],
+  config: ModelConfig,
+  store: ParamStore,
+  training: ModelFile["training"],
+  extra?: Record<string, unknown>,
+): Promise<void> {
   const { entries, values } = await packTensors([...store].map(([name, entry]) => [name, entry.variable]));
   await writeFloat32File(path.join(dir, binName), values);
-  const file: ModelFile = { format: WEIGHTS_FORMAT, kind, weights: binName, config, tensors: entries, training: { ...training, bestValDice: Number.isFinite(training.bestValDice) ? training.bestValDice : null }, extra };
+  const file: ModelFile = {
+    format: WEIGHTS_FORMAT,
+    kind,
+    weights: binName,
+    config,
+    tensors: entries,
+    training: { ...training, bestValDice: Number.isFinite(training.bestValDice) ? training.bestValDice : null },
+    extra,
+  };
   await writeJsonAtomic(path.join(dir, jsonName), file);
 }
 
@@ -112,7 +129,8 @@ export async function loadModel(jsonFile: string): Promise<{ file: ModelFile; st
   }
   const store = initParams(file.config, 0, external);
   for (const [name, entry] of store) {
-    if (parameterShapes(file.config).find((s) => s.name === name)?.init !== "external") tf.tidy(() => entry.variable.assign(tf.tensor(external[name]!, entry.variable.shape)));
+    if (parameterShapes(file.config).find((s) => s.name === name)?.init !== "external")
+      tf.tidy(() => entry.variable.assign(tf.tensor(external[name]!, entry.variable.shape)));
   }
   return { file, store };
 }
@@ -124,7 +142,11 @@ export function historyJson(result: TrainResult, extra: Record<string, unknown> 
   // and how long this execution took, or whether it resumed from a checkpoint, would give an
   // identical rerun new bytes (and every downstream stage a new cache key). Those are facts of
   // the execution: the stage's seconds are in the catalog, resumedEpochs in the stage summary.
-  const clean = ({ seconds: _seconds, ...r }: EpochRecord) => ({ ...r, valDice: Number.isFinite(r.valDice) ? r.valDice : null, valIou: Number.isFinite(r.valIou) ? r.valIou : null });
+  const clean = ({ seconds: _seconds, ...r }: EpochRecord) => ({
+    ...r,
+    valDice: Number.isFinite(r.valDice) ? r.valDice : null,
+    valIou: Number.isFinite(r.valIou) ? r.valIou : null,
+  });
   return {
     epochs: result.history.map(clean),
     bestEpoch: result.bestEpoch,

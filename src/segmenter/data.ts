@@ -62,7 +62,13 @@ export async function loadSamples(file: string, options: DecodeOptions): Promise
 }
 
 /** Decodes one pair, or takes it from the row cache (keyed by the content hashes and the decode size). */
-async function decodeCached(image: Uint8Array, mask: Uint8Array, hashes: string, options: DecodeOptions, where: { file: string; row: number; id: string }): Promise<{ pixels: Uint8Array; mask: Uint8Array }> {
+async function decodeCached(
+  image: Uint8Array,
+  mask: Uint8Array,
+  hashes: string,
+  options: DecodeOptions,
+  where: { file: string; row: number; id: string },
+): Promise<{ pixels: Uint8Array; mask: Uint8Array }> {
   const key = `${hashes}:${options.size}:${options.channels}`;
   const pixelCount = options.size * options.size;
   const cached = options.cache?.get(key);
@@ -113,11 +119,19 @@ export function stackBatch(samples: readonly DecodedSample[]): { images: Float32
 export async function greyPng(values: ArrayLike<number>, size: number, scale = 255): Promise<Uint8Array> {
   const bytes = new Uint8Array(size * size);
   for (let i = 0; i < bytes.length; i++) bytes[i] = Math.max(0, Math.min(255, Math.round(values[i]! * scale)));
-  return new Uint8Array(await sharp(bytes, { raw: { width: size, height: size, channels: 1 } }).png().toBuffer());
+  return new Uint8Array(
+    await sharp(bytes, { raw: { width: size, height: size, channels: 1 } })
+      .png()
+      .toBuffer(),
+  );
 }
 
 export async function pixelsPng(pixels: Uint8Array, size: number, channels: 1 | 3): Promise<Uint8Array> {
-  return new Uint8Array(await sharp(pixels, { raw: { width: size, height: size, channels } }).png().toBuffer());
+  return new Uint8Array(
+    await sharp(pixels, { raw: { width: size, height: size, channels } })
+      .png()
+      .toBuffer(),
+  );
 }
 
 /**
@@ -125,7 +139,12 @@ export async function pixelsPng(pixels: Uint8Array, size: number, channels: 1 | 
  * are blanked depends on (seed, epoch, sample), so a resumed run blanks the same ones as an
  * uninterrupted run.
  */
-export function blankedBatches(samples: readonly DecodedSample[], guidance: (indices: number[]) => BatchGuidance, share: number, seed: number): (indices: number[], epoch: number) => Batch {
+export function blankedBatches(
+  samples: readonly DecodedSample[],
+  guidance: (indices: number[]) => BatchGuidance,
+  share: number,
+  seed: number,
+): (indices: number[], epoch: number) => Batch {
   return (indices, epoch) => {
     const batch = makeBatch(samples, indices, guidance);
     if (share <= 0) return batch;

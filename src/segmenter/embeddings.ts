@@ -17,7 +17,8 @@ export interface SampleEmbeddings {
 export async function readEmbeddings(file: string): Promise<SampleEmbeddings> {
   const table = await readTable(EMBEDDINGS_TABLE, file, ["id", "image_embedding", "text_embedding"]);
   const { image_embedding: image, text_embedding: text } = table;
-  if (text.valid.includes(1) && text.dim !== image.dim) throw new DataError(`text embeddings are ${text.dim}-d, image embeddings ${image.dim}-d`, { location: { file }, hint: "re-run the embed stage" });
+  if (text.valid.includes(1) && text.dim !== image.dim)
+    throw new DataError(`text embeddings are ${text.dim}-d, image embeddings ${image.dim}-d`, { location: { file }, hint: "re-run the embed stage" });
   const out: SampleEmbeddings = { dim: image.dim, image: new Map(), text: new Map() };
   for (let row = 0; row < table.numRows; row++) {
     const id = table.id[row]!;
@@ -39,7 +40,8 @@ export interface PrototypeSpace {
 export async function readPrototypes(file: string): Promise<PrototypeSpace> {
   const { numRows: count, query, response } = await readTable(PROTOTYPES_TABLE, file, ["query", "response"]);
   if (count === 0) throw new DataError("prototypes.parquet has no prototypes", { location: { file }, hint: "re-run the prototypes stage" });
-  if (query.dim !== response.dim) throw new DataError(`query vectors are ${query.dim}-d, response vectors ${response.dim}-d`, { location: { file }, hint: "re-run the prototypes stage" });
+  if (query.dim !== response.dim)
+    throw new DataError(`query vectors are ${query.dim}-d, response vectors ${response.dim}-d`, { location: { file }, hint: "re-run the prototypes stage" });
   return { count, dim: query.dim, queries: query.values, responses: response.values };
 }
 
@@ -54,7 +56,15 @@ export interface PsaLookups {
  * Precomputes each sample's PSA lookup (top-k prototypes and softmax weights) from its image
  * embedding; with `ownReports`, samples that have a text embedding use it instead of t^.
  */
-export function psaLookups(samples: readonly DecodedSample[], embeddings: SampleEmbeddings, index: PrototypeIndex, topK: number, temperature: number, ownReports: boolean, source: string): PsaLookups {
+export function psaLookups(
+  samples: readonly DecodedSample[],
+  embeddings: SampleEmbeddings,
+  index: PrototypeIndex,
+  topK: number,
+  temperature: number,
+  ownReports: boolean,
+  source: string,
+): PsaLookups {
   const k = Math.min(topK, index.count);
   const indices = new Int32Array(samples.length * k);
   const weights = new Float32Array(samples.length * k);
@@ -62,7 +72,11 @@ export function psaLookups(samples: readonly DecodedSample[], embeddings: Sample
   const useOwn = ownReports ? new Float32Array(samples.length) : null;
   samples.forEach((s, i) => {
     const embedding = embeddings.image.get(s.id);
-    if (!embedding) throw new DataError(`sample ${s.id} has no row in embeddings.parquet`, { location: { file: source }, hint: "the embed stage must run on the same ingest output" });
+    if (!embedding)
+      throw new DataError(`sample ${s.id} has no row in embeddings.parquet`, {
+        location: { file: source },
+        hint: "the embed stage must run on the same ingest output",
+      });
     const hit = index.query(embedding, k, temperature);
     indices.set(hit.indices, i * k);
     weights.set(hit.weights, i * k);

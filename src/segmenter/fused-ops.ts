@@ -36,7 +36,11 @@ function groupNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, groups: numb
       value: y,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [sxhat, sinv, sg, sy] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
-        const [dx, dgamma, dbeta] = run(MODEL_KERNELS.groupNormGrad, { dy, xhat: sxhat, invStd: sinv, gamma: sg, y: sy }, attrs) as [tf.Tensor, tf.Tensor, tf.Tensor];
+        const [dx, dgamma, dbeta] = run(MODEL_KERNELS.groupNormGrad, { dy, xhat: sxhat, invStd: sinv, gamma: sg, y: sy }, attrs) as [
+          tf.Tensor,
+          tf.Tensor,
+          tf.Tensor,
+        ];
         return [dx, tf.reshape(dgamma, sg.shape), tf.reshape(dbeta, sg.shape)];
       },
     };
@@ -73,7 +77,14 @@ export function normalizeRows(x: tf.Tensor2D): tf.Tensor2D {
  * Multi-head attention of queries q [B, N, C] over tokens k, v [B, L, C] with a [B, L] token mask
  * (1 = real). Returns the attended values [B, N, C] and, when asked, the weights [B, heads, N, L].
  */
-export function multiHeadAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, mask: tf.Tensor2D, heads: number, keepWeights: boolean): { out: tf.Tensor3D; weights?: tf.Tensor4D } {
+export function multiHeadAttention(
+  q: tf.Tensor3D,
+  k: tf.Tensor3D,
+  v: tf.Tensor3D,
+  mask: tf.Tensor2D,
+  heads: number,
+  keepWeights: boolean,
+): { out: tf.Tensor3D; weights?: tf.Tensor4D } {
   const [batch, positions, channels] = q.shape;
   const length = k.shape[1];
   const headDim = channels / heads;

@@ -96,7 +96,14 @@ export function segmenterForward(store: ParamStore, config: ModelConfig, batch: 
   const g = config.guidance;
   if (result.attention && (g.kind === "vocab" || g.kind === "features")) {
     // Attention ran over the batch's used length; callers index it by the model's token slots.
-    result.attention = result.attention.map((a) => (a.shape[1] < g.maxTokens ? (tf.pad(a, [[0, 0], [0, g.maxTokens - a.shape[1]]]) as tf.Tensor2D) : a));
+    result.attention = result.attention.map((a) =>
+      a.shape[1] < g.maxTokens
+        ? (tf.pad(a, [
+            [0, 0],
+            [0, g.maxTokens - a.shape[1]],
+          ]) as tf.Tensor2D)
+        : a,
+    );
   }
   return result;
 }

@@ -75,7 +75,14 @@ interface CheckpointState {
 }
 
 /** Validation (or test) scores of a model over batches of samples. */
-export async function evaluateBatches(config: ModelConfig, store: ParamStore, count: number, batchSize: number, makeBatch: (indices: number[]) => Batch, onImage?: (index: number, probabilities: Float32Array) => void): Promise<SegmentationScores> {
+export async function evaluateBatches(
+  config: ModelConfig,
+  store: ParamStore,
+  count: number,
+  batchSize: number,
+  makeBatch: (indices: number[]) => Batch,
+  onImage?: (index: number, probabilities: Float32Array) => void,
+): Promise<SegmentationScores> {
   const meter = new SegmentationMeter();
   const pixels = config.net.imageSize * config.net.imageSize;
   for (let start = 0; start < count; start += batchSize) {
@@ -117,7 +124,13 @@ async function exists(file: string): Promise<boolean> {
   }
 }
 
-async function saveCheckpoint(dir: string, state: Omit<CheckpointState, "tensors">, store: ParamStore, optimizer: AdamW, best: Map<string, Float32Array>): Promise<void> {
+async function saveCheckpoint(
+  dir: string,
+  state: Omit<CheckpointState, "tensors">,
+  store: ParamStore,
+  optimizer: AdamW,
+  best: Map<string, Float32Array>,
+): Promise<void> {
   const tensors: [string, tf.Tensor | Float32Array][] = [];
   for (const [name, entry] of store) tensors.push([`param/${name}`, entry.variable]);
   for (const [name, m] of optimizer.m) tensors.push([`adam.m/${name}`, m]);
@@ -171,8 +184,14 @@ export async function trainSegmenter(job: TrainJob): Promise<TrainResult> {
           const m = values.get(`adam.m/${name}`);
           const v = values.get(`adam.v/${name}`);
           if (m && v) {
-            optimizer.m.set(name, tf.tidy(() => tf.variable(tf.tensor(m, variable.shape), false)));
-            optimizer.v.set(name, tf.tidy(() => tf.variable(tf.tensor(v, variable.shape), false)));
+            optimizer.m.set(
+              name,
+              tf.tidy(() => tf.variable(tf.tensor(m, variable.shape), false)),
+            );
+            optimizer.v.set(
+              name,
+              tf.tidy(() => tf.variable(tf.tensor(v, variable.shape), false)),
+            );
           }
         }
         optimizer.step = saved.optimizerStep;
@@ -240,7 +259,8 @@ export async function trainSegmenter(job: TrainJob): Promise<TrainResult> {
       if (state.epochsDone >= settings.epochs) state.finished = true;
       if (job.checkpointDir) await saveCheckpoint(job.checkpointDir, state, store, optimizer, best);
       job.onEpoch?.(record);
-      if (job.signal?.aborted && !state.finished) throw new InterruptedError(`interrupted after epoch ${state.epochsDone}; the next run resumes from its checkpoint`);
+      if (job.signal?.aborted && !state.finished)
+        throw new InterruptedError(`interrupted after epoch ${state.epochsDone}; the next run resumes from its checkpoint`);
     }
     restore(store, best);
   } finally {

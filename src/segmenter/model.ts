@@ -59,19 +59,25 @@ export function validateNetConfig(net: NetConfig): void {
   const factor = 2 ** (net.depth - 1);
   if (net.depth < 2) throw new ModelError(`depth must be at least 2, got ${net.depth}`);
   if (net.imageSize % factor !== 0) {
-    throw new ModelError(`imageSize ${net.imageSize} is not divisible by 2^(depth-1) = ${factor}`, { hint: `use a multiple of ${factor}, e.g. ${Math.round(net.imageSize / factor) * factor}` });
+    throw new ModelError(`imageSize ${net.imageSize} is not divisible by 2^(depth-1) = ${factor}`, {
+      hint: `use a multiple of ${factor}, e.g. ${Math.round(net.imageSize / factor) * factor}`,
+    });
   }
   if (net.tokenDim !== null) {
     for (let level = 1; level < net.depth; level++) {
       if (channelsAt(net, level) % net.heads !== 0) {
-        throw new ModelError(`attention width ${channelsAt(net, level)} (level ${level}) is not divisible by heads = ${net.heads}`, { hint: "choose baseChannels so that 2*baseChannels is a multiple of heads" });
+        throw new ModelError(`attention width ${channelsAt(net, level)} (level ${level}) is not divisible by heads = ${net.heads}`, {
+          hint: "choose baseChannels so that 2*baseChannels is a multiple of heads",
+        });
       }
     }
   }
 }
 
 /** Tensor shapes of every parameter, in a fixed order (the order of the weights file). */
-export function parameterShapes(config: ModelConfig): { name: string; shape: number[]; init: "he" | "xavier" | "zeros" | "ones" | "external"; trainable: boolean }[] {
+export function parameterShapes(
+  config: ModelConfig,
+): { name: string; shape: number[]; init: "he" | "xavier" | "zeros" | "ones" | "external"; trainable: boolean }[] {
   const { net, guidance } = config;
   validateNetConfig(net);
   const shapes: { name: string; shape: number[]; init: "he" | "xavier" | "zeros" | "ones" | "external"; trainable: boolean }[] = [];
@@ -226,7 +232,15 @@ function focusWeights(focus: tf.Tensor4D, height: number, width: number): tf.Ten
   return tf.div(floored, tf.sum(floored, 1, true)) as tf.Tensor2D;
 }
 
-function crossAttention(store: ParamStore, stage: number, heads: number, x: tf.Tensor4D, guidance: GuidanceTokens, keepAttention: boolean, focus?: tf.Tensor4D): { out: tf.Tensor4D; attention?: tf.Tensor2D } {
+function crossAttention(
+  store: ParamStore,
+  stage: number,
+  heads: number,
+  x: tf.Tensor4D,
+  guidance: GuidanceTokens,
+  keepAttention: boolean,
+  focus?: tf.Tensor4D,
+): { out: tf.Tensor4D; attention?: tf.Tensor2D } {
   const [batch, height, width, channels] = x.shape;
   const positions = height * width;
   const length = guidance.tokens.shape[1];
@@ -237,7 +251,12 @@ function crossAttention(store: ParamStore, stage: number, heads: number, x: tf.T
   const k = tf.reshape(dense(store, `dec${stage}.attn.k`, textFlat), [batch, length, channels]) as tf.Tensor3D;
   const v = tf.reshape(dense(store, `dec${stage}.attn.v`, textFlat), [batch, length, channels]) as tf.Tensor3D;
   const { out, weights } = multiHeadAttention(q, k, v, guidance.mask, heads, keepAttention); // weights [B, heads, N, L]
-  const projected = tf.reshape(dense(store, `dec${stage}.attn.o`, tf.reshape(out, [batch * positions, channels]) as tf.Tensor2D), [batch, height, width, channels]);
+  const projected = tf.reshape(dense(store, `dec${stage}.attn.o`, tf.reshape(out, [batch * positions, channels]) as tf.Tensor2D), [
+    batch,
+    height,
+    width,
+    channels,
+  ]);
   let attention: tf.Tensor2D | undefined;
   if (weights) {
     attention = focus
@@ -248,7 +267,13 @@ function crossAttention(store: ParamStore, stage: number, heads: number, x: tf.T
 }
 
 /** Runs the U-Net on images [B, H, W, C] in 0..1; returns logits [B, H, W, 1]. */
-export function netForward(store: ParamStore, net: NetConfig, images: tf.Tensor4D, guidance: GuidanceTokens | null, options: ForwardOptions = {}): ForwardResult {
+export function netForward(
+  store: ParamStore,
+  net: NetConfig,
+  images: tf.Tensor4D,
+  guidance: GuidanceTokens | null,
+  options: ForwardOptions = {},
+): ForwardResult {
   if (net.tokenDim !== null && !guidance) throw new ModelError("this network is language-guided and needs guidance tokens");
   const skips: tf.Tensor4D[] = [];
   let x = images;

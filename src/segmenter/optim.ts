@@ -76,9 +76,19 @@ export class AdamW {
       if (!gradient) continue;
       const [m, v] = this.moments(name, variable);
       if (fused && variable.dtype === "float32" && gradient.dtype === "float32") {
-        const attrs: AdamWAttrs = { beta1: this.beta1, beta2: this.beta2, epsilon: this.epsilon, lr, decay: this.noDecay(name) ? 0 : lr * this.weightDecay, correction1, correction2 };
+        const attrs: AdamWAttrs = {
+          beta1: this.beta1,
+          beta2: this.beta2,
+          epsilon: this.epsilon,
+          lr,
+          decay: this.noDecay(name) ? 0 : lr * this.weightDecay,
+          correction1,
+          correction2,
+        };
         tf.tidy(() => {
-          const [nextParam, nextM, nextV] = tf.engine().runKernel(MODEL_KERNELS.adamW, { param: variable, gradient, m, v } as never, attrs as never) as tf.Tensor[];
+          const [nextParam, nextM, nextV] = tf
+            .engine()
+            .runKernel(MODEL_KERNELS.adamW, { param: variable, gradient, m, v } as never, attrs as never) as tf.Tensor[];
           m.assign(nextM!);
           v.assign(nextV!);
           variable.assign(nextParam!);

@@ -9,7 +9,10 @@ import { TRAINING_BACKENDS } from "../tfjs/names.js";
 /** Network fields shared by the guide, train and evaluate stages. */
 export const networkFields = {
   imageSize: z.number().int().min(16).max(1024).default(224).describe("Square input size the images and masks are resized to (the paper: 224)."),
-  channels: z.union([z.literal(1), z.literal(3), z.literal("auto")]).default("auto").describe("Input channels: 1 (grey) or 3 (RGB); `auto` = 3 for kvasir-seg, 1 for the X-ray/CT datasets."),
+  channels: z
+    .union([z.literal(1), z.literal(3), z.literal("auto")])
+    .default("auto")
+    .describe("Input channels: 1 (grey) or 3 (RGB); `auto` = 3 for kvasir-seg, 1 for the X-ray/CT datasets."),
   baseChannels: z.number().int().min(2).max(256).default(32).describe("Channels of the first encoder stage; stage i has baseChannels * 2^i."),
   depth: z.number().int().min(2).max(6).default(4).describe("Encoder stages (the decoder has depth - 1 guided stages)."),
   heads: z.number().int().min(1).max(16).default(4).describe("Cross-attention heads in each guided decoder stage."),
@@ -24,5 +27,8 @@ export const trainingFields = {
   weightDecay: z.number().min(0).default(0.01).describe("AdamW decoupled weight decay (not applied to biases)."),
   patience: z.number().int().min(0).default(10).describe("Stop after this many epochs without a better validation Dice (0 = train every epoch)."),
   seed: z.number().int().min(0).optional().describe("Seed for initialisation and shuffling (default: dataset.seed)."),
-  backend: z.enum(TRAINING_BACKENDS).default("auto").describe("TensorFlow.js backend: `auto` picks libtensorflow or a real GPU when present, else the cpu backend with fast kernels."),
+  backend: z
+    .enum(TRAINING_BACKENDS)
+    .default("auto")
+    .describe("TensorFlow.js backend: `auto` picks libtensorflow or a real GPU when present, else the cpu backend with fast kernels."),
 };

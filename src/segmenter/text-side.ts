@@ -25,9 +25,22 @@ export interface GuideTextSide {
 }
 
 /** The text side of the guide model: word vocabulary (builtin) or encoder hidden states (biomedclip). */
-export async function guideTextSide(params: TextSideParams, baseDir: string, pairedReports: readonly string[], existing?: ModelConfig["guidance"]): Promise<GuideTextSide> {
+export async function guideTextSide(
+  params: TextSideParams,
+  baseDir: string,
+  pairedReports: readonly string[],
+  existing?: ModelConfig["guidance"],
+): Promise<GuideTextSide> {
   if (params.encoder === "builtin") {
-    const guidance = existing && existing.kind === "vocab" ? existing : { kind: "vocab" as const, vocab: buildVocabulary(pairedReports, { minCount: params.minWordCount }), tokenDim: params.tokenDim, maxTokens: params.maxTokens };
+    const guidance =
+      existing && existing.kind === "vocab"
+        ? existing
+        : {
+            kind: "vocab" as const,
+            vocab: buildVocabulary(pairedReports, { minCount: params.minWordCount }),
+            tokenDim: params.tokenDim,
+            maxTokens: params.maxTokens,
+          };
     if (guidance.kind !== "vocab") throw new ModelError("guide model kind mismatch");
     const index = vocabularyIndex(guidance.vocab);
     return {
@@ -44,12 +57,15 @@ export async function guideTextSide(params: TextSideParams, baseDir: string, pai
       },
     };
   }
-  if (!params.model) throw new ModelError("guide encoder biomedclip needs `model` (the exported BiomedCLIP folder)", { location: { keyPath: "stages.guide.model" } });
+  if (!params.model)
+    throw new ModelError("guide encoder biomedclip needs `model` (the exported BiomedCLIP folder)", { location: { keyPath: "stages.guide.model" } });
   const { createEncoder } = await import("../embed/factory.js");
   const encoder = await createEncoder({ encoder: "biomedclip", model: path.resolve(baseDir, params.model) });
   if (!encoder.tokenFeatures) {
     await encoder.close();
-    throw new ModelError(`encoder ${encoder.id} exposes no token features`, { hint: "export the text hidden states with tools/export_biomedclip.py, or use encoder: builtin" });
+    throw new ModelError(`encoder ${encoder.id} exposes no token features`, {
+      hint: "export the text hidden states with tools/export_biomedclip.py, or use encoder: builtin",
+    });
   }
   const probe = await encoder.tokenFeatures(["probe"]);
   const guidance = { kind: "features" as const, featureDim: probe.width, maxTokens: Math.min(params.maxTokens, probe.length), encoder: encoder.id };
@@ -73,4 +89,3 @@ export async function guideTextSide(params: TextSideParams, baseDir: string, pai
     },
   };
 }
-

@@ -30,7 +30,14 @@ export interface SegmenterTimingOptions {
 /** The train stage's PSA defaults, with a BiomedCLIP-sized (512) embedding and 16 prototypes. */
 export function segmenterTimingConfig(options: Pick<SegmenterTimingOptions, "size" | "baseChannels" | "depth" | "channels">): ModelConfig {
   return {
-    net: { imageSize: options.size, inChannels: options.channels ?? 1, baseChannels: options.baseChannels ?? 32, depth: options.depth ?? 4, heads: 4, tokenDim: 64 },
+    net: {
+      imageSize: options.size,
+      inChannels: options.channels ?? 1,
+      baseChannels: options.baseChannels ?? 32,
+      depth: options.depth ?? 4,
+      heads: 4,
+      tokenDim: 64,
+    },
     guidance: { kind: "psa", embeddingDim: 512, prototypes: 16, topK: 3, temperature: 0.07, guidanceTokens: 4, tokenDim: 64 },
   };
 }
@@ -61,7 +68,10 @@ export async function timeSegmenterTraining(options: SegmenterTimingOptions): Pr
   try {
     const timing = await timeTrainingSteps(
       async () => {
-        const { value, grads } = tf.variableGrads(() => diceBceLoss(segmenterForward(store, config, batch).logits, tf.tensor4d(batch.masks!, [batch.size, options.size, options.size, 1])), [...variables.values()]);
+        const { value, grads } = tf.variableGrads(
+          () => diceBceLoss(segmenterForward(store, config, batch).logits, tf.tensor4d(batch.masks!, [batch.size, options.size, options.size, 1])),
+          [...variables.values()],
+        );
         const named: Record<string, tf.Tensor> = {};
         for (const [name, variable] of variables) if (grads[variable.name]) named[name] = grads[variable.name]!;
         optimizer.apply(variables, named, 1e-4);

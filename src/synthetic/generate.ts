@@ -27,7 +27,10 @@ const ZONE_NAMES = ["upper", "middle", "lower"];
 function coveredZones(mask: Uint8Array, width: number, lungs: { right: Ellipse; left: Ellipse }): number[] {
   const zones = [0, 0, 0, 0, 0, 0];
   const totals = [0, 0, 0, 0, 0, 0];
-  for (const [offset, lung] of [[0, lungs.left], [3, lungs.right]] as const) {
+  for (const [offset, lung] of [
+    [0, lungs.left],
+    [3, lungs.right],
+  ] as const) {
     const top = lung.cy - lung.ry;
     for (let y = Math.floor(top); y < lung.cy + lung.ry; y++) {
       const zone = Math.min(2, Math.max(0, Math.floor(((y - top) / (2 * lung.ry)) * 3)));
@@ -68,14 +71,16 @@ function decoyLesion(rng: Rng, size: number, lungs: { right: Ellipse; left: Elli
   const free = [0, 1, 2, 3, 4, 5].filter((z) => !covered[z]);
   // Two pixels of clearance from the real lesion, so the two never merge into one blob.
   const clear = new Uint8Array(size * size);
-  for (let y = 0; y < size; y++) for (let x = 0; x < size; x++) {
-    if (!mask[y * size + x]) continue;
-    for (let dy = -2; dy <= 2; dy++) for (let dx = -2; dx <= 2; dx++) {
-      const xx = x + dx;
-      const yy = y + dy;
-      if (xx >= 0 && yy >= 0 && xx < size && yy < size) clear[yy * size + xx] = 1;
+  for (let y = 0; y < size; y++)
+    for (let x = 0; x < size; x++) {
+      if (!mask[y * size + x]) continue;
+      for (let dy = -2; dy <= 2; dy++)
+        for (let dx = -2; dx <= 2; dx++) {
+          const xx = x + dx;
+          const yy = y + dy;
+          if (xx >= 0 && yy >= 0 && xx < size && yy < size) clear[yy * size + xx] = 1;
+        }
     }
-  }
   // A few tries: a decoy that reaches a zone the report names would be described by it too.
   for (let attempt = 0; attempt < 8 && free.length > 0; attempt++) {
     const zone = free[Math.floor(rng() * free.length)]!;
@@ -95,9 +100,21 @@ function decoyLesion(rng: Rng, size: number, lungs: { right: Ellipse; left: Elli
 function chest(rng: Rng, size: number, ct: boolean, allowEmpty: boolean, decoyRng?: Rng): SyntheticSample {
   const s = size;
   const lungs = ct
-    ? { right: { cx: 0.33 * s, cy: 0.5 * s, rx: 0.14 * s, ry: 0.22 * s, angle: 0.15 }, left: { cx: 0.67 * s, cy: 0.5 * s, rx: 0.14 * s, ry: 0.22 * s, angle: -0.15 } }
-    : { right: { cx: 0.32 * s, cy: 0.48 * s, rx: 0.15 * s, ry: 0.3 * s, angle: 0.05 }, left: { cx: 0.68 * s, cy: 0.48 * s, rx: 0.15 * s, ry: 0.3 * s, angle: -0.05 } };
-  const jitter = (e: Ellipse): Ellipse => ({ ...e, cx: e.cx + (rng() - 0.5) * 0.04 * s, cy: e.cy + (rng() - 0.5) * 0.04 * s, rx: e.rx * (0.92 + rng() * 0.16), ry: e.ry * (0.92 + rng() * 0.16) });
+    ? {
+        right: { cx: 0.33 * s, cy: 0.5 * s, rx: 0.14 * s, ry: 0.22 * s, angle: 0.15 },
+        left: { cx: 0.67 * s, cy: 0.5 * s, rx: 0.14 * s, ry: 0.22 * s, angle: -0.15 },
+      }
+    : {
+        right: { cx: 0.32 * s, cy: 0.48 * s, rx: 0.15 * s, ry: 0.3 * s, angle: 0.05 },
+        left: { cx: 0.68 * s, cy: 0.48 * s, rx: 0.15 * s, ry: 0.3 * s, angle: -0.05 },
+      };
+  const jitter = (e: Ellipse): Ellipse => ({
+    ...e,
+    cx: e.cx + (rng() - 0.5) * 0.04 * s,
+    cy: e.cy + (rng() - 0.5) * 0.04 * s,
+    rx: e.rx * (0.92 + rng() * 0.16),
+    ry: e.ry * (0.92 + rng() * 0.16),
+  });
   const lung = { right: jitter(lungs.right), left: jitter(lungs.left) };
   const mask = new Uint8Array(s * s);
   const empty = allowEmpty && rng() < 0.2;
@@ -117,7 +134,9 @@ function chest(rng: Rng, size: number, ct: boolean, allowEmpty: boolean, decoyRn
   const coarse = valueNoise(rng, s, Math.max(4, s / 8));
   const fine = valueNoise(rng, s, Math.max(2, s / 40));
   const pixels = new Uint8Array(s * s);
-  const body: Ellipse = ct ? { cx: 0.5 * s, cy: 0.5 * s, rx: 0.46 * s, ry: 0.4 * s, angle: 0 } : { cx: 0.5 * s, cy: 0.55 * s, rx: 0.47 * s, ry: 0.55 * s, angle: 0 };
+  const body: Ellipse = ct
+    ? { cx: 0.5 * s, cy: 0.5 * s, rx: 0.46 * s, ry: 0.4 * s, angle: 0 }
+    : { cx: 0.5 * s, cy: 0.55 * s, rx: 0.47 * s, ry: 0.55 * s, angle: 0 };
   for (let y = 0; y < s; y++) {
     for (let x = 0; x < s; x++) {
       const i = y * s + x;

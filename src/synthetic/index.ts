@@ -58,7 +58,8 @@ function sampleNames(kind: DatasetKind, n: number, seed: number): string[] {
   const rng = makeRng(seed ^ 0x5eed);
   const names: string[] = [];
   for (let i = 0; i < n; i++) {
-    if (kind === "qata-cov19") names.push(i % 3 === 2 ? `sub-S${String(8000 + i).padStart(5, "0")}_ses-E${16000 + i * 7}_run-1_bp-chest_vp-ap_dx` : `covid_${i + 1}`);
+    if (kind === "qata-cov19")
+      names.push(i % 3 === 2 ? `sub-S${String(8000 + i).padStart(5, "0")}_ses-E${16000 + i * 7}_run-1_bp-chest_vp-ap_dx` : `covid_${i + 1}`);
     else if (kind === "mosmeddata-plus") names.push([`bjorke_${i + 1}`, `Jun_coronacases_case1_${100 + i}`, `Morozov_study_0255_${40 + i}`][i % 3]!);
     else {
       let id = "cju";
@@ -140,7 +141,12 @@ export async function writeFixtureDataset(options: FixtureOptions): Promise<Fixt
   await mkdir(out, { recursive: true });
   const names = sampleNames(kind, n, seed);
   const lower = layout === "sgseg";
-  const samples: Named[] = names.map((name, index) => ({ ...synthesizeSample(kind, seed, index, size, { decoys: options.decoys === true }), index, name: lower ? name.toLowerCase() : name, split: intendedSplit(seed, index) }));
+  const samples: Named[] = names.map((name, index) => ({
+    ...synthesizeSample(kind, seed, index, size, { decoys: options.decoys === true }),
+    index,
+    name: lower ? name.toLowerCase() : name,
+    split: intendedSplit(seed, index),
+  }));
   const splits: Record<Split, number> = { train: 0, val: 0, test: 0 };
   for (const s of samples) splits[s.split]++;
   const files = new FixtureFiles(kind, layout, out, samples);
@@ -151,7 +157,19 @@ export async function writeFixtureDataset(options: FixtureOptions): Promise<Fixt
   const expectedQuarantine: QuarantineReason[] = samples.filter((s) => !s.mask.some((v) => v > 0)).map(() => "empty-mask" as const);
   if (options.bad) {
     const { ext, maskPrefix, imageFormat } = files;
-    expectedQuarantine.push(...(await addBadInputs({ kind, layout, out: root, placement: files.firstPlacement!, reportFolder: written.reportFolder!, ext, maskPrefix, samples, imageFormat })));
+    expectedQuarantine.push(
+      ...(await addBadInputs({
+        kind,
+        layout,
+        out: root,
+        placement: files.firstPlacement!,
+        reportFolder: written.reportFolder!,
+        ext,
+        maskPrefix,
+        samples,
+        imageFormat,
+      })),
+    );
   }
   expectedQuarantine.sort();
   return { kind, layout, root, reports: written.reports, samples: n, splits, expectedQuarantine };
@@ -161,10 +179,14 @@ function checkFixtureOptions(options: FixtureOptions, n: number, size: number): 
   if (!Number.isInteger(n) || n < 1) throw new UsageError(`--n must be a positive integer, got ${n}`);
   if (!Number.isInteger(size) || size < 16) throw new UsageError(`--size must be an integer of at least 16, got ${size}`);
   if (options.bad && !BAD_FIXTURE_LAYOUTS.includes(options.layout)) {
-    throw new UsageError(`--bad is available for the layouts ${BAD_FIXTURE_LAYOUTS.join(", ")}`, { hint: "their report sources are folders, where broken report files can sit beside the real ones" });
+    throw new UsageError(`--bad is available for the layouts ${BAD_FIXTURE_LAYOUTS.join(", ")}`, {
+      hint: "their report sources are folders, where broken report files can sit beside the real ones",
+    });
   }
   if (options.decoys && options.kind === "kvasir-seg") {
-    throw new UsageError("--decoys is available for the chest kinds (qata-cov19, mosmeddata-plus)", { hint: "decoys are placed in lung zones that the report does not name; polyp prompts have no zones" });
+    throw new UsageError("--decoys is available for the chest kinds (qata-cov19, mosmeddata-plus)", {
+      hint: "decoys are placed in lung zones that the report does not name; polyp prompts have no zones",
+    });
   }
 }
 
@@ -224,7 +246,14 @@ const LAYOUT_WRITERS: Record<FixtureLayout, (files: FixtureFiles) => Promise<Wri
     }
     // The Kaggle release has no text; reports come from a separate CSV (LViT's Image,Description).
     const reports = path.join(files.out, "reports.csv");
-    await writeFile(reports, csvText(["Image", "Description"], files.samples.map((s) => [files.maskName(s), lvitText(s)]), ","));
+    await writeFile(
+      reports,
+      csvText(
+        ["Image", "Description"],
+        files.samples.map((s) => [files.maskName(s), lvitText(s)]),
+        ",",
+      ),
+    );
     return { root, reports };
   },
   lvit: (files) => writeLvit(files, "xlsx"),
@@ -237,8 +266,23 @@ const LAYOUT_WRITERS: Record<FixtureLayout, (files: FixtureFiles) => Promise<Wri
     const test = files.bySplit("test");
     for (const s of train) await files.place(s, path.join(out, "Train", "Images"), path.join(out, "Train", "GTs"));
     for (const s of test) await files.place(s, path.join(out, "Test", "Images"), path.join(out, "Test", "GTs"));
-    await writeFile(path.join(reportFolder, "train.csv"), csvText(["Image", "Description"], train.map((s) => [files.maskName(s), s.report]), ","));
-    if (test.length) await writeFile(path.join(reportFolder, "test.csv"), csvText(["Image", "Description"], test.map((s) => [files.maskName(s), s.report]), ","));
+    await writeFile(
+      path.join(reportFolder, "train.csv"),
+      csvText(
+        ["Image", "Description"],
+        train.map((s) => [files.maskName(s), s.report]),
+        ",",
+      ),
+    );
+    if (test.length)
+      await writeFile(
+        path.join(reportFolder, "test.csv"),
+        csvText(
+          ["Image", "Description"],
+          test.map((s) => [files.maskName(s), s.report]),
+          ",",
+        ),
+      );
     return { reportFolder };
   },
   async sgseg(files) {
@@ -249,7 +293,13 @@ const LAYOUT_WRITERS: Record<FixtureLayout, (files: FixtureFiles) => Promise<Wri
       await files.place(s, path.join(out, "images", folder[s.split], "images"), path.join(out, "images", folder[s.split], "masks"));
       const zones = s.zones ?? [0, 0, 0, 0, 0, 0];
       const lungs = [zones.slice(0, 3).some(Boolean), zones.slice(3).some(Boolean)].filter(Boolean).length;
-      annotation[folder[s.split]]!.push({ image_path: files.maskName(s), caption: s.report.toLowerCase(), pulmonary_infection: lungs, infected_area: zones.reduce((a, b) => a + b, 0), pseudo_label: zones });
+      annotation[folder[s.split]]!.push({
+        image_path: files.maskName(s),
+        caption: s.report.toLowerCase(),
+        pulmonary_infection: lungs,
+        infected_area: zones.reduce((a, b) => a + b, 0),
+        pseudo_label: zones,
+      });
     }
     await mkdir(path.join(out, "prompts"), { recursive: true });
     await writeFile(path.join(out, "prompts", "annotation.json"), JSON.stringify(annotation));
@@ -279,7 +329,15 @@ const LAYOUT_WRITERS: Record<FixtureLayout, (files: FixtureFiles) => Promise<Wri
     await mkdir(reportFolder, { recursive: true });
     for (const split of ["train", "val", "test"] as const) {
       if (!files.bySplit(split).length) continue;
-      const records = files.bySplit(split).map((s) => ({ bbox: s.bbox, cat: 0, segment_id: s.name, img_name: `${s.name}.jpg`, mask_name: `${s.name}.jpg`, sentences: [{ idx: 0, sent_id: s.index, sent: "" }], prompts: s.prompts }));
+      const records = files.bySplit(split).map((s) => ({
+        bbox: s.bbox,
+        cat: 0,
+        segment_id: s.name,
+        img_name: `${s.name}.jpg`,
+        mask_name: `${s.name}.jpg`,
+        sentences: [{ idx: 0, sent_id: s.index, sent: "" }],
+        prompts: s.prompts,
+      }));
       await writeFile(path.join(reportFolder, `${split}.json`), JSON.stringify(records));
     }
     return { reportFolder };
@@ -290,7 +348,10 @@ const LAYOUT_WRITERS: Record<FixtureLayout, (files: FixtureFiles) => Promise<Wri
 async function writeLvit(files: FixtureFiles, text: "xlsx" | "csv"): Promise<WrittenLayout> {
   const { out } = files;
   const folders: Record<Split, string> = { train: "Train_Folder", val: "Val_Folder", test: "Test_Folder" };
-  const textName: Record<Split, string> = files.kind === "mosmeddata-plus" ? { train: "Train_text_MosMedData+ 1", val: "Val_text_MosMedData+ 1", test: "Test_text_MosMedData+ 1" } : { train: "Train_text", val: "Val_text", test: "Test_text" };
+  const textName: Record<Split, string> =
+    files.kind === "mosmeddata-plus"
+      ? { train: "Train_text_MosMedData+ 1", val: "Val_text_MosMedData+ 1", test: "Test_text_MosMedData+ 1" }
+      : { train: "Train_text", val: "Val_text", test: "Test_text" };
   const reportFolder = text === "csv" ? path.join(out, "text") : out;
   await mkdir(reportFolder, { recursive: true });
   for (const split of ["train", "val", "test"] as const) {
@@ -339,7 +400,11 @@ async function addBadInputs(args: {
   reasons.push("missing-mask");
 
   await writeFile(img("bad_size"), goodImage);
-  const small = sharp(good.mask, { raw: { width: good.width, height: good.height, channels: 1 } }).resize(Math.max(8, good.width >> 1), Math.max(8, good.height >> 1), { kernel: "nearest" });
+  const small = sharp(good.mask, { raw: { width: good.width, height: good.height, channels: 1 } }).resize(
+    Math.max(8, good.width >> 1),
+    Math.max(8, good.height >> 1),
+    { kernel: "nearest" },
+  );
   await writeFile(msk("bad_size"), imageFormat === "png" ? await small.png().toBuffer() : await small.jpeg().toBuffer());
   reasons.push("mask-size-mismatch");
 
@@ -374,17 +439,27 @@ async function addBadInputs(args: {
   if (args.layout === "kvasir") {
     await writeFile(path.join(args.reportFolder, "extra_empty.json"), "");
     await writeFile(path.join(args.reportFolder, "extra_broken.json"), '{"train": [ {"img_name": ');
-    await writeFile(path.join(args.reportFolder, "extra_escape.json"), JSON.stringify([{ img_name: escapeName, mask_name: escapeName, prompts: { p6: "one small pink round polyp, located in left of the image" } }]));
+    await writeFile(
+      path.join(args.reportFolder, "extra_escape.json"),
+      JSON.stringify([{ img_name: escapeName, mask_name: escapeName, prompts: { p6: "one small pink round polyp, located in left of the image" } }]),
+    );
   } else if (args.layout === "lvit") {
     await writeXlsx(path.join(args.reportFolder, "Extra_empty_text.xlsx"), [], []);
     await writeFile(path.join(args.reportFolder, "Extra_broken_text.xlsx"), Buffer.from("PK\u0003\u0004 this is not a real workbook"));
-    await writeXlsx(path.join(args.reportFolder, "Extra_escape_text.xlsx"), ["Image", "Description"], [[escapeName, "Unilateral pulmonary infection, one infected area, lower left lung."]]);
+    await writeXlsx(
+      path.join(args.reportFolder, "Extra_escape_text.xlsx"),
+      ["Image", "Description"],
+      [[escapeName, "Unilateral pulmonary infection, one infected area, lower left lung."]],
+    );
   } else {
     const header = args.layout === "lvit-csv" ? ["Image", "text"] : ["Image", "Description"];
     const delimiter = args.layout === "lvit-csv" ? ";" : ",";
     await writeFile(path.join(args.reportFolder, "extra_empty.csv"), "");
     await writeFile(path.join(args.reportFolder, "extra_broken.csv"), `Name${delimiter}Words\nx${delimiter}y\n`);
-    await writeFile(path.join(args.reportFolder, "extra_escape.csv"), csvText(header, [[escapeName, "Unilateral pulmonary infection, one infected area, lower left lung."]], delimiter));
+    await writeFile(
+      path.join(args.reportFolder, "extra_escape.csv"),
+      csvText(header, [[escapeName, "Unilateral pulmonary infection, one infected area, lower left lung."]], delimiter),
+    );
   }
   reasons.push("empty-report-file", "malformed-report-file", "path-escapes-root");
   return reasons.sort();

@@ -111,13 +111,16 @@ export interface BackendProbe {
  * not; `auto` is what initTrainingBackend would pick. For `prolearn backends`, a one-shot
  * command: it leaves the cpu backend running and initTrainingBackend's memo untouched.
  */
-export async function probeTrainingBackends(options: Pick<TrainingBackendOptions, "loaders" | "dawnToggles"> = {}): Promise<{ probes: BackendProbe[]; auto: TrainingBackendName }> {
+export async function probeTrainingBackends(
+  options: Pick<TrainingBackendOptions, "loaders" | "dawnToggles"> = {},
+): Promise<{ probes: BackendProbe[]; auto: TrainingBackendName }> {
   registerTrainingGradients();
   applyOptions(options);
   const probe = async (backend: TrainingBackendName, start: () => Promise<TrainingBackendInfo>): Promise<BackendProbe> => {
     try {
       const info = await start();
-      if (info.softwareAdapter) return { backend, status: "software", adapter: info.adapter, reason: "a software adapter: slower than the cpu backend, so auto skips it" };
+      if (info.softwareAdapter)
+        return { backend, status: "software", adapter: info.adapter, reason: "a software adapter: slower than the cpu backend, so auto skips it" };
       return { backend, status: "ok", adapter: info.adapter };
     } catch (error) {
       const e = error as EnvironmentError;
@@ -127,7 +130,12 @@ export async function probeTrainingBackends(options: Pick<TrainingBackendOptions
   const tensorflow = await probe("tensorflow", startTensorflow);
   let webgpu: BackendProbe;
   if (!gpuDeviceVisible() && !dawnToggles.length) {
-    webgpu = { backend: "webgpu", status: "unavailable", reason: "no GPU device (/dev/nvidia*, /dev/kfd, /dev/dri/renderD*) on this machine, so Dawn was not probed", hint: "--backend webgpu probes Dawn anyway (a software Vulkan driver works, slowly: docs/backends.md)" };
+    webgpu = {
+      backend: "webgpu",
+      status: "unavailable",
+      reason: "no GPU device (/dev/nvidia*, /dev/kfd, /dev/dri/renderD*) on this machine, so Dawn was not probed",
+      hint: "--backend webgpu probes Dawn anyway (a software Vulkan driver works, slowly: docs/backends.md)",
+    };
   } else {
     webgpu = await probe("webgpu", () => startWebgpu({ acceptSoftware: true }));
   }
@@ -139,7 +147,12 @@ export async function probeTrainingBackends(options: Pick<TrainingBackendOptions
 
 function applyOptions(options: Pick<TrainingBackendOptions, "loaders" | "dawnToggles">): void {
   loaders = options.loaders ?? loaders;
-  dawnToggles = options.dawnToggles ?? (process.env.PROLEARN_DAWN_TOGGLES ?? "").split(",").map((t) => t.trim()).filter(Boolean);
+  dawnToggles =
+    options.dawnToggles ??
+    (process.env.PROLEARN_DAWN_TOGGLES ?? "")
+      .split(",")
+      .map((t) => t.trim())
+      .filter(Boolean);
 }
 
 /** The backend started by initTrainingBackend, if any. */
@@ -269,9 +282,14 @@ async function startWebgpu(options: { acceptSoftware: boolean; log?: (line: stri
   try {
     webgpu = (await importOptional("webgpu")) as typeof webgpu;
   } catch (error) {
-    throw new EnvironmentError(isMissingModule(error) ? "webgpu backend unavailable: the optional package `webgpu` is not installed" : `webgpu backend unavailable: \`webgpu\` failed to load: ${(error as Error).message}`, {
-      hint: "npm install webgpu@0.6.2 @tensorflow/tfjs-backend-webgpu@4.22.0 (optional dependencies of prolearn)",
-    });
+    throw new EnvironmentError(
+      isMissingModule(error)
+        ? "webgpu backend unavailable: the optional package `webgpu` is not installed"
+        : `webgpu backend unavailable: \`webgpu\` failed to load: ${(error as Error).message}`,
+      {
+        hint: "npm install webgpu@0.6.2 @tensorflow/tfjs-backend-webgpu@4.22.0 (optional dependencies of prolearn)",
+      },
+    );
   }
   const g = globalThis as unknown as { navigator?: { gpu?: GpuLike } };
   if (!g.navigator?.gpu) {
@@ -291,16 +309,21 @@ async function startWebgpu(options: { acceptSoftware: boolean; log?: (line: stri
   const software = nullAdapterRequested || adapter.isFallbackAdapter === true || SOFTWARE_ADAPTER.test(name);
   if (software) {
     if (!options.acceptSoftware) {
-      throw new EnvironmentError(`webgpu backend unavailable: only a software adapter (${name}) was found`, { hint: "a software adapter is slower than the cpu backend; use --backend cpu, or force --backend webgpu" });
+      throw new EnvironmentError(`webgpu backend unavailable: only a software adapter (${name}) was found`, {
+        hint: "a software adapter is slower than the cpu backend; use --backend cpu, or force --backend webgpu",
+      });
     }
     options.log?.(`warning: webgpu runs on a software adapter (${name}): expect it to be slower than --backend cpu`);
   }
   try {
     await importOptional("@tensorflow/tfjs-backend-webgpu");
   } catch (error) {
-    throw new EnvironmentError(`webgpu backend unavailable: @tensorflow/tfjs-backend-webgpu ${isMissingModule(error) ? "is not installed" : `failed to load: ${(error as Error).message}`}`, {
-      hint: "npm install @tensorflow/tfjs-backend-webgpu@4.22.0",
-    });
+    throw new EnvironmentError(
+      `webgpu backend unavailable: @tensorflow/tfjs-backend-webgpu ${isMissingModule(error) ? "is not installed" : `failed to load: ${(error as Error).message}`}`,
+      {
+        hint: "npm install @tensorflow/tfjs-backend-webgpu@4.22.0",
+      },
+    );
   }
   if (!(await tf.setBackend("webgpu"))) throw new EnvironmentError(`webgpu backend did not initialise on adapter ${name}`);
   await tf.ready();

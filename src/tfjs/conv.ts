@@ -63,7 +63,7 @@ function im2colTile(x: Float32Array, g: ConvGeometry, m0: number, rows: number, 
         out += rowLength;
         continue;
       }
-      const rowBase = ((imageBase + iy) * W) * C;
+      const rowBase = (imageBase + iy) * W * C;
       if (fullWidth) {
         // The FW pixels under the filter are adjacent in NHWC: one contiguous copy.
         let src = rowBase + ix0 * C;
@@ -115,7 +115,7 @@ function col2imTile(f: Float32Array, src: number, g: ConvGeometry, m0: number, r
         from += rowLength;
         continue;
       }
-      const rowBase = ((b * H + iy) * W) * C;
+      const rowBase = (b * H + iy) * W * C;
       if (fullWidth) {
         let to = rowBase + ix0 * C;
         const end = from + rowLength;

@@ -8,13 +8,41 @@ import type { KernelFunc, NamedAttrMap, TensorInfo } from "@tensorflow/tfjs-core
 import "@tensorflow/tfjs-backend-cpu";
 import { conv2dBackpropFilter, conv2dBackpropInput, conv2dForward, type ConvGeometry } from "./conv.js";
 import { batchMatMul } from "../linalg/matmul.js";
-import { binaryBroadcastSuffix, concatAlongAxis, maxPoolGradTiled, maxPoolTiled, relu, reluGrad, splitAlongAxis, step, sumContiguousAxes, type BinaryOp } from "./fast-ops.js";
+import {
+  binaryBroadcastSuffix,
+  concatAlongAxis,
+  maxPoolGradTiled,
+  maxPoolTiled,
+  relu,
+  reluGrad,
+  splitAlongAxis,
+  step,
+  sumContiguousAxes,
+  type BinaryOp,
+} from "./fast-ops.js";
 
 /**
  * The kernels replaced on the cpu backend: the three convolution kernels (tf.conv2dTranspose runs
  * on them too) and the ops that dominate a U-Net step once convolutions are fast.
  */
-export const FAST_CPU_KERNELS = ["Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "Add", "Sub", "Multiply", "RealDiv", "Sum", "SplitV", "Concat", "MaxPoolGrad", "Relu", "Step", "BatchMatMul", "FusedConv2D", "MaxPool"] as const;
+export const FAST_CPU_KERNELS = [
+  "Conv2D",
+  "Conv2DBackpropInput",
+  "Conv2DBackpropFilter",
+  "Add",
+  "Sub",
+  "Multiply",
+  "RealDiv",
+  "Sum",
+  "SplitV",
+  "Concat",
+  "MaxPoolGrad",
+  "Relu",
+  "Step",
+  "BatchMatMul",
+  "FusedConv2D",
+  "MaxPool",
+] as const;
 export type FastCpuKernelName = (typeof FAST_CPU_KERNELS)[number];
 
 /** The part of tfjs's cpu backend our kernels use (tfjs does not export its class type). */
@@ -160,7 +188,13 @@ function fastSplitV(args: KernelArgs): TensorInfo[] {
   const $axis = tf.util.parseAxisParam(axis, x.shape)[0]!;
   const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, numOrSizeSplits, $axis);
   const parts = splitAlongAxis(x.shape, xv, $axis, sizes);
-  return parts.map((values, i) => args.backend.makeTensorInfo(x.shape.map((d, k) => (k === $axis ? sizes[i]! : d)), "float32", values));
+  return parts.map((values, i) =>
+    args.backend.makeTensorInfo(
+      x.shape.map((d, k) => (k === $axis ? sizes[i]! : d)),
+      "float32",
+      values,
+    ),
+  );
 }
 
 type PoolAttrs = {
@@ -346,7 +380,8 @@ export function installFastCpuKernels(): void {
     remember(name);
     replace(name, FAST[name] as unknown as KernelFunc);
   }
-  if (!tf.getKernel(RELU_GRAD_KERNEL, "cpu")) tf.registerKernel({ kernelName: RELU_GRAD_KERNEL, backendName: "cpu", kernelFunc: reluGradKernel as unknown as KernelFunc });
+  if (!tf.getKernel(RELU_GRAD_KERNEL, "cpu"))
+    tf.registerKernel({ kernelName: RELU_GRAD_KERNEL, backendName: "cpu", kernelFunc: reluGradKernel as unknown as KernelFunc });
   installed = true;
 }
 

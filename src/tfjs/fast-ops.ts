@@ -33,7 +33,13 @@ function isSuffix(small: readonly number[], big: readonly number[]): boolean {
  * Element-wise a op b when one operand's shape is the other's (output's) trailing dims, so
  * broadcasting is a repeat of a flat block. Returns [values, shape] or undefined.
  */
-export function binaryBroadcastSuffix(op: BinaryOp, aShape: number[], a: Float32Array, bShape: number[], b: Float32Array): [Float32Array, number[]] | undefined {
+export function binaryBroadcastSuffix(
+  op: BinaryOp,
+  aShape: number[],
+  a: Float32Array,
+  bShape: number[],
+  b: Float32Array,
+): [Float32Array, number[]] | undefined {
   const aIsOut = aShape.length >= bShape.length && isSuffix(bShape, aShape);
   const bIsOut = !aIsOut && bShape.length >= aShape.length && isSuffix(aShape, bShape);
   if (!aIsOut && !bIsOut) return undefined;
@@ -112,7 +118,16 @@ export function sumContiguousAxes(shape: number[], x: Float32Array, axes: number
  * (at dstOffset + i * dstPitch). Short blocks (the channels of one pixel) are copied in a loop:
  * a subarray per block would allocate two objects per pixel.
  */
-function copyBlocks(src: Float32Array, srcOffset: number, srcPitch: number, dst: Float32Array, dstOffset: number, dstPitch: number, count: number, length: number): void {
+function copyBlocks(
+  src: Float32Array,
+  srcOffset: number,
+  srcPitch: number,
+  dst: Float32Array,
+  dstOffset: number,
+  dstPitch: number,
+  count: number,
+  length: number,
+): void {
   if (length >= 256) {
     for (let i = 0; i < count; i++) {
       const from = srcOffset + i * srcPitch;

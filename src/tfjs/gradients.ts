@@ -44,7 +44,12 @@ function runKernel(name: string, inputs: Record<string, Tensor>, attrs: Attrs): 
   return tf.engine().runKernel(name, inputs as never, attrs as never) as Tensor;
 }
 
-const convAttrs = (attrs: Attrs): Attrs => ({ strides: attrs.strides, pad: attrs.pad, dataFormat: attrs.dataFormat ?? "NHWC", dimRoundingMode: attrs.dimRoundingMode });
+const convAttrs = (attrs: Attrs): Attrs => ({
+  strides: attrs.strides,
+  pad: attrs.pad,
+  dataFormat: attrs.dataFormat ?? "NHWC",
+  dimRoundingMode: attrs.dimRoundingMode,
+});
 
 const GRADIENTS: GradientDefinition[] = [
   {
@@ -68,7 +73,10 @@ const GRADIENTS: GradientDefinition[] = [
     inputsToSave: ["a", "b"],
     gradFunc: (dy, [a, b]) => {
       const out = tf.backend_util.assertAndGetBroadcastShape(a!.shape, b!.shape);
-      return { a: () => reduceToShape(tf.mul(dy, tf.cast(b!, "float32")), a!.shape, out), b: () => reduceToShape(tf.mul(dy, tf.cast(a!, "float32")), b!.shape, out) };
+      return {
+        a: () => reduceToShape(tf.mul(dy, tf.cast(b!, "float32")), a!.shape, out),
+        b: () => reduceToShape(tf.mul(dy, tf.cast(a!, "float32")), b!.shape, out),
+      };
     },
   },
   { kernelName: "Neg", gradFunc: (dy) => ({ x: () => tf.neg(dy) }) },
@@ -112,7 +120,12 @@ const GRADIENTS: GradientDefinition[] = [
     inputsToSave: ["x"],
     outputsToSave: [true],
     gradFunc: (dy, [x, y], attrs) => ({
-      x: () => runKernel("MaxPoolGrad", { dy, input: x!, output: y! }, { filterSize: attrs.filterSize, strides: attrs.strides, pad: attrs.pad, dimRoundingMode: attrs.dimRoundingMode }),
+      x: () =>
+        runKernel(
+          "MaxPoolGrad",
+          { dy, input: x!, output: y! },
+          { filterSize: attrs.filterSize, strides: attrs.strides, pad: attrs.pad, dimRoundingMode: attrs.dimRoundingMode },
+        ),
     }),
   },
   {
@@ -191,7 +204,8 @@ const GRADIENTS: GradientDefinition[] = [
     inputsToSave: ["x", "indices"],
     gradFunc: (dy, [x, indices], attrs) => {
       const axis = axesOf(attrs.axis, x!.rank)[0]!;
-      if (axis !== 0 || ((attrs.batchDims as number | undefined) ?? 0) !== 0) throw new Error("gather gradient is implemented for axis 0 without batch dims only");
+      if (axis !== 0 || ((attrs.batchDims as number | undefined) ?? 0) !== 0)
+        throw new Error("gather gradient is implemented for axis 0 without batch dims only");
       return {
         x: () => {
           const inner = x!.shape.slice(1);

@@ -45,7 +45,13 @@ export interface AdamWAttrs {
  * exactly where the op-by-op version rounds (each tfjs op writes a Float32Array and takes its
  * scalars as float32), so both give the same bits; test/train/optim.test.ts checks that.
  */
-export function adamWStep(param: Float32Array, gradient: Float32Array, m: Float32Array, v: Float32Array, a: AdamWAttrs): [Float32Array, Float32Array, Float32Array] {
+export function adamWStep(
+  param: Float32Array,
+  gradient: Float32Array,
+  m: Float32Array,
+  v: Float32Array,
+  a: AdamWAttrs,
+): [Float32Array, Float32Array, Float32Array] {
   const f = Math.fround;
   const beta1 = f(a.beta1);
   const oneMinusBeta1 = f(1 - a.beta1);
@@ -94,7 +100,16 @@ function ints(backend: CpuBackendLike, t: TensorInfo): Int32Array {
  * Instance norm of NHWC = [B, H*W, C]; layer norm of rows [R, C] = [R, C, 1].
  * Outputs: y, xhat (the normalised values, for the gradient), invStd [groups * channels].
  */
-export function groupNormForward(x: Float32Array, gamma: Float32Array, beta: Float32Array, groups: number, span: number, channels: number, epsilon: number, relu: boolean): { y: Float32Array; xhat: Float32Array; invStd: Float32Array } {
+export function groupNormForward(
+  x: Float32Array,
+  gamma: Float32Array,
+  beta: Float32Array,
+  groups: number,
+  span: number,
+  channels: number,
+  epsilon: number,
+  relu: boolean,
+): { y: Float32Array; xhat: Float32Array; invStd: Float32Array } {
   const y = new Float32Array(x.length);
   const xhat = new Float32Array(x.length);
   const invStd = new Float32Array(groups * channels);
@@ -167,7 +182,16 @@ function chunkFloats(channels: number): number {
   return Math.max(1, Math.floor(4096 / channels)) * channels;
 }
 
-export function groupNormBackward(dy: Float32Array, xhat: Float32Array, invStd: Float32Array, gamma: Float32Array, y: Float32Array | null, groups: number, span: number, channels: number): { dx: Float32Array; dgamma: Float32Array; dbeta: Float32Array } {
+export function groupNormBackward(
+  dy: Float32Array,
+  xhat: Float32Array,
+  invStd: Float32Array,
+  gamma: Float32Array,
+  y: Float32Array | null,
+  groups: number,
+  span: number,
+  channels: number,
+): { dx: Float32Array; dgamma: Float32Array; dbeta: Float32Array } {
   const dx = new Float32Array(dy.length);
   const dgamma = new Float64Array(channels);
   const dbeta = new Float64Array(channels);
@@ -236,7 +260,13 @@ export interface AttentionShape {
  * A row whose tokens are all masked attends uniformly (as softmax of equal -1e9 biases does).
  * Returns out [B, N, C] and the weights [B, heads, N, L].
  */
-export function attentionForward(q: Float32Array, k: Float32Array, v: Float32Array, mask: Float32Array, shape: AttentionShape): { out: Float32Array; weights: Float32Array } {
+export function attentionForward(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  mask: Float32Array,
+  shape: AttentionShape,
+): { out: Float32Array; weights: Float32Array } {
   const { batch: B, queries: N, tokens: L, channels: C, heads: H } = shape;
   const hd = C / H;
   const scale = 1 / Math.sqrt(hd);
@@ -282,7 +312,14 @@ export function attentionForward(q: Float32Array, k: Float32Array, v: Float32Arr
   return { out, weights };
 }
 
-export function attentionBackward(dOut: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, weights: Float32Array, shape: AttentionShape): { dq: Float32Array; dk: Float32Array; dv: Float32Array } {
+export function attentionBackward(
+  dOut: Float32Array,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  weights: Float32Array,
+  shape: AttentionShape,
+): { dq: Float32Array; dk: Float32Array; dv: Float32Array } {
   const { batch: B, queries: N, tokens: L, channels: C, heads: H } = shape;
   const hd = C / H;
   const scale = 1 / Math.sqrt(hd);
@@ -378,13 +415,30 @@ const KERNELS: Record<string, (args: KernelArgs) => TensorInfo | TensorInfo[]> =
     const { x, gamma, beta } = inputs as { x: TensorInfo; gamma: TensorInfo; beta: TensorInfo };
     const { groups, span, channels, epsilon, relu } = attrs as { groups: number; span: number; channels: number; epsilon: number; relu: boolean };
     const r = groupNormForward(floats(backend, x), floats(backend, gamma), floats(backend, beta), groups, span, channels, epsilon, relu);
-    return [backend.makeTensorInfo(x.shape, "float32", r.y), backend.makeTensorInfo(x.shape, "float32", r.xhat), backend.makeTensorInfo([groups * channels], "float32", r.invStd)];
+    return [
+      backend.makeTensorInfo(x.shape, "float32", r.y),
+      backend.makeTensorInfo(x.shape, "float32", r.xhat),
+      backend.makeTensorInfo([groups * channels], "float32", r.invStd),
+    ];
   },
   [MODEL_KERNELS.groupNormGrad]: ({ inputs, backend, attrs }) => {
     const { dy, xhat, invStd, gamma, y } = inputs as { dy: TensorInfo; xhat: TensorInfo; invStd: TensorInfo; gamma: TensorInfo; y: TensorInfo };
     const { groups, span, channels, relu } = attrs as { groups: number; span: number; channels: number; relu: boolean };
-    const r = groupNormBackward(floats(backend, dy), floats(backend, xhat), floats(backend, invStd), floats(backend, gamma), relu ? floats(backend, y) : null, groups, span, channels);
-    return [backend.makeTensorInfo(dy.shape, "float32", r.dx), backend.makeTensorInfo([channels], "float32", r.dgamma), backend.makeTensorInfo([channels], "float32", r.dbeta)];
+    const r = groupNormBackward(
+      floats(backend, dy),
+      floats(backend, xhat),
+      floats(backend, invStd),
+      floats(backend, gamma),
+      relu ? floats(backend, y) : null,
+      groups,
+      span,
+      channels,
+    );
+    return [
+      backend.makeTensorInfo(dy.shape, "float32", r.dx),
+      backend.makeTensorInfo([channels], "float32", r.dgamma),
+      backend.makeTensorInfo([channels], "float32", r.dbeta),
+    ];
   },
   [MODEL_KERNELS.attention]: ({ inputs, backend, attrs }) => {
     const { q, k, v, mask } = inputs as { q: TensorInfo; k: TensorInfo; v: TensorInfo; mask: TensorInfo };
@@ -398,7 +452,11 @@ const KERNELS: Record<string, (args: KernelArgs) => TensorInfo | TensorInfo[]> =
     const [B, N, C] = q.shape as [number, number, number];
     const shape: AttentionShape = { batch: B, queries: N, tokens: k.shape[1]!, channels: C, heads: attrs.heads as number };
     const r = attentionBackward(floats(backend, dy), floats(backend, q), floats(backend, k), floats(backend, v), floats(backend, weights), shape);
-    return [backend.makeTensorInfo(q.shape, "float32", r.dq), backend.makeTensorInfo(k.shape, "float32", r.dk), backend.makeTensorInfo(v.shape, "float32", r.dv)];
+    return [
+      backend.makeTensorInfo(q.shape, "float32", r.dq),
+      backend.makeTensorInfo(k.shape, "float32", r.dk),
+      backend.makeTensorInfo(v.shape, "float32", r.dv),
+    ];
   },
   [MODEL_KERNELS.upsample]: ({ inputs, backend }) => {
     const { x } = inputs as { x: TensorInfo };

@@ -158,7 +158,9 @@ export async function profileTrainingStep(step: () => Promise<number>): Promise<
       byName.set(kernel.name, entry);
     }
     return [...byName.values()]
-      .map(({ byProgram, ...entry }) => (byProgram.size > 1 ? { ...entry, programs: [...byProgram].map(([program, ms]) => ({ program, ms })).sort((a, b) => b.ms - a.ms) } : entry))
+      .map(({ byProgram, ...entry }) =>
+        byProgram.size > 1 ? { ...entry, programs: [...byProgram].map(([program, ms]) => ({ program, ms })).sort((a, b) => b.ms - a.ms) } : entry,
+      )
       .sort((a, b) => b.ms - a.ms || b.calls - a.calls);
   } finally {
     tf.env().set(checkFlag, checked);
@@ -169,7 +171,10 @@ export async function profileTrainingStep(step: () => Promise<number>): Promise<
  * Times `warmup + steps` calls of one training step (which returns the loss it read back) and
  * keeps the measured ones: wall time, this process's CPU time (user + system) and the loss.
  */
-export async function timeTrainingSteps(step: () => Promise<number>, options: { steps: number; warmup: number; profile?: boolean }): Promise<Omit<TrainingStepTiming, "params">> {
+export async function timeTrainingSteps(
+  step: () => Promise<number>,
+  options: { steps: number; warmup: number; profile?: boolean },
+): Promise<Omit<TrainingStepTiming, "params">> {
   const stepsMs: number[] = [];
   const cpuMs: number[] = [];
   const losses: number[] = [];
@@ -193,7 +198,14 @@ export async function timeTrainingSteps(step: () => Promise<number>, options: { 
  * Trains the reference U-Net with Adam (lr 1e-3) on one fixed random batch, as the PyTorch
  * reference does, and times each step (forward, backward, update, and reading the loss back).
  */
-export async function timeReferenceTraining(options: { size: number; batch: number; steps: number; warmup?: number; seed?: number; profile?: boolean }): Promise<TrainingStepTiming> {
+export async function timeReferenceTraining(options: {
+  size: number;
+  batch: number;
+  steps: number;
+  warmup?: number;
+  seed?: number;
+  profile?: boolean;
+}): Promise<TrainingStepTiming> {
   const { size, batch, steps } = options;
   const seed = options.seed ?? 0;
   const net = buildReferenceUNet({ seed });

@@ -190,7 +190,16 @@ function filterGradient(args: { inputs: { x: TensorInfo; dy: TensorInfo }; backe
   const attrs = args.attrs as FilterGradientAttrs;
   if (attrs.dataFormat === "NCHW" || x.dtype !== "float32" || dy.dtype !== "float32") return runStock("Conv2DBackpropFilter", args);
   const backend = args.backend as WebgpuBackendLike;
-  const info = tf.backend_util.computeConv2DInfo(x.shape as [number, number, number, number], attrs.filterShape, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, false, "channelsLast");
+  const info = tf.backend_util.computeConv2DInfo(
+    x.shape as [number, number, number, number],
+    attrs.filterShape,
+    attrs.strides,
+    1,
+    attrs.pad,
+    attrs.dimRoundingMode,
+    false,
+    "channelsLast",
+  );
   const filterSize = info.filterHeight * info.filterWidth * info.inChannels * info.outChannels;
   const batchRows = info.batchSize * info.outHeight;
   const blocked = info.inChannels % 4 === 0 && info.outChannels % 4 === 0;
@@ -247,7 +256,10 @@ function adamW(args: { inputs: { param: TensorInfo; gradient: TensorInfo; m: Ten
   const { param, gradient, m, v } = args.inputs;
   const a = args.attrs as AdamWAttrs;
   const backend = args.backend as WebgpuBackendLike;
-  const uniforms = [...[a.beta1, 1 - a.beta1, a.beta2, 1 - a.beta2, 1 - a.decay, a.correction1, a.correction2, a.epsilon, a.lr].map(float), int(a.decay === 0 ? 0 : 1)];
+  const uniforms = [
+    ...[a.beta1, 1 - a.beta1, a.beta2, 1 - a.beta2, 1 - a.decay, a.correction1, a.correction2, a.epsilon, a.lr].map(float),
+    int(a.decay === 0 ? 0 : 1),
+  ];
   return ([0, 1, 2] as const).map((which) => backend.runWebGPUProgram(adamWProgram(param.shape, which), [param, gradient, m, v], "float32", uniforms));
 }
 
@@ -284,7 +296,16 @@ function inputGradient(args: { inputs: { dy: TensorInfo; filter: TensorInfo }; b
   const { dy, filter } = args.inputs;
   const attrs = args.attrs as InputGradientAttrs;
   if (attrs.dataFormat === "NCHW" || dy.dtype !== "float32" || filter.dtype !== "float32") return runStock("Conv2DBackpropInput", args);
-  const info = tf.backend_util.computeConv2DInfo(attrs.inputShape, filter.shape as [number, number, number, number], attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, false, "channelsLast");
+  const info = tf.backend_util.computeConv2DInfo(
+    attrs.inputShape,
+    filter.shape as [number, number, number, number],
+    attrs.strides,
+    1,
+    attrs.pad,
+    attrs.dimRoundingMode,
+    false,
+    "channelsLast",
+  );
   const pads = {
     top: info.filterHeight - 1 - info.padInfo.top,
     bottom: info.filterHeight - 1 - info.padInfo.bottom,
@@ -298,7 +319,18 @@ function inputGradient(args: { inputs: { dy: TensorInfo; filter: TensorInfo }; b
   const result = tf.getKernel("Conv2D", "webgpu")!.kernelFunc({
     inputs: { x: dy, filter: flipped },
     backend: args.backend as never,
-    attrs: { strides: [1, 1], pad: [[0, 0], [pads.top, pads.bottom], [pads.left, pads.right], [0, 0]], dataFormat: "NHWC", dilations: [1, 1], dimRoundingMode: attrs.dimRoundingMode } as never,
+    attrs: {
+      strides: [1, 1],
+      pad: [
+        [0, 0],
+        [pads.top, pads.bottom],
+        [pads.left, pads.right],
+        [0, 0],
+      ],
+      dataFormat: "NHWC",
+      dilations: [1, 1],
+      dimRoundingMode: attrs.dimRoundingMode,
+    } as never,
   }) as TensorInfo;
   backend.disposeData(flipped.dataId);
   return result;

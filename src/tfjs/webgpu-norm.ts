@@ -45,7 +45,15 @@ const SHAPE_UNIFORMS = "span : i32, channels : i32, chunks : i32, rowsPerChunk :
  * takes one (group, chunk, channel) and sums every quantity in one pass over its rows: `terms[q]`
  * is quantity q's summand at flat element `i` of group `g`, channel `c`, after `prelude`.
  */
-function partialsProgram(key: string, variableNames: string[], groups: number, chunks: number, channels: number, terms: string[], prelude = ""): ElementProgram {
+function partialsProgram(
+  key: string,
+  variableNames: string[],
+  groups: number,
+  chunks: number,
+  channels: number,
+  terms: string[],
+  prelude = "",
+): ElementProgram {
   const quantities = terms.length;
   const sums = terms.map((_, q) => `var sum${q} = 0.0;`).join("\n        ");
   const adds = terms.map((term, q) => `sum${q} = sum${q} + ${term};`).join("\n          ");
@@ -115,41 +123,66 @@ function groupNorm(args: { inputs: { x: TensorInfo; gamma: TensorInfo; beta: Ten
   const backend = args.backend as WebgpuBackendLike;
   const { chunks, rowsPerChunk } = planSpanChunks(a.groups, a.span, a.channels);
   const uniforms = shapeUniforms(a, chunks, rowsPerChunk);
-  const run = (program: ElementProgram, inputs: TensorInfo[], extra: Uniform[] = []) => backend.runWebGPUProgram(program, inputs, "float32", [...uniforms, ...extra]);
+  const run = (program: ElementProgram, inputs: TensorInfo[], extra: Uniform[] = []) =>
+    backend.runWebGPUProgram(program, inputs, "float32", [...uniforms, ...extra]);
   const sums = run(partialsProgram("sum", ["x"], a.groups, chunks, a.channels, ["x[i]"]), [x]);
   const mean = run(finishProgram("mean", a.groups, a.channels, "sum / uniforms.spanF"), [sums], [int(a.channels)]);
   backend.disposeData(sums.dataId);
-  const squares = run(partialsProgram("centredSquares", ["x", "mean"], a.groups, chunks, a.channels, ["d * d"], "let d = x[i] - mean[g * uniforms.channels + c];"), [x, mean]);
+  const squares = run(
+    partialsProgram("centredSquares", ["x", "mean"], a.groups, chunks, a.channels, ["d * d"], "let d = x[i] - mean[g * uniforms.channels + c];"),
+    [x, mean],
+  );
   const invStd = run(finishProgram("invStd", a.groups, a.channels, "1.0 / sqrt(sum / uniforms.spanF + uniforms.epsilon)"), [squares], [int(a.channels)]);
   backend.disposeData(squares.dataId);
   const normalised = "(x[index] - mean[gc]) * invStd[gc]";
   const xhat = run(elementProgram("xhat", ["x", "mean", "invStd"], x.shape, `setOutputAtIndex(index, ${normalised});`), [x, mean, invStd]);
   const affine = `${normalised} * gamma[c] + beta[c]`;
-  const y = run(elementProgram(a.relu ? "yRelu" : "y", ["x", "mean", "invStd", "gamma", "beta"], x.shape, `setOutputAtIndex(index, ${a.relu ? `max(${affine}, 0.0)` : affine});`), [x, mean, invStd, gamma, beta]);
+  const y = run(
+    elementProgram(
+      a.relu ? "yRelu" : "y",
+      ["x", "mean", "invStd", "gamma", "beta"],
+      x.shape,
+      `setOutputAtIndex(index, ${a.relu ? `max(${affine}, 0.0)` : affine});`,
+    ),
+    [x, mean, invStd, gamma, beta],
+  );
   backend.disposeData(mean.dataId);
   return [y, xhat, invStd];
 }
 
-function groupNormGrad(args: { inputs: { dy: TensorInfo; xhat: TensorInfo; invStd: TensorInfo; gamma: TensorInfo; y: TensorInfo }; backend: unknown; attrs: unknown }): TensorInfo[] {
+function groupNormGrad(args: {
+  inputs: { dy: TensorInfo; xhat: TensorInfo; invStd: TensorInfo; gamma: TensorInfo; y: TensorInfo };
+  backend: unknown;
+  attrs: unknown;
+}): TensorInfo[] {
   const { dy, xhat, invStd, gamma, y } = args.inputs;
   const a = args.attrs as NormAttrs;
   const backend = args.backend as WebgpuBackendLike;
   const { chunks, rowsPerChunk } = planSpanChunks(a.groups, a.span, a.channels);
   const uniforms = shapeUniforms(a, chunks, rowsPerChunk);
-  const run = (program: ElementProgram, inputs: TensorInfo[], extra: Uniform[] = []) => backend.runWebGPUProgram(program, inputs, "float32", [...uniforms, ...extra]);
+  const run = (program: ElementProgram, inputs: TensorInfo[], extra: Uniform[] = []) =>
+    backend.runWebGPUProgram(program, inputs, "float32", [...uniforms, ...extra]);
   // After a fused ReLU the gradient reaching the normalisation is dy where y > 0.
   const names = a.relu ? ["dy", "xhat", "y"] : ["dy", "xhat"];
   const inputs = a.relu ? [dy, xhat, y] : [dy, xhat];
   const dz = (i: string) => (a.relu ? `select(0.0, dy[${i}], y[${i}] > 0.0)` : `dy[${i}]`);
   // Two sums per (group, channel): dz (for dbeta) and dz * xhat (for dgamma).
-  const partials = run(partialsProgram(a.relu ? "gradRelu" : "grad", names, a.groups, chunks, a.channels, ["dz", "dz * xhat[i]"], `let dz = ${dz("i")};`), inputs);
+  const partials = run(
+    partialsProgram(a.relu ? "gradRelu" : "grad", names, a.groups, chunks, a.channels, ["dz", "dz * xhat[i]"], `let dz = ${dz("i")};`),
+    inputs,
+  );
   const sums = run(finishProgram("sum", a.groups, 2 * a.channels, "sum"), [partials], [int(2 * a.channels)]);
   backend.disposeData(partials.dataId);
   const dx = run(
-    elementProgram(a.relu ? "dxRelu" : "dx", [...names, "invStd", "gamma", "sums"], dy.shape, `let base = g * 2 * uniforms.channels;
+    elementProgram(
+      a.relu ? "dxRelu" : "dx",
+      [...names, "invStd", "gamma", "sums"],
+      dy.shape,
+      `let base = g * 2 * uniforms.channels;
         let meanDz = sums[base + c] / uniforms.spanF;
         let meanDzXhat = sums[base + uniforms.channels + c] / uniforms.spanF;
-        setOutputAtIndex(index, invStd[gc] * gamma[c] * (${dz("index")} - meanDz - xhat[index] * meanDzXhat));`),
+        setOutputAtIndex(index, invStd[gc] * gamma[c] * (${dz("index")} - meanDz - xhat[index] * meanDzXhat));`,
+    ),
     [...inputs, invStd, gamma, sums],
   );
   // dbeta and dgamma add the per-group sums over every group. Layer norms have one group per row

@@ -11,7 +11,9 @@ import { readPrototypes, type PrototypeSpace } from "../segmenter/embeddings.js"
  * registered manifest bytes and the digest the upstream output names. A tampered copy stops the
  * stage with an ArtifactError instead of training on changed prototypes.
  */
-export async function loadVerifiedPrototypes(ctx: StageContext<unknown>): Promise<PrototypeSpace & { artifact: { name: string; version: number; digest: string; dir: string } }> {
+export async function loadVerifiedPrototypes(
+  ctx: StageContext<unknown>,
+): Promise<PrototypeSpace & { artifact: { name: string; version: number; digest: string; dir: string } }> {
   const input = ctx.inputs.prototypes;
   if (!input) throw new ModelError(`stage ${ctx.stage} needs the prototype space from stage prototypes`, { hint: "add `prototypes: {}` to the pipeline" });
   const artifact = input.summary.artifact as { name?: unknown; digest?: unknown } | undefined;

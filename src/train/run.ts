@@ -2,7 +2,17 @@
 import path from "node:path";
 import { DataError } from "../errors.js";
 import type { StageContext } from "../pipeline/stage.js";
-import { checkpointFolder, disposeParams, historyJson, inputFile, resolveChannels, saveModel, trainingSummary, trainSettings, logResumed } from "../segmenter/checkpoints.js";
+import {
+  checkpointFolder,
+  disposeParams,
+  historyJson,
+  inputFile,
+  resolveChannels,
+  saveModel,
+  trainingSummary,
+  trainSettings,
+  logResumed,
+} from "../segmenter/checkpoints.js";
 import { loadSamples } from "../segmenter/data.js";
 import { psaBatch, psaLookups, readEmbeddings } from "../segmenter/embeddings.js";
 import { loadVerifiedPrototypes } from "./prototypes-input.js";
@@ -20,11 +30,19 @@ export async function runTrain(ctx: StageContext<TrainParams>) {
   const channels = resolveChannels(params.channels, ctx.pipeline);
   const embeddingsFile = inputFile(ctx, "embed", "embeddings.parquet");
   const [samples, embeddings, space] = await Promise.all([
-    loadSamples(inputFile(ctx, "ingest", "samples.parquet"), { size: params.imageSize, channels, cache: ctx.rowCache("train-decoded"), splits: ["train", "val"] }),
+    loadSamples(inputFile(ctx, "ingest", "samples.parquet"), {
+      size: params.imageSize,
+      channels,
+      cache: ctx.rowCache("train-decoded"),
+      splits: ["train", "val"],
+    }),
     readEmbeddings(embeddingsFile),
     loadVerifiedPrototypes(ctx),
   ]);
-  if (space.dim !== embeddings.dim) throw new DataError(`prototypes are ${space.dim}-d but image embeddings ${embeddings.dim}-d`, { hint: "build prototypes and embeddings with the same encoder" });
+  if (space.dim !== embeddings.dim)
+    throw new DataError(`prototypes are ${space.dim}-d but image embeddings ${embeddings.dim}-d`, {
+      hint: "build prototypes and embeddings with the same encoder",
+    });
   const train = samples.filter((s) => s.split === "train");
   const val = samples.filter((s) => s.split === "val");
   if (train.length === 0) throw new DataError("the training split is empty", { location: { file: inputFile(ctx, "ingest", "samples.parquet") } });
@@ -35,14 +53,31 @@ export async function runTrain(ctx: StageContext<TrainParams>) {
   // Validation mirrors inference: image-only, through PSA.
   const valLookups = psaLookups(val, embeddings, index, topK, params.temperature, false, embeddingsFile);
   const config: ModelConfig = {
-    net: { imageSize: params.imageSize, inChannels: channels, baseChannels: params.baseChannels, depth: params.depth, heads: params.heads, tokenDim: params.tokenDim },
-    guidance: { kind: "psa", embeddingDim: space.dim, prototypes: space.count, topK, temperature: params.temperature, guidanceTokens: params.guidanceTokens, tokenDim: params.tokenDim },
+    net: {
+      imageSize: params.imageSize,
+      inChannels: channels,
+      baseChannels: params.baseChannels,
+      depth: params.depth,
+      heads: params.heads,
+      tokenDim: params.tokenDim,
+    },
+    guidance: {
+      kind: "psa",
+      embeddingDim: space.dim,
+      prototypes: space.count,
+      topK,
+      temperature: params.temperature,
+      guidanceTokens: params.guidanceTokens,
+      tokenDim: params.tokenDim,
+    },
   };
   const settings = trainSettings(params, ctx.pipeline);
   const store = initParams(config, settings.seed, { "psa.query": space.queries, "psa.response": space.responses });
   const checkpoint = checkpointFolder(ctx, "prolearn");
   ctx.log(`prototypes: ${space.artifact.name}@${space.artifact.version} (${space.artifact.digest.slice(0, 12)}), verified`);
-  ctx.log(`${train.length} training images (${train.filter((s) => s.report !== null).length} with reports), ${val.length} validation, ${space.count} prototypes; checkpoints in ${checkpoint.dir}`);
+  ctx.log(
+    `${train.length} training images (${train.filter((s) => s.report !== null).length} with reports), ${val.length} validation, ${space.count} prototypes; checkpoints in ${checkpoint.dir}`,
+  );
   try {
     const result = await trainSegmenter({
       config,
@@ -59,10 +94,29 @@ export async function runTrain(ctx: StageContext<TrainParams>) {
       onStep: (done, total) => ctx.emit({ kind: "progress", stage: ctx.stage, task: "training", done, total, unit: "steps" }),
     });
     logResumed(ctx, "prolearn", checkpoint.dir, result);
-    const training = { ...settings, backend: backend.backend, bestEpoch: result.bestEpoch, bestValDice: result.bestValDice, epochsRun: result.epochsRun, stoppedEarly: result.stoppedEarly };
+    const training = {
+      ...settings,
+      backend: backend.backend,
+      bestEpoch: result.bestEpoch,
+      bestValDice: result.bestValDice,
+      epochsRun: result.epochsRun,
+      stoppedEarly: result.stoppedEarly,
+    };
     await saveModel(ctx.outDir, "model.json", "weights.bin", "prolearn", config, store, training, { guidance: params.guidance });
-    await writeJsonAtomic(path.join(ctx.outDir, "history.json"), historyJson(result, { trainImages: train.length, valImages: val.length, prototypes: space.count }));
-    return { trainImages: train.length, pairedImages: train.filter((s) => s.report !== null).length, valImages: val.length, prototypes: space.count, guidance: params.guidance, ...computedOn(backend), ...trainingSummary(result), checkpoint: path.basename(checkpoint.dir) };
+    await writeJsonAtomic(
+      path.join(ctx.outDir, "history.json"),
+      historyJson(result, { trainImages: train.length, valImages: val.length, prototypes: space.count }),
+    );
+    return {
+      trainImages: train.length,
+      pairedImages: train.filter((s) => s.report !== null).length,
+      valImages: val.length,
+      prototypes: space.count,
+      guidance: params.guidance,
+      ...computedOn(backend),
+      ...trainingSummary(result),
+      checkpoint: path.basename(checkpoint.dir),
+    };
   } finally {
     disposeParams(store);
   }

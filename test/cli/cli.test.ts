@@ -53,7 +53,10 @@ describe("cli", () => {
   test("status of a scheduled pipeline shows its next fire time", async () => {
     const dir = mkdtempSync(path.join(tmpdir(), "prolearn-cli-"));
     const file = path.join(dir, "scheduled.yaml");
-    writeFileSync(file, ["name: nightly", "dataset: { kind: kvasir-seg, root: data }", "stages: {}", 'schedule: { cron: "30 2 * * *", timezone: "Europe/Paris" }', ""].join("\n"));
+    writeFileSync(
+      file,
+      ["name: nightly", "dataset: { kind: kvasir-seg, root: data }", "stages: {}", 'schedule: { cron: "30 2 * * *", timezone: "Europe/Paris" }', ""].join("\n"),
+    );
     await cli(["plan", file]);
     const { code, stdout } = await cli(["status", file, "--json"]);
     assert.equal(code, 0);
@@ -66,9 +69,12 @@ describe("cli", () => {
 });
 
 // On a machine with a GPU the worker would start and wait for jobs; the refusal needs one without.
-const gpuDevice = existsSync("/dev/nvidia0") || existsSync("/dev/kfd") || (existsSync("/dev/dri") && readdirSync("/dev/dri").some((n) => n.startsWith("renderD")));
+const gpuDevice =
+  existsSync("/dev/nvidia0") || existsSync("/dev/kfd") || (existsSync("/dev/dri") && readdirSync("/dev/dri").some((n) => n.startsWith("renderD")));
 
-test("worker --capabilities gpu refuses to serve GPU jobs where only the cpu backend starts, and says why", { skip: skipUnless(!gpuDevice, "this machine shows a GPU device node") }, async () => {
+test("worker --capabilities gpu refuses to serve GPU jobs where only the cpu backend starts, and says why", {
+  skip: skipUnless(!gpuDevice, "this machine shows a GPU device node"),
+}, async () => {
   const { code, stderr } = await cli(["worker", "--redis", "redis://127.0.0.1:1", "--capabilities", "gpu"]);
   assert.equal(code, 1, stderr);
   assert.match(stderr, /--capabilities gpu, but no GPU training backend starts on this machine/);
@@ -76,13 +82,28 @@ test("worker --capabilities gpu refuses to serve GPU jobs where only the cpu bac
 });
 
 test("the run summary leads with the headline of every ran or cached stage that gives one", () => {
-  const stage = (name: string, status: StageResult["status"], summary: Record<string, unknown>): StageResult => ({ name, status, reason: "", reasons: [], warnings: [], seconds: 1, cacheKey: null, digest: null, outputs: {}, summary });
+  const stage = (name: string, status: StageResult["status"], summary: Record<string, unknown>): StageResult => ({
+    name,
+    status,
+    reason: "",
+    reasons: [],
+    warnings: [],
+    seconds: 1,
+    cacheKey: null,
+    digest: null,
+    outputs: {},
+    summary,
+  });
   const text = formatRunSummary({
     runId: "r1",
     pipeline: "p",
     status: "ok",
     seconds: 2,
-    stages: [stage("ingest", "ran", { rows: 3 }), stage("evaluate", "cached", { headline: "test Dice / IoU on 3 images" }), stage("other", "failed", { headline: "not shown" })],
+    stages: [
+      stage("ingest", "ran", { rows: 3 }),
+      stage("evaluate", "cached", { headline: "test Dice / IoU on 3 images" }),
+      stage("other", "failed", { headline: "not shown" }),
+    ],
     totals: { ran: 1, cached: 1, failed: 1, skipped: 0 },
     report: "/tmp/r.html",
   });

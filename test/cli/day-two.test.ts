@@ -72,7 +72,9 @@ describe("day two: outputs, diff, gc", () => {
     const pointer = path.join(workdir, "pipelines", "kv", "embed", "embeddings.parquet");
     const listFile = path.join(dir, "duckdb-list.parquet");
     const wrongFile = path.join(dir, "duckdb-wrong.parquet");
-    await duck(`COPY (SELECT id, image_embedding::FLOAT[] AS image_embedding, text_embedding::FLOAT[] AS text_embedding FROM '${pointer}') TO '${listFile}' (FORMAT parquet)`);
+    await duck(
+      `COPY (SELECT id, image_embedding::FLOAT[] AS image_embedding, text_embedding::FLOAT[] AS text_embedding FROM '${pointer}') TO '${listFile}' (FORMAT parquet)`,
+    );
     await duck(`COPY (SELECT id, list_slice(image_embedding::FLOAT[], 1, 10) AS image_embedding FROM '${pointer}') TO '${wrongFile}' (FORMAT parquet)`);
     const [type] = await duck(`SELECT typeof(image_embedding) AS t FROM '${listFile}' LIMIT 1`);
     assert.equal(type!.t, "FLOAT[]", "DuckDB wrote a variable-length list, not a fixed-size one");
@@ -117,8 +119,12 @@ describe("day two: outputs, diff, gc", () => {
     if (section.state !== "ok") return;
     const p = section.data;
     const prototypesDir = path.join(workdir, "pipelines", "kv", "prototypes");
-    const [counted] = await duck(`SELECT count(*) FILTER (WHERE cluster = -1)::INT AS unassigned, count(*)::INT AS n FROM '${path.join(prototypesDir, "assignments.parquet")}'`);
-    const current = JSON.parse(readFileSync(path.join(workdir, "pipelines", "kv", "current.json"), "utf8")) as { stages: Record<string, { store: Record<string, string> }> };
+    const [counted] = await duck(
+      `SELECT count(*) FILTER (WHERE cluster = -1)::INT AS unassigned, count(*)::INT AS n FROM '${path.join(prototypesDir, "assignments.parquet")}'`,
+    );
+    const current = JSON.parse(readFileSync(path.join(workdir, "pipelines", "kv", "current.json"), "utf8")) as {
+      stages: Record<string, { store: Record<string, string> }>;
+    };
     const manifest = path.join(path.dirname(current.stages.prototypes!.store["manifest.json"]!), "_manifest.json");
     const summary = JSON.parse(readFileSync(manifest, "utf8")).summary as { noise: number };
     assert.ok(summary.noise > 0, "this fixture leaves HDBSCAN noise, which noise: nearest relabels");
@@ -132,8 +138,15 @@ describe("day two: outputs, diff, gc", () => {
         `JOIN '${path.join(prototypesDir, "assignments.parquet")}' a USING (id) WHERE e.text_embedding IS NOT NULL`,
     );
     assert.deepEqual([points.length, p.projection.data.population], [texts!.distinct_points, texts!.reports], "one point per distinct (label, embedding)");
-    assert.equal(points.reduce((a, q) => a + q.count, 0), p.projection.data.population, "every embedded report is counted once");
-    assert.ok(points.some((q) => q.count > 1), "identical reports share a point");
+    assert.equal(
+      points.reduce((a, q) => a + q.count, 0),
+      p.projection.data.population,
+      "every embedded report is counted once",
+    );
+    assert.ok(
+      points.some((q) => q.count > 1),
+      "identical reports share a point",
+    );
     const html = renderReportHtml(model);
     const big = points.find((q) => q.count > 1)!;
     assert.match(html, new RegExp(`r="${(3 * Math.sqrt(big.count)).toFixed(1)}" data-count="${big.count}"`));
@@ -172,7 +185,9 @@ describe("day two: outputs, diff, gc", () => {
     assert.match(text.stdout, /prototypes: ran -> ran\n {2}input embed changed: [0-9a-f]{12} -> [0-9a-f]{12}/);
     const json = await cli(["diff", runIds[0]!.slice(0, 17), secondId, "--pipeline", kvasirFile, "--json"]);
     assert.equal(json.code, 0, json.stderr);
-    const comparison = JSON.parse(json.stdout) as { stages: { stage: string; params: { path: string; a: unknown; b: unknown }[]; metrics: { path: string; a: number | null; b: number | null }[] }[] };
+    const comparison = JSON.parse(json.stdout) as {
+      stages: { stage: string; params: { path: string; a: unknown; b: unknown }[]; metrics: { path: string; a: number | null; b: number | null }[] }[];
+    };
     const embed = comparison.stages.find((s) => s.stage === "embed")!;
     assert.deepEqual(embed.params, [{ path: "dim", a: 64, b: 32 }]);
     const prototypes = comparison.stages.find((s) => s.stage === "prototypes")!;
@@ -196,7 +211,10 @@ describe("day two: outputs, diff, gc", () => {
 
     const real = await cli(["gc", "--keep", "1", "--workdir", workdir]);
     assert.equal(real.code, 0, real.stderr);
-    assert.deepEqual(store("embed"), before.embed.filter((k) => k !== oldEmbed));
+    assert.deepEqual(
+      store("embed"),
+      before.embed.filter((k) => k !== oldEmbed),
+    );
     assert.deepEqual(store("prototypes"), before.prototypes);
     assert.deepEqual(store("ingest"), before.ingest);
     const verify = await cli(["artifacts", "verify", "--workdir", workdir]);

@@ -9,7 +9,12 @@ import { COMMANDS } from "../../src/cli/commands/index.js";
 const repoRoot = path.resolve(import.meta.dirname, "../..");
 
 test("the README and docs/ use only commands and options the CLI has", async () => {
-  const files = ["README.md", ...readdirSync(path.join(repoRoot, "docs")).filter((f) => f.endsWith(".md")).map((f) => path.join("docs", f))];
+  const files = [
+    "README.md",
+    ...readdirSync(path.join(repoRoot, "docs"))
+      .filter((f) => f.endsWith(".md"))
+      .map((f) => path.join("docs", f)),
+  ];
   const names = [...Object.keys(COMMANDS), "help"].sort((a, b) => b.length - a.length);
   const problems: string[] = [];
   let checked = 0;

@@ -17,7 +17,14 @@ test("prolearn run with the package's stages: --json, a fully cached rerun under
   const first = await cli(["run", file, "--json"]);
   assert.equal(first.code, 0, first.stderr);
   const doc = JSON.parse(first.stdout);
-  assert.deepEqual(doc.stages.map((s: { name: string; status: string }) => [s.name, s.status]), [["ingest", "ran"], ["embed", "ran"], ["prototypes", "ran"]]);
+  assert.deepEqual(
+    doc.stages.map((s: { name: string; status: string }) => [s.name, s.status]),
+    [
+      ["ingest", "ran"],
+      ["embed", "ran"],
+      ["prototypes", "ran"],
+    ],
+  );
   for (const stage of doc.stages) {
     assert.match(stage.cacheKey, /^[0-9a-f]{32}$/);
     for (const output of Object.values(stage.outputs) as string[]) assert.ok(path.isAbsolute(output));
@@ -29,7 +36,10 @@ test("prolearn run with the package's stages: --json, a fully cached rerun under
   const second = await cli(["run", file, "--json"]);
   const seconds = (performance.now() - started) / 1000;
   assert.equal(second.code, 0, second.stderr);
-  assert.deepEqual(JSON.parse(second.stdout).stages.map((s: { status: string }) => s.status), ["cached", "cached", "cached"]);
+  assert.deepEqual(
+    JSON.parse(second.stdout).stages.map((s: { status: string }) => s.status),
+    ["cached", "cached", "cached"],
+  );
   assert.ok(seconds < 2, `cached rerun took ${seconds.toFixed(2)} s`);
 
   const plan = await cli(["plan", file]);
@@ -38,7 +48,10 @@ test("prolearn run with the package's stages: --json, a fully cached rerun under
   writeFileSync(file, yaml(3));
   const changed = await cli(["plan", file, "--json"]);
   const stages = JSON.parse(changed.stdout).stages as { name: string; action: string; reason: string; reasons: unknown[] }[];
-  assert.deepEqual(stages.map((s) => s.action), ["cached", "cached", "run"]);
+  assert.deepEqual(
+    stages.map((s) => s.action),
+    ["cached", "cached", "run"],
+  );
   assert.match(stages[2]!.reason, /params\.k: 2 -> 3/);
   assert.deepEqual(stages[2]!.reasons, [{ code: "param-changed", path: "params.k", from: 2, to: 3 }], "--json reasons are typed");
   assert.deepEqual(stages[0]!.reasons, [{ code: "unchanged" }]);

@@ -86,10 +86,16 @@ describe("the small things of issue 18", () => {
     const dir = mkdtempSync(path.join(tmpdir(), "prolearn-small-"));
     await writeFixtureDataset({ kind: "qata-cov19", layout: "sgseg", out: path.join(dir, "data"), n: 16, seed: 2, size: 32 });
     const file = path.join(dir, "p.yaml");
-    writeFileSync(file, "name: force\ndataset:\n  kind: qata-cov19\n  root: data\n  layout: sgseg\n  textAvailability: 1\nstages:\n  ingest: {}\n  guide: { imageSize: 32, baseChannels: 4, depth: 2, heads: 2, tokenDim: 16, maxTokens: 16, epochs: 2, batchSize: 8, patience: 0, backend: cpu }\n");
+    writeFileSync(
+      file,
+      "name: force\ndataset:\n  kind: qata-cov19\n  root: data\n  layout: sgseg\n  textAvailability: 1\nstages:\n  ingest: {}\n  guide: { imageSize: 32, baseChannels: 4, depth: 2, heads: 2, tokenDim: 16, maxTokens: 16, epochs: 2, batchSize: 8, patience: 0, backend: cpu }\n",
+    );
     const first = await cli(["run", file, "--json"]);
     assert.equal(first.code, 0, first.stderr);
-    const guideOf = (stdout: string) => (JSON.parse(stdout).stages as { name: string; status: string; summary: Record<string, unknown>; outputs: Record<string, string> }[]).find((s) => s.name === "guide")!;
+    const guideOf = (stdout: string) =>
+      (JSON.parse(stdout).stages as { name: string; status: string; summary: Record<string, unknown>; outputs: Record<string, string> }[]).find(
+        (s) => s.name === "guide",
+      )!;
     assert.equal(guideOf(first.stdout).summary.resumedEpochs, 0);
 
     const forced = await cli(["run", file, "--force", "guide", "--json"]);
@@ -105,16 +111,25 @@ describe("the small things of issue 18", () => {
     const resumed = await cli(["run", file, "--json"]);
     assert.equal(resumed.code, 0, resumed.stderr);
     assert.equal(guideOf(resumed.stdout).summary.resumedEpochs, 2);
-    assert.match(resumed.stderr, /guide: training resumed from checkpoint guide-guide-[0-9a-f]{16}: all 2 epochs were restored, none trained \(`prolearn run --force guide` trains from scratch\)/);
+    assert.match(
+      resumed.stderr,
+      /guide: training resumed from checkpoint guide-guide-[0-9a-f]{16}: all 2 epochs were restored, none trained \(`prolearn run --force guide` trains from scratch\)/,
+    );
   });
 
   test("the demo's next commands work as printed", { timeout: 120_000 }, async () => {
     const dir = mkdtempSync(path.join(tmpdir(), "prolearn-small-"));
     const file = path.join(dir, "demo.yaml");
-    writeFileSync(file, "name: demo-small\nworkdir: ../demo-work/.prolearn\ndataset:\n  kind: kvasir-seg\n  root: data\n  layout: kvasir\n  textAvailability: 0.5\nstages:\n  ingest: {}\n  embed: { encoder: builtin, dim: 32 }\n  prototypes: { minClusterSize: 2, k: 2 }\n");
+    writeFileSync(
+      file,
+      "name: demo-small\nworkdir: ../demo-work/.prolearn\ndataset:\n  kind: kvasir-seg\n  root: data\n  layout: kvasir\n  textAvailability: 0.5\nstages:\n  ingest: {}\n  embed: { encoder: builtin, dim: 32 }\n  prototypes: { minClusterSize: 2, k: 2 }\n",
+    );
     const demo = await cli(["demo", "--pipeline", file, "--n", "24"]);
     assert.equal(demo.code, 0, demo.stderr);
-    const printed = demo.stderr.split("\n").filter((l) => l.startsWith("  npx prolearn ")).map((l) => l.trim().split(/\s{3,}/)[0]!);
+    const printed = demo.stderr
+      .split("\n")
+      .filter((l) => l.startsWith("  npx prolearn "))
+      .map((l) => l.trim().split(/\s{3,}/)[0]!);
     assert.ok(printed.length >= 4, demo.stderr);
     assert.ok(printed.some((c) => c.startsWith("npx prolearn status ")) && printed.some((c) => c.startsWith("npx prolearn artifacts list ")));
     for (const command of printed) {

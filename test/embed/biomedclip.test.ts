@@ -21,7 +21,9 @@ describe("BiomedCLIP preprocessing", () => {
     const raw = Buffer.alloc(plane, 128);
     raw[0] = 0;
     raw[7 * 224 + 5] = 255;
-    const png = await sharp(raw, { raw: { width: 224, height: 224, channels: 1 } }).png().toBuffer();
+    const png = await sharp(raw, { raw: { width: 224, height: 224, channels: 1 } })
+      .png()
+      .toBuffer();
     const x = await preprocessImage(png);
     assert.equal(x.length, 3 * plane);
     for (let c = 0; c < 3; c++) {
@@ -38,7 +40,9 @@ describe("BiomedCLIP preprocessing", () => {
     const height = 300;
     const raw = Buffer.alloc(width * height * 4);
     for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) raw.set([y % 256, 50, 200, 7], (y * width + x) * 4);
-    const png = await sharp(raw, { raw: { width, height, channels: 4 } }).png().toBuffer();
+    const png = await sharp(raw, { raw: { width, height, channels: 4 } })
+      .png()
+      .toBuffer();
     const x = await preprocessImage(png);
     close(x[0]!, norm(38, 0), "R of output row 0 = source row 38");
     close(x[223 * 224 + 10]!, norm((38 + 223) % 256, 0), "R of output row 223");
@@ -52,7 +56,9 @@ describe("BiomedCLIP preprocessing", () => {
     assert.equal(centerCropOffset(225, 224), 0, "0.5 rounds to even 0");
     assert.equal(centerCropOffset(227, 224), 2, "1.5 rounds to even 2");
     assert.equal(centerCropOffset(229, 224), 2, "2.5 rounds to even 2");
-    const jpeg = await sharp({ create: { width: 640, height: 480, channels: 3, background: { r: 90, g: 90, b: 90 } } }).png().toBuffer();
+    const jpeg = await sharp({ create: { width: 640, height: 480, channels: 3, background: { r: 90, g: 90, b: 90 } } })
+      .png()
+      .toBuffer();
     const x = await preprocessImage(jpeg);
     for (const i of [0, 1000, plane - 1]) close(x[i]!, norm(90, 0), `pixel ${i}`);
   });
@@ -70,7 +76,10 @@ describe("BERT tokenizer (generated WordPiece tokenizer.json through @huggingfac
   test("[CLS] text [SEP], lower-cased, word pieces, [UNK], padded with 0 to 256, mask = ids != 0", () => {
     const batch = tokenizer.encode(["Bilateral pulmonary infectioned, Zebra."]);
     const ids = Array.from(batch.ids.slice(0, 10), Number);
-    assert.deepEqual(batch.tokens[0], ["[CLS]", "bilateral", "pulmonary", "infection", "##ed", ",", "z", "##e", "##b", "##r", "##a", ".", "[SEP]"].slice(0, batch.tokens[0]!.length));
+    assert.deepEqual(
+      batch.tokens[0],
+      ["[CLS]", "bilateral", "pulmonary", "infection", "##ed", ",", "z", "##e", "##b", "##r", "##a", ".", "[SEP]"].slice(0, batch.tokens[0]!.length),
+    );
     assert.equal(ids[0], vocab["[CLS]"]);
     assert.equal(ids[1], vocab.bilateral);
     const used = batch.tokens[0]!.length;
@@ -92,10 +101,22 @@ describe("BERT tokenizer (generated WordPiece tokenizer.json through @huggingfac
   });
 
   test("tokenizer mismatches are ModelErrors naming the file", () => {
-    assert.throws(() => BertTokenizer.fromJson(buildTokenizerJson(undefined, { padId: 7 }).json, { file: "/m/tokenizer.json", contextLength: 256 }), (e: unknown) => e instanceof ModelError && /expected \[PAD\] = 0, found 7/.test(e.message) && e.location.file === "/m/tokenizer.json");
-    assert.throws(() => BertTokenizer.fromJson(json, { file: "t.json", contextLength: 256, expectVocabSize: vocabSize + 1 }), /expects a vocabulary of \d+ tokens, the tokenizer has \d+/);
-    assert.throws(() => BertTokenizer.fromJson(buildTokenizerJson(undefined, { lowercase: false }).json, { file: "t.json", contextLength: 256, expectLowercase: true }), /expected an uncased tokenizer/);
-    assert.throws(() => BertTokenizer.fromJson({ model: { type: "BPE", vocab: {} } }, { file: "t.json", contextLength: 256 }), /not a BERT WordPiece tokenizer/);
+    assert.throws(
+      () => BertTokenizer.fromJson(buildTokenizerJson(undefined, { padId: 7 }).json, { file: "/m/tokenizer.json", contextLength: 256 }),
+      (e: unknown) => e instanceof ModelError && /expected \[PAD\] = 0, found 7/.test(e.message) && e.location.file === "/m/tokenizer.json",
+    );
+    assert.throws(
+      () => BertTokenizer.fromJson(json, { file: "t.json", contextLength: 256, expectVocabSize: vocabSize + 1 }),
+      /expects a vocabulary of \d+ tokens, the tokenizer has \d+/,
+    );
+    assert.throws(
+      () => BertTokenizer.fromJson(buildTokenizerJson(undefined, { lowercase: false }).json, { file: "t.json", contextLength: 256, expectLowercase: true }),
+      /expected an uncased tokenizer/,
+    );
+    assert.throws(
+      () => BertTokenizer.fromJson({ model: { type: "BPE", vocab: {} } }, { file: "t.json", contextLength: 256 }),
+      /not a BERT WordPiece tokenizer/,
+    );
   });
 });
 
@@ -149,17 +170,44 @@ describe("BiomedCLIP encoder on a test-built ONNX folder (real code path, tiny r
 });
 
 describe("bad model folders are ModelErrors naming the file and expected vs found", () => {
-  const cases: { name: string; options: Parameters<typeof writeTinyBiomedclipFolder>[1]; mutate?: (dir: string) => Promise<void>; file: string; message: RegExp }[] = [
+  const cases: {
+    name: string;
+    options: Parameters<typeof writeTinyBiomedclipFolder>[1];
+    mutate?: (dir: string) => Promise<void>;
+    file: string;
+    message: RegExp;
+  }[] = [
     { name: "missing text tower", options: {}, mutate: (d) => rm(path.join(d, "text.onnx")), file: "text.onnx", message: /model file is missing/ },
     { name: "missing manifest", options: {}, mutate: (d) => rm(path.join(d, "manifest.json")), file: "manifest.json", message: /no manifest.json/ },
-    { name: "wrong image size", options: { imageSize: 112 }, file: "image.onnx", message: /input "pixel_values" has the wrong shape: expected float32 \[batch, 3, 224, 224\], found float32 \[batch, 3, 112, 112\]/ },
+    {
+      name: "wrong image size",
+      options: { imageSize: 112 },
+      file: "image.onnx",
+      message: /input "pixel_values" has the wrong shape: expected float32 \[batch, 3, 224, 224\], found float32 \[batch, 3, 112, 112\]/,
+    },
     { name: "wrong embedding width", options: { embedDim: 256 }, file: "image.onnx", message: /expected float32 \[batch, 512\], found float32 \[batch, 256\]/ },
-    { name: "fixed batch", options: { fixedBatch: 1 }, file: "image.onnx", message: /expected float32 \[batch, 3, 224, 224\], found float32 \[1, 3, 224, 224\]/ },
+    {
+      name: "fixed batch",
+      options: { fixedBatch: 1 },
+      file: "image.onnx",
+      message: /expected float32 \[batch, 3, 224, 224\], found float32 \[1, 3, 224, 224\]/,
+    },
     { name: "renamed output", options: { imageOutputName: "embeds" }, file: "image.onnx", message: /output "image_embeds" not found: .* "embeds"/ },
     { name: "wrong opset", options: { opset: 13 }, file: "image.onnx", message: /wrong opset: expected 17, found 13/ },
     { name: "tokenizer with [PAD] != 0", options: { tokenizer: { padId: 9 } }, file: "tokenizer.json", message: /expected \[PAD\] = 0, found 9/ },
-    { name: "tokenizer vocabulary differs from the text tower's", options: { manifestVocabSize: 30522 }, file: "tokenizer.json", message: /expects a vocabulary of 30522 tokens/ },
-    { name: "not an ONNX file", options: {}, mutate: (d) => writeFile(path.join(d, "image.onnx"), "hello"), file: "image.onnx", message: /wrong opset|not an ONNX model/ },
+    {
+      name: "tokenizer vocabulary differs from the text tower's",
+      options: { manifestVocabSize: 30522 },
+      file: "tokenizer.json",
+      message: /expects a vocabulary of 30522 tokens/,
+    },
+    {
+      name: "not an ONNX file",
+      options: {},
+      mutate: (d) => writeFile(path.join(d, "image.onnx"), "hello"),
+      file: "image.onnx",
+      message: /wrong opset|not an ONNX model/,
+    },
   ];
   for (const c of cases) {
     test(c.name, async () => {

@@ -15,8 +15,13 @@ const cos = (a: Float32Array, i: number, j: number, d = 512) => {
 /** A 224x224 grey "X-ray" with an opacity (bright disc) at (cx, cy), on a background of the given brightness. */
 async function opacity(cx: number, cy: number, background = 70, r = 25): Promise<Uint8Array> {
   const data = Buffer.alloc(224 * 224);
-  for (let y = 0; y < 224; y++) for (let x = 0; x < 224; x++) data[y * 224 + x] = (x - cx) ** 2 + (y - cy) ** 2 < r * r ? background + 110 : background + ((x * 7 + y * 3) % 9);
-  return new Uint8Array(await sharp(data, { raw: { width: 224, height: 224, channels: 1 } }).png().toBuffer());
+  for (let y = 0; y < 224; y++)
+    for (let x = 0; x < 224; x++) data[y * 224 + x] = (x - cx) ** 2 + (y - cy) ** 2 < r * r ? background + 110 : background + ((x * 7 + y * 3) % 9);
+  return new Uint8Array(
+    await sharp(data, { raw: { width: 224, height: 224, channels: 1 } })
+      .png()
+      .toBuffer(),
+  );
 }
 
 describe("builtin text encoder (TF-IDF word uni+bigrams, hashed projection)", () => {
@@ -86,7 +91,11 @@ describe("builtin image encoder (zone statistics)", () => {
           const inside = (x - 112) ** 2 + (y - 112) ** 2 < 900;
           data.set(inside ? [red, 90, 90] : [200, 120, 120], (y * 224 + x) * 3);
         }
-      return new Uint8Array(await sharp(data, { raw: { width: 224, height: 224, channels: 3 } }).jpeg().toBuffer());
+      return new Uint8Array(
+        await sharp(data, { raw: { width: 224, height: 224, channels: 3 } })
+          .jpeg()
+          .toBuffer(),
+      );
     };
     const enc = new BuiltinEncoder({ fitTexts: [] });
     const e = await enc.embedImages([await make(250), await make(245), await make(90)]);

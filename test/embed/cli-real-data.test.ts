@@ -37,11 +37,20 @@ function rowsEqual(values: Float32Array, dim: number, i: number, j: number): boo
 
 describe("prolearn embed texts / images", () => {
   test("CSV parsing: quotes, doubled quotes, embedded newlines, ; delimiter", () => {
-    assert.deepEqual(parseCsv('Image,Description\r\na.png,"one, two ""x""\nthree"\r\nb.png,plain\n'), [["Image", "Description"], ["a.png", 'one, two "x"\nthree'], ["b.png", "plain"]]);
-    assert.deepEqual(parseCsv("Image;text\nbjorke_1.png;No pulmonary infection, zero infected areas.\n"), [["Image", "text"], ["bjorke_1.png", "No pulmonary infection, zero infected areas."]]);
+    assert.deepEqual(parseCsv('Image,Description\r\na.png,"one, two ""x""\nthree"\r\nb.png,plain\n'), [
+      ["Image", "Description"],
+      ["a.png", 'one, two "x"\nthree'],
+      ["b.png", "plain"],
+    ]);
+    assert.deepEqual(parseCsv("Image;text\nbjorke_1.png;No pulmonary infection, zero infected areas.\n"), [
+      ["Image", "text"],
+      ["bjorke_1.png", "No pulmonary infection, zero infected areas."],
+    ]);
   });
 
-  test("QaTa annotation.json: 9258 captions of all splits in one run, fitted on 5716 train, identical captions identical", { skip: skipUnless(existsSync(ANNOTATION), `${ANNOTATION} is absent; set PROLEARN_REAL_DATA`) }, async () => {
+  test("QaTa annotation.json: 9258 captions of all splits in one run, fitted on 5716 train, identical captions identical", {
+    skip: skipUnless(existsSync(ANNOTATION), `${ANNOTATION} is absent; set PROLEARN_REAL_DATA`),
+  }, async () => {
     const out = path.join(await scratchDir("cli"), "captions.parquet");
     const result = await runCommand("embed texts", [ANNOTATION, "--encoder", "builtin", "--out", out]);
     assert.equal(result.code, 0);
@@ -50,7 +59,10 @@ describe("prolearn embed texts / images", () => {
     assert.equal(info.column, "caption");
     assert.equal(info.encoder.fittedOn, 5716);
     const table = await readParquetFile(out);
-    assert.deepEqual(table.schema.fields.map((f) => f.name), ["split", "text", "embedding"]);
+    assert.deepEqual(
+      table.schema.fields.map((f) => f.name),
+      ["split", "text", "embedding"],
+    );
     const splits = table.getChild("split")!.toArray() as string[];
     assert.equal(splits.filter((s) => s === "train").length, 5716);
     assert.equal(splits.filter((s) => s === "valid").length, 1429);
@@ -58,7 +70,10 @@ describe("prolearn embed texts / images", () => {
     const texts = table.getChild("text")!.toArray() as string[];
     const { values, valid, dim } = readEmbeddingColumn(table, "embedding");
     assert.equal(dim, 512);
-    assert.equal(valid.reduce((a, b) => a + b, 0), 9258);
+    assert.equal(
+      valid.reduce((a, b) => a + b, 0),
+      9258,
+    );
     const firstOf = new Map<string, number>();
     let duplicates = 0;
     texts.forEach((t, i) => {
@@ -74,7 +89,9 @@ describe("prolearn embed texts / images", () => {
     assert.ok(!rowsEqual(values, dim, distinct[0]!, distinct[1]!), "different captions differ");
   });
 
-  test("LViT test.csv: 2113 rows with typos embed, in order", { skip: skipUnless(existsSync(LVIT_TEST), `${LVIT_TEST} is absent; set PROLEARN_REAL_DATA`) }, async () => {
+  test("LViT test.csv: 2113 rows with typos embed, in order", {
+    skip: skipUnless(existsSync(LVIT_TEST), `${LVIT_TEST} is absent; set PROLEARN_REAL_DATA`),
+  }, async () => {
     const out = path.join(await scratchDir("cli"), "lvit.parquet");
     const result = await runCommand("embed texts", [LVIT_TEST, "--out", out, "--dim", "128"]);
     const info = JSON.parse(result.stdout);
@@ -82,7 +99,10 @@ describe("prolearn embed texts / images", () => {
     assert.equal(info.column, "Description");
     const table = await readParquetFile(out);
     const texts = table.getChild("text")!.toArray() as string[];
-    assert.ok(texts.some((t) => /midlle|uppper/.test(t)), "typos are kept");
+    assert.ok(
+      texts.some((t) => /midlle|uppper/.test(t)),
+      "typos are kept",
+    );
     assert.equal(readEmbeddingColumn(table, "embedding").dim, 128);
     assert.match(result.stderr, /embedded 2113 rows of column Description/);
   });
@@ -99,13 +119,18 @@ describe("prolearn embed texts / images", () => {
     const result = await runCommand("embed images", [path.join(root, "imgs"), "--encoder", "biomedclip", "--model", model, "--out", out, "--batch-size", "2"]);
     assert.equal(JSON.parse(result.stdout).rows, 5);
     const table = await readParquetFile(out);
-    assert.deepEqual(table.schema.fields.map((f) => f.name), ["path", "sha256", "embedding"]);
+    assert.deepEqual(
+      table.schema.fields.map((f) => f.name),
+      ["path", "sha256", "embedding"],
+    );
     assert.match(String(table.getChild("path")!.get(4)), /im4\.png$/);
     await assert.rejects(runCommand("embed images", [root, "--encoder", "clip", "--out", out]), /--encoder must be one of builtin, biomedclip/);
     await assert.rejects(runCommand("embed images", [root, "--encoder", "biomedclip", "--out", out]), /needs --model/);
   });
 
-  test("embed images on 40 real QaTa X-rays with the builtin encoder", { skip: skipUnless(existsSync(QATA_IMAGES), `${QATA_IMAGES} is absent; set PROLEARN_REAL_DATA`) }, async () => {
+  test("embed images on 40 real QaTa X-rays with the builtin encoder", {
+    skip: skipUnless(existsSync(QATA_IMAGES), `${QATA_IMAGES} is absent; set PROLEARN_REAL_DATA`),
+  }, async () => {
     const root = await scratchDir("cli-real");
     const folder = path.join(root, "x");
     await mkdir(folder);

@@ -28,7 +28,11 @@ export async function blobImage(seed: number, size = 224, channels: 1 | 3 = 1): 
       for (let c = 0; c < channels; c++) data[(y * size + x) * channels + c] = inside ? 200 - c * 30 : base;
     }
   }
-  return new Uint8Array(await sharp(data, { raw: { width: size, height: size, channels } }).png().toBuffer());
+  return new Uint8Array(
+    await sharp(data, { raw: { width: size, height: size, channels } })
+      .png()
+      .toBuffer(),
+  );
 }
 
 export interface SampleRow {
@@ -41,23 +45,70 @@ export interface SampleRow {
 
 /** Writes samples.parquet with every column docs/data-contracts.md lists for ingest. */
 export async function writeSamplesParquet(file: string, rows: SampleRow[]): Promise<void> {
-  const mask = await sharp(Buffer.alloc(4 * 4), { raw: { width: 4, height: 4, channels: 1 } }).png().toBuffer();
+  const mask = await sharp(Buffer.alloc(4 * 4), { raw: { width: 4, height: 4, channels: 1 } })
+    .png()
+    .toBuffer();
   const table = new Table({
-    id: vectorFromArray(rows.map((r) => r.id), new Utf8()),
-    dataset: vectorFromArray(rows.map(() => "qata-cov19"), new Utf8()),
-    split: vectorFromArray(rows.map((r) => r.split), new Utf8()),
-    image: vectorFromArray(rows.map((r) => r.image), new Binary()),
-    mask: vectorFromArray(rows.map(() => new Uint8Array(mask)), new Binary()),
-    width: vectorFromArray(rows.map(() => 224), new Int32()),
-    height: vectorFromArray(rows.map(() => 224), new Int32()),
-    report: vectorFromArray(rows.map((r) => r.report), new Utf8()),
-    report_normalized: vectorFromArray(rows.map((r) => (r.report === null ? null : r.report.replace(/\s+/g, " ").trim())), new Utf8()),
-    report_available: vectorFromArray(rows.map((r) => r.available), new Bool()),
-    image_sha256: vectorFromArray(rows.map((r) => sha256(r.image)), new Utf8()),
-    mask_sha256: vectorFromArray(rows.map(() => sha256(mask)), new Utf8()),
-    source_image: vectorFromArray(rows.map((r) => `images/${r.id}.png`), new Utf8()),
-    source_mask: vectorFromArray(rows.map((r) => `masks/${r.id}.png`), new Utf8()),
-    mask_empty: vectorFromArray(rows.map(() => true), new Bool()),
+    id: vectorFromArray(
+      rows.map((r) => r.id),
+      new Utf8(),
+    ),
+    dataset: vectorFromArray(
+      rows.map(() => "qata-cov19"),
+      new Utf8(),
+    ),
+    split: vectorFromArray(
+      rows.map((r) => r.split),
+      new Utf8(),
+    ),
+    image: vectorFromArray(
+      rows.map((r) => r.image),
+      new Binary(),
+    ),
+    mask: vectorFromArray(
+      rows.map(() => new Uint8Array(mask)),
+      new Binary(),
+    ),
+    width: vectorFromArray(
+      rows.map(() => 224),
+      new Int32(),
+    ),
+    height: vectorFromArray(
+      rows.map(() => 224),
+      new Int32(),
+    ),
+    report: vectorFromArray(
+      rows.map((r) => r.report),
+      new Utf8(),
+    ),
+    report_normalized: vectorFromArray(
+      rows.map((r) => (r.report === null ? null : r.report.replace(/\s+/g, " ").trim())),
+      new Utf8(),
+    ),
+    report_available: vectorFromArray(
+      rows.map((r) => r.available),
+      new Bool(),
+    ),
+    image_sha256: vectorFromArray(
+      rows.map((r) => sha256(r.image)),
+      new Utf8(),
+    ),
+    mask_sha256: vectorFromArray(
+      rows.map(() => sha256(mask)),
+      new Utf8(),
+    ),
+    source_image: vectorFromArray(
+      rows.map((r) => `images/${r.id}.png`),
+      new Utf8(),
+    ),
+    source_mask: vectorFromArray(
+      rows.map((r) => `masks/${r.id}.png`),
+      new Utf8(),
+    ),
+    mask_empty: vectorFromArray(
+      rows.map(() => true),
+      new Bool(),
+    ),
   });
   await writeParquetFile(file, table);
 }
@@ -105,12 +156,31 @@ export async function runEmbed(options: {
   await mkdir(outDir);
   await mkdir(tmpDir);
   const params = embedParams.parse(options.params);
-  const pipeline = { name: "t", baseDir: options.baseDir ?? root, workdir: path.join(root, ".prolearn"), dataset: { kind: "qata-cov19", root, layout: "auto", reportKey: "p6", textAvailability: 1, seed: 42 }, stages: { ingest: {}, embed: params } } as unknown as ResolvedPipeline;
+  const pipeline = {
+    name: "t",
+    baseDir: options.baseDir ?? root,
+    workdir: path.join(root, ".prolearn"),
+    dataset: { kind: "qata-cov19", root, layout: "auto", reportKey: "p6", textAvailability: 1, seed: 42 },
+    stages: { ingest: {}, embed: params },
+  } as unknown as ResolvedPipeline;
   const events: ProgressEvent[] = [];
   const inputs: StageContext<EmbedParams>["inputs"] = {
-    ingest: { stage: "ingest", digest: options.digest ?? sha256(options.samplesFile + Math.random()), dir: path.dirname(options.samplesFile), files: { "samples.parquet": options.samplesFile }, summary: {} },
+    ingest: {
+      stage: "ingest",
+      digest: options.digest ?? sha256(options.samplesFile + Math.random()),
+      dir: path.dirname(options.samplesFile),
+      files: { "samples.parquet": options.samplesFile },
+      summary: {},
+    },
   };
-  if (options.filterFile) inputs.filter = { stage: "filter", digest: sha256(options.filterFile), dir: path.dirname(options.filterFile), files: { "filtered.parquet": options.filterFile }, summary: {} };
+  if (options.filterFile)
+    inputs.filter = {
+      stage: "filter",
+      digest: sha256(options.filterFile),
+      dir: path.dirname(options.filterFile),
+      files: { "filtered.parquet": options.filterFile },
+      summary: {},
+    };
   const resources = embedStage.resources ? await embedStage.resources(pipeline, params, { digester: new FileDigester() }) : {};
   const ctx: StageContext<EmbedParams> = {
     stage: "embed",

@@ -30,7 +30,7 @@ const ZONES = ["upper right", "upper left", "middle right", "middle left", "lowe
  */
 async function writeShapeDataset(root: string, count: number, seed: number, size = 32): Promise<void> {
   let state = seed >>> 0;
-  const random = () => ((state = (Math.imul(state, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  const random = () => (state = (Math.imul(state, 1664525) + 1013904223) >>> 0) / 2 ** 32;
   for (const d of ["images", "masks", "reports"]) mkdirSync(path.join(root, d), { recursive: true });
   const ids: string[] = [];
   const cellH = size / 3;
@@ -48,20 +48,28 @@ async function writeShapeDataset(root: string, count: number, seed: number, size
       const side = hollow ? 8 : 7;
       const y0 = Math.floor(Math.floor(zone / 2) * cellH + (cellH - side) * random());
       const x0 = Math.floor((zone % 2) * cellW + 1 + (cellW - side - 2) * random());
-      for (let y = y0; y < y0 + side; y++) for (let x = x0; x < x0 + side; x++) {
-        const edge = y < y0 + 2 || y >= y0 + side - 2 || x < x0 + 2 || x >= x0 + side - 2;
-        if (hollow && !edge) continue;
-        image[y * size + x] = 190 + Math.floor(random() * 30);
-        if (hollow) mask[y * size + x] = 255;
-      }
+      for (let y = y0; y < y0 + side; y++)
+        for (let x = x0; x < x0 + side; x++) {
+          const edge = y < y0 + 2 || y >= y0 + side - 2 || x < x0 + 2 || x >= x0 + side - 2;
+          if (hollow && !edge) continue;
+          image[y * size + x] = 190 + Math.floor(random() * 30);
+          if (hollow) mask[y * size + x] = 255;
+        }
     };
     for (const z of lesions) square(z, true);
     for (const z of distractors) square(z, false);
-    await sharp(image, { raw: { width: size, height: size, channels: 1 } }).png().toFile(path.join(root, "images", `${id}.png`));
-    await sharp(mask, { raw: { width: size, height: size, channels: 1 } }).png().toFile(path.join(root, "masks", `${id}.png`));
+    await sharp(image, { raw: { width: size, height: size, channels: 1 } })
+      .png()
+      .toFile(path.join(root, "images", `${id}.png`));
+    await sharp(mask, { raw: { width: size, height: size, channels: 1 } })
+      .png()
+      .toFile(path.join(root, "masks", `${id}.png`));
     writeFileSync(path.join(root, "reports", `${id}.txt`), `infection in the ${lesions.map((z) => ZONES[z]).join(" and ")} zone\n`);
   }
-  writeFileSync(path.join(root, "split.json"), JSON.stringify({ train: ids.filter((_, i) => i % 10 < 8), val: ids.filter((_, i) => i % 10 === 8), test: ids.filter((_, i) => i % 10 === 9) }));
+  writeFileSync(
+    path.join(root, "split.json"),
+    JSON.stringify({ train: ids.filter((_, i) => i % 10 < 8), val: ids.filter((_, i) => i % 10 === 8), test: ids.filter((_, i) => i % 10 === 9) }),
+  );
 }
 
 async function scratch(prefix: string): Promise<string> {
@@ -77,7 +85,12 @@ interface Run {
   errors: (string | undefined)[];
 }
 
-async function run(root: string, workdir: string, embed: Record<string, unknown>, options: { prototypes?: Record<string, unknown>; signal?: AbortSignal; onEvent?: (e: EngineEvent) => void; textAvailability?: number; layout?: string } = {}): Promise<Run> {
+async function run(
+  root: string,
+  workdir: string,
+  embed: Record<string, unknown>,
+  options: { prototypes?: Record<string, unknown>; signal?: AbortSignal; onEvent?: (e: EngineEvent) => void; textAvailability?: number; layout?: string } = {},
+): Promise<Run> {
   const pipeline = resolvePipeline(
     definePipeline({
       name: "learned",
@@ -138,7 +151,10 @@ describe("embed: { encoder: learned }", () => {
     assert.ok(u.samples >= 10, JSON.stringify(u));
     assert.ok(u.ownReportAuc > b.ownReportAuc + 0.05, `learned ${u.ownReportAuc} vs builtin ${b.ownReportAuc}`);
     assert.ok(u.ownReportAuc > 0.7 && u.passed, JSON.stringify(u));
-    assert.ok(learned.logs.some((l) => /^prototypes: usefulness on \d+ validation samples: own-report AUC/.test(l)), "the stage log prints the AUC");
+    assert.ok(
+      learned.logs.some((l) => /^prototypes: usefulness on \d+ validation samples: own-report AUC/.test(l)),
+      "the stage log prints the AUC",
+    );
 
     const embed = learned.summaries.embed;
     assert.match(embed.encoder.id, /^learned-ridge\+builtin$/);
@@ -177,12 +193,17 @@ describe("embed: { encoder: learned }", () => {
 
   test("a killed trunk training resumes from its checkpoint and ends with the uninterrupted run's weights", async () => {
     const controller = new AbortController();
-    const killed = await run(root, path.join(dir, "work-c"), { ...LEARNED, epochs: 4 }, {
-      signal: controller.signal,
-      onEvent: (event) => {
-        if (event.kind === "log" && /^trunk epoch 2:/.test(event.message)) controller.abort();
+    const killed = await run(
+      root,
+      path.join(dir, "work-c"),
+      { ...LEARNED, epochs: 4 },
+      {
+        signal: controller.signal,
+        onEvent: (event) => {
+          if (event.kind === "log" && /^trunk epoch 2:/.test(event.message)) controller.abort();
+        },
       },
-    });
+    );
     assert.notEqual(killed.status, "ok");
     const resumed = await run(root, path.join(dir, "work-c"), { ...LEARNED, epochs: 4 });
     assert.equal(resumed.status, "ok", resumed.errors.join("\n"));
@@ -197,7 +218,9 @@ describe("embed: { encoder: learned }", () => {
     const copy = await scratch("corrupt");
     const root2 = (await writeFixtureDataset({ kind: "qata-cov19", layout: "sgseg", out: path.join(copy, "clean"), n: 60, seed: 11, size: 32 })).root;
     const fixture = await writeFixtureDataset({ kind: "qata-cov19", layout: "sgseg", out: path.join(copy, "data"), n: 60, seed: 11, size: 32 });
-    const white = await sharp(Buffer.alloc(32 * 32, 255), { raw: { width: 32, height: 32, channels: 1 } }).png().toBuffer();
+    const white = await sharp(Buffer.alloc(32 * 32, 255), { raw: { width: 32, height: 32, channels: 1 } })
+      .png()
+      .toBuffer();
     let corrupted = 0;
     for (const split of ["valid", "test"]) {
       const masks = path.join(fixture.root, "images", split, "masks");
@@ -236,10 +259,11 @@ test("learned head core: grid pooling covers every pixel once; ridge primal and 
   const lambda = 0.1 * (Array.from(features.subarray(0, 3 * d)).reduce((s, v) => s + v * v, 0) / d);
   const gram = new Float64Array(d * d);
   const rhs = new Float64Array(d * 2);
-  for (let i = 0; i < 3; i++) for (let p = 0; p < d; p++) {
-    for (let q = 0; q < d; q++) gram[p * d + q] += features[i * d + p]! * features[i * d + q]!;
-    for (let c = 0; c < 2; c++) rhs[p * 2 + c] += features[i * d + p]! * targets[i * 2 + c]!;
-  }
+  for (let i = 0; i < 3; i++)
+    for (let p = 0; p < d; p++) {
+      for (let q = 0; q < d; q++) gram[p * d + q] += features[i * d + p]! * features[i * d + q]!;
+      for (let c = 0; c < 2; c++) rhs[p * 2 + c] += features[i * d + p]! * targets[i * 2 + c]!;
+    }
   for (let p = 0; p < d; p++) gram[p * d + p] += lambda;
   const expected = choleskySolve(gram, rhs, d, 2);
   for (let i = 0; i < d * 2; i++) assert.ok(Math.abs(expected[i]! - dual[i]!) < 1e-9, `${expected[i]} vs ${dual[i]}`);

@@ -46,8 +46,14 @@ describe("embed stage", () => {
     const run = await runEmbed({ samplesFile: samples20, params: { batchSize: 4 }, rowCache: cache });
     const file = path.join(run.outDir, "embeddings.parquet");
     const table = await readParquetFile(file);
-    assert.deepEqual(table.schema.fields.map((f) => f.name), ["id", "split", "report_available", "image_embedding", "text_embedding"]);
-    assert.deepEqual(table.getChild("id")!.toArray(), rows20.map((r) => r.id));
+    assert.deepEqual(
+      table.schema.fields.map((f) => f.name),
+      ["id", "split", "report_available", "image_embedding", "text_embedding"],
+    );
+    assert.deepEqual(
+      table.getChild("id")!.toArray(),
+      rows20.map((r) => r.id),
+    );
     const img = readEmbeddingColumn(table, "image_embedding");
     const txt = readEmbeddingColumn(table, "text_embedding");
     assert.equal(img.dim, 512);
@@ -64,14 +70,28 @@ describe("embed stage", () => {
     assert.deepEqual(run.summary.texts, { embedded: rows20.filter((r) => r.available).length, cached: 0 });
 
     const duck = await (await DuckDBInstance.create()).connect();
-    const reader = await duck.runAndReadAll(`SELECT count(*)::INT AS n, min(len(image_embedding))::INT AS d, count(text_embedding)::INT AS t FROM read_parquet('${file}')`);
+    const reader = await duck.runAndReadAll(
+      `SELECT count(*)::INT AS n, min(len(image_embedding))::INT AS d, count(text_embedding)::INT AS t FROM read_parquet('${file}')`,
+    );
     assert.deepEqual(reader.getRowObjects()[0], { n: 20, d: 512, t: rows20.filter((r) => r.available).length });
   });
 
   test("text embeddings equal the encoder's own, and filtered_report replaces the report when a filter ran", async () => {
     const filterFile = path.join(root, "filtered.parquet");
     const filtered = rows20.filter((r) => r.split === "train" && r.available);
-    await writeParquetFile(filterFile, new Table({ id: vectorFromArray(filtered.map((r) => r.id), new Utf8()), filtered_report: vectorFromArray(filtered.map(() => "lower left lung"), new Utf8()) }));
+    await writeParquetFile(
+      filterFile,
+      new Table({
+        id: vectorFromArray(
+          filtered.map((r) => r.id),
+          new Utf8(),
+        ),
+        filtered_report: vectorFromArray(
+          filtered.map(() => "lower left lung"),
+          new Utf8(),
+        ),
+      }),
+    );
     const run = await runEmbed({ samplesFile: samples20, params: {}, rowCache: countingRowCache().cache, filterFile });
     const txt = readEmbeddingColumn(await readParquetFile(path.join(run.outDir, "embeddings.parquet")), "text_embedding");
     const texts = rows20.filter((r) => r.split === "train" && r.available).map(() => "lower left lung");

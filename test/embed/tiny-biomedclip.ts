@@ -39,7 +39,10 @@ export function fixtureVocabulary(): string[] {
 }
 
 /** A BERT uncased WordPiece tokenizer.json in the Hugging Face format, [PAD] = 0. */
-export function buildTokenizerJson(words: readonly string[] = fixtureVocabulary(), options: { lowercase?: boolean; padId?: number } = {}): { json: unknown; vocabSize: number } {
+export function buildTokenizerJson(
+  words: readonly string[] = fixtureVocabulary(),
+  options: { lowercase?: boolean; padId?: number } = {},
+): { json: unknown; vocabSize: number } {
   const specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
   const vocab: Record<string, number> = {};
   if (options.padId !== undefined && options.padId !== 0) {
@@ -52,7 +55,15 @@ export function buildTokenizerJson(words: readonly string[] = fixtureVocabulary(
     version: "1.0",
     truncation: null,
     padding: null,
-    added_tokens: specials.map((content) => ({ id: vocab[content], content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+    added_tokens: specials.map((content) => ({
+      id: vocab[content],
+      content,
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
+    })),
     normalizer: { type: "BertNormalizer", clean_text: true, handle_chinese_chars: true, strip_accents: null, lowercase: options.lowercase ?? true },
     pre_tokenizer: { type: "BertPreTokenizer" },
     post_processor: { type: "BertProcessing", sep: ["[SEP]", vocab["[SEP]"]], cls: ["[CLS]", vocab["[CLS]"]] },
@@ -128,7 +139,15 @@ export async function writeTinyBiomedclipFolder(dir: string, options: TinyModelO
       output: [valueInfo(imageOutput, FLOAT, [batch, dim])],
       initializer: [floatTensor("w_image", [cells, dim], 1)],
       node: [
-        { opType: "AveragePool", input: [E.tensors.pixelValues], output: ["pooled"], attribute: [{ name: "kernel_shape", type: onnx.AttributeProto.AttributeType.INTS, ints: [pool, pool] }, { name: "strides", type: onnx.AttributeProto.AttributeType.INTS, ints: [pool, pool] }] },
+        {
+          opType: "AveragePool",
+          input: [E.tensors.pixelValues],
+          output: ["pooled"],
+          attribute: [
+            { name: "kernel_shape", type: onnx.AttributeProto.AttributeType.INTS, ints: [pool, pool] },
+            { name: "strides", type: onnx.AttributeProto.AttributeType.INTS, ints: [pool, pool] },
+          ],
+        },
         { opType: "Flatten", input: ["pooled"], output: ["flat"], attribute: [{ name: "axis", type: onnx.AttributeProto.AttributeType.INT, i: 1 }] },
         { opType: "MatMul", input: ["flat", "w_image"], output: [imageOutput] },
       ],
@@ -144,7 +163,12 @@ export async function writeTinyBiomedclipFolder(dir: string, options: TinyModelO
       initializer: [embedding(), floatTensor("w_text", [TEXT_WIDTH, dim], 3), int64Tensor("sum_axes", [1])],
       node: [
         { opType: "Gather", input: ["token_embedding", E.tensors.inputIds], output: ["tokens"] },
-        { opType: "ReduceSum", input: ["tokens", "sum_axes"], output: ["summed"], attribute: [{ name: "keepdims", type: onnx.AttributeProto.AttributeType.INT, i: 0 }] },
+        {
+          opType: "ReduceSum",
+          input: ["tokens", "sum_axes"],
+          output: ["summed"],
+          attribute: [{ name: "keepdims", type: onnx.AttributeProto.AttributeType.INT, i: 0 }],
+        },
         { opType: "MatMul", input: ["summed", "w_text"], output: [E.tensors.textEmbeds] },
       ],
     },
@@ -169,8 +193,21 @@ export async function writeTinyBiomedclipFolder(dir: string, options: TinyModelO
     source: "prolearn test suite: tiny random model with BiomedCLIP's interface (not BiomedCLIP)",
     opset: E.opset,
     embedDim: E.embedDim,
-    image: { file: E.files.image, input: E.tensors.pixelValues, output: E.tensors.imageEmbeds, size: E.imageSize, mean: [0.48145466, 0.4578275, 0.40821073], std: [0.26862954, 0.26130258, 0.27577711] },
-    text: { file: E.files.text, input: E.tensors.inputIds, output: E.tensors.textEmbeds, contextLength: E.contextLength, vocabSize: options.manifestVocabSize ?? vocabSize },
+    image: {
+      file: E.files.image,
+      input: E.tensors.pixelValues,
+      output: E.tensors.imageEmbeds,
+      size: E.imageSize,
+      mean: [0.48145466, 0.4578275, 0.40821073],
+      std: [0.26862954, 0.26130258, 0.27577711],
+    },
+    text: {
+      file: E.files.text,
+      input: E.tensors.inputIds,
+      output: E.tensors.textEmbeds,
+      contextLength: E.contextLength,
+      vocabSize: options.manifestVocabSize ?? vocabSize,
+    },
     textHidden: withHidden ? { file: E.files.textHidden, input: E.tensors.inputIds, output: E.tensors.lastHiddenState, hiddenSize: HIDDEN } : null,
     tokenizer: { file: E.files.tokenizer, lowercase: true },
   };

@@ -11,7 +11,10 @@ async function setup(): Promise<{ file: string; workdir: string; catalog: string
   const dir = mkdtempSync(path.join(tmpdir(), "prolearn-catalog-recovery-"));
   await writeFixtureDataset({ kind: "kvasir-seg", layout: "kvasir", out: path.join(dir, "data"), n: 24, seed: 3, size: 32 });
   const file = path.join(dir, "pipeline.yaml");
-  writeFileSync(file, "name: recover\ndataset:\n  kind: kvasir-seg\n  root: data\n  textAvailability: 0.5\nstages:\n  ingest: {}\n  embed: { encoder: builtin, dim: 32 }\n  prototypes: { minClusterSize: 2, k: 2 }\n");
+  writeFileSync(
+    file,
+    "name: recover\ndataset:\n  kind: kvasir-seg\n  root: data\n  textAvailability: 0.5\nstages:\n  ingest: {}\n  embed: { encoder: builtin, dim: 32 }\n  prototypes: { minClusterSize: 2, k: 2 }\n",
+  );
   const first = await cli(["run", file]);
   assert.equal(first.code, 0, first.stderr);
   const workdir = path.join(dir, ".prolearn");
@@ -20,7 +23,14 @@ async function setup(): Promise<{ file: string; workdir: string; catalog: string
 
 /** Every command that opens the catalog says it was lost or damaged, names the recovery, exit 1. */
 async function assertRefused(file: string, workdir: string, message: RegExp): Promise<void> {
-  for (const argv of [["run", file], ["plan", file], ["status", file], ["artifacts", "list", "--workdir", workdir], ["artifacts", "verify", "--workdir", workdir], ["verify", file]]) {
+  for (const argv of [
+    ["run", file],
+    ["plan", file],
+    ["status", file],
+    ["artifacts", "list", "--workdir", workdir],
+    ["artifacts", "verify", "--workdir", workdir],
+    ["verify", file],
+  ]) {
     const result = await cli(argv);
     assert.equal(result.code, 1, `${argv.join(" ")}: ${result.stderr}`);
     assert.doesNotMatch(result.stderr, /internal error|SqliteError:/, argv.join(" "));
@@ -35,7 +45,10 @@ async function rebuildAndCheck(file: string, workdir: string, options: { deleted
   if (options.deleted) assert.match(rebuilt.stderr, /there was no catalog file; a new one was created/);
   else {
     assert.match(rebuilt.stderr, /the old catalog is kept as .*catalog\.sqlite\.damaged-/);
-    assert.ok(readdirSync(workdir).some((f) => f.startsWith("catalog.sqlite.damaged-")), "the damaged file is kept aside");
+    assert.ok(
+      readdirSync(workdir).some((f) => f.startsWith("catalog.sqlite.damaged-")),
+      "the damaged file is kept aside",
+    );
   }
   const list = await cli(["artifacts", "list", "--workdir", workdir]);
   assert.equal(list.code, 0, list.stderr);
@@ -44,11 +57,17 @@ async function rebuildAndCheck(file: string, workdir: string, options: { deleted
   assert.equal(verify.code, 0, verify.stdout);
   const again = await cli(["run", file, "--json"]);
   assert.equal(again.code, 0, again.stderr);
-  assert.deepEqual(JSON.parse(again.stdout).stages.map((s: { status: string }) => s.status), ["cached", "cached", "cached"], "the store's outputs are reused");
+  assert.deepEqual(
+    JSON.parse(again.stdout).stages.map((s: { status: string }) => s.status),
+    ["cached", "cached", "cached"],
+    "the store's outputs are reused",
+  );
   return rebuilt.stderr;
 }
 
-test("a catalog truncated to 0 bytes (or deleted) is reported lost, not silently reset; catalog rebuild re-registers the artifacts", { timeout: 120_000 }, async () => {
+test("a catalog truncated to 0 bytes (or deleted) is reported lost, not silently reset; catalog rebuild re-registers the artifacts", {
+  timeout: 120_000,
+}, async () => {
   const { file, workdir, catalog } = await setup();
   truncateSync(catalog, 0);
   rmSync(`${catalog}-wal`, { force: true });

@@ -19,7 +19,9 @@ function outputDigests(result: RunResult): Record<string, Record<string, string>
   return out;
 }
 
-test("a forced rerun of ingest -> guide -> embed -> prototypes gives byte-identical outputs, and the republished artifact verifies", { timeout: 300_000 }, async () => {
+test("a forced rerun of ingest -> guide -> embed -> prototypes gives byte-identical outputs, and the republished artifact verifies", {
+  timeout: 300_000,
+}, async () => {
   const dir = mkdtempSync(path.join(tmpdir(), "prolearn-deterministic-"));
   const fixture = await writeFixtureDataset({ kind: "qata-cov19", layout: "sgseg", out: path.join(dir, "data"), n: 32, seed: 5, size: 32 });
   const spec = {
@@ -40,9 +42,17 @@ test("a forced rerun of ingest -> guide -> embed -> prototypes gives byte-identi
   const firstBytes = outputDigests(first);
   const second = await runPipeline(pipeline, { registry: STAGES, force: "all" });
   assert.equal(second.status, "ok", JSON.stringify(second.stages.map((s) => [s.name, s.status, s.error])));
-  assert.deepEqual(second.stages.map((s) => s.status), ["ran", "ran", "ran", "ran"], "every stage recomputed");
+  assert.deepEqual(
+    second.stages.map((s) => s.status),
+    ["ran", "ran", "ran", "ran"],
+    "every stage recomputed",
+  );
   assert.deepEqual(outputDigests(second), firstBytes, "same bytes in every output file");
-  assert.deepEqual(second.stages.map((s) => s.digest), first.stages.map((s) => s.digest), "same stage digests, so nothing downstream would rerun");
+  assert.deepEqual(
+    second.stages.map((s) => s.digest),
+    first.stages.map((s) => s.digest),
+    "same stage digests, so nothing downstream would rerun",
+  );
 
   // The tamper hint's recovery: move the published copy away and run again. The republished
   // manifest is the same bytes as the registered one, so verify is ok again (not TAMPERED forever).

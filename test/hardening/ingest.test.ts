@@ -23,7 +23,9 @@ async function quarantineOf(outDir: string): Promise<QuarantineRow[]> {
   return (await readParquetFile(path.join(outDir, "quarantine.parquet"))).toArray().map((r) => ({ ...(r as QuarantineRow) }));
 }
 
-async function samplesOf(outDir: string): Promise<{ id: string; split: string; report: string | null; report_available: boolean; report_in_budget: boolean }[]> {
+async function samplesOf(
+  outDir: string,
+): Promise<{ id: string; split: string; report: string | null; report_available: boolean; report_in_budget: boolean }[]> {
   const table = await readParquetFile(path.join(outDir, "samples.parquet"), { columns: ["id", "split", "report", "report_available", "report_in_budget"] });
   return table.toArray().map((r) => ({ ...(r as { id: string; split: string; report: string | null; report_available: boolean; report_in_budget: boolean }) }));
 }
@@ -32,7 +34,9 @@ test("report files and folders that are symbolic links out of the root are quara
   const dir = scratchDir("hard-links");
   const fx = await writeFixtureDataset({ kind: "qata-cov19", layout: "prolearn", out: path.join(dir, "data"), n: 6, seed: 1, size: 32 });
   const reports = path.join(fx.root, "reports");
-  const [outsideId, insideId] = readdirSync(reports).sort().map((n) => n.slice(0, -4));
+  const [outsideId, insideId] = readdirSync(reports)
+    .sort()
+    .map((n) => n.slice(0, -4));
   // One report replaced by a link to a file outside the root, one by a link to a copy inside it.
   const outside = path.join(dir, "secret.txt");
   writeFileSync(outside, "OUTSIDE TEXT that must never be ingested");
@@ -48,7 +52,10 @@ test("report files and folders that are symbolic links out of the root are quara
   assert.equal(samples.find((s) => s.id === outsideId)!.report, null, "the image stays, without the linked report");
   assert.notEqual(samples.find((s) => s.id === insideId)!.report, null, "a link inside the root still reads");
   const escaped = (await quarantineOf(outDir)).filter((q) => q.reason === "path-escapes-root");
-  assert.deepEqual(escaped.map((q) => q.source), [`reports/${outsideId}.txt`]);
+  assert.deepEqual(
+    escaped.map((q) => q.source),
+    [`reports/${outsideId}.txt`],
+  );
   assert.match(escaped[0]!.detail, /symbolic link to .*secret\.txt, outside the dataset root/);
 
   // A linked report folder (lvit-csv's text/) and a linked CSV: neither is read.
@@ -70,16 +77,25 @@ test("a report CSV saved with ',' instead of ';' keeps every report whole, and s
   const fx = await writeFixtureDataset({ kind: "mosmeddata-plus", layout: "lvit-csv", out: path.join(dir, "data"), n: 10, seed: 3, size: 32 });
   const before = await runIngest({ kind: "mosmeddata-plus", root: fx.root, layout: "lvit-csv" });
   const expected = new Map((await samplesOf(before.outDir)).map((s) => [s.id, s.report]));
-  assert.ok([...expected.values()].some((r) => r?.includes(",")), "the fixture's reports hold commas");
+  assert.ok(
+    [...expected.values()].some((r) => r?.includes(",")),
+    "the fixture's reports hold commas",
+  );
   for (const name of readdirSync(path.join(fx.root, "text"))) {
     const file = path.join(fx.root, "text", name);
     writeFileSync(file, readFileSync(file, "utf8").replaceAll(";", ","));
   }
   const after = await runIngest({ kind: "mosmeddata-plus", root: fx.root, layout: "lvit-csv" });
   assert.deepEqual(new Map((await samplesOf(after.outDir)).map((s) => [s.id, s.report])), expected, "no report cut at its first comma");
-  assert.ok(after.logs.some((l) => /had more cells than the header; the extra cells were joined back into the text column/.test(l)), after.logs.join("\n"));
+  assert.ok(
+    after.logs.some((l) => /had more cells than the header; the extra cells were joined back into the text column/.test(l)),
+    after.logs.join("\n"),
+  );
   assert.equal(sniffDelimiter("Image;text\na,b;c"), ";");
-  assert.equal(sniffDelimiter('"Image, name"\tDescription\n', (cells) => cells.includes("Description")), "\t");
+  assert.equal(
+    sniffDelimiter('"Image, name"\tDescription\n', (cells) => cells.includes("Description")),
+    "\t",
+  );
 });
 
 test("an unclosed quote sets aside its own row, named by line; the rows after it are read", async () => {
@@ -100,8 +116,19 @@ test("an unclosed quote sets aside its own row, named by line; the rows after it
   assert.equal(summary.ingested, 10);
   // The same through the CSV module: rows after the bad one are all there, with their lines.
   const table = readDelimited('Image,text\na.png,one\nb.png,"never closed\nc.png,three\nd.png,5" lesion\n', ",");
-  assert.deepEqual(table.errors.map((e) => e.line), [3]);
-  assert.deepEqual(table.records.map((r) => [r.line, r.cells[0]]), [[1, "Image"], [2, "a.png"], [4, "c.png"], [5, "d.png"]]);
+  assert.deepEqual(
+    table.errors.map((e) => e.line),
+    [3],
+  );
+  assert.deepEqual(
+    table.records.map((r) => [r.line, r.cells[0]]),
+    [
+      [1, "Image"],
+      [2, "a.png"],
+      [4, "c.png"],
+      [5, "d.png"],
+    ],
+  );
 });
 
 test("a truncated annotation.json fails ingest (exit 1) naming the file, unless allowNoReports", async () => {
@@ -143,9 +170,14 @@ test("a dataset whose images/ is a link out of the root is an error with its rea
 test("reports with bytes that are not UTF-8 and names with control characters are quarantined with their reason", async () => {
   const dir = scratchDir("hard-bytes");
   const fx = await writeFixtureDataset({ kind: "qata-cov19", layout: "prolearn", out: path.join(dir, "data"), n: 6, seed: 5, size: 32 });
-  const [latinId, tabId] = readdirSync(path.join(fx.root, "images")).sort().map((n) => n.replace(/\.png$/, ""));
+  const [latinId, tabId] = readdirSync(path.join(fx.root, "images"))
+    .sort()
+    .map((n) => n.replace(/\.png$/, ""));
   // A Latin-1 "é" (0xE9) where UTF-8 was expected.
-  writeFileSync(path.join(fx.root, "reports", `${latinId}.txt`), Buffer.concat([Buffer.from("Bilateral pulmonary infection, opacit"), Buffer.from([0xe9]), Buffer.from(" in the left lung.")]));
+  writeFileSync(
+    path.join(fx.root, "reports", `${latinId}.txt`),
+    Buffer.concat([Buffer.from("Bilateral pulmonary infection, opacit"), Buffer.from([0xe9]), Buffer.from(" in the left lung.")]),
+  );
   // An image (and its mask and report) whose name holds a tab.
   const tabbed = `${tabId}\tx`;
   renameSync(path.join(fx.root, "images", `${tabId}.png`), path.join(fx.root, "images", `${tabbed}.png`));
@@ -156,9 +188,18 @@ test("reports with bytes that are not UTF-8 and names with control characters ar
   const samples = await samplesOf(outDir);
   assert.ok(!samples.some((s) => s.report?.includes("\uFFFD")), "no U+FFFD reaches samples.parquet");
   assert.equal(samples.find((s) => s.id === latinId)!.report, null);
-  assert.ok(quarantine.some((q) => q.reason === "invalid-text-encoding" && q.source === `reports/${latinId}.txt`), JSON.stringify(quarantine));
-  assert.ok(quarantine.some((q) => q.reason === "invalid-id" && q.source === `images/${tabbed}.png`), JSON.stringify(quarantine));
-  assert.ok(quarantine.some((q) => q.reason === "invalid-id" && q.source === `reports/${tabbed}.txt`), JSON.stringify(quarantine));
+  assert.ok(
+    quarantine.some((q) => q.reason === "invalid-text-encoding" && q.source === `reports/${latinId}.txt`),
+    JSON.stringify(quarantine),
+  );
+  assert.ok(
+    quarantine.some((q) => q.reason === "invalid-id" && q.source === `images/${tabbed}.png`),
+    JSON.stringify(quarantine),
+  );
+  assert.ok(
+    quarantine.some((q) => q.reason === "invalid-id" && q.source === `reports/${tabbed}.txt`),
+    JSON.stringify(quarantine),
+  );
   assert.ok(!samples.some((s) => /[\t\n]/.test(s.id)));
   assert.equal(summary.ingested, 5);
 });
@@ -180,7 +221,8 @@ test("the text-availability fraction holds over the samples that survive decode 
   for (const id of broken) writeFileSync(path.join(fx.root, "images", `${id}.png`), "not an image");
   // Small shards: some are rewritten at merge, some pass through as they were.
   const { outDir } = await runIngest({ kind: "qata-cov19", root: fx.root, textAvailability: 0.5, seed: 9 }, { shardSize: 8 });
-  const schemaOf = async (dir: string) => (await readParquetFile(path.join(dir, "samples.parquet"))).schema.fields.map((f) => `${f.name}:${f.type}:${f.nullable}`).join(",");
+  const schemaOf = async (dir: string) =>
+    (await readParquetFile(path.join(dir, "samples.parquet"))).schema.fields.map((f) => `${f.name}:${f.type}:${f.nullable}`).join(",");
   assert.equal(await schemaOf(outDir), await schemaOf(whole.outDir), "rewritten shards keep the table's schema");
   const train = (await samplesOf(outDir)).filter((s) => s.split === "train");
   assert.equal(train.length, trainIds.length - broken.length);

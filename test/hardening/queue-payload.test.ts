@@ -19,13 +19,17 @@ import { startRedis } from "../helpers/redis.js";
 
 const CLI = path.resolve(import.meta.dirname, "../../src/cli/main.ts");
 
-test("deeply nested payloads and params with __proto__, constructor or wrong types fail at once with their reason; the worker keeps serving", { timeout: 120_000 }, async () => {
+test("deeply nested payloads and params with __proto__, constructor or wrong types fail at once with their reason; the worker keeps serving", {
+  timeout: 120_000,
+}, async () => {
   const redis = await startRedis();
   const root = mkdtempSync(path.join(realpathSync(tmpdir()), "prolearn-payload-"));
   mkdirSync(path.join(root, "data"));
   writeFileSync(path.join(root, "p.yaml"), "name: t\nworkdir: ./wd\ndataset: { kind: qata-cov19, root: ./data }\nstages:\n  ingest: {}\n");
   const pipeline = loadPipelineFile(path.join(root, "p.yaml"), STAGES);
-  const child: ChildProcess = spawn(process.execPath, ["--import", "tsx", CLI, "worker", "--redis", redis.url, "--root", root, "--grace-s", "3"], { stdio: ["ignore", "ignore", "pipe"] });
+  const child: ChildProcess = spawn(process.execPath, ["--import", "tsx", CLI, "worker", "--redis", redis.url, "--root", root, "--grace-s", "3"], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
   let stderr = "";
   child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
   const connection = redisOptionsFromUrl(redis.url);
@@ -39,7 +43,20 @@ test("deeply nested payloads and params with __proto__, constructor or wrong typ
     let deep = "0";
     for (let i = 0; i < 200_000; i++) deep = `[${deep}]`;
     const payload = (id: string, params: string) =>
-      JSON.stringify({ kind: "plan", task: { runId: "r", stage: "ingest", cacheKey, pipeline, params: {}, inputs: {}, resources: {}, outDir: jobDir(pipeline.workdir, id), tmpDir: jobDir(pipeline.workdir, id) } }).replace('"params":{}', `"params":${params}`);
+      JSON.stringify({
+        kind: "plan",
+        task: {
+          runId: "r",
+          stage: "ingest",
+          cacheKey,
+          pipeline,
+          params: {},
+          inputs: {},
+          resources: {},
+          outDir: jobDir(pipeline.workdir, id),
+          tmpDir: jobDir(pipeline.workdir, id),
+        },
+      }).replace('"params":{}', `"params":${params}`);
     const cases: [string, string, RegExp][] = [
       ["200,000 nested arrays (under the size limit)", `{"junk":${deep}}`, /payload nests arrays or objects more than 64 levels deep/],
       ["__proto__ in params", '{"__proto__":{"polluted":true},"strict":true}', /params of stage ingest: Unrecognized key: "__proto__"/],

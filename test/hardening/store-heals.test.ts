@@ -18,7 +18,10 @@ async function setup(): Promise<{ dir: string; file: string; workdir: string }> 
   const dir = mkdtempSync(path.join(tmpdir(), "prolearn-store-heals-"));
   await writeFixtureDataset({ kind: "kvasir-seg", layout: "kvasir", out: path.join(dir, "data"), n: 24, seed: 3, size: 32 });
   const file = path.join(dir, "pipeline.yaml");
-  writeFileSync(file, "name: heals\ndataset:\n  kind: kvasir-seg\n  root: data\n  textAvailability: 0.5\nstages:\n  ingest: {}\n  embed: { encoder: builtin, dim: 32 }\n  prototypes: { minClusterSize: 2, k: 2 }\n");
+  writeFileSync(
+    file,
+    "name: heals\ndataset:\n  kind: kvasir-seg\n  root: data\n  textAvailability: 0.5\nstages:\n  ingest: {}\n  embed: { encoder: builtin, dim: 32 }\n  prototypes: { minClusterSize: 2, k: 2 }\n",
+  );
   return { dir, file, workdir: path.join(dir, ".prolearn") };
 }
 
@@ -33,7 +36,9 @@ function embedFile(stages: StageLine[]): string {
   return stages.find((s) => s.name === "embed")!.outputs["embeddings.parquet"]!;
 }
 
-test("a deleted, truncated or rewritten store file is a cache miss: recomputed, published in place, the damaged copy kept aside", { timeout: 120_000 }, async () => {
+test("a deleted, truncated or rewritten store file is a cache miss: recomputed, published in place, the damaged copy kept aside", {
+  timeout: 120_000,
+}, async () => {
   const { file, workdir } = await setup();
   const first = await run(file);
   const target = embedFile(first);
@@ -54,13 +59,25 @@ test("a deleted, truncated or rewritten store file is a cache miss: recomputed, 
     assert.match(planned.find((s) => s.name === "embed")!.reason, problem, label);
 
     const stages = await run(file);
-    assert.deepEqual(stages.map((s) => [s.name, s.status]), [["ingest", "cached"], ["embed", "ran"], ["prototypes", "cached"]], `${label}: embed recomputed, prototypes reused (same bytes, same digest)`);
+    assert.deepEqual(
+      stages.map((s) => [s.name, s.status]),
+      [
+        ["ingest", "cached"],
+        ["embed", "ran"],
+        ["prototypes", "cached"],
+      ],
+      `${label}: embed recomputed, prototypes reused (same bytes, same digest)`,
+    );
     assert.match(stages.find((s) => s.name === "embed")!.reason, /output damaged in the store/);
     assert.deepEqual(readFileSync(target), original, `${label}: the same bytes are back`);
     const kept = path.join(workdir, "damaged", "store", "embed");
     assert.ok(existsSync(kept) && readdirSync(kept).length > 0, `${label}: the damaged copy is kept under damaged/store/embed`);
     const again = await run(file);
-    assert.deepEqual(again.map((s) => s.status), ["cached", "cached", "cached"], `${label}: healed`);
+    assert.deepEqual(
+      again.map((s) => s.status),
+      ["cached", "cached", "cached"],
+      `${label}: healed`,
+    );
   }
 });
 
@@ -76,13 +93,19 @@ test("prolearn verify finds a same-size change with its mtime put back; the next
   // Whole seconds, so the mtime can be put back exactly below.
   const stamp = Math.floor(Date.now() / 1000) - 3600;
   utimesSync(target, stamp, stamp);
-  assert.deepEqual((await run(file)).map((s) => s.status), ["cached", "cached", "cached"]);
+  assert.deepEqual(
+    (await run(file)).map((s) => s.status),
+    ["cached", "cached", "cached"],
+  );
   const bytes = readFileSync(target);
   bytes[Math.floor(statSync(target).size / 2)] ^= 0xff;
   writeFileSync(target, bytes);
   utimesSync(target, stamp, stamp);
   // The per-run check trusts size and mtime: this change passes it.
-  assert.deepEqual((await run(file)).map((s) => s.status), ["cached", "cached", "cached"]);
+  assert.deepEqual(
+    (await run(file)).map((s) => s.status),
+    ["cached", "cached", "cached"],
+  );
 
   const found = await cli(["verify", file]);
   assert.equal(found.code, 1, found.stderr);
@@ -90,7 +113,10 @@ test("prolearn verify finds a same-size change with its mtime put back; the next
   assert.match(found.stderr, /1 damaged: run the pipeline again \(prolearn run .*pipeline\.yaml\); a damaged output is recomputed/);
   const json = JSON.parse((await cli(["verify", "--workdir", workdir, "--json"])).stdout) as { ok: boolean; outputs: { stage: string; ok: boolean }[] };
   assert.equal(json.ok, false);
-  assert.deepEqual(json.outputs.filter((o) => !o.ok).map((o) => o.stage), ["embed"]);
+  assert.deepEqual(
+    json.outputs.filter((o) => !o.ok).map((o) => o.stage),
+    ["embed"],
+  );
 
   const healed = await run(file);
   assert.equal(healed.find((s) => s.name === "embed")!.status, "ran", "verify made the next run re-hash the file");

@@ -26,7 +26,10 @@ test("the train stage loads the prototype space through the verified artifact pa
   const logs: string[] = [];
   const first = await runPipeline(pipeline, { registry: STAGES, onEvent: (e) => void (e.kind === "log" && logs.push(e.message)) });
   assert.equal(first.status, "ok", JSON.stringify(first.stages.map((s) => [s.name, s.status, s.error])));
-  assert.ok(logs.some((l) => /^prototypes: verified@1 \([0-9a-f]{12}\), verified$/.test(l)), logs.join("\n"));
+  assert.ok(
+    logs.some((l) => /^prototypes: verified@1 \([0-9a-f]{12}\), verified$/.test(l)),
+    logs.join("\n"),
+  );
 
   // Change the registered copy (the one `prototypes query` loads); the store's copy is intact.
   const artifact = first.stages.find((s) => s.name === "prototypes")!.summary.artifact as { path: string };

@@ -20,9 +20,13 @@ interface Outcome {
 /** Starts `prolearn worker` (grace 3 s), runs `between` once it is ready, SIGTERMs it and waits up to 15 s. */
 async function sigtermWorker(redis: RedisServer, between: () => Promise<void>): Promise<Outcome | "still running"> {
   const root = mkdtempSync(path.join(realpathSync(tmpdir()), "prolearn-sigterm-"));
-  const child: ChildProcess = spawn(process.execPath, ["--import", "tsx", CLI, "worker", "--redis", redis.url, "--root", root, "--grace-s", "3"], { stdio: ["ignore", "ignore", "pipe"] });
+  const child: ChildProcess = spawn(process.execPath, ["--import", "tsx", CLI, "worker", "--redis", redis.url, "--root", root, "--grace-s", "3"], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
   let stderr = "";
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once("exit", (code, signal) => resolve({ code, signal })),
+  );
   try {
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`worker never became ready:\n${stderr}`)), 30_000);

@@ -33,7 +33,22 @@ export async function freePort(): Promise<number> {
 export async function startRedis(options: { maxmemoryPolicy?: string } = {}): Promise<RedisServer> {
   const dir = mkdtempSync(path.join(tmpdir(), "prolearn-redis-"));
   const port = await freePort();
-  const args = ["--port", String(port), "--bind", "127.0.0.1", "--dir", dir, "--save", "", "--appendonly", "no", "--maxmemory-policy", options.maxmemoryPolicy ?? "noeviction", "--logfile", path.join(dir, "redis.log")];
+  const args = [
+    "--port",
+    String(port),
+    "--bind",
+    "127.0.0.1",
+    "--dir",
+    dir,
+    "--save",
+    "",
+    "--appendonly",
+    "no",
+    "--maxmemory-policy",
+    options.maxmemoryPolicy ?? "noeviction",
+    "--logfile",
+    path.join(dir, "redis.log"),
+  ];
   let child: ChildProcess;
   try {
     child = spawn("redis-server", args, { stdio: "ignore" });

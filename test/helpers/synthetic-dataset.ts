@@ -2,7 +2,13 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import sharp from "sharp";
 
-const FINDINGS = ["bilateral ground-glass opacity", "left lower lobe consolidation", "right upper zone infiltrate", "patchy opacity in both lungs", "no focal consolidation"];
+const FINDINGS = [
+  "bilateral ground-glass opacity",
+  "left lower lobe consolidation",
+  "right upper zone infiltrate",
+  "patchy opacity in both lungs",
+  "no focal consolidation",
+];
 
 /**
  * Writes a small dataset in the ProLearn layout (images/, masks/, reports/, split.json) that the
@@ -12,7 +18,7 @@ const FINDINGS = ["bilateral ground-glass opacity", "left lower lobe consolidati
 export async function writeSyntheticDataset(root: string, options: { count: number; size?: number; seed?: number }): Promise<{ ids: string[] }> {
   const size = options.size ?? 64;
   let state = (options.seed ?? 7) >>> 0;
-  const random = () => ((state = (Math.imul(state, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  const random = () => (state = (Math.imul(state, 1664525) + 1013904223) >>> 0) / 2 ** 32;
   for (const dir of ["images", "masks", "reports"]) mkdirSync(path.join(root, dir), { recursive: true });
   const ids: string[] = [];
   for (let i = 0; i < options.count; i++) {
@@ -30,8 +36,12 @@ export async function writeSyntheticDataset(root: string, options: { count: numb
         mask[y * size + x] = inside ? 255 : 0;
       }
     }
-    await sharp(image, { raw: { width: size, height: size, channels: 1 } }).png().toFile(path.join(root, "images", `${id}.png`));
-    await sharp(mask, { raw: { width: size, height: size, channels: 1 } }).png().toFile(path.join(root, "masks", `${id}.png`));
+    await sharp(image, { raw: { width: size, height: size, channels: 1 } })
+      .png()
+      .toFile(path.join(root, "images", `${id}.png`));
+    await sharp(mask, { raw: { width: size, height: size, channels: 1 } })
+      .png()
+      .toFile(path.join(root, "masks", `${id}.png`));
     writeFileSync(path.join(root, "reports", `${id}.txt`), `${FINDINGS[i % FINDINGS.length]}, case ${i % 13}\n`);
   }
   const train = ids.filter((_, i) => i % 10 < 8);

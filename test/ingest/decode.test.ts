@@ -40,14 +40,21 @@ function syntheticMask(width: number, height: number, seed: number, kind: "mask2
     const y1 = Math.min(height, y0 + 1 + Math.floor(random() * height));
     for (let y = y0; y < y1; y++) grey.fill(kind === "labels" ? 1 : 255, y * width + x0, y * width + x1);
   }
-  if (kind === "noisy") for (let i = 0; i < grey.length; i++) if (random() < 0.05) grey[i] = grey[i]! ? 255 - Math.floor(random() * 20) : Math.floor(random() * 20);
+  if (kind === "noisy")
+    for (let i = 0; i < grey.length; i++) if (random() < 0.05) grey[i] = grey[i]! ? 255 - Math.floor(random() * 20) : Math.floor(random() * 20);
   if (kind === "soft") for (let i = 0; i < grey.length; i++) grey[i] = Math.floor(random() * 256);
   return grey;
 }
 
 test("binarizeIntoScanlines matches the pixel-by-pixel rule on odd widths, unaligned buffers, label and soft masks", () => {
   let cases = 0;
-  for (const [width, height] of [[7, 5], [13, 11], [224, 224], [1, 9], [33, 2]] as const) {
+  for (const [width, height] of [
+    [7, 5],
+    [13, 11],
+    [224, 224],
+    [1, 9],
+    [33, 2],
+  ] as const) {
     for (const kind of ["mask255", "noisy", "labels", "soft"] as const) {
       for (const maskThreshold of [0, 127, 200]) {
         const params = { maskThreshold, maskAmbiguousFraction: 0.01 };
@@ -86,7 +93,10 @@ test("the mask PNG decodes (with libvips) to exactly the 0/1 scanline pixels", a
   const { data, info } = await sharp(png).greyscale().raw().toBuffer({ resolveWithObject: true });
   assert.equal(info.channels, 1);
   assert.deepEqual(new Uint8Array(data), reference(grey, { maskThreshold: 127, maskAmbiguousFraction: 1 }).bits);
-  assert.equal(data.reduce((a, v) => a + v, 0), foreground);
+  assert.equal(
+    data.reduce((a, v) => a + v, 0),
+    foreground,
+  );
 });
 
 test("RowBatchBuilder, fed row by row, writes the same Arrow IPC bytes as vectorFromArray over the whole column", () => {
@@ -112,7 +122,9 @@ test("RowBatchBuilder, fed row by row, writes the same Arrow IPC bytes as vector
   const builder = new RowBatchBuilder<(typeof rows)[number]>(SAMPLE_COLUMNS);
   for (const row of rows) builder.append(row);
   const schema = arrowSchema(SAMPLE_COLUMNS);
-  const children = SAMPLE_COLUMNS.map((c, i) => vectorFromArray(rows.map((r) => (r as Record<string, unknown>)[c.name] ?? null) as never[], schema.fields[i]!.type).data[0]!);
+  const children = SAMPLE_COLUMNS.map(
+    (c, i) => vectorFromArray(rows.map((r) => (r as Record<string, unknown>)[c.name] ?? null) as never[], schema.fields[i]!.type).data[0]!,
+  );
   const expected = new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: rows.length, nullCount: 0, children }));
   assert.deepEqual(tableToIPC(new Table([builder.finish()]), "stream"), tableToIPC(new Table([expected]), "stream"));
 });
@@ -143,16 +155,34 @@ test("one joined decode of image and mask gives exactly what decoding them one b
   const mask = await png(syntheticMask(w, h, 9, "mask255"), w, h, 1);
   // [what, image, mask, decoded in one pipeline?]
   const pairs: [string, Buffer, Buffer, boolean][] = [];
-  for (const channels of [1, 2, 3, 4] as const) pairs.push([`${channels}-band PNG image, grey mask`, await png(texture(w, h, channels, channels), w, h, channels), mask, true]);
+  for (const channels of [1, 2, 3, 4] as const)
+    pairs.push([`${channels}-band PNG image, grey mask`, await png(texture(w, h, channels, channels), w, h, channels), mask, true]);
   const grey = await png(texture(w, h, 1, 7), w, h, 1);
   pairs.push(["label mask (0/1)", grey, await png(syntheticMask(w, h, 3, "labels"), w, h, 1), true]);
   pairs.push(["soft mask (not binary)", grey, await png(syntheticMask(w, h, 4, "soft"), w, h, 1), true]);
   pairs.push(["empty mask", grey, await png(new Uint8Array(w * h), w, h, 1), true]);
-  pairs.push(["mask with alpha", grey, await png(new Uint8Array(w * h * 2).map((_, i) => (i % 2 ? 255 : (i >> 5) % 2 ? 255 : 0)), w, h, 2), false]);
+  pairs.push([
+    "mask with alpha",
+    grey,
+    await png(
+      new Uint8Array(w * h * 2).map((_, i) => (i % 2 ? 255 : (i >> 5) % 2 ? 255 : 0)),
+      w,
+      h,
+      2,
+    ),
+    false,
+  ]);
   pairs.push(["mask of another size", grey, await png(syntheticMask(w + 1, h, 9, "mask255"), w + 1, h, 1), false]);
   pairs.push(["truncated mask", grey, mask.subarray(0, mask.length - 30), false]);
   pairs.push(["truncated image", grey.subarray(0, grey.length - 40), mask, false]);
-  pairs.push(["JPEG image", await sharp(Buffer.from(texture(w, h, 3, 2)), { raw: { width: w, height: h, channels: 3 } }).jpeg().toBuffer(), mask, false]);
+  pairs.push([
+    "JPEG image",
+    await sharp(Buffer.from(texture(w, h, 3, 2)), { raw: { width: w, height: h, channels: 3 } })
+      .jpeg()
+      .toBuffer(),
+    mask,
+    false,
+  ]);
   for (const [what, image, maskBytes, oneDecode] of pairs) {
     assert.equal((await decodeJoined(image, maskBytes)) !== undefined, oneDecode, `${what}: ${oneDecode ? "one joined decode" : "general path"}`);
     sameOutcome(await decodePair(image, maskBytes, params), await decodePairSeparately(image, maskBytes, params), what);
@@ -161,7 +191,9 @@ test("one joined decode of image and mask gives exactly what decoding them one b
   assert.ok(joined.ok && joined.value.maskCoverage > 0, "the grey pair decodes and has foreground");
 });
 
-test("joined decode matches the general path on real QaTa-COV19 pairs", { skip: skipUnless(realQataPairs(), "real QaTa subset not found under ../shared/data or $PROLEARN_REAL_DATA") }, async () => {
+test("joined decode matches the general path on real QaTa-COV19 pairs", {
+  skip: skipUnless(realQataPairs(), "real QaTa subset not found under ../shared/data or $PROLEARN_REAL_DATA"),
+}, async () => {
   const { images, masks, names } = realQataPairs()!;
   const params = { maskThreshold: 127, maskAmbiguousFraction: 0.01 };
   for (const name of names) {

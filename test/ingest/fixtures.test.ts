@@ -28,7 +28,10 @@ test("every layout's fixture is detected, ingests every image with its report, a
     const dir = scratchDir("layout");
     const fx = await writeFixtureDataset({ kind, layout, out: path.join(dir, "data"), n: 12, seed: 7 });
     const { summary, outDir, logs } = await runIngest({ kind, root: fx.root, reports: fx.reports });
-    assert.ok(logs.some((l) => l.includes(`auto-detected ${layout}`)), `${kind}/${layout}: ${logs[0]}`);
+    assert.ok(
+      logs.some((l) => l.includes(`auto-detected ${layout}`)),
+      `${kind}/${layout}: ${logs[0]}`,
+    );
     assert.equal(summary.found, 12, `${kind}/${layout}`);
     assert.equal(summary.ingested, 12, `${kind}/${layout}`);
     assert.equal(summary.quarantined, 0, `${kind}/${layout}`);
@@ -43,10 +46,18 @@ test("every layout's fixture is detected, ingests every image with its report, a
     assert.equal(fingerprint.layout, layout);
   }
   assert.equal(shapes.size, 1, [...shapes].join("\n"));
-  assert.deepEqual([...shapes][0]!.split(",").map((s) => s.split(":")[0]), SAMPLE_COLUMNS.map((c) => c.name));
+  assert.deepEqual(
+    [...shapes][0]!.split(",").map((s) => s.split(":")[0]),
+    SAMPLE_COLUMNS.map((c) => c.name),
+  );
 });
 
-for (const [kind, layout] of [["kvasir-seg", "kvasir"], ["mosmeddata-plus", "lvit"], ["qata-cov19", "guideseg"], ["mosmeddata-plus", "lvit-csv"]] as const) {
+for (const [kind, layout] of [
+  ["kvasir-seg", "kvasir"],
+  ["mosmeddata-plus", "lvit"],
+  ["qata-cov19", "guideseg"],
+  ["mosmeddata-plus", "lvit-csv"],
+] as const) {
   test(`bad-input fixture (${kind}, ${layout}) yields exactly the expected quarantine reasons and reconciles`, async () => {
     const dir = scratchDir("bad");
     const fx = await writeFixtureDataset({ kind, layout, out: path.join(dir, "data"), n: 10, seed: 3, bad: true });
@@ -54,7 +65,19 @@ for (const [kind, layout] of [["kvasir-seg", "kvasir"], ["mosmeddata-plus", "lvi
     const q = await readParquetFile(path.join(outDir, "quarantine.parquet"));
     const reasons = (q.getChild("reason")!.toArray() as string[]).slice().sort();
     assert.deepEqual(reasons, fx.expectedQuarantine);
-    for (const reason of ["unreadable-image", "truncated-image", "unsupported-format", "missing-mask", "mask-size-mismatch", "mask-not-binary", "empty-mask", "duplicate-id", "path-escapes-root", "empty-report-file", "malformed-report-file"]) {
+    for (const reason of [
+      "unreadable-image",
+      "truncated-image",
+      "unsupported-format",
+      "missing-mask",
+      "mask-size-mismatch",
+      "mask-not-binary",
+      "empty-mask",
+      "duplicate-id",
+      "path-escapes-root",
+      "empty-report-file",
+      "malformed-report-file",
+    ]) {
       assert.ok((reasons as string[]).includes(reason), `missing ${reason}`);
     }
     const samples = await readParquetFile(path.join(outDir, "samples.parquet"), { columns: ["id", "mask_empty"] });
@@ -95,7 +118,9 @@ test("textAvailability subsets are nested for one seed and sized round(r*n); val
   }
   const other = await runIngest({ kind: "qata-cov19", root: fx.root, textAvailability: 0.5, seed: 12 }, {}, { cache });
   const t = await readParquetFile(path.join(other.outDir, "samples.parquet"), { columns: ["id", "report_available", "split"] });
-  const withSeed12 = new Set((t.toArray() as { id: string; report_available: boolean; split: string }[]).filter((r) => r.split === "train" && r.report_available).map((r) => r.id));
+  const withSeed12 = new Set(
+    (t.toArray() as { id: string; report_available: boolean; split: string }[]).filter((r) => r.split === "train" && r.report_available).map((r) => r.id),
+  );
   assert.equal(withSeed12.size, Math.round(0.5 * trainCount));
 });
 
@@ -124,7 +149,9 @@ test("a rerun after adding files decodes only the new ones (row cache keyed on c
 });
 
 const mosmedText = realDataPath("mosmeddata-plus", "text");
-test("MosMedData+ real ';' CSV text with images in the LViT folders (lvit-csv): every row matched", { skip: skipUnless(mosmedText, "MosMedData+ text CSVs absent (../shared/data or $PROLEARN_REAL_DATA)") }, async () => {
+test("MosMedData+ real ';' CSV text with images in the LViT folders (lvit-csv): every row matched", {
+  skip: skipUnless(mosmedText, "MosMedData+ text CSVs absent (../shared/data or $PROLEARN_REAL_DATA)"),
+}, async () => {
   const dir = scratchDir("mosmed");
   const fx = await writeFixtureDataset({ kind: "mosmeddata-plus", layout: "lvit-csv", out: path.join(dir, "data"), n: 4, seed: 1, size: 32 });
   // Replace the generated text by LViT's real CSVs and name images after their first rows.
@@ -132,7 +159,10 @@ test("MosMedData+ real ';' CSV text with images in the LViT folders (lvit-csv): 
   const textDir = path.join(root, "text");
   for (const f of await readdir(textDir)) await import("node:fs/promises").then((fs) => fs.rm(path.join(textDir, f)));
   const names: Record<string, string[]> = {};
-  for (const [file, split] of [["Train_text_MosMedData+ 1(in).csv", "Train"], ["Val_text_MosMedData+ 1(in).csv", "Val"]] as const) {
+  for (const [file, split] of [
+    ["Train_text_MosMedData+ 1(in).csv", "Train"],
+    ["Val_text_MosMedData+ 1(in).csv", "Val"],
+  ] as const) {
     await copyFile(path.join(mosmedText!, file), path.join(textDir, file));
     const lines = (await readFile(path.join(mosmedText!, file), "utf8")).split(/\r?\n/).slice(1, 6);
     names[split] = lines.map((l) => l.split(";")[0]!);

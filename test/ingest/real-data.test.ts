@@ -38,28 +38,47 @@ async function assertMasksBinary(file: string, sample: number): Promise<void> {
   }
 }
 
-test("QaTa-COV19 SGSeg layout with annotation.json: every image ingested and matched, orphans counted", { skip: skipUnless(qata, "QaTa-COV19 real subset absent (../shared/data or $PROLEARN_REAL_DATA)") }, async () => {
+test("QaTa-COV19 SGSeg layout with annotation.json: every image ingested and matched, orphans counted", {
+  skip: skipUnless(qata, "QaTa-COV19 real subset absent (../shared/data or $PROLEARN_REAL_DATA)"),
+}, async () => {
   const { summary, outDir, logs } = await runIngest({ kind: "qata-cov19", root: qata! });
-  assert.ok(logs.some((l) => l.includes("auto-detected sgseg")), logs.join("\n"));
+  assert.ok(
+    logs.some((l) => l.includes("auto-detected sgseg")),
+    logs.join("\n"),
+  );
   assert.equal(summary.found, 1700);
   assert.equal(summary.ingested, 1700);
   assert.equal(summary.quarantined, 0);
   assert.equal(summary.imageOnly, 0);
   assert.equal(summary.orphanReports, 9258 - 1700);
-  assert.deepEqual(Object.fromEntries(Object.entries(summary.splits as Record<string, { samples: number }>).map(([k, v]) => [k, v.samples])), { train: 1200, val: 200, test: 300 });
+  assert.deepEqual(Object.fromEntries(Object.entries(summary.splits as Record<string, { samples: number }>).map(([k, v]) => [k, v.samples])), {
+    train: 1200,
+    val: 200,
+    test: 300,
+  });
   const samples = path.join(outDir, "samples.parquet");
   const duck = await duckColumns(samples);
-  assert.deepEqual(duck.names, SAMPLE_COLUMNS.map((c) => c.name));
+  assert.deepEqual(
+    duck.names,
+    SAMPLE_COLUMNS.map((c) => c.name),
+  );
   assert.equal(duck.rows, 1700);
   assert.equal(duck.binaryMaskValues, 1700, "ids are unique");
   await assertMasksBinary(samples, 60);
   const orphans = await readParquetFile(path.join(outDir, "orphans.parquet"));
   assert.equal(orphans.numRows, 7558);
   const table = await readParquetFile(samples, { columns: ["id", "report", "report_available"] });
-  assert.ok(table.getChild("report")!.toArray().every((r: string | null) => typeof r === "string" && r.length > 10));
+  assert.ok(
+    table
+      .getChild("report")!
+      .toArray()
+      .every((r: string | null) => typeof r === "string" && r.length > 10),
+  );
 });
 
-test("QaTa-COV19 SGSeg images with LViT's CSV text: names matched case-insensitively, every image has its report", { skip: skipUnless(qata && lvitText, "QaTa-COV19 real subset or prompt-lvit CSVs absent (../shared/data or $PROLEARN_REAL_DATA)") }, async () => {
+test("QaTa-COV19 SGSeg images with LViT's CSV text: names matched case-insensitively, every image has its report", {
+  skip: skipUnless(qata && lvitText, "QaTa-COV19 real subset or prompt-lvit CSVs absent (../shared/data or $PROLEARN_REAL_DATA)"),
+}, async () => {
   const { summary, outDir } = await runIngest({ kind: "qata-cov19", root: qata!, reports: lvitText! });
   assert.equal(summary.ingested, 1700);
   assert.equal(summary.quarantined, 0);
@@ -73,9 +92,14 @@ test("QaTa-COV19 SGSeg images with LViT's CSV text: names matched case-insensiti
   assert.match(table.getChild("report")!.get(sub) as string, /^[A-Z]/);
 });
 
-test("Kvasir-SEG with MedVLSM reports (p6): JPEG masks thresholded, MedVLSM split used, 100 orphans", { skip: skipUnless(kvasir, "Kvasir-SEG real subset absent (../shared/data or $PROLEARN_REAL_DATA)") }, async () => {
+test("Kvasir-SEG with MedVLSM reports (p6): JPEG masks thresholded, MedVLSM split used, 100 orphans", {
+  skip: skipUnless(kvasir, "Kvasir-SEG real subset absent (../shared/data or $PROLEARN_REAL_DATA)"),
+}, async () => {
   const { summary, outDir, logs } = await runIngest({ kind: "kvasir-seg", root: kvasir! });
-  assert.ok(logs.some((l) => l.includes("reports-medvlsm")), logs.join("\n"));
+  assert.ok(
+    logs.some((l) => l.includes("reports-medvlsm")),
+    logs.join("\n"),
+  );
   assert.equal(summary.found, 900);
   assert.equal(summary.ingested, 900);
   assert.equal(summary.quarantined, 0);
@@ -83,9 +107,17 @@ test("Kvasir-SEG with MedVLSM reports (p6): JPEG masks thresholded, MedVLSM spli
   assert.equal(summary.orphanReports, 100);
   const samples = path.join(outDir, "samples.parquet");
   const duck = await duckColumns(samples);
-  assert.deepEqual(duck.names, SAMPLE_COLUMNS.map((c) => c.name));
+  assert.deepEqual(
+    duck.names,
+    SAMPLE_COLUMNS.map((c) => c.name),
+  );
   await assertMasksBinary(samples, 30);
   const table = await readParquetFile(samples, { columns: ["report", "image_format", "width"] });
   assert.match(table.getChild("report")!.get(0) as string, /polyp, located in .* of the image$/);
-  assert.ok(table.getChild("image_format")!.toArray().every((f: string) => f === "jpeg"));
+  assert.ok(
+    table
+      .getChild("image_format")!
+      .toArray()
+      .every((f: string) => f === "jpeg"),
+  );
 });

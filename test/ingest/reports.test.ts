@@ -9,14 +9,23 @@ import { FingerprintBuilder, formatFingerprint } from "../../src/ingest/fingerpr
 import { quarantineEntry, type QuarantineReason, type QuarantineScope } from "../../src/ingest/reasons.js";
 
 test("normalizeReport strips LViT padding and folds whitespace, keeping wording and typos", () => {
-  assert.equal(normalizeReport("Unilateral pulmonary infection, one infected area, midlle left lung. EOF XXX XXX"), "Unilateral pulmonary infection, one infected area, midlle left lung.");
+  assert.equal(
+    normalizeReport("Unilateral pulmonary infection, one infected area, midlle left lung. EOF XXX XXX"),
+    "Unilateral pulmonary infection, one infected area, midlle left lung.",
+  );
   assert.equal(normalizeReport("one infected areas,  upper  left lung.."), "one infected areas, upper left lung.");
   assert.equal(normalizeReport("  a\tb \n c . "), "a b c.");
 });
 
 test("CSV parsing handles quotes, ';' and BOM; file names give splits; match keys ignore case, extension and mask_", () => {
-  assert.deepEqual(parseDelimited('\uFEFFImage,Description\r\nmask_a.png,"x, y ""z"""\n', ","), [["Image", "Description"], ["mask_a.png", 'x, y "z"']]);
-  assert.deepEqual(parseDelimited("Image;text\nbjorke_1.png;a, b.\n", ";"), [["Image", "text"], ["bjorke_1.png", "a, b."]]);
+  assert.deepEqual(parseDelimited('\uFEFFImage,Description\r\nmask_a.png,"x, y ""z"""\n', ","), [
+    ["Image", "Description"],
+    ["mask_a.png", 'x, y "z"'],
+  ]);
+  assert.deepEqual(parseDelimited("Image;text\nbjorke_1.png;a, b.\n", ";"), [
+    ["Image", "text"],
+    ["bjorke_1.png", "a, b."],
+  ]);
   assert.throws(() => parseDelimited('a,"b\n', ","));
   assert.equal(splitFromFileName("Train_text_MosMedData+ 1(in).csv"), "train");
   assert.equal(splitFromFileName("Val_text.xlsx"), "val");
@@ -47,13 +56,45 @@ test("seeded splits are exact and independent of input order; availability subse
 
 test("the ingest log keeps images set aside, all inputs set aside and flagged-but-kept samples apart", () => {
   const builder = new FingerprintBuilder();
-  for (let i = 0; i < 3; i++) builder.add({ split: "train", width: 64, height: 64, report: i ? "x" : null, report_available: i === 1, mask_empty: i === 2, mask_coverage: i === 2 ? 0 : 0.1, image_format: "png" });
+  for (let i = 0; i < 3; i++)
+    builder.add({
+      split: "train",
+      width: 64,
+      height: 64,
+      report: i ? "x" : null,
+      report_available: i === 1,
+      mask_empty: i === 2,
+      mask_coverage: i === 2 ? 0 : 0.1,
+      image_format: "png",
+    });
   const entry = (reason: QuarantineReason, scope: QuarantineScope) => quarantineEntry({ source: `s-${reason}`, reason, detail: "", scope });
-  const quarantine = [entry("unreadable-image", "image"), entry("duplicate-id", "image"), entry("malformed-report-file", "report"), entry("empty-mask", "image")];
+  const quarantine = [
+    entry("unreadable-image", "image"),
+    entry("duplicate-id", "image"),
+    entry("malformed-report-file", "report"),
+    entry("empty-mask", "image"),
+  ];
   assert.equal(quarantine[3]!.kept, true, "empty-mask entries are kept by default");
-  const fingerprint = builder.build({ dataset: "qata-cov19", layout: "sgseg", layoutReason: "", splitRule: "folders", textAvailability: 0.5, seed: 1, found: 5, imageOnly: 1, orphanReports: 0, identicalCopies: 0 }, quarantine);
+  const fingerprint = builder.build(
+    {
+      dataset: "qata-cov19",
+      layout: "sgseg",
+      layoutReason: "",
+      splitRule: "folders",
+      textAvailability: 0.5,
+      seed: 1,
+      found: 5,
+      imageOnly: 1,
+      orphanReports: 0,
+      identicalCopies: 0,
+    },
+    quarantine,
+  );
   const lines = formatFingerprint(fingerprint).split("\n");
   assert.ok(lines.includes("found 5 images = ingested 3 + set aside 2; image-only 1; orphan reports 0"), lines.join("\n"));
-  assert.ok(lines.includes("quarantine, set aside: 3 inputs (2 images, 1 other): duplicate-id 1, malformed-report-file 1, unreadable-image 1"), lines.join("\n"));
+  assert.ok(
+    lines.includes("quarantine, set aside: 3 inputs (2 images, 1 other): duplicate-id 1, malformed-report-file 1, unreadable-image 1"),
+    lines.join("\n"),
+  );
   assert.ok(lines.includes("quarantine, kept and flagged: 1 sample: empty-mask 1"), lines.join("\n"));
 });

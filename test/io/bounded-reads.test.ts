@@ -23,7 +23,17 @@ async function imagesFile(): Promise<string> {
   const dir = mkdtempSync(path.join(os.tmpdir(), "prolearn-bounded-"));
   const file = path.join(dir, "samples.parquet");
   const images = Array.from({ length: ROWS }, () => new Uint8Array(randomBytes(IMAGE_BYTES)));
-  await writeParquetFile(file, new Table({ id: vectorFromArray(images.map((_, i) => `s${i}`), new Utf8()), image: vectorFromArray(images, new Binary()) }), { rowGroupSize: 40 });
+  await writeParquetFile(
+    file,
+    new Table({
+      id: vectorFromArray(
+        images.map((_, i) => `s${i}`),
+        new Utf8(),
+      ),
+      image: vectorFromArray(images, new Binary()),
+    }),
+    { rowGroupSize: 40 },
+  );
   return file;
 }
 

@@ -36,9 +36,18 @@ async function writeEmbeddings(file: string, rows: number): Promise<void> {
   await writeParquetFile(
     file,
     new Table({
-      id: vectorFromArray(Array.from({ length: rows }, (_, i) => `s${i}`), new Utf8()),
-      split: vectorFromArray(Array.from({ length: rows }, (_, i) => (i < rows / 2 ? "train" : "val")), new Utf8()),
-      report_available: vectorFromArray(Array.from({ length: rows }, (_, i) => i % 2 === 0), new Bool()),
+      id: vectorFromArray(
+        Array.from({ length: rows }, (_, i) => `s${i}`),
+        new Utf8(),
+      ),
+      split: vectorFromArray(
+        Array.from({ length: rows }, (_, i) => (i < rows / 2 ? "train" : "val")),
+        new Utf8(),
+      ),
+      report_available: vectorFromArray(
+        Array.from({ length: rows }, (_, i) => i % 2 === 0),
+        new Bool(),
+      ),
       image_embedding: embeddingVector(images, DIM),
       text_embedding: embeddingVector(texts, DIM, valid),
     }),
@@ -76,7 +85,11 @@ describe("declared tables", () => {
       for await (const { offset, rows } of reader.slices(["id"], 16)) seen.push([offset, rows.numRows]);
       return seen;
     });
-    assert.deepEqual(slices, [[0, 16], [16, 16], [32, 8]]);
+    assert.deepEqual(slices, [
+      [0, 16],
+      [16, 16],
+      [32, 8],
+    ]);
   });
 
   test("a missing, mistyped or undeclared column fails the check, naming the file and the column", async () => {
@@ -129,7 +142,10 @@ describe("declared tables", () => {
     assert.equal(result.status, "failed");
     const stage = result.stages.find((s) => s.name === "ingest")!;
     assert.equal(stage.status, "failed");
-    assert.match(stage.error!, /^stage ingest failed: \/\S+\/orphans\.parquet: orphans\.parquet does not match what the ingest stage declares: column report_file \(utf8\) is missing/);
+    assert.match(
+      stage.error!,
+      /^stage ingest failed: \/\S+\/orphans\.parquet: orphans\.parquet does not match what the ingest stage declares: column report_file \(utf8\) is missing/,
+    );
     assert.equal(stage.digest, null, "nothing was published");
   });
 });
@@ -178,11 +194,22 @@ describe("embedding columns written by DuckDB", () => {
     };
     await writeParquetFile(path.join(artifact, "prototypes.parquet"), prototypesTable(prototypes, ["a", "b"]));
     await writeParquetFile(path.join(artifact, "assignments.parquet"), assignmentsTable([{ sample: 0, cluster: 0, probability: 1, subcluster: 0 }], ["a"]));
-    const lineage: Lineage = { pipeline: "t", datasetFingerprint: null, upstream: {}, encoder: { id: null, dim: DIM, digest: null }, params: {}, seed: 1, packageVersion: "test", counts: {} };
+    const lineage: Lineage = {
+      pipeline: "t",
+      datasetFingerprint: null,
+      upstream: {},
+      encoder: { id: null, dim: DIM, digest: null },
+      params: {},
+      seed: 1,
+      packageVersion: "test",
+      counts: {},
+    };
     await writeArtifactManifest(artifact, lineage);
 
     const input = path.join(dir, "queries.parquet");
-    await duckdb(`COPY (SELECT * FROM (VALUES ('near-a', [0.9::FLOAT, 0.1, 0, 0]), ('near-b', [0.1::FLOAT, 0.9, 0, 0])) t(id, image_embedding)) TO '${input}' (FORMAT parquet)`);
+    await duckdb(
+      `COPY (SELECT * FROM (VALUES ('near-a', [0.9::FLOAT, 0.1, 0, 0]), ('near-b', [0.1::FLOAT, 0.9, 0, 0])) t(id, image_embedding)) TO '${input}' (FORMAT parquet)`,
+    );
     const out = path.join(dir, "answers.parquet");
     const run = await cli(["prototypes", "query", artifact, input, "--out", out, "--top-k", "1", "--json"]);
     assert.equal(run.code, 0, run.stderr);

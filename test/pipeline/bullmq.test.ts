@@ -49,7 +49,9 @@ function spawnWorker(redisUrl: string, kind: "test" | "cli" = "test", capabiliti
     kind === "test"
       ? [path.join(import.meta.dirname, "queue-worker-child.ts"), redisUrl, ROOT, String(LOCK_MS), capabilities.join(","), String(MAX_PAYLOAD_BYTES)]
       : [CLI, "worker", "--redis", redisUrl, "--root", ROOT, "--lock-ms", "5000"];
-  const child = spawn(process.execPath, ["--import", "tsx", ...args], { stdio: ["ignore", kind === "test" ? "pipe" : "inherit", kind === "test" ? "inherit" : "pipe"] });
+  const child = spawn(process.execPath, ["--import", "tsx", ...args], {
+    stdio: ["ignore", kind === "test" ? "pipe" : "inherit", kind === "test" ? "inherit" : "pipe"],
+  });
   const output = (kind === "test" ? child.stdout : child.stderr)!;
   const lines: string[] = [];
   const waiters: { pattern: RegExp; resolve: (line: string) => void }[] = [];
@@ -61,10 +63,11 @@ function spawnWorker(redisUrl: string, kind: "test" | "cli" = "test", capabiliti
       const line = buffer.slice(0, at);
       buffer = buffer.slice(at + 1);
       lines.push(line);
-      for (const w of [...waiters]) if (w.pattern.test(line)) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve(line);
-      }
+      for (const w of [...waiters])
+        if (w.pattern.test(line)) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve(line);
+        }
     }
   });
   const worker: WorkerProcess = {
@@ -76,10 +79,13 @@ function spawnWorker(redisUrl: string, kind: "test" | "cli" = "test", capabiliti
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`worker ${child.pid} never logged ${pattern}; got:\n${lines.join("\n")}`)), timeoutMs);
         timer.unref();
-        waiters.push({ pattern, resolve: (line) => {
-          clearTimeout(timer);
-          resolve(line);
-        } });
+        waiters.push({
+          pattern,
+          resolve: (line) => {
+            clearTimeout(timer);
+            resolve(line);
+          },
+        });
       });
     },
   };
@@ -125,7 +131,10 @@ describe("bullmq executor", () => {
     const inProcess = await runPipeline(load(local.file), { registry: QUEUE_TEST_STAGES });
     const onQueue = await runPipeline(load(queued.file), { registry: QUEUE_TEST_STAGES, executor: executor() });
     assert.equal(onQueue.status, "ok", JSON.stringify(onQueue.stages.map((s) => s.error)));
-    assert.deepEqual(onQueue.stages.map((s) => s.status), ["ran", "ran", "ran", "ran", "ran"]);
+    assert.deepEqual(
+      onQueue.stages.map((s) => s.status),
+      ["ran", "ran", "ran", "ran", "ran"],
+    );
     assert.deepEqual(digests(onQueue), digests(inProcess));
     assert.deepEqual(JSON.parse(readFileSync(onQueue.stages[4]!.outputs["squares.json"]!, "utf8")), [16, 25, 36, 49]);
     // ctx.warn in a merge that ran on a worker comes back with the stage's result.
@@ -145,10 +154,28 @@ describe("bullmq executor", () => {
     const pipeline: ResolvedPipeline = load(file);
     const store = new OutputStore(workdir);
     const numbers = upstream.stages[0]!;
-    const inputs = { numbers: { stage: "numbers", digest: numbers.digest!, dir: path.dirname(numbers.outputs["numbers.json"]!), files: numbers.outputs, summary: numbers.summary } };
+    const inputs = {
+      numbers: {
+        stage: "numbers",
+        digest: numbers.digest!,
+        dir: path.dirname(numbers.outputs["numbers.json"]!),
+        files: numbers.outputs,
+        summary: numbers.summary,
+      },
+    };
     const task = (): StageTask => {
       const staging = store.makeStaging("20240101T000000-aaaaaa", "scale");
-      return { runId: "20240101T000000-aaaaaa", stage: "scale", cacheKey: "0123456789abcdef0123456789abcdef", pipeline, params: pipeline.stages.scale, inputs, resources: {}, outDir: staging.outDir, tmpDir: staging.tmpDir };
+      return {
+        runId: "20240101T000000-aaaaaa",
+        stage: "scale",
+        cacheKey: "0123456789abcdef0123456789abcdef",
+        pipeline,
+        params: pipeline.stages.scale,
+        inputs,
+        resources: {},
+        outDir: staging.outDir,
+        tmpDir: staging.tmpDir,
+      };
     };
     const [a, b] = [task(), task()];
     const signal = new AbortController().signal;
@@ -198,7 +225,10 @@ describe("bullmq executor", () => {
     const result = await runPipeline(load(anywhere.file), { registry: QUEUE_TEST_STAGES, executor: executor() });
     assert.equal(result.status, "ok");
     const ranBy = JSON.parse(readFileSync(result.stages[1]!.outputs["ran-by.json"]!, "utf8")) as { pid: number };
-    assert.ok(workers.some((w) => w.child.pid === ranBy.pid), "a plain worker process ran it");
+    assert.ok(
+      workers.some((w) => w.child.pid === ranBy.pid),
+      "a plain worker process ran it",
+    );
   });
 
   test("a stage that fails for good fails the run with the worker's message and the job id", async () => {
@@ -236,21 +266,51 @@ describe("bullmq executor", () => {
     const { file, workdir } = project("  numbers: {}\n  scale: {}\n");
     const pipeline = load(file);
     const jobId = "badc0ffe.0123456789abcdef0123456789abcdef";
-    const base: StageTask = { runId: "r", stage: "scale", cacheKey: "0123456789abcdef0123456789abcdef", pipeline, params: { factor: 2, slowMs: 0 }, inputs: {}, resources: {}, outDir: jobDir(workdir, jobId), tmpDir: jobDir(workdir, jobId) };
+    const base: StageTask = {
+      runId: "r",
+      stage: "scale",
+      cacheKey: "0123456789abcdef0123456789abcdef",
+      pipeline,
+      params: { factor: 2, slowMs: 0 },
+      inputs: {},
+      resources: {},
+      outDir: jobDir(workdir, jobId),
+      tmpDir: jobDir(workdir, jobId),
+    };
     const connection = redisOptionsFromUrl(redis.url);
     const queue = new Queue(STAGE_QUEUE, { connection, prefix: QUEUE_PREFIX });
     const events = new QueueEvents(STAGE_QUEUE, { connection, prefix: QUEUE_PREFIX });
     try {
       await events.waitUntilReady();
       const cases: [string, StageTask, RegExp][] = [
-        ["unregistered", { ...base, stage: "rm-rf", pipeline: { ...pipeline, stages: { ...pipeline.stages, "rm-rf": {} } } }, /stage "rm-rf" is not registered/],
-        ["input outside the store", { ...base, inputs: { numbers: { stage: "numbers", digest: "x", dir: "/etc", files: { "numbers.json": "/etc/passwd" }, summary: {} } } }, /not an output in the workdir's store/],
-        ["dataset outside the roots", { ...base, pipeline: { ...pipeline, dataset: { ...pipeline.dataset, root: "/etc" } } }, /outside the folders this worker serves/],
-        ["param escaping with ..", { ...base, params: { factor: 2, slowMs: 0, model: "../../../../../etc/shadow" } }, /params\.model names .*outside the workdir/],
+        [
+          "unregistered",
+          { ...base, stage: "rm-rf", pipeline: { ...pipeline, stages: { ...pipeline.stages, "rm-rf": {} } } },
+          /stage "rm-rf" is not registered/,
+        ],
+        [
+          "input outside the store",
+          { ...base, inputs: { numbers: { stage: "numbers", digest: "x", dir: "/etc", files: { "numbers.json": "/etc/passwd" }, summary: {} } } },
+          /not an output in the workdir's store/,
+        ],
+        [
+          "dataset outside the roots",
+          { ...base, pipeline: { ...pipeline, dataset: { ...pipeline.dataset, root: "/etc" } } },
+          /outside the folders this worker serves/,
+        ],
+        [
+          "param escaping with ..",
+          { ...base, params: { factor: 2, slowMs: 0, model: "../../../../../etc/shadow" } },
+          /params\.model names .*outside the workdir/,
+        ],
       ];
       for (const [i, [name, task, reason]] of cases.entries()) {
         const id = `badc0ff${i}.0123456789abcdef0123456789abcdef`;
-        const job = await queue.add("probe", { kind: "run", task: { ...task, outDir: jobDir(workdir, id), tmpDir: jobDir(workdir, id) } }, { jobId: id, attempts: 3 });
+        const job = await queue.add(
+          "probe",
+          { kind: "run", task: { ...task, outDir: jobDir(workdir, id), tmpDir: jobDir(workdir, id) } },
+          { jobId: id, attempts: 3 },
+        );
         await assert.rejects(job.waitUntilFinished(events), reason, name);
         const failed = (await queue.getJob(id))!;
         assert.equal(failed.attemptsMade, 1, `${name}: a rejected job is not retried`);
@@ -261,14 +321,28 @@ describe("bullmq executor", () => {
       await queue.close();
     }
     // The same checks, without a queue.
-    assert.throws(() => validateJobPayload({ kind: "run", task: { ...base, outDir: "/tmp/elsewhere" } }, jobId, QUEUE_TEST_STAGES, [ROOT]), /must be the job's folder/);
+    assert.throws(
+      () => validateJobPayload({ kind: "run", task: { ...base, outDir: "/tmp/elsewhere" } }, jobId, QUEUE_TEST_STAGES, [ROOT]),
+      /must be the job's folder/,
+    );
     assert.throws(() => validateJobPayload({ kind: "run", task: base, module: "./evil.js" }, jobId, QUEUE_TEST_STAGES, [ROOT]), /malformed payload/);
     assert.throws(() => validateJobPayload({ kind: "plan", task: base }, jobId, QUEUE_TEST_STAGES, [ROOT]), /does not fit stage scale/);
-    assert.throws(() => validateJobPayload({ kind: "run", task: base }, jobId, QUEUE_TEST_STAGES, [path.join(ROOT, "nowhere")]), /outside the folders this worker serves/);
+    assert.throws(
+      () => validateJobPayload({ kind: "run", task: base }, jobId, QUEUE_TEST_STAGES, [path.join(ROOT, "nowhere")]),
+      /outside the folders this worker serves/,
+    );
     assert.equal(validateJobPayload({ kind: "run", task: base }, jobId, QUEUE_TEST_STAGES, [ROOT]).kind, "run");
     // A job whose stage and params need a GPU is refused on the plain queue (and taken on its own).
-    const gpuTask: StageTask = { ...base, stage: "accelerated", params: { device: "gpu" }, pipeline: { ...pipeline, stages: { ...pipeline.stages, accelerated: { device: "gpu" } } } };
-    assert.throws(() => validateJobPayload({ kind: "run", task: gpuTask }, jobId, QUEUE_TEST_STAGES, [ROOT], STAGE_QUEUE), /stage accelerated with these params belongs on queue stages-gpu, not stages/);
+    const gpuTask: StageTask = {
+      ...base,
+      stage: "accelerated",
+      params: { device: "gpu" },
+      pipeline: { ...pipeline, stages: { ...pipeline.stages, accelerated: { device: "gpu" } } },
+    };
+    assert.throws(
+      () => validateJobPayload({ kind: "run", task: gpuTask }, jobId, QUEUE_TEST_STAGES, [ROOT], STAGE_QUEUE),
+      /stage accelerated with these params belongs on queue stages-gpu, not stages/,
+    );
     assert.equal(validateJobPayload({ kind: "run", task: gpuTask }, jobId, QUEUE_TEST_STAGES, [ROOT], "stages-gpu").kind, "run");
   });
 });
@@ -296,13 +370,33 @@ describe("bullmq worker: job ids, job folders, params and payload size (issue #1
     const linkedId = `badc0ff1.${cacheKey}`;
     mkdirSync(path.join(workdir, "jobs"), { recursive: true });
     symlinkSync(victim, path.join(workdir, "jobs", linkedId));
-    const task = (outDir: string, params: Record<string, unknown> = { factor: 2, slowMs: 0 }): StageTask => ({ runId: "r", stage: "scale", cacheKey, pipeline, params, inputs: {}, resources: {}, outDir, tmpDir: outDir });
+    const task = (outDir: string, params: Record<string, unknown> = { factor: 2, slowMs: 0 }): StageTask => ({
+      runId: "r",
+      stage: "scale",
+      cacheKey,
+      pipeline,
+      params,
+      inputs: {},
+      resources: {},
+      outDir,
+      tmpDir: outDir,
+    });
     const cases: [string, string, StageTask, RegExp][] = [
       ["id with ../", "../../victim", task(path.join(workdir, "jobs", "../../victim")), /job id "\.\.\/\.\.\/victim" is not one the bullmq executor makes/],
       ["absolute id", victim, task(path.join(workdir, "jobs", victim)), /is not one the bullmq executor makes/],
       ["symlinked job folder", linkedId, task(path.join(workdir, "jobs", linkedId)), /its folder .* is a symbolic link to/],
-      ["params off the schema", `badc0ff2.${cacheKey}`, task(path.join(workdir, "jobs", `badc0ff2.${cacheKey}`), { factor: "2", slowMs: 0 }), /params\.factor of stage scale: /],
-      ["oversized payload", `badc0ff3.${cacheKey}`, { ...task(path.join(workdir, "jobs", `badc0ff3.${cacheKey}`)), resources: { padding: "x".repeat(MAX_PAYLOAD_BYTES) } }, /payload of \d+ bytes exceeds this worker's limit of 262144 bytes/],
+      [
+        "params off the schema",
+        `badc0ff2.${cacheKey}`,
+        task(path.join(workdir, "jobs", `badc0ff2.${cacheKey}`), { factor: "2", slowMs: 0 }),
+        /params\.factor of stage scale: /,
+      ],
+      [
+        "oversized payload",
+        `badc0ff3.${cacheKey}`,
+        { ...task(path.join(workdir, "jobs", `badc0ff3.${cacheKey}`)), resources: { padding: "x".repeat(MAX_PAYLOAD_BYTES) } },
+        /payload of \d+ bytes exceeds this worker's limit of 262144 bytes/,
+      ],
     ];
     const connection = redisOptionsFromUrl(redis.url);
     const queue = new Queue(STAGE_QUEUE, { connection, prefix: QUEUE_PREFIX });
@@ -330,7 +424,10 @@ describe("bullmq worker: job ids, job folders, params and payload size (issue #1
     symlinkSync(victim, path.join(other.workdir, "jobs"));
     const otherId = `badc0ff4.${cacheKey}`;
     const otherTask: StageTask = { ...task(path.join(other.workdir, "jobs", otherId)), pipeline: load(other.file) };
-    assert.throws(() => validateJobPayload({ kind: "run", task: otherTask }, otherId, QUEUE_TEST_STAGES, [ROOT]), /jobs resolves to .*victim, outside the workdir/);
+    assert.throws(
+      () => validateJobPayload({ kind: "run", task: otherTask }, otherId, QUEUE_TEST_STAGES, [ROOT]),
+      /jobs resolves to .*victim, outside the workdir/,
+    );
     // A job id that does not fit its kind or cache key is refused too.
     const fitting = task(path.join(workdir, "jobs", `badc0ff5.${cacheKey}.plan`));
     assert.throws(() => validateJobPayload({ kind: "run", task: fitting }, `badc0ff5.${cacheKey}.plan`, QUEUE_TEST_STAGES, [ROOT]), /does not fit a run job/);
@@ -346,7 +443,10 @@ describe("redis checks", () => {
 
   test("a Redis that may evict keys is refused by the executor and the worker", async () => {
     lru = await startRedis({ maxmemoryPolicy: "allkeys-lru" });
-    await assert.rejects(checkRedis(lru.url), (error: unknown) => error instanceof EnvironmentError && /maxmemory-policy allkeys-lru; the queue needs noeviction/.test(error.message));
+    await assert.rejects(
+      checkRedis(lru.url),
+      (error: unknown) => error instanceof EnvironmentError && /maxmemory-policy allkeys-lru; the queue needs noeviction/.test(error.message),
+    );
     await assert.rejects(startStageWorker({ redisUrl: lru.url, registry: QUEUE_TEST_STAGES }), EnvironmentError);
     const { file } = project("  numbers: {}\n");
     const executor = new BullMqExecutor({ redisUrl: lru.url, registry: QUEUE_TEST_STAGES });
@@ -383,7 +483,11 @@ describe("bullmq executor with the package's stages", () => {
     }
     const inProcess = await runPipeline(loadPipelineFile(path.join(dir, "local", "pipeline.yaml"), STAGES), { registry: STAGES });
     assert.equal(inProcess.status, "ok");
-    const child = spawn(process.execPath, ["--import", "tsx", CLI, "run", path.join(dir, "queued", "pipeline.yaml"), "--executor", "bullmq", "--redis", redis.url, "--json"], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(
+      process.execPath,
+      ["--import", "tsx", CLI, "run", path.join(dir, "queued", "pipeline.yaml"), "--executor", "bullmq", "--redis", redis.url, "--json"],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
@@ -391,9 +495,19 @@ describe("bullmq executor with the package's stages", () => {
     const code = await new Promise((resolve) => child.on("exit", resolve));
     assert.equal(code, 0, stderr);
     const queued = JSON.parse(stdout) as { executor?: string; stages: { name: string; status: string; digest: string }[] };
-    assert.deepEqual(queued.stages.map((s) => [s.name, s.status]), [["ingest", "ran"], ["embed", "ran"]]);
+    assert.deepEqual(
+      queued.stages.map((s) => [s.name, s.status]),
+      [
+        ["ingest", "ran"],
+        ["embed", "ran"],
+      ],
+    );
     assert.deepEqual(Object.fromEntries(queued.stages.map((s) => [s.name, s.digest])), digests(inProcess));
     // Both worker processes took shard jobs.
-    for (const worker of workers) assert.ok(worker.lines.some((l) => /shard .*done/.test(l)), `worker ${worker.child.pid} ran no shard:\n${worker.lines.join("\n")}`);
+    for (const worker of workers)
+      assert.ok(
+        worker.lines.some((l) => /shard .*done/.test(l)),
+        `worker ${worker.child.pid} ran no shard:\n${worker.lines.join("\n")}`,
+      );
   });
 });

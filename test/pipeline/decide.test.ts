@@ -10,23 +10,55 @@ import { loadPipelineFile, type StageRegistry } from "../../src/pipeline/spec.js
 import { defineStage, type StageDefinition } from "../../src/pipeline/stage.js";
 import { Catalog } from "../../src/pipeline/catalog.js";
 
-const parts = (over: Partial<KeyParts> = {}): KeyParts => ({ stage: "s", version: "1", params: { k: 2 }, dataset: { seed: 1 }, inputs: { up: "aaaaaaaaaa" }, resources: {}, ...over });
-const state = (over: Partial<StageState> = {}): StageState => ({ selected: true, forced: false, runFailed: false, missingInputs: [], pendingInputs: [], parts: parts(), cached: false, previous: undefined, ranBefore: false, only: false, ...over });
+const parts = (over: Partial<KeyParts> = {}): KeyParts => ({
+  stage: "s",
+  version: "1",
+  params: { k: 2 },
+  dataset: { seed: 1 },
+  inputs: { up: "aaaaaaaaaa" },
+  resources: {},
+  ...over,
+});
+const state = (over: Partial<StageState> = {}): StageState => ({
+  selected: true,
+  forced: false,
+  runFailed: false,
+  missingInputs: [],
+  pendingInputs: [],
+  parts: parts(),
+  cached: false,
+  previous: undefined,
+  ranBefore: false,
+  only: false,
+  ...over,
+});
 
 test("decide: each state gives one action with typed reasons", () => {
   assert.deepEqual(decide(state()), { action: "run", reasons: [{ code: "never-ran" }] });
   assert.deepEqual(decide(state({ cached: true, previous: parts(), ranBefore: true })), { action: "cached", reasons: [{ code: "unchanged" }] });
   assert.deepEqual(decide(state({ cached: true, forced: true })), { action: "run", reasons: [{ code: "forced" }] });
   assert.deepEqual(decide(state({ previous: parts(), ranBefore: true })), { action: "run", reasons: [{ code: "output-missing" }] });
-  assert.deepEqual(decide(state({ damaged: ["a.parquet: missing"], previous: parts(), ranBefore: true })), { action: "run", reasons: [{ code: "output-damaged", problems: ["a.parquet: missing"] }] });
+  assert.deepEqual(decide(state({ damaged: ["a.parquet: missing"], previous: parts(), ranBefore: true })), {
+    action: "run",
+    reasons: [{ code: "output-damaged", problems: ["a.parquet: missing"] }],
+  });
   assert.deepEqual(decide(state({ selected: false, cached: true })), { action: "skip", reasons: [{ code: "not-selected" }] });
   assert.deepEqual(decide(state({ runFailed: true })), { action: "skip", reasons: [{ code: "earlier-stage-failed" }] });
-  assert.deepEqual(decide(state({ missingInputs: ["up"], parts: undefined, only: true })), { action: "skip", reasons: [{ code: "input-has-no-output", stages: ["up"], only: true }] });
+  assert.deepEqual(decide(state({ missingInputs: ["up"], parts: undefined, only: true })), {
+    action: "skip",
+    reasons: [{ code: "input-has-no-output", stages: ["up"], only: true }],
+  });
   assert.deepEqual(decide(state({ pendingInputs: ["up"], parts: undefined })), { action: "run", reasons: [{ code: "upstream-will-run", stages: ["up"] }] });
 });
 
 test("decide: what changed since the last execution, one reason per changed leaf, rendered once", () => {
-  const previous = parts({ version: "0", params: { k: 1, gone: true }, dataset: { seed: 1 }, inputs: { up: "bbbbbbbbbb" }, resources: { model: "cccccccccc" } });
+  const previous = parts({
+    version: "0",
+    params: { k: 1, gone: true },
+    dataset: { seed: 1 },
+    inputs: { up: "bbbbbbbbbb" },
+    resources: { model: "cccccccccc" },
+  });
   const decision = decide(state({ previous, ranBefore: true }));
   assert.equal(decision.action, "run");
   assert.deepEqual(decision.reasons, [
@@ -36,7 +68,10 @@ test("decide: what changed since the last execution, one reason per changed leaf
     { code: "input-changed", input: "up", from: "bbbbbbbbbb", to: "aaaaaaaaaa" },
     { code: "resource-changed", resource: "model", from: "cccccccccc", to: null },
   ]);
-  assert.equal(formatReasons(decision.reasons), "code version 0 -> 1; params.k: 1 -> 2; params.gone: true -> (unset); input up changed (bbbbbbbb -> aaaaaaaa); resource model changed (cccccccc -> none)");
+  assert.equal(
+    formatReasons(decision.reasons),
+    "code version 0 -> 1; params.k: 1 -> 2; params.gone: true -> (unset); input up changed (bbbbbbbb -> aaaaaaaa); resource model changed (cccccccc -> none)",
+  );
 });
 
 // A stage that publishes two files, and a reader of one of them.
@@ -78,19 +113,37 @@ function project(params: string): string {
 test("a stage that names one file of its input keys on that file: a change elsewhere in the upstream output keeps it cached", async () => {
   const file = project("{ a: 1, b: 1 }");
   const first = await runPipeline(loadPipelineFile(file, registry), { registry });
-  assert.deepEqual(first.stages.map((s) => s.status), ["ran", "ran"]);
+  assert.deepEqual(
+    first.stages.map((s) => s.status),
+    ["ran", "ran"],
+  );
   writeFileSync(file, readFileSync(file, "utf8").replace("b: 1", "b: 2"));
   const plan = await planPipeline(loadPipelineFile(file, registry), { registry });
   // The plan cannot know the new a.json before source runs; the run can, and reuses reader.
-  assert.deepEqual(plan.map((p) => [p.action, p.reason]), [["run", "params.b: 1 -> 2"], ["run", "upstream source will run"]]);
+  assert.deepEqual(
+    plan.map((p) => [p.action, p.reason]),
+    [
+      ["run", "params.b: 1 -> 2"],
+      ["run", "upstream source will run"],
+    ],
+  );
   const second = await runPipeline(loadPipelineFile(file, registry), { registry });
-  assert.deepEqual(second.stages.map((s) => s.status), ["ran", "cached"]);
+  assert.deepEqual(
+    second.stages.map((s) => s.status),
+    ["ran", "cached"],
+  );
   assert.equal(second.stages[1]!.cacheKey, first.stages[1]!.cacheKey);
   writeFileSync(file, readFileSync(file, "utf8").replace("a: 1", "a: 5"));
   const third = await runPipeline(loadPipelineFile(file, registry), { registry });
-  assert.deepEqual(third.stages.map((s) => s.status), ["ran", "ran"]);
+  assert.deepEqual(
+    third.stages.map((s) => s.status),
+    ["ran", "ran"],
+  );
   assert.match(third.stages[1]!.reason, /^input source:a\.json changed \(\w{8} -> \w{8}\)$/);
-  assert.deepEqual(third.stages[1]!.reasons.map((r) => r.code), ["input-changed"]);
+  assert.deepEqual(
+    third.stages[1]!.reasons.map((r) => r.code),
+    ["input-changed"],
+  );
 });
 
 test("a file input the upstream stage does not publish fails with the files it does", async () => {
@@ -129,5 +182,11 @@ test("an output folder deleted by hand: plan says so and writes nothing; run rec
   assert.ok(catalog.getOutput(key), "plan leaves the catalog as it was");
   catalog.close();
   const again = await runPipeline(loadPipelineFile(file, registry), { registry });
-  assert.deepEqual(again.stages.map((s) => [s.status, s.reason]), [["ran", "output missing from the store"], ["cached", "inputs, params and code unchanged"]]);
+  assert.deepEqual(
+    again.stages.map((s) => [s.status, s.reason]),
+    [
+      ["ran", "output missing from the store"],
+      ["cached", "inputs, params and code unchanged"],
+    ],
+  );
 });

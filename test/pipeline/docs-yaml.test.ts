@@ -11,7 +11,12 @@ import { STAGES } from "../../src/stages.js";
 const repoRoot = path.resolve(import.meta.dirname, "../..");
 
 test("pipeline YAML in the README and docs/ uses real stages and params", () => {
-  const files = ["README.md", ...readdirSync(path.join(repoRoot, "docs")).filter((f) => f.endsWith(".md")).map((f) => path.join("docs", f))];
+  const files = [
+    "README.md",
+    ...readdirSync(path.join(repoRoot, "docs"))
+      .filter((f) => f.endsWith(".md"))
+      .map((f) => path.join("docs", f)),
+  ];
   const problems: string[] = [];
   let stagesChecked = 0;
   let pipelinesChecked = 0;

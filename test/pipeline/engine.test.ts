@@ -12,7 +12,12 @@ import { TEST_STAGES, executions } from "./test-stages.js";
 function project(stagesYaml = "  numbers: {}\n  scale: { factor: 2 }\n  total: {}\n"): { dir: string; file: string; workdir: string } {
   const dir = mkdtempSync(path.join(tmpdir(), "prolearn-engine-"));
   mkdirSync(path.join(dir, "data"));
-  for (const [name, value] of [["a.txt", "1"], ["b.txt", "2"], ["c.txt", "3"]]) writeFileSync(path.join(dir, "data", name), value!);
+  for (const [name, value] of [
+    ["a.txt", "1"],
+    ["b.txt", "2"],
+    ["c.txt", "3"],
+  ])
+    writeFileSync(path.join(dir, "data", name), value!);
   const file = path.join(dir, "pipeline.yaml");
   writeFileSync(file, `name: engine-test\ndataset:\n  kind: qata-cov19\n  root: data\nstages:\n${stagesYaml}`);
   return { dir, file, workdir: path.join(dir, ".prolearn") };
@@ -25,19 +30,31 @@ describe("engine", () => {
     const { file, workdir } = project();
     const first = await runPipeline(load(file), { registry: TEST_STAGES });
     assert.equal(first.status, "ok");
-    assert.deepEqual(first.stages.map((s) => s.status), ["ran", "ran", "ran"]);
+    assert.deepEqual(
+      first.stages.map((s) => s.status),
+      ["ran", "ran", "ran"],
+    );
     assert.deepEqual(first.stages[2]!.summary, { sum: 12 });
     assert.equal(JSON.parse(readFileSync(first.stages[2]!.outputs["total.json"]!, "utf8")).sum, 12);
 
     const started = performance.now();
     const second = await runPipeline(load(file), { registry: TEST_STAGES });
     assert.ok(performance.now() - started < 2000);
-    assert.deepEqual(second.stages.map((s) => s.status), ["cached", "cached", "cached"]);
-    assert.deepEqual(second.stages.map((s) => s.cacheKey), first.stages.map((s) => s.cacheKey));
+    assert.deepEqual(
+      second.stages.map((s) => s.status),
+      ["cached", "cached", "cached"],
+    );
+    assert.deepEqual(
+      second.stages.map((s) => s.cacheKey),
+      first.stages.map((s) => s.cacheKey),
+    );
     assert.deepEqual(executions(workdir), ["numbers", "scale", "total"]);
 
     const plan = await planPipeline(load(file), { registry: TEST_STAGES });
-    assert.deepEqual(plan.map((p) => p.action), ["cached", "cached", "cached"]);
+    assert.deepEqual(
+      plan.map((p) => p.action),
+      ["cached", "cached", "cached"],
+    );
   });
 
   test("changing one param reruns that stage and its descendants, and plan says why", async () => {
@@ -45,11 +62,21 @@ describe("engine", () => {
     await runPipeline(load(file), { registry: TEST_STAGES });
     writeFileSync(file, readFileSync(file, "utf8").replace("factor: 2", "factor: 3"));
     const plan = await planPipeline(load(file), { registry: TEST_STAGES });
-    assert.deepEqual(plan.map((p) => [p.name, p.action]), [["numbers", "cached"], ["scale", "run"], ["total", "run"]]);
+    assert.deepEqual(
+      plan.map((p) => [p.name, p.action]),
+      [
+        ["numbers", "cached"],
+        ["scale", "run"],
+        ["total", "run"],
+      ],
+    );
     assert.match(plan[1]!.reason, /params\.factor: 2 -> 3/);
     assert.match(plan[2]!.reason, /upstream scale will run/);
     const result = await runPipeline(load(file), { registry: TEST_STAGES });
-    assert.deepEqual(result.stages.map((s) => s.status), ["cached", "ran", "ran"]);
+    assert.deepEqual(
+      result.stages.map((s) => s.status),
+      ["cached", "ran", "ran"],
+    );
     assert.match(result.stages[1]!.reason, /params\.factor: 2 -> 3/);
     assert.match(result.stages[2]!.reason, /input scale changed/);
     assert.deepEqual(result.stages[2]!.summary, { sum: 18 });
@@ -73,15 +100,27 @@ describe("engine", () => {
     // A new non-matching file changes nothing that `numbers` reads.
     writeFileSync(path.join(dir, "data", "notes.md"), "ignored");
     const result = await runPipeline(load(file), { registry: TEST_STAGES, force: ["numbers"] });
-    assert.deepEqual(result.stages.map((s) => s.status), ["ran", "cached", "cached"]);
+    assert.deepEqual(
+      result.stages.map((s) => s.status),
+      ["ran", "cached", "cached"],
+    );
   });
 
   test("--until and --only select stages; --only needs cached inputs", async () => {
     const { file } = project();
     const until = await runPipeline(load(file), { registry: TEST_STAGES, until: "scale" });
-    assert.deepEqual(until.stages.map((s) => [s.name, s.status]), [["numbers", "ran"], ["scale", "ran"]]);
+    assert.deepEqual(
+      until.stages.map((s) => [s.name, s.status]),
+      [
+        ["numbers", "ran"],
+        ["scale", "ran"],
+      ],
+    );
     const only = await runPipeline(load(file), { registry: TEST_STAGES, only: "total" });
-    assert.deepEqual(only.stages.map((s) => [s.name, s.status]), [["total", "ran"]]);
+    assert.deepEqual(
+      only.stages.map((s) => [s.name, s.status]),
+      [["total", "ran"]],
+    );
 
     const fresh = project();
     await assert.rejects(runPipeline(load(fresh.file), { registry: TEST_STAGES, only: "total" }), /input scale has no output/);
@@ -94,10 +133,18 @@ describe("engine", () => {
     const pipeline = load(file);
     const failing = new Map(TEST_STAGES);
     const scale = TEST_STAGES.get("scale")!;
-    failing.set("scale", { ...scale, run: async () => { throw new Error("boom in scale"); } });
+    failing.set("scale", {
+      ...scale,
+      run: async () => {
+        throw new Error("boom in scale");
+      },
+    });
     const result = await runPipeline(pipeline, { registry: failing });
     assert.equal(result.status, "failed");
-    assert.deepEqual(result.stages.map((s) => s.status), ["ran", "failed", "skipped"]);
+    assert.deepEqual(
+      result.stages.map((s) => s.status),
+      ["ran", "failed", "skipped"],
+    );
     assert.match(result.stages[1]!.error!, /boom in scale/);
     const catalog = new Catalog(workdir);
     const runs = catalog.runs();
@@ -128,7 +175,10 @@ describe("engine", () => {
 
     writeFileSync(file, readFileSync(file, "utf8").replace("slowMs: 20000", "slowMs: 0"));
     const result = await runPipeline(load(file), { registry: TEST_STAGES });
-    assert.deepEqual(result.stages.map((s) => s.status), ["cached", "ran", "ran"]);
+    assert.deepEqual(
+      result.stages.map((s) => s.status),
+      ["cached", "ran", "ran"],
+    );
     assert.deepEqual(result.stages[2]!.summary, { sum: 12 });
     const catalog = new Catalog(workdir);
     assert.equal(catalog.runs().find((r) => r.id !== result.runId)!.status, "abandoned");
@@ -140,7 +190,9 @@ describe("engine", () => {
     const { file, workdir } = project();
     const runChild = () =>
       new Promise<string>((resolve, reject) => {
-        const child = spawn(process.execPath, ["--import", "tsx", path.join(import.meta.dirname, "run-child.ts"), file], { stdio: ["ignore", "pipe", "inherit"] });
+        const child = spawn(process.execPath, ["--import", "tsx", path.join(import.meta.dirname, "run-child.ts"), file], {
+          stdio: ["ignore", "pipe", "inherit"],
+        });
         let out = "";
         child.stdout.on("data", (c: Buffer) => (out += c.toString()));
         child.on("exit", (code) => (code === 0 ? resolve(out) : reject(new Error(`exit ${code}`))));
@@ -163,12 +215,16 @@ describe("engine", () => {
     const release = path.join(mkdtempSync(path.join(tmpdir(), "prolearn-release-")), "go");
     const { file, workdir } = project(`  numbers: {}\n  scale: { factor: 2, releaseFile: ${JSON.stringify(release)} }\n  total: {}\n`);
     const start = () => {
-      const child = spawn(process.execPath, ["--import", "tsx", path.join(import.meta.dirname, "run-child.ts"), file], { stdio: ["ignore", "pipe", "inherit"] });
+      const child = spawn(process.execPath, ["--import", "tsx", path.join(import.meta.dirname, "run-child.ts"), file], {
+        stdio: ["ignore", "pipe", "inherit"],
+      });
       let out = "";
-      const halfway = new Promise<void>((resolve) => child.stdout.on("data", (c: Buffer) => {
+      const halfway = new Promise<void>((resolve) =>
+        child.stdout.on("data", (c: Buffer) => {
           out += c.toString();
           if (out.includes("progress half")) resolve();
-        }));
+        }),
+      );
       const done = new Promise<{ status: string; stages: [string, string][] }>((resolve, reject) =>
         child.on("exit", (code) => (code === 0 ? resolve(JSON.parse(out.trim().split("\n").pop()!)) : reject(new Error(`exit ${code}`)))),
       );
@@ -183,8 +239,15 @@ describe("engine", () => {
     while (waiting().n < 2) await new Promise((r) => setTimeout(r, 50));
     writeFileSync(release, "");
     const [resultA, resultB] = await Promise.all([a.done, b.done]);
-    assert.deepEqual(resultA.stages, [["numbers", "ran"], ["scale", "ran"], ["total", "ran"]]);
-    assert.deepEqual(resultB.stages.map(([, status]) => status), ["cached", "cached", "cached"]);
+    assert.deepEqual(resultA.stages, [
+      ["numbers", "ran"],
+      ["scale", "ran"],
+      ["total", "ran"],
+    ]);
+    assert.deepEqual(
+      resultB.stages.map(([, status]) => status),
+      ["cached", "cached", "cached"],
+    );
     assert.deepEqual(executions(workdir), ["numbers", "scale", "total"]);
     const runB = catalog.runs({ limit: 1 })[0]!; // the later start
     const scaleB = catalog.stageRuns(runB.id).find((s) => s.stage === "scale")!;
@@ -201,6 +264,9 @@ test("params a stage declares as non-key (scheduling only) do not change its cac
   const first = await runPipeline(load(file), { registry });
   writeFileSync(file, readFileSync(file, "utf8").replace("factor: 2", "factor: 2, slowMs: 5"));
   const second = await runPipeline(loadPipelineFile(file, registry), { registry });
-  assert.deepEqual(second.stages.map((s) => s.status), ["cached", "cached", "cached"]);
+  assert.deepEqual(
+    second.stages.map((s) => s.status),
+    ["cached", "cached", "cached"],
+  );
   assert.equal(second.stages[1]!.cacheKey, first.stages[1]!.cacheKey);
 });

@@ -21,7 +21,16 @@ const ROOT = path.resolve(import.meta.dirname, "..", "..");
 const CLI = path.join(ROOT, "src", "cli", "main.ts");
 
 /** Packages only a running stage needs (each costs 0.1 to 0.3 s to load). */
-const HEAVY = ["@tensorflow/tfjs-core", "@tensorflow/tfjs-backend-cpu", "onnxruntime-node", "sharp", "parquet-wasm", "apache-arrow", "@huggingface/tokenizers", "ml-kmeans"];
+const HEAVY = [
+  "@tensorflow/tfjs-core",
+  "@tensorflow/tfjs-backend-cpu",
+  "onnxruntime-node",
+  "sharp",
+  "parquet-wasm",
+  "apache-arrow",
+  "@huggingface/tokenizers",
+  "ml-kmeans",
+];
 
 const HOOK = `
 import { appendFileSync } from "node:fs";
@@ -46,13 +55,20 @@ process.on("exit", () => {
 /** Runs node with tsx and the recorder; returns what it printed and the heavy packages it loaded. */
 async function loadedBy(args: string[], traceFile: string): Promise<{ stdout: string; heavy: string[] }> {
   writeFileSync(traceFile, "");
-  const { stdout } = await promisify(execFile)(process.execPath, ["--import", "tsx", "--import", `data:text/javascript,${encodeURIComponent(RECORDER)}`, ...args], {
-    cwd: ROOT,
-    env: { ...process.env, PROLEARN_LOAD_TRACE: traceFile },
-    maxBuffer: 16 * 1024 * 1024,
-  });
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    ["--import", "tsx", "--import", `data:text/javascript,${encodeURIComponent(RECORDER)}`, ...args],
+    {
+      cwd: ROOT,
+      env: { ...process.env, PROLEARN_LOAD_TRACE: traceFile },
+      maxBuffer: 16 * 1024 * 1024,
+    },
+  );
   const loaded = readFileSync(traceFile, "utf8").split("\n").filter(Boolean);
-  assert.ok(loaded.some((line) => line.includes("/src/pipeline/engine.ts") || line.includes("/src/guide/") || line.includes("/src/segmenter/")), "the recorder saw no module of this package");
+  assert.ok(
+    loaded.some((line) => line.includes("/src/pipeline/engine.ts") || line.includes("/src/guide/") || line.includes("/src/segmenter/")),
+    "the recorder saw no module of this package",
+  );
   const heavy = HEAVY.filter((pkg) => loaded.some((line) => line.includes(`/node_modules/${pkg}/`)));
   return { stdout, heavy };
 }
@@ -88,7 +104,10 @@ describe("stage definitions load without their implementations", () => {
   test("`prolearn plan` loads none of the heavy packages", async () => {
     const { stdout, heavy } = await loadedBy([CLI, "plan", pipelineFile, "--json"], path.join(dir, "plan.trace"));
     const plan = JSON.parse(stdout) as { stages: { name: string }[] };
-    assert.deepEqual(plan.stages.map((s) => s.name), ["ingest", "guide", "filter", "embed", "prototypes", "train", "evaluate"]);
+    assert.deepEqual(
+      plan.stages.map((s) => s.name),
+      ["ingest", "guide", "filter", "embed", "prototypes", "train", "evaluate"],
+    );
     assert.deepEqual(heavy, []);
   });
 
@@ -120,7 +139,10 @@ describe("stage definitions load without their implementations", () => {
   });
 
   test("the recorder does see a stage implementation's packages", async () => {
-    const { heavy } = await loadedBy(["--input-type=module", "-e", `await import(${JSON.stringify(path.join(ROOT, "src", "guide", "run.ts"))})`], path.join(dir, "run.trace"));
+    const { heavy } = await loadedBy(
+      ["--input-type=module", "-e", `await import(${JSON.stringify(path.join(ROOT, "src", "guide", "run.ts"))})`],
+      path.join(dir, "run.trace"),
+    );
     assert.ok(heavy.includes("@tensorflow/tfjs-core") && heavy.includes("sharp"), `loaded: ${heavy.join(", ")}`);
   });
 });

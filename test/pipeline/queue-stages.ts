@@ -67,4 +67,8 @@ const accelerated = defineStage({
   },
 });
 
-export const QUEUE_TEST_STAGES: StageRegistry = new Map<string, StageDefinition>([...TEST_STAGES, [slowSquares.name, slowSquares as StageDefinition], [accelerated.name, accelerated as StageDefinition]]);
+export const QUEUE_TEST_STAGES: StageRegistry = new Map<string, StageDefinition>([
+  ...TEST_STAGES,
+  [slowSquares.name, slowSquares as StageDefinition],
+  [accelerated.name, accelerated as StageDefinition],
+]);

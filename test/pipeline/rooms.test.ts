@@ -34,6 +34,8 @@ test("no module imports another stage's run module", () => {
 });
 
 test("the kernels (src/tfjs, src/linalg) do not import the network (src/segmenter) or any stage", () => {
-  const crossings = relativeImports().filter(([from, to]) => ["tfjs", "linalg"].includes(roomOf(from)) && (roomOf(to) === "segmenter" || STAGE_ROOMS.includes(roomOf(to))));
+  const crossings = relativeImports().filter(
+    ([from, to]) => ["tfjs", "linalg"].includes(roomOf(from)) && (roomOf(to) === "segmenter" || STAGE_ROOMS.includes(roomOf(to))),
+  );
   assert.deepEqual(crossings, []);
 });

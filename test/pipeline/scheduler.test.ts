@@ -15,9 +15,16 @@ import { TEST_STAGES, executions } from "./test-stages.js";
 function project(schedule: string, slowMs: number): { file: string; workdir: string } {
   const dir = mkdtempSync(path.join(tmpdir(), "prolearn-sched-"));
   mkdirSync(path.join(dir, "data"));
-  for (const [name, value] of [["a.txt", "1"], ["b.txt", "2"]]) writeFileSync(path.join(dir, "data", name), value!);
+  for (const [name, value] of [
+    ["a.txt", "1"],
+    ["b.txt", "2"],
+  ])
+    writeFileSync(path.join(dir, "data", name), value!);
   const file = path.join(dir, "pipeline.yaml");
-  writeFileSync(file, `name: sched-test\ndataset: { kind: qata-cov19, root: data }\nschedule: ${schedule}\nstages:\n  numbers: {}\n  scale: { factor: 2, slowMs: ${slowMs} }\n  total: {}\n`);
+  writeFileSync(
+    file,
+    `name: sched-test\ndataset: { kind: qata-cov19, root: data }\nschedule: ${schedule}\nstages:\n  numbers: {}\n  scale: { factor: 2, slowMs: ${slowMs} }\n  total: {}\n`,
+  );
   return { file, workdir: path.join(dir, ".prolearn") };
 }
 
@@ -27,7 +34,12 @@ function scheduled(file: string): ScheduledPipeline {
 }
 
 /** Runs a scheduler until `count` runs ended; returns each run's [start, end] times and results. */
-async function collectRuns(scheduler: PipelineScheduler, runs: { start: number; end?: number; result?: RunResult }[], count: number, start: () => Promise<void> | void): Promise<void> {
+async function collectRuns(
+  scheduler: PipelineScheduler,
+  runs: { start: number; end?: number; result?: RunResult }[],
+  count: number,
+  start: () => Promise<void> | void,
+): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`only ${runs.filter((r) => r.end).length} runs ended in 15 s`)), 15_000);
     const check = setInterval(() => {
@@ -60,9 +72,15 @@ describe("scheduler", () => {
     await collectRuns(scheduler, runs, 2, () => scheduler.start());
     assert.ok(runs.length >= 2);
     assertNoOverlap(runs);
-    assert.deepEqual(runs[0]!.result!.stages.map((s) => s.status), ["ran", "ran", "ran"]);
+    assert.deepEqual(
+      runs[0]!.result!.stages.map((s) => s.status),
+      ["ran", "ran", "ran"],
+    );
     assert.deepEqual(runs[1]!.result!.totals, { ran: 0, cached: 3, failed: 0, skipped: 0 });
-    assert.ok(lines.some((l) => /skipped, the previous run is still going/.test(l)), "a fire during the 1.3 s first run was skipped:\n" + lines.join("\n"));
+    assert.ok(
+      lines.some((l) => /skipped, the previous run is still going/.test(l)),
+      "a fire during the 1.3 s first run was skipped:\n" + lines.join("\n"),
+    );
     assert.deepEqual(executions(workdir), ["numbers", "scale", "total"]);
     const catalog = new Catalog(workdir);
     assert.ok(catalog.runs().every((r) => r.trigger === "schedule" && r.status === "ok"));
@@ -93,7 +111,9 @@ describe("scheduler", () => {
 
   test("SIGTERM during a run: the run finishes, no new run starts, the process exits 0", async () => {
     const { file, workdir } = project('"* * * * * *"', 1500);
-    const child = spawn(process.execPath, ["--import", "tsx", path.join(import.meta.dirname, "scheduler-child.ts"), file], { stdio: ["ignore", "pipe", "inherit"] });
+    const child = spawn(process.execPath, ["--import", "tsx", path.join(import.meta.dirname, "scheduler-child.ts"), file], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
     let out = "";
     const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
     try {

@@ -26,7 +26,9 @@ function problems(fn: () => unknown): PipelineSpecError {
 
 describe("pipeline spec", () => {
   test("resolves defaults and relative paths from the pipeline file", () => {
-    const file = writePipeline("name: p1\ndataset:\n  kind: kvasir-seg\n  root: ./data\n  reports: ./reports\nstages:\n  numbers: {}\n  scale: { factor: 4 }\n");
+    const file = writePipeline(
+      "name: p1\ndataset:\n  kind: kvasir-seg\n  root: ./data\n  reports: ./reports\nstages:\n  numbers: {}\n  scale: { factor: 4 }\n",
+    );
     const p = loadPipelineFile(file, TEST_STAGES);
     const dir = path.dirname(file);
     assert.equal(p.workdir, path.join(dir, ".prolearn"));
@@ -38,7 +40,9 @@ describe("pipeline spec", () => {
   });
 
   test("a typo, a wrong type and a missing field are each reported with their line", () => {
-    const file = writePipeline(["name: p1", "dataset:", "  kind: qata-cov19", "  textAvailabilty: 0.5", "  seed: \"seven\"", "stages:", "  numbers: {}", ""].join("\n"));
+    const file = writePipeline(
+      ["name: p1", "dataset:", "  kind: qata-cov19", "  textAvailabilty: 0.5", '  seed: "seven"', "stages:", "  numbers: {}", ""].join("\n"),
+    );
     const error = problems(() => loadPipelineFile(file, TEST_STAGES));
     const byKey = Object.fromEntries(error.issues.map((i) => [i.keyPath, i]));
     assert.equal(byKey["dataset.textAvailabilty"]!.line, 4);
@@ -72,7 +76,9 @@ describe("pipeline spec", () => {
   });
 
   test("a typed object from definePipeline validates the same way", () => {
-    const p = resolvePipeline(definePipeline({ name: "ts", dataset: { kind: "kvasir-seg", root: "/data/kvasir" }, stages: { numbers: {} } }), TEST_STAGES, { baseDir: "/proj" });
+    const p = resolvePipeline(definePipeline({ name: "ts", dataset: { kind: "kvasir-seg", root: "/data/kvasir" }, stages: { numbers: {} } }), TEST_STAGES, {
+      baseDir: "/proj",
+    });
     assert.equal(p.workdir, "/proj/.prolearn");
     assert.equal(p.dataset.root, "/data/kvasir");
     const error = problems(() => resolvePipeline({ name: "ts", dataset: { kind: "kvasir", root: "x" }, stages: {} }, TEST_STAGES));
@@ -82,7 +88,10 @@ describe("pipeline spec", () => {
   test("schedules accept a cron string or an object", () => {
     const a = resolvePipeline({ name: "s", dataset: { kind: "kvasir-seg", root: "x" }, stages: {}, schedule: "*/5 * * * *" }, TEST_STAGES);
     assert.deepEqual(a.schedule, { cron: "*/5 * * * *", timezone: "UTC", overlap: "skip" });
-    const b = resolvePipeline({ name: "s", dataset: { kind: "kvasir-seg", root: "x" }, stages: {}, schedule: { cron: "0 3 * * *", timezone: "Europe/Paris" } }, TEST_STAGES);
+    const b = resolvePipeline(
+      { name: "s", dataset: { kind: "kvasir-seg", root: "x" }, stages: {}, schedule: { cron: "0 3 * * *", timezone: "Europe/Paris" } },
+      TEST_STAGES,
+    );
     assert.deepEqual(b.schedule, { cron: "0 3 * * *", timezone: "Europe/Paris", overlap: "skip" });
   });
 });

@@ -48,7 +48,10 @@ test("every registered stage reads stages registered before it, and only files t
     const stage = STAGES.get(name)!;
     for (const ref of [...stage.inputs, ...(stage.optionalInputs ?? [])]) {
       const { stage: dep, file } = parseInputRef(ref);
-      assert.ok(STAGE_NAMES.indexOf(dep as StageName) >= 0 && STAGE_NAMES.indexOf(dep as StageName) < index, `${name} reads ${dep}, which is not registered before it`);
+      assert.ok(
+        STAGE_NAMES.indexOf(dep as StageName) >= 0 && STAGE_NAMES.indexOf(dep as StageName) < index,
+        `${name} reads ${dep}, which is not registered before it`,
+      );
       if (file) assert.ok(STAGES.get(dep)!.outputs.includes(file), `${name} reads ${file} of ${dep}, which ${dep} does not declare`);
     }
   }
@@ -80,17 +83,37 @@ const PARAM_CHANGES = {
 test("every registered stage: runs, is reused on an unchanged rerun, reruns when one of its params changes", { timeout: 600_000 }, async () => {
   const dir = mkdtempSync(path.join(tmpdir(), "prolearn-contract-"));
   const fixture = await writeFixtureDataset({ kind: "qata-cov19", layout: "sgseg", out: path.join(dir, "data"), n: 24, seed: 5, size: 32 });
-  const spec = (stages: PipelineStagesInput) => definePipeline({ name: "contract", workdir: path.join(dir, "work"), dataset: { kind: "qata-cov19", root: fixture.root, layout: "sgseg", textAvailability: 0.75, seed: 5 }, stages });
-  const run = async (stages: PipelineStagesInput, only?: StageName) => runPipeline(resolvePipeline(spec(stages), STAGES, { baseDir: dir }), { registry: STAGES, only });
+  const spec = (stages: PipelineStagesInput) =>
+    definePipeline({
+      name: "contract",
+      workdir: path.join(dir, "work"),
+      dataset: { kind: "qata-cov19", root: fixture.root, layout: "sgseg", textAvailability: 0.75, seed: 5 },
+      stages,
+    });
+  const run = async (stages: PipelineStagesInput, only?: StageName) =>
+    runPipeline(resolvePipeline(spec(stages), STAGES, { baseDir: dir }), { registry: STAGES, only });
 
   const first = await run(TINY);
   assert.equal(first.status, "ok", JSON.stringify(first.stages.map((s) => [s.name, s.status, s.error])));
-  assert.deepEqual(first.stages.map((s) => s.name), [...STAGE_NAMES], "the pipeline holds every registered stage");
-  assert.deepEqual(first.stages.map((s) => s.status), STAGE_NAMES.map(() => "ran"));
+  assert.deepEqual(
+    first.stages.map((s) => s.name),
+    [...STAGE_NAMES],
+    "the pipeline holds every registered stage",
+  );
+  assert.deepEqual(
+    first.stages.map((s) => s.status),
+    STAGE_NAMES.map(() => "ran"),
+  );
 
   const second = await run(TINY);
-  assert.deepEqual(second.stages.map((s) => [s.name, s.status]), STAGE_NAMES.map((name) => [name, "cached"]));
-  assert.deepEqual(second.stages.map((s) => s.cacheKey), first.stages.map((s) => s.cacheKey));
+  assert.deepEqual(
+    second.stages.map((s) => [s.name, s.status]),
+    STAGE_NAMES.map((name) => [name, "cached"]),
+  );
+  assert.deepEqual(
+    second.stages.map((s) => s.cacheKey),
+    first.stages.map((s) => s.cacheKey),
+  );
 
   for (const name of STAGE_NAMES) {
     const changed = { ...TINY, [name]: { ...TINY[name], ...PARAM_CHANGES[name] } };
@@ -98,7 +121,11 @@ test("every registered stage: runs, is reused on an unchanged rerun, reruns when
     const stage = result.stages.find((s) => s.name === name)!;
     assert.equal(stage.status, "ran", `${name} reruns after a param change: ${stage.error ?? stage.reason}`);
     const [key, value] = Object.entries(PARAM_CHANGES[name])[0]!;
-    assert.deepEqual(stage.reasons.map((r) => r.code), ["param-changed"], `${name}: ${stage.reason}`);
+    assert.deepEqual(
+      stage.reasons.map((r) => r.code),
+      ["param-changed"],
+      `${name}: ${stage.reason}`,
+    );
     assert.match(stage.reason, new RegExp(`^params\\.${key}: .* -> ${JSON.stringify(value).replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`));
     assert.notEqual(stage.cacheKey, first.stages.find((s) => s.name === name)!.cacheKey);
   }

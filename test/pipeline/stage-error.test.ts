@@ -3,7 +3,10 @@ import assert from "node:assert/strict";
 import { DataError, StageError, UsageError } from "../../src/errors.js";
 
 test("StageError.of names the failing stage and keeps what the cause said about where and why", () => {
-  const data = StageError.of("embed", new DataError("sample s7 has no image bytes", { location: { file: "/w/samples.parquet", row: 7 }, hint: "rerun ingest" }));
+  const data = StageError.of(
+    "embed",
+    new DataError("sample s7 has no image bytes", { location: { file: "/w/samples.parquet", row: 7 }, hint: "rerun ingest" }),
+  );
   assert.equal(data.stage, "embed");
   assert.equal(data.format(), "stage embed failed: /w/samples.parquet, row 7: sample s7 has no image bytes\n  hint: rerun ingest");
   assert.equal(data.exitCode, 1);

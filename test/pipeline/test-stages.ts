@@ -28,7 +28,9 @@ const numbers = defineStage({
   inputs: [],
   outputs: ["numbers.json"],
   async resources(pipeline, params, { digester }) {
-    const files = readdirSync(pipeline.dataset.root).filter((f) => f.endsWith(params.pattern)).map((f) => path.join(pipeline.dataset.root, f));
+    const files = readdirSync(pipeline.dataset.root)
+      .filter((f) => f.endsWith(params.pattern))
+      .map((f) => path.join(pipeline.dataset.root, f));
     return { dataset: await digester.digestFiles(files, pipeline.dataset.root) };
   },
   async run(ctx) {
@@ -96,7 +98,8 @@ const squares = defineStage({
     async plan(ctx) {
       const values = JSON.parse(readFileSync(ctx.inputs.numbers!.files["numbers.json"]!, "utf8")) as number[];
       const shards = [];
-      for (let i = 0; i < values.length; i += ctx.params.shardSize) shards.push({ id: `rows-${i}`, payload: { values: values.slice(i, i + ctx.params.shardSize) } });
+      for (let i = 0; i < values.length; i += ctx.params.shardSize)
+        shards.push({ id: `rows-${i}`, payload: { values: values.slice(i, i + ctx.params.shardSize) } });
       return shards;
     },
     async runShard(_ctx, shard, dir) {

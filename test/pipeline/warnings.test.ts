@@ -28,14 +28,21 @@ function registryWithChecks(): StageRegistry {
     },
   });
   const total = TEST_STAGES.get("total")!;
-  registry.set("total", { ...total, run: async (ctx) => ({ ...(await total.run!(ctx)), warnings: [{ code: "total-is-a-test", message: "returned in the summary" }] }) });
+  registry.set("total", {
+    ...total,
+    run: async (ctx) => ({ ...(await total.run!(ctx)), warnings: [{ code: "total-is-a-test", message: "returned in the summary" }] }),
+  });
   return registry;
 }
 
 function project(factor: number): { file: string; workdir: string } {
   const dir = mkdtempSync(path.join(tmpdir(), "prolearn-warnings-"));
   mkdirSync(path.join(dir, "data"));
-  for (const [name, value] of [["a.txt", "1"], ["b.txt", "2"]]) writeFileSync(path.join(dir, "data", name), value!);
+  for (const [name, value] of [
+    ["a.txt", "1"],
+    ["b.txt", "2"],
+  ])
+    writeFileSync(path.join(dir, "data", name), value!);
   const file = path.join(dir, "pipeline.yaml");
   writeFileSync(file, `name: warnings-test\ndataset:\n  kind: qata-cov19\n  root: data\nstages:\n  numbers: {}\n  scale: { factor: ${factor} }\n  total: {}\n`);
   return { file, workdir: path.join(dir, ".prolearn") };
@@ -46,7 +53,10 @@ test("a stage that warns ends ok; its warnings reach the result, the catalog, th
   const { file, workdir } = project(3);
   const first = await runPipeline(loadPipelineFile(file, registry), { registry });
   assert.equal(first.status, "ok");
-  assert.deepEqual(first.stages.map((s) => s.status), ["ran", "ran", "ran"]);
+  assert.deepEqual(
+    first.stages.map((s) => s.status),
+    ["ran", "ran", "ran"],
+  );
   assert.deepEqual(first.stages[1]!.warnings, [{ code: "factor-too-large", message: "factor 3 is above the checked limit", figures: { factor: 3, limit: 2 } }]);
   assert.deepEqual(first.stages[2]!.warnings, [{ code: "total-is-a-test", message: "returned in the summary" }]);
   assert.equal(first.stages[2]!.summary.warnings, undefined, "warnings are taken out of the published summary");
@@ -55,8 +65,15 @@ test("a stage that warns ends ok; its warnings reach the result, the catalog, th
   assert.match(summary.at(-1)!, /^run \S+: ok with 2 warnings in /);
 
   const second = await runPipeline(loadPipelineFile(file, registry), { registry });
-  assert.deepEqual(second.stages.map((s) => s.status), ["cached", "cached", "cached"]);
-  assert.deepEqual(second.stages.map((s) => s.warnings), first.stages.map((s) => s.warnings), "a cached rerun repeats the producing run's warnings");
+  assert.deepEqual(
+    second.stages.map((s) => s.status),
+    ["cached", "cached", "cached"],
+  );
+  assert.deepEqual(
+    second.stages.map((s) => s.warnings),
+    first.stages.map((s) => s.warnings),
+    "a cached rerun repeats the producing run's warnings",
+  );
 
   const catalog = new Catalog(workdir);
   const stored = catalog.stageRuns(second.runId).find((s) => s.stage === "scale")!;

@@ -24,7 +24,10 @@ test("hdbscan-kmeans: surrogate labels follow the groups, K capped by size, prot
     assert.deepEqual(Array.from(p.responses.subarray(j * 32, (j + 1) * 32)), Array.from(data.texts.subarray(i * 32, (i + 1) * 32)));
     const members = result.assignments.filter((a) => a.cluster === p.cluster[j] && a.subcluster === p.subcluster[j]);
     assert.equal(members.length, p.size[j]);
-    assert.ok(members.some((a) => a.sample === i), "the prototype sample belongs to its own sub-cluster");
+    assert.ok(
+      members.some((a) => a.sample === i),
+      "the prototype sample belongs to its own sub-cluster",
+    );
   }
   const capped = await buildPrototypes({ ids: data.ids, dim: data.dim, images: data.images, texts: data.texts }, { ...base, k: 100 });
   for (let c = 0; c < 4; c++) assert.ok(capped.prototypes.cluster.filter((x) => x === c).length <= 30);
@@ -56,10 +59,11 @@ test("noise: nearest assigns every sample, drop leaves noise out of the prototyp
   const texts = new Float32Array(n * 16);
   images.set(data.images);
   texts.set(data.texts);
-  for (let e = 0; e < extra; e++) for (let k = 0; k < 16; k++) {
-    images[(data.ids.length + e) * 16 + k] = Math.sin(e * 16 + k);
-    texts[(data.ids.length + e) * 16 + k] = Math.cos(e * 31 + k * 7) * 3;
-  }
+  for (let e = 0; e < extra; e++)
+    for (let k = 0; k < 16; k++) {
+      images[(data.ids.length + e) * 16 + k] = Math.sin(e * 16 + k);
+      texts[(data.ids.length + e) * 16 + k] = Math.cos(e * 31 + k * 7) * 3;
+    }
   const ids = [...data.ids, ...Array.from({ length: extra }, (_, e) => `noise${e}`)];
   const nearest = await buildPrototypes({ ids, dim: 16, images, texts }, base);
   assert.ok(nearest.noisePoints > 0);
@@ -82,7 +86,9 @@ test("lung zones parse the report text, typos included", () => {
 
 test("zones-mean: a sample joins every zone it names; prototypes are member means", async () => {
   const data = syntheticPairs({ groups: 2, perGroup: 10, dim: 8, seed: 5 });
-  const reports = data.group.map((g) => (g === 0 ? "Unilateral pulmonary infection, lower left lung." : "Bilateral pulmonary infection, lower left lung and upper right lung."));
+  const reports = data.group.map((g) =>
+    g === 0 ? "Unilateral pulmonary infection, lower left lung." : "Bilateral pulmonary infection, lower left lung and upper right lung.",
+  );
   const result = await buildPrototypes({ ids: data.ids, dim: 8, images: data.images, texts: data.texts, reports }, { ...base, mode: "zones-mean", k: 1 });
   // lower-left (all 20 samples) and upper-right (group 1 only): one prototype each with k = 1.
   assert.equal(result.prototypes.cluster.length, 2);
@@ -93,7 +99,10 @@ test("zones-mean: a sample joins every zone it names; prototypes are member mean
   for (let k = 0; k < 8; k++) assert.ok(Math.abs(result.prototypes.queries[lowerLeft * 8 + k]! - mean[k]!) < 1e-5);
   assert.equal(result.assignments.length, 30);
   assert.equal(result.prototypes.sampleIndex[0], -1);
-  await assert.rejects(buildPrototypes({ ids: data.ids, dim: 8, images: data.images, texts: data.texts }, { ...base, mode: "zones-mean" }), /needs the report texts/);
+  await assert.rejects(
+    buildPrototypes({ ids: data.ids, dim: 8, images: data.images, texts: data.texts }, { ...base, mode: "zones-mean" }),
+    /needs the report texts/,
+  );
 });
 
 test("PSA query = softmax over top-k cosines of the response rows; sync, async (ORT) and into-buffers agree", async () => {
@@ -108,12 +117,24 @@ test("PSA query = softmax over top-k cosines of the response rows; sync, async (
     const v = queries.subarray(i * dim, (i + 1) * dim);
     const cos = Array.from({ length: P }, (_, p) => {
       const q = data.images.subarray(p * dim, (p + 1) * dim);
-      let dot = 0, nv = 0, nq = 0;
-      for (let k = 0; k < dim; k++) { dot += v[k]! * q[k]!; nv += v[k]! ** 2; nq += q[k]! ** 2; }
+      let dot = 0,
+        nv = 0,
+        nq = 0;
+      for (let k = 0; k < dim; k++) {
+        dot += v[k]! * q[k]!;
+        nv += v[k]! ** 2;
+        nq += q[k]! ** 2;
+      }
       return dot / Math.sqrt(nv * nq);
     });
-    const order = cos.map((c, p) => [c, p] as const).sort((a, b) => b[0] - a[0]).slice(0, 3);
-    assert.deepEqual(Array.from(result.ids.subarray(i * 3, i * 3 + 3)), order.map((o) => o[1]));
+    const order = cos
+      .map((c, p) => [c, p] as const)
+      .sort((a, b) => b[0] - a[0])
+      .slice(0, 3);
+    assert.deepEqual(
+      Array.from(result.ids.subarray(i * 3, i * 3 + 3)),
+      order.map((o) => o[1]),
+    );
     const exp = order.map((o) => Math.exp((o[0] - order[0]![0]) / 0.5));
     const total = exp.reduce((a, b) => a + b, 0);
     for (let j = 0; j < 3; j++) assert.ok(Math.abs(result.weights[i * 3 + j]! - exp[j]! / total) < 1e-5);
@@ -137,11 +158,22 @@ test("usefulness: PSA finds held-out images' own reports far better than its shu
   const both = syntheticPairs({ groups: 5, perGroup: 38, dim: 32, seed: 12 });
   const trainIdx = both.ids.map((_, i) => i).filter((i) => i < 150);
   const valIdx = both.ids.map((_, i) => i).filter((i) => i >= 150);
-  const pick = (idx: number[], from: Float32Array) => { const out = new Float32Array(idx.length * 32); idx.forEach((i, r) => out.set(from.subarray(i * 32, (i + 1) * 32), r * 32)); return out; };
+  const pick = (idx: number[], from: Float32Array) => {
+    const out = new Float32Array(idx.length * 32);
+    idx.forEach((i, r) => out.set(from.subarray(i * 32, (i + 1) * 32), r * 32));
+    return out;
+  };
   const samples = { ids: trainIdx.map((i) => both.ids[i]!), dim: 32, images: pick(trainIdx, both.images), texts: pick(trainIdx, both.texts) };
   const built = await buildPrototypes(samples, base);
   const space = new PrototypeSpace(built.prototypes.queries, built.prototypes.responses, 32);
-  const check = usefulnessCheck(space, built.prototypes.queries, built.prototypes.responses, samples.texts, { ids: valIdx.map((i) => both.ids[i]!), dim: 32, images: pick(valIdx, both.images), texts: pick(valIdx, both.texts) }, { topK: 3, temperature: 1, seed: 1 });
+  const check = usefulnessCheck(
+    space,
+    built.prototypes.queries,
+    built.prototypes.responses,
+    samples.texts,
+    { ids: valIdx.map((i) => both.ids[i]!), dim: 32, images: pick(valIdx, both.images), texts: pick(valIdx, both.texts) },
+    { topK: 3, temperature: 1, seed: 1 },
+  );
   assert.ok(check.passed, JSON.stringify(check));
   assert.ok(check.marginOverMean > 0.2 && check.marginOverRandom > 0.2, JSON.stringify(check));
   assert.equal(check.samples, 40);
@@ -179,8 +211,16 @@ test("a label beyond the K-means fit sample: every member joins its nearest cent
   const samples = { ids: Array.from({ length: n }, (_, i) => `s${i}`), dim, images: images.images, texts };
   const logs: string[] = [];
   const result = await buildPrototypes(samples, { ...base, k: 6, restarts: 1, log: (l) => logs.push(l) });
-  assert.ok(logs.some((l) => /^hdbscan: 201 distinct of 4400 points; exact path/.test(l)), logs.join("\n"));
-  assert.ok(adjustedRandIndex(result.assignments.map((a) => a.cluster), group) > 0.99);
+  assert.ok(
+    logs.some((l) => /^hdbscan: 201 distinct of 4400 points; exact path/.test(l)),
+    logs.join("\n"),
+  );
+  assert.ok(
+    adjustedRandIndex(
+      result.assignments.map((a) => a.cluster),
+      group,
+    ) > 0.99,
+  );
   const p = result.prototypes;
   let total = 0;
   for (let j = 0; j < p.cluster.length; j++) {

@@ -33,7 +33,16 @@ interface Blob {
   center: number[];
 }
 
-function blobs(name: string, seed: number, dim: number, blobList: Blob[], noise: number, noiseRange: number, minPts: number, metric: "euclidean" | "cosine"): PointSet {
+function blobs(
+  name: string,
+  seed: number,
+  dim: number,
+  blobList: Blob[],
+  noise: number,
+  noiseRange: number,
+  minPts: number,
+  metric: "euclidean" | "cosine",
+): PointSet {
   const random = mulberry32(seed);
   const normal = gaussian(random);
   const rows: number[][] = [];
@@ -61,20 +70,67 @@ function randomCenters(random: () => number, count: number, dim: number, scale: 
 /** The standard sets: 2-d blobs of different spreads with 10% noise, varying densities, 512-d blobs, cosine directions. */
 export function referenceSets(): PointSet[] {
   const spreads = [0.3, 0.5, 0.8, 1.2, 0.4, 0.7];
-  const centers2d = [[-8, -8], [0, -9], [8, -7], [-7, 6], [1, 7], [9, 8]];
+  const centers2d = [
+    [-8, -8],
+    [0, -9],
+    [8, -7],
+    [-7, 6],
+    [1, 7],
+    [9, 8],
+  ];
   const sets: PointSet[] = [
-    blobs("blobs-noise-2d", 11, 2, centers2d.map((c, i) => ({ size: 60, spread: spreads[i]!, center: c })), 40, 12, 8, "euclidean"),
-    blobs("varying-density-2d", 12, 2, [
-      { size: 150, spread: 0.25, center: [0, 0] },
-      { size: 150, spread: 1.0, center: [8, 0] },
-      { size: 150, spread: 2.2, center: [0, 12] },
-      { size: 80, spread: 0.6, center: [10, 11] },
-    ], 60, 16, 10, "euclidean"),
+    blobs(
+      "blobs-noise-2d",
+      11,
+      2,
+      centers2d.map((c, i) => ({ size: 60, spread: spreads[i]!, center: c })),
+      40,
+      12,
+      8,
+      "euclidean",
+    ),
+    blobs(
+      "varying-density-2d",
+      12,
+      2,
+      [
+        { size: 150, spread: 0.25, center: [0, 0] },
+        { size: 150, spread: 1.0, center: [8, 0] },
+        { size: 150, spread: 2.2, center: [0, 12] },
+        { size: 80, spread: 0.6, center: [10, 11] },
+      ],
+      60,
+      16,
+      10,
+      "euclidean",
+    ),
   ];
   const r512 = mulberry32(13);
-  sets.push(blobs("blobs-512d", 14, 512, randomCenters(r512, 5, 512, 1).map((center, i) => ({ size: 50 + 10 * i, spread: 0.12 + 0.03 * i, center })), 30, 1, 5, "euclidean"));
+  sets.push(
+    blobs(
+      "blobs-512d",
+      14,
+      512,
+      randomCenters(r512, 5, 512, 1).map((center, i) => ({ size: 50 + 10 * i, spread: 0.12 + 0.03 * i, center })),
+      30,
+      1,
+      5,
+      "euclidean",
+    ),
+  );
   const r64 = mulberry32(15);
-  sets.push(blobs("directions-64d-cosine", 16, 64, randomCenters(r64, 6, 64, 1).map((center, i) => ({ size: 40 + 5 * i, spread: 0.15 + 0.04 * i, center })), 25, 1, 6, "cosine"));
+  sets.push(
+    blobs(
+      "directions-64d-cosine",
+      16,
+      64,
+      randomCenters(r64, 6, 64, 1).map((center, i) => ({ size: 40 + 5 * i, spread: 0.15 + 0.04 * i, center })),
+      25,
+      1,
+      6,
+      "cosine",
+    ),
+  );
   return sets;
 }
 

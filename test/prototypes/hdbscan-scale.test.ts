@@ -64,12 +64,16 @@ for (const c of cases) {
     // The repetition must matter: some groups reach minClusterSize on their own, some points are noise.
     const counts = new Map<number, number>();
     for (const g of groupOf) counts.set(g, (counts.get(g) ?? 0) + 1);
-    assert.ok([...counts.values()].some((w) => w >= c.minClusterSize), "no duplicate group reaches minClusterSize");
+    assert.ok(
+      [...counts.values()].some((w) => w >= c.minClusterSize),
+      "no duplicate group reaches minClusterSize",
+    );
     assert.ok(expanded.labels.some((l) => l < 0) && expanded.numClusters >= 2, `expected clusters and noise, got ${expanded.numClusters} clusters`);
     assertSamePartition(weighted.labels, expanded.labels, "labels");
     assert.equal(weighted.numClusters, expanded.numClusters);
     for (let i = 0; i < n; i++) assert.ok(Math.abs(weighted.probabilities[i]! - expanded.probabilities[i]!) < 1e-5, `probability of point ${i}`);
-    for (let i = 0; i < n; i++) assert.ok(Math.abs(weighted.coreDistances[i]! - expanded.coreDistances[i]!) <= 1e-5 * (1 + expanded.coreDistances[i]!), `core distance of point ${i}`);
+    for (let i = 0; i < n; i++)
+      assert.ok(Math.abs(weighted.coreDistances[i]! - expanded.coreDistances[i]!) <= 1e-5 * (1 + expanded.coreDistances[i]!), `core distance of point ${i}`);
     // float32 distances of the distinct rows may differ from the expanded matrix's in the last bits
     const ws = sortedFinite(weighted.stabilities);
     const es = sortedFinite(expanded.stabilities);
@@ -77,7 +81,8 @@ for (const c of cases) {
     // The condensed tree holds one row per distinct point, its size the multiplicity.
     assert.ok(weighted.distinctOf);
     let pointWeight = 0;
-    for (let r = 0; r < weighted.condensedTree.child.length; r++) if (weighted.condensedTree.child[r]! < counts.size) pointWeight += weighted.condensedTree.size[r]!;
+    for (let r = 0; r < weighted.condensedTree.child.length; r++)
+      if (weighted.condensedTree.child[r]! < counts.size) pointWeight += weighted.condensedTree.size[r]!;
     assert.equal(pointWeight, n);
   });
 }
@@ -99,7 +104,12 @@ test("approximate neighbours find most true neighbours (recall >= 0.9 at k = 16)
   const exact = await pairwiseDistances(data, 2000, 32, "euclidean");
   let found = 0;
   for (let i = 0; i < 2000; i++) {
-    const row = Array.from(exact.subarray(i * 2000, (i + 1) * 2000)).map((d, j) => [d, j] as const).filter(([, j]) => j !== i).sort((x, y) => x[0] - y[0]).slice(0, 16).map(([, j]) => j);
+    const row = Array.from(exact.subarray(i * 2000, (i + 1) * 2000))
+      .map((d, j) => [d, j] as const)
+      .filter(([, j]) => j !== i)
+      .sort((x, y) => x[0] - y[0])
+      .slice(0, 16)
+      .map(([, j]) => j);
     const truth = new Set(row);
     for (let r = 0; r < 16; r++) if (truth.has(graph.index[i * 16 + r]!)) found++;
   }
@@ -145,7 +155,10 @@ test("labels do not depend on row order, even with exact ties (duplicates, a gri
       const j = s % (i + 1);
       [order[i], order[j]] = [order[j]!, order[i]!];
     }
-    const shuffled = await hdbscan(order.map((i) => rows[i]!), { minClusterSize: 5, minSamples: 4 });
+    const shuffled = await hdbscan(
+      order.map((i) => rows[i]!),
+      { minClusterSize: 5, minSamples: 4 },
+    );
     const back = new Int32Array(rows.length);
     order.forEach((i, r) => (back[i] = shuffled.labels[r]!));
     assertSamePartition(back, base.labels, `shuffle ${seed}`);

@@ -18,7 +18,11 @@ const hasR = spawnSync("Rscript", ["-e", "suppressPackageStartupMessages(library
 
 for (const set of referenceSets()) {
   test(`HDBSCAN matches R dbscan::hdbscan on ${set.name} (stored labels, ARI >= 0.99)`, async () => {
-    const ref = JSON.parse(readFileSync(path.join(here, "reference", `${set.name}.labels.json`), "utf8")) as { pointsDigest: string; labels: number[]; minPts: number };
+    const ref = JSON.parse(readFileSync(path.join(here, "reference", `${set.name}.labels.json`), "utf8")) as {
+      pointsDigest: string;
+      labels: number[];
+      minPts: number;
+    };
     assert.equal(ref.pointsDigest, pointsDigest(set), "the fixture generator changed: rerun test/prototypes/reference/make-reference.ts");
     const result = await hdbscan(set.points, { dim: set.dim, minClusterSize: ref.minPts, metric: set.metric });
     const ari = adjustedRandIndex(result.labels, ref.labels);
@@ -87,9 +91,36 @@ test("duplicated points sit at distance exactly 0 and form one infinitely stable
 });
 
 test("input validation: bad options and non-finite points fail with clear errors", async () => {
-  await assert.rejects(hdbscan([[0, 0], [1, 1]], { minClusterSize: 1 }), /minClusterSize must be an integer >= 2/);
-  await assert.rejects(hdbscan([[0, 0], [1, Number.NaN]], { minClusterSize: 2 }), /non-finite/);
-  await assert.rejects(hdbscan([[0, 0], [0, 0]], { minClusterSize: 2, metric: "cosine" }), /cosine distance is undefined/);
+  await assert.rejects(
+    hdbscan(
+      [
+        [0, 0],
+        [1, 1],
+      ],
+      { minClusterSize: 1 },
+    ),
+    /minClusterSize must be an integer >= 2/,
+  );
+  await assert.rejects(
+    hdbscan(
+      [
+        [0, 0],
+        [1, Number.NaN],
+      ],
+      { minClusterSize: 2 },
+    ),
+    /non-finite/,
+  );
+  await assert.rejects(
+    hdbscan(
+      [
+        [0, 0],
+        [0, 0],
+      ],
+      { minClusterSize: 2, metric: "cosine" },
+    ),
+    /cosine distance is undefined/,
+  );
   const tiny = hdbscanFromDistances(new Float32Array(1), 1, { minClusterSize: 2 });
   assert.deepEqual(Array.from(tiny.labels), [-1]);
 });
@@ -100,7 +131,11 @@ test("prolearn cluster hdbscan writes a label column in input order", () => {
   const input = path.join(dir, "in.csv");
   writeFileSync(input, "x,y\n" + pointsCsv(set));
   const out = path.join(dir, "labels.csv");
-  execFileSync(process.execPath, ["--import", "tsx", path.join(repoRoot, "src/cli/main.ts"), "cluster", "hdbscan", input, "--min-cluster-size", "8", "--out", out], { cwd: repoRoot, stdio: "pipe" });
+  execFileSync(
+    process.execPath,
+    ["--import", "tsx", path.join(repoRoot, "src/cli/main.ts"), "cluster", "hdbscan", input, "--min-cluster-size", "8", "--out", out],
+    { cwd: repoRoot, stdio: "pipe" },
+  );
   const lines = readFileSync(out, "utf8").trim().split("\n");
   assert.equal(lines[0], "label,probability");
   const labels = lines.slice(1).map((l) => Number(l.split(",")[0]));
@@ -108,10 +143,31 @@ test("prolearn cluster hdbscan writes a label column in input order", () => {
   assert.equal(labels.length, set.n);
   assert.ok(adjustedRandIndex(labels, ref.labels) >= 0.99);
   const approximate = path.join(dir, "approximate.csv");
-  const run = spawnSync(process.execPath, ["--import", "tsx", path.join(repoRoot, "src/cli/main.ts"), "cluster", "hdbscan", input, "--min-cluster-size", "8", "--method", "approximate", "--out", approximate], { cwd: repoRoot, encoding: "utf8" });
+  const run = spawnSync(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      path.join(repoRoot, "src/cli/main.ts"),
+      "cluster",
+      "hdbscan",
+      input,
+      "--min-cluster-size",
+      "8",
+      "--method",
+      "approximate",
+      "--out",
+      approximate,
+    ],
+    { cwd: repoRoot, encoding: "utf8" },
+  );
   assert.equal(run.status, 0, run.stderr);
   assert.match(run.stderr, /approximate path .*as asked/);
-  const approximateLabels = readFileSync(approximate, "utf8").trim().split("\n").slice(1).map((l) => Number(l.split(",")[0]));
+  const approximateLabels = readFileSync(approximate, "utf8")
+    .trim()
+    .split("\n")
+    .slice(1)
+    .map((l) => Number(l.split(",")[0]));
   assert.ok(adjustedRandIndex(approximateLabels, ref.labels) >= 0.95);
 });
 
@@ -124,13 +180,22 @@ test("prolearn cluster hdbscan writes a label column in input order", () => {
  */
 const lvitCsv = path.join(realData, "qata-cov19/prompt-lvit/train.csv");
 const annotation = path.join(realData, "qata-cov19/QaTa/prompts/annotation.json");
-const realSkip = skipUnless(existsSync(lvitCsv) && existsSync(annotation), `real QaTa text not found under ${realData} (set PROLEARN_REAL_DATA)`) || skipUnless(hasR, "Rscript with the dbscan package (apt r-cran-dbscan) is not installed");
+const realSkip =
+  skipUnless(existsSync(lvitCsv) && existsSync(annotation), `real QaTa text not found under ${realData} (set PROLEARN_REAL_DATA)`) ||
+  skipUnless(hasR, "Rscript with the dbscan package (apt r-cran-dbscan) is not installed");
 test("HDBSCAN matches R on real QaTa report embeddings (builtin encoder)", { skip: realSkip }, async () => {
   const { BuiltinEncoder } = await import("../../src/embed/builtin.js");
-  const lvit = readFileSync(lvitCsv, "utf8").split(/\r?\n/).slice(1).filter(Boolean).map((line) => {
-    const comma = line.indexOf(",");
-    return line.slice(comma + 1).replace(/^"|"$/g, "").replace(/""/g, '"');
-  });
+  const lvit = readFileSync(lvitCsv, "utf8")
+    .split(/\r?\n/)
+    .slice(1)
+    .filter(Boolean)
+    .map((line) => {
+      const comma = line.indexOf(",");
+      return line
+        .slice(comma + 1)
+        .replace(/^"|"$/g, "")
+        .replace(/""/g, '"');
+    });
   const sgseg = (JSON.parse(readFileSync(annotation, "utf8")) as { train: { caption: string }[] }).train.map((r) => r.caption);
   const texts = [...new Set([...lvit, ...sgseg])];
   assert.ok(texts.length > 300, `${texts.length} distinct texts`);

@@ -28,11 +28,18 @@ async function writeEmbeddings(file: string): Promise<void> {
   await writeParquetFile(
     file,
     new Table({
-      id: vectorFromArray(Array.from({ length: ROWS }, (_, i) => `s${i}`), new Utf8()),
+      id: vectorFromArray(
+        Array.from({ length: ROWS }, (_, i) => `s${i}`),
+        new Utf8(),
+      ),
       split: vectorFromArray(split, new Utf8()),
       report_available: vectorFromArray(available, new Bool()),
       image_embedding: embeddingVector(images, DIM),
-      text_embedding: embeddingVector(texts, DIM, Uint8Array.from(available, (a) => (a ? 1 : 0))),
+      text_embedding: embeddingVector(
+        texts,
+        DIM,
+        Uint8Array.from(available, (a) => (a ? 1 : 0)),
+      ),
     }),
     { rowGroupSize: 8 },
   );
@@ -45,14 +52,27 @@ test("pairs read in slices of 7 rows (across row groups of 8) equal those of one
   const sliced = await readPairedRows(file, 7);
   assert.deepEqual(sliced, whole);
 
-  const expected = (which: string) => Array.from({ length: ROWS }, (_, i) => i).filter((i) => i % 5 !== 2 && i % 7 !== 3 && (i % 9 === 8 ? "test" : i % 4 === 1 ? "val" : "train") === which);
+  const expected = (which: string) =>
+    Array.from({ length: ROWS }, (_, i) => i).filter((i) => i % 5 !== 2 && i % 7 !== 3 && (i % 9 === 8 ? "test" : i % 4 === 1 ? "val" : "train") === which);
   const train = expected("train");
   const validation = expected("val");
-  assert.deepEqual(sliced.train.ids, train.map((i) => `s${i}`));
-  assert.deepEqual(sliced.validation.ids, validation.map((i) => `s${i}`));
+  assert.deepEqual(
+    sliced.train.ids,
+    train.map((i) => `s${i}`),
+  );
+  assert.deepEqual(
+    sliced.validation.ids,
+    validation.map((i) => `s${i}`),
+  );
   assert.equal(sliced.dim, DIM);
-  assert.deepEqual([...sliced.train.images], train.flatMap((i) => [i, i, i]));
-  assert.deepEqual([...sliced.validation.texts], validation.flatMap((i) => [-i - 1, -i - 1, -i - 1]));
+  assert.deepEqual(
+    [...sliced.train.images],
+    train.flatMap((i) => [i, i, i]),
+  );
+  assert.deepEqual(
+    [...sliced.validation.texts],
+    validation.flatMap((i) => [-i - 1, -i - 1, -i - 1]),
+  );
   // Rows with a report but an all-zero text embedding are counted, whatever their split.
   assert.equal(sliced.emptyTexts, Array.from({ length: ROWS }, (_, i) => i).filter((i) => i % 5 !== 2 && i % 7 === 3).length);
 });

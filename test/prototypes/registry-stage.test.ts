@@ -22,7 +22,13 @@ import { adjustedRandIndex } from "../../src/prototypes/ari.js";
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const DIM = 32;
 
-async function embedFixture(dir: string, seed: number, textAvailability = 1, zeroTextRows: number[] = [], options: { uninformativeImages?: boolean } = {}): Promise<string> {
+async function embedFixture(
+  dir: string,
+  seed: number,
+  textAvailability = 1,
+  zeroTextRows: number[] = [],
+  options: { uninformativeImages?: boolean } = {},
+): Promise<string> {
   const data = syntheticPairs({ groups: 4, perGroup: 40, dim: DIM, seed, splits: ["train", "train", "train", "val", "test"] });
   for (const row of zeroTextRows) data.texts.fill(0, row * DIM, (row + 1) * DIM);
   // Image embeddings that say nothing about their report: PSA can only retrieve noise.
@@ -43,16 +49,35 @@ async function embedFixture(dir: string, seed: number, textAvailability = 1, zer
   return dir;
 }
 
-function context(workdir: string, embedDir: string, outDir: string, params: Partial<PrototypesParams> = {}): StageContext<PrototypesParams> & { logs: string[] } {
+function context(
+  workdir: string,
+  embedDir: string,
+  outDir: string,
+  params: Partial<PrototypesParams> = {},
+): StageContext<PrototypesParams> & { logs: string[] } {
   const logs: string[] = [];
-  const pipeline = { name: "unit", baseDir: workdir, workdir, dataset: { kind: "qata-cov19", root: workdir, layout: "auto", reportKey: "p6", textAvailability: 1, seed: 42 }, stages: {} } as unknown as ResolvedPipeline;
+  const pipeline = {
+    name: "unit",
+    baseDir: workdir,
+    workdir,
+    dataset: { kind: "qata-cov19", root: workdir, layout: "auto", reportKey: "p6", textAvailability: 1, seed: 42 },
+    stages: {},
+  } as unknown as ResolvedPipeline;
   mkdirSync(outDir, { recursive: true });
   return {
     stage: "prototypes",
     version: prototypesStage.version,
     pipeline,
     params: prototypesParams.parse({ k: 4, ...params }),
-    inputs: { embed: { stage: "embed", digest: `embed-${embedDir.length}`, dir: embedDir, files: { "embeddings.parquet": path.join(embedDir, "embeddings.parquet"), "encoder.json": path.join(embedDir, "encoder.json") }, summary: {} } },
+    inputs: {
+      embed: {
+        stage: "embed",
+        digest: `embed-${embedDir.length}`,
+        dir: embedDir,
+        files: { "embeddings.parquet": path.join(embedDir, "embeddings.parquet"), "encoder.json": path.join(embedDir, "encoder.json") },
+        summary: {},
+      },
+    },
     outDir,
     tmpDir: os.tmpdir(),
     rowCache: () => ({ get: () => undefined, put: () => undefined }),
@@ -64,7 +89,6 @@ function context(workdir: string, embedDir: string, outDir: string, params: Part
     logs,
   };
 }
-
 
 /** The fields of the prototypes stage's summary that these tests read. */
 interface PrototypesSummary {
@@ -82,9 +106,15 @@ test("prototypes stage: outputs per the data contract, lineage manifest, usefuln
   assert.equal(summary.pairedSamples, 96 - 1);
   for (const f of prototypesStage.outputs) assert.ok(existsSync(path.join(ctx.outDir, f)), f);
   const table = await readParquetFile(path.join(ctx.outDir, "prototypes.parquet"));
-  assert.deepEqual(table.schema.fields.map((f) => f.name), ["prototype_id", "cluster", "subcluster", "sample_id", "size", "query", "response"]);
+  assert.deepEqual(
+    table.schema.fields.map((f) => f.name),
+    ["prototype_id", "cluster", "subcluster", "sample_id", "size", "query", "response"],
+  );
   const assignments = await readParquetFile(path.join(ctx.outDir, "assignments.parquet"));
-  assert.deepEqual(assignments.schema.fields.map((f) => f.name), ["id", "cluster", "probability", "subcluster"]);
+  assert.deepEqual(
+    assignments.schema.fields.map((f) => f.name),
+    ["id", "cluster", "probability", "subcluster"],
+  );
   assert.equal(assignments.numRows, summary.pairedSamples);
   const manifest = JSON.parse(readFileSync(path.join(ctx.outDir, "manifest.json"), "utf8"));
   assert.equal(manifest.lineage.encoder.digest, "e".repeat(64));
@@ -96,7 +126,10 @@ test("prototypes stage: outputs per the data contract, lineage manifest, usefuln
   assert.ok(summary.usefulness.marginOverMean > 0 && summary.usefulness.marginOverRandom > 0);
   for (const key of ["samples", "ownReportAuc", "centredCosine", "marginOverMean", "marginOverRandom", "passed"]) assert.ok(key in summary.usefulness, key);
   assert.ok(summary.usefulness.ownReportAuc > summary.usefulness.shuffled.ownReportAuc + 0.1, JSON.stringify(summary.usefulness));
-  assert.ok(ctx.logs.some((l) => /own-report AUC 0\.\d{4} \(shuffled prototypes 0\.\d{4}.*centred cosine/.test(l)), "the stage prints AUC and centred cosine with their shuffled baselines");
+  assert.ok(
+    ctx.logs.some((l) => /own-report AUC 0\.\d{4} \(shuffled prototypes 0\.\d{4}.*centred cosine/.test(l)),
+    "the stage prints AUC and centred cosine with their shuffled baselines",
+  );
   assert.equal(summary.artifact.version, 1);
   assert.equal(summary.artifact.isNew, true);
 
@@ -113,7 +146,10 @@ test("prototypes stage: outputs per the data contract, lineage manifest, usefuln
 
   const registry = ArtifactRegistry.open(path.join(root, "work"));
   try {
-    assert.deepEqual(registry.list("unit").map((v) => v.version), [1, 2]);
+    assert.deepEqual(
+      registry.list("unit").map((v) => v.version),
+      [1, 2],
+    );
     const v1 = registry.resolve("unit@1");
     assert.ok(v1.path.startsWith(path.join(root, "work", "artifacts", "prototypes")));
     assert.equal(path.basename(v1.path), v1.digest);
@@ -140,7 +176,13 @@ test("registry: aliases move with history; verify and load detect tampering; exp
     assert.equal(moved.previousVersion, 1);
     registry.promote("unit@1", "staging");
     assert.equal(registry.resolve("unit@production").version, 2);
-    assert.deepEqual(registry.aliasHistory("unit", "production").map((e) => [e.previousVersion, e.version]), [[null, 1], [1, 2]]);
+    assert.deepEqual(
+      registry.aliasHistory("unit", "production").map((e) => [e.previousVersion, e.version]),
+      [
+        [null, 1],
+        [1, 2],
+      ],
+    );
     assert.deepEqual(registry.resolve("unit@2").aliases, ["production"]);
     assert.throws(() => registry.promote("unit@1", "latest"), /not allowed/);
 
@@ -170,7 +212,10 @@ test("registry: aliases move with history; verify and load detect tampering; exp
     writeFileSync(file, bytes);
     const [report] = await registry.verify("unit@1");
     assert.equal(report!.ok, false);
-    assert.ok(report!.problems.some((p) => p.startsWith("prototypes.parquet: sha256")), report!.problems.join("; "));
+    assert.ok(
+      report!.problems.some((p) => p.startsWith("prototypes.parquet: sha256")),
+      report!.problems.join("; "),
+    );
     await assert.rejects(PrototypeSpace.load(v1.path), ArtifactError);
     await assert.rejects(registry.export("unit@1", path.join(root, "export2")), ArtifactError);
     // Republishing the same content refuses to reuse (or overwrite) the tampered copy.
@@ -187,13 +232,17 @@ test("registry: aliases move with history; verify and load detect tampering; exp
     manifest.lineage.seed = 1;
     writeFileSync(path.join(v2.path, "manifest.json"), JSON.stringify(manifest, null, 2) + "\n");
     const [report2] = await registry.verify("unit@2");
-    assert.ok(report2!.problems.some((p) => p.includes("manifest edited")), report2!.problems.join("; "));
+    assert.ok(
+      report2!.problems.some((p) => p.includes("manifest edited")),
+      report2!.problems.join("; "),
+    );
   } finally {
     registry.close();
   }
 
   // The CLI: verify exits 1 and names the tampered version; list shows aliases.
-  const cli = (args: string[]) => spawnSync(process.execPath, ["--import", "tsx", path.join(repoRoot, "src/cli/main.ts"), ...args], { cwd: repoRoot, encoding: "utf8" });
+  const cli = (args: string[]) =>
+    spawnSync(process.execPath, ["--import", "tsx", path.join(repoRoot, "src/cli/main.ts"), ...args], { cwd: repoRoot, encoding: "utf8" });
   const verify = cli(["artifacts", "verify", "--workdir", workdir]);
   assert.equal(verify.status, 1, verify.stderr);
   assert.match(verify.stdout, /TAMPERED unit@1/);
@@ -222,7 +271,10 @@ test("onUseless: fail stops before publishing when PSA cannot find the reports; 
   const gated = context(path.join(root, "work"), embedDir, path.join(root, "out-fail"), { onUseless: "fail" });
   await assert.rejects(prototypesStage.run!(gated), (error: unknown) => {
     assert.ok(error instanceof DataError, String(error));
-    assert.match(error.message, /the prototype space is not useful: on \d+ validation samples .*own report with AUC 0\.\d+ .*shuffled among the prototypes.*nothing was published/);
+    assert.match(
+      error.message,
+      /the prototype space is not useful: on \d+ validation samples .*own report with AUC 0\.\d+ .*shuffled among the prototypes.*nothing was published/,
+    );
     assert.match(error.hint ?? "", /encoder: learned or biomedclip/);
     return true;
   });
@@ -236,9 +288,15 @@ test("onUseless: fail stops before publishing when PSA cannot find the reports; 
   const summary = (await prototypesStage.run!(warned)) as { usefulness: { passed: boolean }; artifact: { version: number } };
   assert.equal(summary.usefulness.passed, false);
   assert.equal(summary.artifact.version, 1);
-  assert.ok(warned.logs.some((l) => /PSA does NOT beat its shuffled copy/.test(l)), warned.logs.join("\n"));
+  assert.ok(
+    warned.logs.some((l) => /PSA does NOT beat its shuffled copy/.test(l)),
+    warned.logs.join("\n"),
+  );
   // The failed check is a warning of the stage (the run stays ok, the report shows it amber), with its figures.
-  assert.ok(warned.logs.some((l) => /^warning prototypes-not-useful: on \d+ validation samples .*"ownReportAuc":/.test(l)), warned.logs.join("\n"));
+  assert.ok(
+    warned.logs.some((l) => /^warning prototypes-not-useful: on \d+ validation samples .*"ownReportAuc":/.test(l)),
+    warned.logs.join("\n"),
+  );
 });
 
 test("prolearn prototypes query answers from a registered artifact", async () => {
@@ -247,17 +305,39 @@ test("prolearn prototypes query answers from a registered artifact", async () =>
   const workdir = path.join(root, "work");
   await prototypesStage.run!(context(workdir, embedDir, path.join(root, "a")));
   const out = path.join(root, "approx.parquet");
-  const stdout = execFileSync(process.execPath, ["--import", "tsx", path.join(repoRoot, "src/cli/main.ts"), "prototypes", "query", "unit@1", path.join(embedDir, "embeddings.parquet"), "--workdir", workdir, "--out", out, "--json"], { cwd: repoRoot, encoding: "utf8" });
+  const stdout = execFileSync(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      path.join(repoRoot, "src/cli/main.ts"),
+      "prototypes",
+      "query",
+      "unit@1",
+      path.join(embedDir, "embeddings.parquet"),
+      "--workdir",
+      workdir,
+      "--out",
+      out,
+      "--json",
+    ],
+    { cwd: repoRoot, encoding: "utf8" },
+  );
   const summary = JSON.parse(stdout);
   assert.equal(summary.rows, 160);
   const table = await readParquetFile(out);
-  assert.deepEqual(table.schema.fields.map((f) => f.name), ["id", "text_embedding", "prototype_ids", "weights"]);
+  assert.deepEqual(
+    table.schema.fields.map((f) => f.name),
+    ["id", "text_embedding", "prototype_ids", "weights"],
+  );
   const weights = table.getChild("weights")!.get(0)!.toArray() as Float32Array;
   assert.ok(Math.abs(weights.reduce((a, b) => a + b, 0) - 1) < 1e-5);
 });
 
 const hasNumpy = spawnSync("python3", ["-c", "import numpy"], { stdio: "ignore" }).status === 0;
-test("exported Q.npy / R.npy load in NumPy", { skip: skipUnless(hasNumpy, "python3 with numpy is not installed (apt-get install python3-numpy)") }, async () => {
+test("exported Q.npy / R.npy load in NumPy", {
+  skip: skipUnless(hasNumpy, "python3 with numpy is not installed (apt-get install python3-numpy)"),
+}, async () => {
   const root = mkdtempSync(path.join(os.tmpdir(), "prolearn-proto-npy-"));
   const embedDir = await embedFixture(path.join(root, "embed"), 51);
   const workdir = path.join(root, "work");
@@ -270,7 +350,8 @@ test("exported Q.npy / R.npy load in NumPy", { skip: skipUnless(hasNumpy, "pytho
   } finally {
     registry.close();
   }
-  const script = "import json,sys,numpy as np; q=np.load(sys.argv[1]); r=np.load(sys.argv[2]); print(json.dumps({'shape': list(q.shape), 'dtype': str(q.dtype), 'q0': float(q[0,0]), 'rLast': float(r[-1,-1])}))";
+  const script =
+    "import json,sys,numpy as np; q=np.load(sys.argv[1]); r=np.load(sys.argv[2]); print(json.dumps({'shape': list(q.shape), 'dtype': str(q.dtype), 'q0': float(q[0,0]), 'rLast': float(r[-1,-1])}))";
   const out = JSON.parse(execFileSync("python3", ["-c", script, path.join(root, "export", "Q.npy"), path.join(root, "export", "R.npy")], { encoding: "utf8" }));
   assert.deepEqual(out.shape, [protos.count, protos.dim]);
   assert.equal(out.dtype, "float32");
@@ -281,13 +362,20 @@ test("exported Q.npy / R.npy load in NumPy", { skip: skipUnless(hasNumpy, "pytho
 test("hdbscan.method: the stage logs the path it took; approximate on this small set gives the exact path's labels", async () => {
   const root = mkdtempSync(path.join(os.tmpdir(), "prolearn-proto-method-"));
   const embedDir = await embedFixture(path.join(root, "embed"), 47);
-  const labelsOf = async (dir: string) => Array.from((await readParquetFile(path.join(dir, "assignments.parquet"))).getChild("cluster")!.toArray() as Int32Array);
+  const labelsOf = async (dir: string) =>
+    Array.from((await readParquetFile(path.join(dir, "assignments.parquet"))).getChild("cluster")!.toArray() as Int32Array);
   const exact = context(path.join(root, "work"), embedDir, path.join(root, "out-exact"), { hdbscan: { method: "auto", maxExactPoints: 16384 } });
   await prototypesStage.run!(exact);
-  assert.ok(exact.logs.some((l) => /^hdbscan: 96 distinct of 96 points; exact path/.test(l)), exact.logs.join("\n"));
+  assert.ok(
+    exact.logs.some((l) => /^hdbscan: 96 distinct of 96 points; exact path/.test(l)),
+    exact.logs.join("\n"),
+  );
   const approximate = context(path.join(root, "work"), embedDir, path.join(root, "out-approx"), { hdbscan: { method: "approximate", maxExactPoints: 16384 } });
   await prototypesStage.run!(approximate);
-  assert.ok(approximate.logs.some((l) => /^hdbscan: 96 distinct of 96 points; approximate path .*as asked/.test(l)), approximate.logs.join("\n"));
+  assert.ok(
+    approximate.logs.some((l) => /^hdbscan: 96 distinct of 96 points; approximate path .*as asked/.test(l)),
+    approximate.logs.join("\n"),
+  );
   // The same partition (cluster ids may be numbered in another order).
   assert.equal(adjustedRandIndex(await labelsOf(approximate.outDir), await labelsOf(exact.outDir)), 1);
   assert.throws(() => prototypesParams.parse({ hdbscan: { method: "fast" } }), /method/);

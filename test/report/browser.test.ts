@@ -83,12 +83,17 @@ describe("run report in headless Chromium", { skip }, () => {
     assert.equal(await page.locator("#training .example").count(), facts.examples);
 
     // Every image decoded and every chart laid out with a real size.
-    const images = await page.locator("img").evaluateAll((all) => all.map((i) => {
-      const image = i as unknown as { complete: boolean; naturalWidth: number };
-      return [image.complete, image.naturalWidth] as const;
-    }));
+    const images = await page.locator("img").evaluateAll((all) =>
+      all.map((i) => {
+        const image = i as unknown as { complete: boolean; naturalWidth: number };
+        return [image.complete, image.naturalWidth] as const;
+      }),
+    );
     assert.ok(images.length >= 24 + 6 + facts.examples * 4);
-    assert.ok(images.every(([complete, width]) => complete && width > 0), "all thumbnails decode");
+    assert.ok(
+      images.every(([complete, width]) => complete && width > 0),
+      "all thumbnails decode",
+    );
     const charts = await page.locator("svg.chart").evaluateAll((all) => all.map((s) => s.getBoundingClientRect().width * s.getBoundingClientRect().height));
     assert.ok(charts.length >= 6, `charts: ${charts.length}`);
     assert.ok(charts.every((area) => area > 1000));
@@ -113,13 +118,20 @@ describe("run report in headless Chromium", { skip }, () => {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     await page.goto(pathToFileURL(result.report!).href, { waitUntil: "load" });
     const amber = "rgb(191, 135, 0)";
-    const background = async (selector: string) => page.locator(selector).first().evaluate((e) => (globalThis as unknown as { getComputedStyle(element: unknown): { backgroundColor: string } }).getComputedStyle(e).backgroundColor);
+    const background = async (selector: string) =>
+      page
+        .locator(selector)
+        .first()
+        .evaluate((e) => (globalThis as unknown as { getComputedStyle(element: unknown): { backgroundColor: string } }).getComputedStyle(e).backgroundColor);
     const runStatus = page.locator('header [data-metric="run-status"]');
     assert.equal((await runStatus.innerText()).trim(), "succeeded with 1 warning");
     assert.equal(await background('header [data-metric="run-status"]'), amber);
     const item = page.locator('header [data-metric="run-warnings"] li[data-warning="prototypes-not-useful"]');
     assert.ok(await item.isVisible(), "the warning is in the sticky header");
-    assert.match(await item.innerText(), /^prototypes: on 12 validation samples PSA's approximated text is no closer .* \(samples 12, marginOverMean -0\.0123, marginOverRandom 0\.0456\)$/);
+    assert.match(
+      await item.innerText(),
+      /^prototypes: on 12 validation samples PSA's approximated text is no closer .* \(samples 12, marginOverMean -0\.0123, marginOverRandom 0\.0456\)$/,
+    );
     assert.equal(await background('#overview tr[data-stage="prototypes"] [data-metric="stage-status"]'), amber);
     assert.equal((await page.locator('#overview tr[data-stage="prototypes"] [data-metric="stage-status"]').innerText()).trim(), "cached");
     assert.notEqual(await background('#overview tr[data-stage="ingest"] [data-metric="stage-status"]'), amber);

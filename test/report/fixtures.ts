@@ -47,8 +47,12 @@ export async function syntheticXray(seed: number, lesion = 1): Promise<{ image: 
       truth[y * SIZE + x] = inLesion ? 1 : 0;
     }
   }
-  const image = await sharp(pixels, { raw: { width: SIZE, height: SIZE, channels: 1 } }).png().toBuffer();
-  const mask = await sharp(Buffer.from(truth), { raw: { width: SIZE, height: SIZE, channels: 1 } }).png().toBuffer();
+  const image = await sharp(pixels, { raw: { width: SIZE, height: SIZE, channels: 1 } })
+    .png()
+    .toBuffer();
+  const mask = await sharp(Buffer.from(truth), { raw: { width: SIZE, height: SIZE, channels: 1 } })
+    .png()
+    .toBuffer();
   return { image, mask, truth };
 }
 
@@ -91,7 +95,11 @@ export function demoSamples(): Sample[] {
     const lesion = i % 13 === 5 ? 0 : 1;
     const hasReport = !(split !== "train" && i % 7 === 0);
     const count = 1 + Math.floor(random() * 2);
-    const report = hasReport ? (lesion ? `Bilateral pulmonary infection, ${count === 1 ? "one infected area" : "two infected areas"}, ${ZONES[zone]}.` : "No pulmonary infection, zero infected areas.") : null;
+    const report = hasReport
+      ? lesion
+        ? `Bilateral pulmonary infection, ${count === 1 ? "one infected area" : "two infected areas"}, ${ZONES[zone]}.`
+        : "No pulmonary infection, zero infected areas."
+      : null;
     const available = hasReport && (split !== "train" || i % 2 === 0);
     samples.push({ id: `covid_${1000 + i}`, split, report, available, zone, lesion });
   }
@@ -139,9 +147,15 @@ const THRESHOLD = 0.04;
 
 /** Words score by how much they say about location and extent; fillers score low. */
 function scoreTokens(report: string, seed: number): { tokens: string[]; scores: number[]; kept: boolean[] } {
-  const words = report.toLowerCase().replace(/([.,])/g, " $1").split(/\s+/).filter(Boolean);
+  const words = report
+    .toLowerCase()
+    .replace(/([.,])/g, " $1")
+    .split(/\s+/)
+    .filter(Boolean);
   const random = rng(seed + words.length);
-  const raw = words.map((w) => (/left|right|upper|lower|middle|bilateral|infection|two|one|zero/.test(w) ? 0.6 + random() * 0.4 : /[.,]/.test(w) ? 0.02 : 0.05 + random() * 0.1));
+  const raw = words.map((w) =>
+    /left|right|upper|lower|middle|bilateral|infection|two|one|zero/.test(w) ? 0.6 + random() * 0.4 : /[.,]/.test(w) ? 0.02 : 0.05 + random() * 0.1,
+  );
   const sum = raw.reduce((a, b) => a + b, 0);
   const scores = raw.map((r) => r / sum);
   return { tokens: words, scores, kept: scores.map((s) => s > THRESHOLD) };
@@ -149,7 +163,14 @@ function scoreTokens(report: string, seed: number): { tokens: string[]; scores: 
 
 function history() {
   // The train stage's history.json records (src/segmenter/loop.ts EpochRecord); valDice is null without a val split.
-  return [...Array(12).keys()].map((i) => ({ epoch: i + 1, loss: 1.1 * Math.exp(-i / 4) + 0.18, learningRate: 1e-4 * (0.5 + 0.5 * Math.cos((Math.PI * i) / 12)), valDice: 0.82 - 0.62 * Math.exp(-i / 3), valIou: 0.7 - 0.55 * Math.exp(-i / 3), seconds: 1.5 + (i % 3) * 0.1 }));
+  return [...Array(12).keys()].map((i) => ({
+    epoch: i + 1,
+    loss: 1.1 * Math.exp(-i / 4) + 0.18,
+    learningRate: 1e-4 * (0.5 + 0.5 * Math.cos((Math.PI * i) / 12)),
+    valDice: 0.82 - 0.62 * Math.exp(-i / 3),
+    valIou: 0.7 - 0.55 * Math.exp(-i / 3),
+    seconds: 1.5 + (i % 3) * 0.1,
+  }));
 }
 
 export async function writeIngestOutputs(dir: string): Promise<void> {
@@ -241,7 +262,10 @@ export async function writeEmbedOutputs(dir: string): Promise<void> {
       split: { values: samples.map((s) => s.split), type: new Utf8() },
       report_available: { values: samples.map((s) => s.available), type: new Bool() },
       image_embedding: { values: samples.map((s, i) => embedding(2000 + i, s.zone, 0.8)), type: vector },
-      text_embedding: { values: samples.map((s, i) => (s.available ? embedding(3000 + i, s.zone) : null)), type: new FixedSizeList(DIM, new Field("item", new Float32(), false)) },
+      text_embedding: {
+        values: samples.map((s, i) => (s.available ? embedding(3000 + i, s.zone) : null)),
+        type: new FixedSizeList(DIM, new Field("item", new Float32(), false)),
+      },
     }),
   );
   writeFileSync(path.join(dir, "encoder.json"), JSON.stringify({ id: "synthetic", dim: DIM, digest: "synthetic", preprocessing: {} }));
@@ -257,7 +281,14 @@ export async function writePrototypeOutputs(dir: string): Promise<void> {
       const members = assignments.filter((a) => a.cluster === cluster && a.subcluster === sub);
       const first = members[0]!;
       const index = samples.findIndex((s) => s.id === first.id);
-      prototypes.push({ cluster, subcluster: sub, sampleId: first.id, size: members.length, query: embedding(2000 + index, cluster, 0.8), response: embedding(3000 + index, cluster) });
+      prototypes.push({
+        cluster,
+        subcluster: sub,
+        sampleId: first.id,
+        size: members.length,
+        query: embedding(2000 + index, cluster, 0.8),
+        response: embedding(3000 + index, cluster),
+      });
     }
   }
   const vector = () => new FixedSizeList(DIM, new Field("item", new Float32(), false));
@@ -306,7 +337,9 @@ export async function writeEvaluateOutputs(dir: string): Promise<void> {
       text_availability: { values: facts.metrics.map(() => 0.5), type: new Float32() },
     }),
   );
-  const tests = demoSamples().filter((s) => s.split === "test" && s.lesion).slice(0, facts.examples);
+  const tests = demoSamples()
+    .filter((s) => s.split === "test" && s.lesion)
+    .slice(0, facts.examples);
   const rows = await Promise.all(
     tests.map(async (s) => {
       const index = demoSamples().findIndex((x) => x.id === s.id);
@@ -314,9 +347,13 @@ export async function writeEvaluateOutputs(dir: string): Promise<void> {
       // The prediction: the truth shifted two pixels right, as probabilities 0..255.
       const probabilities = Buffer.alloc(SIZE * SIZE);
       for (let i = 0; i < truth.length; i++) probabilities[i] = truth[i - 2] ? 230 : 20;
-      const prediction = await sharp(probabilities, { raw: { width: SIZE, height: SIZE, channels: 1 } }).png().toBuffer();
+      const prediction = await sharp(probabilities, { raw: { width: SIZE, height: SIZE, channels: 1 } })
+        .png()
+        .toBuffer();
       for (let i = 0; i < truth.length; i++) probabilities[i] = truth[i + SIZE * 3] || truth[i + SIZE * 4] ? 200 : 10;
-      const baseline = await sharp(probabilities, { raw: { width: SIZE, height: SIZE, channels: 1 } }).png().toBuffer();
+      const baseline = await sharp(probabilities, { raw: { width: SIZE, height: SIZE, channels: 1 } })
+        .png()
+        .toBuffer();
       return { id: s.id, image, mask, prediction, baseline, dice: 0.9 - index / 1000 };
     }),
   );
@@ -356,7 +393,13 @@ const DECLARED_TABLES: Record<string, readonly TableContract[]> = {
   evaluate: [METRICS_TABLE, PER_IMAGE_TABLE, EXAMPLES_TABLE],
 };
 
-function demoStage(name: string, inputs: string[], outputs: string[], write: (dir: string) => Promise<void>, summary: () => Record<string, unknown>): StageDefinition {
+function demoStage(
+  name: string,
+  inputs: string[],
+  outputs: string[],
+  write: (dir: string) => Promise<void>,
+  summary: () => Record<string, unknown>,
+): StageDefinition {
   return defineStage({
     name,
     version: "1",
@@ -379,14 +422,29 @@ function demoStage(name: string, inputs: string[], outputs: string[], write: (di
 export function demoRegistry(): StageRegistry {
   const facts = demoFacts();
   const stages = [
-    demoStage("ingest", [], ["samples.parquet", "quarantine.parquet", "orphans.parquet", "fingerprint.json"], async (dir) => {
-      await writeIngestOutputs(dir);
-      const none = { values: [], type: new Utf8() };
-      await writeParquetFile(path.join(dir, "orphans.parquet"), table({ report_key: none, report_file: none, row: { values: [], type: new Int32() }, split: none, report: none }));
-    }, () => ({ samples: 60, quarantined: 3 })),
-    demoStage("filter", ["ingest"], ["filtered.parquet"], writeFilterOutputs, () => ({ reports: facts.filteredReports, keptFraction: facts.keptTokens / facts.tokens })),
+    demoStage(
+      "ingest",
+      [],
+      ["samples.parquet", "quarantine.parquet", "orphans.parquet", "fingerprint.json"],
+      async (dir) => {
+        await writeIngestOutputs(dir);
+        const none = { values: [], type: new Utf8() };
+        await writeParquetFile(
+          path.join(dir, "orphans.parquet"),
+          table({ report_key: none, report_file: none, row: { values: [], type: new Int32() }, split: none, report: none }),
+        );
+      },
+      () => ({ samples: 60, quarantined: 3 }),
+    ),
+    demoStage("filter", ["ingest"], ["filtered.parquet"], writeFilterOutputs, () => ({
+      reports: facts.filteredReports,
+      keptFraction: facts.keptTokens / facts.tokens,
+    })),
     demoStage("embed", ["ingest"], ["embeddings.parquet", "encoder.json"], writeEmbedOutputs, () => ({ rows: 60, dim: DIM })),
-    demoStage("prototypes", ["embed"], ["prototypes.parquet", "assignments.parquet", "manifest.json"], writePrototypeOutputs, () => ({ clusters: 3, prototypes: 6 })),
+    demoStage("prototypes", ["embed"], ["prototypes.parquet", "assignments.parquet", "manifest.json"], writePrototypeOutputs, () => ({
+      clusters: 3,
+      prototypes: 6,
+    })),
     demoStage("train", ["prototypes"], ["model.json", "weights.bin", "history.json"], writeTrainOutputs, () => ({ epochs: 12, bestValDice: 0.8 })),
     demoStage("evaluate", ["train"], ["metrics.parquet", "per_image.parquet", "examples.parquet"], writeEvaluateOutputs, () => ({ dice: 0.8123 })),
   ];
@@ -405,7 +463,11 @@ export function demoRegistryWithWarning(): StageRegistry {
     ...prototypes,
     run: async (ctx) => {
       const summary = await prototypes.run!(ctx);
-      ctx.warn("prototypes-not-useful", "on 12 validation samples PSA's approximated text is no closer to an image's own report than the mean training report", { samples: 12, marginOverMean: -0.0123, marginOverRandom: 0.0456 });
+      ctx.warn(
+        "prototypes-not-useful",
+        "on 12 validation samples PSA's approximated text is no closer to an image's own report than the mean training report",
+        { samples: 12, marginOverMean: -0.0123, marginOverRandom: 0.0456 },
+      );
       return summary;
     },
   });

@@ -9,7 +9,16 @@ export { cli } from "../helpers/cli.js";
 
 /** Debian's chromium (CI installs it), or $PROLEARN_CHROMIUM. */
 export const CHROMIUM = process.env.PROLEARN_CHROMIUM ?? "/usr/bin/chromium";
-export const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+export const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
 /** Screenshots for CI to keep as artifacts (git-ignored). */
 export const SCREENSHOT_DIR = path.resolve(import.meta.dirname, "../../test-output/report");
 
@@ -28,4 +37,3 @@ export async function runDemo(file: string, registry: StageRegistry = demoRegist
   const result = await runPipeline(pipeline, { registry, writeReport: (context) => writeRunReport(context) });
   return { pipeline, result };
 }
-

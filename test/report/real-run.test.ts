@@ -26,7 +26,10 @@ function subset(): string {
   const root = mkdtempSync(path.join(tmpdir(), "prolearn-report-qata-"));
   for (const [split, count] of Object.entries(PER_SPLIT)) {
     const from = path.join(QATA, "images", split);
-    const images = readdirSync(path.join(from, "images")).filter((f) => f.endsWith(".png")).sort().slice(0, count);
+    const images = readdirSync(path.join(from, "images"))
+      .filter((f) => f.endsWith(".png"))
+      .sort()
+      .slice(0, count);
     for (const kind of ["images", "masks"]) mkdirSync(path.join(root, "images", split, kind), { recursive: true });
     for (const image of images) {
       copyFileSync(path.join(from, "images", image), path.join(root, "images", split, "images", image));
@@ -38,14 +41,21 @@ function subset(): string {
   return root;
 }
 
-const missing = !existsSync(QATA) ? `${QATA} is absent; set PROLEARN_REAL_DATA` : !STAGES.has("ingest") || !STAGES.has("embed") ? "the ingest and embed stages are not registered" : undefined;
+const missing = !existsSync(QATA)
+  ? `${QATA} is absent; set PROLEARN_REAL_DATA`
+  : !STAGES.has("ingest") || !STAGES.has("embed")
+    ? "the ingest and embed stages are not registered"
+    : undefined;
 
 describe("report of a real QaTa run", { skip: skipUnless(!missing, missing ?? "") }, () => {
   test("ingest and embed on 36 real X-rays: split sizes, real thumbnails, the absent stages said plainly", async () => {
     const dir = mkdtempSync(path.join(tmpdir(), "prolearn-report-real-"));
     const file = path.join(dir, "pipeline.yaml");
     const root = subset();
-    writeFileSync(file, `name: qata-report\ndataset:\n  kind: qata-cov19\n  root: ${JSON.stringify(root)}\n  layout: sgseg\n  textAvailability: 0.5\nstages:\n  ingest: {}\n  embed: {}\n`);
+    writeFileSync(
+      file,
+      `name: qata-report\ndataset:\n  kind: qata-cov19\n  root: ${JSON.stringify(root)}\n  layout: sgseg\n  textAvailability: 0.5\nstages:\n  ingest: {}\n  embed: {}\n`,
+    );
     const pipeline = loadPipelineFile(file, STAGES);
     const result = await runPipeline(pipeline, { registry: STAGES, writeReport: reportWriter() });
     assert.equal(result.status, "ok", JSON.stringify(result.stages.map((s) => [s.name, s.status, s.error])));
@@ -55,9 +65,20 @@ describe("report of a real QaTa run", { skip: skipUnless(!missing, missing ?? ""
     const dataset = model.sections.dataset;
     assert.equal(dataset.state, "ok");
     if (dataset.state === "ok") {
-      assert.deepEqual(dataset.data.splits.map((s) => [s.split, s.samples]), [["train", 24], ["val", 6], ["test", 6]]);
+      assert.deepEqual(
+        dataset.data.splits.map((s) => [s.split, s.samples]),
+        [
+          ["train", 24],
+          ["val", 6],
+          ["test", 6],
+        ],
+      );
       const annotation = JSON.parse(readFileSync(path.join(QATA, "prompts", "annotation.json"), "utf8")) as Record<string, { image_path: string }[]>;
-      const named = new Set(Object.values(annotation).flat().map((r) => path.basename(r.image_path).toLowerCase()));
+      const named = new Set(
+        Object.values(annotation)
+          .flat()
+          .map((r) => path.basename(r.image_path).toLowerCase()),
+      );
       const trainImages = readdirSync(path.join(root, "images", "train", "images"));
       const withCaption = trainImages.filter((f) => named.has(`mask_${f}`.toLowerCase())).length;
       assert.ok(withCaption > 0);
@@ -75,7 +96,10 @@ describe("report of a real QaTa run", { skip: skipUnless(!missing, missing ?? ""
     const rerun = await cli(["run", file, "--json"]);
     assert.equal(rerun.code, 0, rerun.stderr);
     const json = JSON.parse(rerun.stdout) as { runId: string; report: string; stages: { status: string }[] };
-    assert.deepEqual(json.stages.map((s) => s.status), ["cached", "cached"]);
+    assert.deepEqual(
+      json.stages.map((s) => s.status),
+      ["cached", "cached"],
+    );
     assert.equal(json.report, result.report);
     assert.ok(!existsSync(path.join(pipeline.workdir, "reports", `${json.runId}.html`)), "no second copy of an unchanged report");
     assert.ok(existsSync(json.report));

@@ -17,7 +17,9 @@ import { cli, demoProject, runDemo } from "./helpers.js";
 
 async function decode(uri: string) {
   assert.match(uri, /^data:image\/png;base64,/);
-  return sharp(Buffer.from(uri.slice(uri.indexOf(",") + 1), "base64")).raw().toBuffer({ resolveWithObject: true });
+  return sharp(Buffer.from(uri.slice(uri.indexOf(",") + 1), "base64"))
+    .raw()
+    .toBuffer({ resolveWithObject: true });
 }
 
 describe("report charts", () => {
@@ -29,14 +31,45 @@ describe("report charts", () => {
   });
 
   test("bar, line and scatter charts draw one mark per datum and escape text", () => {
-    const bars = barChart({ title: "t", bars: [{ label: "a<b", value: 3 }, { label: "c", value: 1 }] });
+    const bars = barChart({
+      title: "t",
+      bars: [
+        { label: "a<b", value: 3 },
+        { label: "c", value: 1 },
+      ],
+    });
     assert.equal((bars.match(/<rect /g) ?? []).length, 2);
     assert.match(bars, /a&lt;b/);
     assert.doesNotMatch(bars, /a<b/);
-    const line = lineChart({ title: "l", xLabel: "epoch", yLabel: "loss", series: [{ name: "loss", color: "#000", points: [{ x: 1, y: 2 }, { x: 2, y: 1 }, { x: 3, y: Number.NaN }] }] });
+    const line = lineChart({
+      title: "l",
+      xLabel: "epoch",
+      yLabel: "loss",
+      series: [
+        {
+          name: "loss",
+          color: "#000",
+          points: [
+            { x: 1, y: 2 },
+            { x: 2, y: 1 },
+            { x: 3, y: Number.NaN },
+          ],
+        },
+      ],
+    });
     assert.equal((line.match(/<circle /g) ?? []).length, 2 + 0, "NaN points are left out");
     assert.match(line, /<path d="M[\d.]+ [\d.]+ L[\d.]+ [\d.]+"/);
-    const scatter = scatterPlot({ title: "s", xLabel: "x", yLabel: "y", legend: [{ label: "c0", color: "#f00" }], points: [{ x: 0, y: 0, color: "#f00" }, { x: 1, y: 1, color: "#f00" }, { x: 2, y: 0, color: "#f00", emphasis: true }] });
+    const scatter = scatterPlot({
+      title: "s",
+      xLabel: "x",
+      yLabel: "y",
+      legend: [{ label: "c0", color: "#f00" }],
+      points: [
+        { x: 0, y: 0, color: "#f00" },
+        { x: 1, y: 1, color: "#f00" },
+        { x: 2, y: 0, color: "#f00", emphasis: true },
+      ],
+    });
     assert.equal((scatter.match(/<circle cx/g) ?? []).length, 2 + 1, "two points and one legend dot");
     assert.match(scatter, /<g class="prototypes"><path /);
     assert.equal(escapeXml(`<&>"'`), "&lt;&amp;&gt;&quot;&#39;");
@@ -60,7 +93,10 @@ describe("report PCA", () => {
     assert.ok(pca.explained[0] > 0.8 && pca.explained[0] < 0.9, `explained ${pca.explained[0]}`);
     assert.ok(pca.explained[0] + pca.explained[1] > 0.99);
     const [a] = project(pca, rows[0]!);
-    assert.ok(Math.abs(a - (rows[0]![2]! - pca.mean[2]!) * Math.sign(pca.components[0][2]!)) < 0.15, "PC1 coordinate is the axis-2 offset, up to the small sample correlation with axis 7");
+    assert.ok(
+      Math.abs(a - (rows[0]![2]! - pca.mean[2]!) * Math.sign(pca.components[0][2]!)) < 0.15,
+      "PC1 coordinate is the axis-2 offset, up to the small sample correlation with axis 7",
+    );
     assert.deepEqual(fitPca2(rows, dim).components[0], pca.components[0], "deterministic");
   });
 });
@@ -76,7 +112,8 @@ describe("report thumbnails", () => {
     for (let i = 0; i < truth.length && inside < 0; i++) {
       const x = i % 64;
       const y = Math.floor(i / 64);
-      if (truth[i] && truth[i - 1] && truth[i + 1] && truth[i - 64] && truth[i + 64] && truth[i - 2] && truth[i + 2]) inside = Math.round((y * 1.5 + 0.75)) * 96 + Math.round(x * 1.5 + 0.75);
+      if (truth[i] && truth[i - 1] && truth[i + 1] && truth[i - 64] && truth[i + 64] && truth[i - 2] && truth[i + 2])
+        inside = Math.round(y * 1.5 + 0.75) * 96 + Math.round(x * 1.5 + 0.75);
     }
     assert.ok(inside >= 0);
     const [r, g, b] = [data[inside * 3]!, data[inside * 3 + 1]!, data[inside * 3 + 2]!];
@@ -90,10 +127,14 @@ describe("report thumbnails", () => {
     const height = 150;
     const rgb = Buffer.alloc(width * height * 3, 0);
     for (let i = 0; i < width * height; i++) rgb[i * 3] = 180;
-    const jpeg = await sharp(rgb, { raw: { width, height, channels: 3 } }).jpeg().toBuffer();
+    const jpeg = await sharp(rgb, { raw: { width, height, channels: 3 } })
+      .jpeg()
+      .toBuffer();
     const probabilities = Buffer.alloc(width * height, 100);
     for (let y = 50; y < 100; y++) for (let x = 100; x < 200; x++) probabilities[y * width + x] = 200;
-    const prediction = await sharp(probabilities, { raw: { width, height, channels: 1 } }).png().toBuffer();
+    const prediction = await sharp(probabilities, { raw: { width, height, channels: 1 } })
+      .png()
+      .toBuffer();
     const thumb = await thumbnailDataUri(jpeg, [{ mask: prediction, color: PREDICTION_COLOR }], 96);
     assert.deepEqual([thumb.width, thumb.height], [96, 48]);
     const { data } = await decode(thumb.uri);
@@ -105,14 +146,26 @@ describe("report thumbnails", () => {
 
 describe("report history", () => {
   test("reads the train stage's records, a bare list and columns; nulls are gaps", () => {
-    const a = parseHistory({ epochs: [{ epoch: 1, loss: 1, valDice: null }, { epoch: 2, loss: 0.5, valDice: 0.7 }], bestEpoch: 2 });
+    const a = parseHistory({
+      epochs: [
+        { epoch: 1, loss: 1, valDice: null },
+        { epoch: 2, loss: 0.5, valDice: 0.7 },
+      ],
+      bestEpoch: 2,
+    });
     assert.equal(a.epochs, 2);
     assert.equal(a.bestEpoch, 2);
     assert.deepEqual(a.series.find((s) => s.name === "valDice")!.points, [{ x: 2, y: 0.7 }]);
     const b = parseHistory([{ loss: 3 }, { loss: 2 }]);
-    assert.deepEqual(b.series[0]!.points, [{ x: 1, y: 3 }, { x: 2, y: 2 }]);
+    assert.deepEqual(b.series[0]!.points, [
+      { x: 1, y: 3 },
+      { x: 2, y: 2 },
+    ]);
     const c = parseHistory({ epoch: [1, 2, 3], loss: [3, 2, 1] });
-    assert.deepEqual(c.series.map((s) => s.name), ["loss"]);
+    assert.deepEqual(
+      c.series.map((s) => s.name),
+      ["loss"],
+    );
     assert.throws(() => parseHistory({ note: "nothing" }), /no per-epoch records/);
   });
 
@@ -143,14 +196,21 @@ describe("run report from a demo run", () => {
 
     const facts = demoFacts();
     const model = await gatherReport({ pipeline, result });
-    assert.deepEqual(model.stages.map((s) => [s.name, s.status]), ["ingest", "filter", "embed", "prototypes", "train", "evaluate"].map((n) => [n, "ran"]));
+    assert.deepEqual(
+      model.stages.map((s) => [s.name, s.status]),
+      ["ingest", "filter", "embed", "prototypes", "train", "evaluate"].map((n) => [n, "ran"]),
+    );
     assert.ok(model.stages.every((s) => s.cacheKey && s.reason === "never ran"));
 
     const dataset = model.sections.dataset;
     assert.equal(dataset.state, "ok");
     if (dataset.state !== "ok") return;
-    for (const s of dataset.data.splits) assert.deepEqual({ samples: s.samples, withReport: s.withReport, reportAvailable: s.reportAvailable, emptyMasks: s.emptyMasks }, facts.splits[s.split]);
-    assert.deepEqual(dataset.data.splits.map((s) => s.split), ["train", "val", "test"]);
+    for (const s of dataset.data.splits)
+      assert.deepEqual({ samples: s.samples, withReport: s.withReport, reportAvailable: s.reportAvailable, emptyMasks: s.emptyMasks }, facts.splits[s.split]);
+    assert.deepEqual(
+      dataset.data.splits.map((s) => s.split),
+      ["train", "val", "test"],
+    );
     assert.equal(dataset.data.thumbnails.length, 24);
     assert.deepEqual([...new Set(dataset.data.thumbnails.map((t) => t.split))], ["train", "val", "test"]);
     assert.equal(dataset.data.quarantine.state, "ok");
@@ -233,11 +293,17 @@ describe("run report from a demo run", () => {
     await runDemo(file);
     const { pipeline, result } = await runDemo(file);
     const model = await gatherReport({ pipeline, result }, { maxThumbnails: 6 });
-    assert.deepEqual(model.stages.map((s) => s.status), ["cached", "cached"]);
+    assert.deepEqual(
+      model.stages.map((s) => s.status),
+      ["cached", "cached"],
+    );
     assert.equal(model.stages[0]!.reason, "inputs, params and code unchanged");
     assert.equal(model.sections.dataset.state, "ok");
     if (model.sections.dataset.state === "ok") assert.equal(model.sections.dataset.data.thumbnails.length, 6);
-    for (const [name, stage] of [["filtering", "filter"], ["prototypes", "prototypes"]] as const) {
+    for (const [name, stage] of [
+      ["filtering", "filter"],
+      ["prototypes", "prototypes"],
+    ] as const) {
       const part = model.sections[name];
       assert.equal(part.state, "absent");
       if (part.state === "absent") assert.match(part.message, new RegExp(`This pipeline has no \`${stage}\` stage`));
@@ -289,19 +355,34 @@ describe("run report from a demo run", () => {
     assert.equal(second.result.stages.find((s) => s.name === "prototypes")!.status, "cached");
     for (const { pipeline, result } of [first, second]) {
       const model = await gatherReport({ pipeline, result }, { maxThumbnails: 6 });
-      assert.deepEqual(model.warnings.map((w) => [w.stage, w.code]), [["prototypes", "prototypes-not-useful"]]);
-      assert.deepEqual(model.stages.find((s) => s.name === "prototypes")!.warnings.map((w) => w.figures), [{ samples: 12, marginOverMean: -0.0123, marginOverRandom: 0.0456 }]);
+      assert.deepEqual(
+        model.warnings.map((w) => [w.stage, w.code]),
+        [["prototypes", "prototypes-not-useful"]],
+      );
+      assert.deepEqual(
+        model.stages.find((s) => s.name === "prototypes")!.warnings.map((w) => w.figures),
+        [{ samples: 12, marginOverMean: -0.0123, marginOverRandom: 0.0456 }],
+      );
       const html = renderReportHtml(model);
       assert.match(html, /<span class="badge status-warned" data-metric="run-status">succeeded with 1 warning<\/span>/);
-      assert.match(html, /<li data-warning="prototypes-not-useful" data-stage="prototypes"><b>prototypes<\/b>: on 12 validation samples PSA&#39;s approximated text is no closer .*marginOverMean -0\.0123, marginOverRandom 0\.0456/);
-      assert.match(html, /<tr data-stage="prototypes">\s*<td><b>prototypes<\/b><\/td>\s*<td><span class="badge stage-warned" data-metric="stage-status" data-warnings="1"/);
+      assert.match(
+        html,
+        /<li data-warning="prototypes-not-useful" data-stage="prototypes"><b>prototypes<\/b>: on 12 validation samples PSA&#39;s approximated text is no closer .*marginOverMean -0\.0123, marginOverRandom 0\.0456/,
+      );
+      assert.match(
+        html,
+        /<tr data-stage="prototypes">\s*<td><b>prototypes<\/b><\/td>\s*<td><span class="badge stage-warned" data-metric="stage-status" data-warnings="1"/,
+      );
       assert.match(html, /<tr data-stage="ingest">\s*<td><b>ingest<\/b><\/td>\s*<td><span class="badge stage-(ran|cached)" data-metric="stage-status">/);
     }
     // `prolearn report` rebuilds a run from the catalog: the warnings come back from there.
     const catalog = new Catalog(workdir);
     try {
       const rebuilt = runResultFromCatalog(catalog, catalog.getRun(second.result.runId)!);
-      assert.deepEqual(rebuilt.stages.find((s) => s.name === "prototypes")!.warnings.map((w) => w.code), ["prototypes-not-useful"]);
+      assert.deepEqual(
+        rebuilt.stages.find((s) => s.name === "prototypes")!.warnings.map((w) => w.code),
+        ["prototypes-not-useful"],
+      );
     } finally {
       catalog.close();
     }
@@ -327,7 +408,10 @@ describe("run report from a demo run", () => {
     const catalog = new Catalog(workdir);
     try {
       const rebuilt = runResultFromCatalog(catalog, catalog.getRun(result.runId)!);
-      assert.deepEqual(rebuilt.stages.map((s) => [s.name, s.status, s.cacheKey, Object.keys(s.outputs).sort()]), result.stages.map((s) => [s.name, s.status, s.cacheKey, Object.keys(s.outputs).sort()]));
+      assert.deepEqual(
+        rebuilt.stages.map((s) => [s.name, s.status, s.cacheKey, Object.keys(s.outputs).sort()]),
+        result.stages.map((s) => [s.name, s.status, s.cacheKey, Object.keys(s.outputs).sort()]),
+      );
       const again = await ensureRunReport(pipeline, catalog, result.runId);
       assert.equal(again, result.report);
       assert.match(readFileSync(again, "utf8"), /data-metric="samples-total">60</);

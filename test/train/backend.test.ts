@@ -2,13 +2,18 @@ import { test, describe } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { EnvironmentError, UsageError } from "../../src/errors.js";
-import { initTrainingBackend, activeTrainingBackend, fastCpuKernelsInstalled, configuredGemmThreads, type TrainingBackendRequest } from "../../src/tfjs/backends.js";
+import {
+  initTrainingBackend,
+  activeTrainingBackend,
+  fastCpuKernelsInstalled,
+  configuredGemmThreads,
+  type TrainingBackendRequest,
+} from "../../src/tfjs/backends.js";
 import { buildReferenceUNet } from "../../src/tfjs/reference-unet.js";
 import { cli } from "../helpers/cli.js";
 import { stageCapabilities } from "../../src/pipeline/stage.js";
 import { STAGES } from "../../src/stages.js";
 import { skipUnless } from "../helpers/skip.js";
-
 
 async function importable(name: string): Promise<boolean> {
   try {
@@ -43,7 +48,9 @@ describe("initTrainingBackend", () => {
     assert.ok(results.every((r) => r === results[0]));
   });
 
-  test("forcing tensorflow without @tensorflow/tfjs-node throws EnvironmentError naming the packages", { skip: skipUnless(!tensorflowInstalled, "@tensorflow/tfjs-node is installed here, so forcing tensorflow starts it") }, async () => {
+  test("forcing tensorflow without @tensorflow/tfjs-node throws EnvironmentError naming the packages", {
+    skip: skipUnless(!tensorflowInstalled, "@tensorflow/tfjs-node is installed here, so forcing tensorflow starts it"),
+  }, async () => {
     await assert.rejects(initTrainingBackend({ backend: "tensorflow" }), (error: unknown) => {
       assert.ok(error instanceof EnvironmentError);
       assert.match(error.message, /@tensorflow\/tfjs-node-gpu is not installed; @tensorflow\/tfjs-node is not installed/);
@@ -105,7 +112,25 @@ describe("reference U-Net and prolearn bench train", () => {
   });
 
   test("--model segmenter times the train stage's network (PSA guidance) and says so", async () => {
-    const { code, stdout, stderr } = await cli(["bench", "train", "--backend", "cpu", "--model", "segmenter", "--size", "16", "--batch", "1", "--steps", "1", "--base-channels", "4", "--depth", "3", "--json"]);
+    const { code, stdout, stderr } = await cli([
+      "bench",
+      "train",
+      "--backend",
+      "cpu",
+      "--model",
+      "segmenter",
+      "--size",
+      "16",
+      "--batch",
+      "1",
+      "--steps",
+      "1",
+      "--base-channels",
+      "4",
+      "--depth",
+      "3",
+      "--json",
+    ]);
     assert.equal(code, 0, stderr);
     const result = JSON.parse(stdout) as Record<string, unknown>;
     assert.deepEqual(Object.keys(result).sort(), ["adapter", "backend", "model", "msPerStep", "params"]);
@@ -126,7 +151,11 @@ describe("reference U-Net and prolearn bench train", () => {
     const filterGradient = rows.find((r) => r[1] === "Conv2DBackpropFilter");
     assert.equal(filterGradient?.[2], "18");
     const times = rows.map((r) => Number(r[3]));
-    assert.deepEqual(times, [...times].sort((a, b) => b - a), "slowest first");
+    assert.deepEqual(
+      times,
+      [...times].sort((a, b) => b - a),
+      "slowest first",
+    );
   });
 
   test("a profiled segmenter step counts kernels only, not the custom-gradient ops around them", async () => {
@@ -142,7 +171,10 @@ describe("reference U-Net and prolearn bench train", () => {
     const { code, stdout, stderr } = await cli(["backends", "--json"]);
     assert.equal(code, 0, stderr);
     const result = JSON.parse(stdout) as { probes: { backend: string; status: string; adapter?: string; reason?: string; hint?: string }[]; auto: string };
-    assert.deepEqual(result.probes.map((p) => p.backend), ["tensorflow", "webgpu", "cpu"]);
+    assert.deepEqual(
+      result.probes.map((p) => p.backend),
+      ["tensorflow", "webgpu", "cpu"],
+    );
     const [tensorflow, webgpu, cpu] = result.probes;
     assert.equal(cpu!.status, "ok");
     assert.match(cpu!.adapter!, new RegExp(`fast convolution kernels on ${configuredGemmThreads()} threads?$`));
@@ -155,7 +187,14 @@ describe("reference U-Net and prolearn bench train", () => {
   });
 
   test("bad options are usage errors", async () => {
-    for (const argv of [["--size", "30"], ["--backend", "tpu"], ["--steps", "0"], ["--model", "vit"], ["--depth", "3"], ["--model", "segmenter", "--size", "20", "--depth", "4"]]) {
+    for (const argv of [
+      ["--size", "30"],
+      ["--backend", "tpu"],
+      ["--steps", "0"],
+      ["--model", "vit"],
+      ["--depth", "3"],
+      ["--model", "segmenter", "--size", "20", "--depth", "4"],
+    ]) {
       const { code, stderr } = await cli(["bench", "train", ...argv]);
       assert.equal(code, new UsageError("x").exitCode, `${argv.join(" ")}: ${stderr}`);
     }

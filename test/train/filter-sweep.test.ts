@@ -22,7 +22,19 @@ test("a numeric threshold that nothing passes keeps the best token", () => {
 
 test("the filter's trust check keeps every token when too few validation reports are within the text budget", async () => {
   // With fewer pairs than minPairs the check returns before running the guide, so no model is needed.
-  const trust = await checkTrust({ store: new Map(), config: {} as never, text: {} as never, val: [], trainTokens: [["upper", "left"]], threshold: "auto", positions: "all", batchSize: 8, tolerance: 0.02, minPairs: 8, seed: 1 });
+  const trust = await checkTrust({
+    store: new Map(),
+    config: {} as never,
+    text: {} as never,
+    val: [],
+    trainTokens: [["upper", "left"]],
+    threshold: "auto",
+    positions: "all",
+    batchSize: 8,
+    tolerance: 0.02,
+    minPairs: 8,
+    seed: 1,
+  });
   assert.equal(trust.trusted, false);
   assert.equal(trust.validationPairs, 0);
   assert.equal(trust.diceAllTokens, null);
@@ -36,7 +48,15 @@ test("WordPiece continuations join their word", () => {
 test("sweep assignment parsing and the Table-1-like table", () => {
   assert.deepEqual(parseSweepAssignment("dataset.textAvailability=0.5,0.25,0.01"), { key: "dataset.textAvailability", values: [0.5, 0.25, 0.01] });
   const rows: SweepRow[] = [
-    { value: 0.5, status: "ok", prolearn: { dice: 0.8667, iou: 0.765, dicePooled: 0.87, iouPooled: 0.77 }, baseline: { dice: 0.819, iou: 0.7, dicePooled: 0.82, iouPooled: 0.7 }, psaOwnReportAuc: 0.6123, ran: 7, cached: 0 },
+    {
+      value: 0.5,
+      status: "ok",
+      prolearn: { dice: 0.8667, iou: 0.765, dicePooled: 0.87, iouPooled: 0.77 },
+      baseline: { dice: 0.819, iou: 0.7, dicePooled: 0.82, iouPooled: 0.7 },
+      psaOwnReportAuc: 0.6123,
+      ran: 7,
+      cached: 0,
+    },
     { value: 0.01, status: "failed", prolearn: null, baseline: null, ran: 2, cached: 1, error: "prototypes: too few reports" },
   ];
   const table = formatSweepTable("dataset.textAvailability", rows).split("\n");
@@ -69,15 +89,34 @@ test("the sweep table prints the controls' Dice and ProLearn's paired difference
     { value: 0.01, status: "failed", prolearn: null, baseline: null, ran: 2, cached: 1, error: "prototypes: too few reports" },
   ];
   const table = formatSweepTable("dataset.textAvailability", rows).split("\n");
-  assert.match(table[0]!, /U-Net mIoU\s+shuffled-PSA Dice\s+mean-text Dice\s+own-report Dice\s+ProLearn Dice \(pooled\)\s+ProLearn - U-Net \[95% CI\]\s+ProLearn - shuffled-PSA \[95% CI\]\s+ProLearn - mean-text \[95% CI\]\s+ProLearn - own-report \[95% CI\]\s+PSA own-report AUC\s+seeds\s+stages ran\/cached$/);
-  assert.match(table[2]!, /^10%\s+0\.7000\s+0\.6000\s+0\.6000\s+0\.5000\s+0\.5000\s+0\.5500\s+0\.9000\s+0\.7000\s+\+0\.1000 \[\+0\.0500, \+0\.1500\]\s+\+0\.2000 \[\+0\.1000, \+0\.3000\]\s+\+0\.1500 \[-0\.0100, \+0\.3000\]\s+-0\.2000 \[-0\.3000, -0\.1000\]\s+-\s+3\s+7\/0$/);
+  assert.match(
+    table[0]!,
+    /U-Net mIoU\s+shuffled-PSA Dice\s+mean-text Dice\s+own-report Dice\s+ProLearn Dice \(pooled\)\s+ProLearn - U-Net \[95% CI\]\s+ProLearn - shuffled-PSA \[95% CI\]\s+ProLearn - mean-text \[95% CI\]\s+ProLearn - own-report \[95% CI\]\s+PSA own-report AUC\s+seeds\s+stages ran\/cached$/,
+  );
+  assert.match(
+    table[2]!,
+    /^10%\s+0\.7000\s+0\.6000\s+0\.6000\s+0\.5000\s+0\.5000\s+0\.5500\s+0\.9000\s+0\.7000\s+\+0\.1000 \[\+0\.0500, \+0\.1500\]\s+\+0\.2000 \[\+0\.1000, \+0\.3000\]\s+\+0\.1500 \[-0\.0100, \+0\.3000\]\s+-0\.2000 \[-0\.3000, -0\.1000\]\s+-\s+3\s+7\/0$/,
+  );
   assert.equal(table[3]!.split(/\s{2,}/).length <= table[0]!.split(/\s{2,}/).length, true, "a failed row spans no more columns than the header");
 });
 
 test("prolearn inspect filter prints a report's tokens and scores", async () => {
   const dir = await scratchDir("inspect");
   const file = path.join(dir, "filtered.parquet");
-  await writeParquetFile(file, filteredTable([{ id: "covid_1", report: "Upper left lung.", filteredReport: "upper left", tokens: ["upper", "left", "lung"], scores: [0.5, 0.3, 0.2], kept: [true, true, false], threshold: 1 / 3 }]));
+  await writeParquetFile(
+    file,
+    filteredTable([
+      {
+        id: "covid_1",
+        report: "Upper left lung.",
+        filteredReport: "upper left",
+        tokens: ["upper", "left", "lung"],
+        scores: [0.5, 0.3, 0.2],
+        kept: [true, true, false],
+        threshold: 1 / 3,
+      },
+    ]),
+  );
   const { code, stdout: out, stderr: err } = await cli(["inspect", "filter", "covid_1", "--file", file, "--json"]);
   assert.equal(code, 0, err);
   assert.match(err, /covid_1: 2\/3 tokens kept/);

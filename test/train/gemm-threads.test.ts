@@ -30,7 +30,21 @@ function maxRelativeError(actual: Float32Array, expected: Float32Array): number 
 
 /** A stride-1 "same" 3x3 convolution big enough (> 8 MFLOP) for the threaded path. */
 function geometry(batch: number, size: number, inChannels: number, outChannels: number): ConvGeometry {
-  return { batch, inHeight: size, inWidth: size, inChannels, outHeight: size, outWidth: size, outChannels, filterHeight: 3, filterWidth: 3, strideHeight: 1, strideWidth: 1, padTop: 1, padLeft: 1 };
+  return {
+    batch,
+    inHeight: size,
+    inWidth: size,
+    inChannels,
+    outHeight: size,
+    outWidth: size,
+    outChannels,
+    filterHeight: 3,
+    filterWidth: 3,
+    strideHeight: 1,
+    strideWidth: 1,
+    padTop: 1,
+    padLeft: 1,
+  };
 }
 
 /** dw[ky, kx, c, o] = sum over (b, oy, ox) of x[b, oy + ky - pad, ox + kx - pad, c] * dy[b, oy, ox, o], in float64. */
@@ -92,11 +106,13 @@ describe("GEMM worker threads", () => {
   });
 
   test("threaded matrix products (row blocks) equal the one-thread ones bit for bit, plain and transposed", () => {
-    for (const [index, [batch, m, n, k, transposeA, transposeB]] of ([
-      [1, 400, 96, 128, false, false],
-      [2, 130, 64, 512, true, false],
-      [1, 161, 72, 384, false, true],
-    ] as const).entries()) {
+    for (const [index, [batch, m, n, k, transposeA, transposeB]] of (
+      [
+        [1, 400, 96, 128, false, false],
+        [2, 130, 64, 512, true, false],
+        [1, 161, 72, 384, false, true],
+      ] as const
+    ).entries()) {
       assert.equal(threaded.threadsFor(2 * m * n * k), 3, `shape ${index} is too small to exercise the threads`);
       const a = randomArray(batch * m * k, 40 + index);
       const b = randomArray(batch * k * n, 50 + index);
@@ -126,7 +142,14 @@ describe("GEMM worker threads", () => {
    * Queues `groups` groups on the threaded workspace, group g adding A * B `repeats(g)` times into
    * its own m x n block of C, runs them, and returns the blocks and A * B from the one-thread GEMM.
    */
-  function runBlockBatch(m: number, n: number, k: number, groups: number, repeats: (group: number) => number, seed: number): { blocks: Float32Array[]; product: Float32Array } {
+  function runBlockBatch(
+    m: number,
+    n: number,
+    k: number,
+    groups: number,
+    repeats: (group: number) => number,
+    seed: number,
+  ): { blocks: Float32Array[]; product: Float32Array } {
     const ws = threaded;
     ws.reset();
     const a = ws.reserve(m * k);
@@ -164,7 +187,10 @@ describe("GEMM worker threads", () => {
     blocks.forEach((block, group) => {
       for (let i = 0; i < block.length; i++) {
         const expected = repeats(group) * product[i]!;
-        assert.ok(Math.abs(block[i]! - expected) <= 1e-5 * Math.max(1, Math.abs(expected)), `group ${group} element ${i}: ${block[i]} != ${repeats(group)} x ${product[i]}`);
+        assert.ok(
+          Math.abs(block[i]! - expected) <= 1e-5 * Math.max(1, Math.abs(expected)),
+          `group ${group} element ${i}: ${block[i]} != ${repeats(group)} x ${product[i]}`,
+        );
       }
     });
   });
@@ -190,7 +216,10 @@ describe("thread configuration", () => {
       assert.equal(configuredGemmThreads(), 3);
       for (const bad of ["0", "two", "1.5", "65"]) {
         process.env.PROLEARN_CPU_THREADS = bad;
-        assert.throws(() => configuredGemmThreads(), (e: unknown) => e instanceof EnvironmentError && e.message.includes("PROLEARN_CPU_THREADS") && e.message.includes(bad));
+        assert.throws(
+          () => configuredGemmThreads(),
+          (e: unknown) => e instanceof EnvironmentError && e.message.includes("PROLEARN_CPU_THREADS") && e.message.includes(bad),
+        );
       }
       delete process.env.PROLEARN_CPU_THREADS;
       assert.ok(configuredGemmThreads() >= 1);

@@ -20,7 +20,19 @@ test("guide and filter read BiomedCLIP token features (text hidden states) from 
       dataset: { kind: "qata-cov19", root: "data", layout: "sgseg", textAvailability: 1, seed: 4 },
       stages: {
         ingest: {},
-        guide: { encoder: "biomedclip", model: "biomedclip", imageSize: 32, baseChannels: 4, depth: 2, heads: 2, epochs: 1, batchSize: 8, maxTokens: 32, patience: 0, backend: "cpu" },
+        guide: {
+          encoder: "biomedclip",
+          model: "biomedclip",
+          imageSize: 32,
+          baseChannels: 4,
+          depth: 2,
+          heads: 2,
+          epochs: 1,
+          batchSize: 8,
+          maxTokens: 32,
+          patience: 0,
+          backend: "cpu",
+        },
         filter: { backend: "cpu" },
       },
     },
@@ -28,7 +40,14 @@ test("guide and filter read BiomedCLIP token features (text hidden states) from 
     { baseDir: dir },
   );
   const result = await runPipeline(pipeline, { registry: STAGES });
-  assert.equal(result.status, "ok", result.stages.map((s) => s.error).filter(Boolean).join("\n"));
+  assert.equal(
+    result.status,
+    "ok",
+    result.stages
+      .map((s) => s.error)
+      .filter(Boolean)
+      .join("\n"),
+  );
   const guide = result.stages.find((s) => s.name === "guide")!;
   assert.deepEqual((guide.summary.guidance as { kind: string }).kind, "features");
 
@@ -43,7 +62,10 @@ test("guide and filter read BiomedCLIP token features (text hidden states) from 
 
   // The model folder is a declared resource of guide: new weights rerun it, nothing else does.
   const again = await runPipeline(pipeline, { registry: STAGES });
-  assert.deepEqual(again.stages.map((s) => s.status), ["cached", "cached", "cached"]);
+  assert.deepEqual(
+    again.stages.map((s) => s.status),
+    ["cached", "cached", "cached"],
+  );
   const weights = path.join(model, "text_hidden.onnx");
   await writeFile(weights, await readFile(weights)); // same bytes, new mtime: re-hashed, same digest
   assert.equal((await runPipeline(pipeline, { registry: STAGES })).stages[1]!.status, "cached");

@@ -36,7 +36,9 @@ const ROWS = ["upper", "middle", "lower"];
 const SIDES = ["left", "right"];
 const NUMBERS = ["zero", "one", "two", "three"];
 
-export async function makeFixture(options: { counts?: { train: number; val: number; test: number }; size?: number; seed?: number; textAvailability?: number; decoys?: boolean } = {}): Promise<FixtureSample[]> {
+export async function makeFixture(
+  options: { counts?: { train: number; val: number; test: number }; size?: number; seed?: number; textAvailability?: number; decoys?: boolean } = {},
+): Promise<FixtureSample[]> {
   const size = options.size ?? 64;
   const counts = options.counts ?? { train: 48, val: 12, test: 16 };
   const random = mulberry32(deriveSeed(options.seed ?? 7, "fixture"));
@@ -78,7 +80,11 @@ export async function makeFixture(options: { counts?: { train: number; val: numb
       const decoyBlobs = decoys.map((z) => {
         const lung = lungs[z % 2]!;
         const bandHeight = (2 * lung.ry) / 3;
-        return { cx: lung.cx + (random() - 0.5) * lung.rx * 0.6, cy: lung.cy - lung.ry + bandHeight * (Math.floor(z / 2) + 0.5), r: size * (0.06 + random() * 0.04) };
+        return {
+          cx: lung.cx + (random() - 0.5) * lung.rx * 0.6,
+          cy: lung.cy - lung.ry + bandHeight * (Math.floor(z / 2) + 0.5),
+          r: size * (0.06 + random() * 0.04),
+        };
       });
       for (let y = 0; y < size; y++) {
         for (let x = 0; x < size; x++) {
@@ -102,8 +108,16 @@ export async function makeFixture(options: { counts?: { train: number; val: numb
       samples.push({
         id,
         split,
-        image: new Uint8Array(await sharp(pixels, { raw: { width: size, height: size, channels: 1 } }).png().toBuffer()),
-        mask: new Uint8Array(await sharp(mask, { raw: { width: size, height: size, channels: 1 } }).png().toBuffer()),
+        image: new Uint8Array(
+          await sharp(pixels, { raw: { width: size, height: size, channels: 1 } })
+            .png()
+            .toBuffer(),
+        ),
+        mask: new Uint8Array(
+          await sharp(mask, { raw: { width: size, height: size, channels: 1 } })
+            .png()
+            .toBuffer(),
+        ),
         report,
         reportAvailable: split !== "train" || random() < availability,
         reportInBudget: false,
@@ -121,22 +135,70 @@ export async function makeFixture(options: { counts?: { train: number; val: numb
 /** samples.parquet in the ingest contract (docs/data-contracts.md). */
 export function samplesTable(samples: readonly FixtureSample[], size = 64): Table {
   return new Table({
-    id: vectorFromArray(samples.map((s) => s.id), new Utf8()),
-    dataset: vectorFromArray(samples.map(() => "qata-cov19"), new Utf8()),
-    split: vectorFromArray(samples.map((s) => s.split), new Utf8()),
-    image: vectorFromArray(samples.map((s) => s.image), new Binary()),
-    mask: vectorFromArray(samples.map((s) => s.mask), new Binary()),
-    width: vectorFromArray(samples.map(() => size), new Int32()),
-    height: vectorFromArray(samples.map(() => size), new Int32()),
-    report: vectorFromArray(samples.map((s) => s.report), new Utf8()),
-    report_normalized: vectorFromArray(samples.map((s) => s.report), new Utf8()),
-    report_available: vectorFromArray(samples.map((s) => s.reportAvailable), new Bool()),
-    report_in_budget: vectorFromArray(samples.map((s) => s.reportInBudget), new Bool()),
-    image_sha256: vectorFromArray(samples.map((s) => sha256(s.image)), new Utf8()),
-    mask_sha256: vectorFromArray(samples.map((s) => sha256(s.mask)), new Utf8()),
-    source_image: vectorFromArray(samples.map((s) => `images/${s.id}.png`), new Utf8()),
-    source_mask: vectorFromArray(samples.map((s) => `masks/${s.id}.png`), new Utf8()),
-    mask_empty: vectorFromArray(samples.map((s) => s.zones.length === 0), new Bool()),
+    id: vectorFromArray(
+      samples.map((s) => s.id),
+      new Utf8(),
+    ),
+    dataset: vectorFromArray(
+      samples.map(() => "qata-cov19"),
+      new Utf8(),
+    ),
+    split: vectorFromArray(
+      samples.map((s) => s.split),
+      new Utf8(),
+    ),
+    image: vectorFromArray(
+      samples.map((s) => s.image),
+      new Binary(),
+    ),
+    mask: vectorFromArray(
+      samples.map((s) => s.mask),
+      new Binary(),
+    ),
+    width: vectorFromArray(
+      samples.map(() => size),
+      new Int32(),
+    ),
+    height: vectorFromArray(
+      samples.map(() => size),
+      new Int32(),
+    ),
+    report: vectorFromArray(
+      samples.map((s) => s.report),
+      new Utf8(),
+    ),
+    report_normalized: vectorFromArray(
+      samples.map((s) => s.report),
+      new Utf8(),
+    ),
+    report_available: vectorFromArray(
+      samples.map((s) => s.reportAvailable),
+      new Bool(),
+    ),
+    report_in_budget: vectorFromArray(
+      samples.map((s) => s.reportInBudget),
+      new Bool(),
+    ),
+    image_sha256: vectorFromArray(
+      samples.map((s) => sha256(s.image)),
+      new Utf8(),
+    ),
+    mask_sha256: vectorFromArray(
+      samples.map((s) => sha256(s.mask)),
+      new Utf8(),
+    ),
+    source_image: vectorFromArray(
+      samples.map((s) => `images/${s.id}.png`),
+      new Utf8(),
+    ),
+    source_mask: vectorFromArray(
+      samples.map((s) => `masks/${s.id}.png`),
+      new Utf8(),
+    ),
+    mask_empty: vectorFromArray(
+      samples.map((s) => s.zones.length === 0),
+      new Bool(),
+    ),
   });
 }
 
@@ -169,7 +231,13 @@ export function artifact(stage: string, dir: string, files: string[], summary: S
 }
 
 /** A StageContext for calling a stage's run() directly. */
-export async function stageContext<P>(stage: string, params: P, pipeline: ResolvedPipeline, inputs: Record<string, InputArtifact>, options: { signal?: AbortSignal; rowCache?: (ns: string) => RowCache; logs?: string[] } = {}): Promise<StageContext<P>> {
+export async function stageContext<P>(
+  stage: string,
+  params: P,
+  pipeline: ResolvedPipeline,
+  inputs: Record<string, InputArtifact>,
+  options: { signal?: AbortSignal; rowCache?: (ns: string) => RowCache; logs?: string[] } = {},
+): Promise<StageContext<P>> {
   const outDir = await mkdtemp(path.join(pipeline.workdir, `${stage}-out-`));
   const tmpDir = await mkdtemp(path.join(pipeline.workdir, `${stage}-tmp-`));
   await mkdir(outDir, { recursive: true });

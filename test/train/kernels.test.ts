@@ -62,7 +62,10 @@ describe("GEMM (WebAssembly SIMD)", () => {
         for (let j = 0; j < n; j++) {
           let s = 1;
           for (let p = 0; p < k; p++) s += (transposedA ? f[a + p * m + i]! : f[a + i * k + p]!) * f[b + p * n + j]!;
-          assert.ok(Math.abs(s - f[c + i * n + j]!) < 1e-4, `trial ${trial} (${m}x${n}x${k}, transposedA=${transposedA}) C[${i},${j}] = ${f[c + i * n + j]} != ${s}`);
+          assert.ok(
+            Math.abs(s - f[c + i * n + j]!) < 1e-4,
+            `trial ${trial} (${m}x${n}x${k}, transposedA=${transposedA}) C[${i},${j}] = ${f[c + i * n + j]} != ${s}`,
+          );
         }
       }
     }
@@ -118,7 +121,16 @@ describe("convolution kernels equal the stock cpu kernels", () => {
   });
 
   test("configurations the fast kernels do not cover (dilation 2) fall back to the stock kernel", () => {
-    const [[fast, stock]] = stockAndFast(() => tf.conv2d(tf.randomNormal([1, 9, 9, 3], 0, 1, "float32", 5) as tf.Tensor4D, tf.randomNormal([3, 3, 3, 4], 0, 1, "float32", 6) as tf.Tensor4D, 1, "same", "NHWC", 2));
+    const [[fast, stock]] = stockAndFast(() =>
+      tf.conv2d(
+        tf.randomNormal([1, 9, 9, 3], 0, 1, "float32", 5) as tf.Tensor4D,
+        tf.randomNormal([3, 3, 3, 4], 0, 1, "float32", 6) as tf.Tensor4D,
+        1,
+        "same",
+        "NHWC",
+        2,
+      ),
+    );
     assert.ok(relativeError(fast!, stock!) <= 1e-6);
   });
 });
@@ -144,7 +156,14 @@ describe("element-wise, reduction, split and pooling kernels equal the stock cpu
   });
 
   test("Sum over leading, trailing and mixed axes, with and without keepDims", () => {
-    for (const [axes, keepDims] of [[[0, 1, 2], false], [[0], true], [[3], false], [[2, 3], true], [[1, 3], false], [undefined, false]] as const) {
+    for (const [axes, keepDims] of [
+      [[0, 1, 2], false],
+      [[0], true],
+      [[3], false],
+      [[2, 3], true],
+      [[1, 3], false],
+      [undefined, false],
+    ] as const) {
       const results = stockAndFast(() => {
         const x = tf.randomNormal([3, 5, 7, 4], 0, 1, "float32", 9);
         const y = tf.sum(x, axes as number[] | undefined, keepDims);
@@ -172,9 +191,20 @@ describe("element-wise, reduction, split and pooling kernels equal the stock cpu
     for (let axis = 0; axis < 4; axis++) {
       const results = stockAndFast(() => {
         const x = tf.randomNormal([4, 6, 5, 80], 0, 1, "float32", axis + 1);
-        const sizes = [[1, 3], [2, 4], [5, 0], [30, 50]][axis]!;
+        const sizes = [
+          [1, 3],
+          [2, 4],
+          [5, 0],
+          [30, 50],
+        ][axis]!;
         const parts = tf.split(x, sizes, axis);
-        const y = tf.randomNormal([4, 6, 5, 80].map((d, i) => (i === axis ? 3 : d)), 0, 1, "float32", axis + 10);
+        const y = tf.randomNormal(
+          [4, 6, 5, 80].map((d, i) => (i === axis ? 3 : d)),
+          0,
+          1,
+          "float32",
+          axis + 10,
+        );
         return [...parts, tf.concat([x, y, x], axis)];
       });
       for (const [fast, stock] of results) assert.deepEqual([...fast], [...stock]);

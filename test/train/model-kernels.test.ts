@@ -24,7 +24,11 @@ function random(shape: number[], seed: number, scale = 1): tf.Tensor {
 }
 
 /** Values of f and of the gradients of sum(f * w) w.r.t. every input, with the fused kernels and with composite tfjs ops. */
-function bothPaths(inputs: tf.Tensor[], f: (...xs: tf.Tensor[]) => tf.Tensor, gradFor: number[] = inputs.map((_, i) => i)): { fused: Float32Array[]; stock: Float32Array[] } {
+function bothPaths(
+  inputs: tf.Tensor[],
+  f: (...xs: tf.Tensor[]) => tf.Tensor,
+  gradFor: number[] = inputs.map((_, i) => i),
+): { fused: Float32Array[]; stock: Float32Array[] } {
   const run = (fusedOn: boolean) =>
     tf.tidy(() => {
       setFusedOps(fusedOn);
@@ -53,14 +57,24 @@ function assertClose(label: string, result: { fused: Float32Array[]; stock: Floa
 
 test("fused instance norm (+ReLU) and row norm match the composite ops, values and gradients", async () => {
   await initBackend("cpu");
-  for (const [b, h, w, c, relu] of [[2, 5, 3, 4, true], [3, 4, 4, 1, false], [1, 8, 8, 16, true]] as const) {
+  for (const [b, h, w, c, relu] of [
+    [2, 5, 3, 4, true],
+    [3, 4, 4, 1, false],
+    [1, 8, 8, 16, true],
+  ] as const) {
     const x = random([b, h, w, c], b * 100 + c, 2);
     const gamma = tf.add(random([c], 3, 0.3), 1);
     const beta = random([c], 4, 0.5);
-    assertClose(`instanceNorm ${[b, h, w, c]}`, bothPaths([x, gamma, beta], (xi, g, bb) => instanceNorm(xi as tf.Tensor4D, g!, bb!, relu)));
+    assertClose(
+      `instanceNorm ${[b, h, w, c]}`,
+      bothPaths([x, gamma, beta], (xi, g, bb) => instanceNorm(xi as tf.Tensor4D, g!, bb!, relu)),
+    );
   }
   const rows = random([37, 12], 8, 3);
-  assertClose("normalizeRows", bothPaths([rows], (r) => normalizeRows(r as tf.Tensor2D)));
+  assertClose(
+    "normalizeRows",
+    bothPaths([rows], (r) => normalizeRows(r as tf.Tensor2D)),
+  );
 });
 
 test("fused multi-head attention matches softmax(QK^T)V with masking, incl. a fully masked row", async () => {
@@ -70,7 +84,8 @@ test("fused multi-head attention matches softmax(QK^T)V with masking, incl. a fu
   const k = random([B, L, C], 2);
   const v = random([B, L, C], 3);
   const mask = tf.tensor2d([1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0], [B, L]);
-  const f = (qi: tf.Tensor, ki?: tf.Tensor, vi?: tf.Tensor) => multiHeadAttention(qi as tf.Tensor3D, ki as tf.Tensor3D, vi as tf.Tensor3D, mask, heads, false).out;
+  const f = (qi: tf.Tensor, ki?: tf.Tensor, vi?: tf.Tensor) =>
+    multiHeadAttention(qi as tf.Tensor3D, ki as tf.Tensor3D, vi as tf.Tensor3D, mask, heads, false).out;
   assertClose("attention", bothPaths([q, k, v], f));
   const weights = (fusedOn: boolean) => {
     setFusedOps(fusedOn);
@@ -86,10 +101,16 @@ test("fused multi-head attention matches softmax(QK^T)V with masking, incl. a fu
 test("fused x2 up-sampling and embedding gather gradients match the composite ops", async () => {
   await initBackend("cpu");
   const x = random([2, 3, 5, 4], 5);
-  assertClose("upsample2x", bothPaths([x], (xi) => upsample2x(xi as tf.Tensor4D)));
+  assertClose(
+    "upsample2x",
+    bothPaths([x], (xi) => upsample2x(xi as tf.Tensor4D)),
+  );
   const table = random([7, 5], 6);
   const ids = tf.tensor2d([0, 3, 3, 6, 1, 3], [2, 3], "int32");
-  assertClose("gatherRows", bothPaths([table, ids], (t, i) => gatherRows(t as tf.Tensor2D, i!), [0]));
+  assertClose(
+    "gatherRows",
+    bothPaths([table, ids], (t, i) => gatherRows(t as tf.Tensor2D, i!), [0]),
+  );
 });
 
 test("one guided training step: loss and every parameter gradient agree between fused and composite paths", async () => {
@@ -110,7 +131,10 @@ test("one guided training step: loss and every parameter gradient agree between 
   const step = (fusedOn: boolean) => {
     setFusedOps(fusedOn);
     try {
-      const { value, grads } = tf.variableGrads(() => diceBceLoss(segmenterForward(store, config, batch).logits, tf.tensor4d(batch.masks!, [size, 16, 16, 1])), [...variables.values()]);
+      const { value, grads } = tf.variableGrads(
+        () => diceBceLoss(segmenterForward(store, config, batch).logits, tf.tensor4d(batch.masks!, [size, 16, 16, 1])),
+        [...variables.values()],
+      );
       const out = new Map<string, Float32Array>([["loss", Float32Array.from(value.dataSync())]]);
       for (const [name, v] of variables) out.set(name, Float32Array.from(grads[v.name]!.dataSync()));
       value.dispose();

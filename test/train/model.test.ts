@@ -17,7 +17,7 @@ const vocabConfig: ModelConfig = {
 
 function batchOf(size: number, seed: number): Batch {
   const images = new Float32Array(size * 16 * 16).map((_, i) => ((i * 7919 + seed) % 97) / 97);
-  const masks = new Float32Array(size * 16 * 16).map((_, i) => (((i * 31 + seed) % 11) < 3 ? 1 : 0));
+  const masks = new Float32Array(size * 16 * 16).map((_, i) => ((i * 31 + seed) % 11 < 3 ? 1 : 0));
   const ids = new Int32Array(size * 6);
   for (let b = 0; b < size; b++) ids.set([2, 3, 4, 0, 0, 0], b * 6);
   return { size, images, masks, guidance: { kind: "vocab", ids } };
@@ -91,7 +91,10 @@ test("x2 up-sampling repeats each pixel and its gradient sums the copies", async
   await initBackend("cpu");
   const x = tf.tensor4d([1, 2, 3, 4], [1, 2, 2, 1]);
   assert.deepEqual(Array.from(upsample2x(x).dataSync()), [1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4]);
-  const weights = tf.tensor4d(Array.from({ length: 16 }, (_, i) => i), [1, 4, 4, 1]);
+  const weights = tf.tensor4d(
+    Array.from({ length: 16 }, (_, i) => i),
+    [1, 4, 4, 1],
+  );
   const g = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(upsample2x(t as tf.Tensor4D), weights)))(x);
   assert.deepEqual(Array.from(g.dataSync()), [0 + 1 + 4 + 5, 2 + 3 + 6 + 7, 8 + 9 + 12 + 13, 10 + 11 + 14 + 15]);
 });
@@ -119,7 +122,20 @@ test("weights save and load exactly, and the same weights give the same bytes", 
   const queries = Float32Array.from({ length: 18 }, (_, i) => Math.sin(i));
   const responses = Float32Array.from({ length: 18 }, (_, i) => Math.cos(i));
   const store = initParams(config, 9, { "psa.query": queries, "psa.response": responses });
-  const training = { epochs: 1, batchSize: 1, learningRate: 1, minLearningRate: 0, weightDecay: 0, patience: 0, seed: 9, backend: "cpu", bestEpoch: 1, bestValDice: 0.5, epochsRun: 1, stoppedEarly: false };
+  const training = {
+    epochs: 1,
+    batchSize: 1,
+    learningRate: 1,
+    minLearningRate: 0,
+    weightDecay: 0,
+    patience: 0,
+    seed: 9,
+    backend: "cpu",
+    bestEpoch: 1,
+    bestValDice: 0.5,
+    epochsRun: 1,
+    stoppedEarly: false,
+  };
   const dir = await scratchDir("weights");
   await mkdir(path.join(dir, "a"));
   await mkdir(path.join(dir, "b"));
@@ -162,5 +178,8 @@ test("Sum and Mean gradients build their broadcast on the backend, not as a host
   } finally {
     engine.makeTensor = makeTensor;
   }
-  assert.ok(sizes.every((size) => size < x.size), `host tensors of sizes ${sizes.join(", ")}`);
+  assert.ok(
+    sizes.every((size) => size < x.size),
+    `host tensors of sizes ${sizes.join(", ")}`,
+  );
 });

@@ -32,7 +32,15 @@ test("AdamW matches the reference update, decay decoupled from the gradient", as
   const bias = tf.variable(tf.tensor1d([0.5]));
   const opt = new AdamW({ weightDecay: 0.1 });
   const grads = [0.3, -0.1, 0.2];
-  for (const g of grads) opt.apply(new Map([["layer.w", w], ["layer.b", bias]]), { "layer.w": tf.tensor1d([g, g]), "layer.b": tf.tensor1d([g]) }, 0.01);
+  for (const g of grads)
+    opt.apply(
+      new Map([
+        ["layer.w", w],
+        ["layer.b", bias],
+      ]),
+      { "layer.w": tf.tensor1d([g, g]), "layer.b": tf.tensor1d([g]) },
+      0.01,
+    );
   const got = w.dataSync();
   assert.ok(Math.abs(got[0]! - referenceAdamW(0.5, grads, 0.01, 0.1)) < 1e-6);
   assert.ok(Math.abs(got[1]! - referenceAdamW(-2, grads, 0.01, 0.1)) < 1e-6);
@@ -54,8 +62,14 @@ test("the fused AdamW kernel gives the same bits as the op-by-op update on cpu",
     return () => ((state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) * 2 - 1;
   })();
   const shapes: Record<string, number[]> = { "enc0.w": [3, 3, 4, 8], "enc0.b": [8], "attn.q": [16, 16], "norm.ng": [8] };
-  const initial = Object.fromEntries(Object.entries(shapes).map(([name, shape]) => [name, Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, random)]));
-  const gradientsPerStep = [0, 1, 2, 3].map(() => Object.fromEntries(Object.entries(shapes).map(([name, shape]) => [name, Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => random() * 0.1)])));
+  const initial = Object.fromEntries(
+    Object.entries(shapes).map(([name, shape]) => [name, Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, random)]),
+  );
+  const gradientsPerStep = [0, 1, 2, 3].map(() =>
+    Object.fromEntries(
+      Object.entries(shapes).map(([name, shape]) => [name, Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => random() * 0.1)]),
+    ),
+  );
   const run = (fused: boolean) =>
     runAdamW({
       shapes,

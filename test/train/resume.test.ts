@@ -52,7 +52,10 @@ test("a run killed after epoch 2 resumes from its checkpoint and ends where an u
   const dir = path.join(await scratchDir("ckpt-b"), "ck");
   const killed = initParams(config, settings.seed);
   const controller = new AbortController();
-  await assert.rejects(job(killed, dir, controller.signal, (epoch) => epoch === 2 && controller.abort()), /interrupted after epoch 2/);
+  await assert.rejects(
+    job(killed, dir, controller.signal, (epoch) => epoch === 2 && controller.abort()),
+    /interrupted after epoch 2/,
+  );
   disposeParams(killed);
   const state = JSON.parse(await readFile(path.join(dir, "state.json"), "utf8"));
   assert.equal(state.epochsDone, 2);
@@ -68,7 +71,10 @@ test("a run killed after epoch 2 resumes from its checkpoint and ends where an u
   let worst = 0;
   for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
   assert.ok(worst < 1e-5, `largest weight difference ${worst}`);
-  assert.deepEqual(resumedResult.history.map((h) => h.loss), straightResult.history.map((h) => h.loss));
+  assert.deepEqual(
+    resumedResult.history.map((h) => h.loss),
+    straightResult.history.map((h) => h.loss),
+  );
 
   // A finished checkpoint is reused without training.
   const again = initParams(config, 5);
@@ -84,7 +90,17 @@ test("a checkpoint made for other work is ignored", { timeout: 300_000 }, async 
   const none = () => ({ kind: "none" as const });
   const dir = path.join(await scratchDir("ckpt-c"), "ck");
   const run = (key: string, epochs: number) =>
-    trainSegmenter({ config, store: initParams(config, 1), settings: { ...settings, epochs }, trainCount: train.length, valCount: val.length, trainBatch: (ix) => makeBatch(train, ix, none), valBatch: (ix) => makeBatch(val, ix, none), checkpointDir: dir, checkpointKey: key });
+    trainSegmenter({
+      config,
+      store: initParams(config, 1),
+      settings: { ...settings, epochs },
+      trainCount: train.length,
+      valCount: val.length,
+      trainBatch: (ix) => makeBatch(train, ix, none),
+      valBatch: (ix) => makeBatch(val, ix, none),
+      checkpointDir: dir,
+      checkpointKey: key,
+    });
   await run("first", 1);
   const other = await run("second", 1);
   assert.equal(other.resumedEpochs, 0);
@@ -95,7 +111,15 @@ test("early stopping ends training after `patience` epochs without a better vali
   const { train, val } = await data();
   const none = () => ({ kind: "none" as const });
   // lr 0 => weights never change => validation Dice never improves after epoch 1.
-  const result = await trainSegmenter({ config, store: initParams(config, 1), settings: { ...settings, epochs: 10, learningRate: 0, minLearningRate: 0, patience: 2 }, trainCount: train.length, valCount: val.length, trainBatch: (ix) => makeBatch(train, ix, none), valBatch: (ix) => makeBatch(val, ix, none) });
+  const result = await trainSegmenter({
+    config,
+    store: initParams(config, 1),
+    settings: { ...settings, epochs: 10, learningRate: 0, minLearningRate: 0, patience: 2 },
+    trainCount: train.length,
+    valCount: val.length,
+    trainBatch: (ix) => makeBatch(train, ix, none),
+    valBatch: (ix) => makeBatch(val, ix, none),
+  });
   assert.equal(result.epochsRun, 3);
   assert.equal(result.stoppedEarly, true);
   assert.equal(result.bestEpoch, 1);

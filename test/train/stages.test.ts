@@ -34,7 +34,10 @@ function outputsOf(result: RunResult, stage: string): Record<string, string> {
 const registered = ORDER.filter((name) => !STAGES.has(name));
 const unregistered = skipUnless(registered.length === 0, `stages ${registered.join(", ")} are not registered in src/stages.ts`);
 
-test("ingest -> guide -> filter -> embed -> prototypes -> train -> evaluate through the engine on a generated QaTa (SGSeg) dataset", { timeout: 600_000, skip: unregistered }, async () => {
+test("ingest -> guide -> filter -> embed -> prototypes -> train -> evaluate through the engine on a generated QaTa (SGSeg) dataset", {
+  timeout: 600_000,
+  skip: unregistered,
+}, async () => {
   const dir = await scratchDir("e2e");
   const fixture = await writeFixtureDataset({ kind: "qata-cov19", layout: "sgseg", out: path.join(dir, "data"), n: 96, seed: 11, size: 64 });
   const stages = {
@@ -49,13 +52,21 @@ test("ingest -> guide -> filter -> embed -> prototypes -> train -> evaluate thro
     // The controls and seeds have their own test (evaluate-controls.test.ts).
     evaluate: { backend: "cpu", examples: 3, controls: [] },
   };
-  const spec = { name: "e2e", workdir: path.join(dir, "work"), dataset: { kind: "qata-cov19", root: fixture.root, layout: "sgseg", textAvailability: 0.5, seed: 11 }, stages };
+  const spec = {
+    name: "e2e",
+    workdir: path.join(dir, "work"),
+    dataset: { kind: "qata-cov19", root: fixture.root, layout: "sgseg", textAvailability: 0.5, seed: 11 },
+    stages,
+  };
   const pipeline = resolvePipeline(spec, STAGES, { baseDir: dir });
   assert.deepEqual(Object.keys(pipeline.stages), ORDER, "the registry orders prototypes before train");
   const tensorsBefore = tf.memory().numTensors;
   const result = await runPipeline(pipeline, { registry: STAGES });
   assert.equal(result.status, "ok", JSON.stringify(result.stages.map((s) => [s.name, s.status, s.error])));
-  assert.deepEqual(result.stages.map((s) => [s.name, s.status]), ORDER.map((name) => [name, "ran"]));
+  assert.deepEqual(
+    result.stages.map((s) => [s.name, s.status]),
+    ORDER.map((name) => [name, "ran"]),
+  );
   // A long-lived worker runs stage after stage: a tensor left behind is memory (GPU memory on
   // webgpu) never given back.
   assert.equal(tf.memory().numTensors - tensorsBefore, 0, "the stages dispose every tensor they create");
@@ -66,7 +77,10 @@ test("ingest -> guide -> filter -> embed -> prototypes -> train -> evaluate thro
 
   const filtered = await readParquetFile(outputsOf(result, "filter")["filtered.parquet"]!);
   assert.ok(filtered.numRows > 10, "a filtered sentence per paired training report");
-  assert.deepEqual(filtered.schema.fields.map((f) => f.name), ["id", "report", "filtered_report", "tokens", "scores", "kept", "threshold"]);
+  assert.deepEqual(
+    filtered.schema.fields.map((f) => f.name),
+    ["id", "report", "filtered_report", "tokens", "scores", "kept", "threshold"],
+  );
   const filterSummary = result.stages.find((s) => s.name === "filter")!.summary as { decision: string; trust: { validationPairs: number; reason: string } };
   assert.equal(filterSummary.decision, "filter", "trust: always");
   assert.ok(filterSummary.trust.validationPairs > 0 && filterSummary.trust.reason.length > 0, "the check still measured");
@@ -89,7 +103,10 @@ test("ingest -> guide -> filter -> embed -> prototypes -> train -> evaluate thro
 
   const evaluate = result.stages.find((s) => s.name === "evaluate")!;
   const summary = evaluate.summary as { testImages: number; prolearn: Record<string, number>; baseline: Record<string, number> };
-  assert.match(String(evaluate.summary.headline), /^test Dice \/ IoU on \d+ images, per-image mean: ProLearn \d\.\d{3} \/ \d\.\d{3} \(pooled .*\); image-only U-Net \d\.\d{3} /);
+  assert.match(
+    String(evaluate.summary.headline),
+    /^test Dice \/ IoU on \d+ images, per-image mean: ProLearn \d\.\d{3} \/ \d\.\d{3} \(pooled .*\); image-only U-Net \d\.\d{3} /,
+  );
   for (const key of ["dice", "iou", "dicePooled", "iouPooled"]) {
     assert.ok(Number.isFinite(summary.prolearn[key]) && Number.isFinite(summary.baseline[key]), `headline ${key}`);
   }
@@ -102,7 +119,10 @@ test("ingest -> guide -> filter -> embed -> prototypes -> train -> evaluate thro
   assert.ok(baselineHistory.epochs.length > 0 && baselineHistory.epochs.every((e) => Number.isFinite(e.loss)));
   const report = await gatherReport({ pipeline, result });
   const training = report.sections.training;
-  assert.ok(training.state === "ok" && training.data.baselineHistory.state === "ok", JSON.stringify(training.state === "ok" ? training.data.baselineHistory : training));
+  assert.ok(
+    training.state === "ok" && training.data.baselineHistory.state === "ok",
+    JSON.stringify(training.state === "ok" ? training.data.baselineHistory : training),
+  );
   assert.equal(training.data.baselineHistory.data.epochs, baselineHistory.epochs.length);
   assert.match(renderReportHtml(report), /data-chart="baseline-loss"/);
   const examples = await readParquetFile(evaluate.outputs["examples.parquet"]!);
@@ -119,15 +139,28 @@ test("ingest -> guide -> filter -> embed -> prototypes -> train -> evaluate thro
   const psa = file.config.guidance as { topK: number; temperature: number; embeddingDim: number };
   const lookups = psaLookups(test, embeddings, new PrototypeIndex(space.queries, space.dim), psa.topK, psa.temperature, false, "embeddings");
   const untrained = initParams(file.config, 123, { "psa.query": space.queries, "psa.response": space.responses });
-  const before = await evaluateBatches(file.config, untrained, test.length, 8, (ix) => makeBatch(test, ix, (j) => psaBatch(lookups, psa.topK, psa.embeddingDim, j)));
+  const before = await evaluateBatches(file.config, untrained, test.length, 8, (ix) =>
+    makeBatch(test, ix, (j) => psaBatch(lookups, psa.topK, psa.embeddingDim, j)),
+  );
   disposeParams(untrained);
-  console.log(`test Dice: trained ${summary.prolearn.dice.toFixed(3)} (baseline ${summary.baseline.dice.toFixed(3)}), untrained ${before.dice.toFixed(3)}; ${result.seconds.toFixed(1)} s`);
+  console.log(
+    `test Dice: trained ${summary.prolearn.dice.toFixed(3)} (baseline ${summary.baseline.dice.toFixed(3)}), untrained ${before.dice.toFixed(3)}; ${result.seconds.toFixed(1)} s`,
+  );
   assert.ok(summary.prolearn.dice > before.dice + 0.3, `trained Dice ${summary.prolearn.dice} should beat untrained ${before.dice} by a wide margin`);
 
   // Evaluate params that do not change the baseline's training reuse its finished checkpoint.
-  const again = await runPipeline(resolvePipeline({ ...spec, stages: { ...stages, evaluate: { ...stages.evaluate, examples: 2, batchSize: 4 } } }, STAGES, { baseDir: dir }), { registry: STAGES });
-  assert.deepEqual(again.stages.map((s) => [s.name, s.status]), ORDER.map((name) => [name, name === "evaluate" ? "ran" : "cached"]));
-  const rerun = again.stages.find((s) => s.name === "evaluate")!.summary as { baselineTraining: { epochsRun: number; resumedEpochs: number }; baseline: Record<string, number> };
+  const again = await runPipeline(
+    resolvePipeline({ ...spec, stages: { ...stages, evaluate: { ...stages.evaluate, examples: 2, batchSize: 4 } } }, STAGES, { baseDir: dir }),
+    { registry: STAGES },
+  );
+  assert.deepEqual(
+    again.stages.map((s) => [s.name, s.status]),
+    ORDER.map((name) => [name, name === "evaluate" ? "ran" : "cached"]),
+  );
+  const rerun = again.stages.find((s) => s.name === "evaluate")!.summary as {
+    baselineTraining: { epochsRun: number; resumedEpochs: number };
+    baseline: Record<string, number>;
+  };
   assert.equal(rerun.baselineTraining.resumedEpochs, rerun.baselineTraining.epochsRun, "the baseline U-Net was not retrained");
   assert.ok(Math.abs(rerun.baseline.dice - summary.baseline.dice) < 1e-6, "same baseline weights, same test Dice");
 });
@@ -155,13 +188,29 @@ interface ZoneScores {
 interface FilterSummary {
   decision: "filter" | "keep-all";
   keptFraction: number;
-  trust: { validationPairs: number; diceAllTokens: number; diceKeptTokens: number; keptVsAll: { meanDiff: number }; keptVsTrivial: { meanDiff: number; ci95: [number, number] }; trusted: boolean; reason: string };
+  trust: {
+    validationPairs: number;
+    diceAllTokens: number;
+    diceKeptTokens: number;
+    keptVsAll: { meanDiff: number };
+    keptVsTrivial: { meanDiff: number; ci95: [number, number] };
+    trusted: boolean;
+    reason: string;
+  };
 }
 
 /** ingest -> guide -> filter on a decoy fixture (writeFixtureDataset decoys: true); filter params are the defaults (METHOD.md §2: attention averaged over heads, all image positions and decoder stages). */
 async function zoneScores(fixtureSeed: number): Promise<ZoneScores> {
   const dir = await scratchDir("filter");
-  const fixture = await writeFixtureDataset({ kind: "qata-cov19", layout: "sgseg", out: path.join(dir, "data"), n: 96, seed: fixtureSeed, size: 64, decoys: true });
+  const fixture = await writeFixtureDataset({
+    kind: "qata-cov19",
+    layout: "sgseg",
+    out: path.join(dir, "data"),
+    n: 96,
+    seed: fixtureSeed,
+    size: 64,
+    decoys: true,
+  });
   const spec = {
     name: "filter-scores",
     workdir: path.join(dir, "work"),
@@ -193,8 +242,22 @@ async function zoneScores(fixtureSeed: number): Promise<ZoneScores> {
   const guide = result.stages.find((s) => s.name === "guide")!.summary as { bestValDice: number };
   const filter = result.stages.find((s) => s.name === "filter")!.summary as unknown as FilterSummary;
   const list = (name: string) => Array.from({ length: filtered.numRows }, (_, i) => filtered.getChild(name)!.get(i));
-  const rows = { reports: list("report").map(String), filteredReports: list("filtered_report").map(String), kept: list("kept").map((k) => [...(k as Iterable<boolean>)]) };
-  return { zoneMean: totals.zone / totals.zoneCount, fillerMean: totals.filler / totals.fillerCount, zoneWins, reports, guideValDice: guide.bestValDice, samplesFile: outputsOf(result, "ingest")["samples.parquet"]!, seconds: result.seconds, filter, filtered: rows };
+  const rows = {
+    reports: list("report").map(String),
+    filteredReports: list("filtered_report").map(String),
+    kept: list("kept").map((k) => [...(k as Iterable<boolean>)]),
+  };
+  return {
+    zoneMean: totals.zone / totals.zoneCount,
+    fillerMean: totals.filler / totals.fillerCount,
+    zoneWins,
+    reports,
+    guideValDice: guide.bestValDice,
+    samplesFile: outputsOf(result, "ingest")["samples.parquet"]!,
+    seconds: result.seconds,
+    filter,
+    filtered: rows,
+  };
 }
 
 /** The same network without attention, trained with the guide's budget on the same images: it sees both lesions and cannot tell which one the mask holds. */
@@ -202,12 +265,31 @@ async function imageOnlyValDice(samplesFile: string): Promise<number> {
   const all = await loadSamples(samplesFile, { size: GUIDE.imageSize, channels: 1, splits: ["train", "val"] });
   const train = all.filter((s) => s.split === "train");
   const val = all.filter((s) => s.split === "val");
-  const config: ModelConfig = { net: { imageSize: GUIDE.imageSize, inChannels: 1, baseChannels: GUIDE.baseChannels, depth: GUIDE.depth, heads: GUIDE.heads, tokenDim: null }, guidance: { kind: "none" } };
+  const config: ModelConfig = {
+    net: { imageSize: GUIDE.imageSize, inChannels: 1, baseChannels: GUIDE.baseChannels, depth: GUIDE.depth, heads: GUIDE.heads, tokenDim: null },
+    guidance: { kind: "none" },
+  };
   const store = initParams(config, 5);
   const none = (): BatchGuidance => ({ kind: "none" });
   try {
-    const settings = { epochs: GUIDE.epochs, batchSize: GUIDE.batchSize, learningRate: GUIDE.learningRate, minLearningRate: GUIDE.minLearningRate, weightDecay: 0.01, patience: 0, seed: 5 };
-    const result = await trainSegmenter({ config, store, settings, trainCount: train.length, valCount: val.length, trainBatch: (ix) => makeBatch(train, ix, none), valBatch: (ix) => makeBatch(val, ix, none) });
+    const settings = {
+      epochs: GUIDE.epochs,
+      batchSize: GUIDE.batchSize,
+      learningRate: GUIDE.learningRate,
+      minLearningRate: GUIDE.minLearningRate,
+      weightDecay: 0.01,
+      patience: 0,
+      seed: 5,
+    };
+    const result = await trainSegmenter({
+      config,
+      store,
+      settings,
+      trainCount: train.length,
+      valCount: val.length,
+      trainBatch: (ix) => makeBatch(train, ix, none),
+      valBatch: (ix) => makeBatch(val, ix, none),
+    });
     return result.bestValDice;
   } finally {
     disposeParams(store);
@@ -216,13 +298,21 @@ async function imageOnlyValDice(samplesFile: string): Promise<number> {
 
 // Decoy fixtures: each image also shows a lesion of the same look in a lung zone the report does
 // not name and the mask does not hold, so the report is needed to segment (docs/training.md).
-test(`filter: zone words score higher than filler words on generated QaTa (SGSeg) datasets with decoy lesions (fixture seeds 3 and 5)`, { timeout: 600_000, skip: unregistered }, async () => {
+test(`filter: zone words score higher than filler words on generated QaTa (SGSeg) datasets with decoy lesions (fixture seeds 3 and 5)`, {
+  timeout: 600_000,
+  skip: unregistered,
+}, async () => {
   for (const fixtureSeed of [3, 5]) {
     const measured = await zoneScores(fixtureSeed);
     const { zoneMean, fillerMean, zoneWins, reports } = measured;
     const imageOnly = await imageOnlyValDice(measured.samplesFile);
-    console.log(`fixture seed ${fixtureSeed}: filter scores (x uniform share) zone words ${zoneMean.toFixed(3)}, filler words ${fillerMean.toFixed(3)} (ratio ${(zoneMean / fillerMean).toFixed(2)}); zone words ahead in ${zoneWins}/${reports} reports; guide val Dice ${measured.guideValDice.toFixed(3)}, image-only network ${imageOnly.toFixed(3)}; ${measured.seconds.toFixed(1)} s`);
-    assert.ok(measured.guideValDice > imageOnly + 0.05, `seed ${fixtureSeed}: the guide (val Dice ${measured.guideValDice}) should beat the image-only network (${imageOnly}) on decoy images`);
+    console.log(
+      `fixture seed ${fixtureSeed}: filter scores (x uniform share) zone words ${zoneMean.toFixed(3)}, filler words ${fillerMean.toFixed(3)} (ratio ${(zoneMean / fillerMean).toFixed(2)}); zone words ahead in ${zoneWins}/${reports} reports; guide val Dice ${measured.guideValDice.toFixed(3)}, image-only network ${imageOnly.toFixed(3)}; ${measured.seconds.toFixed(1)} s`,
+    );
+    assert.ok(
+      measured.guideValDice > imageOnly + 0.05,
+      `seed ${fixtureSeed}: the guide (val Dice ${measured.guideValDice}) should beat the image-only network (${imageOnly}) on decoy images`,
+    );
     assert.ok(reports > 40, `seed ${fixtureSeed}: reports with both kinds of words: ${reports}`);
     assert.ok(zoneMean > fillerMean * 1.05, `seed ${fixtureSeed}: zone words should score higher than filler words on average (${zoneMean} vs ${fillerMean})`);
     assert.ok(zoneWins > reports * 0.75, `seed ${fixtureSeed}: zone words should outscore filler words in most reports (${zoneWins}/${reports})`);

@@ -16,15 +16,30 @@ test("a text-availability change retrains ProLearn but resumes the image-only ba
       {
         name: "sweep-baseline",
         dataset: { kind: "qata-cov19", root: "data", layout: "sgseg", textAvailability, seed: 2 },
-        stages: { ingest: {}, embed: { encoder: "builtin", dim: 32 }, prototypes: { minClusterSize: 2, k: 2 }, train: net, evaluate: { baseline: "unet", examples: 0 } },
+        stages: {
+          ingest: {},
+          embed: { encoder: "builtin", dim: 32 },
+          prototypes: { minClusterSize: 2, k: 2 },
+          train: net,
+          evaluate: { baseline: "unet", examples: 0 },
+        },
       },
       STAGES,
       { baseDir: dir },
     );
   const first = await runPipeline(variant(0.5), { registry: STAGES });
   const second = await runPipeline(variant(0.25), { registry: STAGES });
-  for (const run of [first, second]) assert.equal(run.status, "ok", run.stages.map((s) => s.error).filter(Boolean).join("\n"));
-  const baselineOf = (run: typeof first) => run.stages.find((s) => s.name === "evaluate")!.summary.baselineTraining as { resumedEpochs: number; epochsRun: number };
+  for (const run of [first, second])
+    assert.equal(
+      run.status,
+      "ok",
+      run.stages
+        .map((s) => s.error)
+        .filter(Boolean)
+        .join("\n"),
+    );
+  const baselineOf = (run: typeof first) =>
+    run.stages.find((s) => s.name === "evaluate")!.summary.baselineTraining as { resumedEpochs: number; epochsRun: number };
   assert.equal(baselineOf(first).resumedEpochs, 0);
   assert.equal(second.stages.find((s) => s.name === "train")!.status, "ran", "ProLearn sees other reports, so it retrains");
   assert.equal(baselineOf(second).resumedEpochs, baselineOf(second).epochsRun, "the baseline sees the same images: every epoch comes from its checkpoint");

@@ -14,10 +14,26 @@ test("ingest marks the text budget: train as available, the same seeded share of
   const dir = await scratchDir("budget-ingest");
   const fixture = await writeFixtureDataset({ kind: "qata-cov19", layout: "sgseg", out: path.join(dir, "data"), n: 60, seed: 4, size: 32 });
   const budgetAt = async (r: number) => {
-    const result = await runPipeline(resolvePipeline({ name: "budget", workdir: path.join(dir, "work"), dataset: { kind: "qata-cov19", root: fixture.root, layout: "sgseg", textAvailability: r, seed: 4 }, stages: { ingest: {} } }, STAGES, { baseDir: dir }), { registry: STAGES });
+    const result = await runPipeline(
+      resolvePipeline(
+        {
+          name: "budget",
+          workdir: path.join(dir, "work"),
+          dataset: { kind: "qata-cov19", root: fixture.root, layout: "sgseg", textAvailability: r, seed: 4 },
+          stages: { ingest: {} },
+        },
+        STAGES,
+        { baseDir: dir },
+      ),
+      { registry: STAGES },
+    );
     assert.equal(result.status, "ok");
-    const table = await readParquetFile(result.stages[0]!.outputs["samples.parquet"]!, { columns: ["id", "split", "report", "report_available", "report_in_budget"] });
-    return (table.toArray() as { id: string; split: string; report: string | null; report_available: boolean; report_in_budget: boolean }[]).map((row) => ({ ...row }));
+    const table = await readParquetFile(result.stages[0]!.outputs["samples.parquet"]!, {
+      columns: ["id", "split", "report", "report_available", "report_in_budget"],
+    });
+    return (table.toArray() as { id: string; split: string; report: string | null; report_available: boolean; report_in_budget: boolean }[]).map((row) => ({
+      ...row,
+    }));
   };
   const half = await budgetAt(0.5);
   const quarter = await budgetAt(0.25);
@@ -25,7 +41,8 @@ test("ingest marks the text budget: train as available, the same seeded share of
     for (const row of rows) {
       if (row.split === "train") assert.equal(row.report_in_budget, row.report_available, `${row.id}: train rows are within the budget exactly when available`);
       if (row.split === "test") assert.equal(row.report_in_budget, false, `${row.id}: test reports never feed a choice`);
-      if (row.split !== "train") assert.equal(row.report_available, row.report !== null, `${row.id}: val/test reports stay readable for diagnostics and evaluation`);
+      if (row.split !== "train")
+        assert.equal(row.report_available, row.report !== null, `${row.id}: val/test reports stay readable for diagnostics and evaluation`);
     }
   }
   const valWithReport = half.filter((r) => r.split === "val" && r.report !== null).length;
@@ -36,8 +53,34 @@ test("ingest marks the text budget: train as available, the same seeded share of
   for (const id of inBudget(quarter)) assert.ok(inBudget(half).has(id), "the budgets nest: 25% within 50%");
 });
 
-const GUIDE = { imageSize: 16, channels: 1 as const, baseChannels: 4, depth: 2, heads: 2, epochs: 3, batchSize: 8, learningRate: 1e-2, minLearningRate: 1e-4, weightDecay: 0.01, patience: 0, backend: "cpu" as const, encoder: "builtin" as const, tokenDim: 8, maxTokens: 32, minWordCount: 1, imageDropout: 0 };
-const FILTER = { threshold: "auto" as const, positions: "all" as const, trust: "check" as const, tolerance: 0.02, minValidationPairs: 2, batchSize: 8, backend: "cpu" as const };
+const GUIDE = {
+  imageSize: 16,
+  channels: 1 as const,
+  baseChannels: 4,
+  depth: 2,
+  heads: 2,
+  epochs: 3,
+  batchSize: 8,
+  learningRate: 1e-2,
+  minLearningRate: 1e-4,
+  weightDecay: 0.01,
+  patience: 0,
+  backend: "cpu" as const,
+  encoder: "builtin" as const,
+  tokenDim: 8,
+  maxTokens: 32,
+  minWordCount: 1,
+  imageDropout: 0,
+};
+const FILTER = {
+  threshold: "auto" as const,
+  positions: "all" as const,
+  trust: "check" as const,
+  tolerance: 0.02,
+  minValidationPairs: 2,
+  batchSize: 8,
+  backend: "cpu" as const,
+};
 
 /** Runs guide then filter on the samples; returns the bytes and summaries a choice would show in. */
 async function guideAndFilter(label: string, samples: readonly FixtureSample[]) {
@@ -60,14 +103,17 @@ async function guideAndFilter(label: string, samples: readonly FixtureSample[]) 
   };
 }
 
-test("guide and filter choices read no report outside the text budget: changing those reports changes no byte; changing budget reports does", { timeout: 300_000 }, async () => {
+test("guide and filter choices read no report outside the text budget: changing those reports changes no byte; changing budget reports does", {
+  timeout: 300_000,
+}, async () => {
   const samples = await makeFixture({ counts: { train: 24, val: 12, test: 2 }, seed: 4, textAvailability: 0.5 });
   const inBudgetVal = samples.filter((s) => s.split === "val" && s.reportInBudget).length;
   assert.ok(inBudgetVal > 0 && inBudgetVal < 12, "some validation reports are outside the budget");
   // Reports a choice must not read, rewritten: unavailable training reports, validation reports
   // outside the budget (still readable for diagnostics), test reports.
   const outside = (s: FixtureSample) => (s.split === "train" ? !s.reportAvailable : !s.reportInBudget);
-  const rewrite = (pick: (s: FixtureSample) => boolean) => samples.map((s) => (pick(s) ? { ...s, report: "Unilateral pulmonary infection, one infected area, lower right lung and all left lung." } : s));
+  const rewrite = (pick: (s: FixtureSample) => boolean) =>
+    samples.map((s) => (pick(s) ? { ...s, report: "Unilateral pulmonary infection, one infected area, lower right lung and all left lung." } : s));
   const original = await guideAndFilter("original", samples);
   const outsideChanged = await guideAndFilter("outside", rewrite(outside));
   assert.equal(original.guideSummary.valSamples, inBudgetVal, "the guide validates on the budget's validation reports");
@@ -81,7 +127,10 @@ test("guide and filter choices read no report outside the text budget: changing 
   assert.deepEqual(outsideChanged.filterSummary, original.filterSummary);
   // The same change on the budget's validation reports reaches the validation Dice: the
   // comparison above would see a stage that read the others.
-  const insideChanged = await guideAndFilter("inside", rewrite((s) => s.split === "val" && s.reportInBudget));
+  const insideChanged = await guideAndFilter(
+    "inside",
+    rewrite((s) => s.split === "val" && s.reportInBudget),
+  );
   assert.notDeepEqual(insideChanged.valDice, original.valDice, "validation reports within the budget do feed early stopping");
   assert.notDeepEqual(insideChanged.filterSummary.trust, original.filterSummary.trust, "and the trust check");
 });

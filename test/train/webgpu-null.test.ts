@@ -63,7 +63,10 @@ test("webgpu: guide -> filter -> train -> evaluate run through the engine on the
   const result = await runPipeline(resolvePipeline(spec, STAGES, { baseDir: dir }), { registry: STAGES });
   assert.equal(result.status, "ok", JSON.stringify(result.stages.map((s) => [s.name, s.status, s.error])));
   assert.equal(tf.memory().numTensors - tensorsBefore, 0, "no GPU buffers left behind");
-  for (const [stage, file] of [["guide", "guide-model.json"], ["train", "model.json"]] as const) {
+  for (const [stage, file] of [
+    ["guide", "guide-model.json"],
+    ["train", "model.json"],
+  ] as const) {
     const outputs = result.stages.find((s) => s.name === stage)!.outputs;
     const model = JSON.parse(await readFile(outputs[file]!, "utf8"));
     assert.equal(model.training.backend, "webgpu", `${stage} trained on webgpu`);

@@ -27,7 +27,10 @@ const dawnInstalled = await import("webgpu").then(
 );
 const skip =
   skipUnless(dawnInstalled, "the optional package `webgpu` (Dawn) is not installed on this platform") ||
-  skipUnless(existsSync(manifest), `no software Vulkan driver at ${manifest}: run bash scripts/software-vulkan.sh (or set PROLEARN_SOFTWARE_VULKAN to a lavapipe ICD manifest)`);
+  skipUnless(
+    existsSync(manifest),
+    `no software Vulkan driver at ${manifest}: run bash scripts/software-vulkan.sh (or set PROLEARN_SOFTWARE_VULKAN to a lavapipe ICD manifest)`,
+  );
 
 if (!skip) {
   // Read by the Vulkan loader when Dawn creates its instance, i.e. at the first webgpu start.
@@ -71,7 +74,16 @@ test("webgpu (lavapipe): the reference U-Net's loss curve equals the cpu backend
 });
 
 test("planFilterGradient: enough threads, every row in exactly one non-empty chunk", () => {
-  for (const [filterSize, batchRows, weightsPerThread] of [[144, 896, 1], [2304, 896, 1], [2304, 896, 16], [9216, 896, 16], [2304, 1, 1], [9_437_184, 56, 16], [16, 100_000, 16], [1, 7, 1]] as const) {
+  for (const [filterSize, batchRows, weightsPerThread] of [
+    [144, 896, 1],
+    [2304, 896, 1],
+    [2304, 896, 16],
+    [9216, 896, 16],
+    [2304, 1, 1],
+    [9_437_184, 56, 16],
+    [16, 100_000, 16],
+    [1, 7, 1],
+  ] as const) {
     const plan = planFilterGradient(filterSize, batchRows, weightsPerThread);
     assert.equal(plan.threadsPerChunk * weightsPerThread, filterSize);
     assert.ok(plan.chunks >= 1 && plan.chunks <= batchRows);
@@ -93,9 +105,13 @@ async function kernelOn(kernel: string, inputs: Record<string, Values>, attrs: R
   return values;
 }
 
-const filterGradientOn = (x: Values, dy: Values, attrs: { strides: [number, number]; pad: "same" | "valid"; filterShape: [number, number, number, number] }) => kernelOn("Conv2DBackpropFilter", { x, dy }, attrs);
+const filterGradientOn = (x: Values, dy: Values, attrs: { strides: [number, number]; pad: "same" | "valid"; filterShape: [number, number, number, number] }) =>
+  kernelOn("Conv2DBackpropFilter", { x, dy }, attrs);
 
-test("webgpu (lavapipe): our Conv2DBackpropInput equals the cpu backend's, stride 1 by a flipped-filter convolution, stride 2 by the stock kernel", { skip, timeout: 300_000 }, async () => {
+test("webgpu (lavapipe): our Conv2DBackpropInput equals the cpu backend's, stride 1 by a flipped-filter convolution, stride 2 by the stock kernel", {
+  skip,
+  timeout: 300_000,
+}, async () => {
   const random = mulberry32(deriveSeed(6, "input-gradient"));
   const pick = (lo: number, hi: number) => lo + Math.floor(random() * (hi - lo + 1));
   const cases = Array.from({ length: 20 }, (_, i) => {
@@ -109,8 +125,22 @@ test("webgpu (lavapipe): our Conv2DBackpropInput equals the cpu backend's, strid
     const dyShape = [info.batchSize, info.outHeight, info.outWidth, info.outChannels];
     return {
       label: `input ${inputShape} filter ${filterShape} strides ${strides} ${pad}`,
-      dy: { shape: dyShape, values: normalArray(random, dyShape.reduce((a, b) => a * b, 1), 1) },
-      filter: { shape: filterShape, values: normalArray(random, filterShape.reduce((a, b) => a * b, 1), 1) },
+      dy: {
+        shape: dyShape,
+        values: normalArray(
+          random,
+          dyShape.reduce((a, b) => a * b, 1),
+          1,
+        ),
+      },
+      filter: {
+        shape: filterShape,
+        values: normalArray(
+          random,
+          filterShape.reduce((a, b) => a * b, 1),
+          1,
+        ),
+      },
       attrs: { strides, pad, inputShape },
     };
   });
@@ -134,10 +164,20 @@ test("webgpu (lavapipe): our Conv2DBackpropFilter equals the cpu backend's on ra
   for (let i = 0; i < 24; i++) {
     const k = [1, 2, 3, 5][pick(0, 3)]!;
     const size = pick(k, 20);
-    cases.push({ x: [pick(1, 3), size, pick(k, 20), pick(1, 24)], filter: [k, [1, 2, 3, 5][pick(0, 3)]!, 0, pick(1, 24)], strides: [pick(1, 2), pick(1, 2)], pad: random() < 0.5 ? "same" : "valid" });
+    cases.push({
+      x: [pick(1, 3), size, pick(k, 20), pick(1, 24)],
+      filter: [k, [1, 2, 3, 5][pick(0, 3)]!, 0, pick(1, 24)],
+      strides: [pick(1, 2), pick(1, 2)],
+      pad: random() < 0.5 ? "same" : "valid",
+    });
   }
   // Channels in multiples of 4 (the 4 x 4 blocked program), one with 2 chunks' worth of rows.
-  for (const [n, h, w, cin, cout, k, stride, pad] of [[2, 9, 7, 4, 8, 3, 1, "same"], [1, 12, 12, 16, 4, 3, 2, "valid"], [3, 5, 6, 8, 12, 1, 1, "valid"], [2, 20, 20, 32, 32, 3, 1, "same"]] as const) {
+  for (const [n, h, w, cin, cout, k, stride, pad] of [
+    [2, 9, 7, 4, 8, 3, 1, "same"],
+    [1, 12, 12, 16, 4, 3, 2, "valid"],
+    [3, 5, 6, 8, 12, 1, 1, "valid"],
+    [2, 20, 20, 32, 32, 3, 1, "same"],
+  ] as const) {
     cases.push({ x: [n, h, w, cin], filter: [k, k, 0, cout], strides: [stride, stride], pad });
   }
   // One chunk (a tiny batch), and a filter too big for one dispatch dimension: 4.4M weights, one
@@ -152,8 +192,22 @@ test("webgpu (lavapipe): our Conv2DBackpropFilter equals the cpu backend's on ra
     const dyShape = [info.batchSize, info.outHeight, info.outWidth, info.outChannels];
     return {
       label: `x ${c.x} filter ${filterShape} strides ${c.strides} ${c.pad}`,
-      x: { shape: c.x, values: normalArray(random, c.x.reduce((a, b) => a * b, 1), 1) },
-      dy: { shape: dyShape, values: normalArray(random, dyShape.reduce((a, b) => a * b, 1), 1) },
+      x: {
+        shape: c.x,
+        values: normalArray(
+          random,
+          c.x.reduce((a, b) => a * b, 1),
+          1,
+        ),
+      },
+      dy: {
+        shape: dyShape,
+        values: normalArray(
+          random,
+          dyShape.reduce((a, b) => a * b, 1),
+          1,
+        ),
+      },
       attrs: { strides: c.strides, pad: c.pad, filterShape },
     };
   });
@@ -178,8 +232,28 @@ test("webgpu (lavapipe): our Conv2DBackpropFilter equals the cpu backend's on ra
 test("webgpu (lavapipe): the fused AdamW kernel updates parameters and moments as the cpu backend does", { skip, timeout: 120_000 }, async () => {
   const random = mulberry32(deriveSeed(9, "adamw"));
   const shapes: Record<string, number[]> = { "enc0.w": [3, 3, 4, 8], "enc0.b": [8], "head.w": [1000] };
-  const initial = Object.fromEntries(Object.entries(shapes).map(([name, shape]) => [name, normalArray(random, shape.reduce((a, b) => a * b, 1), 1)]));
-  const gradientsPerStep = [0, 1, 2].map(() => Object.fromEntries(Object.entries(shapes).map(([name, shape]) => [name, normalArray(random, shape.reduce((a, b) => a * b, 1), 0.1)])));
+  const initial = Object.fromEntries(
+    Object.entries(shapes).map(([name, shape]) => [
+      name,
+      normalArray(
+        random,
+        shape.reduce((a, b) => a * b, 1),
+        1,
+      ),
+    ]),
+  );
+  const gradientsPerStep = [0, 1, 2].map(() =>
+    Object.fromEntries(
+      Object.entries(shapes).map(([name, shape]) => [
+        name,
+        normalArray(
+          random,
+          shape.reduce((a, b) => a * b, 1),
+          0.1,
+        ),
+      ]),
+    ),
+  );
   const run = () => runAdamW({ shapes, initial, gradientsPerStep, lr: (step) => 1e-2 * (step + 1) });
   await useWebgpu();
   assert.ok(tf.getKernel("ProlearnAdamW", "webgpu"), "the webgpu AdamW kernel is registered");
@@ -193,7 +267,14 @@ test("webgpu (lavapipe): the fused AdamW kernel updates parameters and moments a
 });
 
 test("planSpanChunks: every span row in exactly one non-empty chunk, enough threads", () => {
-  for (const [groups, span, channels] of [[4, 50_176, 32], [4, 784, 256], [1, 1, 1], [32, 64, 1], [2, 7, 3], [1, 1_000_000, 1]] as const) {
+  for (const [groups, span, channels] of [
+    [4, 50_176, 32],
+    [4, 784, 256],
+    [1, 1, 1],
+    [32, 64, 1],
+    [2, 7, 3],
+    [1, 1_000_000, 1],
+  ] as const) {
     const { chunks, rowsPerChunk } = planSpanChunks(groups, span, channels);
     assert.ok(chunks >= 1 && chunks <= span);
     assert.ok(rowsPerChunk * chunks >= span && rowsPerChunk * (chunks - 1) < span, `${groups}x${span}x${channels}: ${chunks} x ${rowsPerChunk}`);
@@ -264,7 +345,10 @@ async function trainingStep(config: ModelConfig, batch: Batch, external: Record<
   const store = initParams(config, 3, external);
   const variables = trainableVariables(store);
   const size = config.net.imageSize;
-  const { value, grads } = tf.variableGrads(() => diceBceLoss(segmenterForward(store, config, batch).logits, tf.tensor4d(batch.masks!, [batch.size, size, size, 1])), [...variables.values()]);
+  const { value, grads } = tf.variableGrads(
+    () => diceBceLoss(segmenterForward(store, config, batch).logits, tf.tensor4d(batch.masks!, [batch.size, size, size, 1])),
+    [...variables.values()],
+  );
   const out = new Map<string, Float32Array>([["loss", Float32Array.from(await value.data())]]);
   for (const [name, v] of variables) out.set(name, Float32Array.from((await grads[v.name]!.data()) as Float32Array));
   value.dispose();
@@ -292,7 +376,12 @@ const PSA_MODEL: ModelConfig = {
 };
 
 for (const [label, config, batch, external] of [
-  ["word-vocabulary guidance (guide stage)", VOCAB_MODEL, { ...images(3, 16), guidance: { kind: "vocab", ids: Int32Array.from([2, 3, 4, 0, 0, 0, 0, 5, 4, 0, 0, 0, 0, 0, 2, 2, 3, 4, 5, 0, 0]) } }, {}],
+  [
+    "word-vocabulary guidance (guide stage)",
+    VOCAB_MODEL,
+    { ...images(3, 16), guidance: { kind: "vocab", ids: Int32Array.from([2, 3, 4, 0, 0, 0, 0, 5, 4, 0, 0, 0, 0, 0, 2, 2, 3, 4, 5, 0, 0]) } },
+    {},
+  ],
   [
     "PSA guidance (train stage)",
     PSA_MODEL,
@@ -300,7 +389,10 @@ for (const [label, config, batch, external] of [
     { "psa.query": normalArray(mulberry32(deriveSeed(1, "q")), 60, 1), "psa.response": normalArray(mulberry32(deriveSeed(1, "r")), 60, 1) },
   ],
 ] as const) {
-  test(`webgpu (lavapipe): one training step with ${label}: loss and every parameter gradient equal the cpu backend's`, { skip, timeout: 300_000 }, async () => {
+  test(`webgpu (lavapipe): one training step with ${label}: loss and every parameter gradient equal the cpu backend's`, {
+    skip,
+    timeout: 300_000,
+  }, async () => {
     await useWebgpu();
     const gpu = await trainingStep(config, batch as Batch, external as Record<string, Float32Array>);
     await initTrainingBackend({ backend: "cpu" });
@@ -319,10 +411,19 @@ test("webgpu (lavapipe): a profiled segmenter step times each kernel on the GPU,
   await useWebgpu();
   const timing = await timeSegmenterTraining({ size: 16, batch: 1, steps: 1, warmup: 1, baseChannels: 4, depth: 2, profile: true });
   const kernels = new Map(timing.kernels!.map((k) => [k.kernel, k]));
-  for (const name of ["ProlearnGroupNorm", "ProlearnGroupNormGrad", "ProlearnAdamW", "Conv2DBackpropFilter", "Conv2DBackpropInput"]) assert.ok((kernels.get(name)?.ms ?? 0) > 0, `${name} has GPU time`);
+  for (const name of ["ProlearnGroupNorm", "ProlearnGroupNormGrad", "ProlearnAdamW", "Conv2DBackpropFilter", "Conv2DBackpropInput"])
+    assert.ok((kernels.get(name)?.ms ?? 0) > 0, `${name} has GPU time`);
   const programs = kernels.get("ProlearnGroupNorm")!.programs!.map((p) => p.program);
   // Instance norms (with ReLU) and the attention's layer norms (without).
-  for (const program of ["prolearnNormFinish_invStd", "prolearnNormFinish_mean", "prolearnNormPartials_centredSquares", "prolearnNormPartials_sum", "prolearnNorm_xhat", "prolearnNorm_yRelu", "prolearnNorm_y"]) {
+  for (const program of [
+    "prolearnNormFinish_invStd",
+    "prolearnNormFinish_mean",
+    "prolearnNormPartials_centredSquares",
+    "prolearnNormPartials_sum",
+    "prolearnNorm_xhat",
+    "prolearnNorm_yRelu",
+    "prolearnNorm_y",
+  ]) {
     assert.ok(programs.includes(program), `${program} in ${programs.join(", ")}`);
   }
 });

@@ -23,7 +23,9 @@ async function openRegistry(args: ParsedArgs): Promise<ArtifactRegistry> {
 /** Only runs create a catalog: a mistyped --workdir must not leave an empty one behind. */
 function openExisting(workdir: string): ArtifactRegistry {
   if (catalogState(workdir).state === "absent") {
-    throw new UsageError(`no catalog in ${workdir} (${CATALOG_FILE} is missing)`, { hint: "pass the workdir a pipeline ran in (--workdir DIR), or the pipeline file (--pipeline FILE)" });
+    throw new UsageError(`no catalog in ${workdir} (${CATALOG_FILE} is missing)`, {
+      hint: "pass the workdir a pipeline ran in (--workdir DIR), or the pipeline file (--pipeline FILE)",
+    });
   }
   return ArtifactRegistry.open(workdir);
 }
@@ -57,13 +59,22 @@ export const list = defineCommand({
     const registry = openExisting(workdir);
     try {
       const versions = registry.list(name);
-      if (args.options.json) write(io, versions.map(({ manifest, ...v }) => ({ ...v, prototypes: manifest.lineage.counts.prototypes })));
+      if (args.options.json)
+        write(
+          io,
+          versions.map(({ manifest, ...v }) => ({ ...v, prototypes: manifest.lineage.counts.prototypes })),
+        );
       else {
         if (!versions.length) {
           const names = [...new Set(registry.list().map((v) => v.name))];
-          io.stderr.write(`no artifacts${name ? ` named "${name}"` : ""} registered in ${workdir}${names.length ? ` (registered: ${names.join(", ")})` : ""}\n`);
+          io.stderr.write(
+            `no artifacts${name ? ` named "${name}"` : ""} registered in ${workdir}${names.length ? ` (registered: ${names.join(", ")})` : ""}\n`,
+          );
         }
-        for (const v of versions) io.stdout.write(`${v.name}@${v.version}  ${v.digest.slice(0, 12)}  ${v.created}  ${v.manifest.lineage.counts.prototypes ?? "?"} prototypes${v.aliases.length ? `  [${v.aliases.join(", ")}]` : ""}\n`);
+        for (const v of versions)
+          io.stdout.write(
+            `${v.name}@${v.version}  ${v.digest.slice(0, 12)}  ${v.created}  ${v.manifest.lineage.counts.prototypes ?? "?"} prototypes${v.aliases.length ? `  [${v.aliases.join(", ")}]` : ""}\n`,
+          );
       }
       return 0;
     } finally {
@@ -81,7 +92,16 @@ export const show = defineCommand({
     const registry = await openRegistry(args);
     try {
       const v = registry.resolve(args.positionals[0]!);
-      write(io, { name: v.name, version: v.version, digest: v.digest, path: v.path, created: v.created, aliases: v.aliases, aliasHistory: registry.aliasHistory(v.name), manifest: v.manifest });
+      write(io, {
+        name: v.name,
+        version: v.version,
+        digest: v.digest,
+        path: v.path,
+        created: v.created,
+        aliases: v.aliases,
+        aliasHistory: registry.aliasHistory(v.name),
+        manifest: v.manifest,
+      });
       return 0;
     } finally {
       registry.close();
@@ -145,7 +165,8 @@ export const exportCommand = defineCommand({
     const registry = await openRegistry(args);
     try {
       const result = await registry.export(args.positionals[0]!, path.resolve(args.positionals[1]!));
-      if (args.options.json) write(io, { dir: result.dir, files: result.files, name: result.version.name, version: result.version.version, digest: result.version.digest });
+      if (args.options.json)
+        write(io, { dir: result.dir, files: result.files, name: result.version.name, version: result.version.version, digest: result.version.digest });
       else io.stdout.write(`${result.dir}\n`);
       return 0;
     } finally {

@@ -44,8 +44,16 @@ export default defineCommand({
     batch: { type: "number", description: "Images per step", default: "4", valueName: "N" },
     steps: { type: "number", description: "Measured steps", default: "5", valueName: "N" },
     warmup: { type: "number", description: "Unmeasured steps first", default: "1", valueName: "N" },
-    profile: { type: "boolean", description: "Then profile one more step and print its 15 costliest kernels (GPU time on webgpu where the adapter has timestamp queries)", default: false },
-    json: { type: "boolean", description: "Print {backend, adapter, params, msPerStep} as JSON on stdout (+ model: \"segmenter\" with --model segmenter)", default: false },
+    profile: {
+      type: "boolean",
+      description: "Then profile one more step and print its 15 costliest kernels (GPU time on webgpu where the adapter has timestamp queries)",
+      default: false,
+    },
+    json: {
+      type: "boolean",
+      description: 'Print {backend, adapter, params, msPerStep} as JSON on stdout (+ model: "segmenter" with --model segmenter)',
+      default: false,
+    },
   },
   async run(args, io) {
     const backend = stringOption(args, "backend") ?? "auto";
@@ -59,7 +67,8 @@ export default defineCommand({
     if (!Number.isInteger(warmup) || warmup < 0) throw new UsageError(`--warmup expects a non-negative integer, got ${warmup}`);
     const baseChannels = args.options["base-channels"] === undefined ? undefined : positiveInteger("base-channels", numberOption(args, "base-channels"));
     const depth = args.options.depth === undefined ? undefined : positiveInteger("depth", numberOption(args, "depth"));
-    if (model === "reference" && (baseChannels !== undefined || depth !== undefined)) throw new UsageError("--base-channels and --depth go with --model segmenter (the reference U-Net is fixed)");
+    if (model === "reference" && (baseChannels !== undefined || depth !== undefined))
+      throw new UsageError("--base-channels and --depth go with --model segmenter (the reference U-Net is fixed)");
     const poolings = model === "reference" ? 3 : (depth ?? 4) - 1;
     if (size % 2 ** poolings !== 0) throw new UsageError(`--size must be a multiple of ${2 ** poolings} (${poolings} 2x2 poolings), got ${size}`);
     const { initTrainingBackend } = await import("../../tfjs/backends.js");
@@ -76,9 +85,17 @@ export default defineCommand({
       timing = await timeReferenceTraining({ size, batch, steps, warmup, profile });
     }
     // The reference's JSON is exactly issue 5's {backend, adapter, params, msPerStep}; the segmenter's says which network it timed.
-    const result = { backend: info.backend, adapter: info.adapter, ...(model === "segmenter" ? { model } : {}), params: timing.params, msPerStep: Math.round(timing.msPerStep * 10) / 10 };
+    const result = {
+      backend: info.backend,
+      adapter: info.adapter,
+      ...(model === "segmenter" ? { model } : {}),
+      params: timing.params,
+      msPerStep: Math.round(timing.msPerStep * 10) / 10,
+    };
     const cpuNote = info.backend === "cpu" ? ` (process CPU ${Math.round(timing.cpuMsPerStep)} ms/step)` : "";
-    io.stderr.write(`backend ${result.backend} | adapter ${result.adapter} | ${model} | params ${result.params.toLocaleString("en-US")} | ${result.msPerStep} ms/step (median)${cpuNote}\n`);
+    io.stderr.write(
+      `backend ${result.backend} | adapter ${result.adapter} | ${model} | params ${result.params.toLocaleString("en-US")} | ${result.msPerStep} ms/step (median)${cpuNote}\n`,
+    );
     if (timing.kernels) io.stderr.write(formatKernelProfile(timing.kernels, 15));
     if (args.options.json === true) io.stdout.write(`${JSON.stringify(result)}\n`);
   },

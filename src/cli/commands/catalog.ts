@@ -36,7 +36,14 @@ export const rebuild = defineCommand({
     } finally {
       catalog.close();
     }
-    const summary = { workdir, keptAs: report.keptAs, salvaged: report.salvaged, unreadable: report.unreadable, registered: result.registered, skipped: result.skipped };
+    const summary = {
+      workdir,
+      keptAs: report.keptAs,
+      salvaged: report.salvaged,
+      unreadable: report.unreadable,
+      registered: result.registered,
+      skipped: result.skipped,
+    };
     if (args.options.json) io.stdout.write(JSON.stringify(summary, null, 2) + "\n");
     else {
       const lines = [`rebuilt the catalog of ${workdir}`];
@@ -44,9 +51,12 @@ export const rebuild = defineCommand({
       const copied = Object.entries(report.salvaged).filter(([, n]) => n > 0);
       if (report.keptAs) lines.push(`  salvaged: ${copied.length ? copied.map(([t, n]) => `${n} ${t}`).join(", ") : "no rows"}`);
       for (const [table, why] of Object.entries(report.unreadable)) lines.push(`  unreadable: ${table}: ${why}`);
-      lines.push(`  registered again from manifests: ${result.registered.length ? result.registered.map((r) => `${r.name}@${r.version} (${r.digest.slice(0, 12)})`).join(", ") : "none"}`);
+      lines.push(
+        `  registered again from manifests: ${result.registered.length ? result.registered.map((r) => `${r.name}@${r.version} (${r.digest.slice(0, 12)})`).join(", ") : "none"}`,
+      );
       for (const s of result.skipped) lines.push(`  NOT registered (failed verification): ${s.dir}\n      ${s.problems.join("\n      ")}`);
-      if (!report.salvaged.artifact_aliases) lines.push("  aliases were not recovered: set them again with `prolearn artifacts promote NAME@VERSION --alias ALIAS`");
+      if (!report.salvaged.artifact_aliases)
+        lines.push("  aliases were not recovered: set them again with `prolearn artifacts promote NAME@VERSION --alias ALIAS`");
       io.stderr.write(lines.join("\n") + "\n");
     }
     return result.skipped.length ? 1 : 0;

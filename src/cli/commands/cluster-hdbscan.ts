@@ -6,7 +6,9 @@ import { hdbscan } from "../../prototypes/hdbscan.js";
 
 /** One point per row, numeric columns; a first row with any non-number is a header. */
 export function readPointsCsv(file: string): { data: Float32Array; n: number; dim: number } {
-  const lines = readFileSync(file, "utf8").split(/\r?\n/).filter((l) => l.trim() !== "");
+  const lines = readFileSync(file, "utf8")
+    .split(/\r?\n/)
+    .filter((l) => l.trim() !== "");
   if (lines.length === 0) throw new DataError("the CSV has no rows", { location: { file } });
   const split = (l: string) => l.split(/[,;\t]/).map((c) => c.trim());
   const isHeader = split(lines[0]!).some((c) => c === "" || !Number.isFinite(Number(c)));
@@ -19,7 +21,11 @@ export function readPointsCsv(file: string): { data: Float32Array; n: number; di
     if (cells.length !== dim) throw new DataError(`expected ${dim} values, found ${cells.length}`, { location: { file, line: lineNo } });
     cells.forEach((c, k) => {
       const v = Number(c);
-      if (c === "" || !Number.isFinite(v)) throw new DataError(`"${c}" is not a number`, { location: { file, line: lineNo }, hint: "every column must be numeric; only the first row may be a header" });
+      if (c === "" || !Number.isFinite(v))
+        throw new DataError(`"${c}" is not a number`, {
+          location: { file, line: lineNo },
+          hint: "every column must be numeric; only the first row may be a header",
+        });
       data[i * dim + k] = v;
     });
   });
@@ -29,14 +35,16 @@ export function readPointsCsv(file: string): { data: Float32Array; n: number; di
 async function readPointsParquet(file: string, column: string | undefined): Promise<{ data: Float32Array; n: number; dim: number }> {
   const { column: name, embeddings, numRows } = await readEmbeddingFile(file, column);
   const missing = embeddings.valid.indexOf(0);
-  if (missing >= 0) throw new DataError(`column ${name} is null in row ${missing}`, { location: { file, row: missing }, hint: "filter the null rows out first" });
+  if (missing >= 0)
+    throw new DataError(`column ${name} is null in row ${missing}`, { location: { file, row: missing }, hint: "filter the null rows out first" });
   return { data: embeddings.values, n: numRows, dim: embeddings.dim };
 }
 
 export default defineCommand({
   name: "cluster hdbscan",
   summary: "Cluster points (CSV or Parquet) with HDBSCAN; writes one label per input row (-1 = noise)",
-  details: "CSV input: one point per row, numeric columns, optional header. Parquet input: a FixedSizeList<float32> or List<float> column (as DuckDB/pyarrow write; --column, or the only one). Output CSV columns: label, probability, in input order.",
+  details:
+    "CSV input: one point per row, numeric columns, optional header. Parquet input: a FixedSizeList<float32> or List<float> column (as DuckDB/pyarrow write; --column, or the only one). Output CSV columns: label, probability, in input order.",
   positionals: [{ name: "input", description: "points: .csv or .parquet", required: true }],
   options: {
     column: { type: "string", valueName: "NAME", description: "Parquet vector column" },
@@ -44,7 +52,13 @@ export default defineCommand({
     "min-samples": { type: "number", valueName: "S", description: "core-distance k, the point itself counted (default: min-cluster-size)" },
     metric: { type: "string", choices: ["euclidean", "cosine"], valueName: "euclidean|cosine", description: "distance", default: "euclidean" },
     selection: { type: "string", choices: ["eom", "leaf"], valueName: "eom|leaf", description: "cluster selection", default: "eom" },
-    method: { type: "string", choices: ["auto", "exact", "approximate"], valueName: "auto|exact|approximate", description: "dense matrix over distinct points, or neighbour graph + MST (auto: exact up to 16,384 distinct points)", default: "auto" },
+    method: {
+      type: "string",
+      choices: ["auto", "exact", "approximate"],
+      valueName: "auto|exact|approximate",
+      description: "dense matrix over distinct points, or neighbour graph + MST (auto: exact up to 16,384 distinct points)",
+      default: "auto",
+    },
     out: { type: "string", valueName: "FILE", description: "labels CSV to write" },
     json: { type: "boolean", description: "print a JSON summary on stdout", default: false },
   },
@@ -61,7 +75,15 @@ export default defineCommand({
     if (method !== "auto" && method !== "exact" && method !== "approximate") throw new UsageError(`--method must be auto, exact or approximate, got ${method}`);
     const points = /\.parquet$/i.test(input) ? await readPointsParquet(input, stringOption(args, "column")) : readPointsCsv(input);
     const started = performance.now();
-    const result = await hdbscan(points.data, { dim: points.dim, minClusterSize, minSamples: numberOption(args, "min-samples"), metric, clusterSelection: selection, method, log: (line) => io.stderr.write(`${line}\n`) });
+    const result = await hdbscan(points.data, {
+      dim: points.dim,
+      minClusterSize,
+      minSamples: numberOption(args, "min-samples"),
+      metric,
+      clusterSelection: selection,
+      method,
+      log: (line) => io.stderr.write(`${line}\n`),
+    });
     const seconds = (performance.now() - started) / 1000;
     const lines = ["label,probability"];
     for (let i = 0; i < points.n; i++) lines.push(`${result.labels[i]},${result.probabilities[i]!.toFixed(6)}`);

@@ -34,9 +34,19 @@ export default defineCommand({
     if (!existsSync(pipeline.dataset.root)) {
       const { writeFixtureDataset } = await import("../../synthetic/index.js");
       const layout = pipeline.dataset.layout === "auto" ? "sgseg" : pipeline.dataset.layout;
-      const size = typeof pipeline.stages.guide === "object" && pipeline.stages.guide ? Number((pipeline.stages.guide as { imageSize?: number }).imageSize ?? 64) : 64;
-      io.stderr.write(`generating a synthetic ${pipeline.dataset.kind} dataset (${layout} layout, ${numberOption(args, "n")} pairs, ${size}x${size}) in ${pipeline.dataset.root}\n`);
-      await writeFixtureDataset({ kind: pipeline.dataset.kind, layout, out: pipeline.dataset.root, n: numberOption(args, "n"), seed: numberOption(args, "seed"), size });
+      const size =
+        typeof pipeline.stages.guide === "object" && pipeline.stages.guide ? Number((pipeline.stages.guide as { imageSize?: number }).imageSize ?? 64) : 64;
+      io.stderr.write(
+        `generating a synthetic ${pipeline.dataset.kind} dataset (${layout} layout, ${numberOption(args, "n")} pairs, ${size}x${size}) in ${pipeline.dataset.root}\n`,
+      );
+      await writeFixtureDataset({
+        kind: pipeline.dataset.kind,
+        layout,
+        out: pipeline.dataset.root,
+        n: numberOption(args, "n"),
+        seed: numberOption(args, "seed"),
+        size,
+      });
     }
     const renderer = new ProgressRenderer(io);
     const result = await runPipeline(pipeline, { registry: STAGES, onEvent: renderer.handle, writeReport: reportWriter() });

@@ -47,6 +47,12 @@ export function findRun(catalog: Catalog, id: string): RunRecord {
   if (exact) return exact;
   const matches = catalog.runs({ limit: 100_000 }).filter((r) => r.id.startsWith(id));
   if (matches.length === 1) return matches[0]!;
-  if (matches.length > 1) throw new UsageError(`run id ${id} is ambiguous (${matches.length} runs start with it)`, { hint: `e.g. ${matches.slice(0, 3).map((r) => r.id).join(", ")}` });
+  if (matches.length > 1)
+    throw new UsageError(`run id ${id} is ambiguous (${matches.length} runs start with it)`, {
+      hint: `e.g. ${matches
+        .slice(0, 3)
+        .map((r) => r.id)
+        .join(", ")}`,
+    });
   throw new UsageError(`no run ${id} in ${catalog.file}`, { hint: "see `prolearn status` for the run ids" });
 }

@@ -8,7 +8,8 @@ import { encoderOptions, readEncoderOptions } from "./embed-texts.js";
 export default defineCommand({
   name: "embed images",
   summary: "Embed every PNG/JPEG image under one or more folders into a Parquet file",
-  details: "Writes one row per image, folders in the order given and files sorted by path within each: `path`, `sha256` of the file, `embedding` (FixedSizeList<float32>[dim]).",
+  details:
+    "Writes one row per image, folders in the order given and files sorted by path within each: `path`, `sha256` of the file, `embedding` (FixedSizeList<float32>[dim]).",
   positionals: [{ name: "folder", description: "folders searched recursively for .png/.jpg/.jpeg", required: true, variadic: true }],
   options: { ...encoderOptions },
   async run(args, io) {

@@ -7,7 +7,13 @@ import { ENCODER_KINDS, type EncoderKind } from "../../embed/encoder-kinds.js";
 import { ProgressRenderer } from "../render.js";
 
 export const encoderOptions = {
-  encoder: { type: "string", choices: ENCODER_KINDS, description: "builtin (offline stand-in) or biomedclip (exported ONNX folder)", default: "builtin", valueName: "KIND" },
+  encoder: {
+    type: "string",
+    choices: ENCODER_KINDS,
+    description: "builtin (offline stand-in) or biomedclip (exported ONNX folder)",
+    default: "builtin",
+    valueName: "KIND",
+  },
   model: { type: "string", description: "BiomedCLIP folder from tools/export_biomedclip.py (with --encoder biomedclip)", valueName: "DIR" },
   dim: { type: "number", description: "embedding width of the builtin encoder (default 512)", valueName: "N" },
   "batch-size": { type: "number", description: "rows per encoder call", default: "64", valueName: "N" },
@@ -39,7 +45,14 @@ export default defineCommand({
   details:
     "Writes one row per input row, in order: `text` and `embedding` (FixedSizeList<float32>[dim], null where the text is missing or blank), plus `split` when the input names splits (annotation.json: every split). The builtin encoder fits its TF-IDF statistics on the training split when the input names one, else on every text.",
   positionals: [{ name: "input", description: "a .csv, .json or .parquet file", required: true }],
-  options: { column: { type: "string", description: "column (or dotted JSON key, e.g. prompts.p6) holding the text; default: Description/caption/text/report", valueName: "NAME" }, ...encoderOptions },
+  options: {
+    column: {
+      type: "string",
+      description: "column (or dotted JSON key, e.g. prompts.p6) holding the text; default: Description/caption/text/report",
+      valueName: "NAME",
+    },
+    ...encoderOptions,
+  },
   async run(args, io) {
     const options = readEncoderOptions(args);
     const input = args.positionals[0]!;
@@ -51,8 +64,12 @@ export default defineCommand({
     });
     await writeParquetFile(path.resolve(options.out), result.table);
     const fitted = result.encoder.fittedOn !== undefined ? `, TF-IDF fitted on ${result.encoder.fittedOn} texts` : "";
-    io.stderr.write(`embedded ${result.rows.texts.length} rows of column ${result.rows.column} with ${result.encoder.id} (dim ${result.encoder.dim}${fitted}) -> ${options.out}\n`);
-    io.stdout.write(`${JSON.stringify({ out: path.resolve(options.out), rows: result.rows.texts.length, column: result.rows.column, encoder: result.encoder })}\n`);
+    io.stderr.write(
+      `embedded ${result.rows.texts.length} rows of column ${result.rows.column} with ${result.encoder.id} (dim ${result.encoder.dim}${fitted}) -> ${options.out}\n`,
+    );
+    io.stdout.write(
+      `${JSON.stringify({ out: path.resolve(options.out), rows: result.rows.texts.length, column: result.rows.column, encoder: result.encoder })}\n`,
+    );
     return 0;
   },
 });

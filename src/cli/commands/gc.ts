@@ -24,7 +24,10 @@ export default defineCommand({
     const workdir = target?.workdir ?? path.resolve(stringOption(args, "workdir")!);
     const plan = planGc(workdir, { keep: numberOption(args, "keep")!, ...(target ? { pipeline: target.name } : {}) });
     const dryRun = Boolean(args.options["dry-run"]);
-    const lines = plan.remove.map((item) => `${dryRun ? "would remove" : "removing"} ${item.kind.padEnd(10)} ${formatBytes(item.bytes).padStart(9)}  ${path.relative(process.cwd(), item.path) || item.path}  (${item.reason})`);
+    const lines = plan.remove.map(
+      (item) =>
+        `${dryRun ? "would remove" : "removing"} ${item.kind.padEnd(10)} ${formatBytes(item.bytes).padStart(9)}  ${path.relative(process.cwd(), item.path) || item.path}  (${item.reason})`,
+    );
     if (!args.options.json) for (const line of lines) io.stderr.write(line + "\n");
     const freed = dryRun ? 0 : applyGc(plan);
     const k = plan.kept;

@@ -49,7 +49,15 @@ async function readRecord(file: string, id: string): Promise<FilterRecord> {
       const index = rows.id.indexOf(id);
       if (index < 0) continue;
       const r = await reader.read(["report", "filtered_report", "tokens", "scores", "kept", "threshold"], { offset: offset + index, limit: 1 });
-      return { id, report: r.report[0]!, filtered: r.filtered_report[0]!, tokens: r.tokens[0]!, scores: r.scores[0]!, kept: r.kept[0]!, threshold: r.threshold[0]! };
+      return {
+        id,
+        report: r.report[0]!,
+        filtered: r.filtered_report[0]!,
+        tokens: r.tokens[0]!,
+        scores: r.scores[0]!,
+        kept: r.kept[0]!,
+        threshold: r.threshold[0]!,
+      };
     }
     throw new UsageError(`sample ${id} is not in ${file}`, { hint: "only training samples with an available report are filtered" });
   });
@@ -76,7 +84,8 @@ export function formatFilterRecord(r: FilterRecord): string {
 export default defineCommand({
   name: "inspect filter",
   summary: "Show a report's tokens with their filter relevance scores and which were kept",
-  details: "Reads the latest filter output of the pipeline (or of any pipeline in --workdir), or a given filtered.parquet. Human output on stderr; --json prints the record on stdout.",
+  details:
+    "Reads the latest filter output of the pipeline (or of any pipeline in --workdir), or a given filtered.parquet. Human output on stderr; --json prints the record on stdout.",
   positionals: [
     { name: "id", description: "sample id (a training sample with an available report)", required: true },
     { name: "pipeline", description: "pipeline file whose latest filter output to read" },

@@ -41,11 +41,13 @@ export default defineCommand({
       let stageRuns: StageRunRecord[];
       if (runId) {
         const run = catalog.getRun(runId);
-        if (!run || run.pipeline !== target.name) throw new UsageError(`no run ${runId} of pipeline ${target.name}`, { hint: "see `prolearn status` for the run ids" });
+        if (!run || run.pipeline !== target.name)
+          throw new UsageError(`no run ${runId} of pipeline ${target.name}`, { hint: "see `prolearn status` for the run ids" });
         stageRuns = catalog.stageRuns(runId).filter((s) => s.status === "ran" || s.status === "cached");
       } else {
         stageRuns = catalog.currentStageRuns(target.name);
-        if (!stageRuns.length) throw new ArtifactError(`pipeline ${target.name} has no successful run in ${target.workdir}`, { hint: "see `prolearn status` for what failed" });
+        if (!stageRuns.length)
+          throw new ArtifactError(`pipeline ${target.name} has no successful run in ${target.workdir}`, { hint: "see `prolearn status` for what failed" });
       }
       const stageName = args.positionals[1];
       if (stageName && !stageRuns.some((s) => s.stage === stageName)) {
@@ -77,7 +79,9 @@ export default defineCommand({
           io.stderr.write(`${stage}: the output of run ${entry.runId} is no longer in the store\n`);
           continue;
         }
-        io.stderr.write(`${stage} (run ${entry.runId}, key ${entry.cacheKey ?? "?"}${!runId ? `, in ${stagePointerDir(target.workdir, target.name, stage)}` : ""})\n`);
+        io.stderr.write(
+          `${stage} (run ${entry.runId}, key ${entry.cacheKey ?? "?"}${!runId ? `, in ${stagePointerDir(target.workdir, target.name, stage)}` : ""})\n`,
+        );
         for (const name of names) lines.push(entry.files[name]!);
       }
       io.stdout.write(lines.length ? lines.join("\n") + "\n" : "");

@@ -10,7 +10,8 @@ import { ArtifactRegistry, isArtifactFolder } from "../../prototypes/registry.js
 export default defineCommand({
   name: "prototypes query",
   summary: "Approximate text embeddings for image embeddings with a prototype space (PSA)",
-  details: "ARTIFACT is an artifact folder, or NAME / NAME@VERSION / NAME@ALIAS in the registry of --workdir. The output Parquet has id (when the input has one), text_embedding (approximated), prototype_ids and weights.",
+  details:
+    "ARTIFACT is an artifact folder, or NAME / NAME@VERSION / NAME@ALIAS in the registry of --workdir. The output Parquet has id (when the input has one), text_embedding (approximated), prototype_ids and weights.",
   positionals: [
     { name: "artifact", description: "artifact folder or registry reference", required: true },
     { name: "embeddings", description: "Parquet with an image-embedding column", required: true },
@@ -43,7 +44,11 @@ export default defineCommand({
     const column = stringOption(args, "column")!;
     const { embeddings, ids, numRows: n } = await readEmbeddingFile(input, column);
     const { values, dim, valid } = embeddings;
-    if (dim !== space.dim) throw new DataError(`${column} has vectors of length ${dim}, expected ${space.dim} (the prototype space's width)`, { location: { file: input }, hint: "embed with the encoder recorded in the artifact's manifest" });
+    if (dim !== space.dim)
+      throw new DataError(`${column} has vectors of length ${dim}, expected ${space.dim} (the prototype space's width)`, {
+        location: { file: input },
+        hint: "embed with the encoder recorded in the artifact's manifest",
+      });
     const missing = valid.indexOf(0);
     if (missing >= 0) throw new DataError(`${column} is null in row ${missing}`, { location: { file: input, row: missing } });
     const topK = numberOption(args, "top-k")!;
@@ -52,7 +57,10 @@ export default defineCommand({
     const seconds = (performance.now() - started) / 1000;
     const k = Math.min(topK, space.size);
     const listOf = <T extends Int32 | Float32>(type: T, flat: Int32Array | Float32Array) =>
-      vectorFromArray(Array.from({ length: n }, (_, i) => Array.from(flat.subarray(i * k, (i + 1) * k))), new List(new Field("item", type, true)));
+      vectorFromArray(
+        Array.from({ length: n }, (_, i) => Array.from(flat.subarray(i * k, (i + 1) * k))),
+        new List(new Field("item", type, true)),
+      );
     const columns: Record<string, ReturnType<typeof makeVector>> = {};
     if (ids) columns.id = vectorFromArray(ids, new Utf8());
     columns.text_embedding = embeddingVector(result.embeddings, dim, undefined, false);

@@ -23,8 +23,8 @@ export default defineCommand({
   name: "report",
   summary: "Print the path of a run's HTML report (the latest run by default); --open opens it",
   details:
-    "Every run writes <workdir>/reports/<runId>.html, a self-contained page (no network needed): stages and why each ran, the dataset, token filtering, the prototype space and training.\n"
-    + "A run whose report is missing (deleted, or written before reports existed) gets one written now from its cached stage outputs.",
+    "Every run writes <workdir>/reports/<runId>.html, a self-contained page (no network needed): stages and why each ran, the dataset, token filtering, the prototype space and training.\n" +
+    "A run whose report is missing (deleted, or written before reports existed) gets one written now from its cached stage outputs.",
   positionals: [{ name: "pipeline", description: "pipeline file whose runs to look at", required: true }],
   options: {
     run: { type: "string", valueName: "ID", description: "run id (see `prolearn status`); default: the pipeline's latest run" },
@@ -34,7 +34,9 @@ export default defineCommand({
   async run(args, io) {
     const pipeline = await loadPipelineArg(args.positionals[0]!);
     if (catalogState(pipeline.workdir).state === "absent") {
-      throw new UsageError(`pipeline ${pipeline.name} has no runs yet (no catalog in ${pipeline.workdir})`, { hint: `run it first: prolearn run ${args.positionals[0]}` });
+      throw new UsageError(`pipeline ${pipeline.name} has no runs yet (no catalog in ${pipeline.workdir})`, {
+        hint: `run it first: prolearn run ${args.positionals[0]}`,
+      });
     }
     const catalog = new Catalog(pipeline.workdir);
     let file: string;
@@ -48,7 +50,8 @@ export default defineCommand({
         });
       }
       if (run.pipeline !== pipeline.name) throw new UsageError(`run ${run.id} belongs to pipeline ${run.pipeline}, not ${pipeline.name}`);
-      if (run.status === "running") throw new UsageError(`run ${run.id} is still running; its report is written when it ends`, { hint: "wait for it, or see `prolearn status`" });
+      if (run.status === "running")
+        throw new UsageError(`run ${run.id} is still running; its report is written when it ends`, { hint: "wait for it, or see `prolearn status`" });
       file = await ensureRunReport(pipeline, catalog, run.id, { rebuild: args.options.rebuild === true });
     } finally {
       catalog.close();

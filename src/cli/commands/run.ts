@@ -9,7 +9,8 @@ import { reportWriter } from "../report-hook.js";
 export default defineCommand({
   name: "run",
   summary: "Run a pipeline; cached stages are reused, changed ones rerun",
-  details: "Each stage runs only if its code version, params, input digests or declared resources changed since its output was published.\nHuman output (progress, summary) goes to stderr; --json prints one JSON document on stdout.",
+  details:
+    "Each stage runs only if its code version, params, input digests or declared resources changed since its output was published.\nHuman output (progress, summary) goes to stderr; --json prints one JSON document on stdout.",
   positionals: [{ name: "pipeline", description: "pipeline file (YAML, JSON, or a JS/TS module exporting definePipeline(...))", required: true }],
   options: {
     ...selectionOptionSpecs("run"),

@@ -17,14 +17,22 @@ export default defineCommand({
   positionals: [{ name: "pipeline", description: "pipeline files with a `schedule:` key", required: true, variadic: true }],
   options: {
     ...executorOptions,
-    "grace-s": { type: "number", valueName: "S", description: "on SIGTERM, how long a running pipeline may take to finish before it is aborted", default: "600" },
+    "grace-s": {
+      type: "number",
+      valueName: "S",
+      description: "on SIGTERM, how long a running pipeline may take to finish before it is aborted",
+      default: "600",
+    },
   },
   async run(args, io) {
     const log = (line: string) => io.stderr.write(`${line}\n`);
     const entries: ScheduledPipeline[] = [];
     for (const file of args.positionals) {
       const pipeline = await loadPipelineArg(file);
-      if (!pipeline.schedule) throw new UsageError(`${file}: pipeline ${pipeline.name} has no schedule`, { hint: 'add e.g. `schedule: { cron: "0 3 * * *", timezone: "Europe/Paris" }`' });
+      if (!pipeline.schedule)
+        throw new UsageError(`${file}: pipeline ${pipeline.name} has no schedule`, {
+          hint: 'add e.g. `schedule: { cron: "0 3 * * *", timezone: "Europe/Paris" }`',
+        });
       entries.push({ name: pipeline.name, schedule: pipeline.schedule, load: () => loadPipelineArg(file) });
     }
     const grace = Number(stringOption(args, "grace-s"));

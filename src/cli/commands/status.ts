@@ -39,10 +39,14 @@ export default defineCommand({
       if (!runs.length) lines.push("no runs yet");
       for (const run of detailed) {
         const warnings = run.stages.reduce((n, s) => n + s.warnings.length, 0);
-        lines.push(`run ${run.id}  ${run.pipeline}  ${run.status}${warnings ? ` (${warnings} warning${warnings === 1 ? "" : "s"})` : ""}  started ${run.startedAt}${run.finishedAt ? `  finished ${run.finishedAt}` : ""}  (${run.trigger}, ${run.executor})`);
+        lines.push(
+          `run ${run.id}  ${run.pipeline}  ${run.status}${warnings ? ` (${warnings} warning${warnings === 1 ? "" : "s"})` : ""}  started ${run.startedAt}${run.finishedAt ? `  finished ${run.finishedAt}` : ""}  (${run.trigger}, ${run.executor})`,
+        );
         if (run.error && !run.stages.some((s) => s.error)) lines.push(`  ${run.error}`);
         for (const s of run.stages) {
-          lines.push(`  ${s.stage.padEnd(12)} ${s.status.padEnd(8)} ${s.seconds !== null ? `${s.seconds.toFixed(2)} s`.padStart(10) : "".padStart(10)}  ${s.cacheKey ?? ""}  ${s.reason}${s.error ? `\n      ${s.error.split("\n")[0]}` : ""}`);
+          lines.push(
+            `  ${s.stage.padEnd(12)} ${s.status.padEnd(8)} ${s.seconds !== null ? `${s.seconds.toFixed(2)} s`.padStart(10) : "".padStart(10)}  ${s.cacheKey ?? ""}  ${s.reason}${s.error ? `\n      ${s.error.split("\n")[0]}` : ""}`,
+          );
           for (const w of s.warnings) lines.push(`      warning: ${formatWarning(w)}`);
         }
         if (run.report) lines.push(`  report: ${run.report}`);

@@ -37,7 +37,9 @@ export default defineCommand({
       const storeRoot = path.join(workdir, "store");
       const list = (dir: string) => {
         try {
-          return readdirSync(dir).filter((e) => !e.startsWith(".")).sort();
+          return readdirSync(dir)
+            .filter((e) => !e.startsWith("."))
+            .sort();
         } catch {
           return [];
         }
@@ -79,7 +81,10 @@ export default defineCommand({
           `${damaged} damaged: run the pipeline again (${run}); a damaged output is recomputed and its copy moved to ${path.join(workdir, DAMAGED_DIR, "store")}/` +
             `${artifacts.some((a) => !a.ok) ? "; a tampered artifact folder must be moved away first (it is never overwritten in place)" : ""}\n`,
         );
-      } else io.stderr.write(`all ${outputs.length} output${outputs.length === 1 ? "" : "s"} and ${artifacts.length} artifact${artifacts.length === 1 ? "" : "s"} intact\n`);
+      } else
+        io.stderr.write(
+          `all ${outputs.length} output${outputs.length === 1 ? "" : "s"} and ${artifacts.length} artifact${artifacts.length === 1 ? "" : "s"} intact\n`,
+        );
     }
     return damaged ? 1 : 0;
   },

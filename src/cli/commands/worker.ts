@@ -18,22 +18,40 @@ export default defineCommand({
     redis: { type: "string", valueName: "URL", description: "Redis URL, e.g. redis://127.0.0.1:6379 (default: $PROLEARN_REDIS)" },
     concurrency: { type: "number", valueName: "N", description: "jobs run at once in this process", default: "1" },
     capabilities: { type: "string", valueName: "NAME", multiple: true, description: "extra capabilities this machine offers: gpu" },
-    root: { type: "string", valueName: "DIR", multiple: true, description: "folder that workdirs and datasets named in jobs must lie in (default: the current folder)" },
-    "grace-s": { type: "number", valueName: "S", description: "on SIGTERM, how long running jobs may take to finish before the worker stops anyway", default: "600" },
+    root: {
+      type: "string",
+      valueName: "DIR",
+      multiple: true,
+      description: "folder that workdirs and datasets named in jobs must lie in (default: the current folder)",
+    },
+    "grace-s": {
+      type: "number",
+      valueName: "S",
+      description: "on SIGTERM, how long running jobs may take to finish before the worker stops anyway",
+      default: "600",
+    },
     "max-payload-mb": { type: "number", valueName: "MB", description: "largest job payload (JSON) accepted; larger jobs fail", default: "16" },
-    "lock-ms": { type: "number", valueName: "MS", description: "how long a silent (killed) worker keeps a job before another worker retries it", default: "30000" },
+    "lock-ms": {
+      type: "number",
+      valueName: "MS",
+      description: "how long a silent (killed) worker keeps a job before another worker retries it",
+      default: "30000",
+    },
   },
   async run(args, io) {
     const redisUrl = redisUrlOption(args);
     if (!redisUrl) throw new UsageError("prolearn worker needs --redis URL", { hint: "e.g. prolearn worker --redis redis://127.0.0.1:6379" });
     const concurrency = Number(stringOption(args, "concurrency"));
-    if (!Number.isInteger(concurrency) || concurrency < 1) throw new UsageError(`--concurrency expects a positive integer, got ${stringOption(args, "concurrency")}`);
+    if (!Number.isInteger(concurrency) || concurrency < 1)
+      throw new UsageError(`--concurrency expects a positive integer, got ${stringOption(args, "concurrency")}`);
     const lockMs = Number(stringOption(args, "lock-ms"));
-    if (!Number.isInteger(lockMs) || lockMs < 1000) throw new UsageError(`--lock-ms expects milliseconds (at least 1000), got ${stringOption(args, "lock-ms")}`);
+    if (!Number.isInteger(lockMs) || lockMs < 1000)
+      throw new UsageError(`--lock-ms expects milliseconds (at least 1000), got ${stringOption(args, "lock-ms")}`);
     const graceS = Number(stringOption(args, "grace-s"));
     if (!Number.isFinite(graceS) || graceS < 0) throw new UsageError(`--grace-s expects seconds (0 or more), got ${stringOption(args, "grace-s")}`);
     const maxPayloadMb = Number(stringOption(args, "max-payload-mb"));
-    if (!Number.isFinite(maxPayloadMb) || maxPayloadMb <= 0) throw new UsageError(`--max-payload-mb expects a positive number, got ${stringOption(args, "max-payload-mb")}`);
+    if (!Number.isFinite(maxPayloadMb) || maxPayloadMb <= 0)
+      throw new UsageError(`--max-payload-mb expects a positive number, got ${stringOption(args, "max-payload-mb")}`);
     const capabilities = ((args.options.capabilities as string[] | undefined) ?? []).flatMap((c) => c.split(",")).filter(Boolean);
     const log = (line: string) => io.stderr.write(`${new Date().toISOString()} ${line}\n`);
     if (capabilities.includes("gpu")) await requireGpuBackend(log);
@@ -42,7 +60,17 @@ export default defineCommand({
     const stopRequested = new Promise<string>((resolve) => {
       for (const name of signals) process.once(name, () => resolve(name));
     });
-    const worker = await startStageWorker({ redisUrl, registry: STAGES, concurrency, capabilities, roots: args.options.root as string[] | undefined, lockDurationMs: lockMs, maxPayloadBytes: Math.floor(maxPayloadMb * 1024 * 1024), graceMs: graceS * 1000, log });
+    const worker = await startStageWorker({
+      redisUrl,
+      registry: STAGES,
+      concurrency,
+      capabilities,
+      roots: args.options.root as string[] | undefined,
+      lockDurationMs: lockMs,
+      maxPayloadBytes: Math.floor(maxPayloadMb * 1024 * 1024),
+      graceMs: graceS * 1000,
+      log,
+    });
     const signal = await stopRequested;
     log(`${signal}: finishing running jobs (up to ${graceS} s), taking no new ones`);
     const again = new Promise<{ forced: boolean; reason?: string }>((resolve) => {
@@ -60,11 +88,17 @@ export default defineCommand({
 async function requireGpuBackend(log: (line: string) => void): Promise<void> {
   const { initTrainingBackend } = await import("../../tfjs/backends.js");
   const reasons: string[] = [];
-  const info = await initTrainingBackend({ backend: "auto", log: (line) => (line.startsWith("skipped: ") ? reasons.push(line.slice("skipped: ".length)) : undefined) });
+  const info = await initTrainingBackend({
+    backend: "auto",
+    log: (line) => (line.startsWith("skipped: ") ? reasons.push(line.slice("skipped: ".length)) : undefined),
+  });
   if (info.backend === "cpu") {
-    throw new EnvironmentError(`--capabilities gpu, but no GPU training backend starts on this machine: ${reasons.join("; ") || "only the cpu backend is available"}`, {
-      hint: "see docs/backends.md for the GPU backends and what they need, or start this worker without --capabilities gpu",
-    });
+    throw new EnvironmentError(
+      `--capabilities gpu, but no GPU training backend starts on this machine: ${reasons.join("; ") || "only the cpu backend is available"}`,
+      {
+        hint: "see docs/backends.md for the GPU backends and what they need, or start this worker without --capabilities gpu",
+      },
+    );
   }
   log(`gpu capability: training backend ${info.backend} (${info.adapter})`);
 }

@@ -23,7 +23,16 @@ try {
     if (set.dim <= 2) writeFileSync(path.join(here, `${set.name}.csv`), pointsCsv(set));
     const log = execFileSync("Rscript", [path.join(here, "make-reference.R"), csv, String(set.minPts), set.metric, out], { encoding: "utf8" });
     const labels = readFileSync(out, "utf8").trim().split("\n").map(Number);
-    const record = { set: set.name, minPts: set.minPts, metric: set.metric, n: set.n, dim: set.dim, pointsDigest: pointsDigest(set), rDbscanVersion: version, labels };
+    const record = {
+      set: set.name,
+      minPts: set.minPts,
+      metric: set.metric,
+      n: set.n,
+      dim: set.dim,
+      pointsDigest: pointsDigest(set),
+      rDbscanVersion: version,
+      labels,
+    };
     writeFileSync(path.join(here, `${set.name}.labels.json`), JSON.stringify(record) + "\n");
     const clusters = new Set(labels.filter((l) => l >= 0)).size;
     console.log(`${set.name}: n=${set.n} dim=${set.dim} clusters=${clusters} noise=${labels.filter((l) => l < 0).length} (${log.trim()})`);

@@ -29,7 +29,6 @@ const HEAVY = [
   "parquet-wasm",
   "apache-arrow",
   "@huggingface/tokenizers",
-  "ml-kmeans",
 ];
 
 const HOOK = `

@@ -21,15 +21,7 @@ const ROOT = path.resolve(import.meta.dirname, "..", "..");
 const CLI = path.join(ROOT, "src", "cli", "main.ts");
 
 /** Packages only a running stage needs (each costs 0.1 to 0.3 s to load). */
-const HEAVY = [
-  "@tensorflow/tfjs-core",
-  "@tensorflow/tfjs-backend-cpu",
-  "onnxruntime-node",
-  "sharp",
-  "parquet-wasm",
-  "apache-arrow",
-  "@huggingface/tokenizers",
-];
+const HEAVY = ["@tensorflow/tfjs-core", "@tensorflow/tfjs-backend-cpu", "onnxruntime-node", "sharp", "parquet-wasm", "apache-arrow", "@huggingface/tokenizers"];
 
 const HOOK = `
 import { appendFileSync } from "node:fs";

@@ -13,10 +13,9 @@ import {
   trainSettings,
   logResumed,
 } from "../segmenter/checkpoints.js";
-import { loadSamples } from "../segmenter/data.js";
+import { loadSamples, makeBatch } from "../segmenter/data.js";
 import { psaBatch, psaLookups, readEmbeddings } from "../segmenter/embeddings.js";
 import { loadVerifiedPrototypes } from "./prototypes-input.js";
-import { makeBatch } from "../segmenter/data.js";
 import { PrototypeIndex } from "../segmenter/guidance.js";
 import { trainSegmenter } from "../segmenter/loop.js";
 import { initParams, type ModelConfig } from "../segmenter/model.js";

@@ -1,23 +1,15 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
-import { writeFixtureDataset } from "../../src/synthetic/index.js";
+import { smallPrototypesPipeline } from "./helpers.js";
 import { cli } from "../helpers/cli.js";
 
 async function setup(): Promise<{ file: string; workdir: string; catalog: string }> {
-  const dir = mkdtempSync(path.join(tmpdir(), "prolearn-catalog-recovery-"));
-  await writeFixtureDataset({ kind: "kvasir-seg", layout: "kvasir", out: path.join(dir, "data"), n: 24, seed: 3, size: 32 });
-  const file = path.join(dir, "pipeline.yaml");
-  writeFileSync(
-    file,
-    "name: recover\ndataset:\n  kind: kvasir-seg\n  root: data\n  textAvailability: 0.5\nstages:\n  ingest: {}\n  embed: { encoder: builtin, dim: 32 }\n  prototypes: { minClusterSize: 2, k: 2 }\n",
-  );
+  const { file, workdir } = await smallPrototypesPipeline("recover");
   const first = await cli(["run", file]);
   assert.equal(first.code, 0, first.stderr);
-  const workdir = path.join(dir, ".prolearn");
   return { file, workdir, catalog: path.join(workdir, "catalog.sqlite") };
 }
 

@@ -1,9 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, utimesSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, utimesSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { writeFixtureDataset } from "../../src/synthetic/index.js";
+import { smallPrototypesPipeline } from "./helpers.js";
 import { cli } from "../helpers/cli.js";
 
 interface StageLine {
@@ -14,15 +13,8 @@ interface StageLine {
   outputs: Record<string, string>;
 }
 
-async function setup(): Promise<{ dir: string; file: string; workdir: string }> {
-  const dir = mkdtempSync(path.join(tmpdir(), "prolearn-store-heals-"));
-  await writeFixtureDataset({ kind: "kvasir-seg", layout: "kvasir", out: path.join(dir, "data"), n: 24, seed: 3, size: 32 });
-  const file = path.join(dir, "pipeline.yaml");
-  writeFileSync(
-    file,
-    "name: heals\ndataset:\n  kind: kvasir-seg\n  root: data\n  textAvailability: 0.5\nstages:\n  ingest: {}\n  embed: { encoder: builtin, dim: 32 }\n  prototypes: { minClusterSize: 2, k: 2 }\n",
-  );
-  return { dir, file, workdir: path.join(dir, ".prolearn") };
+function setup(): Promise<{ dir: string; file: string; workdir: string }> {
+  return smallPrototypesPipeline("heals");
 }
 
 async function run(file: string): Promise<StageLine[]> {

@@ -1,6 +1,7 @@
 // Training the learned embed encoder (encoder: learned): the trunk on every training image's mask,
 // then the head on the paired training rows. Runs once, in the embed stage's plan step; shards load the result.
 import { mkdir } from "node:fs/promises";
+import path from "node:path";
 import { StageError } from "../errors.js";
 import { readParquetFile } from "../io/parquet.js";
 import type { StageContext } from "../pipeline/stage.js";
@@ -9,11 +10,12 @@ import { loadSamples, makeBatch } from "../segmenter/data.js";
 import { trainSegmenter } from "../segmenter/loop.js";
 import { channelsAt, disposeParams, initParams, type NetConfig } from "../segmenter/model.js";
 import { deriveSeed } from "../segmenter/prng.js";
+import { writeJsonAtomic } from "../segmenter/weights.js";
 import { computedOn, initBackend, tf } from "../segmenter/runtime.js";
 import { hashJson } from "../util/hash.js";
 import type { LearnedHead } from "./encoder-kinds.js";
 import { centreRows, crossValidatedAuc, fitStandardizer, foldsOf, pickRows, project, ridge, standardize } from "./learned-head.js";
-import { BOTTLENECK_GRID, LEARNED_ENCODER_VERSION, MASK_GRIDS, saveLearnedEncoder, trunkFeatures, type TextSide } from "./learned.js";
+import { BOTTLENECK_GRID, LEARNED_ENCODER_VERSION, LEARNED_RUN_FILE, MASK_GRIDS, saveLearnedEncoder, trunkFeatures, type TextSide } from "./learned.js";
 import { ownReportAucPerRow, mean } from "../prototypes/retrieval.js";
 import type { EmbedParams } from "./stage.js";
 
@@ -223,6 +225,10 @@ export async function trainLearnedEncoder(ctx: StageContext<EmbedParams>, dir: s
           : ""),
     );
     await mkdir(dir, { recursive: true });
+    // learned-encoder.json becomes a store output, so it holds nothing that differs between two
+    // runs of the same inputs: times and resumed epochs go to a sidecar the summary reads.
+    const { resumedEpochs, ...deterministicSummary } = trainingSummary(trained);
+    await writeJsonAtomic(path.join(dir, LEARNED_RUN_FILE), { trunkSeconds, headSeconds, resumedEpochs });
     await saveLearnedEncoder(
       dir,
       {
@@ -234,7 +240,7 @@ export async function trainLearnedEncoder(ctx: StageContext<EmbedParams>, dir: s
         featureScale: Array.from(scale),
         head: { kind: settings.head, outputDim: m, selection: { ...selection, grid } },
         text: { id: text.id, dim: text.dim, textDigest: text.textDigest },
-        training: { ...trainingSummary(trained), images: train.length, settings: trainSettings, computedOn: computedOn(backend), trunkSeconds, headSeconds },
+        training: { ...deterministicSummary, images: train.length, settings: trainSettings, computedOn: computedOn(backend) },
       },
       store,
       Float32Array.from(head),

@@ -14,6 +14,8 @@ import { BOTTLENECK_GRID, MASK_GRIDS, poolFeatures } from "./learned-head.js";
 /** Bump when the learned encoder's arithmetic changes: it keys its checkpoints and digests. */
 export const LEARNED_ENCODER_VERSION = "1";
 export const LEARNED_ENCODER_FILE = "learned-encoder.json";
+/** How the last training of the encoder went (times, resumed epochs): beside the checkpoint, never an output. */
+export const LEARNED_RUN_FILE = "learned-run.json";
 export const LEARNED_WEIGHTS_FILE = "learned-encoder.bin";
 const FORMAT = "prolearn-learned-encoder/1";
 /** Images per trunk forward pass when embedding. */

@@ -14,7 +14,15 @@ import type { Encoder } from "./encoder.js";
 import { createEncoder } from "./factory.js";
 import { modelDir, textEncoderKind, type EmbedParams } from "./stage.js";
 import { checkpointFolderFor } from "../segmenter/checkpoints.js";
-import { hasLearnedEncoder, LEARNED_ENCODER_FILE, LEARNED_ENCODER_VERSION, LEARNED_WEIGHTS_FILE, LearnedEncoder, type LearnedEncoderFile } from "./learned.js";
+import {
+  hasLearnedEncoder,
+  LEARNED_ENCODER_FILE,
+  LEARNED_ENCODER_VERSION,
+  LEARNED_RUN_FILE,
+  LEARNED_WEIGHTS_FILE,
+  LearnedEncoder,
+  type LearnedEncoderFile,
+} from "./learned.js";
 
 const OUTPUT_ROW_GROUP = 1024;
 
@@ -372,7 +380,11 @@ export async function mergeEmbedShards(ctx: StageContext<EmbedParams>, shards: {
     const file = JSON.parse(await readFile(path.join(dir, LEARNED_ENCODER_FILE), "utf8")) as LearnedEncoderFile;
     const { grid: _grid, ...selection } = file.head.selection;
     const { settings: _settings, ...training } = file.training;
-    learned = { head: file.head.kind, text: file.text.id, featureWidth: file.featureWidth, selection, trunk: training };
+    const run = await readFile(path.join(dir, LEARNED_RUN_FILE), "utf8").then(
+      (text) => JSON.parse(text) as Record<string, unknown>,
+      () => ({}),
+    );
+    learned = { head: file.head.kind, text: file.text.id, featureWidth: file.featureWidth, selection, trunk: { ...training, ...run } };
   }
   await releaseEmbedEncoder();
   return {

@@ -212,6 +212,8 @@ describe("embed: { encoder: learned }", () => {
     const fresh = await run(root, path.join(dir, "work-d"), { ...LEARNED, epochs: 4 });
     assert.equal(fresh.summaries.embed.learned.trunk.resumedEpochs, 0);
     assert.deepEqual(readFileSync(resumed.outputs.embed!["learned-encoder.bin"]!), readFileSync(fresh.outputs.embed!["learned-encoder.bin"]!));
+    // The encoder's description is a store output too: no times, no resumed epochs, so the same bytes.
+    assert.equal(readFileSync(resumed.outputs.embed!["learned-encoder.json"]!, "utf8"), readFileSync(fresh.outputs.embed!["learned-encoder.json"]!, "utf8"));
   });
 
   test("no validation or test mask is read: corrupting them leaves the trained weights identical", async () => {

@@ -10,6 +10,7 @@
  * Data: $PROLEARN_REAL_DATA or ../shared/data. Usage:
  *   node --import tsx bench/real-psa.ts [--rows qata:0.01,qata:0.1,qata:0.5,kvasir:0.1]
  *     [--encoder builtin,learned] [--seeds 3] [--epochs N] [--out bench/out/real-psa.md]
+ *     [--controls shuffled-psa,mean-text,own-report[,image-embedding]]
  *     [--workdir DIR] [--set key=value ...]
  * `--encoder` lists the embed stage's image encoders to run side by side (default: builtin;
  * `learned` is `embed: { encoder: learned, imageSize: 64 }`). `--epochs N` caps the guide's and
@@ -47,8 +48,7 @@ const DATASETS: Record<DatasetName, { pipeline: string; overrides: Record<string
     needs: [path.join(REAL, "kvasir-seg", "Kvasir-SEG"), path.join(REAL, "kvasir-seg", "reports-medvlsm")],
   },
 };
-const MODELS = ["prolearn", "unet", "shuffled-psa", "mean-text", "own-report"] as const;
-const CONTROLS = ["unet", "shuffled-psa", "mean-text", "own-report"] as const;
+type ModelName = "prolearn" | "unet" | "shuffled-psa" | "mean-text" | "image-embedding" | "own-report";
 
 function option(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -61,6 +61,13 @@ const encoders = option("encoder", "builtin")
   .map((e) => e.trim())
   .filter(Boolean);
 const seeds = Number(option("seeds", "3"));
+// evaluate's controls; add image-embedding to separate a learned encoder's knowledge from the text's.
+const evaluateControls = option("controls", "shuffled-psa,mean-text,own-report")
+  .split(",")
+  .map((c) => c.trim())
+  .filter(Boolean) as ModelName[];
+const MODELS: readonly ModelName[] = ["prolearn", "unet", ...evaluateControls];
+const CONTROLS: readonly ModelName[] = ["unet", ...evaluateControls];
 const epochs = process.argv.includes("--epochs") ? Number(option("epochs", "")) : undefined;
 const outFile = path.resolve(option("out", path.join(process.env.PROLEARN_BENCH_OUT ?? path.join(import.meta.dirname, "out"), "real-psa.md")));
 const workdir = path.resolve(option("workdir", process.env.PROLEARN_BENCH_WORKDIR ?? path.join(os.tmpdir(), "prolearn-bench-real-psa")));
@@ -89,7 +96,7 @@ interface Outcome extends Row {
   minutes: number;
   testImages?: number;
   /** Per model: mean and standard deviation over seeds of the per-image mean Dice. */
-  dice?: Partial<Record<(typeof MODELS)[number], { mean: number; sd: number; seeds: number }>>;
+  dice?: Partial<Record<ModelName, { mean: number; sd: number; seeds: number }>>;
   paired?: { b: string; meanDiff: number; ci95: [number, number] }[];
   usefulness?: Record<string, unknown> | null;
   filter?: { decision?: string; reason?: string } | null;
@@ -106,8 +113,9 @@ async function runRow(row: Row): Promise<Outcome> {
     "stages.embed.encoder": row.encoder,
     ...(row.encoder === "learned" ? { "stages.embed.imageSize": 64 } : {}),
     "stages.evaluate.seeds": seeds,
+    "stages.baseline.seeds": seeds,
     "stages.evaluate.baseline": "unet",
-    "stages.evaluate.controls": ["shuffled-psa", "mean-text", "own-report"],
+    "stages.evaluate.controls": evaluateControls,
     "stages.evaluate.examples": 0,
     ...(epochs !== undefined ? { "stages.guide.epochs": epochs, "stages.train.epochs": epochs } : {}),
     ...sets,
@@ -136,7 +144,7 @@ async function runRow(row: Row): Promise<Outcome> {
   }
   const evaluate = result.stages.find((s) => s.name === "evaluate")!.summary as {
     testImages: number;
-    models: ({ name: (typeof MODELS)[number] } & Headline)[];
+    models: ({ name: ModelName } & Headline)[];
     paired: { b: string; meanDiff: number; ci95: [number, number] }[];
   };
   const dice: Outcome["dice"] = {};

@@ -7,7 +7,7 @@ export { STAGES, STAGE_NAMES, definePipeline, type PipelineInput, type StageName
 export { readParquetFile, writeParquetFile, writeParquetBatches, tableToParquet, parquetToTable } from "./io/parquet.js";
 export { readTable, withTable, TableReader, checkTableFile, readEmbeddingFile, readEmbeddingColumn } from "./io/tables.js";
 export type { TableContract, ColumnSpec, ColumnType, EmbeddingMatrix, RowRange, TableColumns } from "./io/columns.js";
-export { SAMPLES_TABLE, QUARANTINE_TABLE, ORPHANS_TABLE } from "./ingest/tables.js";
+export { SAMPLES_TABLE, IMAGES_TABLE, QUARANTINE_TABLE, ORPHANS_TABLE } from "./ingest/tables.js";
 export { FILTERED_TABLE } from "./filter/tables.js";
 export { EMBEDDINGS_TABLE } from "./embed/tables.js";
 export { PROTOTYPES_TABLE, ASSIGNMENTS_TABLE } from "./prototypes/tables.js";

@@ -7,6 +7,7 @@ import { prototypesStage } from "./prototypes/stage.js";
 import { guideStage } from "./guide/stage.js";
 import { filterStage } from "./filter/stage.js";
 import { trainStage } from "./train/stage.js";
+import { baselineStage } from "./baseline/stage.js";
 import { evaluateStage } from "./evaluate/stage.js";
 
 /**
@@ -17,7 +18,7 @@ import { evaluateStage } from "./evaluate/stage.js";
  * Runtime, sharp, Arrow or Parquet): its run/sharding functions import the implementation module
  * when the stage runs (docs/pipelines.md, "Adding a stage"; test/pipeline/lazy-stages.test.ts).
  */
-const STAGE_LIST = [ingestStage, guideStage, filterStage, embedStage, prototypesStage, trainStage, evaluateStage] as const;
+const STAGE_LIST = [ingestStage, guideStage, filterStage, embedStage, prototypesStage, trainStage, baselineStage, evaluateStage] as const;
 
 type RegisteredStage = (typeof STAGE_LIST)[number];
 

@@ -7,24 +7,26 @@ import { EXAMPLES_TABLE, METRICS_TABLE, PER_IMAGE_TABLE } from "./tables.js";
 // in ./run.ts and are imported when the stage runs.
 
 /** The controls evaluate can score beside ProLearn (docs/training.md, "Controls"). */
-export const CONTROLS = ["shuffled-psa", "mean-text", "own-report"] as const;
+export const CONTROLS = ["shuffled-psa", "mean-text", "image-embedding", "own-report"] as const;
 export type ControlName = (typeof CONTROLS)[number];
+/** The controls scored unless `controls` says otherwise (image-embedding is asked for by name). */
+export const DEFAULT_CONTROLS: readonly ControlName[] = ["shuffled-psa", "mean-text", "own-report"];
 /** Every model a summary can list, in the order the stage scores them. */
 export const MODEL_NAMES = ["prolearn", "unet", ...CONTROLS] as const;
 export type ModelName = (typeof MODEL_NAMES)[number];
 
 export const evaluateParams = z.strictObject({
   baseline: z
-    .enum(["unet", "none"])
-    .default("unet")
+    .enum(["auto", "unet", "none"])
+    .default("auto")
     .describe(
-      "`unet` also trains the image-only U-Net (same network without guidance, same training budget and seed) and scores it as model `unet`; `none` skips it.",
+      "The image-only U-Net, model `unet`, is trained by the `baseline` stage (same network without guidance, the train stage's budget and seeds) and scored here: `auto` scores it when the pipeline has that stage; `unet` requires the stage (and says how to add it); `none` never scores it.",
     ),
   controls: z
     .array(z.enum(CONTROLS))
-    .default([...CONTROLS])
+    .default([...DEFAULT_CONTROLS])
     .describe(
-      "Controls scored beside ProLearn: `shuffled-psa` = the ProLearn model with each test image given another test image's PSA lookup (no training); `mean-text` = the same network trained and tested with one constant text, the mean embedding of the available training reports; `own-report` = the same network trained with each image's own report where available (PSA elsewhere) and tested with each test image's own report, the upper bound.",
+      "Controls scored beside ProLearn: `shuffled-psa` = the ProLearn model with each test image given another test image's PSA lookup (no training); `mean-text` = the same network trained and tested with one constant text, the mean embedding of the available training reports; `image-embedding` (not in the default list) = the same network trained and tested with each image's own image embedding (PSA's query) in place of t^: what the image encoder knows of the image, with no report looked up, which separates a learned encoder's own knowledge from the text's; `own-report` = the same network trained with each image's own report where available (PSA elsewhere) and tested with each test image's own report, the upper bound.",
     ),
   seeds: z
     .number()
@@ -51,11 +53,12 @@ export interface Headline {
 
 export const evaluateStage = defineStage({
   name: "evaluate",
-  version: "4",
+  version: "5",
   description:
-    "Scores the ProLearn segmenter on the test split with image-only inference through PSA (Dice and IoU, per-image mean and pooled), next to an image-only U-Net and text controls (shuffled PSA, mean text, own report) trained with the same budget, over seeds, with paired bootstrap intervals.",
+    "Scores the ProLearn segmenter on the test split with image-only inference through PSA (Dice and IoU, per-image mean and pooled), next to the baseline stage's image-only U-Net and text controls (shuffled PSA, mean text, own report) trained with the same budget, over seeds, with paired bootstrap intervals.",
   params: evaluateParams,
   inputs: ["ingest", "embed", "prototypes", "train"],
+  optionalInputs: ["baseline"],
   outputs: ["metrics.parquet", "per_image.parquet", "examples.parquet"],
   tables: [METRICS_TABLE, PER_IMAGE_TABLE, EXAMPLES_TABLE],
   // Forced onto a GPU backend, the stage needs a GPU worker on a queue; on auto, any worker.

@@ -84,6 +84,7 @@ const SHORT: Record<ModelName, string> = {
   prolearn: "ProLearn",
   unet: "U-Net",
   "shuffled-psa": "shuffled-PSA",
+  "image-embedding": "image-embedding",
   "mean-text": "mean-text",
   "own-report": "own-report",
 };

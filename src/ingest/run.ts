@@ -6,13 +6,13 @@ import { Bool, makeData, RecordBatch, Struct, Table, tableFromIPC, tableToIPC, v
 import { DataError, StageError } from "../errors.js";
 import { writeParquetFile, writeParquetIpcStreams } from "../io/parquet.js";
 import type { ShardSpec, StageContext, StageSummary } from "../pipeline/stage.js";
-import { hashJson } from "../util/hash.js";
+import { hashJson, sha256 } from "../util/hash.js";
 import { ingestSample, type DecodeParams, type SampleRow } from "./decode.js";
 import { FingerprintBuilder, formatFingerprint, type Fingerprint } from "./fingerprint.js";
 import type { QuarantineEntry } from "./reasons.js";
 import { normalizeReport } from "./reports.js";
 import { planDataset, type DatasetPlan, type SampleDescriptor } from "./scan.js";
-import { orphansBatch, quarantineBatch, RowBatchBuilder, SAMPLE_COLUMNS, samplesBatch } from "./schema.js";
+import { imagesBatch, orphansBatch, quarantineBatch, RowBatchBuilder, SAMPLE_COLUMNS, samplesBatch } from "./schema.js";
 import type { IngestParams } from "./stage.js";
 import { availableSubset } from "./split.js";
 
@@ -34,6 +34,9 @@ interface FingerprintEntry {
   empty: boolean;
   coverage: number;
   format: string;
+  /** Digests of the stored image and mask bytes, for images.parquet. */
+  imageSha256: string;
+  maskPngSha256: string;
 }
 
 interface ShardReport {
@@ -177,6 +180,8 @@ export async function runIngestShard(ctx: StageContext<IngestParams>, shard: Sha
           empty: r.row.mask_empty,
           coverage: r.row.mask_coverage,
           format: r.row.image_format,
+          imageSha256: r.row.image_sha256,
+          maskPngSha256: sha256(r.row.mask),
         });
       }
       if (r.problem) problems.push(r.problem);
@@ -293,6 +298,12 @@ export async function mergeIngestShards(ctx: StageContext<IngestParams>, shards:
   );
   await writeParquetFile(path.join(ctx.outDir, "quarantine.parquet"), new Table([quarantineBatch(problems)]));
   await writeParquetFile(path.join(ctx.outDir, "orphans.parquet"), new Table([orphansBatch(plan.orphans)]));
+  await writeParquetFile(
+    path.join(ctx.outDir, "images.parquet"),
+    new Table([
+      imagesBatch(shardRows.flatMap((rows) => rows.map((r) => ({ id: r.id, split: r.split, image_sha256: r.imageSha256, mask_png_sha256: r.maskPngSha256 })))),
+    ]),
+  );
 
   const quarantinedImages = problems.filter((q) => q.scope === "image" && !q.kept).length;
   if (written.rows + quarantinedImages !== plan.found) {

@@ -19,7 +19,7 @@ import type { SampleRow } from "./decode.js";
 import type { QuarantineEntry } from "./reasons.js";
 import type { OrphanReport } from "./scan.js";
 import type { ColumnSpec, ColumnType } from "../io/columns.js";
-import { ORPHANS_TABLE, QUARANTINE_TABLE, SAMPLES_TABLE } from "./tables.js";
+import { IMAGES_TABLE, ORPHANS_TABLE, QUARANTINE_TABLE, SAMPLES_TABLE } from "./tables.js";
 
 export type { ColumnSpec } from "../io/columns.js";
 
@@ -100,6 +100,11 @@ export function quarantineBatch(entries: readonly QuarantineEntry[]): RecordBatc
   return rowsToBatch(QUARANTINE_COLUMNS, entries);
 }
 
+/** images.parquet: what an image-only model learns from, one row per ingested sample (see IMAGES_TABLE). */
+export function imagesBatch(rows: readonly { id: string; split: string; image_sha256: string; mask_png_sha256: string }[]): RecordBatch {
+  return rowsToBatch(IMAGES_TABLE.columns, rows);
+}
+
 export function orphansBatch(orphans: readonly OrphanReport[]): RecordBatch {
   return rowsToBatch(ORPHAN_COLUMNS, orphans);
 }
@@ -148,6 +153,7 @@ export function samplesJsonSchema(): Record<string, unknown> {
     $defs: {
       quarantine: tableJsonSchema("quarantine.parquet row", "One problem found while ingesting.", QUARANTINE_COLUMNS),
       orphan: tableJsonSchema("orphans.parquet row", "One report row whose image is absent.", ORPHAN_COLUMNS),
+      image: tableJsonSchema("images.parquet row", IMAGES_TABLE.description, IMAGES_TABLE.columns),
     },
   };
 }

@@ -5,7 +5,7 @@ import type { ResolvedPipeline } from "../pipeline/spec.js";
 import { defineStage } from "../pipeline/stage.js";
 import { listFiles, resolveLayout } from "./layouts.js";
 import { listReportFiles } from "./reports.js";
-import { ORPHANS_TABLE, QUARANTINE_TABLE, SAMPLES_TABLE } from "./tables.js";
+import { IMAGES_TABLE, ORPHANS_TABLE, QUARANTINE_TABLE, SAMPLES_TABLE } from "./tables.js";
 import { notARegularFile } from "./file-kind.js";
 
 // The definition and the dataset digest (resources, computed at plan time) only: decoding
@@ -73,12 +73,12 @@ export async function datasetFiles(pipeline: ResolvedPipeline): Promise<string[]
 
 export const ingestStage = defineStage({
   name: "ingest",
-  version: "2",
+  version: "3",
   description: "Read a dataset (QaTa-COV19, MosMedData+, Kvasir-SEG) in any public layout into samples.parquet with partial reports.",
   params: ingestParamsSchema,
   inputs: [],
-  outputs: ["samples.parquet", "quarantine.parquet", "orphans.parquet", "fingerprint.json"],
-  tables: [SAMPLES_TABLE, QUARANTINE_TABLE, ORPHANS_TABLE],
+  outputs: ["samples.parquet", "images.parquet", "quarantine.parquet", "orphans.parquet", "fingerprint.json"],
+  tables: [SAMPLES_TABLE, IMAGES_TABLE, QUARANTINE_TABLE, ORPHANS_TABLE],
   // allowNoReports only decides whether a run may go on; the outputs it lets through are the same.
   nonKeyParams: ["concurrency", "allowNoReports"],
   async resources(pipeline, _params, { digester }) {

@@ -51,6 +51,18 @@ export const SAMPLES_TABLE = defineTable("ingest", "samples.parquet", "One inges
   { name: "mask_coverage", type: "float64", nullable: false, description: "Fraction of foreground pixels in the mask." },
 ] as const);
 
+export const IMAGES_TABLE = defineTable(
+  "ingest",
+  "images.parquet",
+  "One ingested image as an image-only model sees it: the id, split and digests of the image and stored mask bytes of samples.parquet, in the same order, and no text. Its bytes do not change with textAvailability, so a stage that learns from images only (baseline) keys on it.",
+  [
+    { name: "id", type: "utf8", nullable: false, description: "Sample id, as in samples.parquet." },
+    { name: "split", type: "utf8", nullable: false, description: "Split, as in samples.parquet.", enum: ["train", "val", "test"] },
+    { name: "image_sha256", type: "utf8", nullable: false, description: "SHA-256 of the image bytes in samples.parquet (the source file as found)." },
+    { name: "mask_png_sha256", type: "utf8", nullable: false, description: "SHA-256 of the binarised mask PNG stored in samples.parquet." },
+  ] as const,
+);
+
 export const QUARANTINE_TABLE = defineTable("ingest", "quarantine.parquet", "One problem found while ingesting.", [
   { name: "source", type: "utf8", nullable: false, description: "Path of the problem file, relative to the dataset root." },
   { name: "reason", type: "utf8", nullable: false, description: "Stable reason code.", enum: Object.keys(QUARANTINE_REASONS) as readonly string[] },

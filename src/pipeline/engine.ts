@@ -10,7 +10,17 @@ import { InProcessExecutor, type Executor, type StageTask } from "./executor.js"
 import { FileDigester } from "./file-digest.js";
 import { RunRecorder } from "./recorder.js";
 import type { ResolvedPipeline, StageRegistry } from "./spec.js";
-import { inputStages, parseInputRef, type InputArtifact, type ProgressEvent, type StageDefinition, type StageSummary, type StageWarning } from "./stage.js";
+import {
+  DATASET_SETTINGS,
+  inputStages,
+  parseInputRef,
+  type DatasetSetting,
+  type InputArtifact,
+  type ProgressEvent,
+  type StageDefinition,
+  type StageSummary,
+  type StageWarning,
+} from "./stage.js";
 import { OutputStore, type PublishedOutput } from "./store.js";
 import { takeWarnings } from "./warnings.js";
 import { pipelinePointerDir, updatePointers } from "./pointers.js";
@@ -85,10 +95,12 @@ export interface PlannedStage {
 
 const CHANGE_CODES: ReadonlySet<Reason["code"]> = new Set(["param-changed", "dataset-changed", "input-changed", "resource-changed", "code-changed"]);
 
-/** The dataset settings that can change any stage's result; paths are covered by resource digests. */
-function datasetKeyPart(pipeline: ResolvedPipeline): Record<string, unknown> {
-  const { kind, layout, reportKey, textAvailability, seed } = pipeline.dataset;
-  return { kind, layout, reportKey, textAvailability, seed };
+/**
+ * The dataset settings that can change a stage's result (all of them unless the stage names
+ * fewer, as an image-only stage does); paths are covered by resource digests.
+ */
+function datasetKeyPart(pipeline: ResolvedPipeline, settings: readonly DatasetSetting[] = DATASET_SETTINGS): Record<string, unknown> {
+  return Object.fromEntries(DATASET_SETTINGS.filter((name) => settings.includes(name)).map((name) => [name, pipeline.dataset[name]]));
 }
 
 /** Stages of the pipeline, in registry order, restricted by --until / --only. */
@@ -252,7 +264,7 @@ export function keyPartsOf(stage: StageDefinition, pipeline: ResolvedPipeline, i
     stage: stage.name,
     version: stage.version,
     params: keyedParams(pipeline.stages[stage.name], stage.nonKeyParams),
-    dataset: datasetKeyPart(pipeline),
+    dataset: datasetKeyPart(pipeline, stage.datasetSettings),
     inputs,
     resources,
   };

@@ -130,6 +130,12 @@ export interface StageDefinition<Schema extends z.ZodType = z.ZodType> {
    */
   tables?: readonly TableContract[];
   /**
+   * The dataset settings the outputs depend on (default: all of DATASET_SETTINGS). A stage that
+   * reads no report leaves out `textAvailability` and `reportKey`, so a text-availability sweep
+   * reuses its output; its inputs must then be files whose bytes do not change with them either.
+   */
+  datasetSettings?: readonly DatasetSetting[];
+  /**
    * Params that change how the work is scheduled but never the bytes of the output
    * (concurrency, shard size): left out of the cache key, so tuning them reuses the cache.
    */
@@ -157,6 +163,10 @@ export interface StageDefinition<Schema extends z.ZodType = z.ZodType> {
     merge(ctx: StageContext<z.output<Schema>>, shards: { shard: ShardSpec; dir: string }[]): Promise<StageSummary>;
   };
 }
+
+/** The dataset settings that are part of a stage's cache key (paths are covered by resource digests). */
+export const DATASET_SETTINGS = ["kind", "layout", "reportKey", "textAvailability", "seed"] as const;
+export type DatasetSetting = (typeof DATASET_SETTINGS)[number];
 
 /** What a queue worker can offer besides running stages at all. */
 export const CAPABILITIES = ["gpu"] as const;

@@ -27,15 +27,14 @@ export async function gatherTraining(outputs: StageOutputs, opts: ReportOptions)
   };
 }
 
-/** The image-only U-Net's curves, from evaluate's baseline-history.json. */
+/** The image-only U-Net's curves: the baseline stage's history.json (evaluate's baseline-history.json before evaluate 5). */
 async function baselineHistory(outputs: StageOutputs, evalMissing: string | undefined): Promise<Part<HistoryPart>> {
   if (evalMissing) return { state: "absent", message: evalMissing };
-  const file = outputs.optionalFile("evaluate", "baseline-history.json");
+  const file = outputs.optionalFile("baseline", "history.json") ?? outputs.optionalFile("evaluate", "baseline-history.json");
   if (!file)
     return {
       state: "absent",
-      message:
-        "This evaluate output has no baseline-history.json: no baseline was trained (baseline: none), or it was written by an evaluate before version 3.",
+      message: "This pipeline has no baseline stage output: no image-only U-Net was trained (add `baseline: {}` under stages).",
     };
   return guarded(async () => ({ state: "ok" as const, data: parseHistory(JSON.parse(readFileSync(file, "utf8"))) }));
 }

@@ -118,21 +118,80 @@ export async function saveModel(
 export async function loadModel(jsonFile: string): Promise<{ file: ModelFile; store: ParamStore }> {
   const file = await readJson<ModelFile>(jsonFile);
   if (file.format !== WEIGHTS_FORMAT) throw new ModelError(`unknown model format ${String(file.format)}`, { location: { file: jsonFile } });
-  const values = unpackTensors(file.tensors, await readFloat32File(path.join(path.dirname(jsonFile), file.weights)), jsonFile);
+  const values = await readFloat32File(path.join(path.dirname(jsonFile), file.weights));
+  return { file, store: storeFromWeights(file.config, file.tensors, values, jsonFile) };
+}
+
+/** Fresh variables for `config` holding the tensors `entries` index in `values`; `source` names the file in errors. */
+function storeFromWeights(config: ModelConfig, entries: TensorEntry[], allValues: Float32Array, source: string): ParamStore {
+  const values = unpackTensors(entries, allValues, source);
   const external: Record<string, Float32Array> = {};
-  for (const spec of parameterShapes(file.config)) {
+  for (const spec of parameterShapes(config)) {
     const v = values.get(spec.name);
-    if (!v) throw new ModelError(`weights lack tensor ${spec.name}`, { location: { file: jsonFile } });
+    if (!v) throw new ModelError(`weights lack tensor ${spec.name}`, { location: { file: source } });
     const size = spec.shape.reduce((a, b) => a * b, 1);
-    if (v.length !== size) throw new ModelError(`tensor ${spec.name} has ${v.length} values, the architecture needs ${size}`, { location: { file: jsonFile } });
+    if (v.length !== size) throw new ModelError(`tensor ${spec.name} has ${v.length} values, the architecture needs ${size}`, { location: { file: source } });
     external[spec.name] = v;
   }
-  const store = initParams(file.config, 0, external);
+  const store = initParams(config, 0, external);
   for (const [name, entry] of store) {
-    if (parameterShapes(file.config).find((s) => s.name === name)?.init !== "external")
+    if (parameterShapes(config).find((s) => s.name === name)?.init !== "external")
       tf.tidy(() => entry.variable.assign(tf.tensor(external[name]!, entry.variable.shape)));
   }
-  return { file, store };
+  return store;
+}
+
+/**
+ * What the baseline stage's models.json holds: one architecture and, per seed, how that model
+ * trained and where its tensors lie in the one weights file (offsets into it).
+ */
+export interface SeedModelsFile {
+  format: typeof WEIGHTS_FORMAT;
+  kind: "unet";
+  weights: string;
+  config: ModelConfig;
+  models: { seed: number; training: ModelFile["training"]; tensors: TensorEntry[] }[];
+}
+
+/** Writes models of one architecture, one per seed, as `jsonName` and one weights file `binName`. */
+export async function saveSeedModels(
+  dir: string,
+  jsonName: string,
+  binName: string,
+  config: ModelConfig,
+  models: readonly { seed: number; training: ModelFile["training"]; entries: TensorEntry[]; values: Float32Array }[],
+): Promise<void> {
+  const total = models.reduce((n, m) => n + m.values.length, 0);
+  const values = new Float32Array(total);
+  const index: SeedModelsFile["models"] = [];
+  let offset = 0;
+  for (const m of models) {
+    values.set(m.values, offset);
+    index.push({
+      seed: m.seed,
+      training: { ...m.training, bestValDice: Number.isFinite(m.training.bestValDice) ? m.training.bestValDice : null },
+      tensors: m.entries.map((e) => ({ ...e, offset: e.offset + offset })),
+    });
+    offset += m.values.length;
+  }
+  await writeFloat32File(path.join(dir, binName), values);
+  const file: SeedModelsFile = { format: WEIGHTS_FORMAT, kind: "unet", weights: binName, config, models: index };
+  await writeJsonAtomic(path.join(dir, jsonName), file);
+}
+
+/** Reads a seed-models file; `load(seed)` builds that seed's variables (the caller disposes them). */
+export async function openSeedModels(jsonFile: string): Promise<{ file: SeedModelsFile; load(seed: number): ParamStore | undefined }> {
+  const file = await readJson<SeedModelsFile>(jsonFile);
+  if (file.format !== WEIGHTS_FORMAT || !Array.isArray(file.models))
+    throw new ModelError(`unknown seed-models format ${String(file.format)}`, { location: { file: jsonFile } });
+  const values = await readFloat32File(path.join(path.dirname(jsonFile), file.weights));
+  return {
+    file,
+    load(seed) {
+      const model = file.models.find((m) => m.seed === seed);
+      return model ? storeFromWeights(file.config, model.tensors, values, jsonFile) : undefined;
+    },
+  };
 }
 
 export { disposeParams };

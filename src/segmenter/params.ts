@@ -1,4 +1,5 @@
 import { z } from "zod";
+import type { ResolvedPipeline } from "../pipeline/spec.js";
 import { TRAINING_BACKENDS } from "../tfjs/names.js";
 
 /*
@@ -32,3 +33,17 @@ export const trainingFields = {
     .default("auto")
     .describe("TensorFlow.js backend: `auto` picks libtensorflow or a real GPU when present, else the cpu backend with fast kernels."),
 };
+
+const budgetSchema = z.object({ ...networkFields, ...trainingFields });
+/** A segmenter's network and training budget: the network and training fields of the train stage. */
+export type SegmenterBudget = Omit<z.output<typeof budgetSchema>, "backend">;
+
+/**
+ * The train stage's network and training budget in this pipeline (its defaults where the pipeline
+ * has no train stage): what the image-only baseline trains with, so it is compared like for like.
+ * The backend is left out: it decides where the work runs, and the baseline names its own.
+ */
+export function trainBudget(pipeline: ResolvedPipeline): SegmenterBudget {
+  const { backend: _backend, ...budget } = budgetSchema.parse(pipeline.stages.train ?? {});
+  return budget;
+}

@@ -20,13 +20,14 @@ import { writeFixtureDataset } from "../../src/synthetic/index.js";
 // means every workdir recomputes that stage: if it is on purpose (a new default, a version bump,
 // a new key part), update the key and say so in the commit.
 const GOLDEN_KEYS: Record<StageName, string> = {
-  ingest: "82d49826bd5ac28e81d1ea38031df374",
+  ingest: "98a3a43d5d10446d02e0b75d5d68dc52",
   guide: "a763da9d8975a7ed533b0039c8b6e1dc",
   filter: "6939fdd4c35a1c05d8cf3a9cc42e6620",
   embed: "35b4b24c0a4839c12d903c7c1f2870f0",
   prototypes: "10d2fc29ed89a5b9a9480ec1580790f7",
   train: "0daff734648f77669a5ef5dcd11a60b5",
-  evaluate: "9a0c3be915bd2db03bc74fac3da8df31",
+  baseline: "8ec27523f6ee1692a2346ff9874a71f5",
+  evaluate: "4d94080974a550203d9d184e1166c365",
 };
 
 test("golden cache keys: each registered stage's key over fixed inputs is pinned", () => {
@@ -37,7 +38,8 @@ test("golden cache keys: each registered stage's key over fixed inputs is pinned
     const stage = STAGES.get(name)!;
     const refs = [...stage.inputs, ...(stage.optionalInputs ?? []).filter((ref) => parseInputRef(ref).stage in pipeline.stages)];
     const inputs = Object.fromEntries(refs.map((ref) => [ref, sha256(`output of ${ref}`)]));
-    const resources: Record<string, string> = name === "ingest" ? { dataset: sha256("dataset files") } : {};
+    const resources: Record<string, string> =
+      name === "ingest" ? { dataset: sha256("dataset files") } : name === "baseline" ? { "train-budget": sha256("train budget") } : {};
     actual[name] = cacheKeyOf(keyPartsOf(stage, pipeline, inputs, resources));
   }
   assert.deepEqual(actual, GOLDEN_KEYS);
@@ -66,7 +68,8 @@ const TINY = {
   embed: { encoder: "builtin", dim: 16 },
   prototypes: { minClusterSize: 2, k: 2 },
   train: { ...NET, tokenDim: 8, guidanceTokens: 2 },
-  evaluate: { backend: "cpu", baseline: "none", examples: 1 },
+  baseline: { backend: "cpu" },
+  evaluate: { backend: "cpu", examples: 1 },
 } satisfies PipelineStagesInput;
 
 /** One key param per stage, changed: the stage must rerun. */
@@ -77,6 +80,7 @@ const PARAM_CHANGES = {
   embed: { dim: 24 },
   prototypes: { k: 3 },
   train: { learningRate: 2e-3 },
+  baseline: { seeds: 2 },
   evaluate: { examples: 2 },
 } satisfies Record<StageName, object>;
 

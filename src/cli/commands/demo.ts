@@ -16,7 +16,7 @@ export default defineCommand({
   summary: "Generate a synthetic dataset (if absent) and run the demo pipeline end to end",
   details:
     "Uses pipelines/demo.yaml by default: a QaTa-COV19-layout dataset whose reports are written from the masks, run through\n" +
-    "ingest -> guide -> filter -> embed -> prototypes -> train -> evaluate on the CPU. The dataset is generated at the\n" +
+    "ingest -> guide -> filter -> embed -> prototypes -> train -> baseline -> evaluate on the CPU. The dataset is generated at the\n" +
     "pipeline's dataset.root when that folder does not exist. Ends by printing the run report's path and the next\n" +
     "commands to try, spelled so they work from the current folder (the demo's workdir is not ./.prolearn).",
   positionals: [],

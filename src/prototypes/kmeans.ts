@@ -21,14 +21,19 @@ export async function kmeans(
   n: number,
   width: number,
   k: number,
-  options: { seed: number; restarts: number; maxIterations?: number },
+  /**
+   * `assignment: "centroids"` keeps small sets on the explicit path (distances to centroid
+   * vectors through MatMul), which the distance-space path must agree with (a test compares them).
+   */
+  options: { seed: number; restarts: number; maxIterations?: number; assignment?: "auto" | "centroids" },
 ): Promise<KmeansResult> {
   let best: KmeansResult | undefined;
   // Small sets (most labels of templated reports): the squared distances between rows, once for
   // all restarts, so seeding reads candidates' distances instead of recomputing n x width each.
   const pairwise = n <= SMALL_SET ? pairwiseSquared(rows, n, width) : undefined;
+  const inDistanceSpace = options.assignment !== "centroids";
   for (let r = 0; r < Math.max(1, options.restarts); r++) {
-    const result = await lloyd(rows, n, width, Math.min(k, n), options.seed * 1000 + r + 1, options.maxIterations ?? 100, pairwise);
+    const result = await lloyd(rows, n, width, Math.min(k, n), options.seed * 1000 + r + 1, options.maxIterations ?? 100, pairwise, inDistanceSpace);
     if (!best || result.inertia < best.inertia) best = result;
   }
   return best!;
@@ -129,6 +134,93 @@ async function squaredDistancesTo(rows: Float32Array, n: number, targets: Float3
   });
 }
 
+/**
+ * Lloyd's iterations for a small set, in the space of its pairwise squared distances: the squared
+ * distance from row i to the mean of cluster S is (1/|S|) sum_j d(i, j) - (1/(2|S|^2)) sum_{j,l} d(j, l)
+ * over j, l in S, so an iteration costs n^2 additions instead of n x k x width and a MatMul call.
+ * Most labels of templated reports are small sets, and thousands of them ran through the MatMul
+ * path one call per iteration. The same assignments as that path, up to rounding; null when a
+ * cluster empties (the caller then runs the explicit path, where an empty centroid stays put).
+ */
+function lloydInDistanceSpace(
+  rows: Float32Array,
+  n: number,
+  width: number,
+  k: number,
+  seeds: Float32Array,
+  pairwise: Float64Array,
+  maxIterations: number,
+): Int32Array | null {
+  // The seeds are rows of the set (k-means++ picks rows): find each one's index.
+  const seedRow = new Int32Array(k).fill(-1);
+  for (let c = 0; c < k; c++) {
+    for (let i = 0; i < n && seedRow[c]! < 0; i++) {
+      let same = true;
+      for (let x = 0; x < width && same; x++) same = rows[i * width + x] === seeds[c * width + x];
+      if (same) seedRow[c] = i;
+    }
+    if (seedRow[c]! < 0) return null;
+  }
+  let clusters = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    let best = 0;
+    for (let c = 1; c < k; c++) if (pairwise[i * n + seedRow[c]!]! < pairwise[i * n + seedRow[best]!]!) best = c;
+    clusters[i] = best;
+  }
+  const sizes = new Int32Array(k);
+  const within = new Float64Array(k);
+  const toCluster = new Float64Array(n * k);
+  for (let iteration = 1; iteration < maxIterations; iteration++) {
+    sizes.fill(0);
+    within.fill(0);
+    toCluster.fill(0);
+    for (let i = 0; i < n; i++) sizes[clusters[i]!]!++;
+    if (sizes.includes(0)) return null;
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < n; j++) {
+        const d = pairwise[i * n + j]!;
+        toCluster[i * k + clusters[j]!] += d;
+        if (clusters[i] === clusters[j]) within[clusters[i]!] += d;
+      }
+    }
+    const next = new Int32Array(n);
+    let changed = 0;
+    for (let i = 0; i < n; i++) {
+      let best = 0;
+      let bestValue = Infinity;
+      for (let c = 0; c < k; c++) {
+        const size = sizes[c]!;
+        const value = toCluster[i * k + c]! / size - within[c]! / (2 * size * size);
+        if (value < bestValue) {
+          bestValue = value;
+          best = c;
+        }
+      }
+      next[i] = best;
+      if (best !== clusters[i]) changed++;
+    }
+    clusters = next;
+    if (changed === 0) break;
+  }
+  return clusters;
+}
+
+/** The result for final assignments: centroids as the clusters' means, and the inertia. */
+function withCentroids(rows: Float32Array, n: number, width: number, k: number, clusters: Int32Array): KmeansResult {
+  const sums = new Float64Array(k * width);
+  const counts = new Int32Array(k);
+  for (let i = 0; i < n; i++) {
+    const c = clusters[i]!;
+    counts[c]!++;
+    for (let x = 0; x < width; x++) sums[c * width + x] += rows[i * width + x]!;
+  }
+  const centroids = new Float32Array(k * width);
+  for (let c = 0; c < k; c++) if (counts[c]! > 0) for (let x = 0; x < width; x++) centroids[c * width + x] = sums[c * width + x]! / counts[c]!;
+  let inertia = 0;
+  for (let i = 0; i < n; i++) inertia += squaredDistance(rows, i, centroids, clusters[i]!, width);
+  return { clusters, centroids, inertia };
+}
+
 async function lloyd(
   rows: Float32Array,
   n: number,
@@ -137,8 +229,13 @@ async function lloyd(
   seed: number,
   maxIterations: number,
   pairwise?: Float64Array,
+  inDistanceSpace = true,
 ): Promise<KmeansResult> {
   const centroids = await seedCentroids(rows, n, width, k, mulberry32(seed), pairwise);
+  if (pairwise && inDistanceSpace) {
+    const clusters = lloydInDistanceSpace(rows, n, width, k, centroids, pairwise, maxIterations);
+    if (clusters) return withCentroids(rows, n, width, k, clusters);
+  }
   let clusters: Int32Array = new Int32Array(n).fill(-1);
   const sums = new Float64Array(k * width);
   const counts = new Int32Array(k);

@@ -321,7 +321,10 @@ export async function runPrototypes(ctx: StageContext<PrototypesParams>) {
     usefulness = { samples: 0, skipped: "no validation sample has an available report with a text embedding" };
     ctx.warn("usefulness-check-skipped", `the usefulness check did not run: ${usefulness.skipped}`);
   } else {
-    usefulness = usefulnessCheck(space, p.queries, p.responses, samples.texts, rows.validation, { topK: params.topK, temperature: params.temperature, seed });
+    const heldOut = sampleRows(rows.validation, params.usefulnessSamples, seed);
+    if (heldOut.ids.length < validation.length)
+      ctx.log(`usefulness check on a seeded sample of ${heldOut.ids.length} of the ${validation.length} validation rows (usefulnessSamples)`);
+    usefulness = usefulnessCheck(space, p.queries, p.responses, samples.texts, heldOut, { topK: params.topK, temperature: params.temperature, seed });
     ctx.log(formatUsefulness(usefulness), usefulness.passed ? "info" : "warn");
     if (!usefulness.passed && params.onUseless === "warn") {
       ctx.warn(
@@ -371,8 +374,29 @@ export async function runPrototypes(ctx: StageContext<PrototypesParams>) {
   };
 }
 
-/** The params that shape the artifact (the usefulness gate does not), for its lineage. */
-function withoutGate(params: PrototypesParams): Omit<PrototypesParams, "onUseless"> {
-  const { onUseless: _gate, ...rest } = params;
+/** The params that shape the artifact (the usefulness check and its gate do not), for its lineage. */
+function withoutGate(params: PrototypesParams): Omit<PrototypesParams, "onUseless" | "usefulnessSamples"> {
+  const { onUseless: _gate, usefulnessSamples: _samples, ...rest } = params;
   return rest;
+}
+
+/** At most `limit` rows of `rows`, a seeded sample in table order (all of them when there are fewer). */
+export function sampleRows(rows: PairedSamples, limit: number, seed: number): PairedSamples {
+  const n = rows.ids.length;
+  if (n <= limit) return rows;
+  const random = mulberry32(seed ^ 0x7a11);
+  const order = Array.from({ length: n }, (_, i) => i);
+  for (let i = 0; i < limit; i++) {
+    const j = i + Math.floor(random() * (n - i));
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  const picked = order.slice(0, limit).sort((a, b) => a - b);
+  const { dim } = rows;
+  const images = new Float32Array(limit * dim);
+  const texts = new Float32Array(limit * dim);
+  picked.forEach((row, i) => {
+    images.set(rows.images.subarray(row * dim, (row + 1) * dim), i * dim);
+    texts.set(rows.texts.subarray(row * dim, (row + 1) * dim), i * dim);
+  });
+  return { ids: picked.map((row) => rows.ids[row]!), dim, images, texts };
 }

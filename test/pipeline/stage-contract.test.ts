@@ -24,7 +24,7 @@ const GOLDEN_KEYS: Record<StageName, string> = {
   guide: "a763da9d8975a7ed533b0039c8b6e1dc",
   filter: "6939fdd4c35a1c05d8cf3a9cc42e6620",
   embed: "35b4b24c0a4839c12d903c7c1f2870f0",
-  prototypes: "10d2fc29ed89a5b9a9480ec1580790f7",
+  prototypes: "14676371bc5fa7caa3ea4faf49c1c9d4",
   train: "0daff734648f77669a5ef5dcd11a60b5",
   baseline: "8ec27523f6ee1692a2346ff9874a71f5",
   evaluate: "4d94080974a550203d9d184e1166c365",

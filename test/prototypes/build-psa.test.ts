@@ -1,3 +1,4 @@
+import { mulberry32 } from "../../src/util/random.js";
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { buildPrototypes, parseLungZones, bestKmeans, KMEANS_FIT_SAMPLE, type BuildOptions } from "../../src/prototypes/build.js";
@@ -246,4 +247,49 @@ test("k-means (float32 rows, ORT assignment) recovers separated blobs, determini
   assert.deepEqual(b, a);
   const one = await kmeans(data.texts, 3, 24, 5, { seed: 3, restarts: 1 });
   assert.equal(new Set(one.clusters).size, 3, "k is capped by the rows");
+});
+
+test("k-means on a small set: the distance-space iterations give the explicit centroid path's clusters and inertia", async () => {
+  const { kmeans } = await import("../../src/prototypes/kmeans.js");
+  // 120 rows (under the small-set size) of 48-d: four loose blobs and some spread, k 6, 3 restarts.
+  const width = 48;
+  const n = 120;
+  const random = mulberry32(11);
+  const rows = new Float32Array(n * width);
+  for (let i = 0; i < n; i++) for (let x = 0; x < width; x++) rows[i * width + x] = (i % 4 === x % 4 ? 2 : 0) + (random() - 0.5) * (i < 100 ? 1 : 6);
+  for (const seed of [1, 2, 3]) {
+    const fast = await kmeans(rows, n, width, 6, { seed, restarts: 3 });
+    const explicit = await kmeans(rows, n, width, 6, { seed, restarts: 3, assignment: "centroids" });
+    assert.deepEqual(Array.from(fast.clusters), Array.from(explicit.clusters), `seed ${seed}: same clusters`);
+    assert.ok(Math.abs(fast.inertia - explicit.inertia) <= 1e-6 * explicit.inertia, `seed ${seed}: inertia ${fast.inertia} vs ${explicit.inertia}`);
+    for (let v = 0; v < fast.centroids.length; v++) assert.ok(Math.abs(fast.centroids[v]! - explicit.centroids[v]!) < 1e-5);
+  }
+});
+
+test("usefulness check rows: beyond usefulnessSamples a seeded sample in table order, rows intact; fewer rows are kept whole", async () => {
+  const { sampleRows } = await import("../../src/prototypes/run.js");
+  const dim = 3;
+  const n = 500;
+  const rows = {
+    ids: Array.from({ length: n }, (_, i) => `v${i}`),
+    dim,
+    images: Float32Array.from({ length: n * dim }, (_, v) => v),
+    texts: Float32Array.from({ length: n * dim }, (_, v) => -v),
+  };
+  const a = sampleRows(rows, 60, 9);
+  assert.equal(a.ids.length, 60);
+  const indices = a.ids.map((id) => Number(id.slice(1)));
+  assert.deepEqual(
+    indices,
+    [...indices].sort((x, y) => x - y),
+    "table order",
+  );
+  assert.equal(new Set(indices).size, 60, "no row twice");
+  indices.forEach((row, i) => {
+    assert.deepEqual(Array.from(a.images.subarray(i * dim, (i + 1) * dim)), [row * dim, row * dim + 1, row * dim + 2]);
+    assert.equal(a.texts[i * dim], -row * dim);
+  });
+  assert.deepEqual(sampleRows(rows, 60, 9).ids, a.ids, "seeded");
+  assert.notDeepEqual(sampleRows(rows, 60, 10).ids, a.ids);
+  assert.equal(sampleRows(rows, n, 9), rows);
 });

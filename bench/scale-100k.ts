@@ -115,7 +115,11 @@ async function runPrototypesOnEmbeddings(embedDir: string, method: string): Prom
     rowCache: () => ({ get: () => undefined, put: () => undefined }),
     resources: {},
     emit: () => undefined,
-    log: (message: string) => void logs.push(message),
+    log: (message: string) => {
+      logs.push(message);
+      // BENCH_LOG=1 shows the stage's log as it runs, with the seconds since the start.
+      if (process.env.BENCH_LOG) console.error(`[${((performance.now() - started) / 1000).toFixed(1)} s] ${message}`);
+    },
     warn: (code: string, message: string) => void logs.push(`warning ${code}: ${message}`),
     signal: new AbortController().signal,
   } as never)) as Record<string, unknown>;

@@ -253,7 +253,6 @@ export async function runPrototypes(ctx: StageContext<PrototypesParams>) {
   const rows = await readPairedRows(embeddingsFile);
   const { emptyTexts } = rows;
   const train = rows.train.ids;
-  const validation = rows.validation.ids;
   if (emptyTexts > 0) ctx.log(`${emptyTexts} report(s) have an all-zero text embedding and are left out`, "warn");
   if (train.length === 0) {
     throw new StageError("prototypes", "no training row has an available report with a text embedding", {
@@ -290,66 +289,11 @@ export async function runPrototypes(ctx: StageContext<PrototypesParams>) {
   await writeParquetFile(path.join(ctx.outDir, "prototypes.parquet"), prototypesTable(p, samples.ids));
   await writeParquetFile(path.join(ctx.outDir, "assignments.parquet"), assignmentsTable(built.assignments, samples.ids));
 
-  const encoderFile = ctx.inputs.embed?.files["encoder.json"];
-  const encoder =
-    encoderFile && existsSync(encoderFile) ? (JSON.parse(readFileSync(encoderFile, "utf8")) as { id?: string; dim?: number; digest?: string }) : {};
-  const fingerprintFile = ctx.inputs.ingest?.files["fingerprint.json"];
-  const upstream: Record<string, string> = {};
-  for (const [stage, input] of Object.entries(ctx.inputs)) upstream[stage] = input.digest;
-  const lineage: Lineage = {
-    pipeline: ctx.pipeline.name,
-    datasetFingerprint: fingerprintFile && existsSync(fingerprintFile) ? sha256(readFileSync(fingerprintFile)) : null,
-    upstream,
-    encoder: { id: encoder.id ?? null, dim: encoder.dim ?? rows.dim, digest: encoder.digest ?? null },
-    params: { ...withoutGate(params), seed },
-    seed,
-    packageVersion: PACKAGE_VERSION,
-    counts: {
-      pairedSamples: train.length,
-      prototypes: p.cluster.length,
-      surrogateLabels: built.numClusters,
-      noise: built.noisePoints,
-      dropped: built.droppedPoints,
-    },
-  };
+  const lineage = lineageOf(ctx, seed, rows.dim, built, train.length);
   const manifest = await writeArtifactManifest(ctx.outDir, lineage);
   ctx.emit({ kind: "progress", stage: ctx.stage, task: "prototypes", done: 2, total: 3 });
 
-  const space = new PrototypeSpace(p.queries, p.responses, p.dim);
-  let usefulness: UsefulnessCheck | { samples: 0; skipped: string };
-  if (validation.length === 0) {
-    usefulness = { samples: 0, skipped: "no validation sample has an available report with a text embedding" };
-    ctx.warn("usefulness-check-skipped", `the usefulness check did not run: ${usefulness.skipped}`);
-  } else {
-    const heldOut = sampleRows(rows.validation, params.usefulnessSamples, seed);
-    if (heldOut.ids.length < validation.length)
-      ctx.log(`usefulness check on a seeded sample of ${heldOut.ids.length} of the ${validation.length} validation rows (usefulnessSamples)`);
-    usefulness = usefulnessCheck(space, p.queries, p.responses, samples.texts, heldOut, { topK: params.topK, temperature: params.temperature, seed });
-    ctx.log(formatUsefulness(usefulness), usefulness.passed ? "info" : "warn");
-    if (!usefulness.passed && params.onUseless === "warn") {
-      ctx.warn(
-        "prototypes-not-useful",
-        `on ${usefulness.samples} validation samples PSA's approximation does not find an image's own report better than its shuffled copy (own-report AUC ${usefulness.ownReportAuc.toFixed(4)} vs ${usefulness.shuffled.ownReportAuc.toFixed(4)}, centred cosine ${usefulness.centredCosine.toFixed(4)} vs ${usefulness.shuffled.centredCosine.toFixed(4)})`,
-        {
-          samples: usefulness.samples,
-          ownReportAuc: usefulness.ownReportAuc,
-          centredCosine: usefulness.centredCosine,
-          shuffledOwnReportAuc: usefulness.shuffled.ownReportAuc,
-          shuffledCentredCosine: usefulness.shuffled.centredCosine,
-          marginOverMean: usefulness.marginOverMean,
-          marginOverRandom: usefulness.marginOverRandom,
-        },
-      );
-    }
-    if (!usefulness.passed && params.onUseless === "fail") {
-      throw new DataError(
-        `the prototype space is not useful: on ${usefulness.samples} validation samples PSA's approximation finds an image's own report with AUC ${usefulness.ownReportAuc.toFixed(4)} and centred cosine ${usefulness.centredCosine.toFixed(4)}, against ${usefulness.shuffled.ownReportAuc.toFixed(4)} and ${usefulness.shuffled.centredCosine.toFixed(4)} with the responses shuffled among the prototypes (gains ${usefulness.gains.ownReportAuc.toFixed(4)} +- ${usefulness.gains.ownReportAucSe.toFixed(4)} and ${usefulness.gains.centredCosine.toFixed(4)} +- ${usefulness.gains.centredCosineSe.toFixed(4)}; both must exceed two standard errors); nothing was published`,
-        {
-          hint: "image embeddings that cannot find their reports make PSA noise: use encoder: learned or biomedclip (docs/embed.md), or onUseless: warn to train anyway",
-        },
-      );
-    }
-  }
+  const usefulness = checkUsefulness(ctx, seed, built, samples.texts, rows.validation);
 
   const registry = ArtifactRegistry.open(ctx.pipeline.workdir);
   let artifact: Awaited<ReturnType<ArtifactRegistry["publish"]>>;
@@ -372,6 +316,82 @@ export async function runPrototypes(ctx: StageContext<PrototypesParams>) {
     usefulness,
     artifact: { name: artifact.name, version: artifact.version, digest: manifest.digest, isNew: artifact.isNew, path: artifact.path },
   };
+}
+
+/** What the artifact's manifest records of where the space came from (docs/prototypes.md, "Lineage"). */
+function lineageOf(ctx: StageContext<PrototypesParams>, seed: number, dim: number, built: BuildResult, pairedSamples: number): Lineage {
+  const encoderFile = ctx.inputs.embed?.files["encoder.json"];
+  const encoder =
+    encoderFile && existsSync(encoderFile) ? (JSON.parse(readFileSync(encoderFile, "utf8")) as { id?: string; dim?: number; digest?: string }) : {};
+  const fingerprintFile = ctx.inputs.ingest?.files["fingerprint.json"];
+  const upstream: Record<string, string> = {};
+  for (const [stage, input] of Object.entries(ctx.inputs)) upstream[stage] = input.digest;
+  return {
+    pipeline: ctx.pipeline.name,
+    datasetFingerprint: fingerprintFile && existsSync(fingerprintFile) ? sha256(readFileSync(fingerprintFile)) : null,
+    upstream,
+    encoder: { id: encoder.id ?? null, dim: encoder.dim ?? dim, digest: encoder.digest ?? null },
+    params: { ...withoutGate(ctx.params), seed },
+    seed,
+    packageVersion: PACKAGE_VERSION,
+    counts: {
+      pairedSamples,
+      prototypes: built.prototypes.cluster.length,
+      surrogateLabels: built.numClusters,
+      noise: built.noisePoints,
+      dropped: built.droppedPoints,
+    },
+  };
+}
+
+/**
+ * The usefulness check on (a seeded sample of) the validation rows, logged; a space that fails
+ * it is a warning (`onUseless: warn`) or a DataError before anything is published (`fail`).
+ */
+function checkUsefulness(
+  ctx: StageContext<PrototypesParams>,
+  seed: number,
+  built: BuildResult,
+  trainingTexts: Float32Array,
+  validation: PairedSamples,
+): UsefulnessCheck | { samples: 0; skipped: string } {
+  const params = ctx.params;
+  const p = built.prototypes;
+  const space = new PrototypeSpace(p.queries, p.responses, p.dim);
+  if (validation.ids.length === 0) {
+    const skipped = { samples: 0 as const, skipped: "no validation sample has an available report with a text embedding" };
+    ctx.warn("usefulness-check-skipped", `the usefulness check did not run: ${skipped.skipped}`);
+    return skipped;
+  }
+  const heldOut = sampleRows(validation, params.usefulnessSamples, seed);
+  if (heldOut.ids.length < validation.ids.length)
+    ctx.log(`usefulness check on a seeded sample of ${heldOut.ids.length} of the ${validation.ids.length} validation rows (usefulnessSamples)`);
+  const usefulness = usefulnessCheck(space, p.queries, p.responses, trainingTexts, heldOut, { topK: params.topK, temperature: params.temperature, seed });
+  ctx.log(formatUsefulness(usefulness), usefulness.passed ? "info" : "warn");
+  if (!usefulness.passed && params.onUseless === "warn") {
+    ctx.warn(
+      "prototypes-not-useful",
+      `on ${usefulness.samples} validation samples PSA's approximation does not find an image's own report better than its shuffled copy (own-report AUC ${usefulness.ownReportAuc.toFixed(4)} vs ${usefulness.shuffled.ownReportAuc.toFixed(4)}, centred cosine ${usefulness.centredCosine.toFixed(4)} vs ${usefulness.shuffled.centredCosine.toFixed(4)})`,
+      {
+        samples: usefulness.samples,
+        ownReportAuc: usefulness.ownReportAuc,
+        centredCosine: usefulness.centredCosine,
+        shuffledOwnReportAuc: usefulness.shuffled.ownReportAuc,
+        shuffledCentredCosine: usefulness.shuffled.centredCosine,
+        marginOverMean: usefulness.marginOverMean,
+        marginOverRandom: usefulness.marginOverRandom,
+      },
+    );
+  }
+  if (!usefulness.passed && params.onUseless === "fail") {
+    throw new DataError(
+      `the prototype space is not useful: on ${usefulness.samples} validation samples PSA's approximation finds an image's own report with AUC ${usefulness.ownReportAuc.toFixed(4)} and centred cosine ${usefulness.centredCosine.toFixed(4)}, against ${usefulness.shuffled.ownReportAuc.toFixed(4)} and ${usefulness.shuffled.centredCosine.toFixed(4)} with the responses shuffled among the prototypes (gains ${usefulness.gains.ownReportAuc.toFixed(4)} +- ${usefulness.gains.ownReportAucSe.toFixed(4)} and ${usefulness.gains.centredCosine.toFixed(4)} +- ${usefulness.gains.centredCosineSe.toFixed(4)}; both must exceed two standard errors); nothing was published`,
+      {
+        hint: "image embeddings that cannot find their reports make PSA noise: use encoder: learned or biomedclip (docs/embed.md), or onUseless: warn to train anyway",
+      },
+    );
+  }
+  return usefulness;
 }
 
 /** The params that shape the artifact (the usefulness check and its gate do not), for its lineage. */

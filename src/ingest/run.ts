@@ -213,8 +213,12 @@ export async function runIngestShard(ctx: StageContext<IngestParams>, shard: Sha
   await writeFile(path.join(shardDir, "quarantine.json"), JSON.stringify(report));
 }
 
-export async function mergeIngestShards(ctx: StageContext<IngestParams>, shards: { shard: ShardSpec; dir: string }[]): Promise<StageSummary> {
-  const plan = await planDataset(ctx.pipeline.dataset);
+/** The shards in plan order, checked against the plan (same dataset, every shard present). */
+function shardsInPlanOrder(
+  ctx: StageContext<IngestParams>,
+  plan: DatasetPlan,
+  shards: { shard: ShardSpec; dir: string }[],
+): { shard: ShardSpec; dir: string }[] {
   const digest = planDigest(plan);
   const ordered = [...shards].sort((a, b) => (a.shard.payload as unknown as ShardPayload).index - (b.shard.payload as unknown as ShardPayload).index);
   for (const { shard } of ordered) {
@@ -224,8 +228,11 @@ export async function mergeIngestShards(ctx: StageContext<IngestParams>, shards:
   }
   const expected = Math.ceil(plan.samples.length / ctx.params.shardSize);
   if (ordered.length !== expected) throw new StageError(ctx.stage, `merge received ${ordered.length} shards, the plan has ${expected}`);
+  return ordered;
+}
 
-  const fingerprint = new FingerprintBuilder();
+/** What each shard reported: its problems, its rows (in plan order) and its decode counts. */
+async function readShardReports(ordered: readonly { dir: string }[]) {
   const shardProblems: QuarantineEntry[] = [];
   const shardRows: FingerprintEntry[][] = [];
   let cacheHits = 0;
@@ -237,24 +244,33 @@ export async function mergeIngestShards(ctx: StageContext<IngestParams>, shards:
     decoded += report.decoded;
     shardRows.push(report.rows);
   }
+  return { shardProblems, shardRows, cacheHits, decoded };
+}
+
+/**
+ * The text budget drawn again from the samples that survived decoding: the plan drew it before
+ * decode quarantine, which would realise more than the requested fraction. The training subset
+ * (report_available) and the validation share (report_in_budget) are nested and seeded as before.
+ */
+function redrawTextBudget(shardRows: readonly FingerprintEntry[][], dataset: { seed: number; textAvailability: number }) {
+  const withReport = (split: string) => shardRows.flatMap((rows) => rows.filter((r) => r.split === split && r.withReport).map((r) => r.id));
+  const available = availableSubset(withReport("train"), dataset.seed, dataset.textAvailability);
+  const valInBudget = availableSubset(withReport("val"), dataset.seed, dataset.textAvailability);
+  return {
+    available,
+    availability: (r: FingerprintEntry) => (r.split === "train" ? available.has(r.id) : r.available),
+    inBudgetOf: (id: string, split: string) => (split === "train" ? available.has(id) : split === "val" ? valInBudget.has(id) : false),
+  };
+}
+
+export async function mergeIngestShards(ctx: StageContext<IngestParams>, shards: { shard: ShardSpec; dir: string }[]): Promise<StageSummary> {
+  const plan = await planDataset(ctx.pipeline.dataset);
+  const ordered = shardsInPlanOrder(ctx, plan, shards);
+  const { shardProblems, shardRows, cacheHits, decoded } = await readShardReports(ordered);
   const rowCounts = shardRows.map((rows) => rows.length);
-  // The text-availability subset is drawn again from the training samples that survived
-  // decoding: the plan drew it before decode quarantine, which would realise more than the
-  // requested fraction. Nested and seeded as before; shards whose rows change are rewritten.
-  const available = availableSubset(
-    shardRows.flatMap((rows) => rows.filter((r) => r.split === "train" && r.withReport).map((r) => r.id)),
-    ctx.pipeline.dataset.seed,
-    ctx.pipeline.dataset.textAvailability,
-  );
-  const availability = (r: FingerprintEntry) => (r.split === "train" ? available.has(r.id) : r.available);
-  // The text budget's validation share, drawn the same way from the validation samples that survived.
-  const valInBudget = availableSubset(
-    shardRows.flatMap((rows) => rows.filter((r) => r.split === "val" && r.withReport).map((r) => r.id)),
-    ctx.pipeline.dataset.seed,
-    ctx.pipeline.dataset.textAvailability,
-  );
-  const inBudgetOf = (id: string, split: string) => (split === "train" ? available.has(id) : split === "val" ? valInBudget.has(id) : false);
+  const { available, availability, inBudgetOf } = redrawTextBudget(shardRows, ctx.pipeline.dataset);
   const redrawn = shardRows.map((rows) => rows.some((r) => availability(r) !== r.available || inBudgetOf(r.id, r.split) !== r.inBudget));
+  const fingerprint = new FingerprintBuilder();
   for (const rows of shardRows) {
     for (const r of rows) {
       fingerprint.add({

@@ -71,6 +71,108 @@ export interface PairedTexts {
 }
 
 /**
+ * The paired rows the head aligns on: training images whose (filtered) report is available and
+ * embeds to a non-zero vector, as trunk features and text embeddings.
+ */
+async function pairedRowsOf(
+  ctx: StageContext<EmbedParams>,
+  train: readonly { id: string }[],
+  paired: PairedTexts,
+  text: TextSide,
+  features: Float32Array,
+  width: number,
+): Promise<{ pairedFeatures: Float32Array; pairedTexts: Float32Array; n: number }> {
+  const rowOf = new Map(train.map((s, i) => [s.id, i]));
+  const rows: number[] = [];
+  const texts: string[] = [];
+  paired.ids.forEach((id, i) => {
+    const row = rowOf.get(id);
+    if (row !== undefined) {
+      rows.push(row);
+      texts.push(paired.texts[i]!);
+    }
+  });
+  const embedded = texts.length ? await text.embedTexts(texts) : new Float32Array(0);
+  const m = text.dim;
+  const keep: number[] = [];
+  for (let i = 0; i < texts.length; i++) {
+    let norm = 0;
+    for (let c = 0; c < m; c++) norm += embedded[i * m + c]! ** 2;
+    if (norm > 0) keep.push(i);
+  }
+  const n = keep.length;
+  if (n < 2)
+    throw new StageError(ctx.stage, `encoder: learned needs at least 2 training rows with an available report to align its head to the text, found ${n}`, {
+      hint: "raise dataset.textAvailability",
+    });
+  const pairedFeatures = new Float32Array(n * width);
+  const pairedTexts = new Float32Array(n * m);
+  keep.forEach((k, i) => {
+    pairedFeatures.set(features.subarray(rows[k]! * width, (rows[k]! + 1) * width), i * width);
+    pairedTexts.set(embedded.subarray(k * m, (k + 1) * m), i * m);
+  });
+  return { pairedFeatures, pairedTexts, n };
+}
+
+/**
+ * The head from standardised features `x` to centred texts `y` (paired rows only): ridge with
+ * lambda and the mask block's weight chosen by cross-validated own-report AUC, then the
+ * contrastive refinement when `head: contrastive`.
+ */
+async function fitHead(
+  x: Float64Array,
+  y: Float64Array,
+  n: number,
+  width: number,
+  m: number,
+  bottleneckWidth: number,
+  settings: LearnedSettings,
+): Promise<{
+  head: Float64Array;
+  best: { lambda: number; maskWeight: number; auc: number };
+  selection: Record<string, unknown>;
+  grid: { lambda: number; maskWeight: number; auc: number }[];
+}> {
+  const weighted = (maskWeight: number) => {
+    const out = Float64Array.from(x);
+    for (let i = 0; i < n; i++) for (let k = bottleneckWidth; k < width; k++) out[i * width + k] *= maskWeight;
+    return out;
+  };
+
+  // Ridge: lambda and the mask block's weight by cross-validation over the paired rows only.
+  const folds = foldsOf(n, Math.min(FOLDS, n), deriveSeed(settings.seed, "learned-head-folds"));
+  let best = { lambda: 0.1, maskWeight: 1, auc: Number.NaN };
+  const grid: { lambda: number; maskWeight: number; auc: number }[] = [];
+  if (n >= MIN_ROWS_FOR_CV) {
+    for (const maskWeight of MASK_WEIGHTS) {
+      const xw = weighted(maskWeight);
+      for (const lambda of LAMBDAS) {
+        const auc = crossValidatedAuc(xw, y, n, width, m, folds, (xs, ys, rowsIn) => ridge(xs, ys, rowsIn, width, m, lambda));
+        grid.push({ lambda, maskWeight, auc });
+        if (!(auc <= best.auc)) best = { lambda, maskWeight, auc };
+      }
+    }
+  }
+  const xBest = weighted(best.maskWeight);
+  let head = ridge(xBest, y, n, width, m, best.lambda);
+  const selection: Record<string, unknown> = {
+    pairedRows: n,
+    ridge: {
+      lambda: best.lambda,
+      maskWeight: best.maskWeight,
+      crossValidatedAuc: Number.isFinite(best.auc) ? best.auc : null,
+      folds: n >= MIN_ROWS_FOR_CV ? Math.min(FOLDS, n) : 0,
+    },
+  };
+  if (settings.head === "contrastive") {
+    const result = await fitContrastive(xBest, y, n, width, m, folds, best.lambda, n >= MIN_ROWS_FOR_CV);
+    head = result.head;
+    selection.contrastive = result.selection;
+  }
+  return { head, best, selection, grid };
+}
+
+/**
  * Trains (or resumes) the trunk, fits the standardisation and the head, and writes
  * learned-encoder.json/.bin into `dir`. `paired` are the training rows with an available
  * (filtered) report; the text encoder embeds them as the embed stage will.
@@ -147,74 +249,11 @@ export async function trainLearnedEncoder(ctx: StageContext<EmbedParams>, dir: s
     const width = features.length / train.length;
     const standardizer = fitStandardizer(features, train.length, width, bottleneckWidth, 1);
 
-    // The paired rows: training images whose (filtered) report is available and embeds to a non-zero vector.
-    const rowOf = new Map(train.map((s, i) => [s.id, i]));
-    const rows: number[] = [];
-    const texts: string[] = [];
-    paired.ids.forEach((id, i) => {
-      const row = rowOf.get(id);
-      if (row !== undefined) {
-        rows.push(row);
-        texts.push(paired.texts[i]!);
-      }
-    });
-    const embedded = texts.length ? await text.embedTexts(texts) : new Float32Array(0);
     const m = text.dim;
-    const keep: number[] = [];
-    for (let i = 0; i < texts.length; i++) {
-      let norm = 0;
-      for (let c = 0; c < m; c++) norm += embedded[i * m + c]! ** 2;
-      if (norm > 0) keep.push(i);
-    }
-    const n = keep.length;
-    if (n < 2)
-      throw new StageError(ctx.stage, `encoder: learned needs at least 2 training rows with an available report to align its head to the text, found ${n}`, {
-        hint: "raise dataset.textAvailability",
-      });
-    const pairedFeatures = new Float32Array(n * width);
-    const pairedTexts = new Float32Array(n * m);
-    keep.forEach((k, i) => {
-      pairedFeatures.set(features.subarray(rows[k]! * width, (rows[k]! + 1) * width), i * width);
-      pairedTexts.set(embedded.subarray(k * m, (k + 1) * m), i * m);
-    });
+    const { pairedFeatures, pairedTexts, n } = await pairedRowsOf(ctx, train, paired, text, features, width);
     const x = standardize(pairedFeatures, n, width, standardizer);
     const { centred: y } = centreRows(pairedTexts, n, m);
-    const weighted = (maskWeight: number) => {
-      const out = Float64Array.from(x);
-      for (let i = 0; i < n; i++) for (let k = bottleneckWidth; k < width; k++) out[i * width + k] *= maskWeight;
-      return out;
-    };
-
-    // Ridge: lambda and the mask block's weight by cross-validation over the paired rows only.
-    const folds = foldsOf(n, Math.min(FOLDS, n), deriveSeed(settings.seed, "learned-head-folds"));
-    let best = { lambda: 0.1, maskWeight: 1, auc: Number.NaN };
-    const grid: { lambda: number; maskWeight: number; auc: number }[] = [];
-    if (n >= MIN_ROWS_FOR_CV) {
-      for (const maskWeight of MASK_WEIGHTS) {
-        const xw = weighted(maskWeight);
-        for (const lambda of LAMBDAS) {
-          const auc = crossValidatedAuc(xw, y, n, width, m, folds, (xs, ys, rowsIn) => ridge(xs, ys, rowsIn, width, m, lambda));
-          grid.push({ lambda, maskWeight, auc });
-          if (!(auc <= best.auc)) best = { lambda, maskWeight, auc };
-        }
-      }
-    }
-    const xBest = weighted(best.maskWeight);
-    let head = ridge(xBest, y, n, width, m, best.lambda);
-    const selection: Record<string, unknown> = {
-      pairedRows: n,
-      ridge: {
-        lambda: best.lambda,
-        maskWeight: best.maskWeight,
-        crossValidatedAuc: Number.isFinite(best.auc) ? best.auc : null,
-        folds: n >= MIN_ROWS_FOR_CV ? Math.min(FOLDS, n) : 0,
-      },
-    };
-    if (settings.head === "contrastive") {
-      const result = await fitContrastive(xBest, y, n, width, m, folds, best.lambda, n >= MIN_ROWS_FOR_CV);
-      head = result.head;
-      selection.contrastive = result.selection;
-    }
+    const { head, best, selection, grid } = await fitHead(x, y, n, width, m, bottleneckWidth, settings);
     const scale = Float32Array.from(standardizer.scale, (v, k) => (k >= bottleneckWidth ? v * best.maskWeight : v));
     const headSeconds = (performance.now() - featuresStarted) / 1000;
     ctx.log(

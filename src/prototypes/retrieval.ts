@@ -4,7 +4,7 @@
  * encoder's head selection.
  */
 
-function norms(values: Float32Array | Float64Array, n: number, dim: number): Float64Array {
+export function norms(values: Float32Array | Float64Array, n: number, dim: number): Float64Array {
   const out = new Float64Array(n);
   for (let i = 0; i < n; i++) {
     let s = 0;
@@ -20,12 +20,19 @@ function norms(values: Float32Array | Float64Array, n: number, dim: number): Flo
  * always ranks first. Identical reports tie, so many images sharing one templated caption keep
  * even a perfect prediction below 1.
  */
-export function ownReportAucPerRow(predicted: Float32Array | Float64Array, reports: Float32Array | Float64Array, n: number, dim: number): Float64Array {
-  const out = new Float64Array(n);
+export function ownReportAucPerRow(
+  predicted: Float32Array | Float64Array,
+  reports: Float32Array | Float64Array,
+  n: number,
+  dim: number,
+  /** Only rows from..to-1 of `out` are computed (so a caller can split the n^2 work and yield between parts). */
+  range: { from: number; to: number; out?: Float64Array; reportNorms?: Float64Array } = { from: 0, to: n },
+): Float64Array {
+  const out = range.out ?? new Float64Array(n);
   if (n < 2) return out.fill(0.5);
-  const reportNorms = norms(reports, n, dim);
+  const reportNorms = range.reportNorms ?? norms(reports, n, dim);
   const similarities = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
+  for (let i = range.from; i < range.to; i++) {
     for (let j = 0; j < n; j++) {
       let dot = 0;
       for (let k = 0; k < dim; k++) dot += predicted[i * dim + k]! * reports[j * dim + k]!;

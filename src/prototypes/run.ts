@@ -11,11 +11,11 @@ import { sha256 } from "../util/hash.js";
 import { PACKAGE_VERSION } from "../version.js";
 import { assignmentsTable, prototypesTable, writeArtifactManifest, type Lineage } from "./artifact.js";
 import { buildPrototypes, type BuildResult, type PairedSamples } from "./build.js";
-import { PrototypeSpace } from "./psa.js";
+import { PrototypeSpace, type QueryOptions } from "./psa.js";
 import { ArtifactRegistry } from "./registry.js";
 import type { PrototypesParams } from "./stage.js";
 import { mulberry32 } from "../util/random.js";
-import { centredCosinePerRow, mean, ownReportAucPerRow, standardError } from "./retrieval.js";
+import { centredCosinePerRow, mean, norms, ownReportAucPerRow, standardError } from "./retrieval.js";
 
 /** Rows a slice of embeddings.parquet holds; one slice of every column read is in memory at a time. */
 const SLICE_ROWS = 4096;
@@ -145,20 +145,28 @@ function meanRows(values: Float32Array, dim: number): Float64Array {
  * segmenter's linear layers absorb any constant offset, so the uncentred margins over the mean
  * report are reported but do not decide.
  */
-export function usefulnessCheck(
+export async function usefulnessCheck(
   space: PrototypeSpace,
   queries: Float32Array,
   responses: Float32Array,
   trainingTexts: Float32Array,
   heldOut: PairedSamples,
   options: { topK: number; temperature: number; seed: number },
-): UsefulnessCheck {
+): Promise<UsefulnessCheck> {
   const { dim } = heldOut;
   const n = heldOut.ids.length;
   const centre = meanRows(trainingTexts, dim);
   const query = { topK: options.topK, temperature: options.temperature };
-  const approx = space.query(heldOut.images, query).embeddings;
-  const auc = ownReportAucPerRow(approx, heldOut.texts, n, dim);
+  const reportNorms = norms(heldOut.texts, n, dim);
+  const aucOf = (predicted: Float32Array) =>
+    inParts(
+      n,
+      AUC_ROWS_PER_PART,
+      new Float64Array(n),
+      (from, to, out) => void ownReportAucPerRow(predicted, heldOut.texts, n, dim, { from, to, out, reportNorms }),
+    );
+  const approx = await queryInParts(space, heldOut.images, n, dim, query);
+  const auc = await aucOf(approx);
   const centred = centredCosinePerRow(approx, heldOut.texts, centre, n, dim);
 
   const random = mulberry32(options.seed ^ 0x5eed);
@@ -170,8 +178,8 @@ export function usefulnessCheck(
     const order = shuffledOrder(size, random);
     const permuted = new Float32Array(responses.length);
     for (let p = 0; p < size; p++) permuted.set(responses.subarray(order[p]! * dim, (order[p]! + 1) * dim), p * dim);
-    const other = new PrototypeSpace(queries, permuted, dim).query(heldOut.images, query).embeddings;
-    const a = ownReportAucPerRow(other, heldOut.texts, n, dim);
+    const other = await queryInParts(new PrototypeSpace(queries, permuted, dim), heldOut.images, n, dim, query);
+    const a = await aucOf(other);
     const c = centredCosinePerRow(other, heldOut.texts, centre, n, dim);
     for (let i = 0; i < n; i++) {
       shuffledAuc[i] += a[i]! / permutations;
@@ -216,6 +224,29 @@ export function usefulnessCheck(
     passed,
     cosine: { psa, meanTrainingReport: meanScore, randomPrototype: randomScore },
   };
+}
+
+// The check runs in parts with a turn of the event loop between them: on a queue worker a
+// synchronous minute would stop the job's lock renewal, and BullMQ would count the job as stalled
+// (found at 30,000 images: bench/executors-30k.ts).
+const QUERY_ROWS_PER_PART = 256;
+const AUC_ROWS_PER_PART = 128;
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** `work(from, to, out)` over rows 0..n-1 in parts of `rows`, yielding between parts; returns `out`. */
+async function inParts<T>(n: number, rows: number, out: T, work: (from: number, to: number, out: T) => void): Promise<T> {
+  for (let from = 0; from < n; from += rows) {
+    work(from, Math.min(n, from + rows), out);
+    await nextTurn();
+  }
+  return out;
+}
+
+/** PSA's approximations of n image embeddings, in parts (see above). */
+async function queryInParts(space: PrototypeSpace, images: Float32Array, n: number, dim: number, query: QueryOptions): Promise<Float32Array> {
+  return inParts(n, QUERY_ROWS_PER_PART, new Float32Array(n * dim), (from, to, out) => {
+    out.set(space.query(images.subarray(from * dim, to * dim), query).embeddings, from * dim);
+  });
 }
 
 /** A permutation of 0..size-1 that moves every index (a derangement when size > 1), seeded. */
@@ -293,7 +324,7 @@ export async function runPrototypes(ctx: StageContext<PrototypesParams>) {
   const manifest = await writeArtifactManifest(ctx.outDir, lineage);
   ctx.emit({ kind: "progress", stage: ctx.stage, task: "prototypes", done: 2, total: 3 });
 
-  const usefulness = checkUsefulness(ctx, seed, built, samples.texts, rows.validation);
+  const usefulness = await checkUsefulness(ctx, seed, built, samples.texts, rows.validation);
 
   const registry = ArtifactRegistry.open(ctx.pipeline.workdir);
   let artifact: Awaited<ReturnType<ArtifactRegistry["publish"]>>;
@@ -348,13 +379,13 @@ function lineageOf(ctx: StageContext<PrototypesParams>, seed: number, dim: numbe
  * The usefulness check on (a seeded sample of) the validation rows, logged; a space that fails
  * it is a warning (`onUseless: warn`) or a DataError before anything is published (`fail`).
  */
-function checkUsefulness(
+async function checkUsefulness(
   ctx: StageContext<PrototypesParams>,
   seed: number,
   built: BuildResult,
   trainingTexts: Float32Array,
   validation: PairedSamples,
-): UsefulnessCheck | { samples: 0; skipped: string } {
+): Promise<UsefulnessCheck | { samples: 0; skipped: string }> {
   const params = ctx.params;
   const p = built.prototypes;
   const space = new PrototypeSpace(p.queries, p.responses, p.dim);
@@ -366,7 +397,7 @@ function checkUsefulness(
   const heldOut = sampleRows(validation, params.usefulnessSamples, seed);
   if (heldOut.ids.length < validation.ids.length)
     ctx.log(`usefulness check on a seeded sample of ${heldOut.ids.length} of the ${validation.ids.length} validation rows (usefulnessSamples)`);
-  const usefulness = usefulnessCheck(space, p.queries, p.responses, trainingTexts, heldOut, { topK: params.topK, temperature: params.temperature, seed });
+  const usefulness = await usefulnessCheck(space, p.queries, p.responses, trainingTexts, heldOut, { topK: params.topK, temperature: params.temperature, seed });
   ctx.log(formatUsefulness(usefulness), usefulness.passed ? "info" : "warn");
   if (!usefulness.passed && params.onUseless === "warn") {
     ctx.warn(

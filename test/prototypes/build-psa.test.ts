@@ -167,7 +167,16 @@ test("usefulness: PSA finds held-out images' own reports far better than its shu
   const samples = { ids: trainIdx.map((i) => both.ids[i]!), dim: 32, images: pick(trainIdx, both.images), texts: pick(trainIdx, both.texts) };
   const built = await buildPrototypes(samples, base);
   const space = new PrototypeSpace(built.prototypes.queries, built.prototypes.responses, 32);
-  const check = usefulnessCheck(
+  // Turns of the event loop while the check runs: it works in parts, so a queue worker's lock
+  // renewal (a timer) is never starved (a synchronous check made BullMQ count jobs as stalled).
+  let turns = 0;
+  let checking = true;
+  const count = () => {
+    turns++;
+    if (checking) setImmediate(count);
+  };
+  setImmediate(count);
+  const check = await usefulnessCheck(
     space,
     built.prototypes.queries,
     built.prototypes.responses,
@@ -183,6 +192,21 @@ test("usefulness: PSA finds held-out images' own reports far better than its shu
   assert.ok(check.centredCosine > 0.5 && check.centredCosine - check.shuffled.centredCosine > 0.4, JSON.stringify(check));
   assert.ok(check.gains.ownReportAuc > 2 * check.gains.ownReportAucSe);
   assert.equal(check.shuffled.permutations, 8);
+  checking = false;
+  // One part per 256 queried rows and per 128 AUC rows, for the space and each of its 8 shuffled copies: at least 18.
+  assert.ok(turns >= 18, `the check yielded ${turns} times`);
+});
+
+test("own-report AUC in parts equals the whole", () => {
+  const n = 50;
+  const dim = 6;
+  const random = mulberry32(4);
+  const predicted = Float32Array.from({ length: n * dim }, () => random() - 0.5);
+  const reports = Float32Array.from({ length: n * dim }, () => Math.round((random() - 0.5) * 4));
+  const whole = ownReportAucPerRow(predicted, reports, n, dim);
+  const out = new Float64Array(n);
+  for (let from = 0; from < n; from += 7) ownReportAucPerRow(predicted, reports, n, dim, { from, to: Math.min(n, from + 7), out });
+  assert.deepEqual(Array.from(out), Array.from(whole));
 });
 
 test("own-report AUC: ties count half, a perfect prediction of distinct reports scores 1, a constant one 0.5", () => {

@@ -75,6 +75,8 @@ export async function seedCentroids(
   k: number,
   random: () => number,
   pairwise?: Float64Array,
+  /** When given, receives the row each centre was taken from. */
+  seedRows?: Int32Array,
 ): Promise<Float32Array> {
   const centroids = new Float32Array(k * width);
   const nearest = new Float64Array(n);
@@ -82,6 +84,7 @@ export async function seedCentroids(
   const trial = new Float64Array(n * candidates);
   const first = Math.floor(random() * n);
   centroids.set(rows.subarray(first * width, (first + 1) * width), 0);
+  if (seedRows) seedRows[0] = first;
   let potential = 0;
   for (let i = 0; i < n; i++) potential += nearest[i] = pairwise ? pairwise[i * n + first]! : squaredDistance(rows, i, centroids, 0, width);
   const picks = new Int32Array(candidates);
@@ -117,6 +120,7 @@ export async function seedCentroids(
       }
     }
     centroids.set(picked.subarray(best * width, (best + 1) * width), c * width);
+    if (seedRows) seedRows[c] = picks[best]!;
     for (let i = 0; i < n; i++) nearest[i] = Math.min(nearest[i]!, trial[i * candidates + best]!);
     potential = bestPotential;
   }
@@ -141,26 +145,9 @@ async function squaredDistancesTo(rows: Float32Array, n: number, targets: Float3
  * Most labels of templated reports are small sets, and thousands of them ran through the MatMul
  * path one call per iteration. The same assignments as that path, up to rounding; null when a
  * cluster empties (the caller then runs the explicit path, where an empty centroid stays put).
+ * `seedRow[c]` is the row k-means++ took centre c from.
  */
-function lloydInDistanceSpace(
-  rows: Float32Array,
-  n: number,
-  width: number,
-  k: number,
-  seeds: Float32Array,
-  pairwise: Float64Array,
-  maxIterations: number,
-): Int32Array | null {
-  // The seeds are rows of the set (k-means++ picks rows): find each one's index.
-  const seedRow = new Int32Array(k).fill(-1);
-  for (let c = 0; c < k; c++) {
-    for (let i = 0; i < n && seedRow[c]! < 0; i++) {
-      let same = true;
-      for (let x = 0; x < width && same; x++) same = rows[i * width + x] === seeds[c * width + x];
-      if (same) seedRow[c] = i;
-    }
-    if (seedRow[c]! < 0) return null;
-  }
+function lloydInDistanceSpace(n: number, k: number, seedRow: Int32Array, pairwise: Float64Array, maxIterations: number): Int32Array | null {
   let clusters = new Int32Array(n);
   for (let i = 0; i < n; i++) {
     let best = 0;
@@ -231,9 +218,10 @@ async function lloyd(
   pairwise?: Float64Array,
   inDistanceSpace = true,
 ): Promise<KmeansResult> {
-  const centroids = await seedCentroids(rows, n, width, k, mulberry32(seed), pairwise);
+  const seedRows = new Int32Array(k);
+  const centroids = await seedCentroids(rows, n, width, k, mulberry32(seed), pairwise, seedRows);
   if (pairwise && inDistanceSpace) {
-    const clusters = lloydInDistanceSpace(rows, n, width, k, centroids, pairwise, maxIterations);
+    const clusters = lloydInDistanceSpace(n, k, seedRows, pairwise, maxIterations);
     if (clusters) return withCentroids(rows, n, width, k, clusters);
   }
   let clusters: Int32Array = new Int32Array(n).fill(-1);
